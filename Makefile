@@ -1,0 +1,40 @@
+# Two commands: `make demo` and `make test`. Both create .venv when missing and
+# (re)install the project whenever pyproject.toml changed or a previous install failed
+# (the stamp file is written only after a successful install).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-embed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[embed]"
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[embed,dev]"
+	touch $@
+
+demo: $(VENV)/.stamp-embed
+	$(PY) -m toolkit.demo
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m pytest -q tests
+	$(PY) -m ruff check toolkit tests benchmarks
+
+lint: $(VENV)/.stamp-dev
+	$(PY) -m ruff check toolkit tests benchmarks
+	$(PY) -m ruff format --check toolkit tests benchmarks
+
+bench: $(VENV)/.stamp-dev
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,114 @@
+"""Small shared helpers: missing-cell detection, column handling, devices, progress."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def is_missing(item: Any) -> bool:
+    """Whether a raw cell means "this modality is absent for this row".
+
+    ``None``, float NaN, ``pandas.NA``/``NaT`` and empty or blank strings are missing.
+    Arrays, paths and non-empty strings are not (an unreadable file is decided by the
+    reader, not here).
+    """
+    if item is None:
+        return True
+    if isinstance(item, str):
+        return item.strip() == ""
+    if isinstance(item, numbers.Number) and not isinstance(item, bool):
+        return bool(np.isnan(item)) if isinstance(item, numbers.Real) else False
+    try:
+        import pandas as pd
+
+        if item is pd.NA or item is pd.NaT:
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+def as_item_list(X: Any, *, what: str = "column") -> tuple[list, str | None]:
+    """Turn one column of raw items into a list, plus the column's name when known.
+
+    Accepts a pandas Series, a one-column DataFrame, a list/tuple, or a 1-D object
+    array. A 2-D array with one column is accepted too (as ``ColumnTransformer`` passes).
+    """
+    import pandas as pd
+
+    name = None
+    if isinstance(X, pd.DataFrame):
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"expected a single {what}, got a DataFrame with {X.shape[1]} columns "
+                f"{list(X.columns)[:5]}; select one column"
+            )
+        name = str(X.columns[0])
+        return list(X.iloc[:, 0]), name
+    if isinstance(X, pd.Series):
+        return list(X), (None if X.name is None else str(X.name))
+    if isinstance(X, np.ndarray):
+        if X.dtype != object and X.ndim >= 2:
+            raise ValueError(
+                f"expected a single {what} of items (strings, paths or arrays), got a numeric "
+                f"array of shape {X.shape}; wrap per-row arrays in a list or pandas Series"
+            )
+        if X.ndim == 2 and X.shape[1] == 1:
+            return list(X[:, 0]), None
+        if X.ndim != 1:
+            raise ValueError(f"expected a 1-D {what} of items, got an array of shape {X.shape}")
+        return list(X), None
+    if isinstance(X, (list, tuple)):
+        return list(X), None
+    if isinstance(X, str):
+        raise TypeError(
+            f"expected a {what} of items, got a single string {X[:40]!r}; wrap it in a list"
+        )
+    raise TypeError(
+        f"expected a {what} as a pandas Series, list or 1-D array, got {type(X).__name__}"
+    )
+
+
+def describe_item(item: Any, limit: int = 80) -> str:
+    """A short human-readable description of a raw item for error messages."""
+    if isinstance(item, np.ndarray):
+        return f"array of shape {item.shape} and dtype {item.dtype}"
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
+        return f"(waveform of shape {item[0].shape}, {item[1]})"
+    text = repr(str(item)) if not isinstance(item, str) else repr(item)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def resolve_device(device: str | None):
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def batches(indices: Sequence[int], batch_size: int) -> Iterator[Sequence[int]]:
+    """Consecutive chunks of ``indices`` of at most ``batch_size``."""
+    for start in range(0, len(indices), batch_size):
+        yield indices[start : start + batch_size]
+
+
+def progress(iterable, *, total: int, desc: str, enabled: bool, min_items: int = 200):
+    """Wrap ``iterable`` in a tqdm bar when enabled and the work is long enough."""
+    if not enabled or total < min_items:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def check_random_state_seed(random_state) -> int:
+    """An integer seed derived from ``random_state`` (for torch generators)."""
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))

@@ -1,0 +1,66 @@
+"""Torch helpers shared by the pretrained backends: safe weight loading, penultimate features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_state_dict(path) -> dict:
+    """Load a state dict from ``.safetensors`` or a torch file, never unpickling code."""
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"weights file '{p}' does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"weights file '{p}' is not a plain state dict that can be loaded safely "
+            f"({type(exc).__name__}: {exc}); save it with torch.save(model.state_dict(), path) "
+            "or safetensors"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file '{p}' holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def apply_weights(model, path) -> None:
+    """Load ``path`` into ``model``; a mismatch names the missing and unexpected keys."""
+    state = load_state_dict(path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"weights file '{path}' does not match the {type(model).__name__} architecture: "
+            f"missing keys {result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
+def last_linear(model):
+    """The last ``nn.Linear`` module of ``model`` (its input is the penultimate feature)."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"{type(model).__name__} has no Linear layer to take penultimate features from"
+        )
+    return linears[-1]
+
+
+def penultimate(model, x):
+    """Run ``model`` on ``x`` and return the input of its last Linear layer, flattened."""
+    captured = []
+    handle = last_linear(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    feats = captured[-1]
+    return feats.reshape(feats.shape[0], -1)

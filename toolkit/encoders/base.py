@@ -1,0 +1,213 @@
+"""Shared machinery of the column encoders: missing items, errors, batching, progress."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit._utils import as_item_list, batches, is_missing, progress
+from toolkit.exceptions import ReadError
+
+
+class MissingItemsWarning(UserWarning):
+    """Some items could not be read and were marked missing (``on_error="missing"``)."""
+
+
+class BaseEncoder(TransformerMixin, BaseEstimator):
+    """Base class of the single-column encoders.
+
+    Subclasses implement ``_read(item)`` (raw item -> decoded object, raising
+    :class:`~toolkit.exceptions.ReadError`), ``_fit(decoded_items)`` (learn state, set
+    ``n_features_out_``) and ``_encode_batch(decoded_items) -> (b, d) array``.
+    ``fixed = True`` marks encoders whose output does not depend on the data they were
+    fitted on (feature extractors and pretrained networks), which lets estimators cache
+    their blocks across fits.
+    """
+
+    #: Output does not depend on the fitting data (safe to cache across fits).
+    fixed: bool = True
+    #: Name used in messages and progress bars.
+    modality: str = "item"
+    #: Whether ``_fit`` needs the decoded training items (else it gets ``None``).
+    _fit_needs_items: bool = False
+
+    _parameter_constraints: dict = {
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "on_error": [StrOptions({"raise", "missing"})],
+        "progress": ["boolean"],
+    }
+
+    # -- public API ---------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the encoder on one column of raw items.
+
+        Parameters
+        ----------
+        X : pandas Series, list or 1-D array of shape (n_samples,)
+            Raw items; missing cells (None, NaN, empty string) are skipped.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        items, labels, name = self._column(X)
+        self.column_ = name
+        decoded = None
+        if self._needs_fit_items():
+            present = [i for i, it in enumerate(items) if not is_missing(it)]
+            decoded = []
+            for i in present:
+                value = self._read_or_skip(items[i], labels[i])
+                if value is not None:
+                    decoded.append(value)
+            if not decoded:
+                raise ValueError(
+                    f"{type(self).__name__} found no readable {self.modality} item in "
+                    f"{self._where()} to fit on ({len(items)} rows, all missing or unreadable)"
+                )
+        self._fit(decoded)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Encode one column of raw items.
+
+        Parameters
+        ----------
+        X : pandas Series, list or 1-D array of shape (n_samples,)
+
+        Returns
+        -------
+        block : ndarray of shape (n_samples, n_features_out_), float32
+            Rows of missing (or, with ``on_error="missing"``, unreadable) items are NaN.
+        """
+        return self.encode(X)[0]
+
+    def encode(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Encode one column; return the block and the availability of each row.
+
+        Returns
+        -------
+        block : ndarray of shape (n_samples, n_features_out_), float32 (NaN where absent)
+        available : ndarray of shape (n_samples,), bool
+        """
+        check_is_fitted(self, "n_features_out_")
+        items, labels, _ = self._column(X)
+        n = len(items)
+        out = np.full((n, self.n_features_out_), np.nan, dtype=np.float32)
+        available = np.zeros(n, dtype=bool)
+        candidates = [i for i, it in enumerate(items) if not is_missing(it)]
+        failures: list[tuple[Any, str]] = []
+        size = self._chunk_size()
+        chunks = batches(candidates, size)
+        bar = progress(
+            chunks,
+            total=(len(candidates) + size - 1) // size,
+            desc=f"encoding {self.modality}",
+            enabled=self.progress and len(candidates) >= 200,
+            min_items=1,
+        )
+        for chunk in bar:
+            rows, decoded = [], []
+            for i in chunk:
+                value = self._read_or_skip(items[i], labels[i], failures)
+                if value is not None:
+                    rows.append(i)
+                    decoded.append(value)
+            if not rows:
+                continue
+            feats = np.asarray(self._encode_batch(decoded), dtype=np.float32)
+            out[rows] = feats
+            available[rows] = True
+        if failures:
+            shown = "; ".join(f"row {r}: {m}" for r, m in failures[:5])
+            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+            warnings.warn(
+                f"{type(self).__name__}: {len(failures)} unreadable {self.modality} item(s) in "
+                f"{self._where()} were marked missing: {shown}{more}",
+                MissingItemsWarning,
+                stacklevel=2,
+            )
+        bad = available & ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"{type(self).__name__} produced non-finite features for rows "
+                f"{[labels[i] for i in np.flatnonzero(bad)[:5]]} of {self._where()}; "
+                "check those items for constant or corrupt content"
+            )
+        return out, available
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the output features, ``"{prefix}{i}"``."""
+        check_is_fitted(self, "n_features_out_")
+        prefix = self._feature_prefix()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    # -- helpers for subclasses ---------------------------------------------------------
+
+    def _chunk_size(self) -> int:
+        """How many items are decoded and held at once (bounded memory)."""
+        return self.batch_size
+
+    def _feature_prefix(self) -> str:
+        return f"{self.modality}_"
+
+    def _where(self) -> str:
+        name = getattr(self, "_current_column", None) or getattr(self, "column_", None)
+        return f"column '{name}'" if name else "the column"
+
+    def _column(self, X):
+        items, name = as_item_list(X, what=f"{self.modality} column")
+        import pandas as pd
+
+        labels = (
+            list(X.index) if isinstance(X, (pd.Series, pd.DataFrame)) else list(range(len(items)))
+        )
+        self._current_column = name
+        return items, labels, name
+
+    def _read_or_skip(self, item, label, failures=None):
+        """Read one item; on error raise with its row, or record it when on_error='missing'."""
+        try:
+            return self._read(item)
+        except (ReadError, FileNotFoundError) as exc:
+            message = f"row {label!r} of {self._where()}: {exc}"
+            if self.on_error == "missing":
+                if failures is not None:
+                    failures.append((label, str(exc)))
+                return None
+            hint = (
+                ""
+                if "on_error" in str(exc)
+                else "; or pass on_error='missing' to mark such items missing"
+            )
+            raise type(exc)(message + hint) from exc
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.requires_fit = True
+        return tags
+
+    def _needs_fit_items(self) -> bool:
+        return self._fit_needs_items
+
+    # -- to implement -------------------------------------------------------------------
+
+    def _read(self, item):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit(self, decoded) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _encode_batch(self, decoded: list) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError

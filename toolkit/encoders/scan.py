@@ -1,0 +1,240 @@
+"""3-D scan encoder: MONAI preprocessing + radiomics-style statistics; MONAI networks by weights."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from toolkit._utils import resolve_device
+from toolkit.encoders._torch import apply_weights, penultimate
+from toolkit.encoders.base import BaseEncoder
+from toolkit.io.scan import _quiet_monai, read_scan
+
+_FIRST_ORDER = [
+    "mean",
+    "std",
+    "skewness",
+    "kurtosis",
+    "p05",
+    "p25",
+    "p50",
+    "p75",
+    "p95",
+    "entropy",
+    "energy",
+]
+_SHAPE = [
+    "fg_fraction", "fg_com_0", "fg_com_1", "fg_com_2", "fg_extent_0", "fg_extent_1", "fg_extent_2",
+    "fg_log_components", "fg_largest_fraction", "fg_surface_ratio",
+    "bright_log_components", "bright_fraction", "bright_largest_fraction",
+]  # fmt: skip
+
+
+def _otsu(hist: np.ndarray, centers: np.ndarray) -> float:
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1e-12)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between[:-1]))]) if len(hist) > 1 else 0.5
+
+
+def _components(mask: np.ndarray) -> tuple[float, float]:
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return 0.0, 0.0
+    sizes = np.bincount(labels.ravel())[1:]
+    return float(np.log1p(count)), float(sizes.max() / mask.size)
+
+
+def scan_statistics(v: np.ndarray, hist_bins: int, grid: int) -> np.ndarray:
+    """Intensity histogram, first-order, shape and coarse-grid features of a [0, 1] volume."""
+    import torch
+    from scipy import ndimage
+
+    flat = v.ravel().astype(np.float64)
+    hist, edges = np.histogram(flat, bins=hist_bins, range=(0.0, 1.0))
+    hist = hist / flat.size
+    centers = (edges[:-1] + edges[1:]) / 2
+    mean, std = flat.mean(), flat.std()
+    z = (flat - mean) / (std + 1e-8)
+    nz = hist[hist > 0]
+    first = [mean, std, (z**3).mean(), (z**4).mean() - 3.0, *np.percentile(flat, [5, 25, 50, 75, 95]),
+             float(-(nz * np.log2(nz)).sum()), (flat**2).mean()]  # fmt: skip
+    fg = v > _otsu(hist, centers)
+    frac = fg.mean()
+    if fg.any():
+        coords = np.argwhere(fg)
+        com = coords.mean(axis=0) / np.maximum(np.array(v.shape) - 1, 1)
+        extent = (coords.max(axis=0) - coords.min(axis=0) + 1) / np.array(v.shape)
+        eroded = ndimage.binary_erosion(fg)
+        surface = float((fg & ~eroded).sum() / fg.sum())
+    else:
+        com, extent, surface = np.full(3, 0.5), np.zeros(3), 0.0
+    fg_comp, fg_largest = _components(fg)
+    bright = v > min(mean + 2 * std, 0.999)
+    br_comp, br_largest = _components(bright)
+    shape = [frac, *com, *extent, fg_comp, fg_largest, surface, br_comp, bright.mean(), br_largest]
+    coarse = (
+        torch.nn.functional.adaptive_avg_pool3d(torch.from_numpy(v)[None, None], grid)
+        .reshape(-1)
+        .numpy()
+    )
+    return np.concatenate([hist, np.asarray(first), np.asarray(shape), coarse]).astype(np.float32)
+
+
+class ScanEncoder(BaseEncoder):
+    """Encode a column of 3-D scans (NIfTI/DICOM paths or 3-D arrays).
+
+    Every scan is read with MONAI's ``LoadImage``, oriented to ``orientation`` (files
+    with an affine), optionally resampled to ``pixdim`` mm, resized to ``spatial_size``
+    and intensity-scaled so that the 1st/99th percentiles map to 0/1 (clipped).
+
+    Parameters
+    ----------
+    backend : {"statistics", "monai"}, default="statistics"
+        ``"statistics"`` (no weights): a ``hist_bins``-bin intensity histogram,
+        first-order statistics (mean, std, skewness, kurtosis, percentiles, entropy,
+        energy), shape statistics of the Otsu foreground and of bright regions (fraction,
+        centre of mass, extent, connected components, surface ratio) and the volume
+        average-pooled to ``grid``³ cells. ``"monai"``: the network ``model`` from
+        ``monai.networks.nets`` (e.g. ``"DenseNet121"``) built with ``model_kwargs`` and
+        loaded from ``weights``; features are the input of its last Linear layer.
+    model : str, default=None
+    weights : str or path, default=None
+    model_kwargs : dict, default=None
+        Defaults to ``{"spatial_dims": 3, "in_channels": 1, "out_channels": 2}``.
+    spatial_size : tuple of 3 int, default=(64, 64, 64)
+    pixdim : tuple of 3 float, default=None
+        Target voxel spacing in mm before resizing (None: no resampling).
+    orientation : str or None, default="RAS"
+    hist_bins : int, default=32
+    grid : int, default=4
+    batch_size : int, default=4
+        Volumes decoded and held at once (bounded memory).
+    device : str, default="auto"
+    on_error : {"raise", "missing"}, default="raise"
+    progress : bool, default=True
+
+    Attributes
+    ----------
+    n_features_out_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from toolkit import ScanEncoder
+    >>> vol = np.random.default_rng(0).random((16, 16, 16))
+    >>> ScanEncoder(spatial_size=(16, 16, 16)).fit_transform([vol, None]).shape
+    (2, 120)
+    """
+
+    modality = "scan"
+    _parameter_constraints = {
+        **BaseEncoder._parameter_constraints,
+        "backend": [StrOptions({"statistics", "monai"})],
+        "model": [str, None],
+        "weights": [str, Path, None],
+        "model_kwargs": [dict, None],
+        "spatial_size": [tuple, list],
+        "pixdim": [tuple, list, None],
+        "orientation": [str, None],
+        "hist_bins": [Interval(Integral, 2, 1024, closed="both")],
+        "grid": [Interval(Integral, 1, 32, closed="both")],
+        "device": [str, None],
+    }
+
+    def __init__(
+        self,
+        backend="statistics",
+        model=None,
+        weights=None,
+        model_kwargs=None,
+        spatial_size=(64, 64, 64),
+        pixdim=None,
+        orientation="RAS",
+        hist_bins=32,
+        grid=4,
+        batch_size=4,
+        device="auto",
+        on_error="raise",
+        progress=True,
+    ):
+        self.backend = backend
+        self.model = model
+        self.weights = weights
+        self.model_kwargs = model_kwargs
+        self.spatial_size = spatial_size
+        self.pixdim = pixdim
+        self.orientation = orientation
+        self.hist_bins = hist_bins
+        self.grid = grid
+        self.batch_size = batch_size
+        self.device = device
+        self.on_error = on_error
+        self.progress = progress
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        if self.backend != "statistics":
+            return super().get_feature_names_out(input_features)
+        names = [f"hist{i}" for i in range(self.hist_bins)] + _FIRST_ORDER + _SHAPE
+        names += [f"grid{i}" for i in range(self.grid**3)]
+        return np.asarray(names, dtype=object)
+
+    def _feature_prefix(self) -> str:
+        return "scan_emb"
+
+    def _read(self, item):
+        return read_scan(
+            item,
+            spatial_size=tuple(self.spatial_size),
+            pixdim=self.pixdim,
+            orientation=self.orientation,
+        )
+
+    def _fit(self, decoded) -> None:
+        if len(tuple(self.spatial_size)) != 3 or min(self.spatial_size) < 1:
+            raise ValueError(f"spatial_size must be 3 positive ints, got {self.spatial_size}")
+        if self.backend == "statistics":
+            self.n_features_out_ = self.hist_bins + len(_FIRST_ORDER) + len(_SHAPE) + self.grid**3
+            return
+        import torch
+
+        if not self.model:
+            raise ValueError(
+                "backend='monai' needs model=<monai.networks.nets name>, e.g. 'DenseNet121'"
+            )
+        if self.weights is None:
+            raise ValueError(
+                "backend='monai' needs weights=<state dict file>; nothing is downloaded"
+            )
+        with _quiet_monai():
+            from monai.networks import nets
+
+            if not hasattr(nets, self.model):
+                raise ValueError(f"unknown MONAI network '{self.model}' (see monai.networks.nets)")
+            kwargs = self.model_kwargs or {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+            net = getattr(nets, self.model)(**kwargs)
+        apply_weights(net, self.weights)
+        self.device_ = resolve_device(self.device)
+        self.model_ = net.to(self.device_).eval()
+        with torch.inference_mode():
+            probe = penultimate(
+                self.model_, torch.zeros(1, 1, *self.spatial_size, device=self.device_)
+            )
+        self.n_features_out_ = int(probe.shape[1])
+
+    def _encode_batch(self, volumes) -> np.ndarray:
+        if self.backend == "statistics":
+            return np.stack([scan_statistics(v, self.hist_bins, self.grid) for v in volumes])
+        import torch
+
+        x = torch.from_numpy(np.stack(volumes)[:, None]).to(self.device_)
+        with torch.inference_mode():
+            return penultimate(self.model_, x).float().cpu().numpy()

@@ -1,0 +1,236 @@
+"""Late fusion: one head per modality, combined over the modalities each row has."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit.embeddings import Embeddings
+from toolkit.fusion.base import BaseFusion, BlockScaler
+
+_EPS = 1e-6
+
+
+class LateFusion(BaseFusion):
+    """One head per modality, then a combination over the available modalities only.
+
+    Parameters
+    ----------
+    estimator : scikit-learn estimator, default=None
+        Per-modality head. Default: ``LogisticRegression(C=1.0, max_iter=2000)`` for
+        classification, ``Ridge(alpha=1.0)`` for regression.
+    combine : {"stacking", "weighted", "mean"}, default="stacking"
+        ``"stacking"``: a meta-learner is fitted on out-of-fold predictions of the
+        heads (as scikit-learn's ``StackingClassifier`` does). Its inputs are each head's
+        evidence relative to the prior, log p_m(k) - log prior(k) (binary: the log-odds
+        shift; regression: prediction - training mean), which is 0 for an absent
+        modality, so a row is combined over the modalities it has. ``"weighted"``:
+        heads are averaged with weights proportional to their out-of-fold skill
+        (1 - log loss / prior log loss; regression: R²), renormalized over the available
+        modalities. ``"mean"``: plain average of the available heads.
+    meta_estimator : scikit-learn estimator, default=None
+        Stacking meta-learner. Default: ``LogisticRegression(C=1.0)`` for
+        classification, ``LinearRegression(positive=True)`` for regression.
+    cv : int, default=5
+        Folds for the out-of-fold predictions (reduced when a class is rare).
+    random_state : int, RandomState or None
+        Seeds the fold shuffling and the heads that take a seed.
+
+    Attributes
+    ----------
+    estimators_ : dict of str to fitted head
+    meta_estimator_ : fitted meta-learner (stacking)
+    weights_ : ndarray of shape (n_modalities,) (weighted)
+    prior_ : ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from toolkit import Embeddings, LateFusion
+    >>> rng = np.random.default_rng(0)
+    >>> emb = Embeddings({"a": rng.normal(size=(60, 2)), "b": rng.normal(size=(60, 3))})
+    >>> y = (emb.blocks["a"][:, 0] > 0).astype(int)
+    >>> LateFusion(random_state=0).fit(emb, y, n_classes=2).predict_output(emb).shape
+    (60, 2)
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "combine": [StrOptions({"stacking", "weighted", "mean"})],
+        "meta_estimator": [HasMethods(["fit", "predict"]), None],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self, estimator=None, combine="stacking", meta_estimator=None, cv=5, random_state=None
+    ):
+        self.estimator = estimator
+        self.combine = combine
+        self.meta_estimator = meta_estimator
+        self.cv = cv
+        self.random_state = random_state
+
+    # -- heads -------------------------------------------------------------------------
+
+    def _head(self):
+        if self.estimator is None:
+            from sklearn.linear_model import LogisticRegression, Ridge
+
+            head = (
+                LogisticRegression(C=1.0, max_iter=2000)
+                if self.is_classifier_
+                else Ridge(alpha=1.0)
+            )
+        else:
+            head = clone(self.estimator)
+        if "random_state" in head.get_params() and head.get_params()["random_state"] is None:
+            head.set_params(random_state=self.random_state)
+        return head
+
+    def _head_output(self, name: str, X: np.ndarray) -> np.ndarray:
+        """Full-width probabilities (n, K) or predictions (n,) of one head."""
+        head = self.estimators_[name]
+        if not self.is_classifier_:
+            return np.asarray(head.predict(X), dtype=np.float64)
+        out = np.zeros((len(X), self.n_classes_))
+        out[:, head.classes_.astype(int)] = head.predict_proba(X)
+        return out
+
+    def _evidence(self, outputs: np.ndarray) -> np.ndarray:
+        """Head outputs -> stacking features, 0 meaning 'no evidence beyond the prior'."""
+        if not self.is_classifier_:
+            return (outputs - self.prior_[0])[:, None]
+        logp = np.log(np.clip(outputs, _EPS, 1.0)) - np.log(np.clip(self.prior_, _EPS, 1.0))
+        if self.n_classes_ == 2:
+            return (logp[:, 1] - logp[:, 0])[:, None]
+        return logp
+
+    def _oof(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        head = self._head()
+        if self.is_classifier_:
+            counts = np.bincount(y.astype(int), minlength=self.n_classes_)
+            smallest = counts[counts > 0].min()
+            n_splits = min(self.cv, int(smallest))
+            if n_splits < 2 or len(counts[counts > 0]) < 2:
+                return self._head_output_fitted(head.fit(X, y), X)
+            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed_)
+            proba = cross_val_predict(head, X, y, cv=splitter, method="predict_proba")
+            present = np.unique(y).astype(int)
+            out = np.zeros((len(X), self.n_classes_))
+            out[:, present] = proba
+            return out
+        n_splits = min(self.cv, len(y))
+        if n_splits < 2:
+            return np.asarray(head.fit(X, y).predict(X), dtype=np.float64)
+        splitter = KFold(n_splits, shuffle=True, random_state=self.seed_)
+        return np.asarray(cross_val_predict(head, X, y, cv=splitter), dtype=np.float64)
+
+    def _head_output_fitted(self, head, X):
+        out = np.zeros((len(X), self.n_classes_))
+        out[:, head.classes_.astype(int)] = head.predict_proba(X)
+        return out
+
+    # -- fit / predict -------------------------------------------------------------------
+
+    def fit(self, emb: Embeddings, y, n_classes=None):
+        """Fit one head per modality on its available rows, then the combiner."""
+        self._validate_params()
+        y = self._setup(emb, y, n_classes)
+        from sklearn.utils import check_random_state
+
+        self.seed_ = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        self.scaler_ = BlockScaler().fit(emb)
+        blocks = self.scaler_.transform(emb)
+        self.estimators_ = {}
+        oof = {}
+        for m, name in enumerate(emb.names):
+            rows = emb.mask[:, m]
+            X, ym = blocks[name][rows], y[rows]
+            self.estimators_[name] = self._head().fit(X, ym)
+            if self.combine != "mean":
+                oof[name] = (rows, self._oof(X, ym))
+        if self.combine == "stacking":
+            feats = self._stack_features_from(
+                {n: (r, self._evidence(o)) for n, (r, o) in oof.items()}, emb.n_samples
+            )
+            if self.meta_estimator is None:
+                from sklearn.linear_model import LinearRegression, LogisticRegression
+
+                meta = (
+                    LogisticRegression(C=1.0, max_iter=2000)
+                    if self.is_classifier_
+                    else LinearRegression(positive=True)
+                )
+            else:
+                meta = clone(self.meta_estimator)
+            self.meta_estimator_ = meta.fit(feats, y)
+            if self.is_classifier_:
+                self.meta_columns_ = self.meta_estimator_.classes_.astype(int)
+        elif self.combine == "weighted":
+            self.weights_ = np.array([self._skill(o, y[r]) for r, o in oof.values()])
+        return self
+
+    def _skill(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        if self.is_classifier_:
+            ll = -np.mean(np.log(np.clip(outputs[np.arange(len(y)), y.astype(int)], _EPS, 1.0)))
+            prior_ll = -np.mean(np.log(np.clip(self.prior_[y.astype(int)], _EPS, 1.0)))
+            skill = 1.0 - ll / max(prior_ll, _EPS)
+        else:
+            var = np.var(y)
+            skill = 1.0 - np.mean((outputs - y) ** 2) / var if var > 0 else 0.0
+        return float(max(skill, 0.0)) + 1e-3
+
+    def _stack_features_from(self, evidence: dict, n: int) -> np.ndarray:
+        width = next(iter(evidence.values()))[1].shape[1]
+        feats = np.zeros((n, width * len(evidence)))
+        for m, (rows, ev) in enumerate(evidence.values()):
+            feats[rows, m * width : (m + 1) * width] = ev
+        return feats
+
+    def predict_output(self, emb: Embeddings) -> np.ndarray:
+        """Combined class probabilities (n_samples, n_classes) or predictions (n_samples,)."""
+        check_is_fitted(self, "estimators_")
+        blocks = self.scaler_.transform(emb)
+        outputs = {}
+        for m, name in enumerate(emb.names):
+            rows = emb.mask[:, m]
+            outputs[name] = (
+                rows,
+                self._head_output(name, blocks[name][rows]) if rows.any() else None,
+            )
+        if self.combine == "stacking":
+            evidence = {
+                n: (r, self._evidence(o) if o is not None else np.zeros((0, 1)))
+                for n, (r, o) in outputs.items()
+            }
+            width = 1 if (not self.is_classifier_ or self.n_classes_ == 2) else self.n_classes_
+            evidence = {
+                n: (r, ev if ev.shape[0] else np.zeros((0, width)))
+                for n, (r, ev) in evidence.items()
+            }
+            feats = self._stack_features_from(evidence, emb.n_samples)
+            if not self.is_classifier_:
+                return np.asarray(self.meta_estimator_.predict(feats), dtype=np.float64)
+            proba = np.zeros((emb.n_samples, self.n_classes_))
+            proba[:, self.meta_columns_] = self.meta_estimator_.predict_proba(feats)
+            return proba
+        weights = self.weights_ if self.combine == "weighted" else np.ones(len(emb.names))
+        shape = (emb.n_samples, self.n_classes_) if self.is_classifier_ else (emb.n_samples,)
+        total = np.zeros(shape)
+        norm = np.zeros(emb.n_samples)
+        for m, (rows, out) in enumerate(outputs.values()):
+            if out is None:
+                continue
+            total[rows] += weights[m] * out
+            norm[rows] += weights[m]
+        empty = norm == 0
+        norm[empty] = 1.0
+        total = total / (norm[:, None] if total.ndim == 2 else norm)
+        total[empty] = self.prior_ if self.is_classifier_ else self.prior_[0]
+        return total
