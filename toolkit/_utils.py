@@ -104,7 +104,8 @@ def progress(iterable, *, total: int, desc: str, enabled: bool, min_items: int =
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    # disable=None: tqdm shows the bar only when writing to a terminal.
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None)
 
 
 def check_random_state_seed(random_state) -> int:

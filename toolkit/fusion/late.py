@@ -36,6 +36,11 @@ class LateFusion(BaseFusion):
     meta_estimator : scikit-learn estimator, default=None
         Stacking meta-learner. Default: ``LogisticRegression(C=1.0)`` for
         classification, ``LinearRegression(positive=True)`` for regression.
+    balance : bool, default=True
+        Weight each standardized block by 1/sqrt(d_m) before its head, which scales the
+        head's effective regularization with the block's width (a 400-feature image
+        block is regularized more than a 10-feature table), so wide blocks do not
+        overfit small training sets.
     cv : int, default=5
         Folds for the out-of-fold predictions (reduced when a class is rare).
     random_state : int, RandomState or None
@@ -63,16 +68,24 @@ class LateFusion(BaseFusion):
         "estimator": [HasMethods(["fit", "predict"]), None],
         "combine": [StrOptions({"stacking", "weighted", "mean"})],
         "meta_estimator": [HasMethods(["fit", "predict"]), None],
+        "balance": ["boolean"],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
     }
 
     def __init__(
-        self, estimator=None, combine="stacking", meta_estimator=None, cv=5, random_state=None
+        self,
+        estimator=None,
+        combine="stacking",
+        meta_estimator=None,
+        balance=True,
+        cv=5,
+        random_state=None,
     ):
         self.estimator = estimator
         self.combine = combine
         self.meta_estimator = meta_estimator
+        self.balance = balance
         self.cv = cv
         self.random_state = random_state
 
@@ -145,7 +158,7 @@ class LateFusion(BaseFusion):
         from sklearn.utils import check_random_state
 
         self.seed_ = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        self.scaler_ = BlockScaler().fit(emb)
+        self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         blocks = self.scaler_.transform(emb)
         self.estimators_ = {}
         oof = {}
