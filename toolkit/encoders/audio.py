@@ -104,6 +104,9 @@ class AudioEncoder(BaseEncoder):
         with the state dict in ``weights``; its last transformer layer, mean-pooled.
     model : str or path, default=None
     weights : str or path, default=None
+    model_kwargs : dict, default=None
+        Keyword arguments of the torchaudio model factory (e.g. a small configuration
+        of ``wav2vec2_model``).
     sample_rate : int, default=16000
         Clips are resampled to this rate (pretrained backends use their model's rate).
     n_mfcc : int, default=20
@@ -133,6 +136,7 @@ class AudioEncoder(BaseEncoder):
         "backend": [StrOptions({"mfcc", "transformers", "torchaudio"})],
         "model": [str, Path, None],
         "weights": [str, Path, None],
+        "model_kwargs": [dict, None],
         "sample_rate": [Interval(Integral, 1000, None, closed="left")],
         "n_mfcc": [Interval(Integral, 2, 128, closed="both")],
         "n_segments": [Interval(Integral, 1, 20, closed="both")],
@@ -144,6 +148,7 @@ class AudioEncoder(BaseEncoder):
         backend="mfcc",
         model=None,
         weights=None,
+        model_kwargs=None,
         sample_rate=16000,
         n_mfcc=20,
         n_segments=3,
@@ -155,6 +160,7 @@ class AudioEncoder(BaseEncoder):
         self.backend = backend
         self.model = model
         self.weights = weights
+        self.model_kwargs = model_kwargs
         self.sample_rate = sample_rate
         self.n_mfcc = n_mfcc
         self.n_segments = n_segments
@@ -209,7 +215,7 @@ class AudioEncoder(BaseEncoder):
                 raise ValueError(
                     "backend='torchaudio' needs weights=<state dict file>; nothing is downloaded"
                 )
-            net = getattr(torchaudio.models, str(self.model))()
+            net = getattr(torchaudio.models, str(self.model))(**(self.model_kwargs or {}))
             apply_weights(net, self.weights)
             self.model_ = net.to(self.device_).eval()
             self.rate_ = int(self.sample_rate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,11 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
         from PIL import Image
 
         try:
-            with Image.open(path) as img:
+            with warnings.catch_warnings():
+                # The pixel limit is enforced below with a clearer message.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(path)
+            with img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ReadError(
@@ -83,6 +88,8 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
                     arr = np.asarray(img.convert("RGB"))
         except ReadError:
             raise
+        except Image.DecompressionBombError as exc:
+            raise ReadError(f"{what} is above the {MAX_PIXELS:,} pixel limit ({exc}); downscale it") from exc
         except Exception as exc:
             raise ReadError(
                 f"{what} could not be decoded as an image ({type(exc).__name__}: {exc}); "

@@ -1,0 +1,97 @@
+"""AudioEncoder: MFCC/prosody statistics and the pretrained backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit import AudioEncoder
+from toolkit.exceptions import ReadError
+
+
+def _tone(freq, sr=8000, seconds=0.5, amp=0.5):
+    t = np.arange(int(sr * seconds)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr
+
+
+def test_statistics_shape_mask_names_and_determinism():
+    clips = [_tone(200), None, _tone(300, sr=16000)]
+    enc = AudioEncoder()
+    block, available = enc.fit(clips).encode(clips)
+    assert block.shape == (3, 131) and block.dtype == np.float32
+    assert available.tolist() == [True, False, True]
+    assert np.isfinite(block[available]).all()
+    names = list(enc.get_feature_names_out())
+    assert len(names) == 131 and names[-6] == "pitch_mean_log2"
+    np.testing.assert_array_equal(block[available], AudioEncoder().fit(clips).transform(clips)[available])
+
+
+def test_pitch_statistic_tracks_the_tone():
+    enc = AudioEncoder().fit([_tone(150)])
+    names = list(enc.get_feature_names_out())
+    low, high = enc.transform([_tone(150), _tone(300)])
+    i = names.index("pitch_mean_log2")
+    assert high[i] - low[i] == pytest.approx(1.0, abs=0.15)  # one octave apart
+
+
+def test_level_normalisation_makes_loudness_irrelevant_to_mfcc():
+    enc = AudioEncoder().fit([_tone(200)])
+    quiet, loud = enc.transform([_tone(200, amp=0.05), _tone(200, amp=0.5)])
+    np.testing.assert_allclose(quiet[:60], loud[:60], atol=1e-3)
+
+
+def test_real_fsdd_recordings(real_data):
+    files = sorted((real_data / "fsdd").glob("*_jackson_0.wav"))
+    assert len(files) == 10
+    block = AudioEncoder().fit(files).transform(files)
+    assert block.shape == (10, 131) and np.isfinite(block).all()
+
+
+def test_corrupt_wav_error_names_file_and_row(tmp_path):
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\x00" * 10)
+    with pytest.raises(ReadError, match=r"row 1 of the column: audio file '.*corrupt\.wav' could not be decoded"):
+        AudioEncoder().fit_transform([_tone(200), str(bad)])
+
+
+def test_on_error_missing(tmp_path):
+    items = [_tone(200), str(tmp_path / "absent.wav")]
+    with pytest.warns(UserWarning, match="absent.wav' does not exist"):
+        _, available = AudioEncoder(on_error="missing").fit(items).encode(items)
+    assert available.tolist() == [True, False]
+
+
+def test_transformers_backend_local_wav2vec2(tiny_wav2vec2):
+    clips = [_tone(200, sr=16000), _tone(250, sr=8000), None]
+    enc = AudioEncoder(backend="transformers", model=str(tiny_wav2vec2), device="cpu")
+    block, available = enc.fit(clips).encode(clips)
+    assert enc.rate_ == 16000
+    assert block.shape == (3, 16) and available.tolist() == [True, True, False]
+    assert np.isfinite(block[:2]).all()
+    assert not np.allclose(block[0], block[1])
+
+
+def test_torchaudio_backend_with_state_dict(tmp_path):
+    import torch
+    import torchaudio
+
+    kwargs = dict(
+        extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+        extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
+        encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0, aux_num_out=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    net = torchaudio.models.wav2vec2_model(**kwargs)
+    path = tmp_path / "w2v.pt"
+    torch.save(net.state_dict(), path)
+    enc = AudioEncoder(backend="torchaudio", model="wav2vec2_model", model_kwargs=kwargs, weights=path, device="cpu")
+    block = enc.fit([_tone(200)]).transform([_tone(200), _tone(400)])
+    assert block.shape == (2, 16) and np.isfinite(block).all()
+
+
+def test_torchaudio_backend_unknown_model():
+    with pytest.raises(ValueError, match="torchaudio.models factory name"):
+        AudioEncoder(backend="torchaudio", model="nope", weights="x.pt").fit([_tone(100)])

@@ -1,0 +1,74 @@
+"""ScanEncoder: MONAI preprocessing + statistics, and the MONAI network backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit import ScanEncoder
+from toolkit.exceptions import ReadError
+
+
+def _volume(n_blobs, seed=0, size=24):
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0.2, 0.02, (size, size, size))
+    zz, yy, xx = np.mgrid[0:size, 0:size, 0:size]
+    for _ in range(n_blobs):
+        c = rng.integers(5, size - 5, 3)
+        vol[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 9] = 1.0
+    return vol
+
+
+def test_statistics_shape_mask_names_and_determinism():
+    items = [_volume(1), None, _volume(3, seed=1)]
+    enc = ScanEncoder(spatial_size=(16, 16, 16))
+    block, available = enc.fit(items).encode(items)
+    assert block.shape == (3, 120) and block.dtype == np.float32
+    assert available.tolist() == [True, False, True]
+    assert np.isfinite(block[available]).all()
+    assert len(enc.get_feature_names_out()) == 120
+    np.testing.assert_array_equal(block[available], enc.transform(items)[available])
+
+
+def test_bright_lesions_are_counted():
+    enc = ScanEncoder(spatial_size=(24, 24, 24)).fit([_volume(1)])
+    names = list(enc.get_feature_names_out())
+    one, many = enc.transform([_volume(1, seed=3), _volume(5, seed=3)])
+    i = names.index("bright_fraction")
+    assert many[i] > one[i]
+
+
+def test_real_nifti_files():
+    nib_tests = pytest.importorskip("nibabel.tests")
+    from pathlib import Path
+
+    folder = Path(nib_tests.__file__).parent / "data"
+    files = [folder / "anatomical.nii", folder / "example4d.nii.gz"]
+    block = ScanEncoder(spatial_size=(16, 16, 16)).fit(files).transform(files)
+    assert block.shape == (2, 120) and np.isfinite(block).all()
+
+
+def test_text_file_named_nifti_error_names_row(tmp_path):
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_text("hello")
+    with pytest.raises(ReadError, match=r"row 0 of the column: NIfTI file '.*fake\.nii\.gz' could not be read"):
+        ScanEncoder().fit_transform([str(fake)])
+
+
+def test_monai_densenet_backend_with_state_dict(tmp_path):
+    import torch
+    from monai.networks.nets import DenseNet121
+
+    torch.manual_seed(0)
+    net = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
+    path = tmp_path / "densenet.pt"
+    torch.save(net.state_dict(), path)
+    enc = ScanEncoder(backend="monai", model="DenseNet121", weights=path, spatial_size=(32, 32, 32), device="cpu")
+    block = enc.fit([_volume(1)]).transform([_volume(1), None, _volume(2)])
+    assert block.shape == (3, 1024)
+    assert np.isfinite(block[[0, 2]]).all() and np.isnan(block[1]).all()
+
+
+def test_monai_backend_unknown_network(tmp_path):
+    with pytest.raises(ValueError, match="unknown MONAI network 'NotANet'"):
+        ScanEncoder(backend="monai", model="NotANet", weights=tmp_path / "w.pt").fit([_volume(1)])
