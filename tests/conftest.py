@@ -43,7 +43,9 @@ def tiny_bert(tmp_path_factory) -> Path:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=80, special_tokens=special))
+    tok.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=80, special_tokens=special)
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]",

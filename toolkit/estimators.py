@@ -49,7 +49,13 @@ class _MultimodalBase(_BaseComposition):
 
     @property
     def _encoders(self):
-        return [(name, enc) for name, enc, _ in (self.modalities or [])]
+        if not isinstance(self.modalities, list):
+            return []
+        return [
+            (entry[0], entry[1])
+            for entry in self.modalities
+            if isinstance(entry, tuple | list) and len(entry) == 3
+        ]
 
     @_encoders.setter
     def _encoders(self, value):
@@ -96,6 +102,12 @@ class _MultimodalBase(_BaseComposition):
         return spec
 
     def _frame(self, X, reset: bool) -> pd.DataFrame:
+        import scipy.sparse
+
+        if scipy.sparse.issparse(X):
+            raise TypeError(
+                "sparse input is not supported; pass a dense array or a DataFrame of columns"
+            )
         if self.modalities is None:
             if isinstance(X, dict):
                 X = pd.DataFrame(X)
@@ -188,8 +200,7 @@ class _MultimodalBase(_BaseComposition):
 
     # -- public API shared by both estimators ---------------------------------------------
 
-    def _fit(self, X, y, n_classes):
-        df = self._frame(X, reset=True)
+    def _fit(self, df, y, n_classes):
         if len(y) != len(df):
             raise ValueError(f"X has {len(df)} rows but y has {len(y)} values; they must match")
         emb = self._encode(df, fit=True)
@@ -305,12 +316,10 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
             Class labels (any hashable type).
         """
         self._validate_params()
+        df = self._frame(X, reset=True)
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        y = column_or_1d(y, warn=True)
+        y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
         if pd.isna(pd.Series(y)).any():
             raise ValueError(
@@ -324,7 +333,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
             raise ValueError(
                 f"y has only one class ({self.classes_[0]!r}); a classifier needs at least 2 classes"
             )
-        return self._fit(X, self._label_encoder.transform(y), n_classes=len(self.classes_))
+        return self._fit(df, self._label_encoder.transform(y), n_classes=len(self.classes_))
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -335,16 +344,19 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
 
     def predict(self, X) -> np.ndarray:
         """Most probable class of each row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     @available_if(_fusion_has("decision_function"))
     def decision_function(self, X) -> np.ndarray:
         """Decision function of the fusion head (early and gated fusion)."""
+        check_is_fitted(self, "fusion_")
         return self.fusion_.decision_function(self.embed(X))
 
     @available_if(_fusion_has("gate_values"))
     def gate_values(self, X) -> pd.DataFrame:
         """Gated fusion's per-sample gate weights, one column per modality (model-internal)."""
+        check_is_fitted(self, "fusion_")
         values = self.fusion_.gate_values(self.embed(X))
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(values, columns=self.modality_names_, index=index)
@@ -373,12 +385,10 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     def fit(self, X, y):
         """Encode every modality once and fit the fusion strategy on a numeric target."""
         self._validate_params()
+        df = self._frame(X, reset=True)
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        y = column_or_1d(y, warn=True)
+        y = column_or_1d(np.asarray(y), warn=True)
         if not np.issubdtype(y.dtype, np.number):
             try:
                 y = y.astype(np.float64)
@@ -391,7 +401,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
             raise ValueError(
                 f"y holds {int((~np.isfinite(y)).sum())} NaN or infinite value(s); drop or fix those rows"
             )
-        return self._fit(X, y, n_classes=None)
+        return self._fit(df, y, n_classes=None)
 
     def predict(self, X) -> np.ndarray:
         """Predicted target of each row, shape (n_samples,)."""
@@ -400,6 +410,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     @available_if(_fusion_has("gate_values"))
     def gate_values(self, X) -> pd.DataFrame:
         """Gated fusion's per-sample gate weights, one column per modality (model-internal)."""
+        check_is_fitted(self, "fusion_")
         values = self.fusion_.gate_values(self.embed(X))
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(values, columns=self.modality_names_, index=index)

@@ -23,7 +23,9 @@ def test_statistics_shape_mask_names_and_determinism():
     assert np.isfinite(block[available]).all()
     names = list(enc.get_feature_names_out())
     assert len(names) == 131 and names[-6] == "pitch_mean_log2"
-    np.testing.assert_array_equal(block[available], AudioEncoder().fit(clips).transform(clips)[available])
+    np.testing.assert_array_equal(
+        block[available], AudioEncoder().fit(clips).transform(clips)[available]
+    )
 
 
 def test_pitch_statistic_tracks_the_tone():
@@ -50,7 +52,9 @@ def test_real_fsdd_recordings(real_data):
 def test_corrupt_wav_error_names_file_and_row(tmp_path):
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\x00" * 10)
-    with pytest.raises(ReadError, match=r"row 1 of the column: audio file '.*corrupt\.wav' could not be decoded"):
+    with pytest.raises(
+        ReadError, match=r"row 1 of the column: audio file '.*corrupt\.wav' could not be decoded"
+    ):
         AudioEncoder().fit_transform([_tone(200), str(bad)])
 
 
@@ -87,7 +91,13 @@ def test_torchaudio_backend_with_state_dict(tmp_path):
     net = torchaudio.models.wav2vec2_model(**kwargs)
     path = tmp_path / "w2v.pt"
     torch.save(net.state_dict(), path)
-    enc = AudioEncoder(backend="torchaudio", model="wav2vec2_model", model_kwargs=kwargs, weights=path, device="cpu")
+    enc = AudioEncoder(
+        backend="torchaudio",
+        model="wav2vec2_model",
+        model_kwargs=kwargs,
+        weights=path,
+        device="cpu",
+    )
     block = enc.fit([_tone(200)]).transform([_tone(200), _tone(400)])
     assert block.shape == (2, 16) and np.isfinite(block).all()
 

@@ -11,7 +11,12 @@ from toolkit.exceptions import ReadError
 
 def _images():
     rng = np.random.default_rng(0)
-    return [rng.random((8, 8)), None, rng.integers(0, 255, (20, 30, 3), dtype=np.uint8), rng.random((12, 12, 4))]
+    return [
+        rng.random((8, 8)),
+        None,
+        rng.integers(0, 255, (20, 30, 3), dtype=np.uint8),
+        rng.random((12, 12, 4)),
+    ]
 
 
 def test_descriptors_shape_mask_determinism_and_names():
@@ -20,7 +25,9 @@ def test_descriptors_shape_mask_determinism_and_names():
     assert block.shape == (4, 427) and block.dtype == np.float32
     assert available.tolist() == [True, False, True, True]
     assert np.isfinite(block[available]).all()
-    np.testing.assert_array_equal(block[available], ImageEncoder().fit(_images()).transform(_images())[available])
+    np.testing.assert_array_equal(
+        block[available], ImageEncoder().fit(_images()).transform(_images())[available]
+    )
     assert len(enc.get_feature_names_out()) == 427
 
 
@@ -63,7 +70,9 @@ def test_torchvision_backend_with_saved_state_dict(tmp_path):
     net = torchvision.models.get_model("mobilenet_v3_small", weights=None)
     path = tmp_path / "mnv3.pt"
     torch.save(net.state_dict(), path)
-    enc = ImageEncoder(backend="torchvision", model="mobilenet_v3_small", weights=path, input_size=32, device="cpu")
+    enc = ImageEncoder(
+        backend="torchvision", model="mobilenet_v3_small", weights=path, input_size=32, device="cpu"
+    )
     block = enc.fit(_images()).transform(_images())
     assert block.shape == (4, 1024)
     assert np.isfinite(block[[0, 2, 3]]).all() and np.isnan(block[1]).all()
@@ -73,7 +82,9 @@ def test_torchvision_backend_with_saved_state_dict(tmp_path):
     net.eval()
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
-        np.testing.assert_allclose(penultimate(enc.model_, x).numpy(), penultimate(net, x).numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            penultimate(enc.model_, x).numpy(), penultimate(net, x).numpy(), atol=1e-6
+        )
 
 
 def test_torchvision_backend_needs_weights():
@@ -87,4 +98,6 @@ def test_torchvision_mismatched_weights(tmp_path):
     path = tmp_path / "wrong.pt"
     torch.save({"foo.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="does not match the MobileNetV3 architecture"):
-        ImageEncoder(backend="torchvision", model="mobilenet_v3_small", weights=path).fit([np.zeros((4, 4))])
+        ImageEncoder(backend="torchvision", model="mobilenet_v3_small", weights=path).fit(
+            [np.zeros((4, 4))]
+        )

@@ -51,7 +51,9 @@ def test_real_nifti_files():
 def test_text_file_named_nifti_error_names_row(tmp_path):
     fake = tmp_path / "fake.nii.gz"
     fake.write_text("hello")
-    with pytest.raises(ReadError, match=r"row 0 of the column: NIfTI file '.*fake\.nii\.gz' could not be read"):
+    with pytest.raises(
+        ReadError, match=r"row 0 of the column: NIfTI file '.*fake\.nii\.gz' could not be read"
+    ):
         ScanEncoder().fit_transform([str(fake)])
 
 
@@ -63,7 +65,9 @@ def test_monai_densenet_backend_with_state_dict(tmp_path):
     net = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
     path = tmp_path / "densenet.pt"
     torch.save(net.state_dict(), path)
-    enc = ScanEncoder(backend="monai", model="DenseNet121", weights=path, spatial_size=(32, 32, 32), device="cpu")
+    enc = ScanEncoder(
+        backend="monai", model="DenseNet121", weights=path, spatial_size=(32, 32, 32), device="cpu"
+    )
     block = enc.fit([_volume(1)]).transform([_volume(1), None, _volume(2)])
     assert block.shape == (3, 1024)
     assert np.isfinite(block[[0, 2]]).all() and np.isnan(block[1]).all()

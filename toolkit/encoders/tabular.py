@@ -40,7 +40,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     ----------
     n_features_in_ : int
     feature_names_in_ : ndarray of str (when fitted on a DataFrame)
-    numeric_columns_, categorical_columns_ : list of str
+    columns_ : list
+        Input column labels, as given.
+    column_names_, numeric_columns_, categorical_columns_ : list of str
     transformer_ : fitted sklearn ColumnTransformer
     n_features_out_ : int
 
@@ -136,24 +138,23 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
         self._validate_params()
         df = self._validate(X, reset=True)
-        self.columns_ = (
-            [str(c) for c in df.columns] if isinstance(X, pd.DataFrame) else list(df.columns)
-        )
+        self.columns_ = list(df.columns)
+        self.column_names_ = [str(c) for c in df.columns]
         df = df.copy()
-        df.columns = self.columns_
+        df.columns = self.column_names_
         if self.categorical is not None:
-            unknown = [c for c in self.categorical if c not in self.columns_]
+            unknown = [c for c in self.categorical if str(c) not in self.column_names_]
             if unknown:
                 raise ValueError(
                     f"categorical columns {unknown} are not in the data {self.columns_}"
                 )
-            cat = list(self.categorical)
+            cat = [str(c) for c in self.categorical]
         else:
             cat = [
-                c for c in self.columns_
+                c for c in self.column_names_
                 if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
             ]  # fmt: skip
-        num = [c for c in self.columns_ if c not in cat]
+        num = [c for c in self.column_names_ if c not in cat]
         self.numeric_columns_, self.categorical_columns_ = num, cat
         steps = []
         if num:
@@ -207,7 +208,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         """Encode; return the block (NaN rows where every column is missing) and availability."""
         check_is_fitted(self, "transformer_")
         df = self._validate(X, reset=False).copy()
-        df.columns = self.columns_
+        df.columns = self.column_names_
         return self._encode_frame(df)
 
     def transform(self, X) -> np.ndarray:

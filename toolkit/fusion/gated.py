@@ -13,49 +13,6 @@ from toolkit.embeddings import Embeddings
 from toolkit.fusion.base import BaseFusion, BlockScaler
 
 
-def _build_module(dims: list[int], hidden: int, n_out: int):
-    import torch
-    from torch import nn
-
-    class GatedUnit(nn.Module):
-        """Per-modality projections p_m, reset gates r_m, candidates h~_m and update gates z_m.
-
-        c = [p_1 a_1, ..., p_M a_M, a]              (context; a = availability mask)
-        r_m = sigmoid(W_r,m c + b),  h~_m = tanh(U_m [r_m * p_m, c])
-        z = masked softmax over present modalities of (W_z,m c + b)   (per hidden unit)
-        h = sum_m z_m * h~_m,  output = head(h)
-        With two modalities this is the gated multimodal unit's convex combination
-        h = (1 - z) * h~_x + z * h~_y, with reset gates as in a GRU.
-        """
-
-        def __init__(self):
-            super().__init__()
-            m = len(dims)
-            ctx = m * hidden + m
-            self.proj = nn.ModuleList([nn.Linear(d, hidden) for d in dims])
-            self.reset = nn.ModuleList([nn.Linear(ctx, hidden) for _ in dims])
-            self.cand = nn.ModuleList([nn.Linear(hidden + ctx, hidden) for _ in dims])
-            self.gate = nn.Linear(ctx, m * hidden)
-            self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(hidden, n_out))
-            self.m, self.hidden = m, hidden
-
-        def forward(self, xs, mask):
-            a = mask.float()
-            p = [torch.tanh(self.proj[i](xs[i])) * a[:, i : i + 1] for i in range(self.m)]
-            c = torch.cat(p + [a], dim=1)
-            cand = []
-            for i in range(self.m):
-                r = torch.sigmoid(self.reset[i](c))
-                cand.append(torch.tanh(self.cand[i](torch.cat([r * p[i], c], dim=1))))
-            logits = self.gate(c).view(-1, self.m, self.hidden)
-            logits = logits.masked_fill(~mask[:, :, None], -1e9)
-            z = torch.softmax(logits, dim=1) * a[:, :, None]
-            h = (z * torch.stack(cand, dim=1)).sum(dim=1)
-            return self.head(h), z
-
-    return GatedUnit()
-
-
 class GatedFusion(BaseFusion):
     """Gated fusion of M modalities (torch), with modality dropout and early stopping.
 
@@ -150,7 +107,7 @@ class GatedFusion(BaseFusion):
         import torch
 
         blocks = self.scaler_.transform(emb)
-        xs = [torch.from_numpy(blocks[n]).to(self.device_) for n in emb.names]
+        xs = [torch.from_numpy(blocks[n].astype(np.float64)).to(self.device_) for n in emb.names]
         return xs, torch.from_numpy(np.ascontiguousarray(emb.mask)).to(self.device_)
 
     def fit(self, emb: Embeddings, y, n_classes=None):
@@ -168,7 +125,7 @@ class GatedFusion(BaseFusion):
             loss_fn = torch.nn.CrossEntropyLoss()
         else:
             self.y_mean_, self.y_scale_ = float(np.mean(y)), float(np.std(y)) or 1.0
-            target = torch.as_tensor(((y - self.y_mean_) / self.y_scale_).astype(np.float32))
+            target = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float64)
             n_out = 1
             loss_fn = torch.nn.MSELoss()
         target = target.to(self.device_)
@@ -177,9 +134,10 @@ class GatedFusion(BaseFusion):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
-            self.module_ = _build_module([x.shape[1] for x in xs], self.hidden_size, n_out).to(
-                self.device_
-            )
+            from toolkit.fusion._gated_module import GatedUnit
+
+            dims = [x.shape[1] for x in xs]
+            self.module_ = GatedUnit(dims, self.hidden_size, n_out).to(self.device_, torch.float64)
             perm = torch.randperm(n, generator=gen)
             n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
             val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -242,7 +200,7 @@ class GatedFusion(BaseFusion):
         xs, mask = self._tensors(emb)
         with torch.inference_mode():
             out, z = self.module_(xs, mask)
-        return out.float().cpu().numpy(), z.float().cpu().numpy()
+        return out.cpu().numpy(), z.cpu().numpy()
 
     def predict_output(self, emb: Embeddings) -> np.ndarray:
         """Class probabilities (n_samples, n_classes) or predictions (n_samples,)."""

@@ -89,7 +89,9 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
         except ReadError:
             raise
         except Image.DecompressionBombError as exc:
-            raise ReadError(f"{what} is above the {MAX_PIXELS:,} pixel limit ({exc}); downscale it") from exc
+            raise ReadError(
+                f"{what} is above the {MAX_PIXELS:,} pixel limit ({exc}); downscale it"
+            ) from exc
         except Exception as exc:
             raise ReadError(
                 f"{what} could not be decoded as an image ({type(exc).__name__}: {exc}); "
