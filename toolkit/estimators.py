@@ -320,11 +320,10 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
         y = column_or_1d(np.asarray(y), warn=True)
+        n_missing = int(pd.isna(pd.Series(y)).sum())
+        if n_missing:
+            raise ValueError(f"y holds {n_missing} missing label(s); drop those rows or label them")
         check_classification_targets(y)
-        if pd.isna(pd.Series(y)).any():
-            raise ValueError(
-                f"y holds {int(pd.isna(pd.Series(y)).sum())} missing label(s); drop those rows or label them"
-            )
         from sklearn.preprocessing import LabelEncoder
 
         self._label_encoder = LabelEncoder().fit(y)

@@ -34,6 +34,22 @@ def shapley_weights(n_players: int) -> np.ndarray:
     return W
 
 
+def _exact_shapley(V: np.ndarray, M: int) -> np.ndarray:
+    """Exact Shapley values from the coalition values V (2^M, ...), as weighted *paired*
+    differences v(S + m) - v(S): a modality that changes nothing gets exactly 0."""
+    coalitions = np.arange(1 << M)
+    sizes = np.array([bin(s).count("1") for s in coalitions])
+    w = np.array(
+        [math.factorial(k) * math.factorial(M - k - 1) / math.factorial(M) for k in range(M)]
+    )
+    phi = np.empty((M,) + V.shape[1:])
+    for m in range(M):
+        without = coalitions[(coalitions >> m) & 1 == 0]
+        diffs = V[without | (1 << m)] - V[without]
+        phi[m] = np.tensordot(w[sizes[without]], diffs, axes=(0, 0))
+    return phi
+
+
 class ModalityExplainer:
     """Shapley values of each modality's contribution to a fitted multimodal model's output.
 
@@ -153,11 +169,12 @@ class ModalityExplainer:
     def _value_missing(self, emb: Embeddings, coalition: int) -> np.ndarray:
         keep = np.array([(coalition >> m) & 1 for m in range(emb.n_modalities)], dtype=bool)
         mask = emb.mask & keep
-        rows = mask.any(axis=1)
-        out = self._prior(emb.n_samples)
-        if rows.any():
-            sub = emb[rows].with_mask(mask[rows]) if not rows.all() else emb.with_mask(mask)
-            out[rows] = self._scale(self.model._output(sub))
+        # Always evaluate every row (same batch, same arithmetic), so that coalitions with
+        # the same effective mask for a row give bitwise-identical values for it.
+        out = self._scale(self.model._output(emb.with_mask(mask)))
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            out[empty] = self._prior(int(empty.sum()))
         return out
 
     def _value_background(self, emb: Embeddings, bg: Embeddings, coalition: int) -> np.ndarray:
@@ -171,12 +188,10 @@ class ModalityExplainer:
             else:
                 blocks[name] = np.tile(bg.blocks[name], (n, 1))
                 mask[:, m] = np.tile(bg.mask[:, m], n)
-        mixed = Embeddings(blocks, mask)
-        out = np.empty((n * b,) + self._prior(1).shape[1:])
-        rows = mask.any(axis=1)
-        out[~rows] = self._prior(int((~rows).sum()))
-        if rows.any():
-            out[rows] = self._scale(self.model._output(mixed[rows]))
+        out = self._scale(self.model._output(Embeddings(blocks, mask)))
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            out[empty] = self._prior(int(empty.sum()))
         return out.reshape((n, b) + out.shape[1:]).mean(axis=1)
 
     # -- main entry -----------------------------------------------------------------------
@@ -225,7 +240,7 @@ class ModalityExplainer:
         full = (1 << M) - 1
         if M <= self.max_exact_modalities:
             V = np.stack([value(s) for s in range(1 << M)])  # (2^M, n[, K])
-            phi = np.tensordot(shapley_weights(M), V, axes=(1, 0))  # (M, n[, K])
+            phi = _exact_shapley(V, M)  # (M, n[, K])
             base, fx = V[0], V[full]
         else:
             phi, base, fx = self._permutation(value, M)

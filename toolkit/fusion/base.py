@@ -11,7 +11,7 @@ from toolkit.embeddings import Embeddings
 class BlockScaler:
     """Per-modality standardization learned on the rows where the modality is present.
 
-    ``transform`` returns standardized blocks in which absent rows hold 0 (the training
+    ``transform`` returns standardized float64 blocks in which absent rows hold 0 (the training
     mean), each optionally weighted by 1/sqrt(d_m) so that every modality enters with
     the same total variance whatever its width.
     """
@@ -39,7 +39,7 @@ class BlockScaler:
         out = {}
         for m, name in enumerate(emb.names):
             z = (emb.blocks[name] - self.mean_[name]) / self.scale_[name] * self.weight_[name]
-            z = np.where(emb.mask[:, m : m + 1], z, 0.0).astype(np.float32)
+            z = np.where(emb.mask[:, m : m + 1], z, 0.0).astype(np.float64)
             out[name] = z
         return out
 

@@ -79,7 +79,7 @@ class EarlyFusion(BaseFusion):
         blocks = self.scaler_.transform(emb)
         parts = [blocks[n] for n in emb.names]
         if self.indicators:
-            parts.append(emb.mask.astype(np.float32))
+            parts.append(emb.mask.astype(np.float64))
         return np.hstack(parts)
 
     def fit(self, emb: Embeddings, y, n_classes=None):

@@ -16,16 +16,21 @@ from toolkit.fusion.base import BaseFusion, BlockScaler
 class GatedFusion(BaseFusion):
     """Gated fusion of M modalities (torch), with modality dropout and early stopping.
 
-    Each modality m is projected to ``hidden_size`` units; a reset gate r_m and a
-    candidate h~_m = tanh(U_m [r_m * p_m, c]) are computed from the context c of all
-    available projections and the availability mask; update gates z (a softmax over
-    the *available* modalities, per hidden unit) mix the candidates:
-    h = sum_m z_m * h~_m, which generalizes the gated multimodal unit
-    h = (1 - z) * h~_x + z * h~_y to M modalities. Absent modalities get zero gate.
-    Training uses AdamW, an internal validation split for early stopping (best
-    weights restored) and modality dropout (each available modality of a training row
-    is hidden with probability ``modality_dropout``, one always kept), so predictions
-    without a modality are learned, not imputed.
+    Each standardized block (weighted by 1/sqrt(d_m), as in early fusion) is projected
+    to ``hidden_size`` units, p_m = tanh(P_m x_m). From the context c = [p_1, ..., p_M,
+    availability mask] every modality gets a reset gate r_m = sigmoid(W_r,m c) and an
+    update gate z_m = sigmoid(W_z,m c) (per hidden unit); its candidate is
+    h~_m = tanh(U_m (r_m * p_m)), and the fused state is h = sum_m z_m * h~_m. This
+    generalizes the gated multimodal unit (z = sigmoid(W_z [x, y]),
+    h = (1 - z) * h~_x + z * h~_y) and its GRU-style reset gate to M modalities: the
+    gates see every modality, the content of each path comes from its own modality, and
+    an absent modality has zero gate (no imputation).
+
+    Training uses AdamW, dropout, and modality dropout (each available modality of a
+    training row is hidden with probability ``modality_dropout``, one always kept), so
+    predictions without a modality are learned. Early stopping (best weights restored)
+    monitors the validation loss on the full rows *and* on every leave-one-modality-out
+    view of them, so the missing-modality paths cannot memorize noise unchecked.
 
     Parameters
     ----------
@@ -35,6 +40,8 @@ class GatedFusion(BaseFusion):
     batch_size : int, default=64
     learning_rate : float, default=3e-3
     weight_decay : float, default=1e-3
+    dropout : float in [0, 1), default=0.3
+        Dropout on the modality inputs and on the fused state during training.
     patience : int, default=15
         Epochs without validation improvement before stopping.
     validation_fraction : float, default=0.15
@@ -73,6 +80,7 @@ class GatedFusion(BaseFusion):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0.0, None, closed="left")],
+        "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
         "device": [str, None],
@@ -87,6 +95,7 @@ class GatedFusion(BaseFusion):
         batch_size=64,
         learning_rate=3e-3,
         weight_decay=1e-3,
+        dropout=0.3,
         patience=15,
         validation_fraction=0.15,
         device="auto",
@@ -98,6 +107,7 @@ class GatedFusion(BaseFusion):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.dropout = dropout
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.device = device
@@ -118,7 +128,7 @@ class GatedFusion(BaseFusion):
         y = self._setup(emb, y, n_classes)
         self.device_ = resolve_device(self.device)
         seed = check_random_state_seed(self.random_state)
-        self.scaler_ = BlockScaler().fit(emb)
+        self.scaler_ = BlockScaler().fit(emb, balance=True)
         if self.is_classifier_:
             target = torch.as_tensor(y.astype(np.int64))
             n_out = self.n_classes_
@@ -137,7 +147,9 @@ class GatedFusion(BaseFusion):
             from toolkit.fusion._gated_module import GatedUnit
 
             dims = [x.shape[1] for x in xs]
-            self.module_ = GatedUnit(dims, self.hidden_size, n_out).to(self.device_, torch.float64)
+            self.module_ = GatedUnit(dims, self.hidden_size, n_out, self.dropout).to(
+                self.device_, torch.float64
+            )
             perm = torch.randperm(n, generator=gen)
             n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
             val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -170,13 +182,7 @@ class GatedFusion(BaseFusion):
                 record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
                 monitor = record["train_loss"]
                 if n_val:
-                    self.module_.eval()
-                    with torch.no_grad():
-                        vi = val_idx.to(self.device_)
-                        out, _ = self.module_([x[vi] for x in xs], mask[vi])
-                        monitor = float(
-                            loss_fn(out if self.is_classifier_ else out[:, 0], target[vi])
-                        )
+                    monitor = self._validation_loss(xs, mask, target, val_idx, loss_fn)
                     record["valid_loss"] = monitor
                 self.history_.append(record)
                 if monitor < best - 1e-5:
@@ -192,6 +198,37 @@ class GatedFusion(BaseFusion):
         self.module_.eval()
         self.n_epochs_ = len(self.history_)
         return self
+
+    def _validation_loss(self, xs, mask, target, val_idx, loss_fn) -> float:
+        """Validation loss on the full rows and on each leave-one-modality-out view.
+
+        Early stopping then also guards the paths used when a modality is missing, which
+        the full rows alone never exercise (a network can memorize noise there).
+        """
+        import torch
+
+        self.module_.eval()
+        vi = val_idx.to(self.device_)
+        views = [mask[vi]]
+        if self.modality_dropout > 0 and mask.shape[1] > 1:
+            for m in range(mask.shape[1]):
+                view = mask[vi].clone()
+                view[:, m] = False
+                keep = view.any(dim=1) & mask[vi][:, m]
+                if keep.any():
+                    views.append((view, keep))
+        losses = []
+        with torch.no_grad():
+            for view in views:
+                rows = vi
+                if isinstance(view, tuple):
+                    view, keep = view
+                    rows, view = vi[keep], view[keep]
+                out, _ = self.module_([x[rows] for x in xs], view)
+                losses.append(
+                    float(loss_fn(out if self.is_classifier_ else out[:, 0], target[rows]))
+                )
+        return float(np.mean(losses))
 
     def _forward(self, emb: Embeddings):
         import torch
@@ -219,10 +256,10 @@ class GatedFusion(BaseFusion):
         return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
 
     def gate_values(self, emb: Embeddings) -> np.ndarray:
-        """Per-sample update-gate weight of each modality, averaged over hidden units.
+        """Per-sample update gate z_m of each modality, averaged over hidden units.
 
-        Returns an array of shape (n_samples, n_modalities) whose rows sum to 1 over the
-        available modalities (absent modalities get 0). This is a model-internal view
+        Returns an array of shape (n_samples, n_modalities) in [0, 1]; absent modalities
+        get exactly 0. This is a model-internal view
         of how much each modality's candidate enters the fused state; it is not an
         attribution of the output (use the Shapley explanation for that).
         """

@@ -1,0 +1,293 @@
+"""MultimodalClassifier / MultimodalRegressor: accuracy, missing modalities, caching, API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from joblib import Memory
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from toolkit import (
+    EarlyFusion,
+    GatedFusion,
+    ImageEncoder,
+    LateFusion,
+    MultimodalClassifier,
+    MultimodalRegressor,
+    TabularEncoder,
+    TextEncoder,
+)
+from toolkit.datasets import make_sentiment_clips
+from toolkit.exceptions import MissingModalityError
+
+STRATEGIES = ["early", "late", "gated"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """800 clips whose label is split across text, audio and face (fixed seed)."""
+    data = make_sentiment_clips(
+        800, text_strength=3, audio_strength=3, face_strength=3, random_state=0
+    )
+    rng = np.random.RandomState(0)
+    order = rng.permutation(800)
+    train, test = order[:400], order[400:]
+    memory = Memory(tmp_path_factory.mktemp("cache"), verbose=0)
+    return data, train, test, memory
+
+
+def _fit_score(modalities, fusion, clips, test_frame=None):
+    data, train, test, memory = clips
+    df, y = data.frame, data.target
+    clf = MultimodalClassifier(modalities, fusion=fusion, memory=memory, random_state=0)
+    clf.fit(df.iloc[train], y[train])
+    frame = df.iloc[test] if test_frame is None else test_frame
+    return clf, clf.score(frame, y[test])
+
+
+@pytest.fixture(scope="module")
+def single_scores(clips):
+    data = clips[0]
+    return {
+        name: _fit_score([(name, enc, col)], "early", clips)[1]
+        for name, enc, col in data.modalities
+    }
+
+
+@pytest.mark.parametrize("fusion", STRATEGIES)
+def test_fusion_beats_best_single_modality(fusion, clips, single_scores):
+    _, score = _fit_score(clips[0].modalities, fusion, clips)
+    best = max(single_scores.values())
+    # Each modality carries a third of the signal: alone it is capped near 0.70.
+    assert best < 0.75
+    assert score >= best + 0.05, (fusion, score, single_scores)
+
+
+@pytest.mark.parametrize("fusion", ["late", "gated"])
+def test_removing_a_modality_at_predict_time(fusion, clips, single_scores):
+    data, _, test, _ = clips
+    clf, full = _fit_score(data.modalities, fusion, clips)
+    best_name = max(single_scores, key=single_scores.get)
+    column = dict((n, c) for n, _, c in data.modalities)[best_name]
+    frame = data.frame.iloc[test].copy()
+    frame[column] = None
+    reduced = clf.score(frame, data.target[test])
+    best_remaining = max(s for n, s in single_scores.items() if n != best_name)
+    assert reduced >= best_remaining - 0.04, (reduced, single_scores)
+    assert reduced < full
+
+
+class CountingImageEncoder(ImageEncoder):
+    """ImageEncoder that counts how many items it has encoded."""
+
+    calls = 0
+
+    def _encode_batch(self, images):
+        type(self).calls += len(images)
+        return super()._encode_batch(images)
+
+
+def _digits_frame(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    images = [np.clip(0.3 + 0.4 * label + rng.normal(0, 0.1, (8, 8)), 0, 1) for label in y]
+    df = pd.DataFrame({"image": images, "noise": rng.normal(size=n)})
+    return df, y
+
+
+@pytest.mark.parametrize(("memory", "per_split_factor"), [(True, 1), (False, 3)])
+def test_grid_search_over_fusion_encodes_once_per_split(tmp_path, memory, per_split_factor):
+    df, y = _digits_frame()
+    clf = MultimodalClassifier(
+        [("image", CountingImageEncoder(), "image"), ("table", TabularEncoder(), ["noise"])],
+        memory=Memory(tmp_path, verbose=0) if memory else None,
+        random_state=0,
+    )
+    CountingImageEncoder.calls = 0
+    search = GridSearchCV(clf, {"fusion": ["early", "late", "gated"]}, cv=3).fit(df, y)
+    n = len(df)
+    # Per split every row is encoded once (train rows at fit, test rows at scoring);
+    # with memory the 2nd and 3rd candidates hit the cache. The final refit adds n.
+    assert CountingImageEncoder.calls == 3 * n * per_split_factor + n
+    assert search.best_score_ > 0.9
+    assert set(search.cv_results_["param_fusion"]) == {"early", "late", "gated"}
+
+
+@pytest.mark.parametrize("fusion", STRATEGIES)
+def test_same_seed_same_predictions(fusion):
+    df, y = _digits_frame(60)
+    mods = [("image", ImageEncoder(), "image"), ("table", TabularEncoder(), ["noise"])]
+    a = MultimodalClassifier(mods, fusion=fusion, random_state=3).fit(df, y).predict_proba(df)
+    b = MultimodalClassifier(mods, fusion=fusion, random_state=3).fit(df, y).predict_proba(df)
+    np.testing.assert_array_equal(a, b)
+
+
+def _text_table(n=120, seed=0, n_classes=2):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    words = np.array(["excellent", "awful", "average"])[:n_classes]
+    df = pd.DataFrame(
+        {
+            "note": [f"patient felt {w} today" for w in words[y]],
+            "age": rng.normal(50, 10, n),
+            "site": rng.choice(["a", "b"], n),
+        }
+    )
+    return df, y
+
+
+def _mods(k=4):
+    return [
+        ("text", TextEncoder(n_components=k), "note"),
+        ("clinical", TabularEncoder(), ["age", "site"]),
+    ]
+
+
+def test_nested_parameters_route_to_encoders_and_fusion():
+    clf = MultimodalClassifier(_mods(), fusion=GatedFusion(hidden_size=8))
+    params = clf.get_params()
+    assert params["text__n_components"] == 4 and params["fusion__hidden_size"] == 8
+    clf.set_params(text__n_components=3, fusion__hidden_size=5, clinical__scale=False)
+    assert clf.modalities[0][1].n_components == 3
+    assert clf.fusion.hidden_size == 5 and clf.modalities[1][1].scale is False
+    copy = clone(clf)
+    assert (
+        copy.get_params()["text__n_components"] == 3
+        and copy.modalities[0][1] is not clf.modalities[0][1]
+    )
+    df, y = _text_table()
+    fitted = clf.set_params(fusion__max_epochs=5).fit(df, y)
+    assert fitted.encoders_["text"].n_features_out_ == 3
+
+
+def test_grid_search_over_fusion_and_encoder_params():
+    df, y = _text_table()
+    search = GridSearchCV(
+        MultimodalClassifier(_mods(), random_state=0),
+        {"fusion": ["early", "late"], "text__n_components": [2, 4]},
+        cv=3,
+    ).fit(df, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_score_ == 1.0
+
+
+def test_string_labels_multiclass_and_probabilities():
+    df, y = _text_table(150, n_classes=3)
+    labels = np.array(["neg", "pos", "neutral"])[y]
+    for fusion in STRATEGIES:
+        clf = MultimodalClassifier(_mods(), fusion=fusion, random_state=0).fit(df, labels)
+        assert list(clf.classes_) == ["neg", "neutral", "pos"]
+        proba = clf.predict_proba(df)
+        assert proba.shape == (150, 3)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        assert (clf.predict(df) == labels).mean() > 0.95
+
+
+def test_decision_function_only_where_the_strategy_has_one():
+    df, y = _text_table()
+    early = MultimodalClassifier(_mods(), fusion="early", random_state=0).fit(df, y)
+    assert early.decision_function(df).shape == (len(df),)
+    late = MultimodalClassifier(_mods(), fusion="late", random_state=0).fit(df, y)
+    assert not hasattr(late, "decision_function")
+
+
+def test_gate_values_are_per_sample_and_respect_missing():
+    df, y = _text_table()
+    clf = MultimodalClassifier(_mods(), fusion=GatedFusion(max_epochs=30), random_state=0).fit(
+        df, y
+    )
+    frame = df.copy()
+    frame.loc[:9, "note"] = None
+    gates = clf.gate_values(frame)
+    assert list(gates.columns) == ["text", "clinical"]
+    assert ((gates >= 0) & (gates <= 1)).all().all()
+    assert (gates.loc[:9, "text"] == 0).all() and (gates.loc[:9, "clinical"] > 0).all()
+    assert (gates.loc[10:, "text"] > 0).all()
+
+
+def test_pipeline_cross_validate_and_dict_input():
+    df, y = _text_table()
+    pipe = make_pipeline(
+        FunctionTransformer(lambda d: d), MultimodalClassifier(_mods(), random_state=0)
+    )
+    result = cross_validate(pipe, df, y, cv=3)
+    assert result["test_score"].min() == 1.0
+    clf = MultimodalClassifier(_mods(), random_state=0).fit({c: list(df[c]) for c in df}, y)
+    assert clf.score(df, y) == 1.0
+
+
+def test_regressor_on_a_sentiment_score():
+    data = make_sentiment_clips(300, text_strength=3, informative=("text",), random_state=1)
+    mods = [("text", TextEncoder(n_components=32), "transcript")]
+    reg = MultimodalRegressor(mods, fusion="late", random_state=0).fit(
+        data.frame[:200], data.score[:200]
+    )
+    pred = reg.predict(data.frame[200:])
+    assert pred.shape == (100,)
+    assert np.corrcoef(pred, data.score[200:])[0, 1] > 0.5
+    assert reg.prior_[0] == pytest.approx(data.score[:200].mean())
+
+
+def test_plain_array_is_one_tabular_modality():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = MultimodalClassifier(random_state=0).fit(X, y)
+    assert clf.modality_names_ == ["tabular"] and clf.n_features_in_ == 3
+    assert clf.score(X, y) > 0.9
+
+
+def test_row_with_every_modality_missing_is_refused():
+    df, y = _text_table()
+    frame = df.copy()
+    frame.loc[5, ["note", "age", "site"]] = None
+    clf = MultimodalClassifier(_mods(), random_state=0).fit(df, y)
+    with pytest.raises(
+        MissingModalityError, match=r"1 row\(s\) have every modality missing \(rows \[5\]\)"
+    ):
+        clf.predict(frame)
+    with pytest.raises(MissingModalityError, match="rows \\[5\\]"):
+        MultimodalClassifier(_mods()).fit(frame, y)
+
+
+def test_missing_column_and_wrong_y():
+    df, y = _text_table()
+    with pytest.raises(ValueError, match=r"modality 'text' needs column\(s\) \['note'\]"):
+        MultimodalClassifier(_mods()).fit(df.drop(columns="note"), y)
+    with pytest.raises(ValueError, match="X has 120 rows but y has 119 values"):
+        MultimodalClassifier(_mods()).fit(df, y[:-1])
+    with pytest.raises(ValueError, match="only one class"):
+        MultimodalClassifier(_mods()).fit(df, np.zeros(120))
+    with pytest.raises(ValueError, match="1 missing label"):
+        MultimodalClassifier(_mods()).fit(df, np.where(np.arange(120) == 3, None, y.astype(object)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        MultimodalRegressor(_mods()).fit(df, np.where(np.arange(120) == 3, np.nan, 1.0))
+
+
+def test_modalities_spec_errors():
+    df, y = _text_table()
+    with pytest.raises(ValueError, match="'text' is used twice"):
+        MultimodalClassifier(
+            [("text", TextEncoder(), "note"), ("text", TabularEncoder(), ["age"])]
+        ).fit(df, y)
+    with pytest.raises(ValueError, match="must be a \\(name, encoder, columns\\) triple"):
+        MultimodalClassifier([("text", TextEncoder())]).fit(df, y)
+    with pytest.raises(ValueError, match="unknown fusion 'middle'"):
+        MultimodalClassifier(_mods(), fusion="middle").fit(df, y)
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [EarlyFusion(modality_dropout=0.3), LateFusion(combine="weighted"), LateFusion(combine="mean")],
+)
+def test_other_fusion_options_fit_and_handle_missing(fusion):
+    df, y = _text_table()
+    clf = MultimodalClassifier(_mods(), fusion=fusion, random_state=0).fit(df, y)
+    frame = df.copy()
+    frame["age"] = np.nan
+    frame["site"] = None
+    assert clf.score(frame, y) == 1.0  # the text alone carries the label
