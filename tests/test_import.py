@@ -1,0 +1,31 @@
+"""``import toolkit`` stays light: heavy libraries load only when first used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "monai", "transformers", "shap", "torchaudio", "torchvision")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    code = f"import sys\n{statement}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_import_toolkit_loads_no_heavy_library():
+    assert _loaded_after("import toolkit") == []
+
+
+def test_estimator_import_loads_no_heavy_library():
+    assert _loaded_after("from toolkit import MultimodalClassifier, TextEncoder, ModalityExplainer") == []
+
+
+def test_unknown_attribute():
+    import pytest
+
+    import toolkit
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        toolkit.Nope  # noqa: B018
