@@ -26,7 +26,7 @@ demo: $(VENV)/.stamp-embed
 	$(PY) -m toolkit.demo
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests toolkit --doctest-modules
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: $(VENV)/.stamp-dev

@@ -19,7 +19,10 @@ def test_import_toolkit_loads_no_heavy_library():
 
 
 def test_estimator_import_loads_no_heavy_library():
-    assert _loaded_after("from toolkit import MultimodalClassifier, TextEncoder, ModalityExplainer") == []
+    assert (
+        _loaded_after("from toolkit import MultimodalClassifier, TextEncoder, ModalityExplainer")
+        == []
+    )
 
 
 def test_unknown_attribute():

@@ -27,11 +27,15 @@ def main(argv=None) -> int:
     order = rng.permutation(args.n_samples)
     train, test = order[: args.n_samples // 2], order[args.n_samples // 2 :]
     df, y = data.frame, data.target
-    print(f"SYNTHETIC sentiment clips (transcript + voice + face): {len(train)} train / {len(test)} test")
+    print(
+        f"SYNTHETIC sentiment clips (transcript + voice + face): {len(train)} train / {len(test)} test"
+    )
     print(f"data card: {data.data_card}")
     print(f"{'model':<22}{'accuracy':>10}")
     for name, encoder, column in data.modalities:
-        clf = MultimodalClassifier([(name, encoder, column)], fusion="early", random_state=args.seed)
+        clf = MultimodalClassifier(
+            [(name, encoder, column)], fusion="early", random_state=args.seed
+        )
         clf.fit(df.iloc[train], y[train])
         print(f"{name + ' only':<22}{clf.score(df.iloc[test], y[test]):>10.3f}")
     for fusion in ("early", "late", "gated"):

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin, clone
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import _BaseComposition, available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, check_memory, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from toolkit._utils import check_random_state_seed
+from toolkit.cache import EmbeddingCache, as_cache, ensure_fitted
 from toolkit.embeddings import Embeddings
 from toolkit.exceptions import MissingModalityError
-
-
-def _encode_fixed(encoder, items):
-    """Fit a *fixed* encoder and encode ``items`` (cached with ``memory``)."""
-    enc = clone(encoder)
-    enc.fit(items)
-    return enc.encode(items)
 
 
 def _column_items(df: pd.DataFrame, columns):
@@ -35,7 +31,7 @@ class _MultimodalBase(_BaseComposition):
     _parameter_constraints: dict = {
         "modalities": [list, None],
         "fusion": [str, HasMethods(["fit", "predict_output"])],
-        "memory": [None, str, HasMethods(["cache"])],
+        "memory": [None, str, Path, HasMethods(["cache"]), EmbeddingCache],
         "random_state": ["random_state"],
     }
 
@@ -153,7 +149,7 @@ class _MultimodalBase(_BaseComposition):
         return X
 
     def _encode(self, df: pd.DataFrame, fit: bool) -> Embeddings:
-        memory = check_memory(self.memory)
+        cache = as_cache(self.memory)
         blocks, masks = {}, []
         if fit:
             self.encoders_ = {}
@@ -164,18 +160,18 @@ class _MultimodalBase(_BaseComposition):
                 enc = clone(enc)
                 if "random_state" in enc.get_params() and enc.get_params()["random_state"] is None:
                     enc.set_params(random_state=seed)
+                self.encoders_[name] = enc
             else:
                 enc = self.encoders_[name]
-            fixed = getattr(enc, "fixed", False)
-            if self.memory is not None and fixed:
-                # Fixed encoders do not learn from data: cache their blocks on disk keyed on
-                # (encoder parameters, items), so refits on the same rows never re-encode.
-                block, present = memory.cache(_encode_fixed)(enc, items)
-                if fit:
-                    self.encoders_[name] = enc
+            if getattr(enc, "fixed", False):
+                # Fixed encoders do not learn from data: with a cache, each raw item is
+                # encoded once across fits, folds and candidates.
+                if cache is not None:
+                    block, present = cache.encode(enc, list(items))
+                else:
+                    block, present = ensure_fitted(enc, items).encode(items)
             elif fit:
                 block, present = enc.fit(items).encode(items)
-                self.encoders_[name] = enc
             else:
                 block, present = enc.encode(items)
             blocks[name] = block
@@ -272,10 +268,11 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
     fusion : {"late", "early", "gated"} or fusion object, default="late"
         ``"late"`` is ``LateFusion()`` (stacked per-modality heads), ``"early"`` is
         ``EarlyFusion()``, ``"gated"`` is ``GatedFusion()``.
-    memory : str, joblib.Memory or None, default=None
-        Cache for the blocks of *fixed* encoders (pretrained networks and feature
-        extractors, whose output does not depend on the training data): refitting on
-        the same rows (e.g. a grid search over ``fusion``) does not re-encode.
+    memory : str, path, joblib.Memory, EmbeddingCache or None, default=None
+        Folder of a per-item cache for the embeddings of *fixed* encoders (pretrained
+        networks and feature extractors, whose output does not depend on the training
+        data): each raw item is encoded once across fits, folds and grid-search
+        candidates (see :class:`toolkit.cache.EmbeddingCache`).
     random_state : int, RandomState or None
         Seeds every encoder and fusion strategy whose own ``random_state`` is None.
 

@@ -166,7 +166,7 @@ def make_sentiment_clips(
     --------
     >>> from toolkit.datasets import make_sentiment_clips
     >>> data = make_sentiment_clips(20, random_state=0)
-    >>> data.frame.shape[0], sorted(set(data.target))
+    >>> data.frame.shape[0], sorted(set(data.target.tolist()))
     (20, [0, 1])
     """
     rng = check_random_state(random_state)
