@@ -15,7 +15,9 @@ def machine() -> str:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     except ImportError:  # pragma: no cover
         gpu = "torch missing"
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {gpu}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {gpu}"
+    )
 
 
 def timed(fn, *args, repeat: int = 1, **kwargs):

@@ -20,7 +20,9 @@ def _data(n, seed=0):
     from toolkit import TabularEncoder
     from toolkit.datasets import make_sentiment_clips
 
-    data = make_sentiment_clips(n, text_strength=2, audio_strength=2, face_strength=2, random_state=seed)
+    data = make_sentiment_clips(
+        n, text_strength=2, audio_strength=2, face_strength=2, random_state=seed
+    )
     mods = data.modalities + [("context", TabularEncoder(), ["arousal"])]
     return data.frame, data.target, mods
 
@@ -36,8 +38,15 @@ def explain_ratio(n=1000, fusions=("early", "late", "gated")) -> list[Row]:
         t_exp, exp = timed(clf.explain, df)
         ratio = t_exp / t_pred
         rows.append(
-            Row("1", f"explain/predict, {fusion}, M=4, N={n}", ratio, "x", "<= 1.3", ratio <= 1.3,
-                f"predict {t_pred:.2f} s, explain {t_exp:.2f} s")  # fmt: skip
+            Row(
+                "1",
+                f"explain/predict, {fusion}, M=4, N={n}",
+                ratio,
+                "x",
+                "<= 1.3",
+                ratio <= 1.3,
+                f"predict {t_pred:.2f} s, explain {t_exp:.2f} s",
+            )  # fmt: skip
         )
     return rows
 
@@ -53,7 +62,17 @@ def scaling() -> list[Row]:
     for n in (250, 500, 1000, 2000):
         t, _ = timed(clf.explain, df[:n])
         base = base or t / n
-        rows.append(Row("1b", f"explain time, N={n}", t, "s", "linear in N", None, f"per row x{(t / n) / base:.2f} of N=250"))
+        rows.append(
+            Row(
+                "1b",
+                f"explain time, N={n}",
+                t,
+                "s",
+                "linear in N",
+                None,
+                f"per row x{(t / n) / base:.2f} of N=250",
+            )
+        )
     rng = np.random.default_rng(0)
     for M in range(2, 7):
         frame = {f"x{m}": rng.normal(size=1000) for m in range(M)}
@@ -61,12 +80,26 @@ def scaling() -> list[Row]:
 
         frame = pd.DataFrame(frame)
         target = (frame.sum(axis=1) > 0).astype(int)
-        model = MultimodalClassifier([(f"m{m}", TabularEncoder(), [f"x{m}"]) for m in range(M)], fusion="late", random_state=0)
+        model = MultimodalClassifier(
+            [(f"m{m}", TabularEncoder(), [f"x{m}"]) for m in range(M)],
+            fusion="late",
+            random_state=0,
+        )
         model.fit(frame, target)
         emb = model.embed(frame)
         assert isinstance(emb, Embeddings)
         t, _ = timed(ModalityExplainer(model), emb)
-        rows.append(Row("1c", f"explain on cached embeddings, M={M}, N=1000", t, "s", "2^M fusion evaluations", None, f"{2**M} coalitions"))
+        rows.append(
+            Row(
+                "1c",
+                f"explain on cached embeddings, M={M}, N=1000",
+                t,
+                "s",
+                "2^M fusion evaluations",
+                None,
+                f"{2**M} coalitions",
+            )
+        )
     return rows
 
 

@@ -21,6 +21,7 @@ _LAZY = {
     "AudioEncoder": "toolkit.encoders.audio",
     "ScanEncoder": "toolkit.encoders.scan",
     "TabularEncoder": "toolkit.encoders.tabular",
+    "FeatureEncoder": "toolkit.encoders.features",
     "EarlyFusion": "toolkit.fusion.early",
     "LateFusion": "toolkit.fusion.late",
     "GatedFusion": "toolkit.fusion.gated",

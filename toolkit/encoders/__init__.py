@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from toolkit.encoders.audio import AudioEncoder
+from toolkit.encoders.features import FeatureEncoder
 from toolkit.encoders.image import ImageEncoder
 from toolkit.encoders.scan import ScanEncoder
 from toolkit.encoders.tabular import TabularEncoder
 from toolkit.encoders.text import TextEncoder
 
-__all__ = ["AudioEncoder", "ImageEncoder", "ScanEncoder", "TabularEncoder", "TextEncoder"]
+__all__ = [
+    "AudioEncoder",
+    "FeatureEncoder",
+    "ImageEncoder",
+    "ScanEncoder",
+    "TabularEncoder",
+    "TextEncoder",
+]

@@ -17,6 +17,7 @@ class BlockScaler:
     """
 
     def fit(self, emb: Embeddings, balance: bool = False) -> BlockScaler:
+        """Learn per-block means and scales; ``balance`` weights block m by 1/sqrt(d_m)."""
         self.names_ = list(emb.names)
         self.mean_, self.scale_, self.weight_ = {}, {}, {}
         for m, name in enumerate(emb.names):

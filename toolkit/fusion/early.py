@@ -20,17 +20,21 @@ class EarlyFusion(BaseFusion):
     Each block is standardized on the training rows where it is present; an absent
     block is imputed with the training mean (0 after standardization) and flagged by
     its availability indicator. With ``balance=True`` every block is weighted by
-    1/sqrt(d_m) so that each modality enters with the same total variance: without
-    it, a wide noisy block (e.g. 256 image features) can outweigh a narrow informative
-    one (e.g. 1 audio feature) through many small weights.
+    1/sqrt(d_m) so that each modality enters with the same total variance:
+    without it, a wide noisy block (e.g. 256 image features) can outweigh a narrow
+    informative one (e.g. 1 audio feature) through many small weights.
 
     Parameters
     ----------
     estimator : scikit-learn estimator, default=None
-        The head. Default: ``LogisticRegression(C=1.0, max_iter=2000)`` for
-        classification, ``Ridge(alpha=1.0)`` for regression.
+        The head. Default: ``LogisticRegression(C=1.0)`` for classification,
+        ``Ridge(alpha=1.0)`` for regression. With ``balance=True`` the 1/sqrt(d_m)
+        weights make this strongly regularized (effectively C / d_m per block), which
+        keeps the weights of uninformative blocks small, so they get little credit in
+        explanations; pass e.g. ``LogisticRegressionCV()`` to tune it for accuracy.
     balance : bool, default=True
-        Weight each standardized block by 1/sqrt(d_m).
+        Weight each standardized block by 1/sqrt(d_m), so every modality enters with
+        the same total variance.
     indicators : bool, default=True
         Append one availability indicator per modality.
     modality_dropout : float in [0, 1), default=0.0

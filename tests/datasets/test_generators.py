@@ -1,0 +1,130 @@
+"""Generators: the ground truth they claim holds, and written files round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import GroupShuffleSplit
+
+from toolkit import MultimodalClassifier
+from toolkit.datasets import load_manifest, make_clinical_cohort, make_sentiment_clips
+from toolkit.io import read_audio, read_image, read_scan
+
+
+def _single_scores(data, train, test, fusion="early"):
+    scores = {}
+    for name, enc, col in data.modalities:
+        clf = MultimodalClassifier([(name, enc, col)], fusion=fusion, random_state=0)
+        clf.fit(data.frame.iloc[train], data.target[train])
+        scores[name] = clf.score(data.frame.iloc[test], data.target[test])
+    return scores
+
+
+@pytest.mark.parametrize("informative", ["text", "audio", "face"])
+def test_sentiment_signal_only_where_informative(informative):
+    data = make_sentiment_clips(
+        300,
+        informative=(informative,),
+        text_strength=3,
+        audio_strength=3,
+        face_strength=3,
+        random_state=1,
+    )
+    scores = _single_scores(data, np.arange(200), np.arange(200, 300))
+    assert scores[informative] >= 0.8, scores
+    for name, score in scores.items():
+        if name != informative:
+            assert 0.35 <= score <= 0.65, scores  # chance level
+    assert (data.frame[f"signal_{informative}"] != 0).all()
+    assert all(
+        (data.frame[f"signal_{m}"] == 0).all()
+        for m in ("text", "audio", "face")
+        if m != informative
+    )
+
+
+def test_sentiment_score_range_conflict_and_missing():
+    data = make_sentiment_clips(200, conflict_rate=0.5, missing_rate=0.3, random_state=0)
+    assert data.score.min() >= -3 and data.score.max() <= 3
+    assert np.array_equal(data.target, (data.score > 0).astype(int))
+    assert 0.35 < data.frame["conflict"].mean() < 0.65
+    cells = data.frame[["transcript", "audio", "face"]].isna()
+    assert 0.2 < cells.to_numpy().mean() < 0.4
+    assert not cells.all(axis=1).any()
+
+
+def test_clinical_signal_only_where_informative():
+    data = make_clinical_cohort(
+        240, informative=("note",), strength=2.5, noise=0.3, scan_size=16, random_state=0
+    )
+    train, test = next(
+        GroupShuffleSplit(1, test_size=0.4, random_state=0).split(
+            data.frame, data.target, data.groups
+        )
+    )
+    scores = _single_scores(data, train, test, fusion="late")
+    prior = max(data.target[test].mean(), 1 - data.target[test].mean())
+    assert scores["note"] >= prior + 0.15, scores
+    for name in ("clinical", "scan"):
+        assert scores[name] <= prior + 0.08, scores
+
+
+def test_clinical_groups_visits_and_prevalence():
+    data = make_clinical_cohort(300, prevalence=0.3, scan_size=8, random_state=0)
+    frame = data.frame
+    assert 0.2 < data.target.mean() < 0.4
+    assert frame["patient_id"].nunique() < 300
+    # The diagnosis is a property of the patient: identical across their visits.
+    assert (frame.groupby("patient_id")["diagnosis"].nunique() == 1).all()
+    assert frame[["crp", "wbc", "lactate"]].isna().to_numpy().mean() > 0.01
+
+
+def test_sentiment_files_round_trip(tmp_path):
+    data = make_sentiment_clips(6, missing_rate=0.2, output_dir=tmp_path, random_state=0)
+    manifest = load_manifest(tmp_path / "manifest.csv", target="label")
+    assert set(manifest.path_columns) == {"audio", "face"}
+    original = make_sentiment_clips(6, missing_rate=0.2, random_state=0).frame
+    for i in range(6):
+        if original["audio"][i] is not None:
+            wave, sr = read_audio(manifest.frame["audio"][i])
+            assert sr == 8000
+            np.testing.assert_allclose(wave, original["audio"][i][0], atol=1 / 32767 + 1e-6)
+        else:
+            assert pd.isna(manifest.frame["audio"][i])
+        if original["face"][i] is not None:
+            img = read_image(manifest.frame["face"][i])
+            np.testing.assert_allclose(img[:, :, 0], original["face"][i], atol=1 / 255 + 1e-6)
+    assert list(manifest.target) == list(data.target)
+
+
+def test_clinical_files_round_trip(tmp_path):
+    data = make_clinical_cohort(
+        4, include_xray=True, scan_size=12, output_dir=tmp_path, random_state=0
+    )
+    original = make_clinical_cohort(4, include_xray=True, scan_size=12, random_state=0).frame
+    manifest = load_manifest(tmp_path / "manifest.csv", target="diagnosis")
+    assert {"scan", "xray"} <= set(manifest.path_columns)
+    from toolkit.io.scan import load_scan
+
+    vol = np.asarray(load_scan(manifest.frame["scan"][0])[0])
+    np.testing.assert_allclose(vol, original["scan"][0], atol=1e-6)
+    assert read_scan(manifest.frame["scan"][1], spatial_size=(8, 8, 8)).shape == (8, 8, 8)
+    assert read_image(manifest.frame["xray"][0]).shape == (12 * 0 + 32, 32, 1)
+    assert list(manifest.target) == list(data.target)
+
+
+def test_manifest_reports_missing_files(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    pd.DataFrame({"audio": ["a.wav", "b.wav"], "y": [0, 1]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(FileNotFoundError, match="column 'audio' names 1 missing file"):
+        load_manifest(tmp_path / "m.csv", path_columns=["audio"])
+    with pytest.raises(FileNotFoundError, match="manifest '.*nope.csv' does not exist"):
+        load_manifest(tmp_path / "nope.csv")
+
+
+def test_generator_argument_errors():
+    with pytest.raises(ValueError, match="informative must be a non-empty subset"):
+        make_sentiment_clips(10, informative=("smell",))
+    with pytest.raises(ValueError, match="prevalence must be in"):
+        make_clinical_cohort(10, prevalence=1.5)

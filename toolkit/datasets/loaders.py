@@ -1,0 +1,396 @@
+"""Loaders for real datasets, read from a folder laid out like the project's shared data.
+
+Every loader takes ``data_dir`` (else the ``TOOLKIT_DATA_DIR`` environment variable):
+a folder holding ``fsdd/``, ``uci_sentences/``, ``speech_emotion/``, ``pneumoniamnist/``
+and ``mimic_iv_demo/``. Nothing is downloaded; a missing folder or file is reported with
+the path that was looked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+
+from toolkit.datasets._common import bunch, data_card
+
+
+def data_home(data_dir=None, subfolder: str | None = None) -> Path:
+    """The data folder (``data_dir`` or ``$TOOLKIT_DATA_DIR``), checked to exist."""
+    if data_dir is None:
+        env = os.environ.get("TOOLKIT_DATA_DIR")
+        if not env:
+            raise FileNotFoundError(
+                "no data folder given: pass data_dir=<folder> or set TOOLKIT_DATA_DIR to a "
+                f"folder holding '{subfolder or '...'}/'"
+            )
+        data_dir = env
+    root = Path(data_dir).expanduser()
+    folder = root / subfolder if subfolder else root
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"dataset folder '{folder}' does not exist (looked in data_dir='{root}'); "
+            "put the dataset there or point data_dir / TOOLKIT_DATA_DIR elsewhere"
+        )
+    return folder
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"expected dataset file '{path}' does not exist")
+    return path
+
+
+# -- AV-Digits --------------------------------------------------------------------------
+
+DEFAULT_TEST_SPEAKERS = ("george", "lucas")
+
+
+def load_av_digits(
+    data_dir=None,
+    *,
+    test_speakers=DEFAULT_TEST_SPEAKERS,
+    image_noise: float = 0.0,
+    audio_noise: float = 0.0,
+    random_state=0,
+):
+    """AV-Digits: each Free Spoken Digit recording paired with a handwritten digit image.
+
+    The analogue of MultiBench's AV-MNIST on real data: the 3,000 FSDD recordings
+    (6 speakers x 10 digits x 50) are each paired, by label, with one of scikit-learn's
+    1,797 8x8 handwritten digit images. Recordings of ``test_speakers`` form the test
+    split (speakers unseen in training); the digit images are split 2:1 into disjoint
+    train and test pools by a seeded shuffle, so test images are unseen too.
+
+    Parameters
+    ----------
+    data_dir : str or path, optional
+        Folder holding ``fsdd/`` (default ``$TOOLKIT_DATA_DIR``).
+    test_speakers : tuple of str, default=("george", "lucas")
+    image_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the images on their 0-16 scale
+        (AV-MNIST degrades a modality this way so that fusion matters; 4.0 is strong).
+    audio_noise : float, default=0.0
+        Standard deviation of white noise added to the waveforms (full scale 1.0); when
+        > 0 the ``audio`` column holds (waveform, rate) pairs instead of paths.
+    random_state : int, RandomState or None, default=0
+        Seeds the image pairing and the noise.
+
+    Returns
+    -------
+    Bunch with ``frame`` (columns ``audio`` (path or (waveform, rate)), ``image``
+    (8x8 float array, 0-16 scale), ``label``, ``speaker``, ``split``), ``target``,
+    ``modalities`` and ``data_card``.
+    """
+    from sklearn.datasets import load_digits
+
+    folder = data_home(data_dir, "fsdd")
+    files = sorted(folder.glob("*.wav"))
+    if not files:
+        raise FileNotFoundError(f"no .wav recordings found in '{folder}'")
+    rng = check_random_state(random_state)
+    digits = load_digits()
+    order = rng.permutation(len(digits.target))
+    cut = (2 * len(order)) // 3
+    pools = {"train": order[:cut], "test": order[cut:]}
+    rows = []
+    for path in files:
+        label, speaker, index = path.stem.split("_")
+        rows.append(
+            {"audio": str(path), "label": int(label), "speaker": speaker, "index": int(index)}
+        )
+    frame = pd.DataFrame(rows)
+    unknown = set(test_speakers) - set(frame["speaker"])
+    if unknown:
+        raise ValueError(
+            f"test_speakers {sorted(unknown)} are not FSDD speakers {sorted(set(frame['speaker']))}"
+        )
+    frame["split"] = np.where(frame["speaker"].isin(test_speakers), "test", "train")
+    images = []
+    for label, split in zip(frame["label"], frame["split"], strict=True):
+        pool = pools[split][digits.target[pools[split]] == label]
+        img = digits.images[rng.choice(pool)].astype(np.float32)
+        if image_noise > 0:
+            img = img + rng.normal(0, image_noise, img.shape).astype(np.float32)
+        images.append(img)
+    frame["image"] = images
+    if audio_noise > 0:
+        from toolkit.io import read_audio
+
+        waves = []
+        for path in frame["audio"]:
+            wave, sr = read_audio(path)
+            waves.append(((wave + rng.normal(0, audio_noise, wave.shape)).astype(np.float32), sr))
+        frame["audio"] = waves
+    frame = frame[["audio", "image", "label", "speaker", "split", "index"]]
+    from toolkit.encoders import AudioEncoder, ImageEncoder
+
+    modalities = [
+        ("audio", AudioEncoder(sample_rate=8000), "audio"),
+        ("image", ImageEncoder(value_range=(0.0, 16.0)), "image"),
+    ]
+    return bunch(
+        frame=frame,
+        target=frame["label"].to_numpy(),
+        modalities=modalities,
+        data_card=data_card("av_digits"),
+    )
+
+
+# -- UCI sentiment sentences ------------------------------------------------------------
+
+UCI_FILES = {
+    "amazon": "amazon_cells_labelled.txt",
+    "imdb": "imdb_labelled.txt",
+    "yelp": "yelp_labelled.txt",
+}
+
+
+def load_uci_sentences(data_dir=None, *, sources=("amazon", "imdb", "yelp")):
+    """UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015): 1,000 per source.
+
+    Lines are split on "\\n" only: some sentences contain U+0085, which str.splitlines
+    would treat as a line break.
+
+    Returns a Bunch with ``frame`` (``sentence``, ``label`` 0 negative / 1 positive,
+    ``source``), ``target``, ``modalities`` and ``data_card``.
+    """
+    folder = data_home(data_dir, "uci_sentences")
+    parts = []
+    for source in sources:
+        if source not in UCI_FILES:
+            raise ValueError(f"unknown source '{source}'; choose from {sorted(UCI_FILES)}")
+        path = _need(folder / UCI_FILES[source])
+        rows = []
+        for lineno, line in enumerate(
+            path.read_text(encoding="utf-8", errors="replace").split("\n"), 1
+        ):
+            if not line.strip():
+                continue
+            text, sep, label = line.rstrip().rpartition("\t")
+            if not sep or label.strip() not in ("0", "1"):
+                raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line[:60]!r}")
+            rows.append((text.strip(), int(label), source))
+        parts.append(pd.DataFrame(rows, columns=["sentence", "label", "source"]))
+    frame = pd.concat(parts, ignore_index=True)
+    from toolkit.encoders import TextEncoder
+
+    return bunch(
+        frame=frame,
+        target=frame["label"].to_numpy(),
+        modalities=[("text", TextEncoder(), "sentence")],
+        data_card=data_card("uci_sentences"),
+    )
+
+
+# -- Speech emotion ---------------------------------------------------------------------
+
+
+def load_speech_emotion(data_dir=None):
+    """47 emotional speech clips (16 kHz WAV) with continuous arousal and valence in [-1, 1].
+
+    Returns a Bunch with ``frame`` (``audio`` path, ``arousal``, ``valence``), ``target``
+    (valence), ``modalities`` and ``data_card``.
+    """
+    folder = data_home(data_dir, "speech_emotion")
+    tables = {}
+    for name in ("arousal", "valence"):
+        tables[name] = pd.read_csv(_need(folder / f"{name}.csv"), header=None, names=["file", name])
+    frame = tables["arousal"].merge(tables["valence"], on="file", how="outer", validate="1:1")
+    missing = [f for f in frame["file"] if not (folder / f).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"clips listed in arousal/valence.csv are missing from '{folder}': {missing[:5]}"
+        )
+    frame.insert(0, "audio", [str(folder / f) for f in frame["file"]])
+    from toolkit.encoders import AudioEncoder
+
+    return bunch(
+        frame=frame,
+        target=frame["valence"].to_numpy(),
+        modalities=[("audio", AudioEncoder(), "audio")],
+        data_card=data_card("speech_emotion"),
+    )
+
+
+# -- PneumoniaMNIST ---------------------------------------------------------------------
+
+
+def load_pneumoniamnist(data_dir=None, *, splits=("train", "val", "test")):
+    """PneumoniaMNIST (MedMNIST v2): 28x28 paediatric chest X-rays, 0 normal / 1 pneumonia.
+
+    Reads ``pneumoniamnist/pneumoniamnist.npz`` (MedMNIST layout: ``{split}_images``,
+    ``{split}_labels``). Returns a Bunch with ``frame`` (``image`` uint8 array, ``label``,
+    ``split``), ``target``, ``modalities`` and ``data_card``.
+    """
+    path = _need(data_home(data_dir, "pneumoniamnist") / "pneumoniamnist.npz")
+    with np.load(path, allow_pickle=False) as data:
+        parts = []
+        for split in splits:
+            key = f"{split}_images"
+            if key not in data:
+                raise ValueError(f"'{path}' has no '{key}' array (keys: {sorted(data.keys())})")
+            images, labels = data[key], data[f"{split}_labels"].ravel()
+            parts.append(
+                pd.DataFrame({"image": list(images), "label": labels.astype(int), "split": split})
+            )
+    frame = pd.concat(parts, ignore_index=True)
+    from toolkit.encoders import ImageEncoder
+
+    return bunch(
+        frame=frame,
+        target=frame["label"].to_numpy(),
+        modalities=[("xray", ImageEncoder(), "image")],
+        data_card=data_card("pneumoniamnist"),
+    )
+
+
+# -- MIMIC-IV demo ----------------------------------------------------------------------
+
+MIMIC_LABS = [
+    "Creatinine", "Urea Nitrogen", "Potassium", "Sodium", "Chloride", "Bicarbonate",
+    "Anion Gap", "Hemoglobin", "Hematocrit", "Platelet Count", "White Blood Cells", "Glucose",
+]  # fmt: skip
+
+
+def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
+    """MIMIC-IV Clinical Database Demo: one row per hospital admission.
+
+    Features: age at admission, gender, admission type and location, insurance, and the
+    median of common laboratory values (``MIMIC_LABS``) measured within
+    ``lab_window_hours`` of admission (NaN when none was measured). Diagnoses and
+    discharge information are not used as features (they would leak the outcome).
+
+    Parameters
+    ----------
+    data_dir : str or path, optional
+        Folder holding ``mimic_iv_demo/hosp/``.
+    task : {"mortality", "long_stay"}, default="mortality"
+        ``mortality``: in-hospital death (``hospital_expire_flag``). ``long_stay``: a
+        hospital stay longer than 7 days.
+    lab_window_hours : float, default=24
+
+    Returns
+    -------
+    Bunch with ``frame`` (``subject_id`` and ``hadm_id`` kept for grouped splits),
+    ``target``, ``groups`` (subject ids), ``feature_columns``, ``modalities`` and
+    ``data_card``.
+    """
+    if task not in ("mortality", "long_stay"):
+        raise ValueError(f"task must be 'mortality' or 'long_stay', got {task!r}")
+    hosp = data_home(data_dir, "mimic_iv_demo/hosp")
+    adm = pd.read_csv(_need(hosp / "admissions.csv.gz"), parse_dates=["admittime", "dischtime"])
+    pat = pd.read_csv(_need(hosp / "patients.csv.gz"))
+    labs = pd.read_csv(
+        _need(hosp / "labevents.csv.gz"),
+        usecols=["hadm_id", "itemid", "charttime", "valuenum"],
+        parse_dates=["charttime"],
+    )
+    items = pd.read_csv(_need(hosp / "d_labitems.csv.gz"), usecols=["itemid", "label", "fluid"])
+    frame = adm.merge(
+        pat[["subject_id", "gender", "anchor_age", "anchor_year"]], on="subject_id", how="left"
+    )
+    frame["age"] = frame["anchor_age"] + (frame["admittime"].dt.year - frame["anchor_year"])
+    los_days = (frame["dischtime"] - frame["admittime"]).dt.total_seconds() / 86400
+    frame["los_days"] = los_days
+    blood = items[(items["label"].isin(MIMIC_LABS)) & (items["fluid"] == "Blood")]
+    labs = labs.merge(blood, on="itemid").dropna(subset=["hadm_id", "valuenum"])
+    labs = labs.merge(frame[["hadm_id", "admittime"]], on="hadm_id")
+    hours = (labs["charttime"] - labs["admittime"]).dt.total_seconds() / 3600
+    early = labs[(hours >= -6) & (hours <= lab_window_hours)]
+    wide = early.pivot_table(index="hadm_id", columns="label", values="valuenum", aggfunc="median")
+    lab_cols = [c for c in MIMIC_LABS if c in wide.columns]
+    frame = frame.merge(wide[lab_cols], left_on="hadm_id", right_index=True, how="left")
+    frame["target"] = (
+        frame["hospital_expire_flag"].astype(int)
+        if task == "mortality"
+        else (los_days > 7).astype(int)
+    )
+    feature_columns = [
+        "age",
+        "gender",
+        "admission_type",
+        "admission_location",
+        "insurance",
+        *lab_cols,
+    ]
+    frame = frame[
+        ["subject_id", "hadm_id", *feature_columns, "los_days", "hospital_expire_flag", "target"]
+    ]
+    from toolkit.encoders import TabularEncoder
+
+    demographics = ["age", "gender", "admission_type", "admission_location", "insurance"]
+    return bunch(
+        frame=frame.reset_index(drop=True),
+        target=frame["target"].to_numpy(),
+        groups=frame["subject_id"].to_numpy(),
+        feature_columns=feature_columns,
+        modalities=[
+            ("admission", TabularEncoder(), demographics),
+            ("labs", TabularEncoder(), lab_cols),
+        ],
+        data_card=data_card("mimic_iv_demo"),
+    )
+
+
+# -- Generic manifest -------------------------------------------------------------------
+
+
+def load_manifest(csv, *, path_columns=None, target=None):
+    """A table of columns and file paths; relative paths resolve against the CSV's folder.
+
+    Parameters
+    ----------
+    csv : str or path
+    path_columns : list of str, optional
+        Columns holding file paths. Default: every text column whose non-empty values all
+        name files (or folders) that exist relative to the CSV's folder or as given.
+    target : str, optional
+        Column returned as ``target``.
+
+    Returns
+    -------
+    Bunch with ``frame``, ``target`` (or None), ``path_columns`` and ``data_card``.
+    """
+    csv = Path(csv).expanduser()
+    if not csv.is_file():
+        raise FileNotFoundError(f"manifest '{csv}' does not exist")
+    frame = pd.read_csv(csv)
+    base = csv.parent
+
+    def resolve(value):
+        if not isinstance(value, str) or not value.strip():
+            return None
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    if path_columns is None:
+        path_columns = []
+        for col in frame.columns:
+            values = frame[col].dropna()
+            if values.empty or not all(isinstance(v, str) for v in values):
+                continue
+            if all(Path(resolve(v)).exists() for v in values):
+                path_columns.append(col)
+    for col in path_columns:
+        if col not in frame.columns:
+            raise ValueError(
+                f"path column '{col}' is not in manifest '{csv}' (columns: {list(frame.columns)})"
+            )
+        frame[col] = pd.Series([resolve(v) for v in frame[col]], index=frame.index, dtype=object)
+        absent = [p for p in frame[col] if isinstance(p, str) and not Path(p).exists()]
+        if absent:
+            raise FileNotFoundError(
+                f"manifest '{csv}' column '{col}' names {len(absent)} missing file(s), e.g. '{absent[0]}'"
+            )
+    if target is not None and target not in frame.columns:
+        raise ValueError(f"target column '{target}' is not in manifest '{csv}'")
+    return bunch(
+        frame=frame,
+        target=None if target is None else frame[target].to_numpy(),
+        path_columns=list(path_columns),
+        data_card=data_card("manifest"),
+    )
