@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
 
 from toolkit._utils import describe_item
 from toolkit.encoders.base import BaseEncoder
