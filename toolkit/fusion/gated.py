@@ -147,6 +147,12 @@ class GatedFusion(BaseFusion):
             from toolkit.fusion._gated_module import GatedUnit
 
             dims = [x.shape[1] for x in xs]
+            self.module_spec_ = {
+                "dims": dims,
+                "hidden": self.hidden_size,
+                "n_out": n_out,
+                "dropout": self.dropout,
+            }
             self.module_ = GatedUnit(dims, self.hidden_size, n_out, self.dropout).to(
                 self.device_, torch.float64
             )
