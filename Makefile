@@ -23,7 +23,7 @@ $(VENV)/.stamp-dev: pyproject.toml | $(PY)
 	touch $@
 
 demo: $(VENV)/.stamp-embed
-	$(PY) -m toolkit.demo
+	$(VENV)/bin/mmtk run pipelines/sentiment.yaml --out runs/
 
 test: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q tests toolkit --doctest-modules

@@ -1,0 +1,235 @@
+"""Study engine and the mmtk command line on the embedded default data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from toolkit.cli import main
+from toolkit.study import load_config, run_study
+from toolkit.study.engine import StudyError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["evaluation.bootstrap=40", "output.save_model=false"]
+
+
+def _run(config, tmp_path, *overrides):
+    code = main(
+        [
+            "run",
+            str(ROOT / "pipelines" / config),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            *sum((["--set", o] for o in overrides), []),
+        ]
+    )
+    assert code == 0
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sentiment_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sentiment")
+    return _run(
+        "sentiment.yaml",
+        out,
+        "data.params.n_samples=180",
+        "evaluation.bootstrap=40",
+        "data.params.informative=[face]",
+    )
+
+
+def test_sentiment_run_folder_is_complete(sentiment_run):
+    folder = sentiment_run
+    for name in (
+        "config.resolved.yaml",
+        "environment.json",
+        "metrics.json",
+        "metrics.csv",
+        "predictions.csv",
+        "contributions.csv",
+        "report.html",
+    ):
+        assert (folder / name).is_file(), name
+    assert (folder / "model" / "model.skops").is_file()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["strategies"]) == {"early", "late", "gated"}
+    assert set(metrics["baselines"]) == {"text only", "audio only", "face only"}
+    for entry in [*metrics["strategies"].values(), *metrics["baselines"].values()]:
+        acc = entry["accuracy"]
+        assert acc["low"] <= acc["value"] <= acc["high"]
+    assert set(metrics["comparisons"]) == {"early", "late", "gated"}
+    assert set(metrics["robustness"]["late"]) == {"text", "audio", "face"}
+    contrib = pd.read_csv(folder / "contributions.csv")
+    assert len(contrib) == 180 * 3
+    assert contrib.groupby("row").size().eq(3).all()
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["seed"] == 0 and "scikit-learn" in env["versions"]
+
+
+def test_report_embeds_every_figure(sentiment_run):
+    page = (sentiment_run / "report.html").read_text()
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) >= 6
+    for data in images:
+        raw = base64.b64decode(data)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 2000
+    assert "Methods" in page and "bootstrap" in page
+    assert "Raw note text is not included" in page
+
+
+def test_informative_modality_ranks_first(sentiment_run):
+    metrics = json.loads((sentiment_run / "metrics.json").read_text())
+    assert metrics["contribution_ranking"][0] == "face"
+    assert metrics["best_single_modality"] == "face only"
+
+
+def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
+    folder = _run(
+        "diagnosis.yaml", tmp_path, "data.params.n_samples=150", "data.params.scan_size=12", *SMALL
+    )
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in (
+        "auroc",
+        "auprc",
+        "brier",
+        "sensitivity",
+        "specificity",
+        "calibration_slope",
+        "calibration_intercept",
+    ):
+        assert key in metrics["strategies"]["late"]
+    auroc = metrics["strategies"]["late"]["auroc"]
+    assert auroc["low"] < auroc["value"] < auroc["high"]
+    assert metrics["robustness"]["late"]
+    assert metrics["contribution_ranking"]
+    preds = pd.read_csv(folder / "predictions.csv")
+    from toolkit.datasets import make_clinical_cohort
+
+    cohort = make_clinical_cohort(150, scan_size=12, prevalence=0.3, random_state=0).frame
+    preds["patient"] = cohort["patient_id"]
+    assert (preds.groupby("patient")["fold"].nunique() == 1).all()
+    assert (folder / "calibration.png").is_file() and (folder / "roc.png").is_file()
+
+
+def test_grouped_split_guard():
+    import numpy as np
+
+    from toolkit.study.engine import make_splits
+
+    groups = np.repeat(np.arange(10), 3)
+    y = np.tile([0, 1, 0], 10)
+    for tr, te in make_splits(y, groups, 3, True, 0):
+        assert not set(groups[tr]) & set(groups[te])
+
+
+def test_failed_study_keeps_finished_folds(tmp_path):
+    config = load_config(
+        ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", *SMALL]
+    )
+    with pytest.raises(StudyError, match="injected failure before fold 2"):
+        run_study(config, tmp_path, progress=False, _fail_after_folds=2)
+    (folder,) = list(tmp_path.iterdir())
+    folds = sorted(p.name for p in (folder / "folds").iterdir())
+    assert folds == ["fold_0.json", "fold_1.json"]
+    record = json.loads((folder / "folds" / "fold_1.json").read_text())
+    assert len(record["test_index"]) == len(record["late"]) == 30
+
+
+def test_run_folders_are_never_overwritten(tmp_path):
+    config = load_config(
+        ROOT / "pipelines" / "sentiment.yaml",
+        [
+            "data.params.n_samples=60",
+            "evaluation.bootstrap=0",
+            "output.save_model=false",
+            "output.report=false",
+            "fusion=[late]",
+            "evaluation.robustness=false",
+            "explanation.enabled=false",
+        ],
+    )
+    a = run_study(config, tmp_path, progress=False)
+    b = run_study(config, tmp_path, progress=False)
+    assert a != b and a.exists() and b.exists()
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+name: bad
+data: {source: make_sentiment_clips, params: {n_samples: 30}, target: label}
+modalities:
+  - {name: text, encoder: TextEncoder, columns: transcript}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE.replace("TextEncoder", "WordEncoder"), "modalities[0].encoder: expected one of"),
+        (
+            BASE.replace("columns: transcript", "columns: speech"),
+            "modalities[0].columns: column(s) ['speech'] are not in the data",
+        ),
+        (
+            BASE + "evaluation: {cv: three}\n",
+            "evaluation.cv: expected an integer >= 2, found 'three'",
+        ),
+        (BASE + "fusion: [middle]\n", "fusion[0]: expected one of ['early', 'gated', 'late']"),
+        (BASE.replace("make_sentiment_clips", "make_movies"), "data.source: expected one of"),
+        (
+            BASE + "task: ranking\n",
+            "task: expected one of ['classification', 'regression'], found 'ranking'",
+        ),
+        (BASE + "evaluaton: {cv: 3}\n", "evaluaton: unknown key"),
+    ],
+)
+def test_bad_configs_exit_nonzero_with_one_line_naming_the_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit.cli", "run", str(path), "--out", str(tmp_path / "runs"), "--quiet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_validate_datasets_and_help(capsys):
+    assert main(["validate", str(ROOT / "pipelines" / "diagnosis.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "load_mimic_iv_demo" in out and "ODbL" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sentiment.yaml",
+        "diagnosis.yaml",
+        "av_digits.yaml",
+        "mosi_template.yaml",
+        "manifest_template.yaml",
+    ],
+)
+def test_shipped_configs_validate(name):
+    config = load_config(ROOT / "pipelines" / name)
+    assert config["name"]

@@ -1,0 +1,520 @@
+"""The study engine: cross-validated comparison of fusion strategies and single-modality
+baselines, missing-modality robustness, exact modality contributions, figures, report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import clone
+
+from toolkit.study.config import ConfigError, validate_config
+from toolkit.study.metrics import (
+    bootstrap_interval,
+    classification_metrics,
+    paired_difference,
+    regression_metrics,
+)
+
+LOWER_IS_BETTER = {"mae", "brier"}
+
+
+class StudyError(RuntimeError):
+    """A study failed; finished folds are kept in the run folder."""
+
+
+def _log(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"[mmtk] {message}", file=sys.stderr, flush=True)
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def _default_data_dir(config_path: str | None) -> str | None:
+    if os.environ.get("TOOLKIT_DATA_DIR"):
+        return os.environ["TOOLKIT_DATA_DIR"]
+    candidates = [Path.cwd().parent / "shared" / "data"]
+    if config_path:
+        candidates.append(Path(config_path).resolve().parents[1].parent / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return str(candidate)
+    return None
+
+
+def load_study_data(config: dict):
+    """Return (frame, y, groups, modalities) for a validated config."""
+    import toolkit.datasets as datasets
+    import toolkit.encoders as encoders
+
+    data = config["data"]
+    source = data["source"]
+    params = dict(data.get("params") or {})
+    if source.startswith("make_"):
+        params.setdefault("random_state", config["seed"])
+    elif source in ("load_mmsa_features", "load_manifest"):
+        pass
+    elif "data_dir" not in params:
+        found = _default_data_dir(config.get("_path"))
+        if found is None:
+            raise ConfigError(
+                f"data.params.data_dir: {source} needs a data folder; set it, or TOOLKIT_DATA_DIR"
+            )
+        params["data_dir"] = found
+    if "informative" in params and isinstance(params["informative"], list):
+        params["informative"] = tuple(params["informative"])
+    try:
+        bunch = getattr(datasets, source)(**params)
+    except TypeError as exc:
+        raise ConfigError(f"data.params: {exc}") from exc
+    frame = bunch.frame
+    if data.get("target"):
+        if data["target"] not in frame.columns:
+            raise ConfigError(
+                f"data.target: column '{data['target']}' is not in the data (columns: {list(frame.columns)[:12]})"
+            )
+        y = frame[data["target"]].to_numpy()
+    elif getattr(bunch, "target", None) is not None:
+        y = np.asarray(bunch.target)
+    else:
+        raise ConfigError("data.target: this source has no default target; name a column")
+    groups = None
+    if data.get("groups"):
+        if data["groups"] not in frame.columns:
+            raise ConfigError(f"data.groups: column '{data['groups']}' is not in the data")
+        groups = frame[data["groups"]].to_numpy()
+    elif getattr(bunch, "groups", None) is not None:
+        groups = np.asarray(bunch.groups)
+    if config.get("modalities"):
+        modalities = []
+        for i, mod in enumerate(config["modalities"]):
+            cols = mod["columns"]
+            wanted = cols if isinstance(cols, list) else [cols]
+            missing = [c for c in wanted if c not in frame.columns]
+            if missing:
+                raise ConfigError(
+                    f"modalities[{i}].columns: column(s) {missing} are not in the data "
+                    f"(columns: {list(frame.columns)[:12]})"
+                )
+            encoder = getattr(encoders, mod["encoder"])
+            try:
+                enc = encoder(**(mod.get("params") or {}))
+            except TypeError as exc:
+                raise ConfigError(f"modalities[{i}].params: {exc}") from exc
+            modalities.append((mod["name"], enc, cols))
+    else:
+        if not hasattr(bunch, "modalities"):
+            raise ConfigError("modalities: this data source has no default modalities; list them")
+        modalities = bunch.modalities
+    return frame, y, groups, modalities, bunch
+
+
+# -- splits -----------------------------------------------------------------------------
+
+
+def make_splits(y, groups, n_splits: int, classification: bool, seed: int):
+    """Stratified (classification) and grouped (when groups are given) K-fold splits,
+    with a guard that no group appears on both sides of any split."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+    X = np.zeros(len(y))
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} groups, found {n_groups}"
+            )
+        splitter = (
+            StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+            if classification
+            else GroupKFold(n_splits)
+        )
+        splits = list(splitter.split(X, y, groups))
+        for k, (tr, te) in enumerate(splits):
+            shared = set(groups[tr]) & set(groups[te])
+            if shared:
+                raise StudyError(
+                    f"fold {k}: groups {sorted(shared)[:5]} are in both train and test"
+                )
+        return splits
+    splitter = (
+        StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+        if classification
+        else KFold(n_splits, shuffle=True, random_state=seed)
+    )
+    return list(splitter.split(X, y))
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def _run_folder(out_dir: Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = out_dir / f"{name}-{stamp}"
+    folder, k = base, 1
+    while folder.exists():
+        k += 1
+        folder = Path(f"{base}-{k}")
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _environment(config: dict, command: str | None) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in (
+        "multimodal-toolkit",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "torch",
+        "torchaudio",
+        "transformers",
+        "monai",
+        "shap",
+    ):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "command": command or " ".join(sys.argv),
+        "seed": config["seed"],
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.system()} {os.cpu_count()} cores",
+        "versions": versions,
+    }
+
+
+def _fusion_objects(config: dict) -> dict:
+    from toolkit.fusion import make_fusion
+
+    out = {}
+    for entry in config["fusion"]:
+        name = entry if isinstance(entry, str) else entry["name"]
+        fusion = clone(make_fusion(name))
+        params = {} if isinstance(entry, str) else dict(entry.get("params") or {})
+        try:
+            fusion.set_params(**params)
+        except ValueError as exc:
+            raise ConfigError(f"fusion[{name}].params: {exc}") from exc
+        if "random_state" in fusion.get_params() and fusion.get_params()["random_state"] is None:
+            fusion.set_params(random_state=config["seed"])
+        label = name if name not in out else f"{name}_{len(out)}"
+        out[label] = fusion
+    return out
+
+
+def _model_output(classification: bool, fusion, emb, prior):
+    """Fusion output with rows that have no modality answered by the prior."""
+    out = fusion.predict_output(emb)
+    empty = ~emb.mask.any(axis=1)
+    if empty.any():
+        out[empty] = prior if classification else prior[0]
+    return out
+
+
+def run_study(
+    config: dict,
+    out_dir="runs",
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    _fail_after_folds: int | None = None,
+) -> Path:
+    """Run a validated study config; return the run folder.
+
+    The folder holds ``config.resolved.yaml``, ``environment.json``, ``folds/`` (each
+    finished fold's predictions, written as soon as the fold ends), ``metrics.json``,
+    ``metrics.csv``, ``predictions.csv``, ``contributions.csv``, PNG figures,
+    ``report.html`` and ``model/`` (the best strategy refitted on all rows).
+    """
+    from toolkit.cache import EmbeddingCache
+    from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+    from toolkit.explain import ModalityExplainer
+    from toolkit.fusion import LateFusion
+
+    validate_config(config)
+    classification = config["task"] == "classification"
+    seed = config["seed"]
+    run = _run_folder(Path(out_dir), config["name"])
+    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump(public, sort_keys=False))
+    (run / "environment.json").write_text(json.dumps(_environment(config, command), indent=2))
+    _log(progress, f"run folder {run}")
+
+    frame, y_raw, groups, modalities, _ = load_study_data(config)
+    frame = frame.reset_index(drop=True)
+    if classification:
+        classes, y = np.unique(y_raw, return_inverse=True)
+        if len(classes) < 2:
+            raise ConfigError(
+                f"data.target: a classification study needs 2+ classes, found {list(classes)}"
+            )
+    else:
+        classes, y = None, np.asarray(y_raw, dtype=float)
+    n = len(frame)
+    ev = config["evaluation"]
+    splits = make_splits(y, groups, ev["cv"], classification, seed)
+    fusions = _fusion_objects(config)
+    names = [m[0] for m in modalities]
+    _log(
+        progress,
+        f"{n} rows, {len(names)} modalities {names}, {ev['cv']} folds, strategies {list(fusions)}",
+    )
+
+    width = len(classes) if classification else None
+    shape = (n, width) if classification else (n,)
+    oof = {s: np.full(shape, np.nan) for s in fusions}
+    baselines = {f"{m} only": np.full(shape, np.nan) for m in names} if ev["baselines"] else {}
+    robust = (
+        {(s, m): np.full(shape, np.nan) for s in fusions for m in names} if ev["robustness"] else {}
+    )
+    explain_on = config["explanation"]["enabled"]
+    contributions = {
+        s: np.full((n, len(names)) + ((width,) if classification and width > 2 else ()), np.nan)
+        for s in fusions
+    }
+    fold_of = np.full(n, -1)
+    folds_dir = run / "folds"
+    folds_dir.mkdir()
+    Estimator = MultimodalClassifier if classification else MultimodalRegressor
+
+    with tempfile.TemporaryDirectory(prefix="mmtk-cache-") as cache_dir:
+        cache = EmbeddingCache(cache_dir)
+        for k, (tr, te) in enumerate(splits):
+            if _fail_after_folds is not None and k >= _fail_after_folds:
+                raise StudyError(
+                    f"injected failure before fold {k}; folds 0..{k - 1} are in {folds_dir}"
+                )
+            _log(
+                progress,
+                f"fold {k + 1}/{len(splits)}: encoding {len(tr)} train / {len(te)} test rows",
+            )
+            holder = Estimator(modalities, memory=cache, random_state=seed)
+            df_tr, df_te = frame.iloc[tr], frame.iloc[te]
+            holder._frame(df_tr, reset=True)
+            emb_tr = holder._encode(df_tr, fit=True)
+            emb_te = holder._encode(df_te, fit=False)
+            holder.modality_names_ = list(emb_tr.names)
+            if classification:
+                holder.classes_ = np.arange(width)
+            fold_of[te] = k
+            record = {"fold": k, "test_index": te.tolist()}
+            for label, proto in fusions.items():
+                _log(progress, f"fold {k + 1}: fitting {label} fusion")
+                fusion = clone(proto).fit(emb_tr, y[tr], n_classes=width)
+                prior = fusion.prior_
+                oof[label][te] = _model_output(classification, fusion, emb_te, prior)
+                for m, name in enumerate(names):
+                    if ev["robustness"]:
+                        mask = emb_te.mask.copy()
+                        mask[:, m] = False
+                        robust[(label, name)][te] = _model_output(
+                            classification, fusion, emb_te.with_mask(mask), prior
+                        )
+                if explain_on:
+                    holder.fusion_, holder.prior_ = fusion, prior
+                    exp = ModalityExplainer(holder, removal="missing")(emb_te)
+                    contributions[label][te] = exp.values
+                record[label] = oof[label][te].tolist()
+            for m, name in enumerate(names):
+                if not ev["baselines"]:
+                    break
+                single_tr, single_te = emb_tr.select([name]), emb_te.select([name])
+                keep = single_tr.mask[:, 0]
+                base = LateFusion(random_state=seed).fit(
+                    single_tr[keep], y[tr][keep], n_classes=width
+                )
+                baselines[f"{name} only"][te] = _model_output(
+                    classification, base, single_te, base.prior_
+                )
+                record[f"{name} only"] = baselines[f"{name} only"][te].tolist()
+            (folds_dir / f"fold_{k}.json").write_text(json.dumps(record))
+    _log(progress, "computing metrics with bootstrap intervals")
+    report = _summarize(
+        run,
+        config,
+        classes,
+        y,
+        oof,
+        baselines,
+        robust,
+        contributions,
+        names,
+        fold_of,
+        classification,
+    )
+    if config["output"]["save_model"]:
+        from toolkit.fusion import make_fusion  # noqa: F401
+        from toolkit.persistence import save
+
+        best = report["best_strategy"]
+        _log(progress, f"refitting {best} fusion on all rows and saving the model")
+        model = Estimator(modalities, fusion=clone(fusions[best]), random_state=seed).fit(
+            frame, y_raw
+        )
+        save(model, run / "model")
+    if config["output"]["report"]:
+        from toolkit.study.report import write_figures, write_report
+
+        figures = write_figures(
+            run, config, classes, y, oof, baselines, robust, contributions, names, report
+        )
+        write_report(run, config, report, figures)
+        _log(progress, f"report: {run / 'report.html'}")
+    return run
+
+
+def _metric_fn(classification: bool, metric: str, classes, threshold: float):
+    from toolkit.study.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    if classification:
+        fn = CLASSIFICATION_METRICS[metric]
+        return lambda yt, p: fn(yt, p, threshold)
+    return REGRESSION_METRICS[metric]
+
+
+def _summarize(
+    run, config, classes, y, oof, baselines, robust, contributions, names, fold_of, classification
+):
+    ev = config["evaluation"]
+    rng = np.random.RandomState(config["seed"])
+    thr = ev["threshold"]
+
+    def all_metrics(pred):
+        return (
+            classification_metrics(y, pred, classes, thr)
+            if classification
+            else regression_metrics(y, pred)
+        )
+
+    primary = ev.get("primary_metric") or (
+        ("auroc" if len(classes) == 2 else "accuracy") if classification else "mae"
+    )
+    models = {**oof, **baselines}
+    results, rows = {}, []
+    for label, pred in models.items():
+        values = all_metrics(pred)
+        if primary not in values:
+            raise ConfigError(
+                f"evaluation.primary_metric: '{primary}' is not one of {sorted(values)}"
+            )
+        entry = {}
+        for metric, value in values.items():
+            low, high = bootstrap_interval(
+                _metric_fn(classification, metric, classes, thr), ev["bootstrap"], rng, y, pred
+            )
+            entry[metric] = {"value": value, "low": low, "high": high}
+            kind = "fusion" if label in oof else "baseline"
+            rows.append(
+                {
+                    "model": label,
+                    "kind": kind,
+                    "removed": "",
+                    "metric": metric,
+                    "value": value,
+                    "low": low,
+                    "high": high,
+                }
+            )
+        results[label] = entry
+    sign = -1 if primary in LOWER_IS_BETTER else 1
+    best = max(oof, key=lambda s: sign * results[s][primary]["value"])
+    best_baseline = (
+        max(baselines, key=lambda s: sign * results[s][primary]["value"]) if baselines else None
+    )
+    comparisons = {}
+    if best_baseline:
+        fn = _metric_fn(classification, primary, classes, thr)
+        for label in oof:
+            comparisons[label] = {
+                "against": best_baseline,
+                "metric": primary,
+                **paired_difference(
+                    fn, ev["bootstrap"], rng, y, oof[label], baselines[best_baseline]
+                ),
+            }
+    robustness = {}
+    for (label, removed), pred in robust.items():
+        values = all_metrics(pred)
+        robustness.setdefault(label, {})[removed] = values
+        for metric, value in values.items():
+            rows.append(
+                {
+                    "model": label,
+                    "kind": "robustness",
+                    "removed": removed,
+                    "metric": metric,
+                    "value": value,
+                    "low": np.nan,
+                    "high": np.nan,
+                }
+            )
+    shares = {}
+    for label, values in contributions.items():
+        if np.isnan(values).all():
+            continue
+        mags = np.abs(values) if values.ndim == 2 else np.abs(values).sum(axis=2)
+        mean_abs = mags.mean(axis=0)
+        shares[label] = {n: float(v) for n, v in zip(names, mean_abs, strict=True)}
+    summary = {
+        "task": config["task"],
+        "n_samples": int(len(y)),
+        "folds": ev["cv"],
+        "grouped": config["data"].get("groups") is not None or None,
+        "primary_metric": primary,
+        "best_strategy": best,
+        "best_single_modality": best_baseline,
+        "strategies": {k: results[k] for k in oof},
+        "baselines": {k: results[k] for k in baselines},
+        "comparisons": comparisons,
+        "robustness": robustness,
+        "mean_abs_contribution": shares,
+        "contribution_ranking": sorted(shares.get(best, {}), key=lambda n: -shares[best][n]),
+    }
+    (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
+    pred_cols = {
+        "row": np.arange(len(y)),
+        "fold": fold_of,
+        "y_true": classes[y] if classification else y,
+    }
+    for label, pred in models.items():
+        if classification and pred.shape[1] == 2:
+            pred_cols[f"{label}_proba"] = pred[:, 1]
+        elif classification:
+            pred_cols[f"{label}_pred"] = classes[np.argmax(pred, axis=1)]
+        else:
+            pred_cols[f"{label}_pred"] = pred
+    pd.DataFrame(pred_cols).to_csv(run / "predictions.csv", index=False)
+    values = contributions[best]
+    if not np.isnan(values).all():
+        if values.ndim == 3:
+            chosen = np.argmax(oof[best], axis=1)
+            values = values[np.arange(len(y)), :, chosen]
+        total = np.abs(values).sum(axis=1, keepdims=True)
+        share = np.divide(np.abs(values), total, out=np.zeros_like(values), where=total > 0)
+        contrib = pd.DataFrame(
+            {
+                "row": np.repeat(np.arange(len(y)), len(names)),
+                "fold": np.repeat(fold_of, len(names)),
+                "strategy": best,
+                "modality": np.tile(names, len(y)),
+                "contribution": values.ravel(),
+                "share": share.ravel(),
+            }
+        )
+        contrib.to_csv(run / "contributions.csv", index=False)
+    return summary
