@@ -329,9 +329,7 @@ def run_study(
                     exp = ModalityExplainer(holder, removal="missing")(emb_te)
                     contributions[label][te] = exp.values
                 record[label] = oof[label][te].tolist()
-            for m, name in enumerate(names):
-                if not ev["baselines"]:
-                    break
+            for name in names if ev["baselines"] else []:
                 single_tr, single_te = emb_tr.select([name]), emb_te.select([name])
                 keep = single_tr.mask[:, 0]
                 base = LateFusion(random_state=seed).fit(
@@ -357,7 +355,6 @@ def run_study(
         classification,
     )
     if config["output"]["save_model"]:
-        from toolkit.fusion import make_fusion  # noqa: F401
         from toolkit.persistence import save
 
         best = report["best_strategy"]
