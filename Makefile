@@ -26,7 +26,7 @@ demo: $(VENV)/.stamp-embed
 	$(VENV)/bin/mmtk run pipelines/sentiment.yaml --out runs/
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q tests toolkit --doctest-modules
+	$(PY) -m pytest -q tests toolkit notebooks --doctest-modules --nbmake
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: $(VENV)/.stamp-dev
