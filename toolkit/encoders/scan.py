@@ -191,11 +191,15 @@ class ScanEncoder(BaseEncoder):
         return "scan_emb"
 
     def _read(self, item):
+        on_device = self.backend == "monai"
         return read_scan(
             item,
             spatial_size=tuple(self.spatial_size),
             pixdim=self.pixdim,
             orientation=self.orientation,
+            # The network's device also preprocesses, and the tensor stays there.
+            device=getattr(self, "device_", None) if on_device else None,
+            as_tensor=on_device,
         )
 
     def _fit(self, decoded) -> None:
@@ -235,6 +239,6 @@ class ScanEncoder(BaseEncoder):
             return np.stack([scan_statistics(v, self.hist_bins, self.grid) for v in volumes])
         import torch
 
-        x = torch.from_numpy(np.stack(volumes)[:, None]).to(self.device_)
+        x = torch.stack(volumes)[:, None].to(self.device_)
         with torch.inference_mode():
             return penultimate(self.model_, x).float().cpu().numpy()

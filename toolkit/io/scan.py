@@ -136,12 +136,16 @@ def preprocess_scan(
     pixdim: Sequence[float] | None = None,
     orientation: str | None = "RAS",
     percentiles: tuple[float, float] = (1.0, 99.0),
-) -> np.ndarray:
+    device=None,
+    as_tensor: bool = False,
+):
     """Orient, resample/resize and scale one channel-first volume; returns (D, H, W) float32.
 
     Multi-channel volumes (e.g. 4-D NIfTI series) are averaged over their channels.
     Intensities are mapped so that the given lower and upper percentiles become 0 and 1
-    (clipped), which makes CT and MR volumes comparable.
+    (clipped), which makes CT and MR volumes comparable. With ``device`` (e.g. a CUDA
+    device) resizing and scaling run there; ``as_tensor=True`` returns the torch tensor
+    on that device instead of a numpy array.
     """
     import torch
 
@@ -159,13 +163,17 @@ def preprocess_scan(
             x = Orientation(axcodes=orientation)(x)
         if pixdim is not None and is_meta:
             x = Spacing(pixdim=tuple(pixdim), mode="bilinear")(x)
-        x = Resize(spatial_size=tuple(spatial_size), mode="trilinear")(torch.as_tensor(x).float())
+        x = torch.as_tensor(x).float()
+        if device is not None:
+            x = x.to(device)
+        if tuple(x.shape[1:]) != tuple(spatial_size):
+            x = Resize(spatial_size=tuple(spatial_size), mode="trilinear")(x)
         lo, hi = percentiles
         x = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(x)
-    out = np.asarray(torch.as_tensor(x)[0], dtype=np.float32)
-    if not np.all(np.isfinite(out)):
+    x = torch.as_tensor(x)[0]
+    if not bool(torch.isfinite(x).all()):
         raise ReadError("scan became non-finite after preprocessing; check its intensities")
-    return out
+    return x if as_tensor else np.asarray(x.cpu(), dtype=np.float32)
 
 
 def read_scan(item: Any, **preprocess) -> np.ndarray:
