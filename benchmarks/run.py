@@ -67,12 +67,12 @@ def row2(n=2000) -> list[Row]:
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
 
-    def naive():
+    def naive(padding):
         with torch.inference_mode():
             for i in range(0, n, 32):
                 enc = tok(
                     texts[i : i + 32],
-                    padding="max_length",
+                    padding=padding,
                     truncation=True,
                     max_length=256,
                     return_tensors="pt",
@@ -82,19 +82,29 @@ def row2(n=2000) -> list[Row]:
     enc = TextEncoder(
         backend="transformers", model=model_dir, batch_size=32, device="cpu", progress=False
     ).fit(["x"])
-    t_naive, _ = timed(naive)
+    t_dynamic, _ = timed(naive, True)
+    t_fixed, _ = timed(naive, "max_length")
     t_ours, _ = timed(enc.transform, texts)
-    ratio = t_ours / t_naive
+    ratio = t_ours / t_dynamic
     return [
         Row(
             "2",
-            f"TextEncoder(transformers) / naive loop, MiniLM, {n} sentences",
+            f"TextEncoder(transformers) / plain loop in input order (per-batch padding), MiniLM, {n} sentences",
             ratio,
             "x",
             "<= 0.6",
             ratio <= 0.6,
-            f"ours {t_ours:.1f} s, naive {t_naive:.1f} s",
-        )
+            f"ours {t_ours:.1f} s, plain loop {t_dynamic:.1f} s",
+        ),
+        Row(
+            "2b",
+            "same, against a loop padding every batch to 256 tokens",
+            t_ours / t_fixed,
+            "x",
+            "reported",
+            None,
+            f"padded loop {t_fixed:.1f} s",
+        ),
     ]
 
 

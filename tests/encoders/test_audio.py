@@ -28,6 +28,12 @@ def test_statistics_shape_mask_names_and_determinism():
     )
 
 
+def test_very_short_clips_are_encoded():
+    clips = [_tone(200, seconds=0.05), _tone(200, seconds=0.2), (np.zeros(1, np.float32), 8000)]
+    block = AudioEncoder().fit(clips).transform(clips)
+    assert block.shape == (3, 131) and np.isfinite(block).all()
+
+
 def test_pitch_statistic_tracks_the_tone():
     enc = AudioEncoder().fit([_tone(150)])
     names = list(enc.get_feature_names_out())

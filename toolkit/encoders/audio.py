@@ -38,6 +38,8 @@ def audio_statistics(
     x = torch.from_numpy(wave)
     x = x - x.mean()
     x = x / (x.abs().max() + 1e-8)  # per-utterance level normalisation
+    if len(x) < int(0.1 * sr):  # very short clips: zero-pad so every frame-based step has input
+        x = torch.nn.functional.pad(x, (0, int(0.1 * sr) - len(x)))
     mfcc = mfcc_transform(x)  # (n_mfcc, T)
     if mfcc.shape[1] < n_segments:
         mfcc = mfcc.repeat(1, n_segments)
@@ -52,8 +54,12 @@ def audio_statistics(
     energy_db = 10 * torch.log10(frames.pow(2).mean(dim=1) + 1e-10)
     voiced = energy_db > (energy_db.max() - 30.0)
     zcr = (frames[:, 1:].sign() != frames[:, :-1].sign()).float().mean(dim=1)
+    # detect_pitch_frequency needs more frames than its median window (30 x 10 ms):
+    # short clips are zero-padded for the pitch track only (padding frames are unvoiced).
+    min_len = int(0.35 * sr)
+    padded = torch.nn.functional.pad(x, (0, max(0, min_len - len(x))))
     pitch = AF.detect_pitch_frequency(
-        x[None], sr, frame_time=0.01, win_length=30, freq_low=60, freq_high=500
+        padded[None], sr, frame_time=0.01, win_length=30, freq_low=60, freq_high=500
     )[0]
     n = min(len(pitch), len(voiced))
     p_voiced = pitch[:n][voiced[:n]]
