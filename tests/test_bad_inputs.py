@@ -256,6 +256,7 @@ def test_missing_column():
 
 def test_wrong_column_type_in_text():
     df, y = _frame()
+    df["note"] = df["note"].astype(object)
     df.loc[3, "note"] = 7
     with pytest.raises(
         ReadError, match="row 3 of column 'note': text item '7' is a int, not a string"

@@ -18,19 +18,14 @@ from toolkit.io import read_audio, read_image, read_scan
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-class _Model:
-    """The minimal fitted-model surface the explainer uses, around a fusion object."""
+def _model(fusion, names, n_classes):
+    """A MultimodalClassifier holding an already fitted fusion (what the explainer uses)."""
+    from toolkit import MultimodalClassifier
 
-    def __init__(self, fusion, names, n_classes):
-        self.fusion_, self.modality_names_ = fusion, names
-        self.prior_ = fusion.prior_
-        self.classes_ = np.arange(n_classes) if n_classes else None
-
-    def _output(self, emb):
-        return self.fusion_.predict_output(emb)
-
-    def _more_tags(self):  # pragma: no cover - not used
-        return {}
+    model = MultimodalClassifier()
+    model.fusion_, model.modality_names_ = fusion, list(names)
+    model.prior_, model.classes_ = fusion.prior_, np.arange(n_classes)
+    return model
 
 
 @st.composite
@@ -63,11 +58,7 @@ def test_predictions_are_distributions_and_explanations_are_efficient(problem, s
     proba = fusion.predict_output(emb)
     assert proba.shape == (len(y), k) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
-    model = _Model(fusion, emb.names, k)
-    from sklearn.base import ClassifierMixin
-
-    model.__class__ = type("M", (_Model, ClassifierMixin), {})
-    exp = ModalityExplainer(model)(emb)
+    exp = ModalityExplainer(_model(fusion, emb.names, k))(emb)
     target = proba[:, 1] if k == 2 else proba
     np.testing.assert_allclose(exp.values.sum(axis=1) + exp.base_values, target, atol=1e-8)
     # Dummy property: an absent modality gets exactly zero.

@@ -327,7 +327,8 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         self.classes_ = self._label_encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(
-                f"y has only one class ({self.classes_[0]!r}); a classifier needs at least 2 classes"
+                f"y has only one class ({getattr(self.classes_[0], 'item', lambda: self.classes_[0])()!r}); "
+                "a classifier needs at least 2 classes"
             )
         return self._fit(df, self._label_encoder.transform(y), n_classes=len(self.classes_))
 
