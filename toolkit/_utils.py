@@ -113,3 +113,11 @@ def check_random_state_seed(random_state) -> int:
     from sklearn.utils import check_random_state
 
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def seed_if_unset(estimator, seed):
+    """Set ``random_state=seed`` on an estimator that has one and left it None."""
+    params = estimator.get_params(deep=False)
+    if "random_state" in params and params["random_state"] is None:
+        estimator.set_params(random_state=seed)
+    return estimator

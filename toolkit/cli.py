@@ -13,9 +13,29 @@ def _cmd_run(args) -> int:
     run = run_study(
         config, args.out, command=" ".join(["mmtk", *sys.argv[1:]]), progress=not args.quiet
     )
+    _print_summary(run)
     print(f"run folder: {run}")
     print(f"report: {run / 'report.html'}")
     return 0
+
+
+def _print_summary(run) -> None:
+    """The primary metric of every model, with its 95% interval, and the contributions."""
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    primary = metrics["primary_metric"]
+    print(f"{'model':<16}{primary:>10}   95% interval")
+    for group in ("strategies", "baselines"):
+        for name, entry in metrics[group].items():
+            m = entry[primary]
+            label = f"{name} fusion" if group == "strategies" else name
+            print(f"{label:<16}{m['value']:>10.3f}   [{m['low']:.3f}, {m['high']:.3f}]")
+    shares = metrics["mean_abs_contribution"].get(metrics["best_strategy"], {})
+    if shares:
+        total = sum(shares.values()) or 1.0
+        parts = ", ".join(f"{k} {shares[k] / total:.0%}" for k in metrics["contribution_ranking"])
+        print(f"modality contributions ({metrics['best_strategy']} fusion): {parts}")
 
 
 def _cmd_validate(args) -> int:

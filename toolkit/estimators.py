@@ -12,7 +12,7 @@ from sklearn.utils.metaestimators import _BaseComposition, available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from toolkit._utils import check_random_state_seed
+from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.cache import EmbeddingCache, as_cache, ensure_fitted
 from toolkit.embeddings import Embeddings
 from toolkit.exceptions import MissingModalityError
@@ -23,6 +23,18 @@ def _column_items(df: pd.DataFrame, columns):
     if isinstance(columns, (list, tuple)):
         return df[list(columns)]
     return df[columns]
+
+
+def _fusion_has(method):
+    def check(self):
+        fusion = getattr(self, "fusion_", None)
+        if fusion is None:
+            from toolkit.fusion import make_fusion
+
+            fusion = make_fusion(self.fusion)
+        return hasattr(fusion, method)
+
+    return check
 
 
 class _MultimodalBase(_BaseComposition):
@@ -158,8 +170,7 @@ class _MultimodalBase(_BaseComposition):
             items = df if cols is None else _column_items(df, cols)
             if fit:
                 enc = clone(enc)
-                if "random_state" in enc.get_params() and enc.get_params()["random_state"] is None:
-                    enc.set_params(random_state=seed)
+                seed_if_unset(enc, seed)
                 self.encoders_[name] = enc
             else:
                 enc = self.encoders_[name]
@@ -189,10 +200,9 @@ class _MultimodalBase(_BaseComposition):
     def _fusion(self):
         from toolkit.fusion import make_fusion
 
-        fusion = clone(make_fusion(self.fusion))
-        if "random_state" in fusion.get_params() and fusion.get_params()["random_state"] is None:
-            fusion.set_params(random_state=check_random_state_seed(self.random_state))
-        return fusion
+        return seed_if_unset(
+            clone(make_fusion(self.fusion)), check_random_state_seed(self.random_state)
+        )
 
     # -- public API shared by both estimators ---------------------------------------------
 
@@ -230,6 +240,14 @@ class _MultimodalBase(_BaseComposition):
 
         return ModalityExplainer(self, **kwargs)(X)
 
+    @available_if(_fusion_has("gate_values"))
+    def gate_values(self, X) -> pd.DataFrame:
+        """Gated fusion's per-sample gate weights, one column per modality (model-internal)."""
+        check_is_fitted(self, "fusion_")
+        values = self.fusion_.gate_values(self.embed(X))
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(values, columns=self.modality_names_, index=index)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
@@ -237,18 +255,6 @@ class _MultimodalBase(_BaseComposition):
             tags.input_tags.two_d_array = False
             tags.input_tags.string = True
         return tags
-
-
-def _fusion_has(method):
-    def check(self):
-        fusion = getattr(self, "fusion_", None)
-        if fusion is None:
-            from toolkit.fusion import make_fusion
-
-            fusion = make_fusion(self.fusion)
-        return hasattr(fusion, method)
-
-    return check
 
 
 class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
@@ -350,14 +356,6 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         check_is_fitted(self, "fusion_")
         return self.fusion_.decision_function(self.embed(X))
 
-    @available_if(_fusion_has("gate_values"))
-    def gate_values(self, X) -> pd.DataFrame:
-        """Gated fusion's per-sample gate weights, one column per modality (model-internal)."""
-        check_is_fitted(self, "fusion_")
-        values = self.fusion_.gate_values(self.embed(X))
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(values, columns=self.modality_names_, index=index)
-
 
 class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     """Regress a continuous target (e.g. a sentiment score in [-3, 3]) from several modalities.
@@ -403,14 +401,6 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     def predict(self, X) -> np.ndarray:
         """Predicted target of each row, shape (n_samples,)."""
         return self._output(self.embed(X))
-
-    @available_if(_fusion_has("gate_values"))
-    def gate_values(self, X) -> pd.DataFrame:
-        """Gated fusion's per-sample gate weights, one column per modality (model-internal)."""
-        check_is_fitted(self, "fusion_")
-        values = self.fusion_.gate_values(self.embed(X))
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(values, columns=self.modality_names_, index=index)
 
 
 __all__ = ["MultimodalClassifier", "MultimodalRegressor"]

@@ -233,3 +233,30 @@ def test_validate_datasets_and_help(capsys):
 def test_shipped_configs_validate(name):
     config = load_config(ROOT / "pipelines" / name)
     assert config["name"]
+
+
+def test_cli_prints_a_summary(tmp_path, capsys):
+    code = main(
+        ["run", str(ROOT / "pipelines" / "sentiment.yaml"), "--out", str(tmp_path), "--quiet",
+         "--set", "data.params.n_samples=60", "--set", "evaluation.bootstrap=20", "--set", "fusion=[late]",
+         "--set", "output.save_model=false", "--set", "output.report=false"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"late fusion\s+0\.\d{3}\s+\[0\.\d{3}, [01]\.\d{3}\]", out), out
+    assert "face only" in out and "modality contributions (late fusion)" in out
+    assert "report:" in out
+
+
+def test_same_seed_same_study_metrics(tmp_path):
+    overrides = [
+        "data.params.n_samples=90",
+        "evaluation.bootstrap=30",
+        "output.save_model=false",
+        "output.report=false",
+    ]
+    config = load_config(ROOT / "pipelines" / "sentiment.yaml", overrides)
+    a = run_study(config, tmp_path / "a", progress=False)
+    b = run_study(config, tmp_path / "b", progress=False)
+    assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
+    assert (a / "contributions.csv").read_text() == (b / "contributions.csv").read_text()

@@ -76,6 +76,24 @@ class BaseFusion(BaseEstimator):
             self.prior_ = np.array([float(np.mean(y))])
         return y
 
+    def _make_head(self, estimator):
+        """A clone of ``estimator`` seeded with ``random_state``; by default a linear model:
+        ``LogisticRegression(C=1.0)`` (classification) or ``Ridge(alpha=1.0)`` (regression)."""
+        from sklearn.base import clone
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        from toolkit._utils import seed_if_unset
+
+        if estimator is None:
+            head = (
+                LogisticRegression(C=1.0, max_iter=2000)
+                if self.is_classifier_
+                else Ridge(alpha=1.0)
+            )
+        else:
+            head = clone(estimator)
+        return seed_if_unset(head, self.random_state)
+
     @property
     def is_classifier_(self) -> bool:
         return self.n_classes_ is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
@@ -97,18 +96,7 @@ class EarlyFusion(BaseFusion):
             dropped = emb.with_mask(drop_modalities(emb.mask, self.modality_dropout, rng))
             X = np.vstack([X, self._design(dropped)])
             y = np.concatenate([y, y])
-        if self.estimator is None:
-            from sklearn.linear_model import LogisticRegression, Ridge
-
-            head = (
-                LogisticRegression(C=1.0, max_iter=2000)
-                if self.is_classifier_
-                else Ridge(alpha=1.0)
-            )
-        else:
-            head = clone(self.estimator)
-        if "random_state" in head.get_params() and head.get_params()["random_state"] is None:
-            head.set_params(random_state=self.random_state)
+        head = self._make_head(self.estimator)
         self.estimator_ = head.fit(X, y)
         if self.is_classifier_:
             self.class_columns_ = np.searchsorted(

@@ -92,19 +92,7 @@ class LateFusion(BaseFusion):
     # -- heads -------------------------------------------------------------------------
 
     def _head(self):
-        if self.estimator is None:
-            from sklearn.linear_model import LogisticRegression, Ridge
-
-            head = (
-                LogisticRegression(C=1.0, max_iter=2000)
-                if self.is_classifier_
-                else Ridge(alpha=1.0)
-            )
-        else:
-            head = clone(self.estimator)
-        if "random_state" in head.get_params() and head.get_params()["random_state"] is None:
-            head.set_params(random_state=self.random_state)
-        return head
+        return self._make_head(self.estimator)
 
     def _head_output(self, name: str, X: np.ndarray) -> np.ndarray:
         """Full-width probabilities (n, K) or predictions (n,) of one head."""

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 from sklearn.base import clone
 
+from toolkit._utils import seed_if_unset
 from toolkit.study.config import ConfigError, validate_config
 from toolkit.study.metrics import (
     bootstrap_interval,
@@ -209,8 +210,7 @@ def _fusion_objects(config: dict) -> dict:
             fusion.set_params(**params)
         except ValueError as exc:
             raise ConfigError(f"fusion[{name}].params: {exc}") from exc
-        if "random_state" in fusion.get_params() and fusion.get_params()["random_state"] is None:
-            fusion.set_params(random_state=config["seed"])
+        seed_if_unset(fusion, config["seed"])
         label = name if name not in out else f"{name}_{len(out)}"
         out[label] = fusion
     return out
