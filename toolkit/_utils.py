@@ -121,3 +121,16 @@ def seed_if_unset(estimator, seed):
     if "random_state" in params and params["random_state"] is None:
         estimator.set_params(random_state=seed)
     return estimator
+
+
+def package_versions(names) -> dict:
+    """Installed version of each distribution in ``names`` (None when not installed)."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -31,10 +31,9 @@ class UntrustedTypeError(ValueError):
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
+    from toolkit._utils import package_versions
 
-    out = {"python": platform.python_version()}
-    for dist in (
+    names = (
         "multimodal-toolkit",
         "scikit-learn",
         "numpy",
@@ -43,12 +42,8 @@ def _versions() -> dict:
         "safetensors",
         "transformers",
         "monai",
-    ):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
+    )
+    return {"python": platform.python_version(), **package_versions(names)}
 
 
 def _state_dict_to_file(module, path: Path) -> None:

@@ -170,24 +170,21 @@ def _run_folder(out_dir: Path, name: str) -> Path:
 
 
 def _environment(config: dict, command: str | None) -> dict:
-    import importlib.metadata as md
+    from toolkit._utils import package_versions
 
-    versions = {}
-    for dist in (
-        "multimodal-toolkit",
-        "numpy",
-        "pandas",
-        "scikit-learn",
-        "torch",
-        "torchaudio",
-        "transformers",
-        "monai",
-        "shap",
-    ):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
+    versions = package_versions(
+        (
+            "multimodal-toolkit",
+            "numpy",
+            "pandas",
+            "scikit-learn",
+            "torch",
+            "torchaudio",
+            "transformers",
+            "monai",
+            "shap",
+        )
+    )
     return {
         "command": command or " ".join(sys.argv),
         "seed": config["seed"],
