@@ -11,7 +11,11 @@ def _cmd_run(args) -> int:
 
     config = load_config(args.config, args.set or [])
     run = run_study(
-        config, args.out, command=" ".join(["mmtk", *sys.argv[1:]]), progress=not args.quiet
+        config,
+        args.out,
+        command=" ".join(["mmtk", *sys.argv[1:]]),
+        progress=not args.quiet,
+        scheduler=args.scheduler,
     )
     _print_summary(run)
     print(f"run folder: {run}")
@@ -105,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set evaluation.cv=3",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the folds on an existing Dask scheduler (needs the 'distributed' extra)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress messages")
     run.set_defaults(func=_cmd_run)

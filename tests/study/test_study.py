@@ -136,7 +136,7 @@ def test_failed_study_keeps_finished_folds(tmp_path):
     config = load_config(
         ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", *SMALL]
     )
-    with pytest.raises(StudyError, match="injected failure before fold 2"):
+    with pytest.raises(StudyError, match="injected failure after 2 folds"):
         run_study(config, tmp_path, progress=False, _fail_after_folds=2)
     (folder,) = list(tmp_path.iterdir())
     folds = sorted(p.name for p in (folder / "folds").iterdir())

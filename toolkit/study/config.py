@@ -111,7 +111,15 @@ ALLOWED_KEYS = {
         "output",
     },
     "data": {"source", "params", "target", "groups"},
-    "evaluation": {"cv", "bootstrap", "threshold", "robustness", "baselines", "primary_metric"},
+    "evaluation": {
+        "cv",
+        "bootstrap",
+        "threshold",
+        "robustness",
+        "baselines",
+        "primary_metric",
+        "n_jobs",
+    },
     "explanation": {"enabled", "removal", "max_rows"},
     "output": {"report", "save_model", "include_text"},
 }
@@ -227,6 +235,13 @@ def validate_config(config: dict) -> None:
     )
     for key in ("robustness", "baselines"):
         _expect(isinstance(ev.get(key), bool), f"evaluation.{key}", "true or false", ev.get(key))
+    n_jobs = ev.get("n_jobs", 1)
+    _expect(
+        isinstance(n_jobs, int) and n_jobs != 0,
+        "evaluation.n_jobs",
+        "a non-zero integer (folds run in parallel; -1: all cores)",
+        n_jobs,
+    )
     ex = config.get("explanation")
     _expect(isinstance(ex, dict), "explanation", "a mapping", ex)
     _expect(

@@ -228,6 +228,7 @@ def run_study(
     *,
     command: str | None = None,
     progress: bool = True,
+    scheduler: str | None = None,
     _fail_after_folds: int | None = None,
 ) -> Path:
     """Run a validated study config; return the run folder.
@@ -237,10 +238,7 @@ def run_study(
     ``metrics.csv``, ``predictions.csv``, ``contributions.csv``, PNG figures,
     ``report.html`` and ``model/`` (the best strategy refitted on all rows).
     """
-    from toolkit.cache import EmbeddingCache
     from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
-    from toolkit.explain import ModalityExplainer
-    from toolkit.fusion import LateFusion
 
     validate_config(config)
     classification = config["task"] == "classification"
@@ -288,55 +286,50 @@ def run_study(
     folds_dir.mkdir()
     Estimator = MultimodalClassifier if classification else MultimodalRegressor
 
-    with tempfile.TemporaryDirectory(prefix="mmtk-cache-") as cache_dir:
-        cache = EmbeddingCache(cache_dir)
-        for k, (tr, te) in enumerate(splits):
-            if _fail_after_folds is not None and k >= _fail_after_folds:
-                raise StudyError(
-                    f"injected failure before fold {k}; folds 0..{k - 1} are in {folds_dir}"
-                )
-            _log(
-                progress,
-                f"fold {k + 1}/{len(splits)}: encoding {len(tr)} train / {len(te)} test rows",
-            )
-            holder = Estimator(modalities, memory=cache, random_state=seed)
-            df_tr, df_te = frame.iloc[tr], frame.iloc[te]
-            holder._frame(df_tr, reset=True)
-            emb_tr = holder._encode(df_tr, fit=True)
-            emb_te = holder._encode(df_te, fit=False)
-            holder.modality_names_ = list(emb_tr.names)
-            if classification:
-                holder.classes_ = np.arange(width)
+    spec = {
+        "frame": frame, "y": y, "modalities": modalities, "fusions": fusions, "names": names,
+        "classification": classification, "width": width, "seed": seed,
+        "robustness": ev["robustness"], "baselines": ev["baselines"], "explain": explain_on,
+    }  # fmt: skip
+    import contextlib
+
+    from joblib import Parallel, delayed
+
+    n_jobs = ev.get("n_jobs", 1)
+    with contextlib.ExitStack() as stack:
+        cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run))
+        if scheduler is not None:
+            # Folds run on an existing Dask cluster through joblib's dask backend.
+            import joblib
+            from dask.distributed import Client
+
+            client = stack.enter_context(Client(scheduler))
+            stack.enter_context(joblib.parallel_config(backend="dask"))
+            n_jobs = len(client.scheduler_info()["workers"]) or 1
+            _log(progress, f"running folds on the Dask cluster at {scheduler} ({n_jobs} workers)")
+        jobs = (delayed(_run_fold)(spec, k, tr, te, cache_dir) for k, (tr, te) in enumerate(splits))
+        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
+        for done, result in enumerate(results):
+            if _fail_after_folds is not None and done >= _fail_after_folds:
+                raise StudyError(f"injected failure after {done} folds; they are in {folds_dir}")
+            k, te = result["fold"], np.asarray(result["test_index"])
             fold_of[te] = k
+            for label in fusions:
+                oof[label][te] = result["oof"][label]
+                contributions[label][te] = result["contributions"].get(label, np.nan)
+                for name in names if ev["robustness"] else []:
+                    robust[(label, name)][te] = result["robust"][(label, name)]
+            for label in baselines:
+                baselines[label][te] = result["baselines"][label]
             record = {"fold": k, "test_index": te.tolist()}
-            for label, proto in fusions.items():
-                _log(progress, f"fold {k + 1}: fitting {label} fusion")
-                fusion = clone(proto).fit(emb_tr, y[tr], n_classes=width)
-                prior = fusion.prior_
-                oof[label][te] = _model_output(classification, fusion, emb_te, prior)
-                for m, name in enumerate(names):
-                    if ev["robustness"]:
-                        mask = emb_te.mask.copy()
-                        mask[:, m] = False
-                        robust[(label, name)][te] = _model_output(
-                            classification, fusion, emb_te.with_mask(mask), prior
-                        )
-                if explain_on:
-                    holder.fusion_, holder.prior_ = fusion, prior
-                    exp = ModalityExplainer(holder, removal="missing")(emb_te)
-                    contributions[label][te] = exp.values
-                record[label] = oof[label][te].tolist()
-            for name in names if ev["baselines"] else []:
-                single_tr, single_te = emb_tr.select([name]), emb_te.select([name])
-                keep = single_tr.mask[:, 0]
-                base = LateFusion(random_state=seed).fit(
-                    single_tr[keep], y[tr][keep], n_classes=width
-                )
-                baselines[f"{name} only"][te] = _model_output(
-                    classification, base, single_te, base.prior_
-                )
-                record[f"{name} only"] = baselines[f"{name} only"][te].tolist()
+            record.update(
+                {
+                    label: np.asarray(v).tolist()
+                    for label, v in {**result["oof"], **result["baselines"]}.items()
+                }
+            )
             (folds_dir / f"fold_{k}.json").write_text(json.dumps(record))
+            _log(progress, f"fold {k + 1}/{len(splits)} done ({done + 1} of {len(splits)})")
     _log(progress, "computing metrics with bootstrap intervals")
     report = _summarize(
         run,
@@ -369,6 +362,63 @@ def run_study(
         write_report(run, config, report, figures)
         _log(progress, f"report: {run / 'report.html'}")
     return run
+
+
+def _run_fold(spec: dict, k: int, tr, te, cache_dir) -> dict:
+    """Encode one fold once, fit every strategy and baseline on it, predict its test rows
+    (also with each modality removed) and explain them. Runs in a joblib worker."""
+    from toolkit.cache import EmbeddingCache
+    from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+    from toolkit.explain import ModalityExplainer
+    from toolkit.fusion import LateFusion
+
+    classification, width, seed, names = (
+        spec["classification"],
+        spec["width"],
+        spec["seed"],
+        spec["names"],
+    )
+    frame, y = spec["frame"], spec["y"]
+    Estimator = MultimodalClassifier if classification else MultimodalRegressor
+    holder = Estimator(spec["modalities"], memory=EmbeddingCache(cache_dir), random_state=seed)
+    df_tr, df_te = frame.iloc[tr], frame.iloc[te]
+    holder._frame(df_tr, reset=True)
+    emb_tr = holder._encode(df_tr, fit=True)
+    emb_te = holder._encode(df_te, fit=False)
+    holder.modality_names_ = list(emb_tr.names)
+    if classification:
+        holder.classes_ = np.arange(width)
+    out = {
+        "fold": k,
+        "test_index": np.asarray(te),
+        "oof": {},
+        "robust": {},
+        "contributions": {},
+        "baselines": {},
+    }
+    for label, proto in spec["fusions"].items():
+        fusion = clone(proto).fit(emb_tr, y[tr], n_classes=width)
+        prior = fusion.prior_
+        out["oof"][label] = _model_output(classification, fusion, emb_te, prior)
+        for m, name in enumerate(names if spec["robustness"] else []):
+            mask = emb_te.mask.copy()
+            mask[:, m] = False
+            out["robust"][(label, name)] = _model_output(
+                classification, fusion, emb_te.with_mask(mask), prior
+            )
+        if spec["explain"]:
+            holder.fusion_, holder.prior_ = fusion, prior
+            out["contributions"][label] = ModalityExplainer(holder, removal="missing")(
+                emb_te
+            ).values
+    for name in names if spec["baselines"] else []:
+        single_tr, single_te = emb_tr.select([name]), emb_te.select([name])
+        keep = single_tr.mask[:, 0]
+        base = LateFusion(random_state=seed).fit(single_tr[keep], y[tr][keep], n_classes=width)
+        out["baselines"][f"{name} only"] = _model_output(
+            classification, base, single_te, base.prior_
+        )
+    return out
 
 
 def _metric_fn(classification: bool, metric: str, classes, threshold: float):
