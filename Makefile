@@ -19,7 +19,7 @@ $(VENV)/.stamp-embed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[embed,dev]"
+	$(PY) -m pip install --quiet -e ".[embed,dev,distributed]"
 	touch $@
 
 demo: $(VENV)/.stamp-embed

@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "monai", "transformers", "shap", "torchaudio", "torchvision")
+HEAVY = (
+    "torch",
+    "monai",
+    "transformers",
+    "shap",
+    "torchaudio",
+    "torchvision",
+    "dask",
+    "distributed",
+)
 
 
 def _loaded_after(statement: str) -> list[str]:

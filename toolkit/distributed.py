@@ -64,7 +64,10 @@ def encode_partition(frame: pd.DataFrame, modalities, row_ids, out_dir, part: in
     target = out_dir / name
     if target.exists():
         return name
-    arrays = {"row_id": np.asarray(row_ids)}
+    rid = np.asarray(row_ids)
+    arrays = {
+        "row_id": rid.astype(str) if rid.dtype == object else rid
+    }  # no object arrays in shards
     masks = []
     for mod, enc, cols in modalities:
         items = frame[list(cols)] if isinstance(cols, list | tuple) else frame[cols]
