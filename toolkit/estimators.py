@@ -206,10 +206,31 @@ class _MultimodalBase(_BaseComposition):
 
     # -- public API shared by both estimators ---------------------------------------------
 
+    def _check_embeddings(self, emb: Embeddings) -> Embeddings:
+        """Precomputed Embeddings (e.g. from toolkit.distributed.load_embeddings) as input."""
+        expected = getattr(self, "modality_names_", None)
+        if expected is None and self.modalities is not None:
+            expected = [name for name, _, _ in self._spec()]
+        if expected is not None and list(emb.names) != list(expected):
+            raise ValueError(
+                f"Embeddings hold modalities {emb.names}; the model expects {expected}"
+            )
+        none = ~emb.mask.any(axis=1)
+        if none.any():
+            raise MissingModalityError(
+                f"{int(none.sum())} row(s) have every modality missing (rows {list(np.flatnonzero(none)[:10])})"
+            )
+        return emb
+
     def _fit(self, df, y, n_classes):
         if len(y) != len(df):
             raise ValueError(f"X has {len(df)} rows but y has {len(y)} values; they must match")
-        emb = self._encode(df, fit=True)
+        if isinstance(df, Embeddings):
+            # Fitted on stored embeddings: predict / explain take Embeddings too.
+            emb = self._check_embeddings(df)
+            self.encoders_ = {}
+        else:
+            emb = self._encode(df, fit=True)
         self.modality_names_ = list(emb.names)
         self.fusion_ = self._fusion().fit(emb, y, n_classes=n_classes)
         self.prior_ = self.fusion_.prior_
@@ -224,6 +245,13 @@ class _MultimodalBase(_BaseComposition):
             One block per modality and the availability mask (n_samples, n_modalities).
         """
         check_is_fitted(self, "fusion_")
+        if isinstance(X, Embeddings):
+            return self._check_embeddings(X)
+        if not self.encoders_:
+            raise ValueError(
+                "this model was fitted on precomputed Embeddings and has no encoders; pass "
+                "Embeddings (e.g. from toolkit.distributed.load_embeddings), or fit on raw data"
+            )
         return self._encode(self._frame(X, reset=False), fit=False)
 
     def _output(self, emb: Embeddings) -> np.ndarray:
@@ -314,12 +342,14 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
 
         Parameters
         ----------
-        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``)
+        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``), or
+            precomputed :class:`~toolkit.Embeddings` (then predict and explain take
+            Embeddings too)
         y : array-like of shape (n_samples,)
             Class labels (any hashable type).
         """
         self._validate_params()
-        df = self._frame(X, reset=True)
+        df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
         y = column_or_1d(np.asarray(y), warn=True)
@@ -380,7 +410,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     def fit(self, X, y):
         """Encode every modality once and fit the fusion strategy on a numeric target."""
         self._validate_params()
-        df = self._frame(X, reset=True)
+        df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
         y = column_or_1d(np.asarray(y), warn=True)

@@ -134,3 +134,19 @@ def test_study_on_the_cluster_matches_in_process(client, tmp_path):
         "fold_1.json",
         "fold_2.json",
     ]
+
+
+def test_fit_predict_explain_from_stored_embeddings(tmp_path):
+    frame, y = _frame()
+    mods = [("image", ImageEncoder(pixel_size=8, progress=False), "image")]
+    encode_manifest(frame, mods, tmp_path, partition_size=20, id_column="rid")
+    emb, ids = load_embeddings(tmp_path)
+    target = y[np.searchsorted(frame["rid"].to_numpy(), ids)]
+    clf = MultimodalClassifier(
+        [("image", ImageEncoder(pixel_size=8), "image")], random_state=0
+    ).fit(emb, target)
+    direct = MultimodalClassifier(mods, random_state=0).fit(frame, y)
+    np.testing.assert_allclose(clf.predict_proba(emb), direct.predict_proba(frame), atol=1e-12)
+    assert clf.explain(emb).values.shape == (60, 1)
+    with pytest.raises(ValueError, match="fitted on precomputed Embeddings and has no encoders"):
+        clf.predict(frame)
