@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from toolkit.explain.features import explain_features
 from toolkit.explain.modality import (
     ModalityExplainer,
     global_importance,
@@ -12,6 +13,7 @@ from toolkit.explain.modality import (
 
 __all__ = [
     "ModalityExplainer",
+    "explain_features",
     "global_importance",
     "modality_shares",
     "plot_contributions",

@@ -1,0 +1,117 @@
+"""Drill-down inside a tabular modality: Owen values of its columns under the modality values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit.embeddings import Embeddings
+from toolkit.explain.modality import ModalityExplainer
+
+
+def _weights(n: int) -> np.ndarray:
+    return np.array(
+        [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
+    )
+
+
+def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10):
+    """Owen values of the columns of one tabular modality, nested under the modality values.
+
+    The modalities are the top-level players (as in :class:`ModalityExplainer` with
+    ``removal="missing"``); the columns of ``modality`` are players inside it. A column
+    outside a coalition is set to missing (NaN) and the modality's own encoder imputes it
+    (median plus missing indicator), so "without CRP" means what the model does when CRP
+    was not measured; with no column left, the modality is absent. Owen values are exact
+    (2^(M-1) x 2^d evaluations for d columns) and add up, per row, to the modality's
+    Shapley value, so a clinician reads "labs 0.12, of which CRP 0.08".
+
+    Parameters
+    ----------
+    model : fitted MultimodalClassifier or MultimodalRegressor
+    X : DataFrame
+    modality : str
+        A modality encoded by a ``TabularEncoder``.
+    output : {"probability", "log_odds"} or None
+        As for :class:`ModalityExplainer`.
+    max_features : int, default=10
+        Refuse modalities with more columns (the cost doubles with each column).
+
+    Returns
+    -------
+    shap.Explanation with ``values`` of shape (n_samples, d) (binary / regression) or
+    (n_samples, d, n_classes), ``feature_names`` = the columns, ``data`` = the raw column
+    values, and ``base_values`` = the model's output minus the modality's Shapley value
+    (so ``base_values + values.sum(axis=1)`` is the model's output).
+    """
+    import shap
+
+    from toolkit.encoders.tabular import TabularEncoder
+
+    check_is_fitted(model, "fusion_")
+    names = list(model.modality_names_)
+    if modality not in names:
+        raise KeyError(f"unknown modality '{modality}'; available: {names}")
+    encoder = model.encoders_.get(modality)
+    if not isinstance(encoder, TabularEncoder):
+        raise TypeError(
+            f"modality '{modality}' is encoded by {type(encoder).__name__}; drill-down needs a TabularEncoder"
+        )
+    columns = list(encoder.columns_)
+    d = len(columns)
+    if d > max_features:
+        raise ValueError(
+            f"modality '{modality}' has {d} columns; raise max_features (cost grows as 2^d) or group them"
+        )
+    explainer = ModalityExplainer(model, output=output)
+    explainer._check()
+    emb = model.embed(X)
+    m = names.index(modality)
+    others = [j for j in range(len(names)) if j != m]
+    raw = X[columns] if isinstance(X, pd.DataFrame) else pd.DataFrame(X)[columns]
+    # Block of the modality for every subset T of its columns (others set missing).
+    blocks = {}
+    for t in range(1 << d):
+        frame = raw.copy()
+        for c in range(d):
+            if not (t >> c) & 1:
+                frame[columns[c]] = np.nan
+        blocks[t] = encoder.encode(frame)
+    w_groups, w_feats = _weights(len(names)), _weights(d)
+    full = (1 << len(names)) - 1
+    phi = None
+    for s in range(1 << len(others)):
+        keep = np.ones(len(names), dtype=bool)
+        for bit, j in enumerate(others):
+            keep[j] = bool((s >> bit) & 1)
+        size_s = int(keep.sum()) - 1  # other modalities in the coalition
+        values = {}
+        for t, (block, present) in blocks.items():
+            mask = emb.mask & keep
+            mask[:, m] = emb.mask[:, m] & present
+            values[t] = explainer._value_missing(
+                Embeddings({**emb.blocks, modality: block}, mask), full
+            )
+        if phi is None:
+            phi = np.zeros((d,) + values[0].shape)
+        for c in range(d):
+            for t in range(1 << d):
+                if not (t >> c) & 1:
+                    size_t = bin(t).count("1")
+                    phi[c] += (
+                        w_groups[size_s] * w_feats[size_t] * (values[t | (1 << c)] - values[t])
+                    )
+    fx = explainer._value_missing(emb, full)
+    base = fx - phi.sum(axis=0)
+    out_names = [str(k) for k in model.classes_] if is_classifier(model) and phi.ndim == 3 else None
+    return shap.Explanation(
+        values=np.moveaxis(phi, 0, 1),
+        base_values=base,
+        data=raw.to_numpy(),
+        feature_names=[str(c) for c in columns],
+        output_names=out_names,
+    )
