@@ -260,3 +260,38 @@ def test_same_seed_same_study_metrics(tmp_path):
     b = run_study(config, tmp_path / "b", progress=False)
     assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
     assert (a / "contributions.csv").read_text() == (b / "contributions.csv").read_text()
+
+
+def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
+    overrides = [
+        "data.params.n_samples=60",
+        "evaluation.bootstrap=10",
+        "output.save_model=false",
+        "fusion=[late]",
+        "explanation.removal=background",
+    ]
+    shown = run_study(
+        load_config(
+            ROOT / "pipelines" / "sentiment.yaml", [*overrides, "output.include_text=true"]
+        ),
+        tmp_path / "a",
+        progress=False,
+    )
+    hidden = run_study(
+        load_config(ROOT / "pipelines" / "sentiment.yaml", overrides),
+        tmp_path / "b",
+        progress=False,
+    )
+    from toolkit.datasets import make_sentiment_clips
+
+    transcripts = make_sentiment_clips(
+        60, text_strength=3, audio_strength=3, face_strength=3, random_state=0
+    ).frame["transcript"]
+    page_shown, page_hidden = (
+        (shown / "report.html").read_text(),
+        (hidden / "report.html").read_text(),
+    )
+    assert "Texts that contributed most" in page_shown
+    assert sum(t in page_shown for t in transcripts) >= 1
+    assert not any(t in page_hidden for t in transcripts)
+    assert len(pd.read_csv(hidden / "contributions.csv")) == 60 * 3

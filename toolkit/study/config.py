@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "robustness": True,
         "baselines": True,
     },
-    "explanation": {"enabled": True, "removal": "missing", "max_rows": 2000},
+    "explanation": {"enabled": True, "removal": "missing"},
     "output": {"report": True, "save_model": True, "include_text": False},
 }
 
@@ -120,7 +120,7 @@ ALLOWED_KEYS = {
         "primary_metric",
         "n_jobs",
     },
-    "explanation": {"enabled", "removal", "max_rows"},
+    "explanation": {"enabled", "removal"},
     "output": {"report", "save_model", "include_text"},
 }
 

@@ -290,6 +290,7 @@ def run_study(
         "frame": frame, "y": y, "modalities": modalities, "fusions": fusions, "names": names,
         "classification": classification, "width": width, "seed": seed,
         "robustness": ev["robustness"], "baselines": ev["baselines"], "explain": explain_on,
+        "removal": config["explanation"]["removal"],
     }  # fmt: skip
     import contextlib
 
@@ -356,12 +357,39 @@ def run_study(
     if config["output"]["report"]:
         from toolkit.study.report import write_figures, write_report
 
+        examples = (
+            _text_examples(frame, modalities, names, contributions[report["best_strategy"]])
+            if config["output"]["include_text"]
+            else []
+        )
         figures = write_figures(
             run, config, classes, y, oof, baselines, robust, contributions, names, report
         )
-        write_report(run, config, report, figures)
+        write_report(run, config, report, figures, examples)
         _log(progress, f"report: {run / 'report.html'}")
     return run
+
+
+def _text_examples(frame, modalities, names, values, per_modality: int = 5) -> list[dict]:
+    """Raw text of the rows whose text modality contributed most (only on request)."""
+    from toolkit.encoders.text import TextEncoder
+
+    examples = []
+    mags = np.abs(values) if values.ndim == 2 else np.abs(values).sum(axis=2)
+    for name, enc, col in modalities:
+        if not isinstance(enc, TextEncoder) or isinstance(col, list | tuple):
+            continue
+        j = names.index(name)
+        for row in np.argsort(-np.nan_to_num(mags[:, j]))[:per_modality]:
+            examples.append(
+                {
+                    "row": int(row),
+                    "modality": name,
+                    "text": str(frame[col].iloc[row]),
+                    "contribution": float(values[row, j] if values.ndim == 2 else mags[row, j]),
+                }
+            )
+    return examples
 
 
 def _run_fold(spec: dict, k: int, tr, te, cache_dir) -> dict:
@@ -408,9 +436,13 @@ def _run_fold(spec: dict, k: int, tr, te, cache_dir) -> dict:
             )
         if spec["explain"]:
             holder.fusion_, holder.prior_ = fusion, prior
-            out["contributions"][label] = ModalityExplainer(holder, removal="missing")(
-                emb_te
-            ).values
+            background = None
+            if spec["removal"] == "background":  # up to 100 training rows of this fold
+                pick = np.random.RandomState(seed).permutation(emb_tr.n_samples)[:100]
+                background = emb_tr[np.sort(pick)]
+            out["contributions"][label] = ModalityExplainer(
+                holder, removal=spec["removal"], background=background
+            )(emb_te).values
     for name in names if spec["baselines"] else []:
         single_tr, single_te = emb_tr.select([name]), emb_te.select([name])
         keep = single_tr.mask[:, 0]

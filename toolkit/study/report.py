@@ -137,7 +137,7 @@ def _fmt(entry) -> str:
     return f"{value:.3f} <small>[{low:.3f}, {high:.3f}]</small>"
 
 
-def write_report(run: Path, config, summary, figures) -> Path:
+def write_report(run: Path, config, summary, figures, text_examples=()) -> Path:
     """A self-contained report.html (figures embedded as PNG data URIs)."""
     metrics = list(next(iter(summary["strategies"].values())).keys())
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
@@ -184,6 +184,15 @@ def write_report(run: Path, config, summary, figures) -> Path:
         if not config["output"]["include_text"]
         else "Raw text was included on request (output.include_text)."
     )
+    if text_examples:
+        rows = "".join(
+            f"<tr><td>{e['row']}</td><td>{html.escape(e['modality'])}</td><td>{e['contribution']:+.3f}</td><td>{html.escape(e['text'])}</td></tr>"
+            for e in text_examples
+        )
+        privacy += (
+            "<h3>Texts that contributed most</h3><table><tr><th>row</th><th>modality</th>"
+            f"<th>contribution</th><th>text</th></tr>{rows}</table>"
+        )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(config["name"])} - study report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
