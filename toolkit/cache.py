@@ -43,30 +43,39 @@ def as_cache(memory) -> EmbeddingCache | None:
     return EmbeddingCache(Path(location) / "toolkit_embeddings")
 
 
+def _file_stamp(value):
+    """(path, size, mtime) for a parameter naming an existing file or folder, else the value."""
+    if isinstance(value, str | os.PathLike) and _looks_like_path(str(value)):
+        path = Path(value)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        return (
+            str(path.resolve()),
+            [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+        )
+    return value
+
+
 def _encoder_key(encoder) -> str:
+    """Encoder class + parameters (weights files by path, size and modification time)."""
     import joblib
 
+    ignored = ("progress", "batch_size", "device")
     params = {
-        k: v
-        for k, v in encoder.get_params(deep=False).items()
-        if k not in ("progress", "batch_size", "device")
+        k: _file_stamp(v) for k, v in encoder.get_params(deep=False).items() if k not in ignored
     }
     return f"{type(encoder).__name__}-{joblib.hash((type(encoder).__module__, type(encoder).__qualname__, params))}"
 
 
 def item_key(item: Any) -> str | None:
-    """A content key for one raw item, or None for a missing item."""
+    """A content key for one raw item (a file by path, size and mtime), or None if missing."""
     import joblib
 
     if is_missing(item):
         return None
-    if isinstance(item, str | os.PathLike) and not (
-        isinstance(item, str) and not _looks_like_path(item)
-    ):
+    if isinstance(item, str | os.PathLike) and _looks_like_path(str(item)):
         path = Path(item)
-        if path.exists():
-            stat = path.stat()
-            return joblib.hash(("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+        stat = path.stat()
+        return joblib.hash(("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns))
     return joblib.hash(("value", item))
 
 

@@ -1,0 +1,46 @@
+"""The per-item embedding cache: reuse across instances, invalidation on file changes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from toolkit import ImageEncoder
+from toolkit.cache import EmbeddingCache, _encoder_key, item_key
+
+
+class CountingImageEncoder(ImageEncoder):
+    calls = 0
+
+    def _encode_batch(self, images):
+        type(self).calls += len(images)
+        return super()._encode_batch(images)
+
+
+def test_items_are_encoded_once_across_cache_instances(tmp_path):
+    images = [np.eye(4), np.ones((4, 4)) * 0.5, None]
+    CountingImageEncoder.calls = 0
+    first, available = EmbeddingCache(tmp_path).encode(CountingImageEncoder(pixel_size=4), images)
+    again, _ = EmbeddingCache(tmp_path).encode(CountingImageEncoder(pixel_size=4), images[::-1])
+    assert CountingImageEncoder.calls == 2  # the None is missing, never encoded
+    assert available.tolist() == [True, True, False]
+    np.testing.assert_array_equal(again[::-1][:2], first[:2])
+    # Other parameters are another encoder: encoded again.
+    EmbeddingCache(tmp_path).encode(CountingImageEncoder(pixel_size=2), images)
+    assert CountingImageEncoder.calls == 4
+
+
+def test_changed_files_get_new_keys(tmp_path):
+    item = tmp_path / "a.png"
+    item.write_bytes(b"12345")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"abc")
+    k1, e1 = item_key(str(item)), _encoder_key(ImageEncoder(weights=str(weights)))
+    item.write_bytes(b"123456")
+    weights.write_bytes(b"abcd")
+    os.utime(weights, ns=(1, 1))
+    assert item_key(str(item)) != k1
+    assert _encoder_key(ImageEncoder(weights=str(weights))) != e1
+    assert item_key("just some text") == item_key("just some text") != item_key("other text")
+    assert item_key(None) is None and item_key("") is None
