@@ -135,6 +135,9 @@ def row3(n=300, folds=5) -> list[Row]:
     data = make_sentiment_clips(n, informative=("text",), text_strength=3, random_state=0)
     df, y = data.frame[["transcript", "arousal"]], data.target
     text_enc = TextEncoder(backend="sentence-transformers", device="cpu", progress=False)
+    # Both sides use an already imported library (imports are row 5's business); each side
+    # loads the model inside its own timing.
+    TextEncoder(backend="sentence-transformers", device="cpu", progress=False).fit(["warm-up"])
     with tempfile.TemporaryDirectory() as cache:
         ours = GridSearchCV(
             MultimodalClassifier(
@@ -146,7 +149,9 @@ def row3(n=300, folds=5) -> list[Row]:
             cv=folds,
         )
         t_ours, _ = timed(ours.fit, df, y)
+    start = time.perf_counter()
     fixed = TextEncoder(backend="sentence-transformers", device="cpu", progress=False).fit(["x"])
+    t_load = time.perf_counter() - start
     baseline = GridSearchCV(
         Pipeline(
             [
@@ -170,6 +175,7 @@ def row3(n=300, folds=5) -> list[Row]:
         cv=folds,
     )
     t_base, _ = timed(baseline.fit, df, y)
+    t_base += t_load
     ratio = t_ours / t_base
     return [
         Row(
