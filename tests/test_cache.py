@@ -44,3 +44,12 @@ def test_changed_files_get_new_keys(tmp_path):
     assert _encoder_key(ImageEncoder(weights=str(weights))) != e1
     assert item_key("just some text") == item_key("just some text") != item_key("other text")
     assert item_key(None) is None and item_key("") is None
+
+
+def test_errors_through_the_cache_name_row_and_column(tmp_path):
+    import pandas as pd
+    import pytest
+
+    items = pd.Series([np.eye(3), np.zeros((2, 2, 2, 2))], name="xray", index=["p1", "p2"])
+    with pytest.raises(ValueError, match="row 'p2' of column 'xray'"):
+        EmbeddingCache(tmp_path).encode(ImageEncoder(), items)

@@ -124,30 +124,33 @@ class EmbeddingCache:
         tmp.replace(folder / name)
         self._seen_shards.setdefault(ekey, set()).add(name)
 
-    def encode(self, encoder, items: list) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, encoder, items) -> tuple[np.ndarray, np.ndarray]:
         """``encoder.encode(items)`` for a fixed encoder, encoding only the new items.
 
-        The encoder is fitted (which, for a fixed encoder, only loads its model) when it
-        has new items to encode and is not fitted yet.
+        ``items`` is a list or a pandas Series (whose name and index then appear in error
+        messages). The encoder is fitted (which, for a fixed encoder, only loads its model)
+        when it has new items to encode and is not fitted yet.
         """
         ekey = _encoder_key(encoder)
         store = self._load(ekey)
-        keys = [item_key(it) for it in items]
+        values = list(items)
+        keys = [item_key(it) for it in values]
         todo = [i for i, k in enumerate(keys) if k is not None and k not in store]
         if todo:
-            ensure_fitted(encoder, [items[i] for i in todo])
-            block, present = encoder.encode([items[i] for i in todo])
+            subset = items.iloc[todo] if hasattr(items, "iloc") else [values[i] for i in todo]
+            ensure_fitted(encoder, subset)
+            block, present = encoder.encode(subset)
             new_keys = [keys[i] for i, ok in zip(todo, present, strict=True) if ok]
             if new_keys:
                 new_values = block[present]
                 for k, v in zip(new_keys, new_values, strict=True):
                     store[k] = v
                 self._save(ekey, new_keys, new_values)
-        n = len(items)
+        n = len(values)
         width = (
             next(iter(store.values())).shape[0]
             if store
-            else ensure_fitted(encoder, items).n_features_out_
+            else ensure_fitted(encoder, values).n_features_out_
         )
         out = np.full((n, width), np.nan, dtype=np.float32)
         available = np.zeros(n, dtype=bool)

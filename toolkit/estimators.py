@@ -178,7 +178,7 @@ class _MultimodalBase(_BaseComposition):
                 # Fixed encoders do not learn from data: with a cache, each raw item is
                 # encoded once across fits, folds and candidates.
                 if cache is not None:
-                    block, present = cache.encode(enc, list(items))
+                    block, present = cache.encode(enc, items)
                 else:
                     block, present = ensure_fitted(enc, items).encode(items)
             elif fit:
