@@ -46,3 +46,12 @@ class Row:
 
 
 HEADER = "| # | what | measured | goal | status | detail |\n| --- | --- | --- | --- | --- | --- |"
+
+
+def sentences(n: int, seed: int = 0, max_words: int = 120) -> list[str]:
+    """``n`` sentences of 3 to ``max_words`` words (varied lengths, fixed seed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = "the a film plot was good bad great acting story music really not very long boring fun ending cast".split()
+    return [" ".join(rng.choice(words, rng.integers(3, max_words))) for _ in range(n)]

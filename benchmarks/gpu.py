@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import sentences  # noqa: E402
 
 
 def _sync(device):
@@ -30,19 +32,13 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _sentences(n, seed=0):
-    rng = np.random.default_rng(seed)
-    words = "the a film plot was good bad great acting story music really not very long boring fun ending cast".split()
-    return [" ".join(rng.choice(words, rng.integers(3, 120))) for _ in range(n)]
-
-
 def text_row(model_dir, device, n):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from toolkit import TextEncoder
 
-    texts = _sentences(n)
+    texts = sentences(n, max_words=120)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).to(device).eval()
 

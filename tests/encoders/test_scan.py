@@ -71,6 +71,14 @@ def test_monai_densenet_backend_with_state_dict(tmp_path):
     block = enc.fit([_volume(1)]).transform([_volume(1), None, _volume(2)])
     assert block.shape == (3, 1024)
     assert np.isfinite(block[[0, 2]]).all() and np.isnan(block[1]).all()
+    # The saved weights were loaded: the original network gives the same features.
+    from toolkit.encoders._torch import penultimate
+    from toolkit.io import read_scan
+
+    x = torch.from_numpy(read_scan(_volume(2), spatial_size=(32, 32, 32)))[None, None]
+    with torch.inference_mode():
+        expected = penultimate(net.eval(), x).numpy()[0]
+    np.testing.assert_allclose(block[2], expected, atol=1e-5)
 
 
 def test_monai_backend_unknown_network(tmp_path):

@@ -155,8 +155,16 @@ def test_scan_real_nifti_file():
 
 
 def test_scan_real_4d_nifti_is_averaged_over_volumes():
-    vol = read_scan(_nibabel_file("example4d.nii.gz"), spatial_size=(16, 16, 8))
+    import nibabel as nib
+
+    path = _nibabel_file("example4d.nii.gz")
+    series = np.asarray(nib.load(path).dataobj, dtype=np.float32)  # (x, y, z, time)
+    vol = read_scan(path, spatial_size=(16, 16, 8), orientation=None)
     assert vol.shape == (16, 16, 8)
+    np.testing.assert_allclose(
+        vol, read_scan(series.mean(axis=3), spatial_size=(16, 16, 8)), atol=1e-6
+    )
+    assert np.abs(vol - read_scan(series[..., 0], spatial_size=(16, 16, 8))).max() > 1e-3
 
 
 def _dicom_series(folder, n_slices=4, series_uid=None):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import bunch, data_card
+from toolkit.datasets._common import data_card
 
 MODALITIES = ("clinical", "note", "scan", "xray")
 FINDINGS = [
@@ -225,7 +225,7 @@ def make_clinical_cohort(
     ]
     if include_xray:
         modalities.append(("xray", ImageEncoder(), "xray"))
-    return bunch(
+    return Bunch(
         frame=frame,
         target=diagnosis,
         groups=frame["patient_id"].to_numpy(),

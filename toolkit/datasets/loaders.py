@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import bunch, data_card
+from toolkit.datasets._common import data_card
 
 
 def data_home(data_dir=None, subfolder: str | None = None) -> Path:
@@ -132,7 +132,7 @@ def load_av_digits(
         ("audio", AudioEncoder(sample_rate=8000), "audio"),
         ("image", ImageEncoder(value_range=(0.0, 16.0)), "image"),
     ]
-    return bunch(
+    return Bunch(
         frame=frame,
         target=frame["label"].to_numpy(),
         modalities=modalities,
@@ -178,7 +178,7 @@ def load_uci_sentences(data_dir=None, *, sources=("amazon", "imdb", "yelp")):
     frame = pd.concat(parts, ignore_index=True)
     from toolkit.encoders import TextEncoder
 
-    return bunch(
+    return Bunch(
         frame=frame,
         target=frame["label"].to_numpy(),
         modalities=[("text", TextEncoder(), "sentence")],
@@ -208,7 +208,7 @@ def load_speech_emotion(data_dir=None):
     frame.insert(0, "audio", [str(folder / f) for f in frame["file"]])
     from toolkit.encoders import AudioEncoder
 
-    return bunch(
+    return Bunch(
         frame=frame,
         target=frame["valence"].to_numpy(),
         modalities=[("audio", AudioEncoder(), "audio")],
@@ -240,7 +240,7 @@ def load_pneumoniamnist(data_dir=None, *, splits=("train", "val", "test")):
     frame = pd.concat(parts, ignore_index=True)
     from toolkit.encoders import ImageEncoder
 
-    return bunch(
+    return Bunch(
         frame=frame,
         target=frame["label"].to_numpy(),
         modalities=[("xray", ImageEncoder(), "image")],
@@ -323,7 +323,7 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
     from toolkit.encoders import TabularEncoder
 
     demographics = ["age", "gender", "admission_type", "admission_location", "insurance"]
-    return bunch(
+    return Bunch(
         frame=frame.reset_index(drop=True),
         target=frame["target"].to_numpy(),
         groups=frame["subject_id"].to_numpy(),
@@ -388,7 +388,7 @@ def load_manifest(csv, *, path_columns=None, target=None):
             )
     if target is not None and target not in frame.columns:
         raise ValueError(f"target column '{target}' is not in manifest '{csv}'")
-    return bunch(
+    return Bunch(
         frame=frame,
         target=None if target is None else frame[target].to_numpy(),
         path_columns=list(path_columns),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import Bunch
 
-from toolkit.datasets._common import bunch, data_card
+from toolkit.datasets._common import data_card
 
 _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
@@ -101,7 +102,7 @@ def load_mmsa_features(path, *, text_key=None):
     from toolkit.encoders import FeatureEncoder
 
     modalities = [(m, FeatureEncoder(), m) for m in ("text", "audio", "vision")]
-    return bunch(
+    return Bunch(
         frame=frame,
         target=frame["score"].to_numpy(),
         modalities=modalities,

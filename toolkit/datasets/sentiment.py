@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import bunch, data_card
+from toolkit.datasets._common import data_card
 
 # Sentiment vocabulary (common English opinion words), neutral filler and modifiers.
 POSITIVE = [
@@ -224,7 +224,7 @@ def make_sentiment_clips(
         ("audio", AudioEncoder(sample_rate=sample_rate), "audio"),
         ("face", ImageEncoder(), "face"),
     ]
-    return bunch(
+    return Bunch(
         frame=frame,
         target=label,
         score=score,

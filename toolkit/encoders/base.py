@@ -113,7 +113,6 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             total=(len(candidates) + size - 1) // size,
             desc=f"encoding {self.modality}",
             enabled=self.progress and len(candidates) >= 200,
-            min_items=1,
         )
         for chunk in bar:
             rows, decoded = [], []

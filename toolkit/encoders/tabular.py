@@ -126,11 +126,15 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit on a DataFrame (or 2-D array) of shape (n_samples, n_columns)."""
-        self.fit_transform(X)
+        self._fit_frame(X)
         return self
 
     def fit_transform(self, X, y=None):
         """Fit and encode; returns (n_samples, n_features_out_) float32 with NaN absent rows."""
+        return self._encode_frame(self._fit_frame(X))[0]
+
+    def _fit_frame(self, X) -> pd.DataFrame:
+        """Validate, fit the column transformer; return the prepared frame."""
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
@@ -191,7 +195,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         fit_rows = cat_df.loc[~absent] if (~absent).any() else cat_df
         self.transformer_.fit(fit_rows)
         self.n_features_out_ = len(self.transformer_.get_feature_names_out())
-        return self._encode_frame(cat_df)[0]
+        return cat_df
 
     def _encode_frame(self, df: pd.DataFrame):
         for c in self.categorical_columns_:

@@ -94,9 +94,8 @@ class LateFusion(BaseFusion):
     def _head(self):
         return self._make_head(self.estimator)
 
-    def _head_output(self, name: str, X: np.ndarray) -> np.ndarray:
-        """Full-width probabilities (n, K) or predictions (n,) of one head."""
-        head = self.estimators_[name]
+    def _head_output(self, head, X: np.ndarray) -> np.ndarray:
+        """Full-width probabilities (n, K) or predictions (n,) of a fitted head."""
         if not self.is_classifier_:
             return np.asarray(head.predict(X), dtype=np.float64)
         out = np.zeros((len(X), self.n_classes_))
@@ -119,7 +118,7 @@ class LateFusion(BaseFusion):
             smallest = counts[counts > 0].min()
             n_splits = min(self.cv, int(smallest))
             if n_splits < 2 or len(counts[counts > 0]) < 2:
-                return self._head_output_fitted(head.fit(X, y), X)
+                return self._head_output(head.fit(X, y), X)
             splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed_)
             proba = cross_val_predict(head, X, y, cv=splitter, method="predict_proba")
             present = np.unique(y).astype(int)
@@ -131,11 +130,6 @@ class LateFusion(BaseFusion):
             return np.asarray(head.fit(X, y).predict(X), dtype=np.float64)
         splitter = KFold(n_splits, shuffle=True, random_state=self.seed_)
         return np.asarray(cross_val_predict(head, X, y, cv=splitter), dtype=np.float64)
-
-    def _head_output_fitted(self, head, X):
-        out = np.zeros((len(X), self.n_classes_))
-        out[:, head.classes_.astype(int)] = head.predict_proba(X)
-        return out
 
     # -- fit / predict -------------------------------------------------------------------
 
@@ -203,7 +197,9 @@ class LateFusion(BaseFusion):
             rows = emb.mask[:, m]
             outputs[name] = (
                 rows,
-                self._head_output(name, blocks[name][rows]) if rows.any() else None,
+                self._head_output(self.estimators_[name], blocks[name][rows])
+                if rows.any()
+                else None,
             )
         if self.combine == "stacking":
             evidence = {
