@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from toolkit import ImageEncoder
-from toolkit.cache import EmbeddingCache, _encoder_key, item_key
+from toolkit.cache import EmbeddingCache, encoder_key, item_key
 
 
 class CountingImageEncoder(ImageEncoder):
@@ -36,12 +36,12 @@ def test_changed_files_get_new_keys(tmp_path):
     item.write_bytes(b"12345")
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"abc")
-    k1, e1 = item_key(str(item)), _encoder_key(ImageEncoder(weights=str(weights)))
+    k1, e1 = item_key(str(item)), encoder_key(ImageEncoder(weights=str(weights)))
     item.write_bytes(b"123456")
     weights.write_bytes(b"abcd")
     os.utime(weights, ns=(1, 1))
     assert item_key(str(item)) != k1
-    assert _encoder_key(ImageEncoder(weights=str(weights))) != e1
+    assert encoder_key(ImageEncoder(weights=str(weights))) != e1
     assert item_key("just some text") == item_key("just some text") != item_key("other text")
     assert item_key(None) is None and item_key("") is None
 
