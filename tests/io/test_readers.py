@@ -52,7 +52,7 @@ def test_audio_pair_stereo_and_int16():
     assert wave.shape == (100,) and np.allclose(wave, 0.0)
     pcm = (np.full(50, 16384)).astype(np.int16)
     wave, _ = read_audio((pcm, 8000))
-    assert np.allclose(wave, 16384 / 32767)
+    assert np.allclose(wave, 16384 / 32768)  # int16 full range: /32768
 
 
 def test_audio_wrong_rate_and_empty():

@@ -1,4 +1,10 @@
-"""Image reader: PIL for files, numpy arrays as they are."""
+"""Image reader: PIL for files, numpy arrays as they are.
+
+The pixel count (``max_pixels``) is checked before decoding: for files from the header that
+``PIL.Image.open`` reads (the pixel data is decoded only later), for arrays from their shape.
+Pillow's own decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies on top.
+Paths are checked with ``os.stat`` first: FIFOs, devices and sockets are never opened.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ import numpy as np
 
 from toolkit._utils import describe_item
 from toolkit.exceptions import ReadError
-from toolkit.io._paths import as_path, check_exists
+from toolkit.io._checks import as_finite_float32, check_real_dtype
+from toolkit.io._paths import as_path, check_path
 
-#: Largest image accepted, in pixels; larger ones are refused before decoding.
+#: Largest image accepted, in pixels (``max_pixels``); larger ones are refused before decoding.
 MAX_PIXELS = 50_000_000
 
 
 def _scale(arr: np.ndarray, value_range, what: str) -> np.ndarray:
+    if arr.dtype.kind == "f":
+        arr = as_finite_float32(arr, what, "pixel values")
     if value_range is not None:
         lo, hi = map(float, value_range)
         if hi <= lo:
@@ -32,17 +41,19 @@ def _scale(arr: np.ndarray, value_range, what: str) -> np.ndarray:
             peak = float(arr.max(initial=0))
             top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
         return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ReadError(f"{what} contains NaN or infinite pixel values")
     lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0.0 and hi <= 1.0:
         return arr
     # Floats on another scale: min-max per image (pass value_range to keep absolute levels).
-    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    # In float64: hi - lo may overflow float32 for extreme (finite) values.
+    if hi <= lo:
+        return np.zeros_like(arr)
+    return ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
 
 
-def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
+def read_image(
+    item: Any, value_range: tuple[float, float] | None = None, *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Read one image as a float32 array of shape (H, W, C) in [0, 1], C in {1, 3}.
 
     Parameters
@@ -54,6 +65,9 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
         Intensity range mapped to [0, 1]. By default integer images are divided by their
         type's range (8- or 16-bit), float images in [0, 1] are kept, and other float
         images are min-max scaled per image.
+    max_pixels : int, default=50_000_000 (:data:`MAX_PIXELS`)
+        Largest image accepted (height x width), checked before decoding for files and
+        before any conversion for arrays.
 
     Returns
     -------
@@ -62,7 +76,7 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
     path = as_path(item)
     if path is not None:
         what = f"image file '{path}'"
-        check_exists(path, "image")
+        check_path(path, "image")
         from PIL import Image
 
         try:
@@ -72,10 +86,10 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
                 img = Image.open(path)
             with img:
                 w, h = img.size
-                if w * h > MAX_PIXELS:
+                if w * h > max_pixels:
                     raise ReadError(
-                        f"{what} is {w}x{h} pixels, above the {MAX_PIXELS:,} pixel limit; "
-                        "downscale it before encoding"
+                        f"{what} is {w}x{h} pixels, above the {max_pixels:,} pixel limit; "
+                        "downscale it before encoding (or raise max_pixels)"
                     )
                 if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                     arr = np.asarray(img, dtype=np.int64)
@@ -90,7 +104,7 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
             raise
         except Image.DecompressionBombError as exc:
             raise ReadError(
-                f"{what} is above the {MAX_PIXELS:,} pixel limit ({exc}); downscale it"
+                f"{what} is above Pillow's decompression-bomb pixel limit ({exc}); downscale it"
             ) from exc
         except Exception as exc:
             raise ReadError(
@@ -100,8 +114,9 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
     elif isinstance(item, np.ndarray):
         what = f"image item {describe_item(item)}"
         arr = item
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise ReadError(f"{what}: expected a numeric array")
+        if arr.dtype.kind not in "biufc":
+            raise ReadError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
+        check_real_dtype(arr, what, "pixel values", allow_bool=True)
         if arr.ndim not in (2, 3):
             raise ReadError(
                 f"{what}: expected an image of shape (H, W) or (H, W, C), got {arr.ndim} "
@@ -113,8 +128,11 @@ def read_image(item: Any, value_range: tuple[float, float] | None = None) -> np.
             )
         if arr.size == 0:
             raise ReadError(f"{what} is empty")
-        if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-            raise ReadError(f"{what} is above the {MAX_PIXELS:,} pixel limit; downscale it")
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise ReadError(
+                f"{what} is {arr.shape[1]}x{arr.shape[0]} pixels, above the {max_pixels:,} "
+                "pixel limit; downscale it (or raise max_pixels)"
+            )
     else:
         raise ReadError(
             f"image item {describe_item(item)} of type {type(item).__name__} is not a path or array"

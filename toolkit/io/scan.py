@@ -1,8 +1,23 @@
-"""3-D scan reader: MONAI ``LoadImage`` for NIfTI and DICOM, MONAI transforms to preprocess."""
+"""3-D scan reader: MONAI ``LoadImage`` for NIfTI and DICOM, MONAI transforms to preprocess.
+
+The voxel count is read from the header and checked against ``max_voxels`` before any pixel
+data is decoded: NIfTI from the nibabel header's shape, DICOM from each file's ``Rows`` x
+``Columns`` x ``NumberOfFrames`` x ``SamplesPerPixel`` (summed over a series folder's files,
+read with ``stop_before_pixels`` and large elements deferred). Paths are ``os.stat``-ed
+first: FIFOs, devices and sockets, also inside a series folder, are never opened.
+
+A volume whose voxel-to-world affine is singular (a DICOM series with every slice at the
+same position, or a zero or collinear ``ImageOrientationPatient``) cannot be oriented or
+resampled; :func:`read_scan` refuses it with a :class:`~toolkit.exceptions.ReadError` naming
+the file or folder, so encoders with ``on_error="missing"`` mark that row missing.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +27,15 @@ import numpy as np
 
 from toolkit._utils import describe_item
 from toolkit.exceptions import ReadError
-from toolkit.io._paths import as_path, check_exists
+from toolkit.io._checks import as_finite_float32, check_real_dtype
+from toolkit.io._paths import as_path, check_path, file_kind
 
-#: Largest volume accepted, in voxels (refused before preprocessing).
+#: Largest volume accepted, in voxels (``max_voxels``; all channels/time points counted),
+#: checked from the header before decoding.
 MAX_VOXELS = 1024**3
+#: pydicom reads header elements larger than this lazily (a huge private tag is not loaded).
+_DEFER_SIZE = "1 MB"
+_F32_MAX = float(np.finfo(np.float32).max)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
 
@@ -35,21 +55,84 @@ def _is_nifti(path: Path) -> bool:
     return name.endswith(_NIFTI_SUFFIXES)
 
 
-def _check_dicom_folder(path: Path) -> None:
+def _too_many(voxels: int, max_voxels: int, what: str, source: str) -> ReadError:
+    return ReadError(
+        f"{what} has {voxels:,} voxels ({source}), above the max_voxels={max_voxels:,} limit; "
+        "crop or downsample it first, or raise max_voxels"
+    )
+
+
+def _dicom_header(file: Path, what: str):
     import pydicom
 
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    try:
+        return pydicom.dcmread(str(file), stop_before_pixels=True, defer_size=_DEFER_SIZE)
+    except Exception as exc:
+        raise ReadError(
+            f"{what} is not a readable DICOM file ({type(exc).__name__}: {exc}); "
+            "remove it or pass a valid DICOM file"
+        ) from exc
+
+
+def _dicom_voxels(ds, what: str) -> int:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ReadError(
+            f"{what} has no usable Rows/Columns in its header ({exc}); it holds no image"
+        ) from exc
+    if min(rows, cols, frames, samples) < 1:
+        raise ReadError(f"{what} declares an empty image ({rows}x{cols}, {frames} frame(s))")
+    return rows * cols * frames * samples
+
+
+def _check_dicom_folder(path: Path, max_voxels: int = MAX_VOXELS) -> None:
+    """Check a series folder from the headers alone: entries, one series, voxel count."""
+    files = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue  # hidden files (.DS_Store): MONAI's glob does not see them either
+        try:
+            mode = os.stat(entry).st_mode
+        except OSError as exc:
+            raise ReadError(
+                f"entry '{entry.name}' of DICOM folder '{path}' cannot be inspected "
+                f"({type(exc).__name__}: {exc}); remove it or fix its permissions"
+            ) from exc
+        if stat.S_ISDIR(mode):
+            raise ReadError(
+                f"DICOM folder '{path}' holds a subfolder '{entry.name}'; a series folder must "
+                "hold only the slice files of one series"
+            )
+        if not stat.S_ISREG(mode):
+            raise ReadError(
+                f"entry '{entry.name}' of DICOM folder '{path}' is {file_kind(mode)}, not a "
+                "regular file; it was not opened; remove it from the series folder"
+            )
+        files.append(entry)
     if not files:
         raise ReadError(f"DICOM folder '{path}' holds no files")
     series: dict[str, list[str]] = {}
+    voxels = 0
     for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        except Exception as exc:
+        where = f"file '{f}' in DICOM folder '{path}'"
+        ds = _dicom_header(f, where)
+        if getattr(ds, "InstanceNumber", None) in (None, ""):
             raise ReadError(
-                f"file '{f}' in DICOM folder '{path}' is not a readable DICOM file "
-                f"({type(exc).__name__}: {exc}); remove it from the series folder"
-            ) from exc
+                f"{where} has no InstanceNumber, which orders the slices (MONAI would skip "
+                "it); set it or remove the file"
+            )
+        voxels += _dicom_voxels(ds, where)
+        _check_rescale(ds, where)
+        if voxels > max_voxels:
+            raise _too_many(
+                voxels,
+                max_voxels,
+                f"DICOM folder '{path}'",
+                f"from the headers of {len(files)} files",
+            )
         series.setdefault(str(getattr(ds, "SeriesInstanceUID", "unknown")), []).append(f.name)
     if len(series) > 1:
         summary = "; ".join(
@@ -61,33 +144,102 @@ def _check_dicom_folder(path: Path) -> None:
         )
 
 
-def load_scan(item: Any):
-    """Read one scan as a channel-first MONAI ``MetaTensor`` of shape (C, D, H, W).
+def _check_rescale(ds, what: str) -> None:
+    """Refuse a DICOM RescaleSlope/Intercept that takes stored values beyond float32."""
+    try:
+        slope = abs(float(getattr(ds, "RescaleSlope", 1.0) or 1.0))
+        intercept = abs(float(getattr(ds, "RescaleIntercept", 0.0) or 0.0))
+        bits = int(getattr(ds, "BitsStored", None) or getattr(ds, "BitsAllocated", 16) or 16)
+    except (TypeError, ValueError) as exc:
+        raise ReadError(f"{what} has an unreadable RescaleSlope/Intercept ({exc})") from exc
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise ReadError(f"{what} has a NaN or infinite RescaleSlope/RescaleIntercept")
+    if slope * 2.0 ** min(bits, 64) + intercept > _F32_MAX:
+        raise ReadError(
+            f"{what}: its RescaleSlope {slope:g} / RescaleIntercept {intercept:g} take the "
+            f"stored {bits}-bit values out of float32 range (±{_F32_MAX:.3g}); they are finite, "
+            "not NaN; fix the header"
+        )
 
-    Parameters
-    ----------
-    item : str, path-like or ndarray
-        A NIfTI file (``.nii``/``.nii.gz``), a DICOM file or a folder holding one DICOM
-        series, or a 3-D array (D, H, W) (a 4-D array (1, D, H, W) is accepted too).
+
+def _check_header(path: Path, nifti: bool, what: str, max_voxels: int) -> bool:
+    """Check one NIfTI or DICOM file from its header, before any pixel decoding.
+
+    Returns whether the values may exceed float32 (then the volume is loaded as float64 so
+    that NaN and out-of-range values can be told apart).
     """
+    wide = False
+    if nifti:
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(path))
+            shape = img.shape
+            dtype = img.header.get_data_dtype()
+            slope, inter = img.header.get_slope_inter()
+        except Exception as exc:
+            raise ReadError(
+                f"{what} could not be read as a scan ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); check that it is a "
+                "valid, complete NIfTI or DICOM file"
+            ) from exc
+        voxels = math.prod(int(n) for n in shape)
+        if dtype.kind == "c":
+            raise ReadError(
+                f"{what}: voxels are complex ({dtype}); save the magnitude or the real part "
+                "as a real-valued NIfTI"
+            )
+        top = float(np.finfo(dtype).max) if dtype.kind == "f" else 2.0 ** (8 * dtype.itemsize)
+        top = top * abs(slope if slope is not None else 1.0) + abs(inter or 0.0)
+        wide = not top <= _F32_MAX
+    else:
+        ds = _dicom_header(path, what)
+        voxels = _dicom_voxels(ds, what)
+        _check_rescale(ds, what)
+    if voxels > max_voxels:
+        raise _too_many(voxels, max_voxels, what, "from its header")
+    return wide
+
+
+def _as_float_volume(img, what: str):
+    """The loaded MetaTensor as float32, refusing complex, NaN and out-of-float32 voxels."""
+    import torch
+    from monai.data import MetaTensor
+
+    arr = np.asarray(img.as_tensor().cpu())
+    check_real_dtype(arr, what, "voxels", allow_bool=True)
+    arr = as_finite_float32(arr, what, "voxels")
+    return MetaTensor(torch.from_numpy(arr), meta=img.meta)
+
+
+def _load(item: Any, max_voxels: int):
+    """(channel-first volume, description of the item for messages)."""
     path = as_path(item)
     if path is not None:
-        check_exists(path, "scan")
+        check_path(path, "scan", allow_dir=True)
         if path.is_dir():
-            _check_dicom_folder(path)
+            _check_dicom_folder(path, max_voxels)
             reader, kind = "PydicomReader", "DICOM series folder"
         elif _is_nifti(path):
             reader, kind = "NibabelReader", "NIfTI file"
         else:
             reader, kind = "PydicomReader", "DICOM file"
         what = f"{kind} '{path}'"
+        wide = not path.is_dir() and _check_header(
+            path, reader == "NibabelReader", what, max_voxels
+        )
         with _quiet_monai():
             from monai.transforms import LoadImage
 
             try:
-                img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(
-                    str(path)
-                )
+                # float64 when the header allows values beyond float32, so NaN and
+                # out-of-range values are told apart before the cast.
+                img = LoadImage(
+                    reader=reader,
+                    image_only=True,
+                    ensure_channel_first=True,
+                    dtype=np.float64 if wide else np.float32,
+                )(str(path))
             except Exception as exc:
                 raise ReadError(
                     f"{what} could not be read as a scan ({type(exc).__name__}: "
@@ -100,14 +252,16 @@ def load_scan(item: Any):
                 "3-D volume; pass the folder of the whole DICOM series (or use ImageEncoder "
                 "for 2-D images)"
             )
-        if int(np.prod(img.shape)) > MAX_VOXELS:
-            raise ReadError(f"{what} has {int(np.prod(img.shape)):,} voxels, above the limit")
-        return img
+        voxels = math.prod(int(n) for n in img.shape)
+        if voxels > max_voxels:
+            raise _too_many(voxels, max_voxels, what, "as decoded")
+        return _as_float_volume(img, what), what
     if isinstance(item, np.ndarray) or type(item).__name__ in ("Tensor", "MetaTensor"):
         arr = np.asarray(item)
         what = f"scan item {describe_item(arr)}"
-        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-            raise ReadError(f"{what}: expected a numeric volume")
+        if arr.dtype.kind not in "biufc":
+            raise ReadError(f"{what}: expected a numeric volume, got dtype {arr.dtype}")
+        check_real_dtype(arr, what, "voxels", allow_bool=True)
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim != 3:
@@ -117,16 +271,46 @@ def load_scan(item: Any):
             )
         if min(arr.shape) < 1:
             raise ReadError(f"{what} is empty")
-        if arr.size > MAX_VOXELS:
-            raise ReadError(f"{what} has {arr.size:,} voxels, above the limit")
-        arr = arr.astype(np.float32)
-        if not np.all(np.isfinite(arr)):
-            raise ReadError(f"{what} contains NaN or infinite voxels")
+        if arr.size > max_voxels:
+            raise _too_many(arr.size, max_voxels, what, f"shape {arr.shape}")
+        arr = as_finite_float32(arr, what, "voxels")
         import torch
 
-        return torch.from_numpy(arr[None])
+        return torch.from_numpy(arr[None]), what
     raise ReadError(
         f"scan item {describe_item(item)} of type {type(item).__name__} is not a path or 3-D array"
+    )
+
+
+def load_scan(item: Any, *, max_voxels: int = MAX_VOXELS):
+    """Read one scan as a channel-first MONAI ``MetaTensor`` of shape (C, D, H, W), float32.
+
+    Parameters
+    ----------
+    item : str, path-like or ndarray
+        A NIfTI file (``.nii``/``.nii.gz``), a DICOM file or a folder holding one DICOM
+        series, or a 3-D array (D, H, W) (a 4-D array (1, D, H, W) is accepted too).
+    max_voxels : int, default=1024**3 (:data:`MAX_VOXELS`)
+        Largest volume accepted (all channels counted), checked from the header before
+        decoding.
+    """
+    return _load(item, max_voxels)[0]
+
+
+def _check_affine(img, what: str, orientation, pixdim) -> None:
+    """Refuse a singular voxel-to-world affine when orienting or resampling needs it."""
+    meta = getattr(img, "meta", None)
+    if not (orientation or pixdim is not None) or not meta or meta.get("affine") is None:
+        return
+    affine = np.asarray(meta["affine"], dtype=np.float64)[:3, :3]
+    values = np.linalg.svd(affine, compute_uv=False) if np.isfinite(affine).all() else None
+    if values is not None and values.max() > 0 and values.min() > 1e-6 * values.max():
+        return
+    raise ReadError(
+        f"{what} has a degenerate orientation: its voxel-to-world affine is singular "
+        "(e.g. every slice at the same ImagePositionPatient, or a zero or collinear "
+        "ImageOrientationPatient), so it cannot be oriented or resampled; fix the header, "
+        "or pass orientation=None and pixdim=None to use the stored voxel grid"
     )
 
 
@@ -159,10 +343,16 @@ def preprocess_scan(
             mean = torch.as_tensor(x).float().mean(dim=0, keepdim=True)
             x = MetaTensor(mean, meta=meta) if meta is not None else mean
         is_meta = isinstance(x, MetaTensor) and "affine" in getattr(x, "meta", {})
-        if orientation and is_meta:
-            x = Orientation(axcodes=orientation)(x)
-        if pixdim is not None and is_meta:
-            x = Spacing(pixdim=tuple(pixdim), mode="bilinear")(x)
+        try:
+            if orientation and is_meta:
+                x = Orientation(axcodes=orientation)(x)
+            if pixdim is not None and is_meta:
+                x = Spacing(pixdim=tuple(pixdim), mode="bilinear")(x)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            raise ReadError(
+                f"scan could not be oriented or resampled ({type(exc).__name__}: {exc}); check "
+                "its orientation and spacing, or pass orientation=None and pixdim=None"
+            ) from exc
         x = torch.as_tensor(x).float()
         if device is not None:
             x = x.to(device)
@@ -176,11 +366,29 @@ def preprocess_scan(
     return x if as_tensor else np.asarray(x.cpu(), dtype=np.float32)
 
 
-def read_scan(item: Any, **preprocess) -> np.ndarray:
+def read_scan(item: Any, *, max_voxels: int = MAX_VOXELS, **preprocess) -> np.ndarray:
     """Read and preprocess one scan (see :func:`load_scan` and :func:`preprocess_scan`).
+
+    Parameters
+    ----------
+    item : str, path-like or ndarray
+    max_voxels : int, default=1024**3 (:data:`MAX_VOXELS`)
+    **preprocess
+        Keyword arguments of :func:`preprocess_scan`.
 
     Returns
     -------
     volume : ndarray of shape spatial_size, float32 in [0, 1]
+
+    Raises
+    ------
+    ReadError
+        Naming the file, folder or array: unreadable, FIFO/device, too many voxels,
+        degenerate orientation, NaN or out-of-float32-range voxels.
     """
-    return preprocess_scan(load_scan(item), **preprocess)
+    img, what = _load(item, max_voxels)
+    _check_affine(img, what, preprocess.get("orientation", "RAS"), preprocess.get("pixdim"))
+    try:
+        return preprocess_scan(img, **preprocess)
+    except ReadError as exc:
+        raise ReadError(f"{what}: {exc}") from exc

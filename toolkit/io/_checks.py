@@ -1,0 +1,60 @@
+"""Numeric checks shared by the readers: dtype kinds, finiteness and the float32 range."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.exceptions import ReadError
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_real_dtype(arr: np.ndarray, what: str, noun: str, *, allow_bool: bool = False) -> None:
+    """Refuse complex, boolean (unless allowed), object, string and other non-real dtypes."""
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise ReadError(
+            f"{what}: {noun} are complex ({arr.dtype}); pass real values (e.g. the real part "
+            "or the magnitude, chosen explicitly)"
+        )
+    if kind == "b" and not allow_bool:
+        raise ReadError(
+            f"{what}: {noun} are boolean; pass numbers (floats, or integers scaled by their "
+            "type's range)"
+        )
+    if kind not in "biuf":
+        raise ReadError(
+            f"{what}: {noun} have non-numeric dtype {arr.dtype}; pass a numeric array "
+            "(floats or integers)"
+        )
+
+
+def as_finite_float32(arr: np.ndarray, what: str, noun: str) -> np.ndarray:
+    """``arr`` as float32, refusing NaN, infinity and values beyond the float32 range.
+
+    NaN/infinite values and finite values that only overflow when cast to float32 (about
+    ±3.4e38, e.g. 1e308 in a float64 array) get different messages, each with the count
+    and the first position.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ReadError(
+            f"{what} contains NaN or infinite {noun} ({int(bad.sum())} of {arr.size}, first "
+            f"at index {first}); fix or drop them (missing items are None, not NaN {noun})"
+        )
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if arr.dtype.itemsize > 4:
+        over = ~np.isfinite(out)
+        if over.any():
+            first = tuple(int(i) for i in np.argwhere(over)[0])
+            raise ReadError(
+                f"{what} holds {noun} out of float32 range ({int(over.sum())} of {arr.size} "
+                f"beyond ±{_F32_MAX:.3g}, e.g. {float(arr[first]):.3g} at index {first}); "
+                "rescale them (they are finite, not NaN)"
+            )
+    return out
