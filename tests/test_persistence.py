@@ -1,9 +1,22 @@
-"""toolkit.save / toolkit.load: round trips, refusal of untrusted types and other versions."""
+"""toolkit.save / toolkit.load: round trips, and a model folder that cannot run code, escape
+its folder, exhaust the machine or destroy data (issue: trust).
+
+Hostile folders are crafted here the way an attacker would: the skops schema is edited to add
+nodes, and the manifest's file table is updated to match, so only the real defences stop them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +31,7 @@ from toolkit import (
     TabularEncoder,
     TextEncoder,
 )
-from toolkit.persistence import UntrustedTypeError
+from toolkit.persistence import ModelFileError, UntrustedTypeError
 
 
 def _data(n=80, seed=0):
@@ -37,6 +50,66 @@ def _data(n=80, seed=0):
         ("age", TabularEncoder(), ["age"]),
     ]
     return df, np.array(["neg", "pos"])[y], mods
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    df, y, mods = _data()
+    return df, MultimodalClassifier(mods, fusion="early", random_state=0).fit(df, y)
+
+
+@pytest.fixture(scope="module")
+def gated_folder(tmp_path_factory):
+    df, y, mods = _data()
+    clf = MultimodalClassifier(mods, fusion=GatedFusion(max_epochs=5), random_state=0).fit(df, y)
+    return toolkit.save(clf, tmp_path_factory.mktemp("gated") / "model")
+
+
+@pytest.fixture
+def folder(fitted, tmp_path):
+    return toolkit.save(fitted[1], tmp_path / "model")
+
+
+def _rewrite_manifest(folder: Path, edit=None) -> None:
+    """Edit the manifest, then make its file table match the folder (as an attacker would)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if edit is not None:
+        edit(manifest)
+    files = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).as_posix()
+        if f.is_file() and not f.is_symlink() and rel != "manifest.json":
+            files[rel] = {
+                "size": f.stat().st_size,
+                "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+            }
+    manifest["files"] = files
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _edit_schema(folder: Path, edit) -> None:
+    archive = folder / "model.skops"
+    with zipfile.ZipFile(archive) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    schema = json.loads(files["schema.json"])
+    edit(schema)
+    files["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    _rewrite_manifest(folder)
+
+
+def _add_attr(schema, name, node):
+    """Add ``name: node`` to the estimator's attribute dict inside a skops schema."""
+    attrs = schema["content"]
+    attrs["content"][name] = node
+    attrs["key_types"]["content"].append(
+        {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"}
+    )
+
+
+# -- round trips ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -61,46 +134,382 @@ def test_regressor_and_pretrained_encoder_round_trip(tmp_path, tiny_bert):
     reg = MultimodalRegressor(mods, fusion="late", random_state=0).fit(df, target)
     folder = toolkit.save(reg, tmp_path / "reg")
     assert (folder / "encoders" / "text" / "model.safetensors").exists()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["encoders"]["text"] == {"folder": "encoders/text", "params": {"model": "."}}
+    assert "encoders/text/model.safetensors" in manifest["tensors"]
     loaded = toolkit.load(folder)
     np.testing.assert_allclose(loaded.predict(df), reg.predict(df), atol=1e-10)
 
-
-def test_existing_folder_is_not_overwritten(tmp_path):
-    df, y, mods = _data()
-    clf = MultimodalClassifier(mods, random_state=0).fit(df, y)
-    toolkit.save(clf, tmp_path / "m")
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
-        toolkit.save(clf, tmp_path / "m")
-    toolkit.save(clf, tmp_path / "m", overwrite=True)
-
-
-def test_file_referencing_an_arbitrary_callable_is_refused(tmp_path):
-    df, y, mods = _data()
-    folder = toolkit.save(MultimodalClassifier(mods, random_state=0).fit(df, y), tmp_path / "m")
-    archive = folder / "model.skops"
-    with zipfile.ZipFile(archive) as zf:
-        files = {name: zf.read(name) for name in zf.namelist()}
-    schema = json.loads(files["schema.json"])
-    schema["__module__"] = "os"
-    schema["__class__"] = "system"
-    files["schema.json"] = json.dumps(schema).encode()
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    with pytest.raises(UntrustedTypeError, match=r"not trusted: \['os.system'\]"):
+    # the saved transformer's config may not ask for custom code
+    config = json.loads((folder / "encoders/text/config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    (folder / "encoders/text/config.json").write_text(json.dumps(config))
+    _rewrite_manifest(folder)
+    with pytest.raises(UntrustedTypeError, match="asks for custom model code"):
         toolkit.load(folder)
 
 
-def test_other_version_is_refused(tmp_path):
-    df, y, mods = _data()
-    folder = toolkit.save(MultimodalClassifier(mods, random_state=0).fit(df, y), tmp_path / "m")
+def test_manifest_lists_every_file_with_size_hash_and_tensors(gated_folder):
+    manifest = json.loads((gated_folder / "manifest.json").read_text())
+    assert manifest["format"] == 2
+    assert set(manifest["files"]) == {"model.skops", "fusion.safetensors"}
+    info = manifest["files"]["fusion.safetensors"]
+    data = (gated_folder / "fusion.safetensors").read_bytes()
+    assert info == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    tensors = manifest["tensors"]["fusion.safetensors"]
+    assert tensors["head.1.weight"] == {"dtype": "F64", "shape": [2, 32]} or (
+        tensors["head.1.weight"]["dtype"] == "F64"
+    )
+    assert all(t["dtype"] == "F64" for t in tensors.values())
+
+
+# -- 1. loading runs no code it did not choose ---------------------------------------------
+
+
+def test_allow_list_holds_exact_canonical_names_only():
+    import importlib
+
+    names = toolkit.persistence.trusted_types()
+    assert "toolkit.estimators.MultimodalClassifier" in names
+    assert not any(n.endswith("*") or n.endswith(".") for n in names)
+    for name in toolkit.persistence.TOOLKIT_TYPES | {"numpy.ndarray", "builtins.dict"}:
+        module, _, attr = name.rpartition(".")
+        obj = getattr(importlib.import_module(module), attr)
+        assert f"{obj.__module__}.{obj.__qualname__}" == name
+    # names reached through an attribute of a toolkit module are not on the list
+    for name in ("toolkit.persistence.shutil", "toolkit.cli.os", "toolkit.datasets.mmsa.pickle"):
+        assert name not in names
+
+
+def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
+    from toolkit import AudioEncoder, FeatureEncoder, ScanEncoder
+
+    df, y, mods = _data(40)
+    rng = np.random.default_rng(1)
+    df["seq"] = [np.ones((3, 2)) * i for i in range(len(df))]
+    df["wave"] = [(rng.normal(0, 0.1, 2000).astype(np.float32), 8000) for _ in range(len(df))]
+    df["vol"] = [rng.random((6, 6, 6)).astype(np.float32) for _ in range(len(df))]
+    mods = mods + [
+        ("seq", FeatureEncoder(), "seq"),
+        ("audio", AudioEncoder(sample_rate=8000), "wave"),
+        ("scan", ScanEncoder(spatial_size=(6, 6, 6)), "vol"),
+    ]
+    seen, count = set(), 0
+    for est, target in ((MultimodalClassifier, y), (MultimodalRegressor, (y == "pos") * 1.0)):
+        for fusion in ("early", "late", GatedFusion(max_epochs=2)):
+            model = est(mods, fusion=fusion, random_state=0).fit(df, target)
+            count += 1
+            folder = toolkit.save(model, tmp_path / f"m{count}")
+            with zipfile.ZipFile(folder / "model.skops") as zf:
+                schema = json.loads(zf.read("schema.json"))
+            seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
+            toolkit.load(folder)
+    assert seen <= toolkit.persistence.trusted_types()
+    assert {n for n in seen if n.startswith("toolkit.")} == toolkit.persistence.TOOLKIT_TYPES
+
+
+@pytest.mark.parametrize(
+    ("loader", "module", "cls"),
+    [
+        ("ObjectNode", "os", "system"),
+        ("ObjectNode", "toolkit.persistence", "shutil"),
+        ("TypeNode", "toolkit.cli", "os"),
+        ("FunctionNode", "toolkit.datasets.mmsa", "pickle"),
+        ("FunctionNode", "os", "system"),
+        ("ConstructorFromReduceNode", "toolkit.persistence", "_step"),
+    ],
+)
+def test_nodes_naming_other_code_are_refused_by_name(folder, loader, module, cls):
+    def add(schema):
+        node = {"__class__": cls, "__module__": module, "__loader__": loader}
+        if loader == "ConstructorFromReduceNode":
+            node["content"] = {
+                "__class__": "tuple",
+                "__module__": "builtins",
+                "__loader__": "TupleNode",
+                "content": [],
+            }
+        _add_attr(schema, "evil_", node)
+
+    _edit_schema(folder, add)
+    with pytest.raises(UntrustedTypeError, match=rf"not trusted: \['{module}\.{cls}'\]"):
+        toolkit.load(folder)
+
+
+def test_a_hostile_node_runs_nothing(folder, monkeypatch, tmp_path):
+    """A callable planted under a toolkit module path is refused before anything is built."""
+    import toolkit.cli
+
+    ran = []
+    monkeypatch.setattr(toolkit.cli, "planted", lambda *a: ran.append(a), raising=False)
+
+    def add(schema):
+        node = {
+            "__class__": "planted",
+            "__module__": "toolkit.cli",
+            "__loader__": "ConstructorFromReduceNode",
+            "content": {
+                "__class__": "tuple",
+                "__module__": "builtins",
+                "__loader__": "TupleNode",
+                "content": [
+                    {
+                        "__class__": "str",
+                        "__module__": "builtins",
+                        "__loader__": "JsonNode",
+                        "content": '"x"',
+                        "is_json": True,
+                    }
+                ],
+            },
+        }
+        _add_attr(schema, "evil_", node)
+
+    _edit_schema(folder, add)
+    with pytest.raises(UntrustedTypeError, match=r"toolkit\.cli\.planted"):
+        toolkit.load(folder)
+    assert ran == []
+    # the caller can still choose to trust it, by exact name
+    toolkit.load(folder, trusted=["toolkit.cli.planted"])
+    assert ran == [("x",)]
+
+
+def test_partial_and_methods_and_unknown_node_kinds_are_refused(folder):
+    def partial(schema):
+        node = {"__class__": "partial", "__module__": "functools", "__loader__": "PartialNode"}
+        _add_attr(schema, "evil_", node)
+
+    _edit_schema(folder, partial)
+    with pytest.raises(UntrustedTypeError, match=r"functools\.partial"):
+        toolkit.load(folder)
+
+    def unknown(schema):
+        schema["content"]["content"]["evil_"]["__loader__"] = "ExecNode"
+
+    _edit_schema(folder, unknown)
+    with pytest.raises(UntrustedTypeError, match="unknown skops node kind 'ExecNode'"):
+        toolkit.load(folder)
+
+
+def test_trusted_must_be_exact_names(folder):
+    with pytest.raises(TypeError, match="exact dotted names"):
+        toolkit.load(folder, trusted="os.system")
+    with pytest.raises(TypeError, match="exact dotted names"):
+        toolkit.load(folder, trusted=["toolkit.*"])
+
+
+def test_symlinks_are_refused(folder, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    with pytest.raises(ModelFileError, match="is a symbolic link"):
+        toolkit.load(link)
+
+    real = tmp_path / "elsewhere.skops"
+    shutil.move(folder / "model.skops", real)
+    (folder / "model.skops").symlink_to(real)
+    with pytest.raises(ModelFileError, match="holds a symbolic link 'model.skops'"):
+        toolkit.load(folder)
+    (folder / "model.skops").unlink()
+    shutil.move(real, folder / "model.skops")
+
+    (folder / "encoders").mkdir()
+    (folder / "encoders" / "passwd.txt").symlink_to("/etc/passwd")
+    with pytest.raises(ModelFileError, match="symbolic link 'encoders/passwd.txt'"):
+        toolkit.load(folder)
+
+
+def test_fifo_in_a_model_folder_is_refused_without_opening_it(folder):
+    os.mkfifo(folder / "pipe.json")
+    with pytest.raises(ModelFileError, match="'pipe.json', which is not a regular file"):
+        toolkit.load(folder)
+
+
+def test_files_the_manifest_does_not_list_or_code_files_are_refused(folder):
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ModelFileError, match=r"does not list: \['pytorch_model.bin'\]"):
+        toolkit.load(folder)
+    _rewrite_manifest(folder)  # listed now: still not plain data
+    with pytest.raises(ModelFileError, match=r"not plain data: \['pytorch_model.bin'\]"):
+        toolkit.load(folder)
+    (folder / "pytorch_model.bin").unlink()
+    _rewrite_manifest(folder)
+    toolkit.load(folder)
+
+
+def test_changed_file_is_detected_by_size_and_hash(folder):
+    data = bytearray((folder / "model.skops").read_bytes())
+    data[100] ^= 0xFF
+    (folder / "model.skops").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="does not match the SHA-256"):
+        toolkit.load(folder)
+    (folder / "model.skops").write_bytes(bytes(data[:-10]))
+    with pytest.raises(ModelFileError, match="the file was changed or truncated"):
+        toolkit.load(folder)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(fusion_weights="../outside.safetensors"),
+        lambda m: m.update(encoders={"text": {"folder": "/etc", "params": {"model": "."}}}),
+        lambda m: m.update(
+            encoders={"text": {"folder": "encoders/text", "params": {"model": "../../.."}}}
+        ),
+        lambda m: m["files"].update({"../x.json": {"size": 1}}),
+    ],
+    ids=["fusion-weights", "absolute-folder", "dotdot-param", "file-table"],
+)
+def test_manifest_paths_stay_inside_the_folder(folder, edit):
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["versions"]["multimodal-toolkit"] = "9.3.0"
+    edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="leaves the model folder|not in the manifest"):
+        toolkit.load(folder)
+
+
+def test_manifest_cannot_set_other_encoder_parameters(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoders"] = {"text": {"folder": "encoders/text", "params": {"backend": "x"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "encoders" / "text").mkdir(parents=True)
+    with pytest.raises(ModelFileError, match=r"sets parameters \['backend'\]"):
+        toolkit.load(folder)
+
+
+def _rewrite_safetensors(file: Path, tensors: dict) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(file))
+
+
+def test_weights_of_another_dtype_or_shape_are_refused(gated_folder, tmp_path):
+    from safetensors.numpy import load_file
+
+    folder = Path(shutil.copytree(gated_folder, tmp_path / "m"))
+    original = load_file(str(folder / "fusion.safetensors"))
+
+    # float32 weights, manifest updated to match: the architecture check refuses them
+    _rewrite_safetensors(
+        folder / "fusion.safetensors", {k: v.astype(np.float32) for k, v in original.items()}
+    )
+
+    def retable(m):
+        m["tensors"]["fusion.safetensors"] = toolkit.persistence._safetensors_header(
+            folder / "fusion.safetensors"
+        )
+
+    _rewrite_manifest(folder, retable)
+    with pytest.raises(ModelFileError, match="does not hold float64 weights of the gated network"):
+        toolkit.load(folder)
+
+    # a wider head than the model describes
+    bigger = dict(original)
+    bigger["head.1.weight"] = np.zeros((7, original["head.1.weight"].shape[1]))
+    _rewrite_safetensors(folder / "fusion.safetensors", bigger)
+    _rewrite_manifest(folder, retable)
+    with pytest.raises(ModelFileError, match="does not hold float64 weights"):
+        toolkit.load(folder)
+
+    # file and manifest disagree
+    _rewrite_safetensors(folder / "fusion.safetensors", original)
+    _rewrite_manifest(folder)  # sizes/hashes updated, tensor table still the float32 one
+    with pytest.raises(ModelFileError, match="do not match the manifest"):
+        toolkit.load(folder)
+
+
+def test_safetensors_header_is_bounded_before_decoding(gated_folder, tmp_path):
+    folder = Path(shutil.copytree(gated_folder, tmp_path / "m"))
+    file = folder / "fusion.safetensors"
+    data = file.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    cases = {
+        "huge header length": struct.pack("<Q", 1 << 60) + data[8:],
+        "garbage header": data[:8] + b"\xff" * n + data[8 + n :],
+        "truncated data": data[:-16],
+    }
+    for why, content in cases.items():
+        file.write_bytes(content)
+        _rewrite_manifest(folder)
+        with pytest.raises(ModelFileError, match="corrupt|truncated"):
+            toolkit.load(folder)
+        assert why
+
+
+def test_corrupt_archive_and_manifest_name_the_file(folder):
+    (folder / "model.skops").write_bytes(b"PK\x03\x04 not really a zip")
+    _rewrite_manifest(folder)
+    with pytest.raises(ModelFileError, match=r"model\.skops' is not a readable skops archive"):
+        toolkit.load(folder)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match=r"manifest\.json' is not valid JSON"):
+        toolkit.load(folder)
+    (folder / "manifest.json").write_text('["a list"]')
+    with pytest.raises(ModelFileError, match="is not a JSON object"):
+        toolkit.load(folder)
+
+
+def test_sizes_are_bounded(folder):
+    with pytest.raises(ModelFileError, match="above the max_bytes=1,000 limit"):
+        toolkit.load(folder, max_bytes=1000)
+    deep = {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "content": []}
+    node = deep
+    for _ in range(300):
+        child = {
+            "__class__": "list",
+            "__module__": "builtins",
+            "__loader__": "ListNode",
+            "content": [],
+        }
+        node["content"].append(child)
+        node = child
+    _edit_schema(folder, lambda s: _add_attr(s, "deep_", deep))
+    with pytest.raises(ModelFileError, match="nests deeper than 200"):
+        toolkit.load(folder)
+
+
+def test_architecture_names_must_be_public_models(tmp_path):
+    from toolkit.persistence import _check_factory
+
+    enc = ImageEncoder(backend="torchvision", model="resnet18")
+    _check_factory(enc, "img", tmp_path)  # a listed architecture passes
+    for name in ("_api", "os", "get_model"):
+        enc.model = name
+        with pytest.raises(UntrustedTypeError, match=f"names architecture '{name}'"):
+            _check_factory(enc, "img", tmp_path)
+
+
+def test_sentence_modules_must_be_known(tmp_path):
+    from toolkit.persistence import _check_hf_folder
+
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "os.system"}])
+    )
+    with pytest.raises(UntrustedTypeError, match=r"untrusted modules \['os.system'\]"):
+        _check_hf_folder(tmp_path, "text", tmp_path, 1 << 30)
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "../x",
+                    "type": "sentence_transformers.models.Pooling",
+                }
+            ]
+        )
+    )
+    with pytest.raises(ModelFileError, match="leaves the model folder"):
+        _check_hf_folder(tmp_path, "text", tmp_path, 1 << 30)
+
+
+def test_other_version_is_refused(folder):
+    def newer(m):
+        m["versions"]["multimodal-toolkit"] = "9.3.0"
+
+    _rewrite_manifest(folder, newer)
     with pytest.raises(ValueError, match="saved by multimodal-toolkit 9.3.0"):
         toolkit.load(folder)
-    manifest["format"] = 99
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_manifest(folder, lambda m: m.update(format=99))
     with pytest.raises(ValueError, match="save format 99"):
         toolkit.load(folder)
 
@@ -108,3 +517,110 @@ def test_other_version_is_refused(tmp_path):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a saved toolkit model"):
         toolkit.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a saved toolkit model"):
+        toolkit.load(tmp_path / "absent")
+
+
+# -- 2. saving never destroys what it did not write ------------------------------------------
+
+
+def test_existing_folder_is_not_overwritten(fitted, tmp_path):
+    clf = fitted[1]
+    toolkit.save(clf, tmp_path / "m")
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        toolkit.save(clf, tmp_path / "m")
+    toolkit.save(clf, tmp_path / "m", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left
+
+
+def test_overwrite_refuses_a_folder_of_other_files(fitted, tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="it has no toolkit manifest.json"):
+        toolkit.save(fitted[1], precious, overwrite=True)
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="it is not a folder"):
+        toolkit.save(fitted[1], tmp_path / "file.txt", overwrite=True)
+    assert (tmp_path / "file.txt").read_text() == "x"
+
+
+def test_overwrite_refuses_a_model_folder_with_added_files(fitted, tmp_path):
+    folder = toolkit.save(fitted[1], tmp_path / "m")
+    (folder / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match=r"did not write: \['notes.txt'\]"):
+        toolkit.save(fitted[1], folder, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "my notes"
+
+
+def test_overwrite_refuses_a_symlink_and_a_forged_manifest(fitted, tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "a.csv").write_text("1,2")
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    with pytest.raises(FileExistsError, match="it is a symbolic link"):
+        toolkit.save(fitted[1], tmp_path / "link", overwrite=True)
+    (target / "manifest.json").write_text('{"format": 2}')
+    with pytest.raises(FileExistsError, match="does not look like a saved toolkit model"):
+        toolkit.save(fitted[1], target, overwrite=True)
+    assert (target / "a.csv").read_text() == "1,2"
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import toolkit, toolkit.persistence as p
+    src, dst, stop, exchange = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    def step(name):
+        if name == stop:
+            os.kill(os.getpid(), signal.SIGKILL)
+    p._step = step
+    if not exchange:
+        p._exchange = lambda a, b: False
+    model = toolkit.load(src)
+    toolkit.save(model, dst, overwrite=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("stop", "exchange"),
+    [
+        ("folder", "1"),
+        ("written", "1"),
+        ("flushed", "1"),
+        ("exchanged", "1"),
+        ("moved-old", "0"),
+        ("moved-new", "0"),
+    ],
+)
+def test_a_save_killed_at_any_point_leaves_a_loadable_model(tmp_path, stop, exchange):
+    df, y, mods = _data()
+    old = MultimodalClassifier(mods, fusion="early", random_state=0).fit(df, y)
+    new = MultimodalClassifier(mods, fusion="late", random_state=0).fit(df, y)
+    dst = toolkit.save(old, tmp_path / "model")
+    src = toolkit.save(new, tmp_path / "new")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(src), str(dst), stop, exchange],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    with pytest.warns(RuntimeWarning, match="interrupted") if stop == "moved-old" else _nowarn():
+        loaded = toolkit.load(dst)
+    expected = new if stop in ("exchanged", "moved-new") else old
+    np.testing.assert_array_equal(loaded.predict_proba(df), expected.predict_proba(df))
+    # the next save cleans what the killed one left behind
+    toolkit.save(new, dst, overwrite=True) if dst.exists() else toolkit.save(new, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new"]
+
+
+class _nowarn:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

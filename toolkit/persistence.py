@@ -3,31 +3,220 @@
 ``save(model, path)`` writes a folder:
 
 - ``model.skops``: the estimator without its torch modules, serialized with skops (no
-  pickle); on load only the toolkit's own classes are trusted automatically, any other
-  type must be named by the caller;
+  pickle);
 - ``fusion.safetensors``: the gated-fusion network's weights;
 - ``encoders/<name>/``: pretrained encoders' models, saved with their library's own
   safetensors writer (``save_pretrained``) or as a safetensors state dict;
-- ``manifest.json``: format version, toolkit and dependency versions, model class.
+- ``manifest.json`` (written last): format version, toolkit and dependency versions, model
+  class, and a table of every file (size, SHA-256) and of every weight tensor (dtype, shape).
 
-A model saved by another format version or toolkit minor version is refused with a
-clear message.
+Threat model (``docs/reliability.md``): a model folder may come from someone else. Loading it
+runs no code it did not choose:
+
+- only types on an explicit allow-list of exact dotted names are constructed
+  (:data:`TRUSTED_TYPES`: the toolkit's own classes that ``save`` writes, Python's builtin
+  containers, numpy dtypes, the scikit-learn classes listed by skops); a name reached through
+  an attribute of another module (``toolkit.cli.os``) is not on it. Functions, methods,
+  ``functools.partial`` and reduce-constructors are refused unless the caller names them in
+  ``trusted=``;
+- the folder may hold only regular files with data suffixes (no symlinks, FIFOs, devices,
+  ``.bin``/``.pt``/``.py`` files), exactly the files the manifest lists, each with its size and
+  hash; every path the manifest names stays inside the folder;
+- every safetensors header is parsed and bounded before any tensor is decoded, and each tensor's
+  dtype and shape must match the manifest (and, for the gated network, the architecture the
+  model describes);
+- sizes are bounded before decoding: ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`) for the
+  folder, :data:`MAX_MANIFEST_BYTES` for the manifest, :data:`MAX_SCHEMA_BYTES` and
+  :data:`MAX_SCHEMA_DEPTH` for the skops schema.
+
+Saving never destroys what it did not write: ``overwrite=True`` replaces only a folder that
+carries a toolkit manifest and no file the manifest does not list. The new model is written to
+a sibling temporary folder, flushed to disk, then swapped into place (an atomic exchange where
+the file system supports it, else two renames), so a process killed at any point leaves the
+old model or the new one loadable at ``path``; should it die between the two renames,
+:func:`load` finds the previous model beside ``path`` and loads it with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
+import re
 import shutil
+import stat
+import struct
+import uuid
+import warnings
+import zipfile
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MANIFEST = "manifest.json"
-_SAFE_EXTRA_TYPES = {"numpy.dtype"}
+_MODEL = "model.skops"
+
+#: Default bound on a model folder's total size, and on the bytes of tensors it describes.
+DEFAULT_MAX_BYTES = 8 * 1024**3
+#: Largest ``manifest.json`` read.
+MAX_MANIFEST_BYTES = 1024**2
+#: Largest skops ``schema.json`` read, and deepest nesting walked.
+MAX_SCHEMA_BYTES = 64 * 1024**2
+MAX_SCHEMA_DEPTH = 200
+#: Largest safetensors header read.
+MAX_SAFETENSORS_HEADER = 16 * 1024**2
+#: File suffixes a model folder may hold (data only: no pickles, no code).
+SAFE_SUFFIXES = frozenset({".json", ".safetensors", ".skops", ".txt", ".model", ".md"})
+
+_ESTIMATOR_TYPES = frozenset(
+    {"toolkit.estimators.MultimodalClassifier", "toolkit.estimators.MultimodalRegressor"}
+)
+#: The toolkit's own classes that ``save`` writes into ``model.skops``.
+TOOLKIT_TYPES = _ESTIMATOR_TYPES | frozenset(
+    {
+        "toolkit.fusion.early.EarlyFusion",
+        "toolkit.fusion.late.LateFusion",
+        "toolkit.fusion.gated.GatedFusion",
+        "toolkit.fusion.base.BlockScaler",
+        "toolkit.encoders.text.TextEncoder",
+        "toolkit.encoders.image.ImageEncoder",
+        "toolkit.encoders.audio.AudioEncoder",
+        "toolkit.encoders.scan.ScanEncoder",
+        "toolkit.encoders.tabular.TabularEncoder",
+        "toolkit.encoders.features.FeatureEncoder",
+    }
+)
+_BUILTIN_TYPES = frozenset(
+    f"builtins.{name}"
+    for name in (
+        "bool",
+        "int",
+        "float",
+        "complex",
+        "str",
+        "bytes",
+        "bytearray",
+        "list",
+        "tuple",
+        "dict",
+        "set",
+        "frozenset",
+        "slice",
+    )
+) | {"collections.OrderedDict", "collections.defaultdict"}
+_NUMPY_TYPES = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.random.RandomState"})
+#: Scikit-learn classes the toolkit's components hold (the rest come from skops's list).
+_SKLEARN_TYPES = frozenset(
+    {
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.decomposition._truncated_svd.TruncatedSVD",
+        "sklearn.feature_extraction.text.TfidfTransformer",
+        "sklearn.feature_extraction.text.TfidfVectorizer",
+        "sklearn.impute._base.MissingIndicator",
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.linear_model._base.LinearRegression",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._ridge.Ridge",
+        "sklearn.pipeline.FeatureUnion",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.preprocessing._label.LabelEncoder",
+    }
+)
+
+# skops node kinds that hold data, and those that call or fetch code (only with trusted=).
+_DATA_LOADERS = frozenset(
+    {
+        "BytearrayNode",
+        "BytesNode",
+        "CachedNode",
+        "DTypeNode",
+        "DefaultDictNode",
+        "DictNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "MaskedArrayNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "RandomGeneratorNode",
+        "RandomStateNode",
+        "SetNode",
+        "SliceNode",
+        "SparseMatrixNode",
+        "TreeNode",
+        "TupleNode",
+        "TypeNode",
+    }
+)
+_CODE_LOADERS = frozenset(
+    {"FunctionNode", "MethodNode", "PartialNode", "OperatorFuncNode", "ConstructorFromReduceNode"}
+)
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_ENCODER_PARAMS = frozenset({"model", "weights"})
+#: sentence-transformers module classes a saved sentence encoder may name in modules.json.
+_SENTENCE_MODULES = frozenset(
+    {
+        "sentence_transformers.models.Transformer",
+        "sentence_transformers.models.Pooling",
+        "sentence_transformers.models.Normalize",
+        "sentence_transformers.models.Dense",
+        "sentence_transformers.base.modules.transformer.Transformer",
+        "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+        "sentence_transformers.sentence_transformer.modules.normalize.Normalize",
+        "sentence_transformers.sentence_transformer.modules.dense.Dense",
+    }
+)
+# safetensors dtype codes -> bytes per element
+_ST_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
-class UntrustedTypeError(ValueError):
-    """The model file references types the caller did not trust."""
+class ModelFileError(ValueError):
+    """A model folder is corrupt, inconsistent with its manifest, or unsafe to read."""
+
+
+class UntrustedTypeError(ModelFileError):
+    """The model file references types or functions the caller did not trust."""
+
+
+def trusted_types() -> frozenset[str]:
+    """Every dotted name :func:`load` constructs without being told (exact names, no prefix)."""
+    from skops.io import _trusted_types as skt
+
+    return (
+        TOOLKIT_TYPES
+        | _BUILTIN_TYPES
+        | _NUMPY_TYPES
+        | frozenset(skt.NUMPY_DTYPE_TYPE_NAMES)
+        | frozenset(skt.NUMPY_RANDOM_BIT_GENERATOR_TYPE_NAMES)
+        | _SKLEARN_TYPES
+        | frozenset(skt.SKLEARN_ESTIMATOR_TYPE_NAMES)
+        | frozenset(skt.SKLEARN_INTERNAL_TYPE_NAMES)
+    )
+
+
+def _step(name: str) -> None:
+    """A named point in ``save`` (tests stop a child process here to check atomicity)."""
+
+
+# -- small file helpers ----------------------------------------------------------------
 
 
 def _versions() -> dict:
@@ -44,6 +233,157 @@ def _versions() -> dict:
         "monai",
     )
     return {"python": platform.python_version(), **package_versions(names)}
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` (and itself) to disk."""
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        for name in dirs:
+            _fsync_dir(Path(root) / name)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _scan(folder: Path, what: str, max_bytes: int) -> dict[str, int]:
+    """Relative POSIX path -> size of every regular file under ``folder``.
+
+    Refuses symlinks, FIFOs, devices and sockets (none is opened), names outside
+    :data:`SAFE_SUFFIXES`, nesting deeper than 8 folders and a total over ``max_bytes``.
+    """
+    found: dict[str, int] = {}
+    stack = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > 8:
+            raise ModelFileError(f"{what}: folders nest deeper than 8 levels at '{current}'")
+        with os.scandir(current) as entries:
+            for entry in entries:
+                full = Path(entry.path)
+                rel = full.relative_to(folder).as_posix()
+                if entry.is_symlink():
+                    raise ModelFileError(
+                        f"{what} holds a symbolic link '{rel}'; a model folder may hold only "
+                        "regular files: copy the real files in, or save the model again"
+                    )
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((full, depth + 1))
+                    continue
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if not stat.S_ISREG(mode):
+                    raise ModelFileError(
+                        f"{what} holds '{rel}', which is not a regular file (a FIFO, device or "
+                        "socket); remove it"
+                    )
+                found[rel] = entry.stat(follow_symlinks=False).st_size
+    total = sum(found.values())
+    if total > max_bytes:
+        raise ModelFileError(
+            f"{what} holds {total:,} bytes, above the max_bytes={max_bytes:,} limit; pass a "
+            "larger max_bytes= if you trust it"
+        )
+    return found
+
+
+def _inside(root: Path, rel, what: str) -> Path:
+    """``root / rel`` for a relative path that stays inside ``root``; else ModelFileError."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise ModelFileError(f"{what}: path {rel!r} is not a relative POSIX path")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or rel.startswith("~"):
+        raise ModelFileError(f"{what}: path {rel!r} leaves the model folder")
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ModelFileError(f"{what}: path {rel!r} leaves the model folder")
+    return target
+
+
+def _safetensors_header(file: Path, size: int | None = None) -> dict[str, dict]:
+    """Parse and bound-check a safetensors header without decoding any tensor.
+
+    Returns ``{name: {"dtype": str, "shape": [int, ...]}}``. Checks that the header is
+    JSON of bounded size, every dtype is known, each tensor's byte range matches its dtype and
+    shape, ranges are contiguous and the data section ends exactly at the end of the file.
+    """
+    size = file.stat().st_size if size is None else size
+    where = f"weights file '{file}'"
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{where} is truncated (no safetensors header); save it again")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+            raise ModelFileError(
+                f"{where} declares a {n:,}-byte header in a {size:,}-byte file; it is corrupt"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{where} has an unreadable header ({exc}); it is corrupt") from exc
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{where} has a header that is not a JSON object; it is corrupt")
+    header.pop("__metadata__", None)
+    table, spans = {}, []
+    for name, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (
+                dtype in _ST_DTYPES
+                and all(isinstance(d, int) and d >= 0 for d in shape)
+                and isinstance(start, int)
+                and isinstance(end, int)
+            )
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelFileError(f"{where}: tensor {name!r} has a malformed header entry")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - start != numel * _ST_DTYPES[dtype]:
+            raise ModelFileError(
+                f"{where}: tensor {name!r} ({dtype}, shape {shape}) spans {end - start} bytes; "
+                "it is corrupt"
+            )
+        table[name] = {"dtype": dtype, "shape": list(shape)}
+        spans.append((start, end))
+    position = 0
+    for start, end in sorted(spans):
+        if start != position:
+            raise ModelFileError(f"{where}: tensor data overlaps or has gaps; it is corrupt")
+        position = end
+    if 8 + n + position != size:
+        raise ModelFileError(
+            f"{where}: header describes {position:,} bytes of tensors but the file holds "
+            f"{size - 8 - n:,}; it is truncated or corrupt"
+        )
+    return table
+
+
+# -- save -------------------------------------------------------------------------------
 
 
 def _state_dict_to_file(module, path: Path) -> None:
@@ -77,30 +417,10 @@ def _export_encoder(enc, folder: Path) -> dict | None:
 _TORCH_ATTRS = ("model_", "tokenizer_", "feature_extractor_", "device_")
 
 
-def save(model, path, *, overwrite: bool = False) -> Path:
-    """Save a fitted MultimodalClassifier / MultimodalRegressor to the folder ``path``.
-
-    Parameters
-    ----------
-    model : fitted estimator
-    path : str or path
-        Folder to create. An existing folder is refused unless ``overwrite=True``.
-    overwrite : bool, default=False
-
-    Returns
-    -------
-    Path of the folder.
-    """
+def _write(model, folder: Path) -> None:
+    """Write the model's files into the empty ``folder``, the manifest last."""
     import skops.io as sio
-    from sklearn.utils.validation import check_is_fitted
 
-    check_is_fitted(model, "fusion_")
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"'{path}' exists; pass overwrite=True or choose another path")
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
     manifest = {
         "format": FORMAT_VERSION,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -113,13 +433,13 @@ def save(model, path, *, overwrite: bool = False) -> Path:
     try:
         fusion = model.fusion_
         if getattr(fusion, "module_", None) is not None:
-            _state_dict_to_file(fusion.module_, path / "fusion.safetensors")
+            _state_dict_to_file(fusion.module_, folder / "fusion.safetensors")
             manifest["fusion_weights"] = "fusion.safetensors"
             detached.append((fusion, "module_", fusion.module_))
         if hasattr(fusion, "device_"):
             detached.append((fusion, "device_", fusion.device_))
         for name, enc in model.encoders_.items():
-            params = _export_encoder(enc, path / "encoders" / name)
+            params = _export_encoder(enc, folder / "encoders" / name)
             if params is not None:
                 manifest["encoders"][name] = {"folder": f"encoders/{name}", "params": params}
                 for attr in _TORCH_ATTRS:
@@ -127,12 +447,206 @@ def save(model, path, *, overwrite: bool = False) -> Path:
                         detached.append((enc, attr, getattr(enc, attr)))
         for obj, attr, _ in detached:
             delattr(obj, attr)
-        sio.dump(model, path / "model.skops")
+        sio.dump(model, folder / _MODEL)
     finally:
         for obj, attr, value in detached:
             setattr(obj, attr, value)
-    (path / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    files = _scan(folder, f"the new model folder '{folder}'", max_bytes=1 << 62)
+    unsafe = sorted(rel for rel in files if Path(rel).suffix not in SAFE_SUFFIXES)
+    if unsafe:
+        raise ModelFileError(
+            f"saving wrote files a model folder may not hold: {unsafe}; only "
+            f"{sorted(SAFE_SUFFIXES)} files are loadable safely"
+        )
+    manifest["files"] = {
+        rel: {"size": size, "sha256": _sha256(folder / rel)} for rel, size in sorted(files.items())
+    }
+    manifest["tensors"] = {
+        rel: _safetensors_header(folder / rel)
+        for rel in sorted(files)
+        if rel.endswith(".safetensors")
+    }
+    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to overwrite anything but a folder that holds a toolkit model and nothing else."""
+    why = None
+    if path.is_symlink():
+        why = "it is a symbolic link"
+    elif not path.is_dir():
+        why = "it is not a folder"
+    elif not (path / _MANIFEST).is_file() or (path / _MANIFEST).is_symlink():
+        why = f"it has no toolkit {_MANIFEST}"
+    if why is None:
+        try:
+            files = _scan(path, f"'{path}'", max_bytes=1 << 62)
+            manifest = _read_manifest(path, files)
+        except ModelFileError as exc:
+            why = f"it does not look like a saved toolkit model ({exc})"
+        else:
+            listed = set(manifest.get("files") or {}) | {_MANIFEST}
+            if not isinstance(manifest.get("files"), dict):  # format 1 wrote no file table
+                listed |= {
+                    f
+                    for f in files
+                    if f in (_MODEL, "fusion.safetensors") or f.startswith("encoders/")
+                }
+            foreign = sorted(set(files) - listed)
+            if foreign:
+                why = f"it holds files the toolkit did not write: {foreign[:10]}"
+    if why is not None:
+        raise FileExistsError(
+            f"refusing to overwrite '{path}': {why}. overwrite=True replaces only a folder "
+            "written by toolkit.save; move those files out or choose another path"
+        )
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    res = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if res == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process
+        return True
+    return True
+
+
+def _leftovers(path: Path, kind: str) -> list[Path]:
+    """Sibling folders an interrupted save of ``path`` left (``kind``: saving / replaced)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{kind}-(\d+)-[0-9a-f]{{32}}$")
+    if not path.parent.is_dir():
+        return []
+    out = []
+    for entry in path.parent.iterdir():
+        m = pattern.match(entry.name)
+        if m and entry.is_dir() and not entry.is_symlink():
+            out.append((int(m.group(1)), entry))
+    return [p for _, p in sorted(out, key=lambda t: t[1].stat().st_mtime, reverse=True)]
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporary folders of saves into ``path`` whose process has died."""
+    for kind in ("saving", "replaced"):
+        for folder in _leftovers(path, kind):
+            pid = int(folder.name.split("-")[-2])
+            if not _pid_alive(pid):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def save(model, path, *, overwrite: bool = False) -> Path:
+    """Save a fitted MultimodalClassifier / MultimodalRegressor to the folder ``path``.
+
+    Parameters
+    ----------
+    model : fitted estimator
+    path : str or path
+        Folder to create. An existing folder is refused unless ``overwrite=True``.
+    overwrite : bool, default=False
+        Replace an existing folder, but only one written by ``toolkit.save`` that holds no
+        other file; anything else is refused with the reason.
+
+    Returns
+    -------
+    Path of the folder.
+
+    Notes
+    -----
+    The write is atomic: the files go to a sibling temporary folder, are flushed to disk, and
+    the folder is then swapped into place; a crash leaves the old model or the new one.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(model, "fusion_")
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if cls not in _ESTIMATOR_TYPES:
+        raise TypeError(f"toolkit.save saves MultimodalClassifier / MultimodalRegressor, not {cls}")
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"'{path}' exists; pass overwrite=True or choose another path")
+        _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.saving-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        _step("folder")
+        _write(model, tmp)
+        _step("written")
+        _fsync_tree(tmp)
+        _step("flushed")
+        _into_place(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale(path)  # only once the new model is in place
     return path
+
+
+def _into_place(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+        _step("renamed")
+        return
+    if _exchange(tmp, path):
+        _fsync_dir(path.parent)
+        _step("exchanged")
+        shutil.rmtree(tmp)  # now the previous model
+        return
+    old = path.parent / f".{path.name}.replaced-{os.getpid()}-{uuid.uuid4().hex}"
+    os.rename(path, old)
+    _step("moved-old")
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+    _step("moved-new")
+    shutil.rmtree(old)
+
+
+# -- load -------------------------------------------------------------------------------
+
+
+def _read_manifest(path: Path, files: dict[str, int]) -> dict:
+    if _MANIFEST not in files:
+        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (no {_MANIFEST})")
+    where = f"manifest '{path / _MANIFEST}'"
+    if files[_MANIFEST] > MAX_MANIFEST_BYTES:
+        raise ModelFileError(
+            f"{where} is {files[_MANIFEST]:,} bytes, above the {MAX_MANIFEST_BYTES:,} limit"
+        )
+    try:
+        manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"{where} is not valid JSON ({exc}); the folder is damaged: save the model again"
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{where} is not a JSON object; the folder is damaged")
+    if not isinstance(manifest.get("format"), int) or manifest.get("class") not in _ESTIMATOR_TYPES:
+        raise ModelFileError(
+            f"{where} does not describe a toolkit model (format {manifest.get('format')!r}, "
+            f"class {manifest.get('class')!r})"
+        )
+    return manifest
 
 
 def _check_compatible(manifest: dict, path: Path) -> None:
@@ -140,72 +654,357 @@ def _check_compatible(manifest: dict, path: Path) -> None:
 
     fmt = manifest.get("format")
     if fmt != FORMAT_VERSION:
-        raise ValueError(
+        raise ModelFileError(
             f"model '{path}' uses save format {fmt!r}; this toolkit reads format {FORMAT_VERSION}. "
             "Load it with the toolkit version that saved it and re-save, or refit"
         )
     saved = (manifest.get("versions") or {}).get("multimodal-toolkit")
+    if not isinstance(saved, str | None):
+        raise ModelFileError(f"model '{path}': manifest 'versions' is malformed")
     if saved is not None and saved.split(".")[:2] != toolkit.__version__.split(".")[:2]:
-        raise ValueError(
+        raise ModelFileError(
             f"model '{path}' was saved by multimodal-toolkit {saved}; this is {toolkit.__version__} "
             "(a different minor version). Load it with the matching version, or refit"
         )
 
 
-def load(path, *, trusted=None):
-    """Load a model saved with :func:`save`.
+def _check_files(path: Path, manifest: dict, files: dict[str, int], verify: bool) -> None:
+    """The folder holds exactly the manifest's files, with their sizes (and hashes)."""
+    table = manifest.get("files")
+    if not isinstance(table, dict) or not isinstance(manifest.get("tensors"), dict):
+        raise ModelFileError(f"model '{path}': manifest has no file or tensor table")
+    for rel in table:
+        _inside(path, rel, f"model '{path}' manifest 'files'")
+    present = set(files) - {_MANIFEST}
+    extra, missing = sorted(present - set(table)), sorted(set(table) - present)
+    if extra:
+        raise ModelFileError(
+            f"model '{path}' holds files its manifest does not list: {extra[:10]}; remove them "
+            "(a saved model folder is written whole by toolkit.save)"
+        )
+    if missing:
+        raise ModelFileError(f"model '{path}' lacks files its manifest lists: {missing[:10]}")
+    unsafe = sorted(rel for rel in table if Path(rel).suffix not in SAFE_SUFFIXES)
+    if unsafe:
+        raise ModelFileError(
+            f"model '{path}' holds files that are not plain data: {unsafe[:10]}; only "
+            f"{sorted(SAFE_SUFFIXES)} files are read"
+        )
+    for rel, info in table.items():
+        if not isinstance(info, dict) or info.get("size") != files[rel]:
+            raise ModelFileError(
+                f"model '{path}': '{rel}' is {files[rel]:,} bytes but the manifest says "
+                f"{(info or {}).get('size')!r}; the file was changed or truncated"
+            )
+        if verify and info.get("sha256") != _sha256(path / rel):
+            raise ModelFileError(
+                f"model '{path}': '{rel}' does not match the SHA-256 in the manifest; the file "
+                "was changed after saving"
+            )
+    weights = {rel for rel in table if rel.endswith(".safetensors")}
+    if set(manifest["tensors"]) != weights:
+        raise ModelFileError(
+            f"model '{path}': the manifest's tensor table names {sorted(manifest['tensors'])}, "
+            f"the folder holds {sorted(weights)}"
+        )
+    for rel in sorted(weights):
+        found = _safetensors_header(path / rel, files[rel])
+        expected = manifest["tensors"][rel]
+        if found != expected:
+            diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))[
+                :5
+            ]
+            detail = [(k, expected.get(k), found.get(k)) for k in diff]
+            raise ModelFileError(
+                f"model '{path}': weights '{rel}' do not match the manifest (name, expected, "
+                f"found): {detail}"
+            )
+
+
+def _schema_names(schema, where: str) -> set[tuple[str, str]]:
+    """Every (node kind, dotted name) a skops schema references, walked without recursion."""
+    names = set()
+    stack = [(schema, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ModelFileError(f"{where}: the schema nests deeper than {MAX_SCHEMA_DEPTH}")
+        if isinstance(node, dict):
+            loader = node.get("__loader__")
+            if loader is not None:
+                if loader not in _DATA_LOADERS | _CODE_LOADERS:
+                    raise UntrustedTypeError(f"{where}: unknown skops node kind {loader!r}")
+                if loader != "CachedNode":
+                    module, cls = node.get("__module__"), node.get("__class__")
+                    if not isinstance(module, str) or not isinstance(cls, str):
+                        raise ModelFileError(f"{where}: a {loader} has no module or class name")
+                    name = f"{module}.{cls}"
+                    if loader == "MethodNode":
+                        name = f"{name}.{(node.get('content') or {}).get('func')}"
+                    names.add((loader, name))
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return names
+
+
+def _read_skops(file: Path, trusted: set[str], max_bytes: int):
+    import skops.io as sio
+    from skops.io._protocol import PROTOCOL
+
+    where = f"model file '{file}'"
+    data = file.read_bytes()
+    try:
+        import io
+
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise ModelFileError(
+                    f"{where} unpacks to {total:,} bytes, above max_bytes={max_bytes:,}"
+                )
+            odd = [i.filename for i in infos if "/" in i.filename or "\\" in i.filename]
+            if odd:
+                raise ModelFileError(f"{where} holds unexpected members {odd[:5]}")
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_SCHEMA_BYTES:
+                raise ModelFileError(
+                    f"{where}: schema.json is {info.file_size:,} bytes, above the "
+                    f"{MAX_SCHEMA_BYTES:,} limit"
+                )
+            schema = json.loads(zf.read(info).decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"{where} is not a readable skops archive ({type(exc).__name__}: {exc}); it is "
+            "corrupt or truncated: save the model again"
+        ) from exc
+    if not isinstance(schema, dict) or schema.get("protocol") != PROTOCOL:
+        raise ModelFileError(
+            f"{where} uses skops protocol {schema.get('protocol') if isinstance(schema, dict) else None!r}; "
+            f"this toolkit reads protocol {PROTOCOL}"
+        )
+    allowed = trusted_types()
+    refused, names = set(), set()
+    for loader, name in _schema_names(schema, where):
+        names.add(name)
+        if name in trusted:
+            continue
+        if loader in _CODE_LOADERS or name not in allowed:
+            refused.add(name)
+    if refused:
+        raise UntrustedTypeError(
+            f"model '{file.parent}' references types that are not trusted: {sorted(refused)}. "
+            "Nothing was loaded. If you trust this file, pass load(path, trusted=[...]) with "
+            "those exact names"
+        )
+    try:
+        return sio.loads(data, trusted=sorted(names))
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelFileError(
+            f"{where} could not be read ({type(exc).__name__}: {exc}); it is corrupt: save the "
+            "model again"
+        ) from exc
+
+
+def _restore_fusion(model, path: Path, manifest: dict) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from toolkit.fusion._gated_module import GatedUnit
+
+    rel = manifest["fusion_weights"]
+    file = _inside(path, rel, f"model '{path}' manifest 'fusion_weights'")
+    if rel not in manifest["tensors"]:
+        raise ModelFileError(f"model '{path}': fusion weights '{rel}' are not in the manifest")
+    fusion = model.fusion_
+    spec = getattr(fusion, "module_spec_", None)
+    try:
+        dims = [int(d) for d in spec["dims"]]
+        hidden, n_out, dropout = int(spec["hidden"]), int(spec["n_out"]), float(spec["dropout"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ModelFileError(
+            f"model '{path}': the gated network's description is malformed"
+        ) from exc
+    with torch.device("meta"):
+        expected = {
+            k: {"dtype": "F64", "shape": list(v.shape)}
+            for k, v in GatedUnit(dims, hidden, n_out, dropout).state_dict().items()
+        }
+    if manifest["tensors"][rel] != expected:
+        raise ModelFileError(
+            f"model '{path}': '{rel}' does not hold float64 weights of the gated network the "
+            f"model describes (modality widths {dims}, hidden size {hidden})"
+        )
+    module = GatedUnit(dims, hidden, n_out, dropout).to(torch.float64)
+    module.load_state_dict(load_file(str(file)), strict=True)
+    fusion.module_ = module.eval()
+    fusion.device_ = torch.device("cpu")
+
+
+def _check_factory(enc, name: str, path: Path) -> None:
+    """A torch encoder's architecture must be one the library lists publicly."""
+    backend, arch = getattr(enc, "backend", None), getattr(enc, "model", None)
+    if backend not in ("torchvision", "torchaudio", "monai"):
+        return
+    if backend == "torchvision":
+        import torchvision
+
+        public = set(torchvision.models.list_models())
+    elif backend == "torchaudio":
+        import torchaudio
+
+        public = set(getattr(torchaudio.models, "__all__", ()))
+    else:
+        from monai.networks import nets
+
+        public = set(getattr(nets, "__all__", ())) or {
+            n for n in dir(nets) if isinstance(getattr(nets, n), type)
+        }
+    if not isinstance(arch, str) or arch not in public:
+        raise UntrustedTypeError(
+            f"model '{path}': encoder '{name}' names architecture {arch!r}, which {backend} "
+            "does not list as a model"
+        )
+
+
+def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> None:
+    """A transformers / sentence-transformers folder: no custom code, bounded model size."""
+    what = f"model '{path}': encoder '{name}'"
+    modules = folder / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            types = {e["type"] for e in entries}
+            paths = [e.get("path", "") for e in entries]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFileError(f"{what}: modules.json is malformed ({exc})") from exc
+        odd = sorted(t for t in types if t not in _SENTENCE_MODULES)
+        if odd:
+            raise UntrustedTypeError(f"{what}: modules.json names untrusted modules {odd}")
+        for p in paths:
+            if p:
+                _inside(folder, p, f"{what} modules.json")
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{what}: config.json is not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict) or "auto_map" in cfg or cfg.get("trust_remote_code"):
+        raise UntrustedTypeError(
+            f"{what}: config.json asks for custom model code (auto_map); it is not run"
+        )
+    if "model_type" not in cfg:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        with torch.device("meta"):
+            meta = AutoModel.from_config(hf_config)
+    n_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
+    if n_bytes > max_bytes:
+        raise ModelFileError(
+            f"{what}: config.json describes a network of {n_bytes:,} bytes, above "
+            f"max_bytes={max_bytes:,}"
+        )
+
+
+def _restore_encoders(model, path: Path, manifest: dict, max_bytes: int) -> None:
+    entries = manifest.get("encoders") or {}
+    if not isinstance(entries, dict):
+        raise ModelFileError(f"model '{path}': manifest 'encoders' is malformed")
+    for name, entry in entries.items():
+        if name not in model.encoders_:
+            raise ModelFileError(f"model '{path}': manifest names unknown modality {name!r}")
+        enc = model.encoders_[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+            raise ModelFileError(f"model '{path}': manifest entry of encoder {name!r} is malformed")
+        folder = _inside(path, entry.get("folder"), f"model '{path}' encoder '{name}' folder")
+        odd = sorted(set(entry["params"]) - _ENCODER_PARAMS)
+        if odd:
+            raise ModelFileError(
+                f"model '{path}': manifest sets parameters {odd} of encoder '{name}'; only "
+                f"{sorted(_ENCODER_PARAMS)} can point at saved files"
+            )
+        _check_factory(enc, name, path)
+        if getattr(enc, "backend", None) in ("transformers", "sentence-transformers"):
+            _check_hf_folder(folder, name, path, max_bytes)
+        for param, rel in entry["params"].items():
+            target = _inside(folder, rel, f"model '{path}' encoder '{name}' {param}")
+            setattr(enc, param, str(target))
+        enc.device = "cpu"
+        enc._fit(None)
+
+
+def _locate(path: Path) -> Path:
+    """``path``, or the previous model an interrupted save left beside it (with a warning)."""
+    if path.exists() or path.is_symlink():
+        return path
+    for old in _leftovers(path, "replaced"):
+        if (old / _MANIFEST).is_file():
+            warnings.warn(
+                f"'{path}' is missing: a save into it was interrupted; loading the previous "
+                f"model from '{old}'. Rename that folder to '{path}' to keep it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return old
+    raise FileNotFoundError(f"'{path}' is not a saved toolkit model (it does not exist)")
+
+
+def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool = True):
+    """Load a model saved with :func:`save`, running no code the file chose.
 
     Parameters
     ----------
     path : str or path
     trusted : list of str, optional
-        Extra fully-qualified type names to trust. The toolkit's own classes are trusted;
-        any other type the file references (beyond scikit-learn's and numpy's, which
-        skops trusts) is refused unless named here.
+        Extra exact dotted names (types or functions) to trust. Without it, only
+        :func:`trusted_types` are constructed; anything else is refused with
+        :class:`UntrustedTypeError` naming it, before anything is built.
+    max_bytes : int, default=DEFAULT_MAX_BYTES (8 GiB)
+        Largest folder, unpacked ``model.skops`` and described network accepted.
+    verify : bool, default=True
+        Check every file's SHA-256 against the manifest (reads each file once more; about
+        1 s per GB). Sizes, the file list and every weight header are checked regardless.
 
     Returns
     -------
     The fitted estimator, with its torch parts restored (on CPU).
     """
-    import skops.io as sio
-
-    path = Path(path)
-    if not (path / _MANIFEST).is_file() or not (path / "model.skops").is_file():
-        raise FileNotFoundError(
-            f"'{path}' is not a saved toolkit model (no {_MANIFEST} / model.skops)"
-        )
-    manifest = json.loads((path / _MANIFEST).read_text())
+    if trusted is not None:
+        if isinstance(trusted, str) or not all(
+            isinstance(t, str) and _DOTTED.match(t) for t in trusted
+        ):
+            raise TypeError(
+                f"trusted must be a list of exact dotted names such as "
+                f"'mypackage.module.Class', got {trusted!r}"
+            )
+    path = _locate(Path(path))
+    if path.is_symlink():
+        raise ModelFileError(f"'{path}' is a symbolic link; load the real folder it points to")
+    if not path.is_dir():
+        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (not a folder)")
+    files = _scan(path, f"model '{path}'", max_bytes)
+    manifest = _read_manifest(path, files)
     _check_compatible(manifest, path)
-    data = (path / "model.skops").read_bytes()
-    untrusted = set(sio.get_untrusted_types(data=data))
-    own = {t for t in untrusted if t.startswith("toolkit.") and "." in t[len("toolkit.") :]}
-    allowed = own | (_SAFE_EXTRA_TYPES & untrusted) | set(trusted or ())
-    refused = sorted(untrusted - allowed)
-    if refused:
-        raise UntrustedTypeError(
-            f"model '{path}' references types that are not trusted: {refused}. If you trust "
-            "this file, pass load(path, trusted=[...]) with those names"
-        )
-    model = sio.loads(data, trusted=sorted(allowed))
+    _check_files(path, manifest, files, verify)
+    if _MODEL not in files:
+        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (no {_MODEL})")
+    model = _read_skops(path / _MODEL, set(trusted or ()), max_bytes)
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if cls != manifest["class"]:
+        raise ModelFileError(f"model '{path}': manifest says {manifest['class']}, file holds {cls}")
+    if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
+        raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
     if manifest.get("fusion_weights"):
-        import torch
-        from safetensors.torch import load_file
-
-        from toolkit.fusion._gated_module import GatedUnit
-
-        fusion = model.fusion_
-        spec = fusion.module_spec_
-        module = GatedUnit(spec["dims"], spec["hidden"], spec["n_out"], spec["dropout"]).to(
-            torch.float64
-        )
-        module.load_state_dict(load_file(str(path / manifest["fusion_weights"])))
-        fusion.module_ = module.eval()
-        fusion.device_ = torch.device("cpu")
-    for name, entry in manifest.get("encoders", {}).items():
-        enc = model.encoders_[name]
-        folder = path / entry["folder"]
-        for param, rel in entry["params"].items():
-            setattr(enc, param, str((folder / rel).resolve()))
-        enc.device = "cpu"
-        enc._fit(None)
+        _restore_fusion(model, path, manifest)
+    elif getattr(model.fusion_, "module_spec_", None) is not None:
+        raise ModelFileError(f"model '{path}': the gated network's weights are not in the folder")
+    _restore_encoders(model, path, manifest, max_bytes)
     return model
