@@ -120,3 +120,29 @@ def test_torchaudio_backend_with_state_dict(tmp_path):
 def test_torchaudio_backend_unknown_model():
     with pytest.raises(ValueError, match="torchaudio.models factory name"):
         AudioEncoder(backend="torchaudio", model="nope", weights="x.pt").fit([_tone(100)])
+
+
+def test_max_seconds_is_validated_and_passed_to_the_reader(tmp_path):
+    import soundfile as sf
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="max_seconds"):
+        AudioEncoder(max_seconds=0).fit([_tone(200)])
+    with pytest.raises(InvalidParameterError, match="sample_rate"):
+        AudioEncoder(sample_rate=1_000_000).fit([_tone(200)])
+    path = tmp_path / "two_seconds.wav"
+    sf.write(path, _tone(200, seconds=2.0)[0], 8000)
+    with pytest.raises(ReadError, match=r"row 0 of the column: .*max_seconds=1\.5 s limit"):
+        AudioEncoder(max_seconds=1.5).fit_transform([str(path)])
+    assert AudioEncoder(max_seconds=2.5).fit_transform([str(path)]).shape == (1, 131)
+
+
+def test_awkward_rate_clips_are_encoded_like_nearby_rates():
+    # 44,101 Hz has gcd 1 with 16,000 Hz: resampling uses bounded factors, and the
+    # statistics agree with those of the same tone at 44,100 Hz.
+    enc = AudioEncoder().fit([_tone(200)])
+    awkward, common = enc.transform([_tone(200, sr=44_101), _tone(200, sr=44_100)])
+    names = list(enc.get_feature_names_out())
+    i = names.index("pitch_mean_log2")
+    assert awkward[i] == pytest.approx(common[i], abs=0.01)
+    np.testing.assert_allclose(awkward[:60], common[:60], atol=0.05)

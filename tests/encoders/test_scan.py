@@ -84,3 +84,17 @@ def test_monai_densenet_backend_with_state_dict(tmp_path):
 def test_monai_backend_unknown_network(tmp_path):
     with pytest.raises(ValueError, match="unknown MONAI network 'NotANet'"):
         ScanEncoder(backend="monai", model="NotANet", weights=tmp_path / "w.pt").fit([_volume(1)])
+
+
+def test_max_voxels_is_validated_and_passed_to_the_reader(tmp_path):
+    import nibabel as nib
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="max_voxels"):
+        ScanEncoder(max_voxels=0).fit([_volume(1)])
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(_volume(1, size=12).astype(np.float32), np.eye(4)), path)
+    with pytest.raises(ReadError, match=r"row 0 of the column: .*1,728 voxels \(from its header\)"):
+        ScanEncoder(spatial_size=(8, 8, 8), max_voxels=1000).fit_transform([str(path)])
+    block = ScanEncoder(spatial_size=(8, 8, 8), max_voxels=1728).fit_transform([str(path)])
+    assert block.shape == (1, 32 + 11 + 13 + 64) and np.isfinite(block).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights
 from toolkit.encoders.base import BaseEncoder
 from toolkit.encoders.text import _check_model_location
-from toolkit.io.audio import read_audio
+from toolkit.io.audio import MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
 _PROSODY = [
     "log_duration", "energy_mean_db", "energy_std_db", "energy_range_db", "voiced_ratio",
@@ -114,13 +114,18 @@ class AudioEncoder(BaseEncoder):
         Keyword arguments of the torchaudio model factory (e.g. a small configuration
         of ``wav2vec2_model``).
     sample_rate : int, default=16000
-        Clips are resampled to this rate (pretrained backends use their model's rate).
+        Clips are resampled to this rate (pretrained backends use their model's rate), at
+        most 768,000 (``toolkit.io.audio.MAX_SAMPLE_RATE``).
     n_mfcc : int, default=20
     n_segments : int, default=3
     batch_size : int, default=32
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
+    max_seconds : float, default=3600.0
+        Longest clip accepted (``toolkit.io.audio.MAX_SECONDS``); a file's duration is read
+        from its header and longer clips are refused before decoding (a ``ReadError``:
+        with ``on_error="missing"`` the row is marked missing).
 
     Attributes
     ----------
@@ -143,10 +148,11 @@ class AudioEncoder(BaseEncoder):
         "model": [str, Path, None],
         "weights": [str, Path, None],
         "model_kwargs": [dict, None],
-        "sample_rate": [Interval(Integral, 1000, None, closed="left")],
+        "sample_rate": [Interval(Integral, 1000, MAX_SAMPLE_RATE, closed="both")],
         "n_mfcc": [Interval(Integral, 2, 128, closed="both")],
         "n_segments": [Interval(Integral, 1, 20, closed="both")],
         "device": [str, None],
+        "max_seconds": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -162,6 +168,7 @@ class AudioEncoder(BaseEncoder):
         device="auto",
         on_error="raise",
         progress=True,
+        max_seconds=MAX_SECONDS,
     ):
         self.backend = backend
         self.model = model
@@ -174,6 +181,7 @@ class AudioEncoder(BaseEncoder):
         self.device = device
         self.on_error = on_error
         self.progress = progress
+        self.max_seconds = max_seconds
 
     def _feature_prefix(self) -> str:
         return "audio_stat" if self.backend == "mfcc" else "audio_emb"
@@ -192,7 +200,7 @@ class AudioEncoder(BaseEncoder):
         return getattr(self, "rate_", self.sample_rate)
 
     def _read(self, item):
-        return read_audio(item, sample_rate=self._target_rate())
+        return read_audio(item, sample_rate=self._target_rate(), max_seconds=self.max_seconds)
 
     def _fit(self, decoded) -> None:
         import torch

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder
-from toolkit.io.image import read_image
+from toolkit.io.image import MAX_PIXELS, read_image
 
 _WORK = 64  # working resolution of the descriptors
 
@@ -95,6 +95,10 @@ class ImageEncoder(BaseEncoder):
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
+    max_pixels : int, default=50_000_000
+        Largest image accepted, height x width (``toolkit.io.image.MAX_PIXELS``), checked
+        before decoding files and before converting arrays (a ``ReadError``: with
+        ``on_error="missing"`` the row is marked missing).
 
     Attributes
     ----------
@@ -122,6 +126,7 @@ class ImageEncoder(BaseEncoder):
         "input_size": [Interval(Integral, 8, None, closed="left")],
         "value_range": [tuple, list, None],
         "device": [str, None],
+        "max_pixels": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -139,6 +144,7 @@ class ImageEncoder(BaseEncoder):
         device="auto",
         on_error="raise",
         progress=True,
+        max_pixels=MAX_PIXELS,
     ):
         self.backend = backend
         self.model = model
@@ -153,12 +159,13 @@ class ImageEncoder(BaseEncoder):
         self.device = device
         self.on_error = on_error
         self.progress = progress
+        self.max_pixels = max_pixels
 
     def _feature_prefix(self) -> str:
         return "image_desc" if self.backend == "descriptors" else "image_emb"
 
     def _read(self, item):
-        return read_image(item, value_range=self.value_range)
+        return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
     def _fit(self, decoded) -> None:
         if self.backend == "descriptors":

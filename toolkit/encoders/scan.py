@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder
-from toolkit.io.scan import _quiet_monai, read_scan
+from toolkit.io.scan import MAX_VOXELS, _quiet_monai, read_scan
 
 _FIRST_ORDER = [
     "mean",
@@ -121,6 +121,10 @@ class ScanEncoder(BaseEncoder):
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
+    max_voxels : int, default=1024**3
+        Largest volume accepted (``toolkit.io.scan.MAX_VOXELS``), read from the NIfTI or
+        DICOM header and checked before decoding (a ``ReadError``: with
+        ``on_error="missing"`` the row is marked missing).
 
     Attributes
     ----------
@@ -148,6 +152,7 @@ class ScanEncoder(BaseEncoder):
         "hist_bins": [Interval(Integral, 2, 1024, closed="both")],
         "grid": [Interval(Integral, 1, 32, closed="both")],
         "device": [str, None],
+        "max_voxels": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -165,6 +170,7 @@ class ScanEncoder(BaseEncoder):
         device="auto",
         on_error="raise",
         progress=True,
+        max_voxels=MAX_VOXELS,
     ):
         self.backend = backend
         self.model = model
@@ -179,6 +185,7 @@ class ScanEncoder(BaseEncoder):
         self.device = device
         self.on_error = on_error
         self.progress = progress
+        self.max_voxels = max_voxels
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         if self.backend != "statistics":
@@ -194,6 +201,7 @@ class ScanEncoder(BaseEncoder):
         on_device = self.backend == "monai"
         return read_scan(
             item,
+            max_voxels=self.max_voxels,
             spatial_size=tuple(self.spatial_size),
             pixdim=self.pixdim,
             orientation=self.orientation,
