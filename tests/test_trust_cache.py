@@ -260,6 +260,9 @@ def test_sample_bytes_sets_what_the_sampled_hash_reads(tmp_path):
     assert fingerprint_path(item)[1][-1] != default[1][-1]
     _rewrite_keeping_stat(item, 50)
     assert fingerprint_path(item, sample_bytes=4)[1][-1] != small[1][-1]
+    assert EmbeddingCache(tmp_path).sample_bytes == 64 * KIB
+    with pytest.raises(ValueError, match="sample_bytes must be a positive integer, got 0"):
+        fingerprint_path(item, sample_bytes=0)
 
 
 def test_symlink_loops_fifos_and_text_items_are_not_walked_or_opened(tmp_path):
@@ -657,3 +660,22 @@ def test_partition_function_called_directly_keeps_a_valid_shard(tmp_path):
     assert again == rec and BytesEncoder.reads == 0
     other = encode_partition(frame.iloc[::-1], MODS, frame["rid"][::-1], tmp_path, 3)
     assert other["recomputed"].startswith("its fingerprint differs") and BytesEncoder.reads == 4
+
+
+def test_manifest_folder_items_are_limited_and_keyed_on_their_files(tmp_path):
+    folders = _series(tmp_path / "data", n=3)
+    frame = pd.DataFrame({"ct": [str(f) for f in folders]}, index=["p1", "p2", "p3"])
+    mods = [("ct", BytesEncoder(), "ct")]
+    with pytest.raises(ValueError, match=r"row 'p1' of column 'ct': folder .* max_folder_files=2"):
+        encode_manifest(frame, mods, tmp_path / "emb", max_folder_files=2)
+    with pytest.raises(ValueError, match="max_folder_files must be a positive integer, got -5"):
+        encode_manifest(frame, mods, tmp_path / "emb", max_folder_files=-5)
+    encode_manifest(frame, mods, tmp_path / "emb", partition_size=1, max_folder_files=3)
+    _rewrite_keeping_stat(folders[2] / "slice0.dcm", 0)
+    BytesEncoder.reads = 0
+    with pytest.warns(CacheShardWarning, match="part-00002.npz' was encoded again"):
+        encode_manifest(frame, mods, tmp_path / "emb", partition_size=1, max_folder_files=3)
+    assert BytesEncoder.reads == 1
+    emb, ids = load_embeddings(tmp_path / "emb")
+    np.testing.assert_array_equal(emb.blocks["ct"], _expected(folders))
+    assert ids.tolist() == ["p1", "p2", "p3"]

@@ -135,10 +135,16 @@ def check_fingerprint(fingerprint) -> str:
     return fingerprint
 
 
+def check_limit(name: str, value) -> int:
+    """Return ``value`` if it is a positive integer (not a bool), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def _check_limits(sample_bytes, max_folder_files) -> None:
-    for name, value in (("sample_bytes", sample_bytes), ("max_folder_files", max_folder_files)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_limit("sample_bytes", sample_bytes)
+    check_limit("max_folder_files", max_folder_files)
 
 
 # -- fingerprints ---------------------------------------------------------------------------
@@ -196,9 +202,9 @@ def _folder_files(root: Path, max_files: int) -> list[tuple[str, Path]]:
                 if len(found) > max_files:
                     raise ValueError(
                         f"folder '{root}' holds more than max_folder_files={max_files} files; "
-                        "the cache fingerprints every file inside a folder. Point the column "
-                        "at a smaller folder, or raise the limit (EmbeddingCache(..., "
-                        "max_folder_files=N))"
+                        "every file inside a folder is fingerprinted. Point the column at a "
+                        "smaller folder, or raise the limit with max_folder_files=N (an "
+                        "argument of EmbeddingCache and encode_manifest)"
                     )
     return sorted(found)
 

@@ -51,6 +51,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from toolkit.cache import MAX_FOLDER_FILES
+
 #: Format of the ``index.json`` written by :func:`encode_manifest`.
 INDEX_VERSION = 2
 
@@ -163,7 +165,7 @@ def _job_identity(modalities, ids: np.ndarray, partition_size: int, fingerprint:
     }
 
 
-def _cells_key(frame: pd.DataFrame, enc, cols, fingerprint: str) -> str:
+def _cells_key(frame: pd.DataFrame, enc, cols, fingerprint: str, max_folder_files: int) -> str:
     """Content key of one modality's cells in a partition (files by content fingerprint)."""
     import joblib
 
@@ -175,16 +177,23 @@ def _cells_key(frame: pd.DataFrame, enc, cols, fingerprint: str) -> str:
     keys = []
     for label, item in zip(frame.index, frame[cols], strict=True):
         try:
-            keys.append(item_key(item, fingerprint=fingerprint, reads_paths=paths))
+            keys.append(
+                item_key(
+                    item,
+                    fingerprint=fingerprint,
+                    reads_paths=paths,
+                    max_folder_files=max_folder_files,
+                )
+            )
         except ValueError as exc:
             raise ValueError(f"row {label!r} of column {cols!r}: {exc}") from exc
     return joblib.hash(keys)
 
 
-def _partition_fingerprint(frame, modalities, rid: np.ndarray, encoders: dict, fingerprint):
+def _partition_fingerprint(frame, modalities, rid, encoders: dict, fingerprint, max_files):
     import joblib
 
-    cells = [_cells_key(frame, enc, cols, fingerprint) for _, enc, cols in modalities]
+    cells = [_cells_key(frame, enc, cols, fingerprint, max_files) for _, enc, cols in modalities]
     return joblib.hash((encoders, fingerprint, rid, cells))
 
 
@@ -249,6 +258,7 @@ def encode_partition(
     *,
     fingerprint: str = "sampled",
     encoders: dict | None = None,
+    max_folder_files: int = MAX_FOLDER_FILES,
 ) -> dict:
     """Encode one partition's rows and write ``part-NNNNN.npz`` atomically.
 
@@ -271,15 +281,18 @@ def encode_partition(
         How files are keyed (see :mod:`toolkit.cache`).
     encoders : dict, optional
         Each modality's encoder identity, as :func:`encode_manifest` computes it once.
+    max_folder_files : int, default=MAX_FOLDER_FILES (100,000)
+        Most files inside one folder item (see :mod:`toolkit.cache`).
 
     Returns
     -------
     dict with ``name``, ``n_rows``, ``fingerprint``, ``widths`` and ``recomputed`` (why an
     existing shard was encoded again, else None).
     """
-    from toolkit.cache import check_fingerprint
+    from toolkit.cache import check_fingerprint, check_limit
 
     check_fingerprint(fingerprint)
+    check_limit("max_folder_files", max_folder_files)
     out_dir = Path(out_dir)
     names = [m for m, _, _ in modalities]
     rid = _normalise_ids(row_ids)
@@ -287,7 +300,7 @@ def encode_partition(
         raise ValueError(f"partition {part}: {len(rid)} row ids for {len(frame)} rows")
     if encoders is None:
         encoders = {m: _encoder_identity(e, fingerprint) for m, e, _ in modalities}
-    pfp = _partition_fingerprint(frame, modalities, rid, encoders, fingerprint)
+    pfp = _partition_fingerprint(frame, modalities, rid, encoders, fingerprint, max_folder_files)
     name = f"part-{part:05d}.npz"
     target = out_dir / name
     record = {"name": name, "n_rows": int(len(rid)), "fingerprint": pfp, "recomputed": None}
@@ -372,15 +385,16 @@ def _difference(part: str, old, new) -> str:
 
 
 def _check_same_job(out_dir: Path, identity: dict) -> None:
-    """Refuse a folder holding shards of another job; allow an empty one or the same job."""
-    if not (out_dir / "index.json").exists():
-        shards = sorted(p.name for p in out_dir.glob("part-*.npz"))
-        if shards:
-            raise ValueError(
-                f"'{out_dir}' holds shards {shards[:3]} but no index.json, so what they hold "
-                "cannot be checked; write into another folder (or delete those shards)"
-            )
+    """Refuse a folder holding shards of another job; allow one without shards (an index
+    left by a run that failed before writing any is replaced) or the same job."""
+    shards = sorted(p.name for p in out_dir.glob("part-*.npz"))
+    if not shards:
         return
+    if not (out_dir / "index.json").exists():
+        raise ValueError(
+            f"'{out_dir}' holds shards {shards[:3]} but no index.json, so what they hold "
+            "cannot be checked; write into another folder (or delete those shards)"
+        )
     index = _read_index(out_dir)
     stored = index.get("identity")
     stored = stored if isinstance(stored, dict) else {}
@@ -402,6 +416,7 @@ def encode_manifest(
     partition_size: int = 500,
     id_column=None,
     fingerprint: str = "sampled",
+    max_folder_files: int = MAX_FOLDER_FILES,
 ):
     """Encode every row of ``frame`` into embedding shards under ``out_dir``.
 
@@ -426,6 +441,9 @@ def encode_manifest(
     fingerprint : {"sampled", "full"}, default="sampled"
         How input files and weights are keyed when deciding whether an existing shard is
         current (cost: see :mod:`toolkit.cache`).
+    max_folder_files : int, default=MAX_FOLDER_FILES (100,000)
+        Most files inside one folder item (a DICOM series); a folder holding more is
+        refused with an error naming its row and column.
 
     Returns
     -------
@@ -433,9 +451,10 @@ def encode_manifest(
     """
     import joblib
 
-    from toolkit.cache import CacheShardWarning, check_fingerprint
+    from toolkit.cache import CacheShardWarning, check_fingerprint, check_limit
 
     check_fingerprint(fingerprint)
+    check_limit("max_folder_files", max_folder_files)
     if isinstance(partition_size, bool) or not isinstance(partition_size, numbers.Integral):
         raise ValueError(f"partition_size must be a positive integer, got {partition_size!r}")
     if partition_size < 1:
@@ -467,7 +486,11 @@ def encode_manifest(
         (p, frame.iloc[s : s + partition_size], ids[s : s + partition_size])
         for p, s in enumerate(range(0, len(frame), partition_size))
     ]
-    options = {"fingerprint": fingerprint, "encoders": encoders}
+    options = {
+        "fingerprint": fingerprint,
+        "encoders": encoders,
+        "max_folder_files": max_folder_files,
+    }
     if client is None:
         records = [
             encode_partition(df, modalities, rid, out_dir, p, **options) for p, df, rid in parts
