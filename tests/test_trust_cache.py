@@ -369,6 +369,10 @@ def _corrupt(shard: Path, kind: str) -> None:
         with zipfile.ZipFile(shard, "w") as zf:
             zf.writestr("keys.npy", _npy_member(keys))
             zf.writestr("values.npy", lie.getvalue())
+    elif kind == "duplicate members":  # a second values.npy that a naive reader would take
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            with zipfile.ZipFile(shard, "a") as zf:
+                zf.writestr("values.npy", _npy_member(np.zeros_like(values)))
     elif kind == "fifo":
         shard.unlink()
         os.mkfifo(shard)
@@ -386,6 +390,7 @@ KINDS = [
     "compressed",
     "extra member",
     "header lies",
+    "duplicate members",
     "fifo",
 ]
 
@@ -579,6 +584,8 @@ def test_folder_whose_shards_cannot_be_checked_is_refused(tmp_path, state, messa
         ("non-finite", r"part-00000.npz' does not match .*block 'bytes' holds non-finite"),
         ("incomplete", r"the encoding did not finish; re-run encode_manifest"),
         ("escaping name", r"is malformed .*not a plain .npz file name"),
+        ("no partitions", r"is malformed \(a field has the wrong type"),
+        ("missing field", r"is malformed \(missing 'widths'\)"),
     ],
 )
 def test_load_embeddings_refuses_shards_that_do_not_match_the_index(tmp_path, tamper, message):
@@ -597,6 +604,11 @@ def test_load_embeddings_refuses_shards_that_do_not_match_the_index(tmp_path, ta
         np.savez(out / "part-00000.npz", **arrays)
     elif tamper == "incomplete":
         (out / "index.json").write_text(json.dumps({**index, "complete": False}))
+    elif tamper == "no partitions":
+        (out / "index.json").write_text(json.dumps({**index, "partitions": []}))
+    elif tamper == "missing field":
+        del index["widths"]
+        (out / "index.json").write_text(json.dumps(index))
     else:
         index["partitions"][0]["name"] = "../part-00000.npz"
         (out / "index.json").write_text(json.dumps(index))

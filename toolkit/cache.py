@@ -367,6 +367,9 @@ def read_npz(path, *, what: str = "shard") -> dict[str, np.ndarray]:
             raise ValueError("it is not a regular file")
         arrays = {}
         with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if len(set(names)) != len(names):
+                raise ValueError("it holds duplicate members")
             for info in zf.infolist():
                 if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
                     raise ValueError(f"member '{info.filename}' is not an uncompressed .npy")

@@ -545,6 +545,7 @@ def _index_fields(index: dict, path: Path):
         partitions = index["partitions"]
         ok = (
             isinstance(names, list)
+            and names
             and all(isinstance(m, str) for m in names)
             and isinstance(widths, dict)
             and set(widths) == set(names)
@@ -552,6 +553,7 @@ def _index_fields(index: dict, path: Path):
             and isinstance(identity["rows"]["id_dtype"], str)
             and isinstance(index["n_rows"], int)
             and isinstance(partitions, list)
+            and partitions
             and all(
                 isinstance(p["name"], str)
                 and Path(p["name"]).name == p["name"]
