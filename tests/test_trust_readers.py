@@ -196,7 +196,7 @@ def test_audio_encoder_max_seconds_marks_long_clip_missing(tmp_path):
 
 def test_multichannel_file_is_mixed_down_blockwise(tmp_path):
     path = tmp_path / "quad.wav"
-    frames = 70_000  # more than one decoding block
+    frames = 70_000  # more than one decoding block (2**18 samples over 4 channels)
     data = np.stack([np.full(frames, v, np.float32) for v in (0.1, 0.2, 0.3, 0.4)], axis=1)
     sf.write(path, data, 8000, subtype="FLOAT")
     wave, _ = read_audio(path)
@@ -602,3 +602,13 @@ def test_mmsa_refused_class_names_the_file(tmp_path):
         pickle.dump({"train": os.system}, fh)
     with pytest.raises(pickle.UnpicklingError, match=r"evil\.pkl': refusing to load 'posix"):
         load_mmsa_features(path)
+
+
+def test_fifo_as_the_data_half_of_a_nifti_pair_is_refused(tmp_path, deadline):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Pair(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "pair.hdr")
+    (tmp_path / "pair.img").unlink()
+    os.mkfifo(tmp_path / "pair.img")
+    with pytest.raises(ReadError, match=r"pair\.img' is a FIFO"):
+        read_scan(tmp_path / "pair.hdr")

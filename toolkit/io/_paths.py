@@ -87,8 +87,3 @@ def check_path(path: Path, what: str, *, allow_dir: bool = False) -> os.stat_res
     if st.st_size == 0:
         raise ReadError(f"{what} file '{path}' is empty (0 bytes); re-export or remove it")
     return st
-
-
-def check_exists(path: Path, what: str) -> None:
-    """Shorthand for :func:`check_path` with folders allowed (the caller decides)."""
-    check_path(path, what, allow_dir=True)

@@ -46,7 +46,7 @@ MAX_RESAMPLE_FACTOR = 1024
 #: Most channels a 2-D waveform array may have; it is how the channel axis is recognised.
 ARRAY_MAX_CHANNELS = 32
 
-_BLOCK_FRAMES = 1 << 16
+_BLOCK_SAMPLES = 1 << 18  # samples (frames x channels) decoded at a time
 _MAX_RATE_ERROR = 1e-3
 
 
@@ -141,7 +141,8 @@ def _decode_file(path, what: str, max_seconds: float, max_sample_rate: int):
     chunks, total = [], 0
     try:
         with sf.SoundFile(str(path)) as fh:
-            for block in fh.blocks(blocksize=_BLOCK_FRAMES, dtype=dtype, always_2d=True):
+            blocksize = max(1, _BLOCK_SAMPLES // max(fh.channels, 1))
+            for block in fh.blocks(blocksize=blocksize, dtype=dtype, always_2d=True):
                 total += len(block)
                 if total > limit:
                     raise ReadError(

@@ -38,6 +38,7 @@ _DEFER_SIZE = "1 MB"
 _F32_MAX = float(np.finfo(np.float32).max)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
+_PAIRED = {".hdr": ".img", ".img": ".hdr"}
 
 
 @contextlib.contextmanager
@@ -225,6 +226,11 @@ def _load(item: Any, max_voxels: int):
         else:
             reader, kind = "PydicomReader", "DICOM file"
         what = f"{kind} '{path}'"
+        if path.suffix.lower() in _PAIRED:
+            # Analyze/NIfTI pairs: the data lives in the companion file, opened on decoding.
+            companion = path.with_suffix(_PAIRED[path.suffix.lower()])
+            if os.path.lexists(companion):
+                check_path(companion, "scan")
         wide = not path.is_dir() and _check_header(
             path, reader == "NibabelReader", what, max_voxels
         )
