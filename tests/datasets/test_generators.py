@@ -126,5 +126,66 @@ def test_manifest_reports_missing_files(tmp_path):
 def test_generator_argument_errors():
     with pytest.raises(ValueError, match="informative must be a non-empty subset"):
         make_sentiment_clips(10, informative=("smell",))
-    with pytest.raises(ValueError, match="prevalence must be in"):
+    with pytest.raises(
+        ValueError, match=r"prevalence must be a finite number in \(0, 1\), got 1.5"
+    ):
         make_clinical_cohort(10, prevalence=1.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"n_samples": 0}, ValueError, r"n_samples must be an integer >= 1, got 0"),
+        ({"n_samples": -5}, ValueError, r"n_samples must be an integer >= 1, got -5"),
+        ({"n_samples": 10.0}, TypeError, r"n_samples must be an integer >= 1, got 10.0 \(float\)"),
+        ({"n_samples": True}, TypeError, r"n_samples must be an integer >= 1, got True \(bool\)"),
+        ({"sample_rate": -8000}, ValueError, r"sample_rate must be an integer >= 1, got -8000"),
+        ({"duration": -0.6}, ValueError, r"duration must be a finite number > 0, got -0.6"),
+        ({"duration": 0}, ValueError, r"duration must be a finite number > 0, got 0"),
+        ({"duration": 1e-5}, ValueError, r"duration must give at least one sample at sample_rate"),
+        ({"image_size": 0}, ValueError, r"image_size must be an integer >= 8, got 0"),
+        ({"noise": -1}, ValueError, r"noise must be a finite number >= 0, got -1"),
+        (
+            {"missing_rate": 1.5},
+            ValueError,
+            r"missing_rate must be a finite number in \[0, 1\], got 1.5",
+        ),
+        ({"text_strength": float("nan")}, ValueError, r"text_strength must be a finite number"),
+    ],
+)
+def test_sentiment_negative_lengths_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_sentiment_clips(**{"n_samples": 4, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"n_samples": -1}, ValueError, r"n_samples must be an integer >= 2, got -1"),
+        ({"n_samples": 1}, ValueError, r"n_samples must be an integer >= 2, got 1"),
+        ({"scan_size": -32}, ValueError, r"scan_size must be an integer >= 8, got -32"),
+        ({"scan_size": 16.5}, TypeError, r"scan_size must be an integer >= 8, got 16.5"),
+        ({"xray_size": 0, "include_xray": True}, ValueError, r"xray_size must be an integer >= 8"),
+        (
+            {"visits_per_patient": 0.5},
+            ValueError,
+            r"visits_per_patient must be a finite number in \[1, 3\], got 0.5",
+        ),
+        ({"strength": -1.0}, ValueError, r"strength must be a finite number >= 0, got -1.0"),
+        ({"include_xray": 1}, TypeError, r"include_xray must be True or False, got 1"),
+        (
+            {"prevalence": True},
+            TypeError,
+            r"prevalence must be a number in \(0, 1\), got True \(bool\)",
+        ),
+    ],
+)
+def test_clinical_negative_lengths_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_clinical_cohort(**{"n_samples": 4, "scan_size": 8, **kwargs})
+
+
+def test_informative_may_be_one_name():
+    data = make_sentiment_clips(4, informative="face", random_state=0)
+    assert data.informative == ["face"]
+    assert (data.frame["signal_text"] == 0).all() and (data.frame["signal_face"] != 0).all()

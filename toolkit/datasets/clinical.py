@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import data_card
+from toolkit.datasets._common import check_float, check_int, data_card
 
 MODALITIES = ("clinical", "note", "scan", "xray")
 FINDINGS = [
@@ -116,8 +116,9 @@ def make_clinical_cohort(
     Parameters
     ----------
     n_samples : int, default=200
-        Number of visits (rows).
+        Number of visits (rows), >= 2.
     prevalence : float, default=0.3
+        In (0, 1).
     informative : tuple of str, default=("clinical", "note", "scan")
         Subset of ("clinical", "note", "scan", "xray") that carry the diagnosis.
     strength : float, default=1.5
@@ -125,8 +126,13 @@ def make_clinical_cohort(
     noise : float, default=1.0
         Per-modality noise on the latent severity.
     visits_per_patient : float, default=1.5
+        Mean visits per patient, in [1, 3] (each patient has 1-3 visits).
     include_xray : bool, default=False
-    scan_size, xray_size : int
+    scan_size, xray_size : int, default=32
+        Side of the cubic scan and of the square X-ray (voxels / pixels), >= 8.
+        Counts and sizes that are negative, too small, boolean or not integers are
+        refused with a ValueError/TypeError naming the parameter; strength and noise
+        must be finite and >= 0.
     missing_rate : float, default=0.0
         Probability that each non-table modality is missing (None) for a visit.
     output_dir : str or path, optional
@@ -149,15 +155,21 @@ def make_clinical_cohort(
     (30, True)
     """
     rng = check_random_state(random_state)
+    if not isinstance(include_xray, bool):
+        raise TypeError(f"include_xray must be True or False, got {include_xray!r}")
     allowed = MODALITIES if include_xray else MODALITIES[:3]
+    if isinstance(informative, str):
+        informative = (informative,)
     if not informative or set(informative) - set(allowed):
         raise ValueError(f"informative must be a non-empty subset of {allowed}, got {informative}")
-    if not 0 < prevalence < 1:
-        raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be at least 2, got {n_samples}")
-    if scan_size < 8:
-        raise ValueError(f"scan_size must be at least 8, got {scan_size}")
+    n_samples = check_int("n_samples", n_samples, low=2)
+    prevalence = check_float("prevalence", prevalence, high=1.0, low_open=True, high_open=True)
+    strength = check_float("strength", strength)
+    noise = check_float("noise", noise)
+    visits_per_patient = check_float("visits_per_patient", visits_per_patient, low=1.0, high=3.0)
+    scan_size = check_int("scan_size", scan_size, low=8)
+    xray_size = check_int("xray_size", xray_size, low=8)
+    missing_rate = check_float("missing_rate", missing_rate, high=1.0)
     # Patients and visits.
     visits = []
     pid = 0

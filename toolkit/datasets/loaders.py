@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import data_card
+from toolkit.datasets._common import check_float, data_card, read_table
 
 
 def data_home(data_dir=None, subfolder: str | None = None) -> Path:
@@ -71,7 +71,7 @@ def load_av_digits(
         Folder holding ``fsdd/`` (default ``$TOOLKIT_DATA_DIR``).
     test_speakers : tuple of str, default=("george", "lucas")
     image_noise : float, default=0.0
-        Standard deviation of Gaussian noise added to the images on their 0-16 scale
+        Standard deviation (finite, >= 0) of Gaussian noise added to the images on their 0-16 scale
         (AV-MNIST degrades a modality this way so that fusion matters; 4.0 is strong).
     audio_noise : float, default=0.0
         Standard deviation of white noise added to the waveforms (full scale 1.0); when
@@ -87,6 +87,10 @@ def load_av_digits(
     """
     from sklearn.datasets import load_digits
 
+    image_noise = check_float("image_noise", image_noise)
+    audio_noise = check_float("audio_noise", audio_noise)
+    if isinstance(test_speakers, str):
+        test_speakers = (test_speakers,)
     folder = data_home(data_dir, "fsdd")
     files = sorted(folder.glob("*.wav"))
     if not files:
@@ -158,6 +162,10 @@ def load_uci_sentences(data_dir=None, *, sources=("amazon", "imdb", "yelp")):
     Returns a Bunch with ``frame`` (``sentence``, ``label`` 0 negative / 1 positive,
     ``source``), ``target``, ``modalities`` and ``data_card``.
     """
+    if isinstance(sources, str):
+        sources = (sources,)
+    if not sources:
+        raise ValueError(f"sources must name at least one of {sorted(UCI_FILES)}, got {sources!r}")
     folder = data_home(data_dir, "uci_sentences")
     parts = []
     for source in sources:
@@ -198,7 +206,12 @@ def load_speech_emotion(data_dir=None):
     folder = data_home(data_dir, "speech_emotion")
     tables = {}
     for name in ("arousal", "valence"):
-        tables[name] = pd.read_csv(_need(folder / f"{name}.csv"), header=None, names=["file", name])
+        path = _need(folder / f"{name}.csv")
+        tables[name] = read_table(path, "speech emotion table", header=None, names=["file", name])
+        if tables[name].empty:
+            raise ValueError(
+                f"speech emotion table '{path}' is empty; it should list 'file,{name}' per clip"
+            )
     frame = tables["arousal"].merge(tables["valence"], on="file", how="outer", validate="1:1")
     missing = [f for f in frame["file"] if not (folder / f).exists()]
     if missing:
@@ -226,14 +239,18 @@ def load_pneumoniamnist(data_dir=None, *, splits=("train", "val", "test")):
     ``{split}_labels``). Returns a Bunch with ``frame`` (``image`` uint8 array, ``label``,
     ``split``), ``target``, ``modalities`` and ``data_card``.
     """
+    if isinstance(splits, str):
+        splits = (splits,)
+    if not splits:
+        raise ValueError(f"splits must name at least one of train, val, test, got {splits!r}")
     path = _need(data_home(data_dir, "pneumoniamnist") / "pneumoniamnist.npz")
     with np.load(path, allow_pickle=False) as data:
         parts = []
         for split in splits:
-            key = f"{split}_images"
-            if key not in data:
-                raise ValueError(f"'{path}' has no '{key}' array (keys: {sorted(data.keys())})")
-            images, labels = data[key], data[f"{split}_labels"].ravel()
+            for key in (f"{split}_images", f"{split}_labels"):
+                if key not in data:
+                    raise ValueError(f"'{path}' has no '{key}' array (keys: {sorted(data.keys())})")
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"].ravel()
             parts.append(
                 pd.DataFrame({"image": list(images), "label": labels.astype(int), "split": split})
             )
@@ -272,6 +289,7 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
         ``mortality``: in-hospital death (``hospital_expire_flag``). ``long_stay``: a
         hospital stay longer than 7 days.
     lab_window_hours : float, default=24
+        Hours after admission (> 0) whose laboratory values count.
 
     Returns
     -------
@@ -281,15 +299,22 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
     """
     if task not in ("mortality", "long_stay"):
         raise ValueError(f"task must be 'mortality' or 'long_stay', got {task!r}")
+    lab_window_hours = check_float("lab_window_hours", lab_window_hours, low_open=True)
     hosp = data_home(data_dir, "mimic_iv_demo/hosp")
-    adm = pd.read_csv(_need(hosp / "admissions.csv.gz"), parse_dates=["admittime", "dischtime"])
-    pat = pd.read_csv(_need(hosp / "patients.csv.gz"))
-    labs = pd.read_csv(
+    what = "MIMIC-IV table"
+    adm = read_table(
+        _need(hosp / "admissions.csv.gz"), what, parse_dates=["admittime", "dischtime"]
+    )
+    pat = read_table(_need(hosp / "patients.csv.gz"), what)
+    labs = read_table(
         _need(hosp / "labevents.csv.gz"),
+        what,
         usecols=["hadm_id", "itemid", "charttime", "valuenum"],
         parse_dates=["charttime"],
     )
-    items = pd.read_csv(_need(hosp / "d_labitems.csv.gz"), usecols=["itemid", "label", "fluid"])
+    items = read_table(
+        _need(hosp / "d_labitems.csv.gz"), what, usecols=["itemid", "label", "fluid"]
+    )
     frame = adm.merge(
         pat[["subject_id", "gender", "anchor_age", "anchor_year"]], on="subject_id", how="left"
     )
@@ -339,58 +364,164 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
 # -- Generic manifest -------------------------------------------------------------------
 
 
-def load_manifest(csv, *, path_columns=None, target=None):
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the OS refuses (NUL byte, too long) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _duplicate_header(csv: Path) -> str | None:
+    """The first column name that the CSV's header repeats (pandas would rename it)."""
+    import csv as csv_module
+
+    try:
+        with open(csv, encoding="utf-8-sig", newline="") as fh:
+            header = next(csv_module.reader(fh), [])
+    except (UnicodeDecodeError, csv_module.Error):
+        return None  # read_table reports these with the file's name
+    seen = set()
+    for name in header:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def load_manifest(csv, *, path_columns=None, target=None, id_column=None):
     """A table of columns and file paths; relative paths resolve against the CSV's folder.
+
+    A relative path in the table is always taken relative to the folder that holds the
+    CSV (made absolute), never the working directory, so the manifest reads the same
+    from anywhere. Absolute paths and ``~`` are used as given. An empty cell is a
+    missing item (the modality is absent for that row).
 
     Parameters
     ----------
     csv : str or path
+        A UTF-8 CSV file with a header row and at least one row.
     path_columns : list of str, optional
         Columns holding file paths. Default: every text column whose non-empty values all
         name files (or folders) that exist relative to the CSV's folder or as given.
     target : str, optional
         Column returned as ``target``.
+    id_column : str, optional
+        Column identifying a sample. Every row needs an id; when ``target`` is given too,
+        an id that appears in several rows with different target values is refused
+        (naming the id and the rows).
 
     Returns
     -------
     Bunch with ``frame``, ``target`` (or None), ``path_columns`` and ``data_card``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The CSV, or a file that a path column names, does not exist.
+    ValueError
+        The CSV is not a regular file, empty, not UTF-8, malformed, repeats a column
+        name or has no rows; a path cell is not text; a named column is absent; ids are
+        missing or conflict. Each message names the file and, where it applies, the
+        column and row (0-based, the header excluded).
     """
     csv = Path(csv).expanduser()
-    if not csv.is_file():
+    if not _exists(csv):
         raise FileNotFoundError(f"manifest '{csv}' does not exist")
-    frame = pd.read_csv(csv)
-    base = csv.parent
+    if not csv.is_file():
+        raise ValueError(
+            f"manifest '{csv}' is not a regular file (a folder, FIFO or device); "
+            "point to a CSV file"
+        )
+    frame = read_table(csv, "manifest")
+    duplicate = _duplicate_header(csv)
+    if duplicate is not None:
+        raise ValueError(
+            f"manifest '{csv}' names column '{duplicate}' twice in its header; "
+            "give every column a distinct name"
+        )
+    if frame.empty:
+        raise ValueError(f"manifest '{csv}' has a header but no rows; add one row per sample")
+    frame = frame.reset_index(drop=True)
+    base = csv.absolute().parent
 
-    def resolve(value):
-        if not isinstance(value, str) or not value.strip():
+    def resolve(value, col: str, row: int):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if not isinstance(value, str):
+            raise ValueError(
+                f"manifest '{csv}', column '{col}', row {row}: expected a file path (text), "
+                f"found {value!r} ({type(value).__name__}); write the path as text, or leave "
+                "the cell empty when the item is missing"
+            )
+        if not value.strip():
             return None
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else base / path)
 
+    for name, what in ((target, "target"), (id_column, "id")):
+        if name is not None and name not in frame.columns:
+            raise ValueError(
+                f"{what} column '{name}' is not in manifest '{csv}' "
+                f"(columns: {list(frame.columns)})"
+            )
     if path_columns is None:
         path_columns = []
         for col in frame.columns:
+            if col in (target, id_column):
+                continue
             values = frame[col].dropna()
             if values.empty or not all(isinstance(v, str) for v in values):
                 continue
-            if all(Path(resolve(v)).exists() for v in values):
+            if all(_exists(Path(resolve(v, col, i))) for i, v in values.items() if v.strip()):
                 path_columns.append(col)
+    elif isinstance(path_columns, str):
+        path_columns = [path_columns]
     for col in path_columns:
         if col not in frame.columns:
             raise ValueError(
                 f"path column '{col}' is not in manifest '{csv}' (columns: {list(frame.columns)})"
             )
-        frame[col] = pd.Series([resolve(v) for v in frame[col]], index=frame.index, dtype=object)
-        absent = [p for p in frame[col] if isinstance(p, str) and not Path(p).exists()]
+        resolved = [resolve(v, col, i) for i, v in enumerate(frame[col])]
+        frame[col] = pd.Series(resolved, index=frame.index, dtype=object)
+        absent = [(i, p) for i, p in enumerate(resolved) if p is not None and not _exists(Path(p))]
         if absent:
+            row, path = absent[0]
             raise FileNotFoundError(
-                f"manifest '{csv}' column '{col}' names {len(absent)} missing file(s), e.g. '{absent[0]}'"
+                f"manifest '{csv}' column '{col}' names {len(absent)} missing file(s), e.g. "
+                f"row {row}: '{path}'; fix the path (relative paths are relative to '{base}')"
             )
-    if target is not None and target not in frame.columns:
-        raise ValueError(f"target column '{target}' is not in manifest '{csv}'")
+    if id_column is not None:
+        _check_ids(frame, csv, id_column, target)
     return Bunch(
         frame=frame,
         target=None if target is None else frame[target].to_numpy(),
         path_columns=list(path_columns),
         data_card=data_card("manifest"),
     )
+
+
+def _check_ids(frame: pd.DataFrame, csv: Path, id_column: str, target: str | None) -> None:
+    ids = frame[id_column]
+    blank = ids.isna() | ids.astype(str).str.strip().eq("")
+    if blank.any():
+        rows = np.flatnonzero(blank.to_numpy())
+        raise ValueError(
+            f"manifest '{csv}' id column '{id_column}' is empty in row(s) {rows[:10].tolist()}; "
+            "give every row an id"
+        )
+    if target is None:
+        return
+    duplicated = frame[ids.duplicated(keep=False)]
+    conflicts = []
+    for value, rows in duplicated.groupby(id_column, sort=True):
+        labels = rows[target]
+        if labels.nunique(dropna=False) > 1:
+            conflicts.append((value, rows.index.tolist(), labels.tolist()))
+    if conflicts:
+        value, rows, labels = conflicts[0]
+        more = f" ({len(conflicts) - 1} more id(s) conflict)" if len(conflicts) > 1 else ""
+        raise ValueError(
+            f"manifest '{csv}': id {value!r} appears in rows {rows} with conflicting "
+            f"'{target}' values {labels}{more}; correct the labels or remove the duplicate rows"
+        )

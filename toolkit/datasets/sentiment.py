@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import data_card
+from toolkit.datasets._common import check_float, check_int, data_card
 
 # Sentiment vocabulary (common English opinion words), neutral filler and modifiers.
 POSITIVE = [
@@ -133,8 +133,9 @@ def make_sentiment_clips(
     Parameters
     ----------
     n_samples : int, default=200
+        Number of clips, >= 1.
     text_strength, audio_strength, face_strength : float, default=1.0
-        How strongly each modality expresses its component (0: not at all).
+        How strongly each modality expresses its component (0: not at all; >= 0).
     informative : tuple of str, default=("text", "audio", "face")
         Modalities whose component drives the label; the others carry no label signal.
     conflict_rate : float, default=0.0
@@ -144,7 +145,10 @@ def make_sentiment_clips(
     missing_rate : float, default=0.0
         Probability that each modality's cell is None (a row always keeps one).
     sample_rate, duration, image_size
-        Audio rate (Hz), clip length (s) and face image side (pixels).
+        Audio rate (Hz, >= 1), clip length (s, > 0, at least one sample) and face image
+        side (pixels, >= 8). Counts, sizes and durations that are negative, zero, boolean
+        or (for counts and sizes) not integers are refused with a ValueError/TypeError
+        naming the parameter; rates and noise levels must be finite and >= 0.
     output_dir : str or path, optional
         When given, clips are written as WAV and PNG files there, with
         ``manifest.csv``; the frame's ``audio`` and ``face`` columns then hold paths.
@@ -170,13 +174,28 @@ def make_sentiment_clips(
     (20, [0, 1])
     """
     rng = check_random_state(random_state)
+    if isinstance(informative, str):
+        informative = (informative,)
     unknown = set(informative) - set(MODALITIES)
     if unknown or not informative:
         raise ValueError(
             f"informative must be a non-empty subset of {MODALITIES}, got {informative}"
         )
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    n_samples = check_int("n_samples", n_samples, low=1)
+    text_strength = check_float("text_strength", text_strength)
+    audio_strength = check_float("audio_strength", audio_strength)
+    face_strength = check_float("face_strength", face_strength)
+    conflict_rate = check_float("conflict_rate", conflict_rate, high=1.0)
+    noise = check_float("noise", noise)
+    missing_rate = check_float("missing_rate", missing_rate, high=1.0)
+    sample_rate = check_int("sample_rate", sample_rate, low=1)
+    duration = check_float("duration", duration, low_open=True)
+    if int(sample_rate * duration) < 1:
+        raise ValueError(
+            f"duration must give at least one sample at sample_rate={sample_rate} Hz, "
+            f"got {duration!r} s; use duration >= {1 / sample_rate:.3g}"
+        )
+    image_size = check_int("image_size", image_size, low=8)
     strength = {"text": text_strength, "audio": audio_strength, "face": face_strength}
     u = {
         m: (rng.normal(size=n_samples) if m in informative else np.zeros(n_samples))
