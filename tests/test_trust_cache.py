@@ -447,7 +447,7 @@ def test_entries_of_different_widths_never_mix(tmp_path, record):
         assert any("width record" in m and "is not a positive integer" in m for m in messages)
 
 
-def test_wrong_width_shard_is_rejected_without_loading_the_encoder(tmp_path):
+def test_fully_cached_items_do_not_load_the_encoder(tmp_path):
     items = [str(_write(tmp_path / "data" / f"{i}.bin", 50, seed=40 + i)) for i in range(4)]
     EmbeddingCache(tmp_path / "cache").encode(CountingFits(), items)
     CountingFits.fits = 0
