@@ -624,3 +624,78 @@ class _nowarn:
 
     def __exit__(self, *exc):
         return False
+
+
+def _pretrained_case(kind, tmp_path, request):
+    """(encoder, column of 12 items) for each pretrained backend, weights made locally."""
+    import torch
+
+    from toolkit import AudioEncoder, ScanEncoder
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    t = np.arange(4000) / 8000
+    waves = [((0.3 + 0.05 * i) * np.sin(2 * np.pi * (150 + 40 * i) * t), 8000) for i in range(12)]
+    if kind == "torchvision":
+        import torchvision
+
+        net = torchvision.models.get_model("mobilenet_v3_small", weights=None)
+        torch.save(net.state_dict(), tmp_path / "w.pt")
+        enc = ImageEncoder(
+            backend="torchvision", model="mobilenet_v3_small", weights=tmp_path / "w.pt",
+            input_size=32, device="cpu",
+        )  # fmt: skip
+        return enc, [rng.random((16, 16, 3)) for _ in range(12)]
+    if kind == "torchaudio":
+        import torchaudio
+
+        kwargs = dict(
+            extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+            extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+            encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
+            encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
+            encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
+            encoder_layer_drop=0.0, aux_num_out=None,
+        )  # fmt: skip
+        net = torchaudio.models.wav2vec2_model(**kwargs)
+        torch.save(net.state_dict(), tmp_path / "w.pt")
+        enc = AudioEncoder(
+            backend="torchaudio", model="wav2vec2_model", model_kwargs=kwargs,
+            weights=tmp_path / "w.pt", device="cpu",
+        )  # fmt: skip
+        return enc, waves
+    if kind == "monai":
+        from monai.networks.nets import DenseNet121
+
+        net = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
+        torch.save(net.state_dict(), tmp_path / "w.pt")
+        enc = ScanEncoder(
+            backend="monai", model="DenseNet121", weights=tmp_path / "w.pt",
+            spatial_size=(32, 32, 32), device="cpu",
+        )  # fmt: skip
+        return enc, [rng.random((12, 12, 12)).astype(np.float32) for _ in range(12)]
+    if kind == "wav2vec2":
+        folder = request.getfixturevalue("tiny_wav2vec2")
+        return AudioEncoder(backend="transformers", model=str(folder), device="cpu"), waves
+    texts = [f"review number {i} was {'good' if i % 2 else 'bad'}" for i in range(12)]
+    return TextEncoder(backend="sentence-transformers", device="cpu"), texts
+
+
+@pytest.mark.parametrize(
+    "kind", ["torchvision", "torchaudio", "monai", "wav2vec2", "sentence-transformers"]
+)
+def test_every_pretrained_backend_round_trips(tmp_path, request, kind):
+    enc, items = _pretrained_case(kind, tmp_path, request)
+    df = pd.DataFrame({"x": items, "age": np.arange(12.0)})
+    y = np.arange(12.0) % 3
+    mods = [("m", enc, "x"), ("age", TabularEncoder(), ["age"])]
+    reg = MultimodalRegressor(mods, fusion="early", random_state=0).fit(df, y)
+    folder = toolkit.save(reg, tmp_path / "model")
+    (tmp_path / "w.pt").unlink(missing_ok=True)  # the saved folder must not need the original
+    loaded = toolkit.load(folder)
+    np.testing.assert_allclose(loaded.predict(df), reg.predict(df), rtol=1e-5, atol=1e-6)
+    assert Path(
+        loaded.encoders_["m"].get_params()[
+            "weights" if kind in ("torchvision", "torchaudio", "monai") else "model"
+        ]
+    ).is_relative_to(folder.resolve())

@@ -50,7 +50,7 @@ import struct
 import uuid
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePosixPath, PureWindowsPath, WindowsPath
 
 FORMAT_VERSION = 2
 _MANIFEST = "manifest.json"
@@ -105,6 +105,11 @@ _BUILTIN_TYPES = frozenset(
     )
 ) | {"collections.OrderedDict", "collections.defaultdict"}
 _NUMPY_TYPES = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.random.RandomState"})
+#: Paths (e.g. an encoder's ``memory`` or file parameter given as a Path).
+_PATH_TYPES = frozenset(
+    f"{cls.__module__}.{cls.__qualname__}"
+    for cls in (PurePosixPath, PureWindowsPath, PosixPath, WindowsPath)
+)
 #: Scikit-learn classes the toolkit's components hold (the rest come from skops's list).
 _SKLEARN_TYPES = frozenset(
     {
@@ -158,14 +163,16 @@ _ENCODER_PARAMS = frozenset({"model", "weights"})
 #: sentence-transformers module classes a saved sentence encoder may name in modules.json.
 _SENTENCE_MODULES = frozenset(
     {
-        "sentence_transformers.models.Transformer",
-        "sentence_transformers.models.Pooling",
-        "sentence_transformers.models.Normalize",
-        "sentence_transformers.models.Dense",
+        f"sentence_transformers.models.{n}"
+        for n in ("Transformer", "Pooling", "Normalize", "Dense", "Dropout", "LayerNorm")
+    }
+    | {
         "sentence_transformers.base.modules.transformer.Transformer",
+        "sentence_transformers.base.modules.normalize.Normalize",
+        "sentence_transformers.base.modules.dense.Dense",
         "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-        "sentence_transformers.sentence_transformer.modules.normalize.Normalize",
-        "sentence_transformers.sentence_transformer.modules.dense.Dense",
+        "sentence_transformers.sentence_transformer.modules.dropout.Dropout",
+        "sentence_transformers.sentence_transformer.modules.layer_norm.LayerNorm",
     }
 )
 # safetensors dtype codes -> bytes per element
@@ -204,6 +211,7 @@ def trusted_types() -> frozenset[str]:
         TOOLKIT_TYPES
         | _BUILTIN_TYPES
         | _NUMPY_TYPES
+        | _PATH_TYPES
         | frozenset(skt.NUMPY_DTYPE_TYPE_NAMES)
         | frozenset(skt.NUMPY_RANDOM_BIT_GENERATOR_TYPE_NAMES)
         | _SKLEARN_TYPES
@@ -442,11 +450,18 @@ def _write(model, folder: Path) -> None:
             params = _export_encoder(enc, folder / "encoders" / name)
             if params is not None:
                 manifest["encoders"][name] = {"folder": f"encoders/{name}", "params": params}
+                # load points these at the saved copies; the fitted encoder keeps no
+                # location outside the folder
+                for attr in params:
+                    detached.append((enc, attr, getattr(enc, attr)))
                 for attr in _TORCH_ATTRS:
                     if hasattr(enc, attr):
                         detached.append((enc, attr, getattr(enc, attr)))
         for obj, attr, _ in detached:
-            delattr(obj, attr)
+            if attr in _ENCODER_PARAMS:
+                setattr(obj, attr, None)
+            else:
+                delattr(obj, attr)
         sio.dump(model, folder / _MODEL)
     finally:
         for obj, attr, value in detached:
@@ -790,6 +805,8 @@ def _read_skops(file: Path, trusted: set[str], max_bytes: int):
         names.add(name)
         if name in trusted:
             continue
+        if loader == "ConstructorFromReduceNode" and name in _PATH_TYPES:
+            continue  # a Path rebuilt from its string parts
         if loader in _CODE_LOADERS or name not in allowed:
             refused.add(name)
     if refused:
