@@ -21,7 +21,8 @@ def is_missing(item: Any) -> bool:
     if isinstance(item, str):
         return item.strip() == ""
     if isinstance(item, numbers.Number) and not isinstance(item, bool):
-        return bool(np.isnan(item)) if isinstance(item, numbers.Real) else False
+        # ``item != item`` is NaN's test that also works for ints too large for a float.
+        return bool(item != item) if isinstance(item, numbers.Real) else False
     try:
         import pandas as pd
 
@@ -78,7 +79,7 @@ def describe_item(item: Any, limit: int = 80) -> str:
     if isinstance(item, np.ndarray):
         return f"array of shape {item.shape} and dtype {item.dtype}"
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-        return f"(waveform of shape {item[0].shape}, {item[1]})"
+        return f"(array of shape {item[0].shape}, {describe_item(item[1], limit=20)})"
     text = repr(str(item)) if not isinstance(item, str) else repr(item)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
@@ -134,3 +135,92 @@ def package_versions(names) -> dict:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+#: Largest magnitude a float32 can hold (about 3.4e38). Blocks and embeddings are float32, so
+#: a user value beyond it would silently become infinite; it is refused where it enters.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def value_kind(value: Any) -> str | None:
+    """The kind of a raw cell for type checks: "str", "number", "bool", None (missing) or
+    the type's name for anything else (e.g. "complex", "dict")."""
+    if is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, numbers.Real):
+        return "number"
+    return type(value).__name__
+
+
+def rows_by_kind(values: Sequence, labels: Sequence, limit: int = 5) -> dict[str, list]:
+    """``{kind: first row labels}`` of the non-missing ``values`` (see :func:`value_kind`)."""
+    out: dict[str, list] = {}
+    for value, label in zip(values, labels, strict=True):
+        kind = value_kind(value)
+        if kind is None:
+            continue
+        rows = out.setdefault(kind, [])
+        if len(rows) < limit:
+            rows.append(label.item() if isinstance(label, np.generic) else label)
+    return out
+
+
+def describe_kinds(kinds: dict[str, list]) -> str:
+    """``"str (rows [0, 2]) and number (rows [1])"`` for :func:`rows_by_kind` output."""
+    parts = [f"{kind} (rows {rows})" for kind, rows in sorted(kinds.items())]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def check_column_labels(columns, *, what: str = "X") -> None:
+    """Refuse column labels that are duplicated, collide once printed, or mix str and
+    non-str types (scikit-learn's feature-name checks refuse those with a raw error)."""
+    labels = list(columns)
+    seen: dict[str, Any] = {}
+    for label in labels:
+        text = str(label)
+        if text in seen:
+            first = seen[text]
+            same = first == label and type(first) is type(label)
+            detail = (
+                f"column {label!r} appears more than once"
+                if same
+                else f"columns {first!r} and {label!r} have the same name once printed"
+            )
+            raise ValueError(
+                f"{what}: {detail}; give every column a unique name (e.g. rename or drop the "
+                "duplicate)"
+            )
+        seen[text] = label
+    strings = [c for c in labels if isinstance(c, str)]
+    others = [c for c in labels if not isinstance(c, str)]
+    if strings and others:
+        kinds = sorted({type(c).__name__ for c in labels})
+        raise TypeError(
+            f"{what}: column names mix types {kinds} (e.g. {others[0]!r} and {strings[0]!r}); "
+            "make them all strings, e.g. X.columns = X.columns.astype(str)"
+        )
+
+
+def first_non_numeric_cell(X) -> tuple[int, int, Any] | None:
+    """(row, column, value) of the first cell of a 2-D array-like that is not a real number
+    (a complex number, a string that does not parse, any other object); None if all are."""
+    try:
+        arr = np.asarray(X, dtype=object)
+    except ValueError:
+        return None
+    if arr.ndim != 2:
+        return None
+    for j in range(arr.shape[1]):
+        for i in range(arr.shape[0]):
+            value = arr[i, j]
+            if isinstance(value, complex | np.complexfloating):
+                return i, j, value
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                return i, j, value
+    return None

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from toolkit._utils import FLOAT32_MAX
+
 
 class Embeddings:
     """Encoded modalities of ``n_samples`` rows, addressed by name.
@@ -15,8 +17,12 @@ class Embeddings:
     blocks : mapping of str to array-like of shape (n_samples, d_m)
         One block per modality, in order. Rows of absent items may hold anything
         (encoders write NaN); they are never read as data because ``mask`` says so.
+        Blocks are stored as float32: real values beyond its range (about +-3.4e38),
+        complex or non-numeric values and blocks with 0 columns are refused rather than
+        silently turned into infinities or dropped parts.
     mask : array-like of bool of shape (n_samples, n_modalities), optional
-        ``mask[i, m]`` is True when modality ``m`` is available for row ``i``.
+        ``mask[i, m]`` is True when modality ``m`` is available for row ``i``; a row it
+        marks available must be finite (else ValueError naming the block and rows).
         Default: a row is available where its block row is all finite.
 
     Attributes
@@ -37,6 +43,11 @@ class Embeddings:
     """
 
     def __init__(self, blocks: Mapping[str, np.ndarray], mask: np.ndarray | None = None):
+        if not isinstance(blocks, Mapping):
+            raise TypeError(
+                "blocks must be a mapping of modality name to array, e.g. {'text': array}, "
+                f"got {type(blocks).__name__}"
+            )
         if not blocks:
             raise ValueError("Embeddings needs at least one modality block")
         self.names = [str(n) for n in blocks]
@@ -45,13 +56,7 @@ class Embeddings:
         self.blocks = {}
         n = None
         for name, block in blocks.items():
-            arr = np.asarray(block, dtype=np.float32)
-            if arr.ndim == 1:
-                arr = arr[:, None]
-            if arr.ndim != 2:
-                raise ValueError(
-                    f"block '{name}' must be 2-D (n_samples, d), got shape {arr.shape}"
-                )
+            arr = _as_block(str(name), block)
             if n is None:
                 n = arr.shape[0]
             elif arr.shape[0] != n:
@@ -61,10 +66,24 @@ class Embeddings:
             self.blocks[str(name)] = arr
         if mask is None:
             mask = np.column_stack([np.isfinite(b).all(axis=1) for b in self.blocks.values()])
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n, len(self.names)):
-            raise ValueError(f"mask must have shape {(n, len(self.names))}, got {mask.shape}")
+        else:
+            mask = _as_mask(mask, (n, len(self.names)))
+            self._check_available(mask)
         self.mask = mask
+
+    def _check_available(self, mask: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Refuse rows that ``mask`` marks available but whose block holds NaN or inf."""
+        for m, name in enumerate(self.names):
+            wanted = mask[:, m] if rows is None else mask[:, m] & rows
+            if not wanted.any():
+                continue
+            bad = wanted & ~np.isfinite(self.blocks[name]).all(axis=1)
+            if bad.any():
+                raise ValueError(
+                    f"block '{name}' holds NaN or infinite values in rows "
+                    f"{np.flatnonzero(bad)[:10].tolist()}, which the mask marks available; "
+                    "mark those rows unavailable (mask False) or fix their values"
+                )
 
     @property
     def n_samples(self) -> int:
@@ -100,9 +119,8 @@ class Embeddings:
         out = object.__new__(Embeddings)
         out.names = list(self.names)
         out.blocks = self.blocks
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != self.mask.shape:
-            raise ValueError(f"mask must have shape {self.mask.shape}, got {mask.shape}")
+        mask = _as_mask(mask, self.mask.shape)
+        out._check_available(mask, rows=(mask & ~self.mask).any(axis=1))
         out.mask = mask
         return out
 
@@ -122,3 +140,58 @@ class Embeddings:
             {n: np.concatenate([p.blocks[n] for p in parts]) for n in names},
             np.concatenate([p.mask for p in parts]),
         )
+
+
+def _as_block(name: str, block) -> np.ndarray:
+    """One block as a 2-D float32 array; refuses what float32 cannot hold faithfully."""
+    try:
+        raw = np.asarray(block)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"block '{name}' is not a rectangular array ({exc})") from None
+    if raw.dtype.kind == "c":
+        raise ValueError(
+            f"block '{name}' holds complex numbers; embeddings must be real (e.g. pass the "
+            "magnitude, or the real and imaginary parts as separate columns)"
+        )
+    if raw.dtype.kind not in "biuf":
+        try:
+            raw = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"block '{name}' holds non-numeric values (dtype {raw.dtype}); embeddings "
+                "must be numeric arrays"
+            ) from None
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    if raw.ndim != 2:
+        raise ValueError(f"block '{name}' must be 2-D (n_samples, d), got shape {raw.shape}")
+    if raw.shape[1] == 0:
+        raise ValueError(
+            f"block '{name}' has 0 columns; give the modality at least one feature or drop it"
+        )
+    if raw.dtype != np.float32 and raw.size:
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX)
+        if big.any():
+            rows = np.flatnonzero(big.any(axis=1))[:10].tolist()
+            example = raw[np.unravel_index(np.flatnonzero(big)[0], raw.shape)]
+            raise ValueError(
+                f"block '{name}' holds values beyond the float32 range (+-{FLOAT32_MAX:.1e}) in "
+                f"rows {rows} (e.g. {example:.3g}); embeddings are stored as float32, so "
+                "rescale them (e.g. standardize or take a log) first"
+            )
+    return np.asarray(raw, dtype=np.float32)
+
+
+def _as_mask(mask, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():
+            raise ValueError(
+                f"mask must hold booleans (or 0/1), got dtype {arr.dtype}"
+                + (f" with values {np.unique(arr)[:5].tolist()}" if arr.dtype.kind in "iuf" else "")
+            )
+        arr = arr.astype(bool)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"mask must have shape {tuple(shape)}, got {arr.shape}")
+    return arr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ from sklearn.utils.metaestimators import _BaseComposition, available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from toolkit._utils import check_random_state_seed, seed_if_unset
+from toolkit._utils import (
+    check_column_labels,
+    check_random_state_seed,
+    describe_kinds,
+    first_non_numeric_cell,
+    rows_by_kind,
+    seed_if_unset,
+    value_kind,
+)
 from toolkit.cache import EmbeddingCache, as_cache, ensure_fitted
 from toolkit.embeddings import Embeddings
 from toolkit.exceptions import MissingModalityError
@@ -23,6 +32,165 @@ def _column_items(df: pd.DataFrame, columns):
     if isinstance(columns, (list, tuple)):
         return df[list(columns)]
     return df[columns]
+
+
+def _check_columns(name: str, cols) -> None:
+    """A modality's columns: one column label, or a non-empty list/tuple of distinct ones."""
+    if isinstance(cols, list | tuple):
+        if not cols:
+            raise ValueError(
+                f"modality '{name}' selects no columns (an empty list); name at least one"
+            )
+        for c in cols:
+            if not isinstance(c, Hashable) or c is None:
+                raise TypeError(
+                    f"modality '{name}': column {c!r} is not a column name; give names as "
+                    "strings (or the DataFrame's column labels)"
+                )
+        seen = set()
+        dupes = [c for c in cols if c in seen or seen.add(c)]
+        if dupes:
+            raise ValueError(
+                f"modality '{name}' lists column(s) {dupes} more than once; list each once"
+            )
+        return
+    if cols is None or not isinstance(cols, Hashable):
+        raise TypeError(
+            f"modality '{name}': columns must be a column name or a list of names, got "
+            f"{type(cols).__name__}"
+            + ("; use a list (a set has no order)" if isinstance(cols, set | frozenset) else "")
+        )
+
+
+def _label_positions(y, bad: np.ndarray) -> list:
+    """Row labels (a pandas y) or positions of the first flagged entries of ``y``."""
+    labels = y.index if isinstance(y, pd.Series) else np.arange(len(bad))
+    return np.asarray(labels[np.asarray(bad, dtype=bool)][:10]).tolist()
+
+
+def _check_y_shape(y):
+    """``y`` as a 1-D array (a single column is raveled, as scikit-learn does)."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None")
+    wrong = TypeError(
+        f"y must be an array-like with one value per row of X, got {type(y).__name__}"
+    )
+    if isinstance(y, str | bytes | dict | set):
+        raise wrong
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 1:
+            raise ValueError(
+                f"y must be one column (one value per row of X), got a DataFrame with "
+                f"{y.shape[1]} columns {list(y.columns)[:5]}; select the target column"
+            )
+        y = y.iloc[:, 0]
+    if isinstance(y, pd.Series):
+        return y
+    try:
+        arr = np.asarray(y) if not isinstance(y, list | tuple) else _object_array(y)
+    except ValueError as exc:
+        raise ValueError(f"y is not a rectangular array ({exc})") from None
+    if arr.ndim == 0:
+        raise wrong
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        return column_or_1d(arr, warn=True)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"y must be 1-D (one value per row of X), got an array of shape {arr.shape}"
+        )
+    return arr
+
+
+def _object_array(values) -> np.ndarray:
+    """A list of labels as an array without numpy's silent conversions (1 and '1' -> '1')."""
+    if any(isinstance(v, list | tuple | np.ndarray) for v in values):
+        return np.asarray(values)
+    if len({value_kind(v) for v in values} - {None}) <= 1:
+        return np.asarray(values)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = list(values)
+    return arr
+
+
+def _check_class_labels(y) -> np.ndarray:
+    """Class labels as a 1-D array: one kind of label, none missing or infinite."""
+    y = _check_y_shape(y)
+    values = y.to_numpy() if isinstance(y, pd.Series) else y
+    n_missing = int(pd.isna(pd.Series(values)).sum())
+    if n_missing:
+        raise ValueError(f"y holds {n_missing} missing label(s); drop those rows or label them")
+    kinds: dict = {}
+    if values.dtype == object:
+        labels = y.index if isinstance(y, pd.Series) else range(len(values))
+        kinds = rows_by_kind(values, labels)
+        if len(kinds) > 1:
+            raise TypeError(
+                f"y mixes label types: {describe_kinds(kinds)}. Labels such as 1 and '1' look "
+                "alike but are different classes; give every label the same type, e.g. "
+                "y.astype(str)"
+            )
+        odd = set(kinds) - {"str", "number", "bool"}
+        if odd:
+            raise TypeError(
+                f"y holds labels of type {sorted(odd)} (rows {kinds[min(odd)]}); class labels "
+                "must be strings, numbers or booleans"
+            )
+    if values.dtype.kind == "c":
+        raise ValueError("y holds complex numbers; class labels must be strings or real numbers")
+    numeric = values.dtype.kind == "f" or (values.dtype == object and set(kinds) == {"number"})
+    if numeric:
+        as_float = values.astype(np.float64)
+        bad = np.isinf(as_float)
+        if bad.any():
+            raise ValueError(
+                f"y holds infinite label(s) at rows {_label_positions(y, bad)}; drop or fix them"
+            )
+        fractional = as_float != np.round(as_float)
+        if fractional.any():
+            first = _label_positions(y, fractional)
+            raise ValueError(
+                f"Unknown label type: continuous. y holds non-integer numbers (e.g. "
+                f"{as_float[fractional][0].item()!r} at row {first[0]!r}) but a classifier needs "
+                "discrete class labels; use MultimodalRegressor for a continuous target, or "
+                "bin y"
+            )
+    check_classification_targets(values)
+    return values
+
+
+def _check_target(y) -> np.ndarray:
+    """A regression target as a finite 1-D float64 array."""
+    y = _check_y_shape(y)
+    values = y.to_numpy() if isinstance(y, pd.Series) else y
+    if values.dtype.kind == "c":
+        raise ValueError(
+            "y holds complex numbers; a regression target must be real (e.g. its magnitude)"
+        )
+    if values.dtype.kind in "mM" or isinstance(getattr(y, "dtype", None), pd.DatetimeTZDtype):
+        raise TypeError(
+            f"y holds dates or durations (dtype {getattr(y, 'dtype', values.dtype)}); convert "
+            "them to numbers first, e.g. days since a reference date"
+        )
+    if values.dtype.kind not in "biuf":
+        converted = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+        bad = pd.notna(pd.Series(values)).to_numpy() & np.isnan(converted)
+        if bad.any():
+            first = values[bad][0]
+            first = first.item() if isinstance(first, np.generic) else first
+            raise ValueError(
+                f"y must be numeric for a regressor, got dtype {values.dtype} with "
+                f"non-numeric values at rows {_label_positions(y, bad)} (e.g. {first!r}); "
+                "convert the target to numbers"
+            )
+        values = converted
+    values = values.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"y holds {int(bad.sum())} NaN or infinite value(s) at rows "
+            f"{_label_positions(y, bad)}; drop or fix those rows"
+        )
+    return values
 
 
 def _fusion_has(method):
@@ -88,6 +256,7 @@ class _MultimodalBase(_BaseComposition):
             return [("tabular", TabularEncoder(), None)]
         spec = []
         names = set()
+        reserved = set(_MultimodalBase._parameter_constraints)
         for entry in self.modalities:
             if not (isinstance(entry, tuple | list) and len(entry) == 3):
                 raise ValueError(
@@ -98,11 +267,23 @@ class _MultimodalBase(_BaseComposition):
                 raise ValueError(f"modality name {name!r} must be a non-empty string without '__'")
             if name in names:
                 raise ValueError(f"modality name '{name}' is used twice; names must be unique")
+            if name in reserved:
+                raise ValueError(
+                    f"modality name '{name}' is also a parameter of {type(self).__name__}, so "
+                    f"'{name}__...' parameters would be ambiguous; rename the modality "
+                    f"(e.g. '{name}_data')"
+                )
+            if isinstance(enc, type):
+                raise TypeError(
+                    f"modality '{name}': encoder must be an instance, got the class "
+                    f"{enc.__name__}; write {enc.__name__}()"
+                )
             if not hasattr(enc, "fit") or not hasattr(enc, "encode"):
                 raise TypeError(
-                    f"modality '{name}': encoder must be a toolkit encoder with fit/encode, "
-                    f"got {type(enc).__name__}"
+                    f"modality '{name}': encoder must be a toolkit encoder with fit/encode "
+                    f"(e.g. TabularEncoder(), TextEncoder()), got {type(enc).__name__}"
                 )
+            _check_columns(name, cols)
             names.add(name)
             spec.append((name, enc, cols))
         if not spec:
@@ -116,10 +297,15 @@ class _MultimodalBase(_BaseComposition):
             raise TypeError(
                 "sparse input is not supported; pass a dense array or a DataFrame of columns"
             )
+        if isinstance(X, dict):
+            X = self._dict_frame(X)
         if self.modalities is None:
-            if isinstance(X, dict):
-                X = pd.DataFrame(X)
             if isinstance(X, pd.DataFrame):
+                check_column_labels(X.columns)
+                if X.shape[1] == 0:
+                    raise ValueError(
+                        f"X has 0 columns ({len(X)} rows); pass at least one feature column"
+                    )
                 validate_data(
                     self,
                     X,
@@ -129,22 +315,14 @@ class _MultimodalBase(_BaseComposition):
                     skip_check_array=True,
                 )
                 return X
-            arr = validate_data(
-                self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64
-            )
-            return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
-        if isinstance(X, dict):
-            lengths = {k: len(v) for k, v in X.items()}
-            if len(set(lengths.values())) > 1:
-                raise ValueError(f"columns of the dict have different lengths: {lengths}")
-            X = pd.DataFrame(
-                {k: list(v) if not isinstance(v, pd.Series) else v for k, v in X.items()}
-            )
+            return self._array_frame(X, reset)
         if not isinstance(X, pd.DataFrame):
+            hint = "; e.g. X.to_frame()" if isinstance(X, pd.Series) else ""
             raise TypeError(
                 f"X must be a pandas DataFrame (or dict of columns) holding the columns named in "
-                f"modalities, got {type(X).__name__}"
+                f"modalities, got {type(X).__name__}{hint}"
             )
+        check_column_labels(X.columns)
         if reset:
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
             self.n_features_in_ = X.shape[1]
@@ -160,7 +338,59 @@ class _MultimodalBase(_BaseComposition):
                 )
         return X
 
+    @staticmethod
+    def _dict_frame(X: dict) -> pd.DataFrame:
+        """A dict of columns (lists, arrays or Series of equal length) as a DataFrame."""
+        for key, value in X.items():
+            if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+                raise TypeError(
+                    f"X['{key}'] holds a single {type(value).__name__}; a dict input maps "
+                    "each column name to a list or array with one value per row"
+                )
+        lengths = {k: len(v) for k, v in X.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"columns of the dict have different lengths: {lengths}; give every column one "
+                "value per row"
+            )
+        return pd.DataFrame(
+            {k: list(v) if not isinstance(v, pd.Series) else v for k, v in X.items()}
+        )
+
+    def _array_frame(self, X, reset: bool) -> pd.DataFrame:
+        """A numeric 2-D array (``modalities=None``) as a DataFrame with columns x0..x{p-1}."""
+        raw = X if isinstance(X, np.ndarray) else None
+        if raw is not None and raw.ndim > 2:
+            raise ValueError(
+                f"X has {raw.ndim} dimensions (shape {raw.shape}); pass a 2-D table of "
+                "shape (n_samples, n_features), or a DataFrame and named modalities"
+            )
+        if raw is not None and raw.dtype.kind == "c":
+            raise ValueError(
+                "Complex data not supported: X holds complex numbers; pass real features "
+                "(e.g. the magnitude np.abs(X), or real and imaginary parts as columns)"
+            )
+        try:
+            arr = validate_data(
+                self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64
+            )
+        except (TypeError, ValueError) as exc:
+            where = first_non_numeric_cell(X)
+            if where is None:
+                raise
+            i, j, value = where
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(
+                f"X[{i}, {j}] (column x{j}) holds {value!r} of type {type(value).__name__}: "
+                f"{str(exc).splitlines()[0]} With modalities=None X must be numeric; to encode text or categories "
+                "pass a DataFrame and name the modalities"
+            ) from exc
+        return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+
     def _encode(self, df: pd.DataFrame, fit: bool) -> Embeddings:
+        if not df.index.is_unique:
+            # Messages name rows by index label; with duplicated labels they name positions.
+            df = df.reset_index(drop=True)
         cache = as_cache(self.memory)
         blocks, masks = {}, []
         if fit:
@@ -255,8 +485,16 @@ class _MultimodalBase(_BaseComposition):
         return self._encode(self._frame(X, reset=False), fit=False)
 
     def _output(self, emb: Embeddings) -> np.ndarray:
-        """The fusion's output on (possibly masked) Embeddings."""
-        return self.fusion_.predict_output(emb)
+        """The fusion's output on (possibly masked) Embeddings; never NaN or infinite."""
+        out = np.asarray(self.fusion_.predict_output(emb))
+        bad = ~np.isfinite(out).reshape(len(out), -1).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"the fusion ({type(self.fusion_).__name__}) produced NaN or infinite outputs "
+                f"for rows {np.flatnonzero(bad)[:10].tolist()}; check those rows' inputs for "
+                "extreme values"
+            )
+        return out
 
     def explain(self, X, **kwargs):
         """Exact modality-level Shapley values of the predictions on ``X``.
@@ -350,13 +588,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
-        if y is None:
-            raise ValueError("requires y to be passed, but the target y is None")
-        y = column_or_1d(np.asarray(y), warn=True)
-        n_missing = int(pd.isna(pd.Series(y)).sum())
-        if n_missing:
-            raise ValueError(f"y holds {n_missing} missing label(s); drop those rows or label them")
-        check_classification_targets(y)
+        y = _check_class_labels(y)
         from sklearn.preprocessing import LabelEncoder
 
         self._label_encoder = LabelEncoder().fit(y)
@@ -411,21 +643,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         """Encode every modality once and fit the fusion strategy on a numeric target."""
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
-        if y is None:
-            raise ValueError("requires y to be passed, but the target y is None")
-        y = column_or_1d(np.asarray(y), warn=True)
-        if not np.issubdtype(y.dtype, np.number):
-            try:
-                y = y.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"y must be numeric for a regressor, got dtype {y.dtype}"
-                ) from None
-        y = y.astype(np.float64)
-        if not np.all(np.isfinite(y)):
-            raise ValueError(
-                f"y holds {int((~np.isfinite(y)).sum())} NaN or infinite value(s); drop or fix those rows"
-            )
+        y = _check_target(y)
         return self._fit(df, y, n_classes=None)
 
     def predict(self, X) -> np.ndarray:

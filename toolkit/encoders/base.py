@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from toolkit._utils import as_item_list, batches, is_missing, progress
+from toolkit._utils import FLOAT32_MAX, as_item_list, batches, is_missing, progress
 from toolkit.exceptions import ReadError
 
 
@@ -23,8 +23,14 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     """Base class of the single-column encoders.
 
     Subclasses implement ``_read(item)`` (raw item -> decoded object, raising
-    :class:`~toolkit.exceptions.ReadError`), ``_fit(decoded_items)`` (learn state, set
-    ``n_features_out_``) and ``_encode_batch(decoded_items) -> (b, d) array``.
+    :class:`~toolkit.exceptions.ReadError`, or returning None for an item that holds no
+    data, such as an all-padding sequence), ``_fit(decoded_items)`` (learn state, set
+    ``n_features_out_``) and ``_encode_batch(decoded_items) -> (b, d) array``. Optional
+    hooks: ``_check_fit_items(decoded, rows)`` (checks across the training items, e.g. that
+    their widths agree) and ``_check_item(decoded)`` (checks against the fitted state at
+    encode time, raising ``ReadError`` so that ``on_error`` applies).
+    Encoded features must lie within the float32 range of the block: larger values are
+    refused with the rows named, never stored as infinities.
     ``fixed = True`` marks encoders whose output does not depend on the data they were
     fitted on (feature extractors and pretrained networks), which lets estimators cache
     their blocks across fits.
@@ -64,16 +70,18 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         decoded = None
         if self._needs_fit_items():
             present = [i for i, it in enumerate(items) if not is_missing(it)]
-            decoded = []
+            decoded, rows = [], []
             for i in present:
                 value = self._read_or_skip(items[i], labels[i])
                 if value is not None:
                     decoded.append(value)
+                    rows.append(labels[i])
             if not decoded:
                 raise ValueError(
                     f"{type(self).__name__} found no readable {self.modality} item in "
                     f"{self._where()} to fit on ({len(items)} rows, all missing or unreadable)"
                 )
+            self._check_fit_items(decoded, rows)
         self._fit(decoded)
         return self
 
@@ -117,13 +125,14 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         for chunk in bar:
             rows, decoded = [], []
             for i in chunk:
-                value = self._read_or_skip(items[i], labels[i], failures)
+                value = self._read_or_skip(items[i], labels[i], failures, fitted=True)
                 if value is not None:
                     rows.append(i)
                     decoded.append(value)
             if not rows:
                 continue
-            feats = np.asarray(self._encode_batch(decoded), dtype=np.float32)
+            feats = np.asarray(self._encode_batch(decoded), dtype=np.float64)
+            self._check_range(feats, [labels[i] for i in rows])
             out[rows] = feats
             available[rows] = True
         if failures:
@@ -173,10 +182,26 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         self._current_column = name
         return items, labels, name
 
-    def _read_or_skip(self, item, label, failures=None):
-        """Read one item; on error raise with its row, or record it when on_error='missing'."""
+    def _check_range(self, feats: np.ndarray, labels: list) -> None:
+        """Refuse finite features that float32 cannot hold (they would become inf)."""
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(feats) & (np.abs(feats) > FLOAT32_MAX)
+        if big.any():
+            bad = big.any(axis=1)
+            raise ValueError(
+                f"{type(self).__name__} produced features beyond the float32 range "
+                f"(+-{FLOAT32_MAX:.1e}) for rows {[labels[i] for i in np.flatnonzero(bad)[:5]]} "
+                f"of {self._where()} (e.g. {feats[big][0]:.3g}); rescale those items' values"
+            )
+
+    def _read_or_skip(self, item, label, failures=None, *, fitted: bool = False):
+        """Read one item (and, when ``fitted``, check it against the fitted state); on error
+        raise with its row, or record it when on_error='missing'."""
         try:
-            return self._read(item)
+            value = self._read(item)
+            if fitted and value is not None:
+                self._check_item(value)
+            return value
         except (ReadError, FileNotFoundError) as exc:
             message = f"row {label!r} of {self._where()}: {exc}"
             if self.on_error == "missing":
@@ -199,6 +224,12 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _needs_fit_items(self) -> bool:
         return self._fit_needs_items
+
+    def _check_fit_items(self, decoded: list, rows: list) -> None:
+        """Checks across the decoded training items (``rows``: their row labels)."""
+
+    def _check_item(self, decoded) -> None:
+        """Check one decoded item against the fitted state (raise ReadError)."""
 
     # -- to implement -------------------------------------------------------------------
 

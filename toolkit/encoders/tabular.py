@@ -10,6 +10,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from toolkit._utils import (
+    FLOAT32_MAX,
+    check_column_labels,
+    describe_kinds,
+    first_non_numeric_cell,
+    rows_by_kind,
+    value_kind,
+)
+
+_ALLOWED_KINDS = {"str", "number", "bool"}
+
 
 def _frame(X) -> tuple[pd.DataFrame, bool]:
     """A DataFrame view of X (arrays get columns x0..x{p-1}); whether X was a DataFrame."""
@@ -24,6 +35,13 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     A row whose columns are all missing is an absent modality (NaN row, mask False);
     other missing cells are imputed (median / most frequent) and, with
     ``add_indicator=True``, flagged by indicator features.
+
+    Cells are checked before scikit-learn sees them, and every refusal names the column
+    and rows: a categorical column must hold one kind of value (all strings, all numbers
+    or all booleans; at transform the same kind as in fit); a numeric column must hold
+    numbers (numeric strings are parsed) that are finite and within the float32 range
+    (about +-3.4e38, the dtype of the encoded block) and whose standardized value fits it
+    too; complex numbers, dates and other objects are refused.
 
     Parameters
     ----------
@@ -43,6 +61,8 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     columns_ : list
         Input column labels, as given.
     column_names_, numeric_columns_, categorical_columns_ : list of str
+    category_kinds_ : dict of str to {"str", "number", "bool"} or None
+        Kind of value each categorical column held in fit (None: all missing).
     transformer_ : fitted sklearn ColumnTransformer
     n_features_out_ : int
 
@@ -77,21 +97,19 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.on_error = on_error
 
     def _validate(self, X, reset: bool) -> pd.DataFrame:
+        """Structural checks (shape, column names, cell types); returns the input frame."""
         if isinstance(X, pd.DataFrame):
+            check_column_labels(X.columns, what="TabularEncoder")
+            if X.shape[1] == 0:
+                raise ValueError(
+                    f"TabularEncoder got 0 columns ({len(X)} rows); select at least one column"
+                )
             validate_data(self, X, reset=reset, skip_check_array=True)
             if X.shape[0] == 0:
                 raise ValueError("TabularEncoder got 0 rows; at least one is required")
             df = X
         else:
-            arr = validate_data(
-                self,
-                X,
-                reset=reset,
-                dtype=np.float64,
-                ensure_all_finite="allow-nan",
-                ensure_min_samples=1,
-            )
-            df, _ = _frame(arr)
+            df, _ = _frame(self._validate_array(X, reset))
         if not reset:
             missing = [c for c in self.columns_ if c not in df.columns]
             if missing:
@@ -101,27 +119,66 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 )
             df = df[self.columns_]
         for col in df.columns:
-            s = df[col]
-            if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-                values = s.to_numpy(dtype=np.float64, na_value=np.nan)
-                bad = np.isinf(values)
-                if bad.any():
-                    rows = list(df.index[bad][:5])
-                    raise ValueError(
-                        f"column '{col}' holds infinite values at rows {rows}; replace them with "
-                        "NaN (missing) or finite numbers"
-                    )
-            elif s.dtype == object:
-                kinds = {
-                    type(v).__name__
-                    for v in s.dropna()[:1000]
-                    if not isinstance(v, (str, bool, int, float, np.generic))
-                }
-                if kinds:
-                    raise TypeError(
-                        f"column '{col}' holds values of type {sorted(kinds)}; tabular columns must "
-                        "hold numbers or category strings"
-                    )
+            _check_cell_types(df[col], col)
+        return df
+
+    def _validate_array(self, X, reset: bool) -> np.ndarray:
+        if isinstance(X, np.ndarray) and X.dtype.kind == "c":
+            raise ValueError(
+                "Complex data not supported: TabularEncoder got an array of complex numbers; "
+                "pass real numbers (e.g. np.abs(X), or the real and imaginary parts as columns)"
+            )
+        try:
+            return validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=np.float64,
+                ensure_all_finite="allow-nan",
+                ensure_min_samples=1,
+            )
+        except (TypeError, ValueError) as exc:
+            where = first_non_numeric_cell(X)
+            if where is None:
+                raise
+            i, j, value = where
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(
+                f"TabularEncoder: column x{j} holds {value!r} ({type(value).__name__}) at row "
+                f"{i}: {str(exc).splitlines()[0]} An array input must be numeric; pass a "
+                "DataFrame to encode category strings"
+            ) from exc
+
+    def _prepare(self, df: pd.DataFrame, fit: bool) -> pd.DataFrame:
+        """A copy with string column names, float64 numeric columns (range-checked) and
+        object categorical columns (NaN for missing) of one kind of value each."""
+        df = df.copy()
+        df.columns = self.column_names_
+        for c in self.numeric_columns_:
+            df[c] = _numeric_column(df[c], c, fit=fit)
+        kinds = {}
+        for c in self.categorical_columns_:
+            s = df[c]
+            found = rows_by_kind(s.tolist(), list(s.index))
+            if len(found) > 1:
+                raise TypeError(
+                    f"column '{c}' mixes value types: {describe_kinds(found)}. A categorical "
+                    "column must hold only strings, only numbers or only booleans (1 and '1' "
+                    f"would be different categories); convert it, e.g. df['{c}'].astype(str), "
+                    "or fix those rows"
+                )
+            kind = next(iter(found), None)
+            if fit:
+                kinds[c] = kind
+            elif kind is not None and self.category_kinds_.get(c) not in (None, kind):
+                raise TypeError(
+                    f"column '{c}' held {self.category_kinds_[c]} values in fit but holds "
+                    f"{kind} values now (rows {found[kind]}); pass the same kind of values as "
+                    "in fit, or they would all be treated as unknown categories"
+                )
+            df[c] = s.astype(object).where(s.notna(), np.nan)
+        if fit:
+            self.category_kinds_ = kinds
         return df
 
     def fit(self, X, y=None):
@@ -144,8 +201,6 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         df = self._validate(X, reset=True)
         self.columns_ = list(df.columns)
         self.column_names_ = [str(c) for c in df.columns]
-        df = df.copy()
-        df.columns = self.column_names_
         if self.categorical is not None:
             unknown = [c for c in self.categorical if str(c) not in self.column_names_]
             if unknown:
@@ -155,11 +210,12 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             cat = [str(c) for c in self.categorical]
         else:
             cat = [
-                c for c in self.column_names_
+                str(c) for c in df.columns
                 if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
             ]  # fmt: skip
         num = [c for c in self.column_names_ if c not in cat]
         self.numeric_columns_, self.categorical_columns_ = num, cat
+        df = self._prepare(df, fit=True)
         steps = []
         if num:
             numeric = [
@@ -188,32 +244,54 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.transformer_ = ColumnTransformer(
             steps, verbose_feature_names_out=False, sparse_threshold=0.0
         )
-        cat_df = df.copy()
-        for c in cat:
-            cat_df[c] = cat_df[c].astype(object).where(cat_df[c].notna(), np.nan)
         absent = df.isna().all(axis=1).to_numpy()
-        fit_rows = cat_df.loc[~absent] if (~absent).any() else cat_df
+        fit_rows = df.loc[~absent] if (~absent).any() else df
         self.transformer_.fit(fit_rows)
         self.n_features_out_ = len(self.transformer_.get_feature_names_out())
-        return cat_df
+        return df
 
     def _encode_frame(self, df: pd.DataFrame):
-        for c in self.categorical_columns_:
-            df[c] = df[c].astype(object).where(df[c].notna(), np.nan)
+        """Encode a frame made by :meth:`_prepare`."""
         absent = df.isna().all(axis=1).to_numpy()
         out = np.full((len(df), self.n_features_out_), np.nan, dtype=np.float32)
         if (~absent).any():
-            out[~absent] = np.asarray(
-                self.transformer_.transform(df.loc[~absent]), dtype=np.float32
-            )
+            rows = df.loc[~absent]
+            z = np.asarray(self.transformer_.transform(rows), dtype=np.float64)
+            self._check_encoded(z, rows)
+            out[~absent] = z
         return out, ~absent
+
+    def _check_encoded(self, z: np.ndarray, rows: pd.DataFrame) -> None:
+        """Refuse encodings that float32 cannot hold (a value many training standard
+        deviations away from the training mean), naming the column and rows."""
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(z) | (np.abs(z) > FLOAT32_MAX)
+        if not bad.any():
+            return
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        first = self.transformer_.output_indices_.get("num", slice(0, 0)).start
+        k = j - first
+        if 0 <= k < len(self.numeric_columns_):
+            col = self.numeric_columns_[k]
+            labels = rows.index[bad[:, j]][:5].tolist()
+            value = rows[col].to_numpy()[bad[:, j]][0]
+            distance = abs(z[bad[:, j], j][0])
+            raise ValueError(
+                f"column '{col}' rows {labels}: the value {value:.3g} lies {distance:.3g} "
+                "training standard deviations from the column's training mean, beyond the "
+                "float32 range of the encoded block; check the value, or rescale the column "
+                "(e.g. take a log) and refit"
+            )
+        name = self.transformer_.get_feature_names_out()[j]
+        raise ValueError(
+            f"TabularEncoder produced non-finite or out-of-range features ('{name}') for rows "
+            f"{rows.index[bad[:, j]][:5].tolist()}; check those rows"
+        )
 
     def encode(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Encode; return the block (NaN rows where every column is missing) and availability."""
         check_is_fitted(self, "transformer_")
-        df = self._validate(X, reset=False).copy()
-        df.columns = self.column_names_
-        return self._encode_frame(df)
+        return self._encode_frame(self._prepare(self._validate(X, reset=False), fit=False))
 
     def transform(self, X) -> np.ndarray:
         """Encode a DataFrame (or 2-D array) with the fitted columns."""
@@ -230,3 +308,73 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float32"]  # blocks are always float32
         return tags
+
+
+def _check_cell_types(s: pd.Series, col) -> None:
+    """Refuse cells no tabular column can hold: complex numbers, dates, other objects."""
+    if s.dtype.kind == "c":
+        raise ValueError(
+            f"Complex data not supported: column '{col}' holds complex numbers; pass real "
+            "numbers (e.g. the magnitude, or the real and imaginary parts as two columns)"
+        )
+    if s.dtype.kind in "mM" or isinstance(s.dtype, pd.DatetimeTZDtype):
+        raise TypeError(
+            f"column '{col}' holds dates or durations ({s.dtype}); convert them to numbers "
+            "(e.g. days since a reference date) or to category strings"
+        )
+    if s.dtype == object:
+        found = rows_by_kind(s.tolist(), list(s.index))
+        odd = sorted(set(found) - _ALLOWED_KINDS)
+        if odd:
+            rows = found[odd[0]]
+            hint = (
+                "; pass real numbers (e.g. the magnitude)"
+                if odd == ["complex"]
+                else "; convert them to numbers or category strings"
+            )
+            raise TypeError(
+                f"column '{col}' holds values of type {odd} (rows {rows}); tabular columns must "
+                f"hold numbers or category strings{hint}"
+            )
+
+
+def _numeric_column(s: pd.Series, col: str, fit: bool) -> pd.Series:
+    """A numeric column as float64 (numeric strings parsed), finite, within float32 range."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        infinite = np.isinf(values)
+    else:
+        kinds = {value_kind(v) for v in s.tolist()} - {None}
+        converted = pd.to_numeric(s.where(s.notna(), np.nan), errors="coerce")
+        bad = (s.notna() & converted.isna()).to_numpy() if kinds - {"number", "bool"} else None
+        if bad is not None and bad.any():
+            rows = s.index[bad][:5].tolist()
+            example = s[bad].iloc[0]
+            hint = (
+                ", or list the column in categorical= to one-hot encode it"
+                if fit
+                else " (it was numeric in fit)"
+            )
+            raise ValueError(
+                f"column '{col}' is numeric but holds non-numeric values at rows {rows} (e.g. "
+                f"{example!r}); pass numbers (NaN for missing){hint}"
+            )
+        values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
+        infinite = np.isinf(values)
+    if infinite.any():
+        rows = s.index[infinite][:5].tolist()
+        raise ValueError(
+            f"column '{col}' holds infinite values at rows {rows}; replace them with NaN "
+            "(missing) or finite numbers"
+        )
+    with np.errstate(invalid="ignore"):
+        big = ~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX)
+    if big.any():
+        rows = s.index[big][:5].tolist()
+        raise ValueError(
+            f"column '{col}' holds values out of range at rows {rows} (e.g. "
+            f"{s[big].iloc[0]:.3g}): beyond +-{FLOAT32_MAX:.1e}, the float32 range of the "
+            "encoded block, where they would become infinite (or make scaling overflow to "
+            "NaN); rescale the column (e.g. change its unit or take a log)"
+        )
+    return pd.Series(values, index=s.index, name=s.name)

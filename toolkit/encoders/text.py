@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
 
@@ -34,6 +35,26 @@ def _check_model_location(model) -> str:
     if looks_like_path and not Path(text).expanduser().exists():
         raise FileNotFoundError(f"model folder '{text}' does not exist")
     return str(Path(text).expanduser()) if looks_like_path else text
+
+
+@contextmanager
+def _loading(location: str, backend: str):
+    """Re-raise a pretrained model's loading error (a folder that is not a saved model, a
+    hub id that is not cached offline) with the location and what to do."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        first = (
+            str(exc).strip().splitlines()[0].rstrip(" .:")
+            if str(exc).strip()
+            else type(exc).__name__
+        )
+        kind = OSError if isinstance(exc, OSError) else ValueError
+        raise kind(
+            f"TextEncoder(backend='{backend}') could not load a model from '{location}': "
+            f"{first}. Pass a folder written by the model's save_pretrained()/save() (with "
+            "its config.json and tokenizer files), or a hub id already in the local cache"
+        ) from exc
 
 
 class TextEncoder(BaseEncoder):
@@ -157,7 +178,14 @@ class TextEncoder(BaseEncoder):
                     ),
                 ]
             )
-            tfidf = self.vectorizer_.fit_transform(texts)
+            try:
+                tfidf = self.vectorizer_.fit_transform(texts)
+            except ValueError as exc:  # no token survives (e.g. punctuation or 1-letter words)
+                raise ValueError(
+                    f"TextEncoder(backend='tfidf') found no usable words in {self._where()} "
+                    f"({len(texts)} text(s), e.g. {texts[0][:40]!r}): {exc}. Words need 2 or more "
+                    "letters or digits; give texts with words, or mark such cells missing (None)"
+                ) from exc
             k = min(self.n_components, tfidf.shape[1] - 1, len(texts) - 1)
             if k < 1:
                 raise ValueError(
@@ -172,8 +200,10 @@ class TextEncoder(BaseEncoder):
 
             location = _check_model_location(self.model)
             self.device_ = resolve_device(self.device)
-            self.tokenizer_ = AutoTokenizer.from_pretrained(location)
-            self.model_ = AutoModel.from_pretrained(location).to(self.device_).eval()
+            with _loading(location, "transformers"):
+                self.tokenizer_ = AutoTokenizer.from_pretrained(location)
+                self.model_ = AutoModel.from_pretrained(location)
+            self.model_ = self.model_.to(self.device_).eval()
             with torch.inference_mode():
                 probe = self._transformers_embed(["probe"])
             self.n_features_out_ = probe.shape[1]
@@ -186,7 +216,8 @@ class TextEncoder(BaseEncoder):
                 else _check_model_location(self.model)
             )
             self.device_ = resolve_device(self.device)
-            self.model_ = SentenceTransformer(location, device=str(self.device_))
+            with _loading(location, "sentence-transformers"):
+                self.model_ = SentenceTransformer(location, device=str(self.device_))
             dim_getter = (
                 getattr(self.model_, "get_embedding_dimension", None)
                 or self.model_.get_sentence_embedding_dimension

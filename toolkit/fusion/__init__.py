@@ -19,6 +19,11 @@ def make_fusion(fusion):
             raise ValueError(
                 f"unknown fusion '{fusion}'; use 'early', 'late', 'gated' or a fusion object"
             ) from None
+    if isinstance(fusion, type):
+        raise TypeError(
+            f"fusion must be an instance, got the class {fusion.__name__}; write "
+            f"{fusion.__name__}()"
+        )
     if not isinstance(fusion, BaseFusion):
         raise TypeError(
             f"fusion must be 'early', 'late', 'gated' or a BaseFusion instance, got {type(fusion).__name__}"

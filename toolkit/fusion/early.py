@@ -109,7 +109,7 @@ class EarlyFusion(BaseFusion):
         check_is_fitted(self, "estimator_")
         X = self._design(emb)
         if not self.is_classifier_:
-            return np.asarray(self.estimator_.predict(X), dtype=np.float64)
+            return self._unscale(self.estimator_.predict(X))
         proba = np.zeros((emb.n_samples, self.n_classes_))
         proba[:, self.class_columns_] = self.estimator_.predict_proba(X)
         return proba

@@ -200,6 +200,12 @@ class GatedFusion(BaseFusion):
                     since += 1
                     if since >= self.patience:
                         break
+            if best_state is None:
+                raise ValueError(
+                    f"GatedFusion training diverged: the loss was NaN or infinite in all "
+                    f"{len(self.history_)} epoch(s); lower learning_rate (now "
+                    f"{self.learning_rate}) or check the embeddings for extreme values"
+                )
             self.module_.load_state_dict(best_state)
         self.module_.eval()
         self.n_epochs_ = len(self.history_)
@@ -249,7 +255,7 @@ class GatedFusion(BaseFusion):
         """Class probabilities (n_samples, n_classes) or predictions (n_samples,)."""
         out, _ = self._forward(emb)
         if not self.is_classifier_:
-            return out[:, 0].astype(np.float64) * self.y_scale_ + self.y_mean_
+            return self._unscale(out[:, 0].astype(np.float64) * self.y_scale_ + self.y_mean_)
         out = out.astype(np.float64)
         out -= out.max(axis=1, keepdims=True)
         proba = np.exp(out)

@@ -105,7 +105,7 @@ class LateFusion(BaseFusion):
     def _evidence(self, outputs: np.ndarray) -> np.ndarray:
         """Head outputs -> stacking features, 0 meaning 'no evidence beyond the prior'."""
         if not self.is_classifier_:
-            return (outputs - self.prior_[0])[:, None]
+            return (outputs - self._scaled_prior())[:, None]
         logp = np.log(np.clip(outputs, _EPS, 1.0)) - np.log(np.clip(self.prior_, _EPS, 1.0))
         if self.n_classes_ == 2:
             return (logp[:, 1] - logp[:, 0])[:, None]
@@ -213,7 +213,7 @@ class LateFusion(BaseFusion):
             }
             feats = self._stack_features_from(evidence, emb.n_samples)
             if not self.is_classifier_:
-                return np.asarray(self.meta_estimator_.predict(feats), dtype=np.float64)
+                return self._unscale(self.meta_estimator_.predict(feats))
             proba = np.zeros((emb.n_samples, self.n_classes_))
             proba[:, self.meta_columns_] = self.meta_estimator_.predict_proba(feats)
             return proba
@@ -229,5 +229,8 @@ class LateFusion(BaseFusion):
         empty = norm == 0
         norm[empty] = 1.0
         total = total / (norm[:, None] if total.ndim == 2 else norm)
-        total[empty] = self.prior_ if self.is_classifier_ else self.prior_[0]
-        return total
+        if self.is_classifier_:
+            total[empty] = self.prior_
+            return total
+        total[empty] = self._scaled_prior()
+        return self._unscale(total)
