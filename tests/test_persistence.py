@@ -145,7 +145,20 @@ def test_regressor_and_pretrained_encoder_round_trip(tmp_path, tiny_bert):
     config["auto_map"] = {"AutoModel": "evil.EvilModel"}
     (folder / "encoders/text/config.json").write_text(json.dumps(config))
     _rewrite_manifest(folder)
-    with pytest.raises(UntrustedTypeError, match="asks for custom model code"):
+    with pytest.raises(UntrustedTypeError, match="'config.json' asks for custom model code"):
+        toolkit.load(folder)
+
+    # nor describe a network far larger than its weights (checked on the meta device)
+    del config["auto_map"]
+    config["vocab_size"] = 10**8
+    (folder / "encoders/text/config.json").write_text(json.dumps(config))
+    _rewrite_manifest(folder)
+    with pytest.raises(ModelFileError, match="config.json describes a network of"):
+        toolkit.load(folder)
+    config["model_type"] = "no-such-model"
+    (folder / "encoders/text/config.json").write_text(json.dumps(config))
+    _rewrite_manifest(folder)
+    with pytest.raises(ModelFileError, match="does not describe a model transformers can build"):
         toolkit.load(folder)
 
 

@@ -902,32 +902,44 @@ def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> Non
         for p in paths:
             if p:
                 _inside(folder, p, f"{what} modules.json")
-    config = folder / "config.json"
-    if not config.is_file():
+    cfg = None
+    for file in sorted(folder.glob("*.json")):
+        try:
+            content = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{what}: '{file.name}' is not valid JSON ({exc})") from exc
+        if isinstance(content, dict) and (
+            "auto_map" in content or content.get("trust_remote_code")
+        ):
+            raise UntrustedTypeError(
+                f"{what}: '{file.name}' asks for custom model code (auto_map); it is not run"
+            )
+        if file.name == "config.json":
+            cfg = content
+    if not isinstance(cfg, dict):
         return
-    try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{what}: config.json is not valid JSON ({exc})") from exc
-    if not isinstance(cfg, dict) or "auto_map" in cfg or cfg.get("trust_remote_code"):
-        raise UntrustedTypeError(
-            f"{what}: config.json asks for custom model code (auto_map); it is not run"
-        )
     if "model_type" not in cfg:
         return
     import torch
     from transformers import AutoConfig, AutoModel
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        with torch.device("meta"):
-            meta = AutoModel.from_config(hf_config)
-    n_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
-    if n_bytes > max_bytes:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            with torch.device("meta"):
+                meta = AutoModel.from_config(hf_config)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelFileError(
-            f"{what}: config.json describes a network of {n_bytes:,} bytes, above "
-            f"max_bytes={max_bytes:,}"
+            f"{what}: config.json does not describe a model transformers can build "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    n_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
+    stored = sum(f.stat().st_size for f in folder.rglob("*.safetensors") if not f.is_symlink())
+    if n_bytes > max_bytes or n_bytes > 2 * stored + (1 << 20):
+        raise ModelFileError(
+            f"{what}: config.json describes a network of {n_bytes:,} bytes, but the folder "
+            f"holds {stored:,} bytes of weights (limit max_bytes={max_bytes:,})"
         )
 
 
@@ -955,7 +967,13 @@ def _restore_encoders(model, path: Path, manifest: dict, max_bytes: int) -> None
             target = _inside(folder, rel, f"model '{path}' encoder '{name}' {param}")
             setattr(enc, param, str(target))
         enc.device = "cpu"
-        enc._fit(None)
+        try:
+            enc._fit(None)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:
+            raise ModelFileError(
+                f"model '{path}': the saved model of encoder '{name}' could not be loaded "
+                f"({type(exc).__name__}: {str(exc)[:300]}); the folder is damaged: save it again"
+            ) from exc
 
 
 def _locate(path: Path) -> Path:
