@@ -544,7 +544,9 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         Folder of a per-item cache for the embeddings of *fixed* encoders (pretrained
         networks and feature extractors, whose output does not depend on the training
         data): each raw item is encoded once across fits, folds and grid-search
-        candidates (see :class:`toolkit.cache.EmbeddingCache`).
+        candidates (see :class:`toolkit.cache.EmbeddingCache`). Files are keyed on a
+        sampled content fingerprint (size, times, inode and three 64 KiB blocks); pass
+        ``EmbeddingCache(folder, fingerprint="full")`` to hash every byte instead.
     random_state : int, RandomState or None
         Seeds every encoder and fusion strategy whose own ``random_state`` is None.
 
