@@ -8,6 +8,7 @@ import sys
 
 def _cmd_run(args) -> int:
     from toolkit.study import load_config, run_study
+    from toolkit.study.engine import SCHEDULER_TIMEOUT
 
     config = load_config(args.config, args.set or [])
     run = run_study(
@@ -16,6 +17,9 @@ def _cmd_run(args) -> int:
         command=" ".join(["mmtk", *sys.argv[1:]]),
         progress=not args.quiet,
         scheduler=args.scheduler,
+        scheduler_timeout=SCHEDULER_TIMEOUT
+        if args.scheduler_timeout is None
+        else args.scheduler_timeout,
     )
     _print_summary(run)
     print(f"run folder: {run}")
@@ -44,10 +48,15 @@ def _print_summary(run) -> None:
 
 def _cmd_validate(args) -> int:
     from toolkit.study import load_config
+    from toolkit.study.engine import prepare_study
 
     config = load_config(args.config, args.set or [])
+    study = prepare_study(config)
+    fusion = [f if isinstance(f, str) else f["name"] for f in config["fusion"]]
     print(
-        f"{args.config}: valid ({config['task']}, data {config['data']['source']}, fusion {config['fusion']})"
+        f"{args.config}: valid ({config['task']}, data {config['data']['source']}: "
+        f"{len(study.frame)} rows, modalities {[m[0] for m in study.modalities]}, "
+        f"{config['evaluation']['cv']} folds, fusion {fusion})"
     )
     return 0
 
@@ -115,9 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the folds on an existing Dask scheduler (needs the 'distributed' extra)",
     )
+    run.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for --scheduler to answer (default: 5)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress messages")
     run.set_defaults(func=_cmd_run)
-    val = sub.add_parser("validate", help="check a study config without running it")
+    val = sub.add_parser(
+        "validate",
+        help="check a study config against its data (columns, target, cv, metrics) without "
+        "running it",
+    )
     val.add_argument("config")
     val.add_argument("--set", action="append", metavar="KEY=VALUE")
     val.set_defaults(func=_cmd_validate)
@@ -129,18 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``mmtk``; return the exit status.
+
+    0: done. 2: the command, config or data is wrong (a config key, a column, the
+    scheduler, ``--out``, a missing file); nothing was run. 1: the study failed while
+    running; its run folder is marked failed. Each error is one line on stderr.
+    """
     from toolkit.study.config import ConfigError
+    from toolkit.study.engine import SchedulerError, StudyError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"mmtk: config error: {exc}", file=sys.stderr)
+        print(f"mmtk: config error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError) as exc:
-        print(f"mmtk: {exc}", file=sys.stderr)
+    except SchedulerError as exc:
+        print(f"mmtk: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except StudyError as exc:
+        print(f"mmtk: study failed: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a missing file, --out that is a file, no permission
+        print(f"mmtk: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

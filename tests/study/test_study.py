@@ -136,13 +136,20 @@ def test_failed_study_keeps_finished_folds(tmp_path):
     config = load_config(
         ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", *SMALL]
     )
-    with pytest.raises(StudyError, match="injected failure after 2 folds"):
+    with pytest.raises(StudyError, match="injected failure after 2 folds") as caught:
         run_study(config, tmp_path, progress=False, _fail_after_folds=2)
     (folder,) = list(tmp_path.iterdir())
+    assert caught.value.run_folder == folder
     folds = sorted(p.name for p in (folder / "folds").iterdir())
     assert folds == ["fold_0.json", "fold_1.json"]
     record = json.loads((folder / "folds" / "fold_1.json").read_text())
     assert len(record["test_index"]) == len(record["late"]) == 30
+    # The folder is marked failed, with the error; nothing claims to be a finished study.
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "failed"
+    assert status["error"].startswith("StudyError: injected failure after 2 folds")
+    assert "injected failure after 2 folds" in (folder / "FAILED").read_text()
+    assert not (folder / "metrics.json").exists() and not (folder / "report.html").exists()
 
 
 def test_run_folders_are_never_overwritten(tmp_path):
@@ -161,6 +168,9 @@ def test_run_folders_are_never_overwritten(tmp_path):
     a = run_study(config, tmp_path, progress=False)
     b = run_study(config, tmp_path, progress=False)
     assert a != b and a.exists() and b.exists()
+    for run in (a, b):
+        assert run.parent == tmp_path.resolve()
+        assert json.loads((run / "status.json").read_text())["status"] == "complete"
 
 
 def _write(tmp_path, text):
@@ -187,7 +197,8 @@ modalities:
         ),
         (
             BASE + "evaluation: {cv: three}\n",
-            "evaluation.cv: expected an integer >= 2, found 'three'",
+            "evaluation.cv: expected an integer >= 2 (at most the rows, smallest class, "
+            "groups), found 'three'",
         ),
         (BASE + "fusion: [middle]\n", "fusion[0]: expected one of ['early', 'gated', 'late']"),
         (BASE.replace("make_sentiment_clips", "make_movies"), "data.source: expected one of"),

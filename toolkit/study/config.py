@@ -1,8 +1,40 @@
-"""Study configs: loading, ``--set`` overrides, defaults and validation with key paths."""
+"""Study configs: loading, ``--set`` overrides, defaults and validation with key paths.
+
+What a config may do: name a data source and its parameters, the columns and encoders
+of each modality, fusion strategies and the evaluation. What it may not do:
+
+- write outside the run folder. ``name`` and every modality ``name`` become folder
+  names (the run folder ``<--out>/<name>-<stamp>``, the saved model's
+  ``encoders/<modality>/``), so they must be plain names: letters, digits, ``.``, ``_``
+  and ``-``, starting with a letter or digit, at most 100 characters, never ``..`` (so
+  no ``/``, ``\\``, leading ``~`` or absolute path). A generator's ``output_dir`` is
+  refused: a study keeps generated data in memory.
+- read from a place that depends on the working directory: relative input paths in
+  ``data.params`` (``csv``, ``data_dir``, ``path``) resolve against the config file's
+  folder (see :func:`resolve_input_paths`); relative paths inside a manifest resolve
+  against the manifest's folder (``toolkit.datasets.load_manifest``).
+- pass a number out of range or of the wrong type. Every numeric key is bounded;
+  ``true``/``false`` is never accepted as a number and a float never as an integer.
+
+Limits (keyword arguments of :func:`validate_config` / :func:`load_config`, module
+constants as defaults): ``max_bootstrap`` (:data:`MAX_BOOTSTRAP`, 100,000 resamples),
+``max_n_jobs`` (:data:`MAX_N_JOBS`, 64 parallel folds), ``max_synthetic_bytes``
+(:data:`MAX_SYNTHETIC_BYTES`, 4 GiB of generated arrays), ``max_config_bytes``
+(:data:`MAX_CONFIG_BYTES`, 1 MB of YAML) and ``max_config_depth``
+(:data:`MAX_CONFIG_DEPTH`, 32 levels of nesting). Seeds lie in [0, 2**32 - 1] (NumPy's range).
+
+Checks that need the data (columns, target, classes and groups against ``cv``, the
+metric against the task) are in :func:`toolkit.study.engine.prepare_study`, which
+``mmtk validate`` runs.
+"""
 
 from __future__ import annotations
 
 import copy
+import inspect
+import math
+import numbers
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +55,25 @@ ENCODERS = {
 }
 FUSIONS = {"early", "late", "gated"}
 TASKS = {"classification", "regression"}
+
+#: Most bootstrap resamples (``evaluation.bootstrap``).
+MAX_BOOTSTRAP = 100_000
+#: Most folds run at once (``evaluation.n_jobs``; -1 means all cores).
+MAX_N_JOBS = 64
+#: Largest seed (``seed``, ``random_state``): NumPy's RandomState range.
+MAX_SEED = 2**32 - 1
+#: Most bytes of arrays a ``make_*`` source may generate (estimated from its parameters).
+MAX_SYNTHETIC_BYTES = 4 * 1024**3
+#: Largest config file read.
+MAX_CONFIG_BYTES = 1_000_000
+#: Deepest nesting of mappings and lists in a config.
+MAX_CONFIG_DEPTH = 32
+#: A name that becomes a folder: letters, digits, '.', '_', '-'; no '..'.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: ``data.params`` keys that name input files or folders (resolved against the config's folder).
+INPUT_PATH_PARAMS = ("csv", "data_dir", "path")
+#: ``data.params`` keys that would write files; refused in a study.
+OUTPUT_PATH_PARAMS = ("output_dir",)
 
 DEFAULTS: dict[str, Any] = {
     "name": "study",
@@ -63,39 +114,176 @@ def apply_override(config: dict, assignment: str) -> None:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     path, raw = assignment.split("=", 1)
     keys = path.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {assignment!r}: the key path has an empty part; use a.b=value")
     node = config
-    for key in keys[:-1]:
-        if not isinstance(node.get(key), dict):
+    for depth, key in enumerate(keys[:-1]):
+        if key not in node or node[key] is None:
             node[key] = {}
+        elif not isinstance(node[key], dict):
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(
+                f"--set {assignment!r}: {where} is a {type(node[key]).__name__}, not a mapping"
+            )
         node = node[key]
-    node[keys[-1]] = yaml.safe_load(raw)
-
-
-def load_config(path, overrides=()) -> dict:
-    """Read a YAML study config, apply overrides, fill defaults and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node[keys[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from exc
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of mappings and lists (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def load_config(
+    path,
+    overrides=(),
+    *,
+    max_config_bytes: int = MAX_CONFIG_BYTES,
+    max_config_depth: int = MAX_CONFIG_DEPTH,
+    **limits,
+) -> dict:
+    """Read a YAML study config, apply overrides, fill defaults and validate it.
+
+    ``limits`` are passed to :func:`validate_config`. A file larger than
+    ``max_config_bytes`` (default :data:`MAX_CONFIG_BYTES`, 1 MB) is refused unread; one
+    nested deeper than ``max_config_depth`` (default :data:`MAX_CONFIG_DEPTH`, 32 levels)
+    is refused after parsing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' is not a regular file; pass a YAML file")
+    size = path.stat().st_size
+    if size > max_config_bytes:
+        raise ConfigError(
+            f"config file '{path}' is {size:,} bytes, more than the {max_config_bytes:,} "
+            "allowed (max_config_bytes); a study config is a short YAML file"
+        )
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text; save it as UTF-8") from exc
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file '{path}' is not valid YAML: {detail}") from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            f"config file '{path}' is nested too deeply to parse; a study config has a few levels"
+        ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(
             f"config file '{path}': expected a mapping at the top level, found {type(raw).__name__}"
         )
     for assignment in overrides:
         apply_override(raw, assignment)
+    depth = _depth(raw)
+    if depth > max_config_depth:
+        raise ConfigError(
+            f"config file '{path}' nests mappings and lists {depth} levels deep, more than the "
+            f"{max_config_depth} allowed (max_config_depth)"
+        )
     config = _merge(DEFAULTS, raw)
     config["_path"] = str(path.resolve())
-    validate_config(config)
+    validate_config(config, **limits)
     return config
+
+
+def _shown(found: Any) -> str:
+    return repr(found) if not isinstance(found, dict | list) else type(found).__name__
 
 
 def _expect(cond: bool, key: str, expected: str, found: Any) -> None:
     if not cond:
-        shown = repr(found) if not isinstance(found, dict | list) else type(found).__name__
-        raise ConfigError(f"{key}: expected {expected}, found {shown}")
+        raise ConfigError(f"{key}: expected {expected}, found {_shown(found)}")
+
+
+def _integer(value: Any, key: str, low: int, high: int | None, what: str = "") -> int:
+    """An int in [low, high]; a bool or a float (even 3.0) is refused."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high:,}]"
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {allowed}{what}, found {value!r} (a boolean)")
+    _expect(
+        isinstance(value, numbers.Integral) and value >= low and (high is None or value <= high),
+        key,
+        allowed + what,
+        value,
+    )
+    return int(value)
+
+
+def _seed(value: Any, key: str) -> None:
+    _integer(value, key, 0, MAX_SEED)
+
+
+def check_name(value: Any, key: str) -> str:
+    """A name that becomes a folder: NAME_PATTERN and no '..' (so no separators,
+    no leading '~', no absolute path)."""
+    ok = isinstance(value, str) and NAME_PATTERN.fullmatch(value) and ".." not in value
+    if not ok:
+        raise ConfigError(
+            f"{key}: expected a plain name (letters, digits, '.', '_', '-', starting with a "
+            f"letter or digit, at most 100 characters; no '/', '\\', '..', '~' or absolute "
+            f"path, as it becomes a folder name), found {_shown(value)}"
+        )
+    return value
+
+
+def _check_values(value: Any, key: str, bool_ok: bool) -> None:
+    """No boolean where a number is meant, no NaN or infinity, anywhere inside ``value``."""
+    if isinstance(value, bool):
+        if not bool_ok:
+            raise ConfigError(f"{key}: expected a number or text, found {value!r} (a boolean)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, found {value!r}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_values(v, f"{key}.{k}", bool_ok)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_values(v, f"{key}[{i}]", bool_ok)
+
+
+def _check_params(params: dict, key: str, fn, what: str) -> None:
+    """Each param is one of ``fn``'s keyword parameters and has its default's type:
+    a bool for a bool default, an int (not a bool or float) for an int default, a number
+    (not a bool) for a float default; no bool or non-finite number anywhere else."""
+    signature = inspect.signature(fn)
+    accepted = {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"
+    }
+    for name, value in params.items():
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or name not in accepted:
+            raise ConfigError(
+                f"{where}: not a parameter of {what}; expected one of {sorted(accepted)}"
+            )
+        default = accepted[name]
+        if name in ("random_state", "seed") and value is not None:
+            _seed(value, where)
+        elif isinstance(default, bool):
+            _expect(isinstance(value, bool), where, "true or false", value)
+        elif isinstance(default, numbers.Integral):
+            _integer(value, where, -(2**63), 2**63 - 1)
+        elif isinstance(default, numbers.Real):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"{where}: expected a number, found {_shown(value)}")
+            _check_values(value, where, bool_ok=False)
+        else:
+            _check_values(value, where, bool_ok=False)
 
 
 ALLOWED_KEYS = {
@@ -131,64 +319,138 @@ def _check_keys(config: dict) -> None:
         if not isinstance(node, dict):
             continue
         for key in node:
-            if key.startswith("_"):
-                continue
+            if key == "_path" and not section:
+                continue  # set by load_config: the config file's own path
             if key not in allowed:
-                where = f"{section}.{key}" if section else key
+                where = f"{section}.{key}" if section else str(key)
                 raise ConfigError(f"{where}: unknown key; expected one of {sorted(allowed)}")
 
 
-def validate_config(config: dict) -> None:
-    """Check keys, types and names; raise ConfigError naming the key path."""
-    _check_keys(config)
-    _expect(isinstance(config.get("name"), str), "name", "a string", config.get("name"))
-    _expect(isinstance(config.get("seed"), int), "seed", "an integer", config.get("seed"))
-    _expect(config.get("task") in TASKS, "task", f"one of {sorted(TASKS)}", config.get("task"))
-    data = config.get("data")
-    _expect(isinstance(data, dict), "data", "a mapping", data)
-    _expect(
-        data.get("source") in DATA_SOURCES,
-        "data.source",
-        f"one of {sorted(DATA_SOURCES)}",
-        data.get("source"),
+def metric_names(task: str, n_classes: int | None = None) -> list[str]:
+    """The metrics a study of ``task`` reports (binary-only ones need ``n_classes == 2``)."""
+    from toolkit.study.metrics import (
+        CLASSIFICATION_METRICS,
+        REGRESSION_METRICS,
+        classification_metric_names,
     )
-    _expect(isinstance(data.get("params"), dict), "data.params", "a mapping", data.get("params"))
+
+    if task == "regression":
+        return list(REGRESSION_METRICS)
+    return (
+        list(CLASSIFICATION_METRICS)
+        if n_classes is None
+        else classification_metric_names(n_classes)
+    )
+
+
+def _synthetic_bytes(source: str, params: dict) -> int:
+    """Estimated bytes of the arrays a ``make_*`` source generates (float32 values)."""
+    import toolkit.datasets as datasets
+
+    defaults = {
+        k: p.default for k, p in inspect.signature(getattr(datasets, source)).parameters.items()
+    }
+    get = {**defaults, **params}.get
+    n = get("n_samples")
+    if source == "make_sentiment_clips":
+        per_row = get("sample_rate") * get("duration") + get("image_size") ** 2
+    else:
+        per_row = get("scan_size") ** 3 + (get("xray_size") ** 2 if get("include_xray") else 0)
+    return int(4 * n * per_row)
+
+
+def _validate_data(data: dict, max_synthetic_bytes: int) -> None:
+    import toolkit.datasets as datasets
+
+    _expect(isinstance(data, dict), "data", "a mapping", data)
+    source = data.get("source")
+    _expect(source in DATA_SOURCES, "data.source", f"one of {sorted(DATA_SOURCES)}", source)
+    params = data.get("params")
+    _expect(isinstance(params, dict), "data.params", "a mapping", params)
+    for key in OUTPUT_PATH_PARAMS:
+        if key in params:
+            raise ConfigError(
+                f"data.params.{key}: a study does not write generated files (its data stays in "
+                f"memory and its outputs go in the run folder); remove the key, or call "
+                f"toolkit.datasets.{source}({key}=...) in Python"
+            )
+    for key in INPUT_PATH_PARAMS:
+        if key in params:
+            value = params[key]
+            _expect(isinstance(value, str) and value.strip(), f"data.params.{key}", "a path", value)
+    _check_params(params, "data.params", getattr(datasets, source), source)
+    if source.startswith("make_"):
+        size = _synthetic_bytes(source, params)
+        if size > max_synthetic_bytes:
+            raise ConfigError(
+                f"data.params: {source} with these parameters would generate about "
+                f"{size / 1024**3:.1f} GiB of arrays, more than the {max_synthetic_bytes / 1024**3:.1f} "
+                "GiB allowed (max_synthetic_bytes); lower n_samples or the sizes"
+            )
     for key in ("target", "groups"):
         value = data.get(key)
-        _expect(value is None or isinstance(value, str), f"data.{key}", "a column name", value)
-    mods = config.get("modalities")
-    if mods is not None:
-        _expect(isinstance(mods, list) and mods, "modalities", "a non-empty list", mods)
-        names = set()
-        for i, mod in enumerate(mods):
-            key = f"modalities[{i}]"
-            _expect(isinstance(mod, dict), key, "a mapping with name, encoder, columns", mod)
-            _expect(
-                isinstance(mod.get("name"), str) and mod["name"],
-                f"{key}.name",
-                "a string",
-                mod.get("name"),
+        _expect(
+            value is None or (isinstance(value, str) and value != ""),
+            f"data.{key}",
+            "a column name",
+            value,
+        )
+
+
+def _validate_estimator_params(obj, params: dict, key: str) -> None:
+    """Set ``params`` on a fresh encoder/fusion and run its own parameter checks."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    _check_params(params, key, type(obj), type(obj).__name__)
+    try:
+        obj.set_params(**params)
+        obj._validate_params()
+    except (InvalidParameterError, ValueError, TypeError) as exc:
+        message = str(exc).replace("\n", " ")
+        raise ConfigError(f"{key}: {message}") from exc
+
+
+def _validate_modalities(mods) -> None:
+    import toolkit.encoders as encoders
+
+    if mods is None:
+        return
+    _expect(isinstance(mods, list) and mods, "modalities", "a non-empty list", mods)
+    names = set()
+    for i, mod in enumerate(mods):
+        key = f"modalities[{i}]"
+        _expect(isinstance(mod, dict), key, "a mapping with name, encoder, columns", mod)
+        unknown = set(mod) - {"name", "encoder", "columns", "params"}
+        if unknown:
+            raise ConfigError(
+                f"{key}.{sorted(map(str, unknown))[0]}: unknown key; expected one of "
+                "['columns', 'encoder', 'name', 'params']"
             )
-            _expect(mod["name"] not in names, f"{key}.name", "a unique name", mod["name"])
-            names.add(mod["name"])
-            _expect(
-                mod.get("encoder") in ENCODERS,
-                f"{key}.encoder",
-                f"one of {sorted(ENCODERS)}",
-                mod.get("encoder"),
-            )
-            cols = mod.get("columns")
-            ok = isinstance(cols, str) or (
-                isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)
-            )
-            _expect(ok, f"{key}.columns", "a column name or a list of column names", cols)
-            _expect(
-                isinstance(mod.get("params", {}), dict),
-                f"{key}.params",
-                "a mapping",
-                mod.get("params"),
-            )
-    fusion = config.get("fusion")
+        check_name(mod.get("name"), f"{key}.name")
+        _expect(mod["name"] not in names, f"{key}.name", "a unique name", mod["name"])
+        names.add(mod["name"])
+        _expect(
+            mod.get("encoder") in ENCODERS,
+            f"{key}.encoder",
+            f"one of {sorted(ENCODERS)}",
+            mod.get("encoder"),
+        )
+        cols = mod.get("columns")
+        ok = (isinstance(cols, str) and cols) or (
+            isinstance(cols, list) and cols and all(isinstance(c, str) and c for c in cols)
+        )
+        _expect(ok, f"{key}.columns", "a column name or a list of column names", cols)
+        if isinstance(cols, list) and len(set(cols)) != len(cols):
+            dup = next(c for c in cols if cols.count(c) > 1)
+            raise ConfigError(f"{key}.columns: column '{dup}' is listed twice")
+        params = mod.get("params", {})
+        _expect(isinstance(params, dict), f"{key}.params", "a mapping", params)
+        _validate_estimator_params(getattr(encoders, mod["encoder"])(), params, f"{key}.params")
+
+
+def _validate_fusion(fusion) -> None:
+    from toolkit.fusion import make_fusion
+
     _expect(isinstance(fusion, list) and fusion, "fusion", "a non-empty list of strategies", fusion)
     for i, entry in enumerate(fusion):
         key = f"fusion[{i}]"
@@ -200,35 +462,57 @@ def validate_config(config: dict) -> None:
             else None
         )
         _expect(
-            name in FUSIONS,
+            isinstance(name, str) and name in FUSIONS,
             key,
             f"one of {sorted(FUSIONS)} (or a mapping with name and params)",
             entry,
         )
         if isinstance(entry, dict):
-            _expect(
-                isinstance(entry.get("params", {}), dict),
-                f"{key}.params",
-                "a mapping",
-                entry.get("params"),
-            )
+            unknown = set(entry) - {"name", "params"}
+            if unknown:
+                raise ConfigError(
+                    f"{key}.{sorted(map(str, unknown))[0]}: unknown key; expected name, params"
+                )
+            params = entry.get("params", {})
+            _expect(isinstance(params, dict), f"{key}.params", "a mapping", params)
+            _validate_estimator_params(make_fusion(name), params, f"{key}.params")
+
+
+def validate_config(
+    config: dict,
+    *,
+    max_bootstrap: int = MAX_BOOTSTRAP,
+    max_n_jobs: int = MAX_N_JOBS,
+    max_synthetic_bytes: int = MAX_SYNTHETIC_BYTES,
+) -> None:
+    """Check keys, types, ranges and names; raise ConfigError naming the key path.
+
+    Parameters
+    ----------
+    config : dict
+        A config with defaults filled in (as :func:`load_config` returns it).
+    max_bootstrap : int, default=MAX_BOOTSTRAP (100,000)
+        Most resamples ``evaluation.bootstrap`` may ask for.
+    max_n_jobs : int, default=MAX_N_JOBS (64)
+        Most folds ``evaluation.n_jobs`` may run at once (or -1: all cores).
+    max_synthetic_bytes : int, default=MAX_SYNTHETIC_BYTES (4 GiB)
+        Most bytes of arrays a ``make_*`` data source may generate.
+    """
+    _check_keys(config)
+    check_name(config.get("name"), "name")
+    _seed(config.get("seed"), "seed")
+    task = config.get("task")
+    _expect(isinstance(task, str) and task in TASKS, "task", f"one of {sorted(TASKS)}", task)
+    _validate_data(config.get("data"), max_synthetic_bytes)
+    _validate_modalities(config.get("modalities"))
+    _validate_fusion(config.get("fusion"))
     ev = config.get("evaluation")
     _expect(isinstance(ev, dict), "evaluation", "a mapping", ev)
-    _expect(
-        isinstance(ev.get("cv"), int) and ev["cv"] >= 2,
-        "evaluation.cv",
-        "an integer >= 2",
-        ev.get("cv"),
-    )
-    _expect(
-        isinstance(ev.get("bootstrap"), int) and ev["bootstrap"] >= 0,
-        "evaluation.bootstrap",
-        "an integer >= 0",
-        ev.get("bootstrap"),
-    )
+    _integer(ev.get("cv"), "evaluation.cv", 2, None, " (at most the rows, smallest class, groups)")
+    _integer(ev.get("bootstrap"), "evaluation.bootstrap", 0, max_bootstrap)
     thr = ev.get("threshold")
     _expect(
-        isinstance(thr, int | float) and 0 < thr < 1,
+        isinstance(thr, int | float) and not isinstance(thr, bool) and 0 < thr < 1,
         "evaluation.threshold",
         "a number in (0, 1)",
         thr,
@@ -236,14 +520,27 @@ def validate_config(config: dict) -> None:
     for key in ("robustness", "baselines"):
         _expect(isinstance(ev.get(key), bool), f"evaluation.{key}", "true or false", ev.get(key))
     n_jobs = ev.get("n_jobs", 1)
-    _expect(
-        isinstance(n_jobs, int) and n_jobs != 0,
-        "evaluation.n_jobs",
-        "a non-zero integer (folds run in parallel; -1: all cores)",
-        n_jobs,
-    )
+    if not (type(n_jobs) is int and n_jobs == -1):
+        _integer(
+            n_jobs, "evaluation.n_jobs", 1, max_n_jobs, " (folds run at once), or -1: all cores"
+        )
+    primary = ev.get("primary_metric")
+    if primary is not None:
+        names = metric_names(task)
+        _expect(
+            isinstance(primary, str) and primary in names,
+            "evaluation.primary_metric",
+            f"a {task} metric, one of {names}",
+            primary,
+        )
     ex = config.get("explanation")
     _expect(isinstance(ex, dict), "explanation", "a mapping", ex)
+    _expect(
+        isinstance(ex.get("enabled"), bool),
+        "explanation.enabled",
+        "true or false",
+        ex.get("enabled"),
+    )
     _expect(
         ex.get("removal") in ("missing", "background"),
         "explanation.removal",
@@ -254,3 +551,19 @@ def validate_config(config: dict) -> None:
     _expect(isinstance(out, dict), "output", "a mapping", out)
     for key in ("report", "save_model", "include_text"):
         _expect(isinstance(out.get(key), bool), f"output.{key}", "true or false", out.get(key))
+
+
+def resolve_input_paths(config: dict) -> dict:
+    """``data.params`` with relative input paths made absolute against the config's folder.
+
+    The config's folder is that of ``config["_path"]`` (set by :func:`load_config`); a
+    config built in Python without ``_path`` resolves against the working directory.
+    ``~`` is expanded.
+    """
+    params = dict(config["data"].get("params") or {})
+    base = Path(config["_path"]).parent if config.get("_path") else Path.cwd()
+    for key in INPUT_PATH_PARAMS:
+        if isinstance(params.get(key), str):
+            path = Path(params[key]).expanduser()
+            params[key] = str(path if path.is_absolute() else base / path)
+    return params

@@ -1,5 +1,22 @@
 """The study engine: cross-validated comparison of fusion strategies and single-modality
-baselines, missing-modality robustness, exact modality contributions, figures, report."""
+baselines, missing-modality robustness, exact modality contributions, figures, report.
+
+Order of a run (:func:`run_study`): the config is validated, the ``--scheduler`` (if any)
+is reached, and the data are loaded and checked against the config
+(:func:`prepare_study`: columns, target, classes, groups, ``cv``, metrics, fusion
+parameters) *before* any run folder exists, so a config error leaves nothing behind.
+``mmtk validate`` runs the same checks.
+
+The run folder is ``<out>/<name>-<YYYYmmdd-HHMMSS>[-k]``, always a new, real folder
+directly inside ``out`` (resolved; a symbolic link at its place is refused). Its state is
+in ``status.json`` (``{"status": "running" | "complete" | "failed", ...}``, replaced
+atomically). A run that fails after its folder exists is *marked failed, not deleted*:
+``status.json`` says ``failed`` with the error, a ``FAILED`` file holds the error and
+its traceback, and the folds that finished stay in ``folds/`` (results that cost time
+are kept for inspection). A run killed outright (SIGKILL, power loss) keeps
+``"status": "running"`` with no live process: treat it as failed. Only a folder whose
+status is ``complete`` holds a finished study.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +26,23 @@ import os
 import platform
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 from sklearn.base import clone
+from sklearn.utils import Bunch
 
 from toolkit._utils import seed_if_unset
-from toolkit.study.config import ConfigError, validate_config
+from toolkit.study.config import (
+    ConfigError,
+    check_name,
+    metric_names,
+    resolve_input_paths,
+    validate_config,
+)
 from toolkit.study.metrics import (
     bootstrap_interval,
     classification_metrics,
@@ -26,10 +51,23 @@ from toolkit.study.metrics import (
 )
 
 LOWER_IS_BETTER = {"mae", "brier"}
+#: Seconds to wait for a ``--scheduler`` to answer before giving up.
+SCHEDULER_TIMEOUT = 5.0
+STATUS_FILE = "status.json"
+FAILED_FILE = "FAILED"
 
 
 class StudyError(RuntimeError):
-    """A study failed; finished folds are kept in the run folder."""
+    """A study failed after its run folder was made; the folder is marked failed and
+    finished folds are kept in it (``run_folder``)."""
+
+    def __init__(self, message: str, run_folder: Path | None = None):
+        super().__init__(message)
+        self.run_folder = run_folder
+
+
+class SchedulerError(RuntimeError):
+    """The ``--scheduler`` address is not a reachable Dask scheduler (or dask is absent)."""
 
 
 def _log(enabled: bool, message: str) -> None:
@@ -52,17 +90,50 @@ def _default_data_dir(config_path: str | None) -> str | None:
     return None
 
 
+def _rows(mask) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"row(s) {rows[:5].tolist()}{more}"
+
+
+def _column(frame: pd.DataFrame, key: str, name: str) -> np.ndarray:
+    """A column that must exist and have no missing value."""
+    if name not in frame.columns:
+        raise ConfigError(
+            f"{key}: column '{name}' is not in the data (columns: {list(frame.columns)[:12]})"
+        )
+    values = frame[name]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise ConfigError(
+            f"{key}: column '{name}' has no value in {_rows(missing)}; fill them or drop the rows"
+        )
+    return values.to_numpy()
+
+
 def load_study_data(config: dict):
-    """Return (frame, y, groups, modalities) for a validated config."""
+    """Return (frame, y, groups, modalities, bunch) for a validated config.
+
+    Relative input paths in ``data.params`` resolve against the config's folder; for
+    ``load_manifest`` with ``id_column``, the config's ``data.target`` is passed as the
+    manifest's target, so duplicate ids with conflicting labels are refused. Errors
+    of the data source (a missing or unreadable file, a bad parameter) are raised as
+    ConfigError naming ``data.params``.
+    """
+    import pickle
+
     import toolkit.datasets as datasets
     import toolkit.encoders as encoders
 
     data = config["data"]
     source = data["source"]
-    params = dict(data.get("params") or {})
+    params = resolve_input_paths(config)
     if source.startswith("make_"):
         params.setdefault("random_state", config["seed"])
-    elif source in ("load_mmsa_features", "load_manifest"):
+    elif source == "load_manifest":
+        if data.get("target") and params.get("id_column"):
+            params.setdefault("target", data["target"])  # ids are checked against the labels
+    elif source == "load_mmsa_features":
         pass
     elif "data_dir" not in params:
         found = _default_data_dir(config.get("_path"))
@@ -75,24 +146,21 @@ def load_study_data(config: dict):
         params["informative"] = tuple(params["informative"])
     try:
         bunch = getattr(datasets, source)(**params)
-    except TypeError as exc:
-        raise ConfigError(f"data.params: {exc}") from exc
+    except (TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"data.params: {source} failed: {message}") from exc
     frame = bunch.frame
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise ConfigError(f"data: {source} returned no rows; check data.params")
     if data.get("target"):
-        if data["target"] not in frame.columns:
-            raise ConfigError(
-                f"data.target: column '{data['target']}' is not in the data (columns: {list(frame.columns)[:12]})"
-            )
-        y = frame[data["target"]].to_numpy()
+        y = _column(frame, "data.target", data["target"])
     elif getattr(bunch, "target", None) is not None:
         y = np.asarray(bunch.target)
     else:
         raise ConfigError("data.target: this source has no default target; name a column")
     groups = None
     if data.get("groups"):
-        if data["groups"] not in frame.columns:
-            raise ConfigError(f"data.groups: column '{data['groups']}' is not in the data")
-        groups = frame[data["groups"]].to_numpy()
+        groups = _column(frame, "data.groups", data["groups"])
     elif getattr(bunch, "groups", None) is not None:
         groups = np.asarray(bunch.groups)
     if config.get("modalities"):
@@ -117,6 +185,130 @@ def load_study_data(config: dict):
             raise ConfigError("modalities: this data source has no default modalities; list them")
         modalities = bunch.modalities
     return frame, y, groups, modalities, bunch
+
+
+def _target(config: dict, y_raw, n_rows: int):
+    """(classes, encoded y) for classification, (None, float y) for regression."""
+    key = (
+        f"data.target ('{config['data']['target']}')"
+        if config["data"].get("target")
+        else ("data.target")
+    )
+    if len(y_raw) != n_rows:
+        raise ConfigError(f"{key}: {len(y_raw)} targets for {n_rows} rows")
+    if config["task"] == "regression":
+        if (
+            y_raw.dtype == bool
+            or y_raw.dtype.kind not in "iuf"
+            and not all(
+                isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in y_raw
+            )
+        ):
+            raise ConfigError(
+                f"{key}: a regression target must be numeric, found values such as "
+                f"{y_raw[:3].tolist()}; use task: classification for labels"
+            )
+        y = np.asarray(y_raw, dtype=float)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ConfigError(f"{key}: values in {_rows(bad)} are not finite numbers")
+        return None, y
+    if y_raw.dtype.kind == "f" and not np.all(np.mod(y_raw, 1) == 0):
+        raise ConfigError(
+            f"{key}: the target has non-integer values such as "
+            f"{y_raw[np.mod(y_raw, 1) != 0][:3].tolist()}; for a continuous target use "
+            "task: regression"
+        )
+    try:
+        classes, y = np.unique(y_raw, return_inverse=True)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{key}: labels of mixed types ({sorted({type(v).__name__ for v in y_raw})}); "
+            "make every label the same type"
+        ) from exc
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{key}: a classification study needs 2+ classes, found {classes.tolist()}"
+        )
+    return classes, y
+
+
+def _check_cv(config: dict, classes, y, groups) -> None:
+    n_splits = config["evaluation"]["cv"]
+    n = len(y)
+    if n_splits > n:
+        raise ConfigError(
+            f"evaluation.cv: {n_splits} folds need at least {n_splits} rows, found {n}"
+        )
+    if classes is not None:
+        counts = np.bincount(y, minlength=len(classes))
+        smallest = int(counts.min())
+        if n_splits > smallest:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} rows of every class; "
+                f"class {classes.tolist()[int(np.argmin(counts))]!r} has {smallest}; "
+                f"use cv <= {smallest}"
+            )
+    if groups is not None:
+        n_groups = len(pd.unique(groups))
+        if n_splits > n_groups:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} groups, found "
+                f"{n_groups}; use cv <= {n_groups}"
+            )
+
+
+def prepare_study(config: dict) -> Bunch:
+    """Load the data of a validated config and check the config against it.
+
+    Checks every column the config names (target, groups, each modality's columns), the
+    target against the task (numeric and finite for regression; 2+ classes, whole-number
+    labels for classification), ``evaluation.cv`` against the rows, the smallest class
+    and the groups, the primary metric against the task and the number of classes, and
+    the fusion parameters; then makes the splits. Raises ConfigError naming the key.
+
+    Returns
+    -------
+    Bunch with ``frame``, ``y_raw``, ``y`` (class indices or floats), ``classes`` (or
+    None), ``groups`` (or None), ``modalities``, ``fusions`` and ``splits``.
+    """
+    validate_config(config)
+    frame, y_raw, groups, modalities, _ = load_study_data(config)
+    frame = frame.reset_index(drop=True)
+    y_raw = np.asarray(y_raw)
+    classes, y = _target(config, y_raw, len(frame))
+    if groups is not None and len(groups) != len(frame):
+        raise ConfigError(f"data.groups: {len(groups)} groups for {len(frame)} rows")
+    _check_cv(config, classes, y, groups)
+    primary = config["evaluation"].get("primary_metric")
+    if primary is not None and classes is not None:
+        allowed = metric_names("classification", len(classes))
+        if primary not in allowed:
+            raise ConfigError(
+                f"evaluation.primary_metric: '{primary}' needs a binary target; this one has "
+                f"{len(classes)} classes; use one of {allowed}"
+            )
+    names = [m[0] for m in modalities]
+    for name in names:
+        check_name(name, "modalities (from the data source)")
+    fusions = _fusion_objects(config)
+    classification = classes is not None
+    try:
+        splits = make_splits(y, groups, config["evaluation"]["cv"], classification, config["seed"])
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"evaluation.cv: {exc}") from exc
+    return Bunch(
+        frame=frame,
+        y_raw=y_raw,
+        y=y,
+        classes=classes,
+        groups=groups,
+        modalities=modalities,
+        fusions=fusions,
+        splits=splits,
+    )
 
 
 # -- splits -----------------------------------------------------------------------------
@@ -158,15 +350,100 @@ def make_splits(y, groups, n_splits: int, classification: bool, seed: int):
 # -- the run ----------------------------------------------------------------------------
 
 
-def _run_folder(out_dir: Path, name: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = out_dir / f"{name}-{stamp}"
-    folder, k = base, 1
-    while folder.exists():
-        k += 1
-        folder = Path(f"{base}-{k}")
-    folder.mkdir(parents=True)
-    return folder
+def _stamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _out_root(out_dir) -> Path:
+    """``out_dir`` made (if needed) and resolved; a file in its place is refused."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out '{out}' is a file, not a folder; choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def _run_folder(root: Path, name: str) -> Path:
+    """A new, real folder ``<root>/<name>-<stamp>[-k]`` that lies inside ``root``."""
+    check_name(name, "name")
+    base = f"{name}-{_stamp()}"
+    for k in range(1, 1000):
+        folder = root / (base if k == 1 else f"{base}-{k}")
+        if folder.is_symlink():
+            raise FileExistsError(
+                f"'{folder}' is a symbolic link (to '{os.readlink(folder)}'), not a run folder; "
+                "remove it: run folders are never made through links"
+            )
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        real = folder.resolve()
+        if folder.is_symlink() or real.parent != root or not real.is_relative_to(root):
+            raise FileExistsError(f"run folder '{folder}' resolves to '{real}', outside '{root}'")
+        return real
+    raise FileExistsError(f"no free run folder name '{base}-k' in '{root}'")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _mark_failed(run: Path, exc: BaseException) -> None:
+    """``status.json`` -> failed (with the error) and a ``FAILED`` file with the traceback."""
+    error = f"{type(exc).__name__}: {exc}".strip()
+    when = _dt.datetime.now().isoformat(timespec="seconds")
+    try:
+        (run / FAILED_FILE).write_text(
+            f"This study failed at {when}; its results are incomplete.\n{error}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        )
+        _write_json(run / STATUS_FILE, {"status": "failed", "finished": when, "error": error})
+    except OSError:  # the disk that failed the run may fail this too; keep the first error
+        pass
+
+
+def connect_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT):
+    """A ``dask.distributed.Client`` for ``address``, or SchedulerError within ``timeout`` s.
+
+    Refused with one line (no traceback): dask.distributed not installed, an address
+    Dask cannot parse (``http://...``, no port), nothing answering within ``timeout``
+    seconds (default :data:`SCHEDULER_TIMEOUT`), or a server that is not a Dask scheduler.
+    """
+    import gc
+
+    if not isinstance(address, str) or not address.strip():
+        raise SchedulerError(
+            f"--scheduler: expected an address such as tcp://host:8786, got {address!r}"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        raise SchedulerError(f"--scheduler-timeout: expected seconds in (0, 600], got {timeout!r}")
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise SchedulerError(
+            f"--scheduler {address}: dask.distributed is not installed; install the "
+            "'distributed' extra (pip install 'multimodal-toolkit[distributed]') or drop --scheduler"
+        ) from exc
+    try:
+        return Client(address, timeout=timeout)
+    except Exception as exc:  # OSError, TimeoutError, ValueError, garbage from a non-Dask server
+        detail = " ".join(str(exc).split())[:200]
+        message = (
+            f"--scheduler {address}: not a reachable Dask scheduler ({type(exc).__name__}: "
+            f"{detail}); start one with 'dask scheduler', check the address "
+            f"(tcp://host:port), or drop --scheduler"
+        )
+    # The half-made Client complains from its __del__; collect it quietly.
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise SchedulerError(message)
 
 
 def _environment(config: dict, command: str | None) -> dict:
@@ -229,46 +506,92 @@ def run_study(
     command: str | None = None,
     progress: bool = True,
     scheduler: str | None = None,
+    scheduler_timeout: float = SCHEDULER_TIMEOUT,
     _fail_after_folds: int | None = None,
 ) -> Path:
     """Run a validated study config; return the run folder.
 
-    The folder holds ``config.resolved.yaml``, ``environment.json``, ``folds/`` (each
-    finished fold's predictions, written as soon as the fold ends), ``metrics.json``,
-    ``metrics.csv``, ``predictions.csv``, ``contributions.csv``, PNG figures,
-    ``report.html`` and ``model/`` (the best strategy refitted on all rows).
+    The folder holds ``status.json``, ``config.resolved.yaml``, ``environment.json``,
+    ``folds/`` (each finished fold's predictions, written as soon as the fold ends),
+    ``metrics.json``, ``metrics.csv``, ``predictions.csv``, ``contributions.csv``, PNG
+    figures, ``report.html`` and ``model/`` (the best strategy refitted on all rows).
+
+    Parameters
+    ----------
+    config : dict
+        As :func:`toolkit.study.load_config` returns it.
+    out_dir : str or path, default="runs"
+        Folder under which the run folder is made (created if needed; ``~`` expanded).
+    scheduler : str, optional
+        Address of a running Dask scheduler to run the folds on.
+    scheduler_timeout : float, default=SCHEDULER_TIMEOUT (5 s)
+        Seconds to wait for ``scheduler`` to answer.
+
+    Raises
+    ------
+    ConfigError
+        The config does not fit the data (nothing is written).
+    SchedulerError
+        ``scheduler`` is not a reachable Dask scheduler (nothing is written).
+    StudyError
+        The study failed after the run folder was made: the folder is marked failed
+        (``status.json``, ``FAILED``) and keeps the finished folds; ``run_folder`` names it.
     """
-    from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+    import contextlib
 
     validate_config(config)
+    root = _out_root(out_dir)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler is not None:
+            client = stack.enter_context(connect_scheduler(scheduler, scheduler_timeout))
+        study = prepare_study(config)
+        run = _run_folder(root, config["name"])
+        _write_json(
+            run / STATUS_FILE,
+            {"status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
+             "pid": os.getpid()},
+        )  # fmt: skip
+        try:
+            _execute(run, config, study, client, command, progress, _fail_after_folds)
+        except BaseException as exc:
+            _mark_failed(run, exc)
+            if isinstance(exc, StudyError):
+                exc.run_folder = run
+                raise
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+            raise StudyError(
+                f"{type(exc).__name__}: {' '.join(str(exc).split())} (run folder '{run}' is "
+                f"marked failed; its {FAILED_FILE} file holds the traceback)",
+                run_folder=run,
+            ) from exc
+        _write_json(
+            run / STATUS_FILE,
+            {"status": "complete", "finished": _dt.datetime.now().isoformat(timespec="seconds")},
+        )
+    return run
+
+
+def _execute(run, config, study, client, command, progress, _fail_after_folds) -> None:
+    """The body of a study run, writing into ``run``."""
+    from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+
     classification = config["task"] == "classification"
     seed = config["seed"]
-    run = _run_folder(Path(out_dir), config["name"])
     public = {k: v for k, v in config.items() if not k.startswith("_")}
     (run / "config.resolved.yaml").write_text(yaml.safe_dump(public, sort_keys=False))
     (run / "environment.json").write_text(json.dumps(_environment(config, command), indent=2))
     _log(progress, f"run folder {run}")
-
-    frame, y_raw, groups, modalities, _ = load_study_data(config)
-    frame = frame.reset_index(drop=True)
-    if classification:
-        classes, y = np.unique(y_raw, return_inverse=True)
-        if len(classes) < 2:
-            raise ConfigError(
-                f"data.target: a classification study needs 2+ classes, found {list(classes)}"
-            )
-    else:
-        classes, y = None, np.asarray(y_raw, dtype=float)
+    frame, y_raw, y, classes = study.frame, study.y_raw, study.y, study.classes
+    modalities, fusions, splits = study.modalities, study.fusions, study.splits
     n = len(frame)
     ev = config["evaluation"]
-    splits = make_splits(y, groups, ev["cv"], classification, seed)
-    fusions = _fusion_objects(config)
     names = [m[0] for m in modalities]
     _log(
         progress,
         f"{n} rows, {len(names)} modalities {names}, {ev['cv']} folds, strategies {list(fusions)}",
     )
-
     width = len(classes) if classification else None
     shape = (n, width) if classification else (n,)
     oof = {s: np.full(shape, np.nan) for s in fusions}
@@ -297,17 +620,15 @@ def run_study(
     from joblib import Parallel, delayed
 
     n_jobs = ev.get("n_jobs", 1)
-    with contextlib.ExitStack() as stack:
-        cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run))
-        if scheduler is not None:
+    with contextlib.ExitStack() as inner:
+        cache_dir = inner.enter_context(tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run))
+        if client is not None:
             # Folds run on an existing Dask cluster through joblib's dask backend.
             import joblib
-            from dask.distributed import Client
 
-            client = stack.enter_context(Client(scheduler))
-            stack.enter_context(joblib.parallel_config(backend="dask"))
+            inner.enter_context(joblib.parallel_config(backend="dask"))
             n_jobs = len(client.scheduler_info()["workers"]) or 1
-            _log(progress, f"running folds on the Dask cluster at {scheduler} ({n_jobs} workers)")
+            _log(progress, f"running folds on the Dask cluster ({n_jobs} workers)")
         jobs = (delayed(_run_fold)(spec, k, tr, te, cache_dir) for k, (tr, te) in enumerate(splits))
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
         for done, result in enumerate(results):
@@ -367,7 +688,6 @@ def run_study(
         )
         write_report(run, config, report, figures, examples)
         _log(progress, f"report: {run / 'report.html'}")
-    return run
 
 
 def _text_examples(frame, modalities, names, values, per_modality: int = 5) -> list[dict]:
