@@ -83,3 +83,28 @@ def test_sentence_transformers_offline_minilm():
     )
     assert block.shape == (3, 384)
     assert block[0] @ block[1] > block[0] @ block[2] + 0.2
+
+
+@pytest.mark.parametrize("texts", [["!!", "??"], ["a b", "c d"], ["x", "y", "z"]])
+def test_tfidf_without_any_usable_word_names_the_column(texts):
+    with pytest.raises(
+        ValueError,
+        match=r"found no usable words in column 'review' \(\d text\(s\).*2 or more letters",
+    ):
+        TextEncoder().fit(pd.Series(texts, name="review"))
+
+
+@pytest.mark.parametrize("backend", ["transformers", "sentence-transformers"])
+def test_folder_that_is_not_a_saved_model_is_named(tmp_path, backend):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises((OSError, ValueError)) as info:
+        TextEncoder(backend=backend, model=str(tmp_path)).fit(["a film", "a play"])
+    message = str(info.value)
+    assert f"TextEncoder(backend='{backend}') could not load a model from '{tmp_path}'" in message
+    assert "save_pretrained()" in message
+
+
+def test_hub_id_not_in_the_offline_cache_is_named():
+    # tests run offline (conftest sets HF_HUB_OFFLINE=1)
+    with pytest.raises(OSError, match=r"could not load a model from 'nosuch-org/nosuch-model'"):
+        TextEncoder(backend="transformers", model="nosuch-org/nosuch-model").fit(["a", "b"])
