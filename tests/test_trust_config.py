@@ -5,6 +5,7 @@ marked; unreachable schedulers refused in one line)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import threading
@@ -380,7 +381,7 @@ def test_run_that_fails_is_marked_failed_with_the_error(tmp_path, capfd, monkeyp
     assert "RuntimeError: disk on fire" in failed and "Traceback" in failed and "boom" in failed
 
 
-def test_interrupted_run_is_marked_failed_and_reraised(tmp_path, monkeypatch):
+def test_interrupted_run_is_marked_failed_and_reraised(tmp_path, capfd, monkeypatch):
     def interrupt(*args):
         raise KeyboardInterrupt
 
@@ -390,6 +391,28 @@ def test_interrupted_run_is_marked_failed_and_reraised(tmp_path, monkeypatch):
     (run,) = list((tmp_path / "runs").iterdir())
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     assert "KeyboardInterrupt" in (run / "FAILED").read_text()
+    argv = ["run", str(_config(tmp_path)), "--out", str(tmp_path / "cli"), "--quiet"]
+    _fails(capfd, argv, "mmtk: interrupted (a run folder already made is marked failed)", 130)
+
+
+def test_terminated_run_is_marked_failed(tmp_path, monkeypatch):
+    import signal
+
+    def killed(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not arrive")
+
+    monkeypatch.setattr(engine, "_execute", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(_config(tmp_path)), "--out", str(out), "--quiet"])
+    assert exc.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    (run,) = list(out.iterdir())
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    assert "Terminated: 143" in (run / "FAILED").read_text()
 
 
 def test_finished_run_is_marked_complete(tmp_path):

@@ -6,21 +6,40 @@ import argparse
 import sys
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived while ``mmtk run`` ran (exit status 128 + 15)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(128 + signum)
+
+
 def _cmd_run(args) -> int:
+    import signal
+    import threading
+
     from toolkit.study import load_config, run_study
     from toolkit.study.engine import SCHEDULER_TIMEOUT
 
     config = load_config(args.config, args.set or [])
-    run = run_study(
-        config,
-        args.out,
-        command=" ".join(["mmtk", *sys.argv[1:]]),
-        progress=not args.quiet,
-        scheduler=args.scheduler,
-        scheduler_timeout=SCHEDULER_TIMEOUT
-        if args.scheduler_timeout is None
-        else args.scheduler_timeout,
-    )
+    # SIGTERM (a scheduler's kill, `kill PID`) unwinds like Ctrl-C, so the run folder is
+    # marked failed instead of staying "running".
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        run = run_study(
+            config,
+            args.out,
+            command=" ".join(["mmtk", *sys.argv[1:]]),
+            progress=not args.quiet,
+            scheduler=args.scheduler,
+            scheduler_timeout=SCHEDULER_TIMEOUT
+            if args.scheduler_timeout is None
+            else args.scheduler_timeout,
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     _print_summary(run)
     print(f"run folder: {run}")
     print(f"report: {run / 'report.html'}")
@@ -153,7 +172,8 @@ def main(argv=None) -> int:
 
     0: done. 2: the command, config or data is wrong (a config key, a column, the
     scheduler, ``--out``, a missing file); nothing was run. 1: the study failed while
-    running; its run folder is marked failed. Each error is one line on stderr.
+    running; its run folder is marked failed. 130: interrupted (Ctrl-C); 143: SIGTERM;
+    a run folder already made is marked failed. Each error is one line on stderr.
     """
     from toolkit.study.config import ConfigError
     from toolkit.study.engine import SchedulerError, StudyError
@@ -174,6 +194,9 @@ def main(argv=None) -> int:
     except OSError as exc:  # a missing file, --out that is a file, no permission
         print(f"mmtk: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mmtk: interrupted (a run folder already made is marked failed)", file=sys.stderr)
+        return 130
 
 
 def _one_line(exc: BaseException) -> str:
