@@ -225,7 +225,7 @@ def test_fusion_params_are_checked_at_validate(tmp_path, capfd, entry, message):
     _fails(capfd, ["validate", str(_config(tmp_path, text))], message)
 
 
-def test_limits_are_keyword_parameters(tmp_path):
+def test_limits_are_keyword_parameters(tmp_path, monkeypatch):
     config = load_config(_config(tmp_path), ["evaluation.bootstrap=20", "evaluation.n_jobs=4"])
     with pytest.raises(
         ConfigError, match=r"evaluation.bootstrap: expected an integer in \[0, 10\]"
@@ -236,6 +236,12 @@ def test_limits_are_keyword_parameters(tmp_path):
     with pytest.raises(ConfigError, match="more than the 0.0 GiB allowed .max_synthetic_bytes."):
         validate_config(config, max_synthetic_bytes=1000)
     validate_config(config)  # the defaults admit it
+    monkeypatch.setattr(engine, "_execute", lambda *args: None)
+    with pytest.raises(
+        ConfigError, match=r"evaluation.bootstrap: expected an integer in \[0, 10\]"
+    ):
+        run_study(config, tmp_path / "runs", progress=False, limits={"max_bootstrap": 10})
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     big = _config(tmp_path, SMALL + "#" * 2000 + "\n", "big.yaml")
     with pytest.raises(ConfigError, match="more than the 1,000 allowed .max_config_bytes."):
         load_config(big, max_config_bytes=1000)

@@ -258,7 +258,7 @@ def _check_cv(config: dict, classes, y, groups) -> None:
             )
 
 
-def prepare_study(config: dict) -> Bunch:
+def prepare_study(config: dict, *, limits: dict | None = None) -> Bunch:
     """Load the data of a validated config and check the config against it.
 
     Checks every column the config names (target, groups, each modality's columns), the
@@ -266,13 +266,14 @@ def prepare_study(config: dict) -> Bunch:
     labels for classification), ``evaluation.cv`` against the rows, the smallest class
     and the groups, the primary metric against the task and the number of classes, and
     the fusion parameters; then makes the splits. Raises ConfigError naming the key.
+    ``limits`` (e.g. ``{"max_bootstrap": 200_000}``) go to ``validate_config``.
 
     Returns
     -------
     Bunch with ``frame``, ``y_raw``, ``y`` (class indices or floats), ``classes`` (or
     None), ``groups`` (or None), ``modalities``, ``fusions`` and ``splits``.
     """
-    validate_config(config)
+    validate_config(config, **(limits or {}))
     frame, y_raw, groups, modalities, _ = load_study_data(config)
     frame = frame.reset_index(drop=True)
     y_raw = np.asarray(y_raw)
@@ -507,6 +508,7 @@ def run_study(
     progress: bool = True,
     scheduler: str | None = None,
     scheduler_timeout: float = SCHEDULER_TIMEOUT,
+    limits: dict | None = None,
     _fail_after_folds: int | None = None,
 ) -> Path:
     """Run a validated study config; return the run folder.
@@ -526,6 +528,9 @@ def run_study(
         Address of a running Dask scheduler to run the folds on.
     scheduler_timeout : float, default=SCHEDULER_TIMEOUT (5 s)
         Seconds to wait for ``scheduler`` to answer.
+    limits : dict, optional
+        Keyword limits for :func:`toolkit.study.validate_config` (``max_bootstrap``,
+        ``max_n_jobs``, ``max_synthetic_bytes``); default: its defaults.
 
     Raises
     ------
@@ -539,13 +544,13 @@ def run_study(
     """
     import contextlib
 
-    validate_config(config)
+    validate_config(config, **(limits or {}))
     root = _out_root(out_dir)
     with contextlib.ExitStack() as stack:
         client = None
         if scheduler is not None:
             client = stack.enter_context(connect_scheduler(scheduler, scheduler_timeout))
-        study = prepare_study(config)
+        study = prepare_study(config, limits=limits)
         run = _run_folder(root, config["name"])
         _write_json(
             run / STATUS_FILE,
