@@ -140,6 +140,13 @@ def test_regressor_and_pretrained_encoder_round_trip(tmp_path, tiny_bert):
     loaded = toolkit.load(folder)
     np.testing.assert_allclose(loaded.predict(df), reg.predict(df), atol=1e-10)
 
+    # a modality's name becomes a folder: one that would leave the model folder is refused
+    for bad in ("../up", "a/b", ".."):
+        odd = MultimodalRegressor([(bad, mods[0][1], "note")], fusion="early").fit(df, target)
+        with pytest.raises(ValueError, match="cannot name a folder of the saved model"):
+            toolkit.save(odd, tmp_path / "odd" / "m")
+    assert not (tmp_path / "up").exists() and not (tmp_path / "odd" / "m").exists()
+
     # the saved transformer's config may not ask for custom code
     config = json.loads((folder / "encoders/text/config.json").read_text())
     config["auto_map"] = {"AutoModel": "evil.EvilModel"}

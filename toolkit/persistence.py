@@ -158,7 +158,8 @@ _DATA_LOADERS = frozenset(
 _CODE_LOADERS = frozenset(
     {"FunctionNode", "MethodNode", "PartialNode", "OperatorFuncNode", "ConstructorFromReduceNode"}
 )
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_PLAIN_NAME = re.compile(r"^(?!\.\.?\Z)[\w.-]{1,100}\Z")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 _ENCODER_PARAMS = frozenset({"model", "weights"})
 #: sentence-transformers module classes a saved sentence encoder may name in modules.json.
 _SENTENCE_MODULES = frozenset(
@@ -447,6 +448,13 @@ def _write(model, folder: Path) -> None:
         if hasattr(fusion, "device_"):
             detached.append((fusion, "device_", fusion.device_))
         for name, enc in model.encoders_.items():
+            if not hasattr(enc, "model_"):
+                continue
+            if not _PLAIN_NAME.match(str(name)):
+                raise ValueError(
+                    f"modality name {name!r} cannot name a folder of the saved model; use "
+                    "letters, digits, '.', '_' and '-' only"
+                )
             params = _export_encoder(enc, folder / "encoders" / name)
             if params is not None:
                 manifest["encoders"][name] = {"folder": f"encoders/{name}", "params": params}
