@@ -214,8 +214,12 @@ class AudioEncoder(BaseEncoder):
             from transformers import AutoFeatureExtractor, AutoModel
 
             location = _check_model_location(self.model)
-            self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(location)
-            self.model_ = AutoModel.from_pretrained(location).to(self.device_).eval()
+            self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
+                location, local_files_only=True
+            )
+            self.model_ = (
+                AutoModel.from_pretrained(location, local_files_only=True).to(self.device_).eval()
+            )
             self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
         else:
             import torchaudio
