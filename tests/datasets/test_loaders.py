@@ -293,3 +293,16 @@ def test_mimic_truncated_table_names_the_file(tmp_path):
 def test_loader_negative_or_empty_arguments_are_refused(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(tmp_path)  # refused before the (absent) data folder is looked at
+
+
+def test_uci_sentences_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    folder = tmp_path / "uci_sentences"
+    folder.mkdir()
+    (folder / "amazon_cells_labelled.txt").write_bytes(b"good phone\t1\nbad caf\xe9\t0\n")
+    with pytest.raises(
+        ValueError, match=r"amazon_cells_labelled.txt:2: byte b'\\xe9' is not UTF-8"
+    ):
+        load_uci_sentences(tmp_path, sources=("amazon",))
+    (folder / "amazon_cells_labelled.txt").write_bytes(b"good phone\t1\nbad cafe\t0\n")
+    data = load_uci_sentences(tmp_path, sources=("amazon",))
+    assert data.frame["sentence"].tolist() == ["good phone", "bad cafe"]

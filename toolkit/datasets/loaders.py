@@ -172,10 +172,17 @@ def load_uci_sentences(data_dir=None, *, sources=("amazon", "imdb", "yelp")):
         if source not in UCI_FILES:
             raise ValueError(f"unknown source '{source}'; choose from {sorted(UCI_FILES)}")
         path = _need(folder / UCI_FILES[source])
+        raw = path.read_bytes()
+        try:
+            content = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            lineno = raw[: exc.start].count(b"\n") + 1
+            raise ValueError(
+                f"{path}:{lineno}: byte {raw[exc.start : exc.start + 1]!r} is not UTF-8; "
+                "re-save the file as UTF-8"
+            ) from exc
         rows = []
-        for lineno, line in enumerate(
-            path.read_text(encoding="utf-8", errors="replace").split("\n"), 1
-        ):
+        for lineno, line in enumerate(content.split("\n"), 1):
             if not line.strip():
                 continue
             text, sep, label = line.rstrip().rpartition("\t")
