@@ -74,6 +74,7 @@ def test_extreme_target_scales_predict_exactly_as_the_plain_target(fusion, scale
     assert np.isfinite(pred).all()
     np.testing.assert_allclose(pred / scale, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max())
     assert reg.prior_[0] == pytest.approx(y.mean() * scale, rel=1e-12)
+    assert reg.score(df, y * scale) == pytest.approx(plain.score(df, y), abs=1e-9)
 
 
 @pytest.mark.parametrize("fusion", list(FUSIONS))

@@ -652,5 +652,21 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         """Predicted target of each row, shape (n_samples,)."""
         return self._output(self.embed(X))
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """R² of ``predict(X)`` against ``y``.
+
+        Computed after dividing both by the same power of two when they lie outside
+        :data:`toolkit.fusion.base.TARGET_SAFE_RANGE` (exact; R² does not depend on the
+        unit), so targets near the float64 limits get their R² instead of NaN.
+        """
+        from sklearn.metrics import r2_score
+
+        from toolkit.fusion.base import _target_exponent
+
+        y = _check_target(y)
+        pred = self.predict(X)
+        e = _target_exponent(np.concatenate([y, pred]))
+        return float(r2_score(np.ldexp(y, -e), np.ldexp(pred, -e), sample_weight=sample_weight))
+
 
 __all__ = ["MultimodalClassifier", "MultimodalRegressor"]
