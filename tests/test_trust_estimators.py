@@ -196,7 +196,10 @@ SEQS = [np.ones((4, 3)), np.arange(6.0).reshape(2, 3)]
     ("item", "message"),
     [
         ([[1.0, 2.0, 3.0], [1.0, 2.0]], "is ragged"),
-        ((np.ones((4, 3)), -1), r"is ragged.*seq\[-length:\]"),
+        (
+            (np.ones((4, 3)), -1),
+            r"is a tuple of 2 parts \(array of shape \(4, 3\).*'-1'\).*seq\[-length:\]",
+        ),
         (np.ones(3) + 1j, "holds complex numbers"),
         (np.array(["a", "b", "c"]), "is not numeric"),
         ({"a": 1}, "is a dict"),
@@ -559,3 +562,12 @@ def test_non_finite_fusion_output_is_refused():
     clf = MultimodalClassifier(_mods(), fusion=Broken(), random_state=0).fit(_frame(), _labels())
     with pytest.raises(ValueError, match=r"produced NaN or infinite outputs for rows \[2\]"):
         clf.predict_proba(_frame())
+
+
+def test_non_string_column_names_work_with_named_modalities():
+    df = _renamed([0, 1, 2])
+    mods = [("a", TabularEncoder(), [0]), ("bc", TabularEncoder(), [1, 2])]
+    clf = MultimodalClassifier(mods, random_state=0).fit(df, _labels())
+    assert list(clf.feature_names_in_) == ["0", "1", "2"]
+    named = MultimodalClassifier(_mods(), random_state=0).fit(_frame(), _labels())
+    np.testing.assert_array_equal(clf.predict_proba(df), named.predict_proba(_frame()))

@@ -79,7 +79,7 @@ def describe_item(item: Any, limit: int = 80) -> str:
     if isinstance(item, np.ndarray):
         return f"array of shape {item.shape} and dtype {item.dtype}"
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
-        return f"(array of shape {item[0].shape}, {describe_item(item[1], limit=20)})"
+        return f"(waveform of shape {item[0].shape}, {item[1]})"
     text = repr(str(item)) if not isinstance(item, str) else repr(item)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 

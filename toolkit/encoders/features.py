@@ -65,6 +65,13 @@ class FeatureEncoder(BaseEncoder):
                 f"feature item {describe_item(item)} is a {type(item).__name__}, not a numeric "
                 "vector (d,) or sequence (T, d)"
             )
+        if isinstance(item, tuple) and any(isinstance(part, np.ndarray) for part in item):
+            parts = ", ".join(describe_item(part, limit=30) for part in item[:3])
+            raise ReadError(
+                f"feature item is a tuple of {len(item)} parts ({parts}); pass one numeric array "
+                "of shape (d,) or (T, d), and apply a sequence length by slicing the array "
+                "(e.g. seq[-length:]) first"
+            )
         try:
             arr = np.asarray(item)
         except ValueError:
