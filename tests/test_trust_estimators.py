@@ -571,3 +571,12 @@ def test_non_string_column_names_work_with_named_modalities():
     assert list(clf.feature_names_in_) == ["0", "1", "2"]
     named = MultimodalClassifier(_mods(), random_state=0).fit(_frame(), _labels())
     np.testing.assert_array_equal(clf.predict_proba(df), named.predict_proba(_frame()))
+
+    mixed = _renamed(["a", 1, "c"])
+    mods = [("a", TabularEncoder(), ["a"]), ("bc", TabularEncoder(), [1, "c"])]
+    with pytest.raises(TypeError, match=r"TabularEncoder: column names mix types"):
+        MultimodalClassifier(mods).fit(mixed, _labels())
+    mods = [("a", TabularEncoder(), ["a"]), ("b", TabularEncoder(), [1])]
+    assert MultimodalClassifier(mods, random_state=0).fit(mixed, _labels()).predict(
+        mixed
+    ).shape == (N,)

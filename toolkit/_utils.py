@@ -175,9 +175,10 @@ def describe_kinds(kinds: dict[str, list]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
-def check_column_labels(columns, *, what: str = "X") -> None:
-    """Refuse column labels that are duplicated, collide once printed, or mix str and
-    non-str types (scikit-learn's feature-name checks refuse those with a raw error)."""
+def check_column_labels(columns, *, what: str = "X", mixed_types: bool = False) -> None:
+    """Refuse column labels that are duplicated, collide once printed, or (unless
+    ``mixed_types``) mix str and non-str types, which scikit-learn's feature-name checks
+    refuse with a raw error."""
     labels = list(columns)
     seen: dict[str, Any] = {}
     for label in labels:
@@ -197,7 +198,7 @@ def check_column_labels(columns, *, what: str = "X") -> None:
         seen[text] = label
     strings = [c for c in labels if isinstance(c, str)]
     others = [c for c in labels if not isinstance(c, str)]
-    if strings and others:
+    if strings and others and not mixed_types:
         kinds = sorted({type(c).__name__ for c in labels})
         raise TypeError(
             f"{what}: column names mix types {kinds} (e.g. {others[0]!r} and {strings[0]!r}); "

@@ -322,7 +322,7 @@ class _MultimodalBase(_BaseComposition):
                 f"X must be a pandas DataFrame (or dict of columns) holding the columns named in "
                 f"modalities, got {type(X).__name__}{hint}"
             )
-        check_column_labels(X.columns)
+        check_column_labels(X.columns, mixed_types=True)  # modalities name their columns
         if reset:
             self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
             self.n_features_in_ = X.shape[1]
@@ -625,7 +625,9 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     """Regress a continuous target (e.g. a sentiment score in [-3, 3]) from several modalities.
 
     Same parameters and behaviour as :class:`MultimodalClassifier`; ``prior_`` holds the
-    training target mean.
+    training target mean. The target may have any finite magnitude: the fusion strategies
+    rescale it by a power of two when needed (exact, see :class:`toolkit.fusion.BaseFusion`),
+    and a prediction that would not fit in float64 raises an error instead of being inf.
 
     Examples
     --------
