@@ -146,3 +146,29 @@ def test_awkward_rate_clips_are_encoded_like_nearby_rates():
     i = names.index("pitch_mean_log2")
     assert awkward[i] == pytest.approx(common[i], abs=0.01)
     np.testing.assert_allclose(awkward[:60], common[:60], atol=0.05)
+
+
+def test_build_network_on_meta_device_matches_the_real_network():
+    import torch
+
+    kwargs = dict(
+        extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+        extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
+        encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0, aux_num_out=None,
+    )  # fmt: skip
+    enc = AudioEncoder(backend="torchaudio", model="wav2vec2_model", model_kwargs=kwargs)
+    with torch.device("meta"):
+        meta = enc.build_network()
+    real = enc.build_network()
+    assert all(t.is_meta for t in meta.state_dict().values())
+    assert not any(t.is_meta for t in real.state_dict().values())
+    assert {k: tuple(v.shape) for k, v in meta.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in real.state_dict().items()
+    }
+    with pytest.raises(ValueError, match="backend='mfcc'.*needs backend='torchaudio'"):
+        AudioEncoder().build_network()
+    with pytest.raises(ValueError, match="torchaudio.models factory name.*got 'nope'"):
+        AudioEncoder(backend="torchaudio", model="nope").build_network()

@@ -101,3 +101,21 @@ def test_torchvision_mismatched_weights(tmp_path):
         ImageEncoder(backend="torchvision", model="mobilenet_v3_small", weights=path).fit(
             [np.zeros((4, 4))]
         )
+
+
+def test_build_network_on_meta_device_matches_the_real_network():
+    import torch
+
+    enc = ImageEncoder(backend="torchvision", model="mobilenet_v3_small")
+    with torch.device("meta"):
+        meta = enc.build_network()
+    real = enc.build_network()
+    assert all(t.is_meta for t in meta.state_dict().values())
+    assert {k: tuple(v.shape) for k, v in meta.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in real.state_dict().items()
+    }
+    assert not any(t.is_meta for t in real.state_dict().values())
+    with pytest.raises(ValueError, match="backend='descriptors'.*needs backend='torchvision'"):
+        ImageEncoder().build_network()
+    with pytest.raises(ValueError, match="unknown torchvision architecture 'nope'"):
+        ImageEncoder(backend="torchvision", model="nope").build_network()

@@ -98,3 +98,22 @@ def test_max_voxels_is_validated_and_passed_to_the_reader(tmp_path):
         ScanEncoder(spatial_size=(8, 8, 8), max_voxels=1000).fit_transform([str(path)])
     block = ScanEncoder(spatial_size=(8, 8, 8), max_voxels=1728).fit_transform([str(path)])
     assert block.shape == (1, 32 + 11 + 13 + 64) and np.isfinite(block).all()
+
+
+@pytest.mark.parametrize(
+    "model_kwargs", [None, {"spatial_dims": 3, "in_channels": 2, "out_channels": 3}]
+)
+def test_build_network_on_meta_device_matches_the_real_network(model_kwargs):
+    import torch
+
+    enc = ScanEncoder(backend="monai", model="DenseNet121", model_kwargs=model_kwargs)
+    with torch.device("meta"):
+        meta = enc.build_network()
+    real = enc.build_network()
+    assert all(t.is_meta for t in meta.state_dict().values())
+    shapes = {k: tuple(v.shape) for k, v in real.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in meta.state_dict().items()} == shapes
+    channels = (model_kwargs or {"in_channels": 1})["in_channels"]
+    assert shapes["features.conv0.weight"][1] == channels  # the default kwargs are used
+    with pytest.raises(ValueError, match="backend='statistics'.*needs backend='monai'"):
+        ScanEncoder().build_network()

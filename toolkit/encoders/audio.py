@@ -202,6 +202,32 @@ class AudioEncoder(BaseEncoder):
     def _read(self, item):
         return read_audio(item, sample_rate=self._target_rate(), max_seconds=self.max_seconds)
 
+    def build_network(self):
+        """The bare torchaudio network ``model(**model_kwargs)``, without weights.
+
+        Built from the encoder's own parameters only (nothing is loaded or downloaded) on
+        the current default device, so it can be built under ``with torch.device("meta"):``
+        to compare its state-dict shapes with a weights file. Raises ``ValueError`` for the
+        other backends (``"transformers"`` folders are described by their own config).
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        if self.backend != "torchaudio":
+            raise ValueError(
+                f"AudioEncoder(backend={self.backend!r}) has no network built from parameters: "
+                "build_network needs backend='torchaudio'"
+            )
+        import torchaudio
+
+        if not self.model or not hasattr(torchaudio.models, str(self.model)):
+            raise ValueError(
+                f"backend='torchaudio' needs model=<torchaudio.models factory name> such as "
+                f"'wav2vec2_base' or 'hubert_base', got {self.model!r}"
+            )
+        return getattr(torchaudio.models, str(self.model))(**(self.model_kwargs or {}))
+
     def _fit(self, decoded) -> None:
         import torch
 
@@ -222,18 +248,11 @@ class AudioEncoder(BaseEncoder):
             )
             self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
         else:
-            import torchaudio
-
-            if not self.model or not hasattr(torchaudio.models, str(self.model)):
-                raise ValueError(
-                    f"backend='torchaudio' needs model=<torchaudio.models factory name> such as "
-                    f"'wav2vec2_base' or 'hubert_base', got {self.model!r}"
-                )
+            net = self.build_network()
             if self.weights is None:
                 raise ValueError(
                     "backend='torchaudio' needs weights=<state dict file>; nothing is downloaded"
                 )
-            net = getattr(torchaudio.models, str(self.model))(**(self.model_kwargs or {}))
             apply_weights(net, self.weights)
             self.model_ = net.to(self.device_).eval()
             self.rate_ = int(self.sample_rate)

@@ -167,6 +167,33 @@ class ImageEncoder(BaseEncoder):
     def _read(self, item):
         return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
+    def build_network(self):
+        """The bare torchvision network of ``model``, without weights, on the current device.
+
+        Built from the encoder's own parameters only (nothing is loaded or downloaded), so
+        it can be built under ``with torch.device("meta"):`` to compare its state-dict
+        shapes with a weights file. Raises ``ValueError`` for other backends.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        if self.backend != "torchvision":
+            raise ValueError(
+                f"ImageEncoder(backend={self.backend!r}) has no network: build_network needs "
+                "backend='torchvision'"
+            )
+        import torchvision
+
+        if self.model is None:
+            raise ValueError(
+                "backend='torchvision' needs model=<architecture name>, e.g. 'resnet18'"
+            )
+        try:
+            return torchvision.models.get_model(self.model, weights=None)
+        except ValueError as exc:
+            raise ValueError(f"unknown torchvision architecture '{self.model}': {exc}") from exc
+
     def _fit(self, decoded) -> None:
         if self.backend == "descriptors":
             self.n_features_out_ = (
@@ -174,20 +201,12 @@ class ImageEncoder(BaseEncoder):
             )
             return
         import torch
-        import torchvision
 
-        if self.model is None:
-            raise ValueError(
-                "backend='torchvision' needs model=<architecture name>, e.g. 'resnet18'"
-            )
+        net = self.build_network()
         if self.weights is None:
             raise ValueError(
                 "backend='torchvision' needs weights=<state dict file>; nothing is downloaded"
             )
-        try:
-            net = torchvision.models.get_model(self.model, weights=None)
-        except ValueError as exc:
-            raise ValueError(f"unknown torchvision architecture '{self.model}': {exc}") from exc
         apply_weights(net, self.weights)
         self.device_ = resolve_device(self.device)
         self.model_ = net.to(self.device_).eval()

@@ -13,6 +13,7 @@ from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder
 from toolkit.io.scan import MAX_VOXELS, _quiet_monai, read_scan
 
+_DEFAULT_MONAI_KWARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
 _FIRST_ORDER = [
     "mean",
     "std",
@@ -210,6 +211,36 @@ class ScanEncoder(BaseEncoder):
             as_tensor=on_device,
         )
 
+    def build_network(self):
+        """The bare MONAI network ``model(**model_kwargs)``, without weights.
+
+        ``model_kwargs`` defaults to ``{"spatial_dims": 3, "in_channels": 1,
+        "out_channels": 2}``. Built from the encoder's own parameters only (nothing is
+        loaded or downloaded) on the current default device, so it can be built under
+        ``with torch.device("meta"):`` to compare its state-dict shapes with a weights
+        file. Raises ``ValueError`` for other backends.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        if self.backend != "monai":
+            raise ValueError(
+                f"ScanEncoder(backend={self.backend!r}) has no network: build_network needs "
+                "backend='monai'"
+            )
+        if not self.model:
+            raise ValueError(
+                "backend='monai' needs model=<monai.networks.nets name>, e.g. 'DenseNet121'"
+            )
+        with _quiet_monai():
+            from monai.networks import nets
+
+            if not hasattr(nets, self.model):
+                raise ValueError(f"unknown MONAI network '{self.model}' (see monai.networks.nets)")
+            kwargs = self.model_kwargs or dict(_DEFAULT_MONAI_KWARGS)
+            return getattr(nets, self.model)(**kwargs)
+
     def _fit(self, decoded) -> None:
         if len(tuple(self.spatial_size)) != 3 or min(self.spatial_size) < 1:
             raise ValueError(f"spatial_size must be 3 positive ints, got {self.spatial_size}")
@@ -218,21 +249,11 @@ class ScanEncoder(BaseEncoder):
             return
         import torch
 
-        if not self.model:
-            raise ValueError(
-                "backend='monai' needs model=<monai.networks.nets name>, e.g. 'DenseNet121'"
-            )
+        net = self.build_network()
         if self.weights is None:
             raise ValueError(
                 "backend='monai' needs weights=<state dict file>; nothing is downloaded"
             )
-        with _quiet_monai():
-            from monai.networks import nets
-
-            if not hasattr(nets, self.model):
-                raise ValueError(f"unknown MONAI network '{self.model}' (see monai.networks.nets)")
-            kwargs = self.model_kwargs or {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
-            net = getattr(nets, self.model)(**kwargs)
         apply_weights(net, self.weights)
         self.device_ = resolve_device(self.device)
         self.model_ = net.to(self.device_).eval()
