@@ -201,8 +201,8 @@ class TextEncoder(BaseEncoder):
             location = _check_model_location(self.model)
             self.device_ = resolve_device(self.device)
             with _loading(location, "transformers"):
-                self.tokenizer_ = AutoTokenizer.from_pretrained(location)
-                self.model_ = AutoModel.from_pretrained(location)
+                self.tokenizer_ = AutoTokenizer.from_pretrained(location, local_files_only=True)
+                self.model_ = AutoModel.from_pretrained(location, local_files_only=True)
             self.model_ = self.model_.to(self.device_).eval()
             with torch.inference_mode():
                 probe = self._transformers_embed(["probe"])
@@ -217,7 +217,9 @@ class TextEncoder(BaseEncoder):
             )
             self.device_ = resolve_device(self.device)
             with _loading(location, "sentence-transformers"):
-                self.model_ = SentenceTransformer(location, device=str(self.device_))
+                self.model_ = SentenceTransformer(
+                    location, device=str(self.device_), local_files_only=True
+                )
             dim_getter = (
                 getattr(self.model_, "get_embedding_dimension", None)
                 or self.model_.get_sentence_embedding_dimension
