@@ -367,33 +367,130 @@ def test_changed_file_is_detected_by_size_and_hash(folder):
         toolkit.load(folder)
 
 
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory, tiny_bert):
+    df, y, _ = _data(40)
+    enc = TextEncoder(backend="transformers", model=str(tiny_bert), device="cpu")
+    reg = MultimodalRegressor([("text", enc, "note")], fusion="early", random_state=0)
+    reg.fit(df, (y == "pos") * 1.0)
+    return toolkit.save(reg, tmp_path_factory.mktemp("bert") / "model")
+
+
 @pytest.mark.parametrize(
     "edit",
     [
         lambda m: m.update(fusion_weights="../outside.safetensors"),
-        lambda m: m.update(encoders={"text": {"folder": "/etc", "params": {"model": "."}}}),
-        lambda m: m.update(
-            encoders={"text": {"folder": "encoders/text", "params": {"model": "../../.."}}}
-        ),
+        lambda m: m["encoders"]["text"].update(folder="/etc"),
+        lambda m: m["encoders"]["text"].update(folder="encoders/../.."),
+        lambda m: m["encoders"]["text"].update(params={"model": "../../.."}),
+        lambda m: m["encoders"]["text"].update(params={"model": "~"}),
         lambda m: m["files"].update({"../x.json": {"size": 1}}),
     ],
-    ids=["fusion-weights", "absolute-folder", "dotdot-param", "file-table"],
+    ids=["fusion-weights", "absolute-folder", "dotdot-folder", "dotdot-param", "home", "files"],
 )
-def test_manifest_paths_stay_inside_the_folder(folder, edit):
+def test_manifest_paths_stay_inside_the_folder(bert_folder, tmp_path, edit):
+    folder = Path(shutil.copytree(bert_folder, tmp_path / "m"))
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match="leaves the model folder|not in the manifest"):
+    with pytest.raises(ModelFileError, match="leaves the model folder"):
         toolkit.load(folder)
 
 
-def test_manifest_cannot_set_other_encoder_parameters(folder):
+def test_pretrained_encoders_must_be_restored_from_the_folder(bert_folder, tmp_path):
+    """Without its manifest entry a pretrained encoder would load from the location the file
+    names (outside the folder) at predict time: refused at load."""
+    folder = Path(shutil.copytree(bert_folder, tmp_path / "m"))
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["encoders"] = {"text": {"folder": "encoders/text", "params": {"backend": "x"}}}
+    entry = manifest["encoders"].pop("text")
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "encoders" / "text").mkdir(parents=True)
-    with pytest.raises(ModelFileError, match=r"sets parameters \['backend'\]"):
+    with pytest.raises(ModelFileError, match="uses a pretrained network that the folder"):
         toolkit.load(folder)
+    manifest["encoders"]["text"] = {**entry, "params": {"weights": "model.safetensors"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match=r"restored from \['model'\] only"):
+        toolkit.load(folder)
+
+
+def test_hf_checks_apply_to_the_folder_the_model_is_loaded_from(bert_folder, tmp_path):
+    """Moving the network into a subfolder must not skip the custom-code and size checks."""
+    folder = Path(shutil.copytree(bert_folder, tmp_path / "m"))
+    enc_dir = folder / "encoders" / "text"
+    (enc_dir / "sub").mkdir()
+    for f in list(enc_dir.iterdir()):
+        if f.is_file():
+            shutil.move(f, enc_dir / "sub" / f.name)
+    config = json.loads((enc_dir / "sub" / "config.json").read_text())
+    config["intermediate_size"] = 10**8
+    (enc_dir / "sub" / "config.json").write_text(json.dumps(config))
+
+    def point_at_sub(m):
+        m["encoders"]["text"]["params"] = {"model": "sub"}
+        m["tensors"] = {k.replace("text/", "text/sub/"): v for k, v in m["tensors"].items()}
+
+    _rewrite_manifest(folder, point_at_sub)
+    with pytest.raises(ModelFileError, match="config.json describes a network of"):
+        toolkit.load(folder)
+
+
+def test_a_file_that_sets_memory_or_a_text_pattern_is_refused(folder, tmp_path):
+    def memory(schema):
+        schema["content"]["content"]["memory"] = {
+            "__class__": "str",
+            "__module__": "builtins",
+            "__loader__": "JsonNode",
+            "content": json.dumps(str(tmp_path / "elsewhere")),
+            "is_json": True,
+        }
+
+    saved = (folder / "model.skops").read_bytes(), (folder / "manifest.json").read_text()
+    _edit_schema(folder, memory)
+    with pytest.raises(UntrustedTypeError, match="saved models carry no cache"):
+        toolkit.load(folder)
+    assert not (tmp_path / "elsewhere").exists()
+
+    (folder / "model.skops").write_bytes(saved[0])
+    (folder / "manifest.json").write_text(saved[1])
+    text = json.dumps(saved[0].hex())  # unchanged archive bytes, to find the pattern below
+
+    def pattern(schema):
+        found = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if node.get("__class__") == "TfidfVectorizer":
+                    found.append(node)
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(schema)
+        for key, value in (("token_pattern", r"(?u)(\w|\w)*\b$"), ("input", "filename")):
+            attrs = found[0]["content"]["content"]
+            attrs[key]["content"] = json.dumps(value)
+
+    _edit_schema(folder, pattern)
+    with pytest.raises(UntrustedTypeError, match="settings the toolkit never writes.*input"):
+        toolkit.load(folder)
+    assert text
+
+
+def test_manifest_cannot_set_other_encoder_parameters(folder, bert_folder, tmp_path):
+    # an encoder without a pretrained network takes no saved files
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoders"] = {"text": {"folder": "encoders/text", "params": {"model": "."}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="whose backend 'tfidf' uses none"):
+        toolkit.load(folder)
+    # a pretrained one takes only the parameter that names its files
+    bert = Path(shutil.copytree(bert_folder, tmp_path / "m"))
+    manifest = json.loads((bert / "manifest.json").read_text())
+    manifest["encoders"]["text"]["params"] = {"model": ".", "backend": "tfidf"}
+    (bert / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match=r"sets parameters \['backend', 'model'\]"):
+        toolkit.load(bert)
 
 
 def _rewrite_safetensors(file: Path, tensors: dict) -> None:
@@ -719,3 +816,108 @@ def test_every_pretrained_backend_round_trips(tmp_path, request, kind):
             "weights" if kind in ("torchvision", "torchaudio", "monai") else "model"
         ]
     ).is_relative_to(folder.resolve())
+
+
+def test_hostile_json_and_schema_shapes_give_model_file_errors(folder, gated_folder, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    saved = (folder / "manifest.json").read_text()
+    (folder / "manifest.json").write_text(deep)
+    with pytest.raises(ModelFileError, match="is not valid JSON"):
+        toolkit.load(folder)
+    (folder / "manifest.json").write_text(saved)
+
+    def list_loader(schema):
+        schema["content"]["content"]["classes_"]["__loader__"] = ["NdArrayNode"]
+
+    _edit_schema(folder, list_loader)
+    with pytest.raises(UntrustedTypeError, match="unknown skops node kind"):
+        toolkit.load(folder)
+
+    gated = Path(shutil.copytree(gated_folder, tmp_path / "g"))
+
+    def negative_dims(schema):
+        def walk(node):
+            if isinstance(node, dict):
+                content = node.get("content")
+                attrs = content.get("content", {}) if isinstance(content, dict) else {}
+                if node.get("__class__") == "GatedFusion" and "module_spec_" in attrs:
+                    spec = attrs["module_spec_"]["content"]["dims"]
+                    spec["content"][0].update(content="-5", __id__=1)  # a fresh object
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(schema)
+
+    _edit_schema(gated, negative_dims)
+    with pytest.raises(ModelFileError, match="gated network's description is malformed"):
+        toolkit.load(gated)
+
+
+def test_decompression_bomb_is_refused_before_unpacking(folder):
+    archive = folder / "model.skops"
+    with zipfile.ZipFile(archive) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+        zf.writestr("padding.npy", b"\0" * (200 * 1024**2))
+    _rewrite_manifest(folder)
+    assert archive.stat().st_size < 2 * 1024**2
+    with pytest.raises(ModelFileError, match="decompression bomb"):
+        toolkit.load(folder)
+
+
+def test_cleanup_touches_only_dead_saves_of_this_machine(fitted, tmp_path):
+    from toolkit.persistence import _host_tag
+
+    hexid = "0" * 32
+    precious = tmp_path / f".m.saving-{_host_tag()}-999999-{hexid}"  # dead pid, user's file
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    other_host = tmp_path / f".m.saving-abcdefabcdef-999999-{hexid}"
+    other_host.mkdir()
+    (other_host / "model.skops").write_text("another machine's save in progress")
+    alive = tmp_path / f".m.replaced-{_host_tag()}-{os.getpid()}-{hexid}"
+    alive.mkdir()
+    (alive / "manifest.json").write_text("{}")
+    dead = tmp_path / f".m.saving-{_host_tag()}-999999-{'1' * 32}"
+    dead.mkdir()
+    (dead / "model.skops").write_text("left by a killed save")
+    toolkit.save(fitted[1], tmp_path / "m")
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    assert other_host.exists() and alive.exists() and not dead.exists()
+    # a missing model is not replaced by a backup whose process still runs
+    shutil.rmtree(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        toolkit.load(tmp_path / "m")
+
+
+def test_overwrite_refuses_a_manifest_without_a_file_table(fitted, tmp_path):
+    folder = tmp_path / "m"
+    (folder / "encoders" / "notes").mkdir(parents=True)
+    (folder / "encoders" / "notes" / "thesis.tex").write_text("years of work")
+    (folder / "model.skops").write_text("x")
+    (folder / "manifest.json").write_text(
+        json.dumps({"format": 1, "class": "toolkit.estimators.MultimodalClassifier"})
+    )
+    with pytest.raises(FileExistsError, match="lists no files"):
+        toolkit.save(fitted[1], folder, overwrite=True)
+    assert (folder / "encoders" / "notes" / "thesis.tex").exists()
+
+
+def test_save_normalises_the_path_and_never_replaces_the_working_folder(
+    fitted, tmp_path, monkeypatch
+):
+    folder = toolkit.save(fitted[1], tmp_path / "m")
+    monkeypatch.chdir(folder)
+    with pytest.raises(ValueError, match="is the working folder or one of its parents"):
+        toolkit.save(fitted[1], ".", overwrite=True)
+    with pytest.raises(ValueError, match="is the working folder or one of its parents"):
+        toolkit.save(fitted[1], tmp_path, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    out = toolkit.save(fitted[1], "x/sub/..")
+    assert out == tmp_path / "x" and (tmp_path / "x" / "manifest.json").is_file()
+    assert not (tmp_path / "x" / "sub").exists()

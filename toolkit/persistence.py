@@ -63,6 +63,9 @@ MAX_MANIFEST_BYTES = 1024**2
 #: Largest skops ``schema.json`` read, and deepest nesting walked.
 MAX_SCHEMA_BYTES = 64 * 1024**2
 MAX_SCHEMA_DEPTH = 200
+#: ``model.skops`` may unpack to at most this many times its size (beyond this many bytes).
+MAX_COMPRESSION_RATIO = 100
+MAX_UNPACKED_FREE = 64 * 1024**2
 #: Largest safetensors header read.
 MAX_SAFETENSORS_HEADER = 16 * 1024**2
 #: File suffixes a model folder may hold (data only: no pickles, no code).
@@ -350,8 +353,10 @@ def _safetensors_header(file: Path, size: int | None = None) -> dict[str, dict]:
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{where} has an unreadable header ({exc}); it is corrupt") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(
+            f"{where} has an unreadable header ({type(exc).__name__}); it is corrupt"
+        ) from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{where} has a header that is not a JSON object; it is corrupt")
     header.pop("__metadata__", None)
@@ -440,6 +445,8 @@ def _write(model, folder: Path) -> None:
     }
     detached = []  # (object, attribute, value) restored after dumping
     try:
+        # a cache belongs to the session that fitted the model, not to the model
+        detached.append((model, "memory", model.memory))
         fusion = model.fusion_
         if getattr(fusion, "module_", None) is not None:
             _state_dict_to_file(fusion.module_, folder / "fusion.safetensors")
@@ -466,7 +473,7 @@ def _write(model, folder: Path) -> None:
                     if hasattr(enc, attr):
                         detached.append((enc, attr, getattr(enc, attr)))
         for obj, attr, _ in detached:
-            if attr in _ENCODER_PARAMS:
+            if attr in _ENCODER_PARAMS or attr == "memory":
                 setattr(obj, attr, None)
             else:
                 delattr(obj, attr)
@@ -508,16 +515,15 @@ def _check_replaceable(path: Path) -> None:
         except ModelFileError as exc:
             why = f"it does not look like a saved toolkit model ({exc})"
         else:
-            listed = set(manifest.get("files") or {}) | {_MANIFEST}
-            if not isinstance(manifest.get("files"), dict):  # format 1 wrote no file table
-                listed |= {
-                    f
-                    for f in files
-                    if f in (_MODEL, "fusion.safetensors") or f.startswith("encoders/")
-                }
-            foreign = sorted(set(files) - listed)
-            if foreign:
-                why = f"it holds files the toolkit did not write: {foreign[:10]}"
+            if not isinstance(manifest.get("files"), dict):
+                why = (
+                    "its manifest lists no files (an older save format), so the toolkit "
+                    "cannot tell its own files from others; delete the folder yourself"
+                )
+            else:
+                foreign = sorted(set(files) - set(manifest["files"]) - {_MANIFEST})
+                if foreign:
+                    why = f"it holds files the toolkit did not write: {foreign[:10]}"
     if why is not None:
         raise FileExistsError(
             f"refusing to overwrite '{path}': {why}. overwrite=True replaces only a folder "
@@ -554,26 +560,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host_tag() -> str:
+    """A short, file-name-safe tag of this machine (temporary folders of other hosts are
+    never touched: their processes cannot be checked from here)."""
+    return hashlib.sha256(platform.node().encode()).hexdigest()[:12]
+
+
+def _temp_name(path: Path, kind: str) -> Path:
+    return path.parent / f".{path.name}.{kind}-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
 def _leftovers(path: Path, kind: str) -> list[Path]:
-    """Sibling folders an interrupted save of ``path`` left (``kind``: saving / replaced)."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{kind}-(\d+)-[0-9a-f]{{32}}$")
+    """Folders an interrupted save of ``path`` on this machine left, by a process now dead,
+    holding nothing but the data files a model folder may hold; newest first."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{kind}-{_host_tag()}-(\d+)-[0-9a-f]{{32}}\Z")
     if not path.parent.is_dir():
         return []
-    out = []
+    found = []
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if m and entry.is_dir() and not entry.is_symlink():
-            out.append((int(m.group(1)), entry))
-    return [p for _, p in sorted(out, key=lambda t: t[1].stat().st_mtime, reverse=True)]
+        if not m or entry.is_symlink() or not entry.is_dir() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            files = _scan(entry, f"'{entry}'", max_bytes=1 << 62)
+        except (ModelFileError, OSError):
+            continue
+        if all(Path(rel).suffix in SAFE_SUFFIXES for rel in files):
+            found.append((entry.stat().st_mtime, entry))
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def _remove_stale(path: Path) -> None:
-    """Remove temporary folders of saves into ``path`` whose process has died."""
+    """Remove what interrupted saves of ``path`` on this machine left (see _leftovers)."""
     for kind in ("saving", "replaced"):
         for folder in _leftovers(path, kind):
-            pid = int(folder.name.split("-")[-2])
-            if not _pid_alive(pid):
-                shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def save(model, path, *, overwrite: bool = False) -> Path:
@@ -603,13 +624,18 @@ def save(model, path, *, overwrite: bool = False) -> Path:
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     if cls not in _ESTIMATOR_TYPES:
         raise TypeError(f"toolkit.save saves MultimodalClassifier / MultimodalRegressor, not {cls}")
-    path = Path(path)
+    path = Path(os.path.abspath(os.fspath(path)))
+    if path.parent == path or Path.cwd().is_relative_to(path):
+        raise ValueError(
+            f"cannot save into '{path}': it is the working folder or one of its parents; "
+            "choose a new folder"
+        )
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise FileExistsError(f"'{path}' exists; pass overwrite=True or choose another path")
         _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.saving-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp = _temp_name(path, "saving")
     tmp.mkdir()
     try:
         _step("folder")
@@ -636,7 +662,7 @@ def _into_place(tmp: Path, path: Path) -> None:
         _step("exchanged")
         shutil.rmtree(tmp)  # now the previous model
         return
-    old = path.parent / f".{path.name}.replaced-{os.getpid()}-{uuid.uuid4().hex}"
+    old = _temp_name(path, "replaced")
     os.rename(path, old)
     _step("moved-old")
     os.rename(tmp, path)
@@ -658,9 +684,10 @@ def _read_manifest(path: Path, files: dict[str, int]) -> dict:
         )
     try:
         manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(
-            f"{where} is not valid JSON ({exc}); the folder is damaged: save the model again"
+            f"{where} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); the folder "
+            "is damaged: save the model again"
         ) from exc
     if not isinstance(manifest, dict):
         raise ModelFileError(f"{where} is not a JSON object; the folder is damaged")
@@ -755,7 +782,7 @@ def _schema_names(schema, where: str) -> set[tuple[str, str]]:
         if isinstance(node, dict):
             loader = node.get("__loader__")
             if loader is not None:
-                if loader not in _DATA_LOADERS | _CODE_LOADERS:
+                if not isinstance(loader, str) or loader not in _DATA_LOADERS | _CODE_LOADERS:
                     raise UntrustedTypeError(f"{where}: unknown skops node kind {loader!r}")
                 if loader != "CachedNode":
                     module, cls = node.get("__module__"), node.get("__class__")
@@ -787,6 +814,11 @@ def _read_skops(file: Path, trusted: set[str], max_bytes: int):
                 raise ModelFileError(
                     f"{where} unpacks to {total:,} bytes, above max_bytes={max_bytes:,}"
                 )
+            if total > max(MAX_UNPACKED_FREE, MAX_COMPRESSION_RATIO * len(data)):
+                raise ModelFileError(
+                    f"{where} unpacks to {total:,} bytes from {len(data):,} (more than "
+                    f"{MAX_COMPRESSION_RATIO}x): refused as a decompression bomb"
+                )
             odd = [i.filename for i in infos if "/" in i.filename or "\\" in i.filename]
             if odd:
                 raise ModelFileError(f"{where} holds unexpected members {odd[:5]}")
@@ -797,7 +829,13 @@ def _read_skops(file: Path, trusted: set[str], max_bytes: int):
                     f"{MAX_SCHEMA_BYTES:,} limit"
                 )
             schema = json.loads(zf.read(info).decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ) as exc:
         raise ModelFileError(
             f"{where} is not a readable skops archive ({type(exc).__name__}: {exc}); it is "
             "corrupt or truncated: save the model again"
@@ -847,6 +885,8 @@ def _restore_fusion(model, path: Path, manifest: dict) -> None:
     try:
         dims = [int(d) for d in spec["dims"]]
         hidden, n_out, dropout = int(spec["hidden"]), int(spec["n_out"]), float(spec["dropout"])
+        if not dims or min(dims + [hidden, n_out]) < 1 or not 0 <= dropout < 1:
+            raise ValueError("sizes must be positive and dropout in [0, 1)")
     except (TypeError, KeyError, ValueError) as exc:
         raise ModelFileError(
             f"model '{path}': the gated network's description is malformed"
@@ -902,8 +942,8 @@ def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> Non
             entries = json.loads(modules.read_text(encoding="utf-8"))
             types = {e["type"] for e in entries}
             paths = [e.get("path", "") for e in entries]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelFileError(f"{what}: modules.json is malformed ({exc})") from exc
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ModelFileError(f"{what}: modules.json is malformed ({exc!r:.200})") from exc
         odd = sorted(t for t in types if t not in _SENTENCE_MODULES)
         if odd:
             raise UntrustedTypeError(f"{what}: modules.json names untrusted modules {odd}")
@@ -911,18 +951,18 @@ def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> Non
             if p:
                 _inside(folder, p, f"{what} modules.json")
     cfg = None
-    for file in sorted(folder.glob("*.json")):
+    for file in sorted(folder.rglob("*.json")):
         try:
             content = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{what}: '{file.name}' is not valid JSON ({exc})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ModelFileError(f"{what}: '{file.name}' is not valid JSON ({exc!r:.200})") from exc
         if isinstance(content, dict) and (
             "auto_map" in content or content.get("trust_remote_code")
         ):
             raise UntrustedTypeError(
                 f"{what}: '{file.name}' asks for custom model code (auto_map); it is not run"
             )
-        if file.name == "config.json":
+        if file.parent == folder and file.name == "config.json":
             cfg = content
     if not isinstance(cfg, dict):
         return
@@ -951,28 +991,58 @@ def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> Non
         )
 
 
+_PRETRAINED = frozenset(
+    {"transformers", "sentence-transformers", "torchvision", "torchaudio", "monai"}
+)
+
+
 def _restore_encoders(model, path: Path, manifest: dict, max_bytes: int) -> None:
+    """Point each pretrained encoder at its saved copy (checked first) and load it; every
+    encoder must come out fitted, so nothing is read from elsewhere at predict time."""
     entries = manifest.get("encoders") or {}
     if not isinstance(entries, dict):
         raise ModelFileError(f"model '{path}': manifest 'encoders' is malformed")
+    for name, enc in model.encoders_.items():
+        pretrained = getattr(enc, "backend", None) in _PRETRAINED
+        if pretrained and name not in entries:
+            raise ModelFileError(
+                f"model '{path}': encoder '{name}' uses a pretrained network that the folder "
+                "does not hold"
+            )
+        if not pretrained and not hasattr(enc, "n_features_out_"):
+            raise ModelFileError(f"model '{path}': encoder '{name}' is not fitted")
     for name, entry in entries.items():
         if name not in model.encoders_:
             raise ModelFileError(f"model '{path}': manifest names unknown modality {name!r}")
         enc = model.encoders_[name]
+        backend = getattr(enc, "backend", None)
+        if backend not in _PRETRAINED:
+            raise ModelFileError(
+                f"model '{path}': manifest gives saved files to encoder '{name}', whose "
+                f"backend {backend!r} uses none"
+            )
         if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
             raise ModelFileError(f"model '{path}': manifest entry of encoder {name!r} is malformed")
         folder = _inside(path, entry.get("folder"), f"model '{path}' encoder '{name}' folder")
-        odd = sorted(set(entry["params"]) - _ENCODER_PARAMS)
-        if odd:
+        params = entry["params"]
+        wanted = {"model"} if backend in ("transformers", "sentence-transformers") else {"weights"}
+        if set(params) != wanted:
             raise ModelFileError(
-                f"model '{path}': manifest sets parameters {odd} of encoder '{name}'; only "
-                f"{sorted(_ENCODER_PARAMS)} can point at saved files"
+                f"model '{path}': manifest sets parameters {sorted(params)} of encoder "
+                f"'{name}'; a {backend} encoder is restored from {sorted(wanted)} only"
             )
-        _check_factory(enc, name, path)
-        if getattr(enc, "backend", None) in ("transformers", "sentence-transformers"):
-            _check_hf_folder(folder, name, path, max_bytes)
-        for param, rel in entry["params"].items():
-            target = _inside(folder, rel, f"model '{path}' encoder '{name}' {param}")
+        targets = {
+            param: _inside(folder, rel, f"model '{path}' encoder '{name}' {param}")
+            for param, rel in params.items()
+        }
+        if backend in ("transformers", "sentence-transformers"):
+            if not targets["model"].is_dir():
+                raise ModelFileError(f"model '{path}': encoder '{name}' model is not a folder")
+            _check_hf_folder(targets["model"], name, path, max_bytes)
+        else:
+            _check_factory(enc, name, path)
+            _check_network(enc, name, path, manifest, targets["weights"], max_bytes)
+        for param, target in targets.items():
             setattr(enc, param, str(target))
         enc.device = "cpu"
         try:
@@ -982,6 +1052,98 @@ def _restore_encoders(model, path: Path, manifest: dict, max_bytes: int) -> None
                 f"model '{path}': the saved model of encoder '{name}' could not be loaded "
                 f"({type(exc).__name__}: {str(exc)[:300]}); the folder is damaged: save it again"
             ) from exc
+
+
+def _check_network(enc, name: str, path: Path, manifest: dict, weights: Path, max_bytes: int):
+    """Build the encoder's network on the meta device (no memory) and compare it with the
+    weights file's header before the real network is built."""
+    import torch
+
+    rel = weights.relative_to(path.resolve()).as_posix()
+    table = manifest["tensors"].get(rel)
+    if table is None:
+        raise ModelFileError(f"model '{path}': weights '{rel}' are not in the manifest")
+    build = getattr(enc, "build_network", None)
+    if build is None:  # pragma: no cover - every torch-backed encoder has one
+        return
+    try:
+        with torch.device("meta"):
+            net = build()
+    except Exception as exc:  # noqa: BLE001 - any failure to describe the network is refused
+        raise ModelFileError(
+            f"model '{path}': encoder '{name}' describes a network that cannot be built "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+    state = net.state_dict()
+    n_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    if n_bytes > max_bytes:
+        raise ModelFileError(
+            f"model '{path}': encoder '{name}' describes a network of {n_bytes:,} bytes, above "
+            f"max_bytes={max_bytes:,}"
+        )
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    stored = {k: v["shape"] for k, v in table.items()}
+    if shapes != stored:
+        diff = sorted(k for k in set(shapes) | set(stored) if shapes.get(k) != stored.get(k))
+        raise ModelFileError(
+            f"model '{path}': weights '{rel}' do not fit encoder '{name}''s network "
+            f"({len(diff)} tensors differ, e.g. {diff[:3]})"
+        )
+
+
+_DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def _check_vectorizer(vec, path: Path) -> None:
+    """A text vectorizer in a model file: only the settings the toolkit uses. Its regular
+    expression and input mode are data that act like code (a crafted pattern can take
+    exponential time; ``input="filename"`` would read files named by the text)."""
+    ngram = getattr(vec, "ngram_range", None)
+    problems = {
+        "input": vec.input == "content",
+        "tokenizer": vec.tokenizer is None,
+        "preprocessor": vec.preprocessor is None,
+        "analyzer": vec.analyzer in ("word", "char", "char_wb"),
+        "token_pattern": vec.token_pattern in (None, _DEFAULT_TOKEN_PATTERN),
+        "encoding": vec.encoding == "utf-8",
+        "decode_error": vec.decode_error in ("strict", "ignore", "replace"),
+        "strip_accents": vec.strip_accents in (None, "ascii", "unicode"),
+        "ngram_range": isinstance(ngram, tuple)
+        and len(ngram) == 2
+        and all(isinstance(n, int) and 1 <= n <= 10 for n in ngram)
+        and ngram[0] <= ngram[1],
+    }
+    odd = sorted(k for k, ok in problems.items() if not ok)
+    if odd:
+        raise UntrustedTypeError(
+            f"model '{path}': a {type(vec).__name__} has settings the toolkit never writes: "
+            f"{[(k, getattr(vec, k, None)) for k in odd]}; refused"
+        )
+
+
+def _check_plain_data(model, path: Path) -> None:
+    """Walk the loaded toolkit and scikit-learn objects for settings that act like code."""
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    seen, stack = set(), [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, CountVectorizer | HashingVectorizer):
+            _check_vectorizer(obj, path)
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple):
+            stack.extend(obj)
+        elif type(obj).__module__.split(".")[0] in ("toolkit", "sklearn"):
+            stack.extend(getattr(obj, "__dict__", {}).values())
+    if getattr(model, "memory", None) is not None:
+        raise UntrustedTypeError(
+            f"model '{path}': the file sets memory={model.memory!r}; saved models carry no "
+            "cache (set one after loading with set_params(memory=...))"
+        )
 
 
 def _locate(path: Path) -> Path:
@@ -1045,6 +1207,7 @@ def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool
         raise ModelFileError(f"model '{path}': manifest says {manifest['class']}, file holds {cls}")
     if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
         raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
+    _check_plain_data(model, path)
     if manifest.get("fusion_weights"):
         _restore_fusion(model, path, manifest)
     elif getattr(model.fusion_, "module_spec_", None) is not None:
