@@ -782,13 +782,16 @@ def _pretrained_case(kind, tmp_path, request):
         )  # fmt: skip
         return enc, waves
     if kind == "monai":
-        from monai.networks.nets import DenseNet121
+        from monai.networks.nets import DenseNet
 
-        net = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
-        torch.save(net.state_dict(), tmp_path / "w.pt")
+        kwargs = dict(
+            spatial_dims=3, in_channels=1, out_channels=2, init_features=8, growth_rate=4,
+            block_config=(2, 2), bn_size=2,
+        )  # fmt: skip
+        torch.save(DenseNet(**kwargs).state_dict(), tmp_path / "w.pt")
         enc = ScanEncoder(
-            backend="monai", model="DenseNet121", weights=tmp_path / "w.pt",
-            spatial_size=(32, 32, 32), device="cpu",
+            backend="monai", model="DenseNet", model_kwargs=kwargs, weights=tmp_path / "w.pt",
+            spatial_size=(16, 16, 16), device="cpu",
         )  # fmt: skip
         return enc, [rng.random((12, 12, 12)).astype(np.float32) for _ in range(12)]
     if kind == "wav2vec2":
@@ -921,3 +924,36 @@ def test_save_normalises_the_path_and_never_replaces_the_working_folder(
     out = toolkit.save(fitted[1], "x/sub/..")
     assert out == tmp_path / "x" and (tmp_path / "x" / "manifest.json").is_file()
     assert not (tmp_path / "x" / "sub").exists()
+
+
+def test_a_network_that_does_not_fit_its_weights_is_refused_before_it_is_built(tmp_path, request):
+    """The architecture and its arguments come from the file: they are built on the meta
+    device and compared with the weights' header first, so a tiny folder cannot make load
+    allocate a huge network."""
+    enc, items = _pretrained_case("torchvision", tmp_path, request)
+    df = pd.DataFrame({"x": items, "age": np.arange(12.0)})
+    model = MultimodalRegressor([("m", enc, "x")], fusion="early", random_state=0)
+    folder = toolkit.save(model.fit(df, np.arange(12.0) % 3), tmp_path / "model")
+
+    def swap(schema):
+        def walk(node):
+            if isinstance(node, dict):
+                if node.get("__class__") == "ImageEncoder":
+                    node["content"]["content"]["model"].update(content='"vit_h_14"', __id__=2)
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(schema)
+
+    _edit_schema(folder, swap)
+    with pytest.raises(ModelFileError, match="do not fit encoder 'm''s network"):
+        toolkit.load(folder)
+    with pytest.raises(ModelFileError, match="describes a network of .* above max_bytes"):
+        toolkit.load(folder, max_bytes=folder_size(folder) + 1000)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
