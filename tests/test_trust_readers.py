@@ -209,17 +209,14 @@ def test_multichannel_file_is_mixed_down_blockwise(tmp_path):
 
 @pytest.fixture
 def kernel_sizes(monkeypatch):
-    import torchaudio.functional.functional as F
-
     sizes = []
-    original = F._get_sinc_resample_kernel
+    original = audio_io.Resampler.__init__
 
-    def spy(*args, **kwargs):
-        kernel, width = original(*args, **kwargs)
-        sizes.append(kernel.numel())
-        return kernel, width
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        sizes.append(self.kernel.numel())
 
-    monkeypatch.setattr(F, "_get_sinc_resample_kernel", spy)
+    monkeypatch.setattr(audio_io.Resampler, "__init__", spy)
     return sizes
 
 
@@ -251,6 +248,146 @@ def test_resample_factors_exact_for_common_rates_and_bounded_otherwise():
 def test_resampling_refusal_names_the_item():
     with pytest.raises(ReadError, match=r"audio item .*cannot resample from 768000 Hz"):
         read_audio((_tone(sr=768_000, seconds=0.01), 768_000), sample_rate=700)
+
+
+@pytest.mark.parametrize(
+    ("orig", "target", "expected"),
+    [
+        (16_000, 16_000, (1, 1)),
+        (1, 1, (1, 1)),
+        (1, 1000, (1, 1000)),
+        (768_000, 767_999, (1, 1)),
+        (10**12, 10**12 + 1, (1, 1)),
+        (1, 2, (1, 2)),
+        (2, 1, (2, 1)),
+    ],
+)
+def test_resample_factors_edges_that_resample(orig, target, expected):
+    assert audio_io.resample_factors(orig, target) == expected
+
+
+@pytest.mark.parametrize(
+    ("orig", "target"),
+    [(7, 16_000), (1, 16_000), (2, 16_000), (16_000, 7), (16_000, 1), (1, 768_000), (768_000, 1)],
+)
+def test_resample_factors_rates_too_far_apart_are_a_value_error(orig, target):
+    # 7 -> 16,000 Hz used to raise ZeroDivisionError: Fraction(1, 0).
+    with pytest.raises(ValueError, match=f"cannot resample from {orig} Hz to {target} Hz"):
+        audio_io.resample_factors(orig, target)
+
+
+def test_resample_factors_both_rates_awkward_and_huge():
+    for orig, target in [(44_101, 16_001), (767_999, 16_001), (999_983, 999_979)]:
+        down, up = audio_io.resample_factors(orig, target)
+        assert 1 <= min(down, up) and max(down, up) <= audio_io.MAX_RESAMPLE_FACTOR
+        assert abs(up / down / (target / orig) - 1) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 16_000), "orig_sr must be a positive integer, got 0"),
+        ((16_000, -5), "target_sr must be a positive integer, got -5"),
+        ((True, 16_000), "orig_sr must be a positive integer, got True"),
+        ((44_100.5, 16_000), "orig_sr must be a positive integer, got 44100.5"),
+        ((44_101, 16_000, 0), "max_factor must be a positive integer, got 0"),
+    ],
+)
+def test_resample_factors_refuse_non_positive_or_non_integer_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        audio_io.resample_factors(*args)
+
+
+@pytest.mark.parametrize("rate", [7, 1])
+def test_very_low_rate_file_is_a_read_error_honouring_on_error(tmp_path, rate):
+    path = tmp_path / f"low{rate}.wav"
+    sf.write(path, np.zeros(20, np.float32), rate)
+    with pytest.raises(
+        ReadError, match=rf"low{rate}\.wav': cannot resample from {rate} Hz to 16000 Hz"
+    ):
+        read_audio(path, sample_rate=16_000)
+    items = [(_tone(), 8000), str(path)]
+    with pytest.warns(MissingItemsWarning, match=rf"row 1: audio file .*low{rate}\.wav'"):
+        _, available = AudioEncoder(on_error="missing").fit(items).encode(items)
+    assert available.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(("orig", "target"), [(44_100, 16_000), (8_000, 22_050), (44_101, 16_000)])
+def test_blockwise_resampling_equals_one_shot_torchaudio(orig, target):
+    import torch
+    import torchaudio.functional as AF
+
+    rng = np.random.default_rng(0)
+    wave = (0.5 * rng.standard_normal(50_000)).astype(np.float32)
+    down, up = audio_io.resample_factors(orig, target)
+    expected = AF.resample(torch.from_numpy(wave), down, up).numpy()
+    resampler = audio_io.Resampler(orig, target)
+    cuts = np.sort(rng.integers(0, len(wave), 40))
+    parts = [resampler.feed(piece) for piece in np.split(wave, cuts)] + [resampler.finish()]
+    got = np.concatenate(parts)
+    assert got.shape == expected.shape == (resampler.output_length(len(wave)),)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    np.testing.assert_allclose(audio_io.resample(wave, orig, target), expected, atol=2e-5)
+
+
+def test_file_decoded_and_resampled_across_blocks_matches_whole_file(tmp_path):
+    import torch
+    import torchaudio.functional as AF
+
+    frames = 3 * (1 << 18) // 2 + 17  # several decoding blocks, stereo
+    rng = np.random.default_rng(1)
+    data = (0.3 * rng.standard_normal((frames, 2))).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, data, 44_100, subtype="FLOAT")
+    wave, sr = read_audio(path, sample_rate=16_000)
+    mono = (data / 2).sum(axis=1, dtype=np.float32)
+    expected = AF.resample(torch.from_numpy(mono), 441, 160).numpy()
+    assert sr == 16_000 and wave.shape == expected.shape
+    np.testing.assert_allclose(wave, expected, atol=2e-5)
+
+
+def test_decoded_size_limit_from_header_before_decoding(tmp_path, monkeypatch):
+    path = _wav(tmp_path / "two.wav", seconds=2.0)  # 16,000 frames at 8 kHz
+    assert audio_io.MAX_DECODED_BYTES == 512 * 2**20
+    assert AudioEncoder().max_decoded_bytes == audio_io.MAX_DECODED_BYTES
+    # At 16 kHz it becomes 32,000 float32 samples = 128,000 bytes.
+    wave, _ = read_audio(path, sample_rate=16_000, max_decoded_bytes=128_000)
+    assert wave.shape == (32_000,)
+    _forbid(monkeypatch, sf.SoundFile, "blocks")
+    with pytest.raises(
+        ReadError,
+        match=r"two\.wav' decodes to 0\.1 MiB of float32 samples at 16,000 Hz \(from its header "
+        r"or shape\), above the max_decoded_bytes=127,999 limit; split it",
+    ):
+        read_audio(path, sample_rate=16_000, max_decoded_bytes=127_999)
+    with pytest.raises(ReadError, match=r"audio item .* above the max_decoded_bytes=100 limit"):
+        read_audio((_tone(seconds=0.01), 8000), max_decoded_bytes=100)
+    with pytest.raises(ValueError, match="max_decoded_bytes must be a positive integer, got 0"):
+        read_audio((_tone(), 8000), max_decoded_bytes=0)
+
+
+def test_audio_encoder_max_decoded_bytes_is_validated_and_marks_rows_missing(tmp_path):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="max_decoded_bytes"):
+        AudioEncoder(max_decoded_bytes=0).fit([(_tone(), 8000)])
+    items = [(_tone(seconds=0.1), 8000), str(_wav(tmp_path / "two.wav", seconds=2.0))]
+    with pytest.warns(MissingItemsWarning, match=r"row 1: .*max_decoded_bytes=100,000 limit"):
+        _, available = (
+            AudioEncoder(max_decoded_bytes=100_000, on_error="missing").fit(items).encode(items)
+        )
+    assert available.tolist() == [True, False]
+
+
+def test_nan_in_a_later_decoding_block_names_its_frame(tmp_path):
+    data = np.zeros((300_000, 1), np.float32)
+    data[270_001, 0] = np.nan
+    path = tmp_path / "nan_late.wav"
+    sf.write(path, data, 8000, subtype="FLOAT")
+    with pytest.raises(
+        ReadError, match=r"nan_late\.wav' contains NaN or infinite samples .*index \(270001, 0\)"
+    ):
+        read_audio(path)
 
 
 # -- audio arrays: layout, integer scaling, refused dtypes --------------------------------

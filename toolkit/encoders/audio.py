@@ -12,7 +12,7 @@ from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights
 from toolkit.encoders.base import BaseEncoder
 from toolkit.encoders.text import _check_model_location
-from toolkit.io.audio import MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
+from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
 _PROSODY = [
     "log_duration", "energy_mean_db", "energy_std_db", "energy_range_db", "voiced_ratio",
@@ -126,6 +126,13 @@ class AudioEncoder(BaseEncoder):
         Longest clip accepted (``toolkit.io.audio.MAX_SECONDS``); a file's duration is read
         from its header and longer clips are refused before decoding (a ``ReadError``:
         with ``on_error="missing"`` the row is marked missing).
+    max_decoded_bytes : int, default=512 MiB
+        Largest decoded waveform accepted, 4 bytes per sample at the encoder's rate
+        (``toolkit.io.audio.MAX_DECODED_BYTES``), computed from the header (or the array's
+        shape) and checked before decoding (a ``ReadError``, like ``max_seconds``). Files
+        are decoded and resampled block by block, so reading holds this waveform plus a
+        few MB whatever the source rate; the ``"mfcc"`` statistics then peak at about 11x
+        the waveform (measured: 420 MB for 600 s at 16 kHz, ~2.5 GB for 3600 s).
 
     Attributes
     ----------
@@ -153,6 +160,7 @@ class AudioEncoder(BaseEncoder):
         "n_segments": [Interval(Integral, 1, 20, closed="both")],
         "device": [str, None],
         "max_seconds": [Interval(Real, 0, None, closed="neither")],
+        "max_decoded_bytes": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -169,6 +177,7 @@ class AudioEncoder(BaseEncoder):
         on_error="raise",
         progress=True,
         max_seconds=MAX_SECONDS,
+        max_decoded_bytes=MAX_DECODED_BYTES,
     ):
         self.backend = backend
         self.model = model
@@ -182,6 +191,7 @@ class AudioEncoder(BaseEncoder):
         self.on_error = on_error
         self.progress = progress
         self.max_seconds = max_seconds
+        self.max_decoded_bytes = max_decoded_bytes
 
     def _feature_prefix(self) -> str:
         return "audio_stat" if self.backend == "mfcc" else "audio_emb"
@@ -200,7 +210,12 @@ class AudioEncoder(BaseEncoder):
         return getattr(self, "rate_", self.sample_rate)
 
     def _read(self, item):
-        return read_audio(item, sample_rate=self._target_rate(), max_seconds=self.max_seconds)
+        return read_audio(
+            item,
+            sample_rate=self._target_rate(),
+            max_seconds=self.max_seconds,
+            max_decoded_bytes=self.max_decoded_bytes,
+        )
 
     def build_network(self):
         """The bare torchaudio network ``model(**model_kwargs)``, without weights.

@@ -29,32 +29,44 @@ def check_real_dtype(arr: np.ndarray, what: str, noun: str, *, allow_bool: bool 
         )
 
 
-def as_finite_float32(arr: np.ndarray, what: str, noun: str) -> np.ndarray:
+def as_finite_float32(
+    arr: np.ndarray, what: str, noun: str, *, offset: int = 0, copy: bool = True
+) -> np.ndarray:
     """``arr`` as float32, refusing NaN, infinity and values beyond the float32 range.
 
     NaN/infinite values and finite values that only overflow when cast to float32 (about
     ±3.4e38, e.g. 1e308 in a float64 array) get different messages, each with the count
-    and the first position.
+    and the first position. ``offset`` is added to the first index in messages (for a block
+    of a longer array; the count is then the block's). With ``copy=False`` a float32 array
+    is returned as is (no second copy of a large volume).
     """
     arr = np.asarray(arr)
     if arr.dtype.kind in "biu":
         return arr.astype(np.float32)
     bad = ~np.isfinite(arr)
     if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        first = _position(np.argwhere(bad)[0], offset)
         raise ReadError(
             f"{what} contains NaN or infinite {noun} ({int(bad.sum())} of {arr.size}, first "
             f"at index {first}); fix or drop them (missing items are None, not NaN {noun})"
         )
+    del bad
     with np.errstate(over="ignore"):
-        out = arr.astype(np.float32)
+        out = arr.astype(np.float32, copy=copy)
     if arr.dtype.itemsize > 4:
         over = ~np.isfinite(out)
         if over.any():
-            first = tuple(int(i) for i in np.argwhere(over)[0])
+            at = tuple(int(i) for i in np.argwhere(over)[0])
             raise ReadError(
                 f"{what} holds {noun} out of float32 range ({int(over.sum())} of {arr.size} "
-                f"beyond ±{_F32_MAX:.3g}, e.g. {float(arr[first]):.3g} at index {first}); "
-                "rescale them (they are finite, not NaN)"
+                f"beyond ±{_F32_MAX:.3g}, e.g. {float(arr[at]):.3g} at index "
+                f"{_position(at, offset)}); rescale them (they are finite, not NaN)"
             )
     return out
+
+
+def _position(index, offset: int) -> tuple:
+    index = [int(i) for i in index]
+    if index:
+        index[0] += offset
+    return tuple(index)

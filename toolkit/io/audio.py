@@ -1,14 +1,21 @@
-"""Audio reader: soundfile for decoding, torchaudio for resampling.
+"""Audio reader: soundfile for decoding, a streaming torchaudio sinc kernel for resampling.
 
 Resources are bounded before anything is decoded: a file's duration and sample rate come
 from its header (``soundfile.info``) and are checked against ``max_seconds`` and
-``max_sample_rate``; the file is then decoded in blocks that are mixed down to mono as they
-arrive, so memory holds one mono float32 copy (4 bytes x seconds x rate) whatever the channel
-count, and decoding stops if the data runs past what the header promised. Arrays given as
-``(waveform, rate)`` get the same checks before they are converted.
+``max_sample_rate``, and the size of the waveform that will be returned (4 bytes per sample
+at the returned rate) against ``max_decoded_bytes``. The file is then decoded in blocks of
+about 2**18 samples; each block is checked (NaN, float32 range), mixed down to mono and
+resampled as it arrives, and written into the output array, which is allocated once. Peak
+memory is therefore the returned waveform plus a few MB, whatever the source rate, channel
+count or compression ratio (a 0.4 MB FLAC of 600 s of 192 kHz silence read at 16 kHz holds
+38 MB, not the 460 MB of its source-rate samples); decoding time grows with the source
+samples (at most ``max_seconds`` x ``max_sample_rate``). Decoding stops if the data runs past
+what the header promised. Arrays given as ``(waveform, rate)`` get the same checks before
+they are converted, and are converted block by block the same way.
 
-Resampling goes through :func:`resample`, whose cost is bounded for every pair of rates
-(see :data:`MAX_RESAMPLE_FACTOR`).
+Resampling goes through :class:`Resampler` (and :func:`resample`), whose cost is bounded for
+every pair of rates (see :data:`MAX_RESAMPLE_FACTOR`); rates that cannot be related by
+bounded factors (a 7 Hz file read at 16 kHz) are refused with a ``ReadError``.
 
 Array layout convention: a 1-D array is mono; a 2-D array is ``(frames, channels)`` as
 soundfile returns it, or ``(channels, frames)`` as torchaudio returns it. The channel axis
@@ -23,6 +30,7 @@ by 2**(bits-1) (int16: /32768, int32: /2**31), unsigned types are centred first 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -37,6 +45,11 @@ from toolkit.io._paths import as_path, check_path
 MAX_SECONDS = 3600.0
 #: Highest sample rate accepted, in Hz (``max_sample_rate``), for clips and target rates.
 MAX_SAMPLE_RATE = 768_000
+#: Largest waveform returned, in bytes (``max_decoded_bytes``): 4 bytes per sample at the
+#: returned rate (the target ``sample_rate``, else the clip's own), computed from the header
+#: (or the array's shape) and checked before decoding. 512 MiB holds 3600 s at 37 kHz; the
+#: reader's peak memory is this waveform plus a few MB (see the module docstring).
+MAX_DECODED_BYTES = 512 * 2**20
 #: Largest up- or down-sampling factor :func:`resample` uses (``max_factor``). Rates whose
 #: ratio, reduced, has a larger numerator or denominator (44,101 -> 16,000 Hz is 16000/44101)
 #: are resampled by the closest ratio p/q with p, q <= this bound (relative rate error below
@@ -48,6 +61,13 @@ ARRAY_MAX_CHANNELS = 32
 
 _BLOCK_SAMPLES = 1 << 18  # samples (frames x channels) decoded at a time
 _MAX_RATE_ERROR = 1e-3
+_BYTES_PER_SAMPLE = 4  # float32
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def resample_factors(
@@ -57,50 +77,140 @@ def resample_factors(
 
     The exact reduced ratio ``target_sr / orig_sr`` when both its terms are at most
     ``max_factor``; otherwise its best rational approximation with both terms bounded
-    (``Fraction.limit_denominator``), so the resampling kernel, of about
-    ``up * (down + 16)`` values, stays bounded.
+    (``Fraction.limit_denominator`` of the ratio taken at most 1, then inverted back), so
+    the resampling kernel, of about ``up * (down + 16)`` values, stays bounded.
 
     Raises
     ------
     ValueError
-        The ratio cannot be approximated within 0.1 % by factors up to ``max_factor``
-        (the rates are more than ``max_factor`` apart).
+        A rate or ``max_factor`` is not a positive integer, or the ratio cannot be
+        approximated within 0.1 % by factors up to ``max_factor`` (the rates are more than
+        ``max_factor`` apart, e.g. 7 Hz -> 16,000 Hz).
     """
-    ratio = Fraction(int(target_sr), int(orig_sr))
+    orig = _positive_int(orig_sr, "orig_sr")
+    target = _positive_int(target_sr, "target_sr")
+    max_factor = _positive_int(max_factor, "max_factor")
+    ratio = Fraction(target, orig)
     if ratio.numerator <= max_factor and ratio.denominator <= max_factor:
         return ratio.denominator, ratio.numerator
-    approx = (
-        ratio.limit_denominator(max_factor)
-        if ratio <= 1
-        else 1 / (1 / ratio).limit_denominator(max_factor)
-    )
-    if approx == 0 or abs(float(approx / ratio) - 1.0) > _MAX_RATE_ERROR:
+    # Approximate the ratio taken at most 1: its denominator bounds both of its terms.
+    small = min(ratio, 1 / ratio)
+    approx = small.limit_denominator(max_factor)
+    if approx == 0 or abs(float(approx / small) - 1.0) > _MAX_RATE_ERROR:
         raise ValueError(
-            f"cannot resample from {orig_sr} Hz to {target_sr} Hz with factors up to "
+            f"cannot resample from {orig} Hz to {target} Hz with factors up to "
             f"{max_factor}: the rates are too far apart; resample in two steps or choose a "
             "closer target rate"
         )
+    if ratio > 1:
+        approx = 1 / approx
     return approx.denominator, approx.numerator
+
+
+class Resampler:
+    """Band-limited sinc resampling of a mono float32 stream, fed block by block.
+
+    Uses torchaudio's kernel (``torchaudio.transforms.Resample(down, up)``: Hann-windowed
+    sinc, 6 zero crossings, rolloff 0.99) with the factors of :func:`resample_factors`, and
+    gives the same samples as ``torchaudio.functional.resample`` on the whole waveform, but
+    holds only the kernel (``up * (down + 2 * width)`` values) and one block at a time.
+
+    Parameters
+    ----------
+    orig_sr, target_sr : int
+    max_factor : int, default=1024 (:data:`MAX_RESAMPLE_FACTOR`)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = Resampler(8000, 16000)
+    >>> parts = [r.feed(np.ones(300, np.float32)), r.feed(np.ones(200, np.float32)), r.finish()]
+    >>> sum(len(p) for p in parts)
+    1000
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int, *, max_factor: int = MAX_RESAMPLE_FACTOR):
+        import torchaudio
+
+        self.down, self.up = resample_factors(orig_sr, target_sr, max_factor)
+        transform = torchaudio.transforms.Resample(self.down, self.up)
+        self.identity = self.down == self.up
+        self.kernel = None if self.identity else transform.kernel  # (up, 1, down + 2 * width)
+        self.width = 0 if self.identity else int(transform.width)
+        self._buf = np.zeros(self.width, dtype=np.float32)  # the leading zero padding
+        self._start = 0  # padded index of _buf[0]
+        self._step = 0  # next kernel position (output samples up * step onwards)
+        self._n_in = 0
+        self._n_out = 0
+
+    def output_length(self, n_in: int) -> int:
+        """Samples produced for ``n_in`` input samples: ``ceil(n_in * up / down)``."""
+        return -(-int(n_in) * self.up // self.down)
+
+    def feed(self, wave: np.ndarray) -> np.ndarray:
+        """Resample the next block; returns the output samples it completes."""
+        wave = np.asarray(wave, dtype=np.float32)
+        self._n_in += len(wave)
+        if self.identity:
+            self._n_out += len(wave)
+            return wave
+        self._buf = np.concatenate([self._buf, wave])
+        return self._run()
+
+    def finish(self) -> np.ndarray:
+        """The remaining output samples (the trailing zero padding is applied here)."""
+        if self.identity:
+            return np.zeros(0, dtype=np.float32)
+        self._buf = np.concatenate([self._buf, np.zeros(self.width + self.down, np.float32)])
+        out = self._run()
+        keep = self.output_length(self._n_in) - (self._n_out - len(out))
+        self._n_out = self.output_length(self._n_in)
+        self._buf = np.zeros(0, dtype=np.float32)
+        return out[: max(keep, 0)]
+
+    def _run(self) -> np.ndarray:
+        import torch
+
+        size = self.kernel.shape[-1]
+        end = (self._start + len(self._buf) - size) // self.down + 1  # kernel positions that fit
+        if end <= self._step:
+            return np.zeros(0, dtype=np.float32)
+        lo = self._step * self.down - self._start
+        hi = (end - 1) * self.down + size - self._start
+        segment = torch.from_numpy(self._buf[lo:hi])[None, None]
+        with torch.inference_mode():
+            out = torch.nn.functional.conv1d(segment, self.kernel, stride=self.down)
+        out = out[0].transpose(0, 1).reshape(-1).numpy()
+        self._buf = self._buf[end * self.down - self._start :].copy()
+        self._start = end * self.down
+        self._step = end
+        self._n_out += len(out)
+        return out
 
 
 def resample(
     wave: np.ndarray, orig_sr: int, target_sr: int, *, max_factor: int = MAX_RESAMPLE_FACTOR
 ) -> np.ndarray:
-    """Resample a mono float32 waveform with torchaudio (band-limited sinc interpolation).
+    """Resample a mono float32 waveform (band-limited sinc interpolation, see :class:`Resampler`).
 
     The rates are first reduced to the factors of :func:`resample_factors`, so the cost is
-    bounded for awkward rates: torchaudio's kernel has ``up * (down + 2 * width)`` values
-    and each output sample costs ``down + 2 * width`` multiply-adds, with ``up, down <=
-    max_factor``. The result has ``ceil(len(wave) * up / down)`` samples.
+    bounded for awkward rates: the kernel has ``up * (down + 2 * width)`` values and each
+    output sample costs ``down + 2 * width`` multiply-adds, with ``up, down <= max_factor``.
+    The waveform is processed in blocks, so memory holds the result plus one block. The
+    result has ``ceil(len(wave) * up / down)`` samples.
     """
     if orig_sr == target_sr:
         return wave
-    import torch
-    import torchaudio.functional as AF
-
-    down, up = resample_factors(orig_sr, target_sr, max_factor)
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), down, up)
-    return out.numpy()
+    resampler = Resampler(orig_sr, target_sr, max_factor=max_factor)
+    out = np.empty(resampler.output_length(len(wave)), dtype=np.float32)
+    filled = 0
+    parts = (
+        resampler.feed(wave[i : i + _BLOCK_SAMPLES]) for i in range(0, len(wave), _BLOCK_SAMPLES)
+    )
+    for part in (*parts, resampler.finish()):
+        out[filled : filled + len(part)] = part
+        filled += len(part)
+    return out
 
 
 def _check_rate(sr: Any, what: str, max_sample_rate: int, source: str) -> int:
@@ -122,23 +232,33 @@ def _check_duration(frames: int, sr: int, what: str, max_seconds: float, source:
         )
 
 
-def _decode_file(path, what: str, max_seconds: float, max_sample_rate: int):
+def _decode_error(what: str, exc: Exception) -> ReadError:
+    return ReadError(
+        f"{what} could not be decoded as audio ({type(exc).__name__}: {exc}); "
+        "check that it is a WAV, FLAC or OGG file and not truncated"
+    )
+
+
+def _file_header(path, what: str, max_seconds: float, max_sample_rate: int):
+    """(frames, rate, dtype) from the header, with the duration and rate checked."""
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-        raise ReadError(
-            f"{what} could not be decoded as audio ({type(exc).__name__}: {exc}); "
-            "check that it is a WAV, FLAC or OGG file and not truncated"
-        ) from exc
+        raise _decode_error(what, exc) from exc
     if info.samplerate <= 0:
         raise ReadError(f"{what}: its header declares sample rate {info.samplerate}; re-export it")
     sr = _check_rate(int(info.samplerate), what, max_sample_rate, "its header's")
     _check_duration(int(info.frames), sr, what, max_seconds, "from its header")
-    limit = int(max_seconds * sr)
-    dtype = "float64" if info.subtype == "DOUBLE" else "float32"
-    chunks, total = [], 0
+    return int(info.frames), sr, "float64" if info.subtype == "DOUBLE" else "float32"
+
+
+def _file_blocks(path, what: str, frames: int, sr: int, dtype: str, max_seconds: float):
+    """(frames, channels) blocks of a file, stopping if it runs past ``max_seconds``."""
+    import soundfile as sf
+
+    limit, total = int(max_seconds * sr), 0
     try:
         with sf.SoundFile(str(path)) as fh:
             blocksize = max(1, _BLOCK_SAMPLES // max(fh.channels, 1))
@@ -147,21 +267,13 @@ def _decode_file(path, what: str, max_seconds: float, max_sample_rate: int):
                 if total > limit:
                     raise ReadError(
                         f"{what} decodes to more than max_seconds={max_seconds:g} s although "
-                        f"its header says {info.frames / sr:,.1f} s; the file is corrupt"
+                        f"its header says {frames / sr:,.1f} s; the file is corrupt"
                     )
-                # soundfile gives (frames, channels): mix down per block (bounded memory);
-                # dividing first cannot overflow.
-                channels = block.shape[1]
-                chunks.append(block[:, 0].copy() if channels == 1 else (block / channels).sum(1))
+                yield block
     except ReadError:
         raise
     except Exception as exc:
-        raise ReadError(
-            f"{what} could not be decoded as audio ({type(exc).__name__}: {exc}); "
-            "check that it is a WAV, FLAC or OGG file and not truncated"
-        ) from exc
-    wave = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
-    return wave, sr
+        raise _decode_error(what, exc) from exc
 
 
 def _channel_axis(wave: np.ndarray, what: str) -> int | None:
@@ -200,7 +312,8 @@ def _pcm_to_float(wave: np.ndarray) -> np.ndarray:
     return x
 
 
-def _array_wave(item: Any, sample_rate, what: str, max_seconds: float, max_sample_rate: int):
+def _array_source(item: Any, sample_rate, what: str, max_seconds: float, max_sample_rate: int):
+    """(frames, rate, blocks) of a waveform array; blocks are (frames, channels) views."""
     if isinstance(item, tuple):
         wave, sr = item
         sr = _check_rate(sr, what, max_sample_rate, "its")
@@ -222,14 +335,62 @@ def _array_wave(item: Any, sample_rate, what: str, max_seconds: float, max_sampl
     if wave.size == 0:
         raise ReadError(f"{what} holds no samples (zero-length audio)")
     axis = _channel_axis(wave, what)
-    frames = wave.shape[0 if axis in (None, 1) else 1]
-    _check_duration(int(frames), sr, what, max_seconds, f"{frames:,} frames at {sr:,} Hz")
-    if wave.dtype.kind in "iu":
-        wave = _pcm_to_float(wave)
-    wave = as_finite_float32(wave, what, "samples")
-    if axis is not None:
-        wave = (wave / wave.shape[axis]).sum(axis=axis, dtype=np.float32)
-    return wave, sr
+    frames = int(wave.shape[1 if axis == 0 else 0])
+    _check_duration(frames, sr, what, max_seconds, f"{frames:,} frames at {sr:,} Hz")
+    framed = wave[:, None] if axis is None else wave.T if axis == 0 else wave
+    step = max(1, _BLOCK_SAMPLES // framed.shape[1])
+    return frames, sr, (framed[i : i + step] for i in range(0, frames, step))
+
+
+def _mono_float32(block: np.ndarray, what: str, offset: int) -> np.ndarray:
+    """One (frames, channels) block as checked mono float32 (``offset``: its first frame)."""
+    if block.dtype.kind in "iu":
+        block = _pcm_to_float(block)
+    block = as_finite_float32(block, what, "samples", offset=offset, copy=False)
+    channels = block.shape[1]
+    # Dividing first cannot overflow.
+    return block[:, 0] if channels == 1 else (block / channels).sum(axis=1, dtype=np.float32)
+
+
+def _decoded_size_error(what: str, samples: int, rate: int, limit: int, source: str):
+    return ReadError(
+        f"{what} decodes to {samples * _BYTES_PER_SAMPLE / 2**20:,.1f} MiB of float32 samples "
+        f"at {rate:,} Hz ({source}), above the max_decoded_bytes={limit:,} limit; split it into "
+        "shorter clips, read it at a lower sample_rate, or raise max_decoded_bytes"
+    )
+
+
+def _stream(blocks: Iterator[np.ndarray], frames: int, sr: int, target, what: str, limit: int):
+    """Check, mix down and resample ``blocks`` into one float32 array allocated once."""
+    rate = sr if target is None else int(target)
+    try:
+        resampler = Resampler(sr, rate) if rate != sr else None
+    except ValueError as exc:
+        raise ReadError(f"{what}: {exc}") from exc
+    expected = resampler.output_length(frames) if resampler else frames
+    if expected * _BYTES_PER_SAMPLE > limit:
+        raise _decoded_size_error(what, expected, rate, limit, "from its header or shape")
+    out = np.empty(expected, dtype=np.float32)
+    filled = offset = 0
+
+    def put(part: np.ndarray) -> None:
+        nonlocal out, filled
+        if filled + len(part) > len(out):  # more data than the header promised
+            if (filled + len(part)) * _BYTES_PER_SAMPLE > limit:
+                raise _decoded_size_error(what, filled + len(part), rate, limit, "as decoded")
+            grown = np.empty(max(2 * len(out), filled + len(part)), dtype=np.float32)
+            grown[:filled] = out[:filled]
+            out = grown
+        out[filled : filled + len(part)] = part
+        filled += len(part)
+
+    for block in blocks:
+        mono = _mono_float32(block, what, offset)
+        offset += len(block)
+        put(resampler.feed(mono) if resampler else mono)
+    if resampler:
+        put(resampler.finish())
+    return out[:filled], rate
 
 
 def read_audio(
@@ -238,6 +399,7 @@ def read_audio(
     *,
     max_seconds: float = MAX_SECONDS,
     max_sample_rate: int = MAX_SAMPLE_RATE,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
 ) -> tuple[np.ndarray, int]:
     """Read one audio item as a mono float32 waveform.
 
@@ -250,12 +412,17 @@ def read_audio(
         docstring ((frames, channels) or (channels, frames), ambiguous shapes refused).
         Integer arrays are PCM, scaled by their type's full range.
     sample_rate : int, optional
-        Target rate; the waveform is resampled to it (see :func:`resample`).
+        Target rate; the waveform is resampled to it block by block (see
+        :class:`Resampler`).
     max_seconds : float, default=3600.0 (:data:`MAX_SECONDS`)
         Longest clip accepted; a file's duration is read from its header and checked
         before decoding.
     max_sample_rate : int, default=768000 (:data:`MAX_SAMPLE_RATE`)
         Highest sample rate accepted for the clip and for ``sample_rate``.
+    max_decoded_bytes : int, default=512 MiB (:data:`MAX_DECODED_BYTES`)
+        Largest waveform returned (4 bytes per sample at the returned rate), computed from
+        the header or shape and checked before decoding. Peak memory is about this much
+        plus a few MB.
 
     Returns
     -------
@@ -265,8 +432,9 @@ def read_audio(
     Raises
     ------
     ReadError
-        Naming the item: undecodable, FIFO/device, too long, too high a rate, ambiguous
-        layout, complex/boolean/non-numeric samples, NaN or out-of-float32-range values.
+        Naming the item: undecodable, FIFO/device, too long, too high a rate, too large
+        once decoded, rates too far apart to resample, ambiguous layout,
+        complex/boolean/non-numeric samples, NaN or out-of-float32-range values.
     FileNotFoundError
         The path does not exist.
     """
@@ -279,26 +447,22 @@ def read_audio(
             f"sample_rate must be a positive integer up to max_sample_rate={max_sample_rate:,}, "
             f"got {sample_rate!r}"
         )
+    _positive_int(max_decoded_bytes, "max_decoded_bytes")
     path = as_path(item)
     if path is not None:
         what = f"audio file '{path}'"
         check_path(path, "audio")
-        wave, sr = _decode_file(path, what, max_seconds, max_sample_rate)
-        wave = as_finite_float32(wave, what, "samples")
+        frames, sr, dtype = _file_header(path, what, max_seconds, max_sample_rate)
+        blocks = _file_blocks(path, what, frames, sr, dtype, max_seconds)
     elif (isinstance(item, tuple) and len(item) == 2) or isinstance(item, np.ndarray):
         what = f"audio item {describe_item(item)}"
-        wave, sr = _array_wave(item, sample_rate, what, max_seconds, max_sample_rate)
+        frames, sr, blocks = _array_source(item, sample_rate, what, max_seconds, max_sample_rate)
     else:
         raise ReadError(
             f"audio item {describe_item(item)} of type {type(item).__name__} is not a path, "
             "(waveform, sample_rate) pair or array"
         )
+    wave, sr = _stream(blocks, frames, sr, sample_rate, what, max_decoded_bytes)
     if wave.size == 0:
         raise ReadError(f"{what} holds no samples (zero-length audio)")
-    if sample_rate is not None and sr != sample_rate:
-        try:
-            wave = resample(wave, sr, int(sample_rate))
-        except ValueError as exc:
-            raise ReadError(f"{what}: {exc}") from exc
-        sr = int(sample_rate)
-    return np.ascontiguousarray(wave, dtype=np.float32), sr
+    return wave, sr
