@@ -901,8 +901,13 @@ def _restore_fusion(model, path: Path, manifest: dict) -> None:
             f"model '{path}': '{rel}' does not hold float64 weights of the gated network the "
             f"model describes (modality widths {dims}, hidden size {hidden})"
         )
+    from safetensors import SafetensorError
+
     module = GatedUnit(dims, hidden, n_out, dropout).to(torch.float64)
-    module.load_state_dict(load_file(str(file)), strict=True)
+    try:
+        module.load_state_dict(load_file(str(file)), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"model '{path}': '{rel}' could not be read ({exc})") from exc
     fusion.module_ = module.eval()
     fusion.device_ = torch.device("cpu")
 

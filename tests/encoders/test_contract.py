@@ -53,3 +53,12 @@ def test_column_encoder_contract(encoder, items):
 def test_invalid_parameter_is_reported():
     with pytest.raises(ValueError, match="'on_error' parameter"):
         ImageEncoder(on_error="ignore").fit([np.eye(3)])
+
+
+def test_corrupt_safetensors_weights_name_the_file(tmp_path):
+    from toolkit.encoders._torch import load_state_dict
+
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"w.safetensors' is not a readable safetensors file"):
+        load_state_dict(bad)

@@ -13,9 +13,16 @@ def load_state_dict(path) -> dict:
     if not p.exists():
         raise FileNotFoundError(f"weights file '{p}' does not exist")
     if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(p))
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(
+                f"weights file '{p}' is not a readable safetensors file ({exc}); it is corrupt "
+                "or truncated: save the weights again"
+            ) from exc
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
