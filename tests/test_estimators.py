@@ -295,3 +295,116 @@ def test_other_fusion_options_fit_and_handle_missing(fusion):
     frame["age"] = np.nan
     frame["site"] = None
     assert clf.score(frame, y) == 1.0  # the text alone carries the label
+
+
+# -- the public seams: fit_encoders, encode, fit on Embeddings, classes, output -------------
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+@pytest.mark.parametrize("Estimator", [MultimodalClassifier, MultimodalRegressor])
+def test_encode_once_then_fit_on_embeddings_matches_fit_on_raw_data(fusion, Estimator):
+    df, y = _text_table(90)
+    target = y if Estimator is MultimodalClassifier else df["age"].to_numpy() + y
+    train, test = df.iloc[:60], df.iloc[60:]
+    reference = Estimator(_mods(), fusion=fusion, random_state=0).fit(train, target[:60])
+    model = Estimator(_mods(), fusion=fusion, random_state=0).fit_encoders(train)
+    emb_train, emb_test = model.encode(train), model.encode(test)
+    model.fit(emb_train, target[:60])
+    np.testing.assert_array_equal(model.output(emb_test), reference.output(test))
+    np.testing.assert_array_equal(model.predict(emb_test), reference.predict(test))
+    np.testing.assert_array_equal(model.explain(emb_test).values, reference.explain(test).values)
+
+
+def test_fit_encoders_fits_the_encoders_only():
+    df, y = _text_table()
+    clf = MultimodalClassifier(_mods(), random_state=0)
+    assert clf.fit_encoders(df, y) is clf
+    assert clf.modality_names_ == ["text", "clinical"] and clf.n_features_in_ == 3
+    assert clf.encoders_["text"].n_features_out_ == 4
+    assert clf.encoders_["text"] is not clf.modalities[0][1]  # clones, as fit makes
+    assert not hasattr(clf, "fusion_")
+    emb = clf.encode(df)
+    assert emb.names == ["text", "clinical"] and emb.dims == {"text": 4, "clinical": 3}
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        clf.predict(df)
+    with pytest.raises(NotFittedError):
+        MultimodalClassifier(_mods()).encode(df)
+    with pytest.raises(TypeError, match="fit_encoders needs raw data"):
+        clf.fit_encoders(emb)
+    with pytest.raises(ValueError, match=r"modality 'text' needs column\(s\) \['note'\]"):
+        MultimodalClassifier(_mods()).fit_encoders(df.drop(columns="note"))
+    frame = df.copy()
+    frame.loc[5, ["note", "age", "site"]] = None
+    with pytest.raises(MissingModalityError, match=r"1 row\(s\) .* \(rows \[5\]\)"):
+        clf.encode(frame)
+
+
+def test_encoding_train_and_test_through_the_cache_reads_each_item_once(tmp_path):
+    df, y = _digits_frame()
+    clf = MultimodalClassifier(
+        [("image", CountingImageEncoder(), "image"), ("table", TabularEncoder(), ["noise"])],
+        memory=tmp_path,
+        random_state=0,
+    )
+    CountingImageEncoder.calls = 0
+    clf.fit_encoders(df.iloc[:60])
+    assert CountingImageEncoder.calls == 0  # a fixed encoder learns nothing from the rows
+    clf.encode(df.iloc[:60]), clf.encode(df.iloc[60:]), clf.encode(df)
+    assert CountingImageEncoder.calls == len(df)
+
+
+def test_classes_keeps_a_column_for_a_class_the_training_rows_lack():
+    df, y = _text_table(120, n_classes=3)
+    seen = y != 2
+    on_raw = MultimodalClassifier(_mods(), classes=[0, 1, 2], random_state=0).fit(df[seen], y[seen])
+    on_emb = clone(on_raw).fit_encoders(df)
+    emb = on_emb.encode(df)
+    on_emb.fit(emb[seen], y[seen])
+    for clf, X in ((on_raw, df), (on_emb, emb)):
+        np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+        proba = clf.predict_proba(X)
+        assert proba.shape == (120, 3)
+        np.testing.assert_array_equal(proba[:, 2], 0.0)
+        np.testing.assert_allclose(clf.prior_, [*np.bincount(y[seen]) / seen.sum(), 0.0])
+        assert set(clf.predict(X)) <= {0, 1}
+    assert clone(on_raw).get_params()["classes"] == [0, 1, 2]
+    labels = np.array(["a", "b", "c"])
+    clf = MultimodalClassifier(_mods(), classes=["c", "a", "b"], random_state=0).fit(
+        df[seen], labels[y[seen]]
+    )
+    assert list(clf.classes_) == ["a", "b", "c"]  # sorted, as without classes
+
+
+def test_classes_errors():
+    df, y = _text_table()
+    with pytest.raises(ValueError, match=r"y holds label\(s\) \[1\] that are not in classes"):
+        MultimodalClassifier(_mods(), classes=[0, 2]).fit(df, y)
+    with pytest.raises(ValueError, match="classes lists a label more than once"):
+        MultimodalClassifier(_mods(), classes=[0, 1, 1]).fit(df, y)
+    with pytest.raises(ValueError, match="modality name 'classes' is also a parameter"):
+        MultimodalClassifier([("classes", TabularEncoder(), ["age"])]).fit(df, y)
+    # The regressor has no classes parameter, so the name is free there.
+    MultimodalRegressor([("classes", TabularEncoder(), ["age"])]).fit(df, df["age"])
+
+
+@pytest.mark.parametrize("Estimator", [MultimodalClassifier, MultimodalRegressor])
+def test_output_answers_rows_without_modality_with_the_prior(Estimator):
+    df, y = _text_table()
+    target = y if Estimator is MultimodalClassifier else 3.0 * y + 1.0
+    model = Estimator(_mods(), fusion="early", random_state=0).fit(df, target)
+    emb = model.encode(df.iloc[:6])
+    full = model.output(emb)
+    if Estimator is MultimodalClassifier:
+        np.testing.assert_array_equal(full, model.predict_proba(df.iloc[:6]))
+    else:
+        np.testing.assert_array_equal(full, model.predict(df.iloc[:6]))
+    mask = emb.mask.copy()
+    mask[:3] = False
+    out = model.output(emb.with_mask(mask))
+    prior = model.prior_ if Estimator is MultimodalClassifier else model.prior_[0]
+    np.testing.assert_array_equal(out[:3], np.broadcast_to(prior, out[:3].shape))
+    np.testing.assert_array_equal(out[3:], full[3:])
+    with pytest.raises(MissingModalityError, match=r"rows \[0, 1, 2\]"):
+        model.predict(emb.with_mask(mask))

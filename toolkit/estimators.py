@@ -193,6 +193,23 @@ def _check_target(y) -> np.ndarray:
     return values
 
 
+def _unique_index(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a unique index: messages name rows by index label, or else by position."""
+    return df if df.index.is_unique else df.reset_index(drop=True)
+
+
+def _refuse_empty_rows(emb: Embeddings, labels=None) -> None:
+    """Raise MissingModalityError naming the rows of ``emb`` where every modality is missing
+    (by ``labels``, e.g. the DataFrame's index, or by position)."""
+    none = ~emb.mask.any(axis=1)
+    if none.any():
+        rows = (np.arange(len(none)) if labels is None else np.asarray(labels))[none][:10]
+        raise MissingModalityError(
+            f"{int(none.sum())} row(s) have every modality missing (rows {rows.tolist()}); "
+            "there is nothing to predict from. Remove them or provide at least one modality"
+        )
+
+
 def _fusion_has(method):
     def check(self):
         fusion = getattr(self, "fusion_", None)
@@ -256,7 +273,7 @@ class _MultimodalBase(_BaseComposition):
             return [("tabular", TabularEncoder(), None)]
         spec = []
         names = set()
-        reserved = set(_MultimodalBase._parameter_constraints)
+        reserved = set(type(self)._parameter_constraints)
         for entry in self.modalities:
             if not (isinstance(entry, tuple | list) and len(entry) == 3):
                 raise ValueError(
@@ -387,44 +404,47 @@ class _MultimodalBase(_BaseComposition):
             ) from exc
         return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
 
-    def _encode(self, df: pd.DataFrame, fit: bool) -> Embeddings:
-        if not df.index.is_unique:
-            # Messages name rows by index label; with duplicated labels they name positions.
-            df = df.reset_index(drop=True)
+    def _fit_encoders(self, df: pd.DataFrame) -> None:
+        """Clone, seed and fit each modality's encoder on its column(s) of ``df``.
+
+        Fixed encoders with a cache are left unfitted: the cache fits (loads) them only when
+        it has items to encode.
+        """
+        df = _unique_index(df)
         cache = as_cache(self.memory)
-        blocks, masks = {}, []
-        if fit:
-            self.encoders_ = {}
-            seed = check_random_state_seed(self.random_state)
+        seed = check_random_state_seed(self.random_state)
+        encoders = {}
         for name, enc, cols in self._spec():
             items = df if cols is None else _column_items(df, cols)
-            if fit:
-                enc = clone(enc)
-                seed_if_unset(enc, seed)
-                self.encoders_[name] = enc
-            else:
-                enc = self.encoders_[name]
-            if getattr(enc, "fixed", False):
+            enc = seed_if_unset(clone(enc), seed)
+            if not getattr(enc, "fixed", False):
+                enc.fit(items)
+            elif cache is None:
+                ensure_fitted(enc, items)
+            encoders[name] = enc
+        self.encoders_ = encoders
+        self.modality_names_ = list(encoders)
+
+    def _encode(self, df: pd.DataFrame) -> Embeddings:
+        """Encode ``df`` with the fitted encoders; refuses rows with no modality."""
+        df = _unique_index(df)
+        cache = as_cache(self.memory)
+        blocks, masks = {}, []
+        for name, _, cols in self._spec():
+            items = df if cols is None else _column_items(df, cols)
+            enc = self.encoders_[name]
+            if getattr(enc, "fixed", False) and cache is not None:
                 # Fixed encoders do not learn from data: with a cache, each raw item is
                 # encoded once across fits, folds and candidates.
-                if cache is not None:
-                    block, present = cache.encode(enc, items)
-                else:
-                    block, present = ensure_fitted(enc, items).encode(items)
-            elif fit:
-                block, present = enc.fit(items).encode(items)
+                block, present = cache.encode(enc, items)
+            elif getattr(enc, "fixed", False):
+                block, present = ensure_fitted(enc, items).encode(items)
             else:
                 block, present = enc.encode(items)
             blocks[name] = block
             masks.append(present)
         emb = Embeddings(blocks, np.column_stack(masks))
-        none = ~emb.mask.any(axis=1)
-        if none.any():
-            rows = list(df.index[none][:10])
-            raise MissingModalityError(
-                f"{int(none.sum())} row(s) have every modality missing (rows {rows}); there is "
-                "nothing to predict from. Remove them or provide at least one modality"
-            )
+        _refuse_empty_rows(emb, df.index)
         return emb
 
     def _fusion(self):
@@ -436,7 +456,7 @@ class _MultimodalBase(_BaseComposition):
 
     # -- public API shared by both estimators ---------------------------------------------
 
-    def _check_embeddings(self, emb: Embeddings) -> Embeddings:
+    def _check_embeddings(self, emb: Embeddings, allow_empty: bool = False) -> Embeddings:
         """Precomputed Embeddings (e.g. from toolkit.distributed.load_embeddings) as input."""
         expected = getattr(self, "modality_names_", None)
         if expected is None and self.modalities is not None:
@@ -445,36 +465,86 @@ class _MultimodalBase(_BaseComposition):
             raise ValueError(
                 f"Embeddings hold modalities {emb.names}; the model expects {expected}"
             )
-        none = ~emb.mask.any(axis=1)
-        if none.any():
-            raise MissingModalityError(
-                f"{int(none.sum())} row(s) have every modality missing (rows {list(np.flatnonzero(none)[:10])})"
-            )
+        if not allow_empty:
+            _refuse_empty_rows(emb)
         return emb
 
-    def _fit(self, df, y, n_classes):
-        if len(y) != len(df):
-            raise ValueError(f"X has {len(df)} rows but y has {len(y)} values; they must match")
-        if isinstance(df, Embeddings):
+    def _fit(self, X, y, n_classes):
+        """Fit on a validated frame or on Embeddings; ``y`` is already checked."""
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
+        if isinstance(X, Embeddings):
             # Fitted on stored embeddings: predict / explain take Embeddings too.
-            emb = self._check_embeddings(df)
+            emb = self._check_embeddings(X)
             self.encoders_ = {}
         else:
-            emb = self._encode(df, fit=True)
+            self._fit_encoders(X)
+            emb = self._encode(X)
         self.modality_names_ = list(emb.names)
         self.fusion_ = self._fusion().fit(emb, y, n_classes=n_classes)
         self.prior_ = self.fusion_.prior_
         return self
 
-    def embed(self, X) -> Embeddings:
-        """Encode ``X`` with the fitted encoders (raw items read once).
+    def fit_encoders(self, X, y=None):
+        """Fit the modalities' encoders on ``X`` only (no fusion strategy is fitted).
+
+        ``X`` is validated as :meth:`fit` validates it. Together with :meth:`encode` this
+        lets a caller encode a training set and a test set once and then fit one or more
+        models on the embeddings (``fit(embeddings, y)``), as a study does for each fold.
+
+        Parameters
+        ----------
+        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``)
+        y : None
+            Ignored (the encoders are unsupervised); present for API consistency.
+
+        Returns
+        -------
+        self
+            With ``encoders_``, ``modality_names_``, ``n_features_in_`` and
+            ``feature_names_in_`` set.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> from toolkit import MultimodalClassifier, TabularEncoder
+        >>> df = pd.DataFrame({"x": np.arange(6.0), "z": np.ones(6)})
+        >>> clf = MultimodalClassifier([("a", TabularEncoder(), ["x"]),
+        ...                             ("b", TabularEncoder(), ["z"])], random_state=0)
+        >>> emb = clf.fit_encoders(df).encode(df)
+        >>> emb.names, emb.n_samples
+        (['a', 'b'], 6)
+        >>> clf.fit(emb, [0, 1, 0, 1, 0, 1]).predict(emb).shape
+        (6,)
+        """
+        self._validate_params()
+        if isinstance(X, Embeddings):
+            raise TypeError(
+                "fit_encoders needs raw data (a DataFrame or dict of columns); Embeddings are "
+                "already encoded: pass them to fit, predict or explain directly"
+            )
+        self._fit_encoders(self._frame(X, reset=True))
+        return self
+
+    def encode(self, X) -> Embeddings:
+        """Encode ``X`` with the fitted encoders (each raw item read once; ``memory`` is used).
+
+        Parameters
+        ----------
+        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``), or
+            Embeddings (checked against ``modality_names_`` and returned as they are)
 
         Returns
         -------
         Embeddings
             One block per modality and the availability mask (n_samples, n_modalities).
+
+        Raises
+        ------
+        MissingModalityError
+            A row has every modality missing.
         """
-        check_is_fitted(self, "fusion_")
+        check_is_fitted(self, "encoders_")
         if isinstance(X, Embeddings):
             return self._check_embeddings(X)
         if not self.encoders_:
@@ -482,11 +552,42 @@ class _MultimodalBase(_BaseComposition):
                 "this model was fitted on precomputed Embeddings and has no encoders; pass "
                 "Embeddings (e.g. from toolkit.distributed.load_embeddings), or fit on raw data"
             )
-        return self._encode(self._frame(X, reset=False), fit=False)
+        return self._encode(self._frame(X, reset=False))
+
+    def embed(self, X) -> Embeddings:
+        """:meth:`encode` for a fully fitted model (raises NotFittedError before ``fit``)."""
+        check_is_fitted(self, "fusion_")
+        return self.encode(X)
+
+    def output(self, X) -> np.ndarray:
+        """The model's output: class probabilities (classifier) or predictions (regressor).
+
+        Unlike :meth:`predict_proba` / :meth:`predict`, Embeddings may hold rows where no
+        modality is available (e.g. every modality removed from a coalition): those rows
+        get the prior ``prior_`` (training class frequencies or target mean), the answer
+        of a model that knows nothing about the row.
+
+        Parameters
+        ----------
+        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``), or
+            Embeddings of the model's modalities (any availability mask)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes) or (n_samples,)
+        """
+        check_is_fitted(self, "fusion_")
+        if isinstance(X, Embeddings):
+            return self._output(self._check_embeddings(X, allow_empty=True))
+        return self._output(self.encode(X))
 
     def _output(self, emb: Embeddings) -> np.ndarray:
-        """The fusion's output on (possibly masked) Embeddings; never NaN or infinite."""
+        """The fusion's output on (possibly masked) Embeddings, the prior where no modality is
+        available; never NaN or infinite."""
         out = np.asarray(self.fusion_.predict_output(emb))
+        empty = ~emb.mask.any(axis=1)
+        if empty.any():
+            out[empty] = self.prior_ if out.ndim == 2 else self.prior_[0]
         bad = ~np.isfinite(out).reshape(len(out), -1).all(axis=1)
         if bad.any():
             raise ValueError(
@@ -549,6 +650,13 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         ``EmbeddingCache(folder, fingerprint="full")`` to hash every byte instead.
     random_state : int, RandomState or None
         Seeds every encoder and fusion strategy whose own ``random_state`` is None.
+    classes : array-like of shape (n_classes,), default=None
+        Every class label the model knows, when ``y`` may lack some of them (a
+        cross-validation fold missing a rare class): ``classes_`` is then their sorted
+        values and ``predict_proba`` has one column per class whatever ``fit`` saw (a class
+        absent from ``y`` gets prior 0). As ``OneHotEncoder(categories=...)`` does, this is
+        a constructor parameter, so it survives ``clone`` and grid searches. ``None``: the
+        classes of ``y``.
 
     Attributes
     ----------
@@ -577,6 +685,33 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
     1.0
     """
 
+    _parameter_constraints: dict = {
+        **_MultimodalBase._parameter_constraints,
+        "classes": ["array-like", None],
+    }
+
+    def __init__(
+        self, modalities=None, fusion="late", memory=None, random_state=None, classes=None
+    ):
+        super().__init__(
+            modalities=modalities, fusion=fusion, memory=memory, random_state=random_state
+        )
+        self.classes = classes
+
+    def _classes(self, y: np.ndarray) -> np.ndarray:
+        """The ``classes`` parameter as distinct labels that include every label of ``y``."""
+        classes = _check_y_shape(self.classes)
+        classes = classes.to_numpy() if isinstance(classes, pd.Series) else classes
+        if len(np.unique(classes)) != len(classes):
+            raise ValueError(f"classes lists a label more than once: {classes.tolist()}")
+        unknown = np.unique(y[~np.isin(y, classes)])
+        if unknown.size:
+            raise ValueError(
+                f"y holds label(s) {unknown[:10].tolist()} that are not in classes="
+                f"{classes[:10].tolist()}; add them to classes or leave classes=None"
+            )
+        return classes
+
     def fit(self, X, y):
         """Encode every modality once and fit the fusion strategy.
 
@@ -593,7 +728,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         y = _check_class_labels(y)
         from sklearn.preprocessing import LabelEncoder
 
-        self._label_encoder = LabelEncoder().fit(y)
+        self._label_encoder = LabelEncoder().fit(y if self.classes is None else self._classes(y))
         self.classes_ = self._label_encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(
