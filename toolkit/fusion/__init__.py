@@ -1,4 +1,10 @@
-"""Fusion strategies: Embeddings -> predictions. They never see raw data."""
+"""Fusion strategies: Embeddings -> predictions. They never see raw data.
+
+:data:`FUSIONS` is the one list of strategies: config validation (``fusion:`` in a study
+config), :func:`make_fusion` and the estimators' ``fusion="..."`` read it. Adding a
+strategy is one new file (``toolkit/fusion/<name>.py``, a :class:`BaseFusion` subclass)
+plus its entry in :data:`FUSIONS` below.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,38 @@ from toolkit.fusion.base import BaseFusion
 from toolkit.fusion.early import EarlyFusion
 from toolkit.fusion.gated import GatedFusion
 from toolkit.fusion.late import LateFusion
+from toolkit.registry import EstimatorRegistry
 
-__all__ = ["BaseFusion", "EarlyFusion", "GatedFusion", "LateFusion", "make_fusion"]
+__all__ = ["FUSIONS", "BaseFusion", "EarlyFusion", "GatedFusion", "LateFusion", "make_fusion"]
+
+#: Strategy name -> fusion class (a BaseFusion subclass built with no arguments).
+FUSIONS = EstimatorRegistry(
+    "fusion",
+    {
+        "early": EarlyFusion,
+        "late": LateFusion,
+        "gated": GatedFusion,
+    },
+)
+
+
+def _choices() -> str:
+    return ", ".join(repr(name) for name in FUSIONS)
 
 
 def make_fusion(fusion):
-    """The fusion object for ``"early"``, ``"late"``, ``"gated"`` or a fusion instance."""
+    """The fusion object for a name registered in :data:`FUSIONS` or a fusion instance.
+
+    Examples
+    --------
+    >>> from toolkit.fusion import make_fusion
+    >>> make_fusion("late")
+    LateFusion()
+    """
     if isinstance(fusion, str):
-        try:
-            return {"early": EarlyFusion, "late": LateFusion, "gated": GatedFusion}[fusion]()
-        except KeyError:
-            raise ValueError(
-                f"unknown fusion '{fusion}'; use 'early', 'late', 'gated' or a fusion object"
-            ) from None
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion '{fusion}'; use {_choices()} or a fusion object")
+        return FUSIONS[fusion]()
     if isinstance(fusion, type):
         raise TypeError(
             f"fusion must be an instance, got the class {fusion.__name__}; write "
@@ -26,6 +51,6 @@ def make_fusion(fusion):
         )
     if not isinstance(fusion, BaseFusion):
         raise TypeError(
-            f"fusion must be 'early', 'late', 'gated' or a BaseFusion instance, got {type(fusion).__name__}"
+            f"fusion must be {_choices()} or a BaseFusion instance, got {type(fusion).__name__}"
         )
     return fusion
