@@ -1,5 +1,10 @@
 """Helpers shared by the dataset generators and loaders: data cards and argument checks.
 
+Data cards are Markdown files with YAML front matter, shipped inside the package
+(``toolkit/data_cards/<name>.md``, read with :mod:`importlib.resources`, so an installed
+wheel has them). The front matter is the one source of a dataset's licence, citation and
+synthetic flag: :class:`DatasetInfo` reads them from there.
+
 The argument checks refuse what would otherwise give a silently wrong or empty result: a
 boolean where a number is meant (``True`` is an ``int`` in Python), a float where a count
 is meant, a negative or zero count, size or duration, a non-finite number. Their messages
@@ -8,16 +13,143 @@ name the parameter and the allowed range.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
-from pathlib import Path
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import TYPE_CHECKING
 
-DATA_CARDS = Path(__file__).resolve().parents[2] / "data_cards"
+if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
+    from importlib.resources.abc import Traversable
+
+#: The packaged data cards (``toolkit/data_cards``): a folder of ``<name>.md`` files.
+DATA_CARDS: Traversable = files("toolkit") / "data_cards"
+
+#: What a registered dataset is: generated with ground truth, a public dataset read from a
+#: local copy, or the user's own data (a template to fill in).
+DATASET_KINDS = ("synthetic", "real", "user")
+
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 
 
-def data_card(name: str) -> Path:
-    """Path of the data card ``data_cards/{name}.md`` (shipped with the source tree)."""
+def data_card(name: str) -> Traversable:
+    """The data card ``toolkit/data_cards/{name}.md`` (a path inside the installed package)."""
     return DATA_CARDS / f"{name}.md"
+
+
+@functools.cache
+def read_card(name: str) -> dict:
+    """The YAML front matter of the data card ``name`` as a dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        No card of that name is packaged.
+    ValueError
+        The card has no front matter (a block between ``---`` lines at its top) or it is not
+        a YAML mapping.
+    """
+    import yaml
+
+    card = data_card(name)
+    if not card.is_file():
+        raise FileNotFoundError(f"data card '{name}.md' is not in {DATA_CARDS}")
+    match = _FRONT_MATTER.match(card.read_text(encoding="utf-8"))
+    meta = yaml.safe_load(match.group(1)) if match else None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"data card '{card}' has no YAML front matter mapping; start it with a block "
+            "between '---' lines"
+        )
+    return meta
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registered dataset; its licence and citation are read from its card.
+
+    Parameters
+    ----------
+    name : str
+        The function's name, as a study config's ``data.source`` names it.
+    function : callable
+        The ``make_*`` / ``load_*`` function; it returns a Bunch whose ``data_card`` is
+        :attr:`card`.
+    kind : {"synthetic", "real", "user"}
+        Generated with ground truth, a public dataset read from a local copy, or the
+        user's own data.
+    description : str
+        One line for listings (``mmtk datasets``).
+    card_name : str
+        The card's file name without ``.md`` in ``toolkit/data_cards``.
+    estimate_bytes : callable, optional
+        For a generator: its parameters (defaults filled in) -> the bytes of the arrays it
+        would generate, so a study config can refuse an oversized request before running it.
+    """
+
+    name: str
+    function: Callable
+    kind: str
+    description: str
+    card_name: str
+    estimate_bytes: Callable[[dict], int] | None = None
+
+    def __post_init__(self):
+        if self.kind not in DATASET_KINDS:
+            raise ValueError(
+                f"dataset '{self.name}': kind must be one of {DATASET_KINDS}, got {self.kind!r}"
+            )
+
+    @property
+    def card(self) -> Traversable:
+        """The data card (a path inside the installed package)."""
+        return data_card(self.card_name)
+
+    @property
+    def card_meta(self) -> dict:
+        """The card's front matter (licence, citation, synthetic, modalities, provenance, ...)."""
+        return read_card(self.card_name)
+
+    @property
+    def title(self) -> str:
+        """The card's title."""
+        return str(self.card_meta["title"])
+
+    @property
+    def licence(self) -> str:
+        """The licence, as the card states it."""
+        return " ".join(str(self.card_meta["licence"]).split())
+
+    @property
+    def citation(self) -> str:
+        """What to cite, as the card states it."""
+        return " ".join(str(self.card_meta["citation"]).split())
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the card marks the data as synthetic."""
+        return self.card_meta.get("synthetic") is True
+
+    @property
+    def reads_data_dir(self) -> bool:
+        """Whether the function reads a data folder (it has a ``data_dir`` parameter)."""
+        return "data_dir" in inspect.signature(self.function).parameters
+
+    def generated_bytes(self, params: dict) -> int | None:
+        """Estimated bytes of the arrays the function generates with ``params`` (the
+        function's defaults fill the rest), or None when the dataset has no estimate."""
+        if self.estimate_bytes is None:
+            return None
+        defaults = {
+            key: p.default
+            for key, p in inspect.signature(self.function).parameters.items()
+            if p.default is not p.empty
+        }
+        return int(self.estimate_bytes({**defaults, **params}))
 
 
 def _range(low, high, low_open: bool = False, high_open: bool = False) -> str:
