@@ -80,45 +80,26 @@ def _cmd_validate(args) -> int:
     return 0
 
 
-DATASETS = [
-    (
-        "make_sentiment_clips",
-        "synthetic",
-        "transcript + voice + face clips with ground truth",
-        "Apache-2.0 (generated)",
-    ),
-    (
-        "make_clinical_cohort",
-        "synthetic",
-        "clinical table + note + 3-D scan (+ X-ray) with ground truth",
-        "Apache-2.0 (generated)",
-    ),
-    (
-        "load_av_digits",
-        "real",
-        "FSDD spoken digits paired with handwritten digits",
-        "CC BY-SA 4.0 / CC BY 4.0",
-    ),
-    ("load_uci_sentences", "real", "UCI sentiment labelled sentences", "CC BY 4.0"),
-    ("load_speech_emotion", "real", "emotional speech with arousal / valence", "Apache-2.0"),
-    ("load_pneumoniamnist", "real", "PneumoniaMNIST chest X-rays", "CC BY 4.0"),
-    ("load_mimic_iv_demo", "real", "MIMIC-IV demo admissions (mortality, long stay)", "ODbL 1.0"),
-    (
-        "load_mmsa_features",
-        "real",
-        "MMSA feature pickles (CMU-MOSI / MOSEI / CH-SIMS)",
-        "per dataset",
-    ),
-    ("load_manifest", "user", "a CSV of columns and file paths", "the user's"),
-]
-
-
 def _cmd_datasets(args) -> int:
-    width = max(len(d[0]) for d in DATASETS)
-    for name, kind, what, licence in DATASETS:
-        print(
-            f"{name:<{width}}  {kind:<9}  {what}  [{licence}]  card: data_cards/{name.split('_', 1)[1]}.md"
-        )
+    """One line per registered dataset with its licence and card; with a name, its
+    citation too. Licences and citations are read from the data cards."""
+    from toolkit.datasets import DATASETS
+
+    if args.name is not None:
+        if args.name not in DATASETS:
+            print(f"mmtk: {DATASETS.unknown(args.name)}", file=sys.stderr)
+            return 2
+        info = DATASETS[args.name]
+        print(f"{info.name} ({info.kind}): {info.title}")
+        print(f"  licence: {info.licence}")
+        print(f"  citation: {info.citation}")
+        print(f"  card: {info.card}")
+        return 0
+    width = max(len(name) for name in DATASETS)
+    for info in DATASETS.values():
+        print(f"{info.name:<{width}}  {info.kind:<9}  {info.description}")
+        print(f"{'':<{width}}  licence: {info.licence}")
+        print(f"{'':<{width}}  card: {info.card}")
     return 0
 
 
@@ -162,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=_cmd_validate)
     ds = sub.add_parser(
         "datasets", help="list the datasets the toolkit can make or load, with licences"
+    )
+    ds.add_argument(
+        "name", nargs="?", help="a dataset's function name: print its licence and citation"
     )
     ds.set_defaults(func=_cmd_datasets)
     return parser

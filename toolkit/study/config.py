@@ -1,7 +1,9 @@
 """Study configs: loading, ``--set`` overrides, defaults and validation with key paths.
 
 What a config may do: name a data source and its parameters, the columns and encoders
-of each modality, fusion strategies and the evaluation. What it may not do:
+of each modality, fusion strategies and the evaluation. The names it may use are those
+registered in ``toolkit.datasets.DATASETS``, ``toolkit.encoders.ENCODERS`` and
+``toolkit.fusion.FUSIONS`` (see ``toolkit.registry``). What it may not do:
 
 - write outside the run folder. ``name`` and every modality ``name`` become folder
   names (the run folder ``<--out>/<name>-<stamp>``, the saved model's
@@ -40,20 +42,6 @@ from typing import Any
 
 import yaml
 
-DATA_SOURCES = {
-    "make_sentiment_clips", "make_clinical_cohort", "load_av_digits", "load_uci_sentences",
-    "load_speech_emotion", "load_pneumoniamnist", "load_mimic_iv_demo", "load_mmsa_features",
-    "load_manifest",
-}  # fmt: skip
-ENCODERS = {
-    "TextEncoder",
-    "ImageEncoder",
-    "AudioEncoder",
-    "ScanEncoder",
-    "TabularEncoder",
-    "FeatureEncoder",
-}
-FUSIONS = {"early", "late", "gated"}
 TASKS = {"classification", "regression"}
 
 #: Most bootstrap resamples (``evaluation.bootstrap``).
@@ -343,28 +331,18 @@ def metric_names(task: str, n_classes: int | None = None) -> list[str]:
     )
 
 
-def _synthetic_bytes(source: str, params: dict) -> int:
-    """Estimated bytes of the arrays a ``make_*`` source generates (float32 values)."""
-    import toolkit.datasets as datasets
-
-    defaults = {
-        k: p.default for k, p in inspect.signature(getattr(datasets, source)).parameters.items()
-    }
-    get = {**defaults, **params}.get
-    n = get("n_samples")
-    if source == "make_sentiment_clips":
-        per_row = get("sample_rate") * get("duration") + get("image_size") ** 2
-    else:
-        per_row = get("scan_size") ** 3 + (get("xray_size") ** 2 if get("include_xray") else 0)
-    return int(4 * n * per_row)
-
-
 def _validate_data(data: dict, max_synthetic_bytes: int) -> None:
-    import toolkit.datasets as datasets
+    from toolkit.datasets import DATASETS
 
     _expect(isinstance(data, dict), "data", "a mapping", data)
     source = data.get("source")
-    _expect(source in DATA_SOURCES, "data.source", f"one of {sorted(DATA_SOURCES)}", source)
+    _expect(
+        isinstance(source, str) and source in DATASETS,
+        "data.source",
+        f"one of {sorted(DATASETS)}",
+        source,
+    )
+    info = DATASETS[source]
     params = data.get("params")
     _expect(isinstance(params, dict), "data.params", "a mapping", params)
     for key in OUTPUT_PATH_PARAMS:
@@ -378,15 +356,14 @@ def _validate_data(data: dict, max_synthetic_bytes: int) -> None:
         if key in params:
             value = params[key]
             _expect(isinstance(value, str) and value.strip(), f"data.params.{key}", "a path", value)
-    _check_params(params, "data.params", getattr(datasets, source), source)
-    if source.startswith("make_"):
-        size = _synthetic_bytes(source, params)
-        if size > max_synthetic_bytes:
-            raise ConfigError(
-                f"data.params: {source} with these parameters would generate about "
-                f"{size / 1024**3:.1f} GiB of arrays, more than the {max_synthetic_bytes / 1024**3:.1f} "
-                "GiB allowed (max_synthetic_bytes); lower n_samples or the sizes"
-            )
+    _check_params(params, "data.params", info.function, source)
+    size = info.generated_bytes(params)
+    if size is not None and size > max_synthetic_bytes:
+        raise ConfigError(
+            f"data.params: {source} with these parameters would generate about "
+            f"{size / 1024**3:.1f} GiB of arrays, more than the {max_synthetic_bytes / 1024**3:.1f} "
+            "GiB allowed (max_synthetic_bytes); lower n_samples or the sizes"
+        )
     for key in ("target", "groups"):
         value = data.get(key)
         _expect(
@@ -397,21 +374,19 @@ def _validate_data(data: dict, max_synthetic_bytes: int) -> None:
         )
 
 
-def _validate_estimator_params(obj, params: dict, key: str) -> None:
-    """Set ``params`` on a fresh encoder/fusion and run its own parameter checks."""
-    from sklearn.utils._param_validation import InvalidParameterError
-
-    _check_params(params, key, type(obj), type(obj).__name__)
+def _validate_estimator_params(registry, name: str, params: dict, key: str) -> None:
+    """Build the registered ``name`` with ``params`` and run its own parameter checks."""
+    cls = registry[name]
+    _check_params(params, key, cls, cls.__name__)
     try:
-        obj.set_params(**params)
-        obj._validate_params()
-    except (InvalidParameterError, ValueError, TypeError) as exc:
+        registry.build(name, params)
+    except (ValueError, TypeError) as exc:  # scikit-learn's InvalidParameterError is both
         message = str(exc).replace("\n", " ")
         raise ConfigError(f"{key}: {message}") from exc
 
 
 def _validate_modalities(mods) -> None:
-    import toolkit.encoders as encoders
+    from toolkit.encoders import ENCODERS
 
     if mods is None:
         return
@@ -430,7 +405,7 @@ def _validate_modalities(mods) -> None:
         _expect(mod["name"] not in names, f"{key}.name", "a unique name", mod["name"])
         names.add(mod["name"])
         _expect(
-            mod.get("encoder") in ENCODERS,
+            isinstance(mod.get("encoder"), str) and mod["encoder"] in ENCODERS,
             f"{key}.encoder",
             f"one of {sorted(ENCODERS)}",
             mod.get("encoder"),
@@ -445,11 +420,11 @@ def _validate_modalities(mods) -> None:
             raise ConfigError(f"{key}.columns: column '{dup}' is listed twice")
         params = mod.get("params", {})
         _expect(isinstance(params, dict), f"{key}.params", "a mapping", params)
-        _validate_estimator_params(getattr(encoders, mod["encoder"])(), params, f"{key}.params")
+        _validate_estimator_params(ENCODERS, mod["encoder"], params, f"{key}.params")
 
 
 def _validate_fusion(fusion) -> None:
-    from toolkit.fusion import make_fusion
+    from toolkit.fusion import FUSIONS
 
     _expect(isinstance(fusion, list) and fusion, "fusion", "a non-empty list of strategies", fusion)
     for i, entry in enumerate(fusion):
@@ -475,7 +450,7 @@ def _validate_fusion(fusion) -> None:
                 )
             params = entry.get("params", {})
             _expect(isinstance(params, dict), f"{key}.params", "a mapping", params)
-            _validate_estimator_params(make_fusion(name), params, f"{key}.params")
+            _validate_estimator_params(FUSIONS, name, params, f"{key}.params")
 
 
 def validate_config(
