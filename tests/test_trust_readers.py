@@ -490,22 +490,22 @@ def test_nifti_voxels_from_header(tmp_path, no_decoding):
         ReadError,
         match=r"big\.nii\.gz' has 512 voxels \(from its header\), above the max_voxels=100",
     ):
-        read_scan(path, max_voxels=100)
+        read_scan(path, max_voxels=100, spatial_size=(4, 4, 4))
 
 
 def test_dicom_voxels_from_headers(tmp_path, no_decoding):
     folder = _dicom_series(tmp_path / "ct", n_slices=4)  # 4 x 128 x 128
     with pytest.raises(ReadError, match=r"DICOM folder '.*ct' has .* voxels \(from the headers"):
-        read_scan(folder, max_voxels=50_000)
+        read_scan(folder, max_voxels=50_000, spatial_size=(4, 4, 4))
     with pytest.raises(ReadError, match=r"slice_0\.dcm' has 16,384 voxels \(from its header\)"):
-        read_scan(folder / "slice_0.dcm", max_voxels=1000)
+        read_scan(folder / "slice_0.dcm", max_voxels=1000, spatial_size=(4, 4, 4))
 
 
 def test_scan_voxel_limit_default_parameter_and_arrays():
-    assert scan_io.MAX_VOXELS == 1024**3 and ScanEncoder().max_voxels == scan_io.MAX_VOXELS
+    assert scan_io.MAX_VOXELS == 2**28 and ScanEncoder().max_voxels == scan_io.MAX_VOXELS
     vol = np.random.default_rng(0).random((10, 10, 10))
     with pytest.raises(ReadError, match=r"has 1,000 voxels \(shape \(10, 10, 10\)\), above"):
-        read_scan(vol, max_voxels=999)
+        read_scan(vol, max_voxels=999, spatial_size=(4, 4, 4))
     assert read_scan(vol, max_voxels=1000, spatial_size=(4, 4, 4)).shape == (4, 4, 4)
 
 
@@ -515,6 +515,105 @@ def test_complex_scans_refused(tmp_path):
     path = _nifti(tmp_path / "cplx.nii", np.ones((4, 4, 4), np.complex64))
     with pytest.raises(ReadError, match=r"cplx\.nii': voxels are complex"):
         read_scan(path)
+
+
+# -- scans: the grids resampling creates are bounded before they are made -------------------
+
+
+@pytest.mark.parametrize(("mm", "side"), [(45.0, 406), (70.0, 631)])
+def test_resampling_bomb_refused_from_the_nifti_header(tmp_path, no_decoding, mm, side):
+    # A 4 KB file: 10^3 voxels at 45 mm read at 1 mm used to take 13.5 s and 4.7 GB.
+    vol = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    path = _nifti(tmp_path / "coarse.nii", vol, np.diag([mm, mm, mm, 1.0]))
+    assert path.stat().st_size < 5000
+    with pytest.raises(
+        ReadError,
+        match=rf"coarse\.nii' would have {side**3:,} voxels \({side}x{side}x{side}\) once "
+        rf"resampled from \({mm}, {mm}, {mm}\) mm to pixdim=\(1\.0, 1\.0, 1\.0\) mm \(from its "
+        r"header\), above the max_resampled_voxels=33,554,432 limit; choose a coarser pixdim",
+    ):
+        read_scan(path, pixdim=(1, 1, 1), spatial_size=(8, 8, 8))
+
+
+def test_resampled_voxel_limit_is_a_parameter_with_exact_boundary(tmp_path):
+    assert scan_io.MAX_RESAMPLED_VOXELS == 2**25
+    assert ScanEncoder().max_resampled_voxels == scan_io.MAX_RESAMPLED_VOXELS
+    vol = np.random.default_rng(0).random((4, 4, 4)).astype(np.float32)
+    path = _nifti(tmp_path / "two_mm.nii", vol, np.diag([2.0, 2.0, 2.0, 1.0]))
+    # 4 voxels at 2 mm span 6 mm: 7 voxels at 1 mm per axis.
+    kwargs = dict(pixdim=(1, 1, 1), spatial_size=(4, 4, 4))
+    assert read_scan(path, max_resampled_voxels=343, **kwargs).shape == (4, 4, 4)
+    with pytest.raises(ReadError, match=r"343 voxels \(7x7x7\).*max_resampled_voxels=342 lim"):
+        read_scan(path, max_resampled_voxels=342, **kwargs)
+
+
+def test_resampled_shape_is_exact_for_rotated_affines():
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    from toolkit.io.scan import resampled_shape
+
+    angle = np.deg2rad(30)
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([2.0, 3.0, 4.0])
+    affine = affine[[1, 0, 2, 3]]  # axes not in RAS order either
+    shape = (9, 11, 5)
+    real = MetaTensor(torch_rand(shape), affine=affine)
+    expected = Spacing(pixdim=(1.5, 1.0, 2.0))(Orientation(axcodes="RAS")(real)).shape[1:]
+    assert resampled_shape(shape, affine, "RAS", (1.5, 1.0, 2.0)) == tuple(expected) == (21, 17, 9)
+
+
+def torch_rand(shape):
+    import torch
+
+    return torch.from_numpy(np.random.default_rng(0).random((1, *shape)).astype(np.float32))
+
+
+def test_dicom_resampling_bomb_refused_before_resampling(tmp_path, monkeypatch):
+    folder = _dicom_series(tmp_path / "ct", n_slices=3)  # 128 x 128 x 3, ~0.66 x 0.66 x 5 mm
+    monkeypatch.setattr(scan_io, "preprocess_scan", lambda *a, **k: pytest.fail("resampled"))
+    with pytest.raises(
+        ReadError,
+        match=r"DICOM series folder '.*ct' would have [\d,]+ voxels .* \(from its affine, before "
+        r"resampling\), above the max_resampled_voxels=100,000 limit",
+    ):
+        read_scan(
+            folder, pixdim=(0.1, 0.1, 0.1), spatial_size=(4, 4, 4), max_resampled_voxels=100_000
+        )
+
+
+def test_resampling_bomb_row_marked_missing_and_bad_grid_parameters_refused(tmp_path):
+    vol = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    bomb = _nifti(tmp_path / "bomb.nii", vol, np.diag([45.0, 45.0, 45.0, 1.0]))
+    fine = _nifti(tmp_path / "fine.nii", vol, np.diag([1.0, 1.0, 1.0, 1.0]))
+    items = pd.Series([str(fine), str(bomb)], name="ct")
+    enc = ScanEncoder(spatial_size=(8, 8, 8), pixdim=(1, 1, 1), on_error="missing")
+    with pytest.warns(MissingItemsWarning, match=r"row 1: NIfTI file .*bomb\.nii' would have"):
+        _, available = enc.fit(items).encode(items)
+    assert available.tolist() == [True, False]
+    with pytest.raises(ValueError, match=r"spatial_size=\(512, 512, 512\) has 134,217,728 voxels"):
+        ScanEncoder(spatial_size=(512, 512, 512)).fit([vol])
+    with pytest.raises(ValueError, match=r"spatial_size=\(8, 8, 8\) has 512 voxels, above the "):
+        read_scan(vol, spatial_size=(8, 8, 8), max_resampled_voxels=511)
+    for pixdim in [(0, 1, 1), (1, 1), (1, float("nan"), 1), (True, 1, 1)]:
+        with pytest.raises(ValueError, match="pixdim must be 3 positive finite spacings"):
+            read_scan(vol, spatial_size=(8, 8, 8), pixdim=pixdim)
+    with pytest.raises(ValueError, match="spatial_size must be 3 positive ints"):
+        ScanEncoder(spatial_size=(8, 8, 0)).fit([vol])
+
+
+def test_singular_nifti_affine_refused_from_the_header(tmp_path, no_decoding):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), None)
+    img.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)  # a zero slice axis
+    path = tmp_path / "flat.nii"
+    nib.save(img, path)
+    with pytest.raises(ReadError, match=r"flat\.nii' has a degenerate orientation"):
+        read_scan(path, pixdim=(1, 1, 1), spatial_size=(4, 4, 4))
 
 
 # -- degenerate DICOM orientation ---------------------------------------------------------

@@ -11,7 +11,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder
-from toolkit.io.scan import MAX_VOXELS, _quiet_monai, read_scan
+from toolkit.io.scan import (
+    MAX_RESAMPLED_VOXELS,
+    MAX_VOXELS,
+    _check_preprocess,
+    _quiet_monai,
+    read_scan,
+)
 
 _DEFAULT_MONAI_KWARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
 _FIRST_ORDER = [
@@ -122,10 +128,18 @@ class ScanEncoder(BaseEncoder):
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
-    max_voxels : int, default=1024**3
-        Largest volume accepted (``toolkit.io.scan.MAX_VOXELS``), read from the NIfTI or
-        DICOM header and checked before decoding (a ``ReadError``: with
-        ``on_error="missing"`` the row is marked missing).
+    max_voxels : int, default=2**28
+        Largest stored volume accepted (``toolkit.io.scan.MAX_VOXELS``), read from the NIfTI
+        or DICOM header and checked before decoding (a ``ReadError``: with
+        ``on_error="missing"`` the row is marked missing). Decoding peaks at ~6 bytes per
+        voxel (about 1.6 GB at the default).
+    max_resampled_voxels : int, default=2**25
+        Largest grid the preprocessing creates (``toolkit.io.scan.MAX_RESAMPLED_VOXELS``):
+        the volume resampling to ``pixdim`` would produce, computed from the NIfTI header
+        before decoding (DICOM: from the decoded volume's affine, before resampling), a
+        ``ReadError`` like ``max_voxels``; ``spatial_size`` must fit it too (a
+        ``ValueError`` in ``fit``). Resampling peaks at ~29 bytes per voxel (about 1 GB at
+        the default).
 
     Attributes
     ----------
@@ -154,6 +168,7 @@ class ScanEncoder(BaseEncoder):
         "grid": [Interval(Integral, 1, 32, closed="both")],
         "device": [str, None],
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
+        "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -172,6 +187,7 @@ class ScanEncoder(BaseEncoder):
         on_error="raise",
         progress=True,
         max_voxels=MAX_VOXELS,
+        max_resampled_voxels=MAX_RESAMPLED_VOXELS,
     ):
         self.backend = backend
         self.model = model
@@ -187,6 +203,7 @@ class ScanEncoder(BaseEncoder):
         self.on_error = on_error
         self.progress = progress
         self.max_voxels = max_voxels
+        self.max_resampled_voxels = max_resampled_voxels
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         if self.backend != "statistics":
@@ -203,6 +220,7 @@ class ScanEncoder(BaseEncoder):
         return read_scan(
             item,
             max_voxels=self.max_voxels,
+            max_resampled_voxels=self.max_resampled_voxels,
             spatial_size=tuple(self.spatial_size),
             pixdim=self.pixdim,
             orientation=self.orientation,
@@ -242,8 +260,7 @@ class ScanEncoder(BaseEncoder):
             return getattr(nets, self.model)(**kwargs)
 
     def _fit(self, decoded) -> None:
-        if len(tuple(self.spatial_size)) != 3 or min(self.spatial_size) < 1:
-            raise ValueError(f"spatial_size must be 3 positive ints, got {self.spatial_size}")
+        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
         if self.backend == "statistics":
             self.n_features_out_ = self.hist_bins + len(_FIRST_ORDER) + len(_SHAPE) + self.grid**3
             return

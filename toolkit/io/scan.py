@@ -6,6 +6,22 @@ data is decoded: NIfTI from the nibabel header's shape, DICOM from each file's `
 read with ``stop_before_pixels`` and large elements deferred). Paths are ``os.stat``-ed
 first: FIFOs, devices and sockets, also inside a series folder, are never opened.
 
+The grids the preprocessing creates are bounded by ``max_resampled_voxels``: the volume that
+resampling to ``pixdim`` would produce (MONAI's ``Orientation`` and ``Spacing`` run in lazy
+mode on the shape and affine alone, so the count is exact, rotated affines included) is
+checked from the NIfTI header before decoding, and for DICOM from the decoded volume's affine
+before resampling; ``spatial_size`` must fit the same limit. A 4 KB NIfTI of 10^3 voxels at
+45 mm read at ``pixdim=(1, 1, 1)`` (406^3 = 67 million voxels, 12 s and 1.9 GB) is thereby
+refused in milliseconds.
+
+Memory, measured with ``resource.getrusage`` (peak RSS above the imports): decoding costs about
+6 bytes per stored voxel (the float32 volume, the file's own integer data while it is
+converted, a one-byte NaN mask; the compressed size does not matter: a 1.5 MB ``.nii.gz`` of
+700^3 zeros takes 2.0 GB), and resampling to ``pixdim`` about 29 bytes per resampled voxel
+(MONAI's grid and interpolation, in float32). The defaults, :data:`MAX_VOXELS` (2**28, a
+512 x 512 x 1024 CT) and :data:`MAX_RESAMPLED_VOXELS` (2**25), keep each step near 1.5 GB;
+lower them on small machines.
+
 A volume whose voxel-to-world affine is singular (a DICOM series with every slice at the
 same position, or a zero or collinear ``ImageOrientationPatient``) cannot be oriented or
 resampled; :func:`read_scan` refuses it with a :class:`~toolkit.exceptions.ReadError` naming
@@ -31,8 +47,13 @@ from toolkit.io._checks import as_finite_float32, check_real_dtype
 from toolkit.io._paths import as_path, check_path, file_kind
 
 #: Largest volume accepted, in voxels (``max_voxels``; all channels/time points counted),
-#: checked from the header before decoding.
-MAX_VOXELS = 1024**3
+#: checked from the header before decoding. Decoding peaks at ~6 bytes per voxel (see the
+#: module docstring): 2**28 voxels (512 x 512 x 1024) is about 1.6 GB.
+MAX_VOXELS = 2**28
+#: Largest grid the preprocessing creates, in voxels (``max_resampled_voxels``): the volume
+#: resampled to ``pixdim`` (computed from the header or affine before resampling) and
+#: ``spatial_size``. Resampling peaks at ~29 bytes per voxel: 2**25 voxels is about 1 GB.
+MAX_RESAMPLED_VOXELS = 2**25
 #: pydicom reads header elements larger than this lazily (a huge private tag is not loaded).
 _DEFER_SIZE = "1 MB"
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -163,7 +184,76 @@ def _check_rescale(ds, what: str) -> None:
         )
 
 
-def _check_header(path: Path, nifti: bool, what: str, max_voxels: int) -> bool:
+def _singular(affine) -> bool:
+    """Whether a voxel-to-world affine cannot be oriented or resampled (singular, NaN)."""
+    affine = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.isfinite(affine).all():
+        return True
+    values = np.linalg.svd(affine, compute_uv=False)
+    return not (values.max() > 0 and values.min() > 1e-6 * values.max())
+
+
+def _degenerate(what: str) -> ReadError:
+    return ReadError(
+        f"{what} has a degenerate orientation: its voxel-to-world affine is singular "
+        "(e.g. every slice at the same ImagePositionPatient, or a zero or collinear "
+        "ImageOrientationPatient), so it cannot be oriented or resampled; fix the header, "
+        "or pass orientation=None and pixdim=None to use the stored voxel grid"
+    )
+
+
+def resampled_shape(spatial_shape, affine, orientation=None, pixdim=None) -> tuple[int, ...]:
+    """Spatial shape of a volume after :func:`preprocess_scan`'s orientation and resampling.
+
+    Computed by MONAI's own ``Orientation`` and ``Spacing`` in lazy mode on a zero-byte
+    stand-in of ``spatial_shape`` with ``affine`` (RAS), so nothing is allocated or
+    resampled and the shape is the one the real transforms produce (rotated affines
+    included).
+    """
+    import torch
+
+    with _quiet_monai():
+        from monai.data import MetaTensor
+        from monai.transforms import Orientation, Spacing
+
+        shape = tuple(int(n) for n in spatial_shape)
+        x = MetaTensor(
+            torch.zeros((1,) * (len(shape) + 1)).expand(1, *shape),
+            affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)),
+        )
+        if orientation:
+            x = Orientation(axcodes=orientation, lazy=True)(x)
+        if pixdim is not None:
+            x = Spacing(pixdim=tuple(pixdim), mode="bilinear", lazy=True)(x)
+        return tuple(int(n) for n in x.peek_pending_shape())
+
+
+def _check_resampled(shape, affine, what: str, limit: int, orientation, pixdim, source):
+    """Refuse a volume whose resampling to ``pixdim`` would create more than ``limit`` voxels."""
+    if pixdim is None or affine is None or len(shape) != 3:
+        return
+    if _singular(affine):
+        raise _degenerate(what)
+    try:
+        out = resampled_shape(shape, affine, orientation, pixdim)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        raise ReadError(
+            f"{what} could not be oriented or resampled ({type(exc).__name__}: {exc}); check "
+            "its orientation and spacing, or pass orientation=None and pixdim=None"
+        ) from exc
+    voxels = math.prod(out)
+    if voxels > limit:
+        spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+        raise ReadError(
+            f"{what} would have {voxels:,} voxels ({'x'.join(map(str, out))}) once resampled "
+            f"from {tuple(round(float(v), 4) for v in spacing)} mm to pixdim="
+            f"{tuple(float(p) for p in pixdim)} mm ({source}), above the max_resampled_voxels="
+            f"{limit:,} limit; choose a coarser pixdim, pass pixdim=None, or raise "
+            "max_resampled_voxels"
+        )
+
+
+def _check_header(path: Path, nifti: bool, what: str, max_voxels: int, resample_to=None) -> bool:
     """Check one NIfTI or DICOM file from its header, before any pixel decoding.
 
     Returns whether the values may exceed float32 (then the volume is loaded as float64 so
@@ -178,6 +268,7 @@ def _check_header(path: Path, nifti: bool, what: str, max_voxels: int) -> bool:
             shape = img.shape
             dtype = img.header.get_data_dtype()
             slope, inter = img.header.get_slope_inter()
+            affine = img.affine
         except Exception as exc:
             raise ReadError(
                 f"{what} could not be read as a scan ({type(exc).__name__}: "
@@ -193,12 +284,17 @@ def _check_header(path: Path, nifti: bool, what: str, max_voxels: int) -> bool:
         top = float(np.finfo(dtype).max) if dtype.kind == "f" else 2.0 ** (8 * dtype.itemsize)
         top = top * abs(slope if slope is not None else 1.0) + abs(inter or 0.0)
         wide = not top <= _F32_MAX
+        if voxels > max_voxels:
+            raise _too_many(voxels, max_voxels, what, "from its header")
+        if len(shape) >= 3 and resample_to is not None:
+            spatial = tuple(int(n) for n in shape[:3])
+            _check_resampled(spatial, affine, what, *resample_to, "from its header")
     else:
         ds = _dicom_header(path, what)
         voxels = _dicom_voxels(ds, what)
         _check_rescale(ds, what)
-    if voxels > max_voxels:
-        raise _too_many(voxels, max_voxels, what, "from its header")
+        if voxels > max_voxels:
+            raise _too_many(voxels, max_voxels, what, "from its header")
     return wide
 
 
@@ -209,12 +305,16 @@ def _as_float_volume(img, what: str):
 
     arr = np.asarray(img.as_tensor().cpu())
     check_real_dtype(arr, what, "voxels", allow_bool=True)
-    arr = as_finite_float32(arr, what, "voxels")
+    arr = as_finite_float32(arr, what, "voxels", copy=False)  # no second copy of the volume
     return MetaTensor(torch.from_numpy(arr), meta=img.meta)
 
 
-def _load(item: Any, max_voxels: int):
-    """(channel-first volume, description of the item for messages)."""
+def _load(item: Any, max_voxels: int, resample_to=None):
+    """(channel-first volume, description of the item for messages).
+
+    ``resample_to``: (max_resampled_voxels, orientation, pixdim), to check a NIfTI header
+    for the voxels resampling would create, before decoding.
+    """
     path = as_path(item)
     if path is not None:
         check_path(path, "scan", allow_dir=True)
@@ -232,7 +332,7 @@ def _load(item: Any, max_voxels: int):
             if os.path.lexists(companion):
                 check_path(companion, "scan")
         wide = not path.is_dir() and _check_header(
-            path, reader == "NibabelReader", what, max_voxels
+            path, reader == "NibabelReader", what, max_voxels, resample_to
         )
         with _quiet_monai():
             from monai.transforms import LoadImage
@@ -296,28 +396,50 @@ def load_scan(item: Any, *, max_voxels: int = MAX_VOXELS):
     item : str, path-like or ndarray
         A NIfTI file (``.nii``/``.nii.gz``), a DICOM file or a folder holding one DICOM
         series, or a 3-D array (D, H, W) (a 4-D array (1, D, H, W) is accepted too).
-    max_voxels : int, default=1024**3 (:data:`MAX_VOXELS`)
+    max_voxels : int, default=2**28 (:data:`MAX_VOXELS`)
         Largest volume accepted (all channels counted), checked from the header before
         decoding.
     """
     return _load(item, max_voxels)[0]
 
 
+def _affine(img):
+    meta = getattr(img, "meta", None)
+    return None if not meta or meta.get("affine") is None else np.asarray(meta["affine"])
+
+
 def _check_affine(img, what: str, orientation, pixdim) -> None:
     """Refuse a singular voxel-to-world affine when orienting or resampling needs it."""
-    meta = getattr(img, "meta", None)
-    if not (orientation or pixdim is not None) or not meta or meta.get("affine") is None:
-        return
-    affine = np.asarray(meta["affine"], dtype=np.float64)[:3, :3]
-    values = np.linalg.svd(affine, compute_uv=False) if np.isfinite(affine).all() else None
-    if values is not None and values.max() > 0 and values.min() > 1e-6 * values.max():
-        return
-    raise ReadError(
-        f"{what} has a degenerate orientation: its voxel-to-world affine is singular "
-        "(e.g. every slice at the same ImagePositionPatient, or a zero or collinear "
-        "ImageOrientationPatient), so it cannot be oriented or resampled; fix the header, "
-        "or pass orientation=None and pixdim=None to use the stored voxel grid"
-    )
+    affine = _affine(img)
+    if (orientation or pixdim is not None) and affine is not None and _singular(affine):
+        raise _degenerate(what)
+
+
+def _check_preprocess(spatial_size, pixdim, limit: int) -> None:
+    """Parameter checks (``ValueError``); ``spatial_size`` must fit ``limit`` voxels."""
+    size = tuple(spatial_size)
+    if len(size) != 3 or not all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in size
+    ):
+        raise ValueError(f"spatial_size must be 3 positive ints, got {spatial_size!r}")
+    if math.prod(int(n) for n in size) > limit:
+        raise ValueError(
+            f"spatial_size={size} has {math.prod(int(n) for n in size):,} voxels, above the "
+            f"max_resampled_voxels={limit:,} limit; choose a smaller spatial_size or raise "
+            "max_resampled_voxels"
+        )
+    if pixdim is not None:
+        values = tuple(pixdim)
+        if len(values) != 3 or not all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and v > 0
+            for v in values
+        ):
+            raise ValueError(
+                f"pixdim must be 3 positive finite spacings in mm (or None), got {pixdim!r}"
+            )
 
 
 def preprocess_scan(
@@ -353,7 +475,8 @@ def preprocess_scan(
             if orientation and is_meta:
                 x = Orientation(axcodes=orientation)(x)
             if pixdim is not None and is_meta:
-                x = Spacing(pixdim=tuple(pixdim), mode="bilinear")(x)
+                # float32 grid: half the memory of MONAI's float64 default (29 B per voxel).
+                x = Spacing(pixdim=tuple(pixdim), mode="bilinear", dtype=torch.float32)(x)
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
             raise ReadError(
                 f"scan could not be oriented or resampled ({type(exc).__name__}: {exc}); check "
@@ -372,13 +495,25 @@ def preprocess_scan(
     return x if as_tensor else np.asarray(x.cpu(), dtype=np.float32)
 
 
-def read_scan(item: Any, *, max_voxels: int = MAX_VOXELS, **preprocess) -> np.ndarray:
+def read_scan(
+    item: Any,
+    *,
+    max_voxels: int = MAX_VOXELS,
+    max_resampled_voxels: int = MAX_RESAMPLED_VOXELS,
+    **preprocess,
+) -> np.ndarray:
     """Read and preprocess one scan (see :func:`load_scan` and :func:`preprocess_scan`).
 
     Parameters
     ----------
     item : str, path-like or ndarray
-    max_voxels : int, default=1024**3 (:data:`MAX_VOXELS`)
+    max_voxels : int, default=2**28 (:data:`MAX_VOXELS`)
+        Largest stored volume accepted, from the header before decoding (~6 bytes per voxel
+        to decode).
+    max_resampled_voxels : int, default=2**25 (:data:`MAX_RESAMPLED_VOXELS`)
+        Largest grid created: the volume resampling to ``pixdim`` would produce (from a
+        NIfTI header before decoding, from a DICOM volume's affine before resampling; ~29
+        bytes per voxel) and ``spatial_size``.
     **preprocess
         Keyword arguments of :func:`preprocess_scan`.
 
@@ -389,11 +524,20 @@ def read_scan(item: Any, *, max_voxels: int = MAX_VOXELS, **preprocess) -> np.nd
     Raises
     ------
     ReadError
-        Naming the file, folder or array: unreadable, FIFO/device, too many voxels,
-        degenerate orientation, NaN or out-of-float32-range voxels.
+        Naming the file, folder or array: unreadable, FIFO/device, too many voxels (stored
+        or once resampled), degenerate orientation, NaN or out-of-float32-range voxels.
+    ValueError
+        ``spatial_size`` or ``pixdim`` is malformed, or ``spatial_size`` exceeds
+        ``max_resampled_voxels``.
     """
-    img, what = _load(item, max_voxels)
-    _check_affine(img, what, preprocess.get("orientation", "RAS"), preprocess.get("pixdim"))
+    orientation, pixdim = preprocess.get("orientation", "RAS"), preprocess.get("pixdim")
+    size = preprocess.get("spatial_size", (64, 64, 64))
+    _check_preprocess(size, pixdim, max_resampled_voxels)
+    resample_to = (max_resampled_voxels, orientation, pixdim)
+    img, what = _load(item, max_voxels, resample_to)
+    _check_affine(img, what, orientation, pixdim)
+    source = "from its affine, before resampling"
+    _check_resampled(tuple(img.shape[1:]), _affine(img), what, *resample_to, source)
     try:
         return preprocess_scan(img, **preprocess)
     except ReadError as exc:
