@@ -64,14 +64,17 @@ def _target_exponent(y: np.ndarray) -> int:
     return int(np.frexp(top)[1])
 
 
-def drop_modalities(mask: np.ndarray, rate: float, rng: np.random.RandomState) -> np.ndarray:
-    """Randomly hide available modalities with probability ``rate``, keeping one per row."""
-    drop = (rng.random_sample(mask.shape) < rate) & mask
-    new = mask & ~drop
-    empty = ~new.any(axis=1) & mask.any(axis=1)
-    for i in np.flatnonzero(empty):  # restore one available modality
-        new[i, rng.choice(np.flatnonzero(mask[i]))] = True
-    return new
+def drop_modalities(mask, uniform, rate: float):
+    """Modality dropout: hide each available modality where ``uniform < rate``.
+
+    ``mask`` is a boolean (n, M) numpy array or torch tensor and ``uniform`` draws of the same
+    shape in [0, 1) from the caller's generator (numpy or torch), so every fusion shares one
+    rule: a row that would lose every modality keeps them all.
+    """
+    kept = mask & ~((uniform < rate) & mask)
+    none = ~kept.any(1)
+    kept[none] = mask[none]
+    return kept
 
 
 class BaseFusion(BaseEstimator):

@@ -93,7 +93,8 @@ class EarlyFusion(BaseFusion):
         X = self._design(emb)
         if self.modality_dropout > 0:
             rng = check_random_state(self.random_state)
-            dropped = emb.with_mask(drop_modalities(emb.mask, self.modality_dropout, rng))
+            uniform = rng.random_sample(emb.mask.shape)
+            dropped = emb.with_mask(drop_modalities(emb.mask, uniform, self.modality_dropout))
             X = np.vstack([X, self._design(dropped)])
             y = np.concatenate([y, y])
         head = self._make_head(self.estimator)

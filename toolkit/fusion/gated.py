@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import check_random_state_seed, resolve_device
 from toolkit.embeddings import Embeddings
-from toolkit.fusion.base import BaseFusion, BlockScaler
+from toolkit.fusion.base import BaseFusion, BlockScaler, drop_modalities
 
 
 class GatedFusion(BaseFusion):
@@ -172,13 +172,8 @@ class GatedFusion(BaseFusion):
                     idx = order[start : start + self.batch_size].to(self.device_)
                     m = mask[idx]
                     if self.modality_dropout > 0:
-                        drop = (torch.rand(m.shape, generator=gen) < self.modality_dropout).to(
-                            self.device_
-                        ) & m
-                        kept = m & ~drop
-                        none = ~kept.any(dim=1)
-                        kept[none] = m[none]  # keep every modality of rows that would lose all
-                        m = kept
+                        uniform = torch.rand(m.shape, generator=gen).to(self.device_)
+                        m = drop_modalities(m, uniform, self.modality_dropout)
                     out, _ = self.module_([x[idx] for x in xs], m)
                     loss = loss_fn(out if self.is_classifier_ else out[:, 0], target[idx])
                     opt.zero_grad()

@@ -10,6 +10,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.embeddings import Embeddings
 from toolkit.fusion.base import BaseFusion, BlockScaler
 
@@ -137,9 +138,7 @@ class LateFusion(BaseFusion):
         """Fit one head per modality on its available rows, then the combiner."""
         self._validate_params()
         y = self._setup(emb, y, n_classes)
-        from sklearn.utils import check_random_state
-
-        self.seed_ = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        self.seed_ = check_random_state_seed(self.random_state)
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         blocks = self.scaler_.transform(emb)
         self.estimators_ = {}
@@ -164,7 +163,7 @@ class LateFusion(BaseFusion):
                 )
             else:
                 meta = clone(self.meta_estimator)
-            self.meta_estimator_ = meta.fit(feats, y)
+            self.meta_estimator_ = seed_if_unset(meta, self.seed_).fit(feats, y)
             if self.is_classifier_:
                 self.meta_columns_ = self.meta_estimator_.classes_.astype(int)
         elif self.combine == "weighted":
