@@ -675,6 +675,144 @@ def test_complex_image_refused():
         read_image(np.ones((4, 4), np.complex128))
 
 
+# -- images: one intensity rule for files and arrays, no silent zero rows -------------------
+
+
+def _tiff(path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_int32_file_and_array_follow_the_same_rule(tmp_path):
+    # Used to read as [0, .763, 1, 1] from the file (clipped at 65535) and as
+    # [0, .25, .5, 1] from the array (scaled by its peak).
+    arr = np.array([[0, 50_000, 100_000, 200_000]], dtype=np.int32)
+    path = _tiff(tmp_path / "wide.tif", arr)
+    for item, name in [(path, r"image file '.*wide\.tif'"), (arr, r"image item .*")]:
+        with pytest.raises(
+            ReadError,
+            match=name + r": int32 pixel values \(from 0 to 200,000\) have no standard intensity "
+            r"scale .* pass value_range=\(low, high\)",
+        ):
+            read_image(item)
+    from_file = read_image(path, value_range=(0, 200_000))
+    from_array = read_image(arr, value_range=(0, 200_000))
+    np.testing.assert_allclose(from_file[0, :, 0], [0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_array_equal(from_file, from_array)
+
+
+@pytest.mark.parametrize(
+    ("arr", "expected"),
+    [
+        (np.array([[0, 1000, 65535]], np.uint16), [0.0, 1000 / 65535, 1.0]),
+        (np.array([[0.0, 0.5, 2.0]], np.float32), [0.0, 0.25, 1.0]),
+        (np.array([[0, 128, 255]], np.uint8), [0.0, 128 / 255, 1.0]),
+    ],
+)
+def test_files_and_arrays_of_the_same_type_agree(tmp_path, arr, expected):
+    path = _tiff(tmp_path / f"{arr.dtype.name}.tif", arr)
+    np.testing.assert_allclose(read_image(arr)[0, :, 0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(read_image(path), read_image(arr))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_integer_types_without_a_standard_scale_are_refused_not_clipped(dtype):
+    values = [-5, 0, 100] if np.issubdtype(dtype, np.signedinteger) else [0, 7, 100]
+    arr = np.array([values], dtype=dtype)
+    with pytest.raises(
+        ReadError, match=rf"{np.dtype(dtype).name} pixel values \(from {values[0]} to 100\)"
+    ):
+        read_image(arr)
+    scaled = read_image(arr, value_range=(values[0], 100))
+    np.testing.assert_allclose(scaled[0, :, 0], (np.array(values) - values[0]) / (100 - values[0]))
+
+
+def test_negative_values_of_a_signed_file_are_not_clipped_silently(tmp_path):
+    path = _tiff(tmp_path / "signed.tif", np.array([[-300, 0, 300]], np.int16))
+    with pytest.raises(ReadError, match=r"signed\.tif': int32 pixel values \(from -300 to 300\)"):
+        read_image(path)
+    np.testing.assert_allclose(read_image(path, value_range=(-300, 300))[0, :, 0], [0, 0.5, 1])
+
+
+@pytest.mark.parametrize("value_range", [(0, float("nan")), (1, 0), (0, 1, 2), ("a", "b")])
+def test_malformed_value_range_refused_at_fit(value_range):
+    with pytest.raises(ValueError, match="value_range must be \\(low, high\\)"):
+        ImageEncoder(value_range=value_range).fit([np.zeros((4, 4), np.uint8)])
+
+
+def _png(path, width, height, rows_bytes, depth=8, color=2, interlace=0):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows_bytes))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _rows(width, n_rows, rng):
+    return b"".join(
+        b"\x00" + rng.integers(1, 255, width * 3, dtype=np.uint8).tobytes() for _ in range(n_rows)
+    )
+
+
+def test_png_with_half_its_rows_is_refused_not_zero_filled(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    rng = np.random.default_rng(0)
+    half = _png(tmp_path / "half.png", 64, 64, _rows(64, 32, rng))
+    whole = _png(tmp_path / "whole.png", 64, 64, _rows(64, 64, rng))
+    assert read_image(whole).shape == (64, 64, 3) and read_image(whole).min() > 0
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # set by some other library
+    with pytest.raises(
+        ReadError,
+        match=r"half\.png' is truncated: its compressed pixel data \(IDAT\) holds 6,176 of the "
+        r"12,352 bytes its 64x64 header declares, so rows are missing",
+    ):
+        read_image(half)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
+    items = pd.Series([str(whole), str(half)], name="photo")
+    with pytest.warns(MissingItemsWarning, match=r"row 1: image file .*half\.png' is truncated"):
+        _, available = ImageEncoder(on_error="missing").fit(items).encode(items)
+    assert available.tolist() == [True, False]
+
+
+def test_png_cut_inside_its_pixel_data_is_refused(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReadError, match=r"cut\.png'.*truncated"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(("width", "height", "depth", "color"), [(13, 7, 8, 2), (9, 5, 1, 0)])
+def test_interlaced_png_rows_are_counted_per_pass(tmp_path, width, height, depth, color):
+    expected = image_io._png_row_bytes(width, height, depth, color, interlace=1)
+    # Adam7 passes by hand for 13x7 RGB: widths 2,2,4,3,7,6,13 and rows 1,1,1,2,2,4,3.
+    if (width, height) == (13, 7):
+        assert expected == sum(
+            r * (1 + w * 3) for w, r in [(2, 1), (2, 1), (4, 1), (3, 2), (7, 2), (6, 4), (13, 3)]
+        )
+    ok = _png(tmp_path / "ok.png", width, height, b"\x00" * expected, depth, color, 1)
+    assert read_image(ok).shape[:2] == (height, width)
+    short = _png(tmp_path / "short.png", width, height, b"\x00" * (expected - 1), depth, color, 1)
+    with pytest.raises(ReadError, match=rf"short\.png' is truncated.*of the {expected:,} bytes"):
+        read_image(short)
+
+
 # -- text ----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder
-from toolkit.io.image import MAX_PIXELS, read_image
+from toolkit.io.image import MAX_PIXELS, _value_range, read_image
 
 _WORK = 64  # working resolution of the descriptors
 
@@ -90,7 +90,10 @@ class ImageEncoder(BaseEncoder):
     input_size : int, default=224
         Side length images are resized to for the torchvision backend.
     value_range : (low, high), optional
-        Intensity range of array images mapped to [0, 1] (see ``toolkit.io.read_image``).
+        Intensity range mapped to [0, 1], for files and arrays alike (see
+        ``toolkit.io.read_image``). Without it uint8/uint16 images are divided by their full
+        range and other integer types (signed, or wider than 16 bits such as an int32 TIFF)
+        are refused (a ``ReadError``) rather than guessed.
     batch_size : int, default=64
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
@@ -195,6 +198,8 @@ class ImageEncoder(BaseEncoder):
             raise ValueError(f"unknown torchvision architecture '{self.model}': {exc}") from exc
 
     def _fit(self, decoded) -> None:
+        if self.value_range is not None:
+            _value_range(self.value_range)  # a malformed range fails here, not per item
         if self.backend == "descriptors":
             self.n_features_out_ = (
                 self.pixel_size**2 + 3 * self.hist_bins + self.cells**2 * self.orientations + 3
