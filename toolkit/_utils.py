@@ -225,3 +225,26 @@ def first_non_numeric_cell(X) -> tuple[int, int, Any] | None:
             except (TypeError, ValueError):
                 return i, j, value
     return None
+
+
+def tensor_table(state_dict) -> dict[str, dict]:
+    """``{name: {"dtype": safetensors dtype code, "shape": [...]}}`` of a torch state dict
+    (meta tensors work: nothing is read)."""
+    import torch
+
+    codes = {
+        torch.float64: "F64",
+        torch.float32: "F32",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
+    return {
+        k: {"dtype": codes.get(v.dtype, str(v.dtype)), "shape": list(v.shape)}
+        for k, v in state_dict.items()
+    }

@@ -163,7 +163,6 @@ _CODE_LOADERS = frozenset(
 )
 _PLAIN_NAME = re.compile(r"^(?!\.\.?\Z)[\w.-]{1,100}\Z")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
-_ENCODER_PARAMS = frozenset({"model", "weights"})
 #: sentence-transformers module classes a saved sentence encoder may name in modules.json.
 _SENTENCE_MODULES = frozenset(
     {
@@ -400,39 +399,29 @@ def _safetensors_header(file: Path, size: int | None = None) -> dict[str, dict]:
 # -- save -------------------------------------------------------------------------------
 
 
-def _state_dict_to_file(module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    save_file(state, str(path))
-
-
-def _export_encoder(enc, folder: Path) -> dict | None:
-    """Save a pretrained encoder's model under ``folder``; return the params that load it."""
-    backend = getattr(enc, "backend", None)
-    if not hasattr(enc, "model_"):
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    name = type(enc).__name__
-    if backend == "transformers":
-        enc.model_.save_pretrained(folder, safe_serialization=True)
-        extractor = getattr(enc, "tokenizer_", None) or getattr(enc, "feature_extractor_", None)
-        extractor.save_pretrained(folder)
-        return {"model": "."}
-    if backend == "sentence-transformers":
-        enc.model_.save(str(folder), safe_serialization=True)
-        return {"model": "."}
-    if backend in ("torchvision", "torchaudio", "monai"):
-        _state_dict_to_file(enc.model_, folder / "weights.safetensors")
-        return {"weights": "weights.safetensors"}
-    raise TypeError(f"don't know how to save the pretrained model of {name}(backend={backend!r})")
+def _components(model) -> list[tuple[str, object, str | None]]:
+    """(label, component, modality name or None for the fusion) of every part that may hold
+    torch state: the fusion (saved at the folder's top), then each encoder (under
+    ``encoders/<name>/``)."""
+    parts = [("the fusion", model.fusion_, None)]
+    for name, enc in model.encoders_.items():
+        parts.append((f"encoder '{name}'", enc, name))
+    return parts
 
 
-_TORCH_ATTRS = ("model_", "tokenizer_", "feature_extractor_", "device_")
+def _weight_parameters(component) -> tuple[str, ...]:
+    """The persistence protocol's ``weight_parameters()`` (none for components without it)."""
+    method = getattr(component, "weight_parameters", None)
+    return tuple(method()) if method is not None else ()
 
 
 def _write(model, folder: Path) -> None:
-    """Write the model's files into the empty ``folder``, the manifest last."""
+    """Write the model's files into the empty ``folder``, the manifest last.
+
+    Each component that holds torch state writes it itself (``save_weights``) and names the
+    attributes to leave out of ``model.skops`` (``torch_attributes``): this module knows no
+    component's internals.
+    """
     import skops.io as sio
 
     manifest = {
@@ -440,46 +429,45 @@ def _write(model, folder: Path) -> None:
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "versions": _versions(),
         "modalities": list(model.modality_names_),
-        "fusion_weights": None,
+        "fusion": None,
         "encoders": {},
     }
-    detached = []  # (object, attribute, value) restored after dumping
+    # (object, attribute, value, delete?) restored after dumping; a cache belongs to the
+    # session that fitted the model, not to the model
+    detached = [(model, "memory", model.memory, False)]
     try:
-        # a cache belongs to the session that fitted the model, not to the model
-        detached.append((model, "memory", model.memory))
-        fusion = model.fusion_
-        if getattr(fusion, "module_", None) is not None:
-            _state_dict_to_file(fusion.module_, folder / "fusion.safetensors")
-            manifest["fusion_weights"] = "fusion.safetensors"
-            detached.append((fusion, "module_", fusion.module_))
-        if hasattr(fusion, "device_"):
-            detached.append((fusion, "device_", fusion.device_))
-        for name, enc in model.encoders_.items():
-            if not hasattr(enc, "model_"):
+        for _, part, name in _components(model):
+            if not _weight_parameters(part):
                 continue
-            if not _PLAIN_NAME.match(str(name)):
+            if name is not None and not _PLAIN_NAME.match(str(name)):
                 raise ValueError(
                     f"modality name {name!r} cannot name a folder of the saved model; use "
                     "letters, digits, '.', '_' and '-' only"
                 )
-            params = _export_encoder(enc, folder / "encoders" / name)
-            if params is not None:
-                manifest["encoders"][name] = {"folder": f"encoders/{name}", "params": params}
-                # load points these at the saved copies; the fitted encoder keeps no
-                # location outside the folder
-                for attr in params:
-                    detached.append((enc, attr, getattr(enc, attr)))
-                for attr in _TORCH_ATTRS:
-                    if hasattr(enc, attr):
-                        detached.append((enc, attr, getattr(enc, attr)))
-        for obj, attr, _ in detached:
-            if attr in _ENCODER_PARAMS or attr == "memory":
-                setattr(obj, attr, None)
+            rel = "." if name is None else f"encoders/{name}"
+            params = part.save_weights(folder / rel)
+            if params is None:
+                continue
+            entry = {"folder": rel, "params": params}
+            if name is None:
+                manifest["fusion"] = entry
             else:
+                manifest["encoders"][name] = entry
+            # load points these at the saved copies: keep no location outside the folder
+            detached += [(part, p, getattr(part, p), False) for p in params if hasattr(part, p)]
+            detached += [
+                (part, a, getattr(part, a), True)
+                for a in getattr(part, "torch_attributes", ())
+                if hasattr(part, a)
+            ]
+        for obj, attr, _, delete in detached:
+            if delete:
                 delattr(obj, attr)
+            else:
+                setattr(obj, attr, None)
         sio.dump(model, folder / _MODEL)
     finally:
-        for obj, attr, value in detached:
+        for obj, attr, value, _ in detached:
             setattr(obj, attr, value)
     files = _scan(folder, f"the new model folder '{folder}'", max_bytes=1 << 62)
     unsafe = sorted(rel for rel in files if Path(rel).suffix not in SAFE_SUFFIXES)
@@ -870,77 +858,9 @@ def _read_skops(file: Path, trusted: set[str], max_bytes: int):
         ) from exc
 
 
-def _restore_fusion(model, path: Path, manifest: dict) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    from toolkit.fusion._gated_module import GatedUnit
-
-    rel = manifest["fusion_weights"]
-    file = _inside(path, rel, f"model '{path}' manifest 'fusion_weights'")
-    if rel not in manifest["tensors"]:
-        raise ModelFileError(f"model '{path}': fusion weights '{rel}' are not in the manifest")
-    fusion = model.fusion_
-    spec = getattr(fusion, "module_spec_", None)
-    try:
-        dims = [int(d) for d in spec["dims"]]
-        hidden, n_out, dropout = int(spec["hidden"]), int(spec["n_out"]), float(spec["dropout"])
-        if not dims or min(dims + [hidden, n_out]) < 1 or not 0 <= dropout < 1:
-            raise ValueError("sizes must be positive and dropout in [0, 1)")
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ModelFileError(
-            f"model '{path}': the gated network's description is malformed"
-        ) from exc
-    with torch.device("meta"):
-        expected = {
-            k: {"dtype": "F64", "shape": list(v.shape)}
-            for k, v in GatedUnit(dims, hidden, n_out, dropout).state_dict().items()
-        }
-    if manifest["tensors"][rel] != expected:
-        raise ModelFileError(
-            f"model '{path}': '{rel}' does not hold float64 weights of the gated network the "
-            f"model describes (modality widths {dims}, hidden size {hidden})"
-        )
-    from safetensors import SafetensorError
-
-    module = GatedUnit(dims, hidden, n_out, dropout).to(torch.float64)
-    try:
-        module.load_state_dict(load_file(str(file)), strict=True)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise ModelFileError(f"model '{path}': '{rel}' could not be read ({exc})") from exc
-    fusion.module_ = module.eval()
-    fusion.device_ = torch.device("cpu")
-
-
-def _check_factory(enc, name: str, path: Path) -> None:
-    """A torch encoder's architecture must be one the library lists publicly."""
-    backend, arch = getattr(enc, "backend", None), getattr(enc, "model", None)
-    if backend not in ("torchvision", "torchaudio", "monai"):
-        return
-    if backend == "torchvision":
-        import torchvision
-
-        public = set(torchvision.models.list_models())
-    elif backend == "torchaudio":
-        import torchaudio
-
-        public = set(getattr(torchaudio.models, "__all__", ()))
-    else:
-        from monai.networks import nets
-
-        public = set(getattr(nets, "__all__", ())) or {
-            n for n in dir(nets) if isinstance(getattr(nets, n), type)
-        }
-    if not isinstance(arch, str) or arch not in public:
-        raise UntrustedTypeError(
-            f"model '{path}': encoder '{name}' names architecture {arch!r}, which {backend} "
-            "does not list as a model"
-        )
-
-
-def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> None:
+def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> None:
     """A transformers / sentence-transformers folder: no custom code, bounded model size."""
-    what = f"model '{path}': encoder '{name}'"
+    what = f"model '{path}': {label}"
     modules = folder / "modules.json"
     if modules.is_file():
         try:
@@ -996,103 +916,93 @@ def _check_hf_folder(folder: Path, name: str, path: Path, max_bytes: int) -> Non
         )
 
 
-_PRETRAINED = frozenset(
-    {"transformers", "sentence-transformers", "torchvision", "torchaudio", "monai"}
-)
-
-
-def _restore_encoders(model, path: Path, manifest: dict, max_bytes: int) -> None:
-    """Point each pretrained encoder at its saved copy (checked first) and load it; every
+def _restore_components(model, path: Path, manifest: dict, max_bytes: int) -> None:
+    """Check each component's saved files, then let it load them (``load_weights``); every
     encoder must come out fitted, so nothing is read from elsewhere at predict time."""
-    entries = manifest.get("encoders") or {}
-    if not isinstance(entries, dict):
+    encoders = manifest.get("encoders") or {}
+    if not isinstance(encoders, dict):
         raise ModelFileError(f"model '{path}': manifest 'encoders' is malformed")
-    for name, enc in model.encoders_.items():
-        pretrained = getattr(enc, "backend", None) in _PRETRAINED
-        if pretrained and name not in entries:
+    unknown = sorted(set(encoders) - set(model.encoders_))
+    if unknown:
+        raise ModelFileError(f"model '{path}': manifest names unknown modalities {unknown}")
+    for label, part, name in _components(model):
+        entry = manifest.get("fusion") if name is None else encoders.get(name)
+        wanted = _weight_parameters(part)
+        if entry is None:
+            if wanted:
+                raise ModelFileError(
+                    f"model '{path}': {label} uses a pretrained network that the folder "
+                    "does not hold"
+                )
+            if name is not None and not hasattr(part, "n_features_out_"):
+                raise ModelFileError(f"model '{path}': {label} is not fitted")
+            continue
+        if not wanted:
             raise ModelFileError(
-                f"model '{path}': encoder '{name}' uses a pretrained network that the folder "
-                "does not hold"
+                f"model '{path}': manifest gives saved files to {label}, which loads none"
             )
-        if not pretrained and not hasattr(enc, "n_features_out_"):
-            raise ModelFileError(f"model '{path}': encoder '{name}' is not fitted")
-    for name, entry in entries.items():
-        if name not in model.encoders_:
-            raise ModelFileError(f"model '{path}': manifest names unknown modality {name!r}")
-        enc = model.encoders_[name]
-        backend = getattr(enc, "backend", None)
-        if backend not in _PRETRAINED:
-            raise ModelFileError(
-                f"model '{path}': manifest gives saved files to encoder '{name}', whose "
-                f"backend {backend!r} uses none"
-            )
-        if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
-            raise ModelFileError(f"model '{path}': manifest entry of encoder {name!r} is malformed")
-        folder = _inside(path, entry.get("folder"), f"model '{path}' encoder '{name}' folder")
-        params = entry["params"]
-        wanted = {"model"} if backend in ("transformers", "sentence-transformers") else {"weights"}
-        if set(params) != wanted:
-            raise ModelFileError(
-                f"model '{path}': manifest sets parameters {sorted(params)} of encoder "
-                f"'{name}'; a {backend} encoder is restored from {sorted(wanted)} only"
-            )
-        targets = {
-            param: _inside(folder, rel, f"model '{path}' encoder '{name}' {param}")
-            for param, rel in params.items()
-        }
-        if backend in ("transformers", "sentence-transformers"):
-            if not targets["model"].is_dir():
-                raise ModelFileError(f"model '{path}': encoder '{name}' model is not a folder")
-            _check_hf_folder(targets["model"], name, path, max_bytes)
+        _restore_one(part, label, entry, path, manifest, max_bytes)
+
+
+def _restore_one(part, label, entry, path: Path, manifest: dict, max_bytes: int) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+        raise ModelFileError(f"model '{path}': manifest entry of {label} is malformed")
+    folder = _inside(path, entry.get("folder"), f"model '{path}' {label} folder")
+    params, wanted = entry["params"], _weight_parameters(part)
+    if set(params) != set(wanted):
+        raise ModelFileError(
+            f"model '{path}': manifest sets parameters {sorted(params)} of {label}, which is "
+            f"restored from {sorted(wanted)} only"
+        )
+    targets = {p: _inside(folder, rel, f"model '{path}' {label} {p}") for p, rel in params.items()}
+    for target in targets.values():
+        if target.is_dir():
+            _check_hf_folder(target, label, path, max_bytes)
         else:
-            _check_factory(enc, name, path)
-            _check_network(enc, name, path, manifest, targets["weights"], max_bytes)
-        for param, target in targets.items():
-            setattr(enc, param, str(target))
-        enc.device = "cpu"
-        try:
-            enc._fit(None)
-        except (RuntimeError, ValueError, OSError, KeyError) as exc:
-            raise ModelFileError(
-                f"model '{path}': the saved model of encoder '{name}' could not be loaded "
-                f"({type(exc).__name__}: {str(exc)[:300]}); the folder is damaged: save it again"
-            ) from exc
+            _check_weights(part, label, path, manifest, target, max_bytes)
+    try:
+        part.load_weights({p: str(t) for p, t in targets.items()})
+    except Exception as exc:  # noqa: BLE001 - any library's loading error, named
+        raise ModelFileError(
+            f"model '{path}': the saved network of {label} could not be loaded "
+            f"({type(exc).__name__}: {str(exc)[:300]}); the folder is damaged: save it again"
+        ) from exc
 
 
-def _check_network(enc, name: str, path: Path, manifest: dict, weights: Path, max_bytes: int):
-    """Build the encoder's network on the meta device (no memory) and compare it with the
-    weights file's header before the real network is built."""
-    import torch
-
+def _check_weights(part, label, path: Path, manifest: dict, weights: Path, max_bytes: int):
+    """Compare a weights file's header (already checked against the manifest) with the
+    network the component describes, built on the meta device, before building it."""
     rel = weights.relative_to(path.resolve()).as_posix()
     table = manifest["tensors"].get(rel)
     if table is None:
         raise ModelFileError(f"model '{path}': weights '{rel}' are not in the manifest")
-    build = getattr(enc, "build_network", None)
-    if build is None:  # pragma: no cover - every torch-backed encoder has one
-        return
     try:
-        with torch.device("meta"):
-            net = build()
+        expected = part.expected_weights()
+    except ValueError as exc:
+        raise UntrustedTypeError(f"model '{path}': {label}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any failure to describe the network is refused
         raise ModelFileError(
-            f"model '{path}': encoder '{name}' describes a network that cannot be built "
+            f"model '{path}': {label} describes a network that cannot be built "
             f"({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
-    state = net.state_dict()
-    n_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    if expected is None:
+        return
+    n_bytes = 0
+    for info in expected.values():
+        numel = 1
+        for d in info["shape"]:
+            numel *= d
+        n_bytes += numel * _ST_DTYPES.get(info["dtype"], 8)
     if n_bytes > max_bytes:
         raise ModelFileError(
-            f"model '{path}': encoder '{name}' describes a network of {n_bytes:,} bytes, above "
+            f"model '{path}': {label} describes a network of {n_bytes:,} bytes, above "
             f"max_bytes={max_bytes:,}"
         )
-    shapes = {k: list(v.shape) for k, v in state.items()}
-    stored = {k: v["shape"] for k, v in table.items()}
-    if shapes != stored:
-        diff = sorted(k for k in set(shapes) | set(stored) if shapes.get(k) != stored.get(k))
+    if expected != table:
+        diff = sorted(k for k in set(expected) | set(table) if expected.get(k) != table.get(k))
         raise ModelFileError(
-            f"model '{path}': weights '{rel}' do not fit encoder '{name}''s network "
-            f"({len(diff)} tensors differ, e.g. {diff[:3]})"
+            f"model '{path}': weights '{rel}' do not fit {label}'s network ({len(diff)} "
+            f"tensors differ in name, dtype or shape, e.g. {diff[:3]})"
         )
 
 
@@ -1213,9 +1123,5 @@ def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool
     if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
         raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
     _check_plain_data(model, path)
-    if manifest.get("fusion_weights"):
-        _restore_fusion(model, path, manifest)
-    elif getattr(model.fusion_, "module_spec_", None) is not None:
-        raise ModelFileError(f"model '{path}': the gated network's weights are not in the folder")
-    _restore_encoders(model, path, manifest, max_bytes)
+    _restore_components(model, path, manifest, max_bytes)
     return model

@@ -71,3 +71,39 @@ def penultimate(model, x):
         handle.remove()
     feats = captured[-1]
     return feats.reshape(feats.shape[0], -1)
+
+
+def save_state_dict(module, path) -> None:
+    """Write ``module``'s state dict to a safetensors file (CPU copies)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def public_architectures(backend: str) -> set[str]:
+    """Model names the library of a torch backend lists publicly."""
+    if backend == "torchvision":
+        import torchvision
+
+        return set(torchvision.models.list_models())
+    if backend == "torchaudio":
+        import torchaudio
+
+        return set(getattr(torchaudio.models, "__all__", ()))
+    if backend == "monai":
+        from monai.networks import nets
+
+        return set(getattr(nets, "__all__", ())) or {
+            n for n in dir(nets) if isinstance(getattr(nets, n), type)
+        }
+    raise ValueError(f"backend {backend!r} has no architecture list")
+
+
+def check_architecture(backend: str, name) -> None:
+    """Refuse an architecture name that ``backend``'s library does not list as a model (a
+    model file may name it: it must not reach an arbitrary attribute of the library)."""
+    if not isinstance(name, str) or name not in public_architectures(backend):
+        raise ValueError(
+            f"architecture {name!r} is not a model {backend} lists (see its model list)"
+        )

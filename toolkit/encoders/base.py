@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from toolkit._utils import FLOAT32_MAX, as_item_list, batches, is_missing, progress
+from toolkit._utils import FLOAT32_MAX, as_item_list, batches, is_missing, progress, tensor_table
 from toolkit.exceptions import ReadError
 
 
@@ -48,6 +48,75 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         "on_error": [StrOptions({"raise", "missing"})],
         "progress": ["boolean"],
     }
+
+    #: Attributes holding live torch objects: left out of a saved model's skops file.
+    torch_attributes: tuple = ("model_", "tokenizer_", "feature_extractor_", "device_")
+
+    # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        """Parameters that name this encoder's pretrained files (none for weights-free
+        backends): ``("model",)`` for a transformers / sentence-transformers folder,
+        ``("weights",)`` for a torch state dict."""
+        backend = getattr(self, "backend", None)
+        if backend in ("transformers", "sentence-transformers"):
+            return ("model",)
+        if backend in ("torchvision", "torchaudio", "monai"):
+            return ("weights",)
+        return ()
+
+    def save_weights(self, folder) -> dict[str, str] | None:
+        """Write the fitted pretrained network under ``folder`` (safetensors only) and return
+        ``{parameter: path relative to folder}`` for :meth:`load_weights`; None if the encoder
+        holds no network."""
+        from pathlib import Path
+
+        if not self.weight_parameters() or not hasattr(self, "model_"):
+            return None
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        backend = self.backend
+        if backend == "transformers":
+            self.model_.save_pretrained(folder, safe_serialization=True)
+            extractor = getattr(self, "tokenizer_", None) or self.feature_extractor_
+            extractor.save_pretrained(folder)
+            return {"model": "."}
+        if backend == "sentence-transformers":
+            self.model_.save(str(folder), safe_serialization=True)
+            return {"model": "."}
+        from toolkit.encoders._torch import save_state_dict
+
+        save_state_dict(self.model_, folder / "weights.safetensors")
+        return {"weights": "weights.safetensors"}
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """``{tensor name: {"dtype", "shape"}}`` of the network the parameters describe, built on torch's
+        meta device (no memory, no weights read); None where the files themselves describe the
+        network (transformers folders). Refuses an architecture name the library does not list
+        as a model, before anything is built."""
+        if self.weight_parameters() != ("weights",):
+            return None
+        import torch
+
+        from toolkit.encoders._torch import check_architecture
+
+        check_architecture(self.backend, self.model)
+        with torch.device("meta"):
+            net = self.build_network()
+        return tensor_table(net.state_dict())
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        """Point the weight parameters at ``paths`` (absolute, checked by the caller) and
+        load the network on the CPU."""
+        if set(paths) != set(self.weight_parameters()):
+            raise ValueError(
+                f"{type(self).__name__}(backend={getattr(self, 'backend', None)!r}) is restored "
+                f"from {list(self.weight_parameters())}, got {sorted(paths)}"
+            )
+        for param, value in paths.items():
+            setattr(self, param, value)
+        self.device = "cpu"
+        self._fit(None)
 
     # -- public API ---------------------------------------------------------------------
 

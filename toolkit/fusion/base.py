@@ -92,6 +92,27 @@ class BaseFusion(BaseEstimator):
     back raise an error that says to rescale the target; they are never returned as inf.
     """
 
+    #: Attributes holding live torch objects: left out of a saved model's skops file.
+    torch_attributes: tuple = ()
+
+    # -- persistence protocol (toolkit.save / toolkit.load); no torch state by default ---
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        """Names under which :meth:`save_weights` returns its files (none by default)."""
+        return ()
+
+    def save_weights(self, folder) -> dict[str, str] | None:
+        """Write torch state under ``folder``; return ``{name: relative path}`` or None."""
+        return None
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """``{tensor: {"dtype", "shape"}}`` the saved state must match (meta device)."""
+        return None
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        """Restore the torch state from ``paths`` (absolute, checked by the caller)."""
+        raise ValueError(f"{type(self).__name__} holds no torch state to load")
+
     def _setup(self, emb: Embeddings, y, n_classes):
         if not isinstance(emb, Embeddings):
             raise TypeError(f"fusion strategies take Embeddings, got {type(emb).__name__}")

@@ -113,6 +113,64 @@ class GatedFusion(BaseFusion):
         self.device = device
         self.random_state = random_state
 
+    # -- persistence protocol -------------------------------------------------------------
+
+    torch_attributes = ("module_", "device_")
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        return ("weights",)
+
+    def save_weights(self, folder) -> dict[str, str] | None:
+        """Write the fitted network's float64 state dict to ``folder/fusion.safetensors``."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        if getattr(self, "module_", None) is None:
+            return None
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().cpu().contiguous().clone() for k, v in self.module_.state_dict().items()
+        }
+        save_file(state, str(Path(folder) / "fusion.safetensors"))
+        return {"weights": "fusion.safetensors"}
+
+    def _spec(self) -> tuple[list[int], int, int, float]:
+        spec = self.module_spec_
+        try:
+            dims = [int(d) for d in spec["dims"]]
+            hidden, n_out, dropout = int(spec["hidden"]), int(spec["n_out"]), float(spec["dropout"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"the gated network's description is malformed ({exc})") from exc
+        if not dims or min([*dims, hidden, n_out]) < 1 or not 0 <= dropout < 1:
+            raise ValueError(
+                "the gated network's description is malformed (sizes must be positive and "
+                "dropout in [0, 1))"
+            )
+        return dims, hidden, n_out, dropout
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """Float64 tensors of the network ``module_spec_`` describes (built on meta)."""
+        import torch
+
+        from toolkit._utils import tensor_table
+        from toolkit.fusion._gated_module import GatedUnit
+
+        with torch.device("meta"):
+            net = GatedUnit(*self._spec()).to(torch.float64)
+        return tensor_table(net.state_dict())
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from toolkit.fusion._gated_module import GatedUnit
+
+        module = GatedUnit(*self._spec()).to(torch.float64)
+        module.load_state_dict(load_file(paths["weights"]), strict=True)
+        self.module_ = module.eval()
+        self.device_ = torch.device("cpu")
+
     def _tensors(self, emb: Embeddings):
         import torch
 
