@@ -691,3 +691,185 @@ def test_manifest_folder_items_are_limited_and_keyed_on_their_files(tmp_path):
     emb, ids = load_embeddings(tmp_path / "emb")
     np.testing.assert_array_equal(emb.blocks["ct"], _expected(folders))
     assert ids.tolist() == ["p1", "p2", "p3"]
+
+
+# -- items read from several files: Analyze/NIfTI pairs ---------------------------------------
+
+
+def _pair(folder: Path, stem: str, seed: int, suffix: str = ".hdr") -> Path:
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = np.random.default_rng(seed).random((6, 6, 6)).astype(np.float32)
+    path = folder / f"{stem}{suffix}"
+    nib.save(nib.Nifti1Pair(vol, np.eye(4)), path)
+    return path
+
+
+def _replace_data_half(header: Path, seed: int) -> None:
+    """Rewrite the data half of a pair with other voxels; the header file is untouched."""
+    import nibabel as nib
+
+    donor = _pair(header.parent / "donor", header.name.split(".")[0], seed, header.name[2:])
+    half = {".hdr": ".img", ".hdr.gz": ".img.gz"}[header.name[2:]]
+    target = header.with_name(header.name.split(".")[0] + half)
+    stat_before = header.stat()
+    shutil.copyfile(donor.with_name(donor.name.split(".")[0] + half), target)
+    assert header.stat().st_mtime_ns == stat_before.st_mtime_ns
+    assert nib.load(str(header)).get_fdata().shape == (6, 6, 6)
+
+
+@pytest.mark.parametrize("suffix", [".hdr", ".hdr.gz"])
+def test_analyze_pair_is_encoded_again_when_only_its_data_half_changes(tmp_path, suffix):
+    from toolkit import ScanEncoder
+
+    items = [str(_pair(tmp_path / "scans", f"v{i}", seed=i, suffix=suffix)) for i in range(2)]
+    cache = EmbeddingCache(tmp_path / "cache")
+    encoder = ScanEncoder(spatial_size=(8, 8, 8))
+    before, _ = cache.encode(encoder, items)
+    _replace_data_half(Path(items[0]), seed=7)
+    after, available = EmbeddingCache(tmp_path / "cache").encode(encoder, items)
+    fresh = ScanEncoder(spatial_size=(8, 8, 8)).fit(items).transform(items)
+    assert available.all() and not np.allclose(before[0], after[0])
+    np.testing.assert_array_equal(after, fresh)
+    np.testing.assert_array_equal(after[1], before[1])
+
+
+@pytest.mark.parametrize(
+    ("item", "changed"),
+    [
+        ("v.hdr", "v.img"),
+        ("v.img", "v.hdr"),
+        ("v.hdr.gz", "v.img.gz"),
+        ("v.IMG", "v.HDR"),
+        ("v.hdr", "v.mat"),  # an SPM .mat beside an Analyze header changes the affine
+    ],
+)
+def test_item_key_covers_every_file_of_a_pair(tmp_path, item, changed):
+    path = tmp_path / item
+    path.write_bytes(b"h" * 348)
+    other = tmp_path / changed
+    before = item_key(str(path))
+    other.write_bytes(b"x" * 10)  # created
+    created = item_key(str(path))
+    other.write_bytes(b"y" * 10)  # rewritten
+    assert len({before, created, item_key(str(path))}) == 3
+    assert item_key(str(path)) == item_key(str(path))
+
+
+def test_manifest_resume_recomputes_a_pair_whose_data_half_changed(tmp_path):
+    from toolkit import ScanEncoder
+
+    items = [str(_pair(tmp_path / "scans", f"v{i}", seed=i)) for i in range(4)]
+    frame = pd.DataFrame({"scan": items, "rid": [f"r{i}" for i in range(4)]})
+    mods = [("scan", ScanEncoder(spatial_size=(4, 4, 4)), "scan")]
+    out = tmp_path / "emb"
+    encode_manifest(frame, mods, out, partition_size=2, id_column="rid")
+    _replace_data_half(Path(items[3]), seed=9)
+    with pytest.warns(CacheShardWarning, match="part-00001.npz' was encoded again: its finger"):
+        encode_manifest(frame, mods, out, partition_size=2, id_column="rid")
+    emb, _ = load_embeddings(out)
+    expected = ScanEncoder(spatial_size=(4, 4, 4)).fit(items).transform(items)
+    np.testing.assert_array_equal(emb.blocks["scan"], expected)
+
+
+# -- models named rather than given as files ------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _hub_cache(root: Path, repo_id: str, commit: str, weights: bytes) -> Path:
+    """A local Hugging Face cache holding one snapshot of ``repo_id`` (as the hub writes it)."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "config.json").write_text('{"model_type": "bert"}')
+    (snapshot / "model.safetensors").write_bytes(weights)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_id_is_keyed_on_its_local_snapshot_without_the_network(
+    tmp_path, monkeypatch, no_network
+):
+    from huggingface_hub import constants
+
+    from toolkit import AudioEncoder, TextEncoder
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    encoder = TextEncoder(backend="transformers", model="org/tiny")
+    unresolved = encoder_key(encoder)  # not cached: keyed on the id alone
+    snapshot = _hub_cache(tmp_path / "hub", "org/tiny", "a" * 40, b"weights v1")
+    first = encoder_key(encoder)
+    assert first != unresolved and first == encoder_key(encoder)
+    _rewrite_keeping_stat(snapshot / "model.safetensors", 0)  # the cached weights changed
+    second = encoder_key(encoder)
+    _hub_cache(tmp_path / "hub", "org/tiny", "b" * 40, b"weights v2")  # a new revision
+    third = encoder_key(encoder)
+    assert len({unresolved, first, second, third}) == 4
+    audio = AudioEncoder(backend="transformers", model="org/tiny")
+    audio_key = encoder_key(audio)
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    assert encoder_key(audio) != audio_key
+
+
+def test_sentence_transformers_short_id_resolves_with_the_library_prefix(
+    tmp_path, monkeypatch, no_network
+):
+    from huggingface_hub import constants
+
+    from toolkit import TextEncoder
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    encoder = TextEncoder(backend="sentence-transformers", model="mini")
+    before = encoder_key(encoder)
+    snapshot = _hub_cache(tmp_path / "hub", "sentence-transformers/mini", "c" * 40, b"w")
+    after = encoder_key(encoder)
+    (snapshot / "model.safetensors").write_bytes(b"other weights")
+    assert len({before, after, encoder_key(encoder)}) == 3
+
+
+def test_default_sentence_model_is_keyed_on_its_folder(tmp_path, monkeypatch, no_network):
+    import toolkit.encoders.text as text_module
+    from toolkit import TextEncoder
+
+    folder = tmp_path / "default_model"
+    _write(folder / "model.safetensors", 300, seed=1)
+    _write(folder / "config.json", 20, seed=2)
+    monkeypatch.setattr(text_module, "_default_sentence_model", lambda: str(folder))
+    encoder = TextEncoder(backend="sentence-transformers")
+    first = encoder_key(encoder)
+    assert first == encoder_key(encoder)
+    _rewrite_keeping_stat(folder / "model.safetensors", 5)  # the package was upgraded
+    second = encoder_key(encoder)
+    _write(folder / "tokenizer.json", 10, seed=3)
+    third = encoder_key(encoder)
+    assert len({first, second, third}) == 3
+
+    def absent():
+        raise ImportError("embed extra not installed")
+
+    monkeypatch.setattr(text_module, "_default_sentence_model", absent)
+    assert encoder_key(encoder) not in {first, second, third}  # no error: fit reports it
+
+
+def test_model_folder_given_with_a_tilde_is_fingerprinted(tmp_path, monkeypatch):
+    from toolkit import TextEncoder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write(tmp_path / "models" / "bert" / "model.safetensors", 50, seed=4)
+    encoder = TextEncoder(backend="transformers", model="~/models/bert")
+    first = encoder_key(encoder)
+    _rewrite_keeping_stat(tmp_path / "models" / "bert" / "model.safetensors", 1)
+    assert encoder_key(encoder) != first

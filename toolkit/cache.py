@@ -34,8 +34,22 @@ Fingerprints
 
 Items are told from paths by what the encoder reads: a string that names an existing file
 or folder is fingerprinted for every encoder except text encoders (whose items are text).
-Files that are not regular (FIFOs, devices, sockets) are never opened: they are keyed on
-their type and inode, and left to the encoder's reader to refuse.
+A file item is keyed on every file the readers read for it: half of an Analyze/NIfTI pair
+(``v.hdr``, ``v.img``, ``v.hdr.gz``, ...) also on the other half and on an SPM ``v.mat``
+(present or absent; see :func:`toolkit.io._paths.companion_files`), so replacing ``v.img``
+while ``v.hdr`` is untouched gives a new key (in :func:`toolkit.distributed.encode_manifest`
+too). Files that are not regular (FIFOs, devices, sockets) are never opened: they are keyed
+on their type and inode, and left to the encoder's reader to refuse.
+
+Models named rather than given as files are keyed on the files they load (backends
+``"transformers"`` and ``"sentence-transformers"``): ``model=None`` of the
+sentence-transformers backend on the folder of the ``embed`` extra's default model (so an
+upgrade of that package gives a new key), and a hub id on the local snapshot folder it
+resolves to (``huggingface_hub.snapshot_download(local_files_only=True)``, which reads only
+the local cache, never the network; a sentence-transformers id without ``/`` is tried with
+the ``sentence-transformers/`` prefix too, as that library does). Caveat: a hub id that is
+not in the local cache is keyed on the id alone; the encoder cannot load it offline anyway,
+and once it is cached the key becomes the snapshot's.
 
 Limits
 ------
@@ -247,6 +261,89 @@ def _looks_like_path(text: str) -> bool:
     return len(text) < 4096 and "\n" not in text and "\0" not in text and os.path.exists(text)
 
 
+def path_fingerprint(path, **options) -> tuple:
+    """:func:`fingerprint_path` of ``path`` and of every other file a reader reads for it
+    (the companions of :func:`toolkit.io._paths.companion_files`, present or absent)."""
+    from toolkit.io._paths import companion_files
+
+    own = fingerprint_path(path, **options)
+    companions = companion_files(path)
+    if not companions:
+        return own
+    return (
+        own,
+        "companions",
+        [(c.name, fingerprint_path(c, **options)) for c in companions],
+    )
+
+
+#: Backends whose ``model`` may name a model instead of a folder (a hub id, or None for a
+#: default model).
+_NAMED_MODEL_BACKENDS = ("transformers", "sentence-transformers")
+
+
+def _hub_snapshot(repo_id: str, backend: str) -> Path | None:
+    """The local snapshot folder a hub id resolves to, from the local cache only."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    candidates = [repo_id]
+    if backend == "sentence-transformers" and "/" not in repo_id:
+        candidates.append(f"sentence-transformers/{repo_id}")
+    for candidate in candidates:
+        try:
+            return Path(snapshot_download(candidate, local_files_only=True))
+        except Exception:  # not cached, or not a valid id: the encoder reports it on loading
+            continue
+    return None
+
+
+def _model_stamp(params: dict, options: dict, where: str):
+    """The ``model`` parameter of a named-model backend keyed on the files it loads, or None
+    when the ordinary stamping applies (see the module docstring)."""
+    backend, model = params.get("backend"), params.get("model")
+    if backend not in _NAMED_MODEL_BACKENDS:
+        return None
+    if model is None:
+        if backend != "sentence-transformers":
+            return None
+        try:
+            from toolkit.encoders.text import _default_sentence_model
+
+            location = _default_sentence_model()
+        except ImportError:  # the embed extra is absent: the encoder cannot load it either
+            return ("default model", None)
+        fp = fingerprint_path(location, **options)
+        return ("default model", str(Path(location).resolve()), fp)
+    if not isinstance(model, str | os.PathLike):
+        return None
+    text = os.fspath(model)
+    expanded = os.path.expanduser(text)
+    if _looks_like_path(expanded):
+        try:
+            return ("path", str(Path(expanded).resolve()), fingerprint_path(expanded, **options))
+        except ValueError as exc:
+            raise ValueError(f"encoder parameter '{where}': {exc}") from exc
+    if text.startswith((".", "/", "~")):
+        return None  # a missing folder: the encoder reports it
+    snapshot = _hub_snapshot(text, backend)
+    if snapshot is None:
+        return ("hub id", text, "not in the local cache")
+    return ("hub id", text, str(snapshot), fingerprint_path(snapshot, **options))
+
+
+def _stamp_params(params: dict, options: dict, where: str) -> dict:
+    """An estimator's parameters stamped by :func:`_stamp` (``model`` by
+    :func:`_model_stamp` where it names a model)."""
+    stamped = {}
+    for k, v in sorted(params.items()):
+        name = f"{where}.{k}" if where else k
+        model = _model_stamp(params, options, name) if k == "model" else None
+        stamped[k] = model if model is not None else _stamp(v, options, name)
+    return stamped
+
+
 def _stamp(value, options: dict, where: str):
     """A parameter value with every existing file/folder it names replaced by its path and
     content fingerprint (nested lists, dicts and estimators included)."""
@@ -268,7 +365,7 @@ def _stamp(value, options: dict, where: str):
             "estimator",
             type(value).__module__,
             type(value).__qualname__,
-            {k: _stamp(v, options, f"{where}.{k}") for k, v in sorted(params.items())},
+            _stamp_params(params, options, where),
         )
     return value
 
@@ -300,7 +397,8 @@ def encoder_key(
 ) -> str:
     """``<class name>-<hash>`` of an encoder's class (package versions and source text of
     the classes it is made of) and parameters, with every weights file or folder a
-    parameter names keyed on its content fingerprint."""
+    parameter names keyed on its content fingerprint, and a model named by hub id or left
+    to its default keyed on the folder it resolves to (see the module docstring)."""
     import joblib
 
     options = {
@@ -309,11 +407,8 @@ def encoder_key(
         "max_folder_files": max_folder_files,
     }
     cls = type(encoder)
-    params = {
-        k: _stamp(v, options, k)
-        for k, v in sorted(encoder.get_params(deep=False).items())
-        if k not in _IGNORED_PARAMS
-    }
+    kept = {k: v for k, v in encoder.get_params(deep=False).items() if k not in _IGNORED_PARAMS}
+    params = _stamp_params(kept, options, "")
     identity = (cls.__module__, cls.__qualname__, _code_identity(cls), params)
     return f"{cls.__name__}-{joblib.hash(identity)}"
 
@@ -329,15 +424,16 @@ def item_key(
     """A content key for one raw item, or None if it is missing.
 
     A string naming an existing file or folder (when ``reads_paths``) is keyed on its
-    absolute path and content fingerprint (:func:`fingerprint_path`); any other value on
-    itself.
+    absolute path and the content fingerprint of every file read for it
+    (:func:`path_fingerprint`: the other half of an Analyze/NIfTI pair too); any other
+    value on itself.
     """
     import joblib
 
     if is_missing(item):
         return None
     if reads_paths and isinstance(item, str | os.PathLike) and _looks_like_path(os.fspath(item)):
-        fp = fingerprint_path(
+        fp = path_fingerprint(
             item,
             fingerprint=fingerprint,
             sample_bytes=sample_bytes,

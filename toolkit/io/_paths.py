@@ -16,6 +16,10 @@ from typing import Any
 
 from toolkit.exceptions import ReadError
 
+#: Compression suffixes nibabel accepts after an Analyze/NIfTI pair suffix (``v.hdr.gz``).
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
+_PAIR_SUFFIXES = (".hdr", ".img")
+
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
@@ -87,3 +91,41 @@ def check_path(path: Path, what: str, *, allow_dir: bool = False) -> os.stat_res
     if st.st_size == 0:
         raise ReadError(f"{what} file '{path}' is empty (0 bytes); re-export or remove it")
     return st
+
+
+def pair_suffix(path) -> str | None:
+    """``".hdr"`` or ``".img"`` when ``path`` names half of an Analyze/NIfTI pair (also
+    compressed: ``.hdr.gz``, ``.img.bz2``, ...; any case), else None."""
+    name = Path(path).name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for suffix in _PAIR_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    return None
+
+
+def companion_files(path) -> list[Path]:
+    """The other files the scan reader reads for ``path``, whether they exist or not.
+
+    For half of an Analyze/NIfTI pair: the other half and the SPM ``.mat`` beside it,
+    named as nibabel names them (``v.hdr`` -> ``v.img``, ``v.mat``; ``v.HDR.gz`` ->
+    ``v.IMG.gz``, ...); for anything else, ``[]``. Caches key a file item on these files
+    too, so replacing ``v.img`` while ``v.hdr`` is untouched gives a new key.
+    """
+    if pair_suffix(path) is None:
+        return []
+    from nibabel.spm99analyze import Spm99AnalyzeImage
+
+    try:
+        file_map = Spm99AnalyzeImage.filespec_to_file_map(str(path))
+    except Exception:  # nibabel does not see a pair in this name: nothing else is read
+        return []
+    own = Path(path)
+    return [
+        Path(holder.filename)
+        for _, holder in sorted(file_map.items())
+        if Path(holder.filename) != own
+    ]

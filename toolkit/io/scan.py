@@ -44,7 +44,7 @@ import numpy as np
 from toolkit._utils import describe_item
 from toolkit.exceptions import ReadError
 from toolkit.io._checks import as_finite_float32, check_real_dtype
-from toolkit.io._paths import as_path, check_path, file_kind
+from toolkit.io._paths import as_path, check_path, companion_files, file_kind, pair_suffix
 
 #: Largest volume accepted, in voxels (``max_voxels``; all channels/time points counted),
 #: checked from the header before decoding. Decoding peaks at ~6 bytes per voxel (see the
@@ -59,7 +59,6 @@ _DEFER_SIZE = "1 MB"
 _F32_MAX = float(np.finfo(np.float32).max)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
-_PAIRED = {".hdr": ".img", ".img": ".hdr"}
 
 
 @contextlib.contextmanager
@@ -74,7 +73,7 @@ def _quiet_monai():
 
 def _is_nifti(path: Path) -> bool:
     name = path.name.lower()
-    return name.endswith(_NIFTI_SUFFIXES)
+    return name.endswith(_NIFTI_SUFFIXES) or pair_suffix(path) is not None
 
 
 def _too_many(voxels: int, max_voxels: int, what: str, source: str) -> ReadError:
@@ -326,10 +325,14 @@ def _load(item: Any, max_voxels: int, resample_to=None):
         else:
             reader, kind = "PydicomReader", "DICOM file"
         what = f"{kind} '{path}'"
-        if path.suffix.lower() in _PAIRED:
-            # Analyze/NIfTI pairs: the data lives in the companion file, opened on decoding.
-            companion = path.with_suffix(_PAIRED[path.suffix.lower()])
-            if os.path.lexists(companion):
+        # Analyze/NIfTI pairs (also .hdr.gz/.img.gz): the other half (and an SPM .mat) is
+        # opened on decoding, so it gets the same checks (no FIFO, device or empty file).
+        for companion in companion_files(path):
+            if not os.path.lexists(companion):
+                continue
+            if pair_suffix(companion) is not None:
+                check_path(companion, "scan")
+            elif not stat.S_ISREG(os.stat(companion).st_mode):  # an SPM .mat: never a FIFO
                 check_path(companion, "scan")
         wide = not path.is_dir() and _check_header(
             path, reader == "NibabelReader", what, max_voxels, resample_to
