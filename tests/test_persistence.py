@@ -192,7 +192,7 @@ def test_allow_list_holds_exact_canonical_names_only():
     names = toolkit.persistence.trusted_types()
     assert "toolkit.estimators.MultimodalClassifier" in names
     assert not any(n.endswith("*") or n.endswith(".") for n in names)
-    for name in toolkit.persistence.TOOLKIT_TYPES | {"numpy.ndarray", "builtins.dict"}:
+    for name in toolkit.persistence.toolkit_types() | {"numpy.ndarray", "builtins.dict"}:
         module, _, attr = name.rpartition(".")
         obj = getattr(importlib.import_module(module), attr)
         assert f"{obj.__module__}.{obj.__qualname__}" == name
@@ -225,7 +225,7 @@ def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
             seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
             toolkit.load(folder)
     assert seen <= toolkit.persistence.trusted_types()
-    assert {n for n in seen if n.startswith("toolkit.")} == toolkit.persistence.TOOLKIT_TYPES
+    assert {n for n in seen if n.startswith("toolkit.")} == toolkit.persistence.toolkit_types()
 
 
 @pytest.mark.parametrize(
@@ -968,3 +968,31 @@ def test_a_network_that_does_not_fit_its_weights_is_refused_before_it_is_built(t
 
 def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_a_registered_fusion_is_saved_and_loaded(tmp_path, monkeypatch):
+    """Adding a strategy is one file plus one registry line: it is then loadable too."""
+    from toolkit.fusion import FUSIONS
+    from toolkit.fusion.late import LateFusion
+
+    class MeanFusion(LateFusion):
+        def __init__(self, random_state=None):
+            super().__init__(combine="mean", random_state=random_state)
+
+        def get_params(self, deep=True):
+            return {"random_state": self.random_state}
+
+    MeanFusion.__module__, MeanFusion.__qualname__ = "tests_plugin", "MeanFusion"
+    import sys
+    import types
+
+    plugin = types.ModuleType("tests_plugin")
+    plugin.MeanFusion = MeanFusion
+    monkeypatch.setitem(sys.modules, "tests_plugin", plugin)
+    df, y, mods = _data()
+    clf = MultimodalClassifier(mods, fusion=MeanFusion(), random_state=0).fit(df, y)
+    folder = toolkit.save(clf, tmp_path / "m")
+    with pytest.raises(UntrustedTypeError, match="tests_plugin.MeanFusion"):
+        toolkit.load(folder)
+    monkeypatch.setitem(FUSIONS, "mean", MeanFusion)
+    np.testing.assert_array_equal(toolkit.load(folder).predict_proba(df), clf.predict_proba(df))

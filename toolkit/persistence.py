@@ -74,21 +74,20 @@ SAFE_SUFFIXES = frozenset({".json", ".safetensors", ".skops", ".txt", ".model", 
 _ESTIMATOR_TYPES = frozenset(
     {"toolkit.estimators.MultimodalClassifier", "toolkit.estimators.MultimodalRegressor"}
 )
-#: The toolkit's own classes that ``save`` writes into ``model.skops``.
-TOOLKIT_TYPES = _ESTIMATOR_TYPES | frozenset(
-    {
-        "toolkit.fusion.early.EarlyFusion",
-        "toolkit.fusion.late.LateFusion",
-        "toolkit.fusion.gated.GatedFusion",
-        "toolkit.fusion.base.BlockScaler",
-        "toolkit.encoders.text.TextEncoder",
-        "toolkit.encoders.image.ImageEncoder",
-        "toolkit.encoders.audio.AudioEncoder",
-        "toolkit.encoders.scan.ScanEncoder",
-        "toolkit.encoders.tabular.TabularEncoder",
-        "toolkit.encoders.features.FeatureEncoder",
-    }
-)
+
+
+def toolkit_types() -> frozenset[str]:
+    """The toolkit's own classes that ``save`` writes into ``model.skops``, by exact name:
+    the estimators, the block scaler, and every class in the fusion and encoder registries
+    (so a strategy registered with one line is also loadable)."""
+    from toolkit.encoders import ENCODERS
+    from toolkit.fusion import FUSIONS
+    from toolkit.fusion.base import BlockScaler
+
+    classes = [BlockScaler, *FUSIONS.values(), *ENCODERS.values()]
+    return _ESTIMATOR_TYPES | frozenset(f"{c.__module__}.{c.__qualname__}" for c in classes)
+
+
 _BUILTIN_TYPES = frozenset(
     f"builtins.{name}"
     for name in (
@@ -211,7 +210,7 @@ def trusted_types() -> frozenset[str]:
     from skops.io import _trusted_types as skt
 
     return (
-        TOOLKIT_TYPES
+        toolkit_types()
         | _BUILTIN_TYPES
         | _NUMPY_TYPES
         | _PATH_TYPES
