@@ -656,6 +656,96 @@ def test_ids_that_cannot_round_trip_are_refused(tmp_path, ids, message):
     assert not (tmp_path / "emb" / "index.json").exists()
 
 
+def test_naive_datetime_and_timedelta_objects_come_back_as_written(tmp_path):
+    stamps = list(pd.date_range("2024-01-01", periods=10, freq="h"))  # pandas Timestamps
+    frame = _manifest(tmp_path, ids=pd.Series(stamps, dtype=object))
+    encode_manifest(frame, MODS, tmp_path / "emb", partition_size=4, id_column="rid")
+    _, got = load_embeddings(tmp_path / "emb")
+    assert got.dtype.kind == "M" and list(pd.to_datetime(got)) == stamps
+    deltas = pd.Series(list(pd.to_timedelta(range(10), unit="s")), dtype=object)
+    encode_manifest(_manifest(tmp_path, ids=deltas), MODS, tmp_path / "emb2", id_column="rid")
+    _, got = load_embeddings(tmp_path / "emb2")
+    assert got.dtype.kind == "m" and list(pd.to_timedelta(got)) == list(deltas)
+
+
+@pytest.mark.parametrize("as_index", [False, True])
+def test_timezone_aware_ids_are_refused_saying_how_to_convert(tmp_path, as_index):
+    # Used to fail with "mix types ['Timestamp']" although datetimes are supported.
+    ids = pd.date_range("2024-01-01", periods=10, freq="h", tz="Europe/Paris")
+    frame = _manifest(tmp_path, ids=ids)
+    frame = frame.set_index("rid") if as_index else frame
+    where = r"row ids \(the frame's index\)" if as_index else r"row ids \(column 'rid'\)"
+    with pytest.raises(
+        ValueError,
+        match=where + r" are timezone-aware datetimes \(e\.g\. 2024-01-01 00:00:00\+01:00 at "
+        r"position 0\); .*tz_convert\('UTC'\)",
+    ):
+        encode_manifest(frame, MODS, tmp_path / "emb", id_column=None if as_index else "rid")
+    converted = _manifest(tmp_path, ids=ids.tz_convert("UTC").tz_localize(None))
+    encode_manifest(converted, MODS, tmp_path / "emb", id_column="rid")
+    _, got = load_embeddings(tmp_path / "emb")
+    assert list(pd.to_datetime(got)) == list(ids.tz_convert("UTC").tz_localize(None))
+
+
+@pytest.mark.parametrize(
+    ("ids", "position"),
+    [(["a", "a\x00"], 1), (["a\x00b", "c"], 0), (["\x00"], 0)],
+)
+def test_ids_with_nul_are_refused_not_reported_as_duplicates(tmp_path, ids, position):
+    ids = ids + [f"r{i}" for i in range(10 - len(ids))]
+    with pytest.raises(
+        ValueError,
+        match=rf"row ids \(column 'rid'\) contain a NUL character \('\\x00'\) at positions "
+        rf"\[{position}\]",
+    ):
+        encode_manifest(_manifest(tmp_path, ids=ids), MODS, tmp_path / "emb", id_column="rid")
+    assert not (tmp_path / "emb" / "index.json").exists()
+
+
+def test_bytes_ids_are_refused(tmp_path):
+    ids = np.array([f"r{i}".encode() for i in range(10)])
+    with pytest.raises(ValueError, match=r"row ids .* are bytes \(\|S2\); numpy drops"):
+        encode_manifest(_manifest(tmp_path, ids=ids), MODS, tmp_path / "emb", id_column="rid")
+
+
+def _deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [100_000, 40])
+def test_deeply_nested_index_is_refused_naming_the_file(tmp_path, depth):
+    frame = _manifest(tmp_path, n=4)
+    out = tmp_path / "emb"
+    encode_manifest(frame, MODS, out, partition_size=2, id_column="rid")
+    (out / "index.json").write_text(_deep_json(depth))
+    message = "too deeply to parse" if depth > 1000 else "more than 16 deep"
+    with pytest.raises(ValueError, match=rf"emb/index\.json' nests lists or objects {message}"):
+        load_embeddings(out)
+    with pytest.raises(ValueError, match=rf"emb/index\.json' nests lists or objects {message}"):
+        encode_manifest(frame, MODS, out, partition_size=2, id_column="rid")
+
+
+def test_index_size_limit_is_a_parameter(tmp_path):
+    from toolkit import distributed
+
+    assert distributed.MAX_INDEX_BYTES == 64 * 2**20 and distributed.MAX_INDEX_DEPTH == 16
+    frame = _manifest(tmp_path, n=4)
+    out = tmp_path / "emb"
+    index = encode_manifest(frame, MODS, out, partition_size=2, id_column="rid")
+    size = index.stat().st_size
+    load_embeddings(out, max_index_bytes=size)
+    with pytest.raises(
+        ValueError, match=rf"is {size:,} bytes, above the max_index_bytes={size - 1:,}"
+    ):
+        load_embeddings(out, max_index_bytes=size - 1)
+    with pytest.raises(ValueError, match=rf"above the max_index_bytes={size - 1:,} limit"):
+        encode_manifest(
+            frame, MODS, out, partition_size=2, id_column="rid", max_index_bytes=size - 1
+        )
+    with pytest.raises(ValueError, match="max_index_bytes must be a positive integer, got 0"):
+        load_embeddings(out, max_index_bytes=0)
+
+
 @pytest.mark.parametrize("size", [0, -1, True, 2.5])
 def test_partition_size_is_validated(tmp_path, size):
     with pytest.raises(ValueError, match=f"partition_size must be a positive integer, got {size}"):

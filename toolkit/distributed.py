@@ -30,7 +30,15 @@ shard, so
 :func:`load_embeddings` checks every shard against the index (fingerprint, row count, id
 dtype, widths, finite values where available) and refuses one that does not match, naming
 it; it returns the row ids with the values and dtype they were written with (strings,
-integers, floats or datetimes; ids of mixed types are refused when encoding).
+integers, floats, naive datetimes or timedeltas; ids of mixed types are refused when
+encoding). Ids that ``.npz`` cannot give back unchanged are refused when encoding, saying
+what to do: timezone-aware datetimes (the timezone would be lost: convert them to UTC and
+drop the zone, or to strings) and strings holding a NUL character (numpy drops trailing
+NULs, so ``"a"`` and ``"a\\x00"`` would become the same id).
+
+``index.json`` is read with bounded resources: at most :data:`MAX_INDEX_BYTES` bytes
+(``max_index_bytes``) and :data:`MAX_INDEX_DEPTH` levels of nesting (an index nests 4);
+a larger or deeper file is refused naming it, as is one that cannot be parsed.
 
 Example
 -------
@@ -42,6 +50,7 @@ Example
 
 from __future__ import annotations
 
+import datetime
 import json
 import numbers
 import os
@@ -55,6 +64,11 @@ from toolkit.cache import MAX_FOLDER_FILES
 
 #: Format of the ``index.json`` written by :func:`encode_manifest`.
 INDEX_VERSION = 2
+#: Largest ``index.json`` read, in bytes (``max_index_bytes`` of :func:`load_embeddings` and
+#: :func:`encode_manifest`); an index takes about 200 bytes per partition.
+MAX_INDEX_BYTES = 64 * 2**20
+#: Deepest nesting of lists and objects accepted in ``index.json`` (the index nests 4).
+MAX_INDEX_DEPTH = 16
 
 #: Encoders built on this worker process, keyed by their identity (built once per worker).
 _WORKER_ENCODERS: dict[str, object] = {}
@@ -113,7 +127,12 @@ def _normalise_ids(ids, where: str = "row ids") -> np.ndarray:
                 f"{where} are missing at positions {missing[:10]}; every row needs an id"
             )
         if all(isinstance(v, str) for v in values):
+            _refuse_nul(values, where)
             arr = np.asarray(values, dtype=str)
+        elif all(isinstance(v, datetime.datetime) for v in values):
+            arr = _datetime_ids(values, where)
+        elif all(isinstance(v, datetime.timedelta) for v in values):
+            arr = np.asarray(pd.to_timedelta(values).to_numpy())
         elif all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
             try:
                 arr = np.asarray(values, dtype=np.int64)
@@ -129,10 +148,60 @@ def _normalise_ids(ids, where: str = "row ids") -> np.ndarray:
             )
     if arr.dtype.kind not in "biufUSMm":
         raise ValueError(f"{where} of dtype {arr.dtype} cannot be stored; use strings or integers")
+    if arr.dtype.kind == "S":
+        raise ValueError(
+            f"{where} are bytes ({arr.dtype}); numpy drops their trailing NUL bytes, so they "
+            "may not come back as written: decode them to strings first"
+        )
     if arr.dtype.kind in "fMm" and pd.isna(arr).any():
         bad = np.flatnonzero(pd.isna(arr))[:10].tolist()
         raise ValueError(f"{where} are missing at positions {bad}; every row needs an id")
     return arr
+
+
+def _refuse_nul(values: list, where: str) -> None:
+    bad = [i for i, v in enumerate(values) if "\0" in v]
+    if bad:
+        raise ValueError(
+            f"{where} contain a NUL character ('\\x00') at positions {bad[:10]} (e.g. "
+            f"{values[bad[0]]!r}); numpy stores strings without trailing NULs, so such ids would "
+            'change or collide ("a" and "a\\x00" become the same): remove the NULs, e.g. '
+            "frame[id_column].str.replace('\\x00', '')"
+        )
+
+
+def _datetime_ids(values: list, where: str) -> np.ndarray:
+    """Naive datetimes (pandas Timestamps or ``datetime``) as datetime64[ns]."""
+    aware = [i for i, v in enumerate(values) if v.tzinfo is not None]
+    if aware:
+        raise ValueError(
+            f"{where} are timezone-aware datetimes (e.g. {values[aware[0]]!s} at position "
+            f"{aware[0]}); shards store datetimes without a timezone, so it would be lost: "
+            "convert them to UTC and drop the zone (frame[id_column].dt.tz_convert('UTC')"
+            ".dt.tz_localize(None); for the index: frame.index.tz_convert('UTC')"
+            ".tz_localize(None)), or to strings"
+        )
+    try:
+        return np.asarray(pd.to_datetime(values).to_numpy())
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise ValueError(
+            f"{where} hold datetimes that numpy's datetime64 cannot store ({exc}); convert "
+            "them to strings"
+        ) from exc
+
+
+def _index_depth(value) -> int:
+    """Nesting depth of parsed JSON, computed without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_INDEX_DEPTH:
+                return deepest
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _encoder_identity(enc, fingerprint: str) -> str:
@@ -335,15 +404,34 @@ def encode_partition(
     return record
 
 
-def _read_index(out_dir: Path) -> dict:
+def _read_index(out_dir: Path, max_index_bytes: int = MAX_INDEX_BYTES) -> dict:
     path = out_dir / "index.json"
+    advice = (
+        "the shards beside it cannot be trusted: write into another folder (or delete this one "
+        "to start over)"
+    )
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
+        size = os.stat(path).st_size
+        if size <= max_index_bytes:
+            with open(path, encoding="utf-8") as fh:
+                index = json.loads(fh.read(max_index_bytes + 1))
+    except RecursionError:
+        raise ValueError(f"'{path}' nests lists or objects too deeply to parse; {advice}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
-            f"'{path}' cannot be read ({type(exc).__name__}: {exc}); the shards beside it cannot "
-            "be trusted: write into another folder (or delete this one to start over)"
+            f"'{path}' cannot be read ({type(exc).__name__}: {exc}); {advice}"
         ) from exc
+    if size > max_index_bytes:
+        raise ValueError(
+            f"'{path}' is {size:,} bytes, above the max_index_bytes={max_index_bytes:,} limit "
+            f"(an index takes about 200 bytes per partition); {advice}, or raise max_index_bytes"
+        )
+    depth = _index_depth(index)
+    if depth > MAX_INDEX_DEPTH:
+        raise ValueError(
+            f"'{path}' nests lists or objects more than {MAX_INDEX_DEPTH} deep (an index nests "
+            f"4); it was not written by encode_manifest: {advice}"
+        )
     if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
         raise ValueError(
             f"'{path}' is not an index of this toolkit version (format {INDEX_VERSION}) and "
@@ -384,7 +472,7 @@ def _difference(part: str, old, new) -> str:
     return f"{part} (index {old!r}, now {new!r})"
 
 
-def _check_same_job(out_dir: Path, identity: dict) -> None:
+def _check_same_job(out_dir: Path, identity: dict, max_index_bytes: int) -> None:
     """Refuse a folder holding shards of another job; allow one without shards (an index
     left by a run that failed before writing any is replaced) or the same job."""
     shards = sorted(p.name for p in out_dir.glob("part-*.npz"))
@@ -395,7 +483,7 @@ def _check_same_job(out_dir: Path, identity: dict) -> None:
             f"'{out_dir}' holds shards {shards[:3]} but no index.json, so what they hold "
             "cannot be checked; write into another folder (or delete those shards)"
         )
-    index = _read_index(out_dir)
+    index = _read_index(out_dir, max_index_bytes)
     stored = index.get("identity")
     stored = stored if isinstance(stored, dict) else {}
     for part, what in _WHAT.items():
@@ -417,6 +505,7 @@ def encode_manifest(
     id_column=None,
     fingerprint: str = "sampled",
     max_folder_files: int = MAX_FOLDER_FILES,
+    max_index_bytes: int = MAX_INDEX_BYTES,
 ):
     """Encode every row of ``frame`` into embedding shards under ``out_dir``.
 
@@ -437,13 +526,17 @@ def encode_manifest(
         Rows per shard.
     id_column : str, optional
         Column holding row ids (default: the frame's index). Ids must be unique, not
-        missing, and all strings or all numbers.
+        missing, and all strings, all numbers, all naive datetimes or all timedeltas;
+        timezone-aware datetimes and strings holding NUL are refused (see the module
+        docstring).
     fingerprint : {"sampled", "full"}, default="sampled"
         How input files and weights are keyed when deciding whether an existing shard is
         current (cost: see :mod:`toolkit.cache`).
     max_folder_files : int, default=MAX_FOLDER_FILES (100,000)
         Most files inside one folder item (a DICOM series); a folder holding more is
         refused with an error naming its row and column.
+    max_index_bytes : int, default=MAX_INDEX_BYTES (64 MiB)
+        Largest existing ``index.json`` read when resuming (see the module docstring).
 
     Returns
     -------
@@ -455,6 +548,7 @@ def encode_manifest(
 
     check_fingerprint(fingerprint)
     check_limit("max_folder_files", max_folder_files)
+    check_limit("max_index_bytes", max_index_bytes)
     if isinstance(partition_size, bool) or not isinstance(partition_size, numbers.Integral):
         raise ValueError(f"partition_size must be a positive integer, got {partition_size!r}")
     if partition_size < 1:
@@ -477,7 +571,7 @@ def encode_manifest(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = _job_identity(modalities, ids, partition_size, fingerprint)
-    _check_same_job(out_dir, identity)
+    _check_same_job(out_dir, identity, max_index_bytes)
     names = [m for m, _, _ in modalities]
     base = {"version": INDEX_VERSION, "identity": identity, "modalities": names}
     _write_index(out_dir, {**base, "complete": False})
@@ -575,11 +669,18 @@ def _index_fields(index: dict, path: Path):
     return identity, names, widths, partitions
 
 
-def load_embeddings(out_dir):
+def load_embeddings(out_dir, *, max_index_bytes: int = MAX_INDEX_BYTES):
     """Read the shards written by :func:`encode_manifest`.
 
     Every shard is checked against ``index.json`` (fingerprint, row count, id dtype, widths,
     finite values where available); one that does not match is refused.
+
+    Parameters
+    ----------
+    out_dir : str or path
+    max_index_bytes : int, default=MAX_INDEX_BYTES (64 MiB)
+        Largest ``index.json`` read; a larger, deeper-nested (:data:`MAX_INDEX_DEPTH`) or
+        unparsable one is refused naming the file.
 
     Returns
     -------
@@ -589,13 +690,15 @@ def load_embeddings(out_dir):
     """
     import joblib
 
+    from toolkit.cache import check_limit
     from toolkit.embeddings import Embeddings
 
+    check_limit("max_index_bytes", max_index_bytes)
     out_dir = Path(out_dir)
     index_path = out_dir / "index.json"
     if not index_path.is_file():
         raise FileNotFoundError(f"'{out_dir}' has no index.json; run encode_manifest first")
-    index = _read_index(out_dir)
+    index = _read_index(out_dir, max_index_bytes)
     if not index.get("complete"):
         raise ValueError(
             f"'{index_path}': the encoding did not finish; re-run encode_manifest with the same "
