@@ -164,7 +164,7 @@ def make_sentiment_clips(
         score : ndarray of float in [-3, 3];
         modalities : list of (name, encoder, column) for the estimators;
         informative : list of str;
-        data_card : Path of ``data_cards/sentiment_clips.md``.
+        data_card : the packaged card ``toolkit/data_cards/sentiment_clips.md``.
 
     Examples
     --------
