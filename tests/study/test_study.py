@@ -121,23 +121,23 @@ def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
     assert (folder / "calibration.png").is_file() and (folder / "roc.png").is_file()
 
 
-def test_grouped_split_guard():
-    import numpy as np
-
-    from toolkit.study.engine import make_splits
-
-    groups = np.repeat(np.arange(10), 3)
-    y = np.tile([0, 1, 0], 10)
-    for tr, te in make_splits(y, groups, 3, True, 0):
-        assert not set(groups[tr]) & set(groups[te])
-
-
-def test_failed_study_keeps_finished_folds(tmp_path):
+def test_failed_study_keeps_finished_folds(tmp_path, monkeypatch):
     config = load_config(
         ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", *SMALL]
     )
+    written = []
+
+    def write_two_then_fail(folder, result):
+        if len(written) == 2:
+            raise StudyError(f"injected failure after {len(written)} folds")
+        written.append(engine_write_fold(folder, result))
+
+    from toolkit.study import engine
+
+    engine_write_fold = engine.write_fold
+    monkeypatch.setattr(engine, "write_fold", write_two_then_fail)
     with pytest.raises(StudyError, match="injected failure after 2 folds") as caught:
-        run_study(config, tmp_path, progress=False, _fail_after_folds=2)
+        run_study(config, tmp_path, progress=False)
     (folder,) = list(tmp_path.iterdir())
     assert caught.value.run_folder == folder
     folds = sorted(p.name for p in (folder / "folds").iterdir())
@@ -150,6 +150,12 @@ def test_failed_study_keeps_finished_folds(tmp_path):
     assert status["error"].startswith("StudyError: injected failure after 2 folds")
     assert "injected failure after 2 folds" in (folder / "FAILED").read_text()
     assert not (folder / "metrics.json").exists() and not (folder / "report.html").exists()
+
+
+def test_run_study_has_no_test_only_parameter():
+    import inspect
+
+    assert not [p for p in inspect.signature(run_study).parameters if p.startswith("_")]
 
 
 def test_run_folders_are_never_overwritten(tmp_path):
@@ -273,17 +279,36 @@ def test_same_seed_same_study_metrics(tmp_path):
     assert (a / "contributions.csv").read_text() == (b / "contributions.csv").read_text()
 
 
+def _base_values(run):
+    """Per fold: f(x) - sum of contributions over the rows (the explanation's base value),
+    and the training prior of the fold's positive class."""
+    import numpy as np
+
+    preds = pd.read_csv(run / "predictions.csv")
+    contrib = pd.read_csv(run / "contributions.csv").groupby("row")["contribution"].sum()
+    base = preds["late_proba"].to_numpy() - contrib.loc[preds["row"]].to_numpy()
+    positive = sorted(preds["y_true"].unique())[1]
+    out = []
+    for k in sorted(preds["fold"].unique()):
+        test = (preds["fold"] == k).to_numpy()
+        prior = float(np.mean(preds["y_true"][~test] == positive))
+        out.append((base[test], prior))
+    return out
+
+
 def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
+    import numpy as np
+
     overrides = [
         "data.params.n_samples=60",
         "evaluation.bootstrap=10",
         "output.save_model=false",
         "fusion=[late]",
-        "explanation.removal=background",
     ]
     shown = run_study(
         load_config(
-            ROOT / "pipelines" / "sentiment.yaml", [*overrides, "output.include_text=true"]
+            ROOT / "pipelines" / "sentiment.yaml",
+            [*overrides, "output.include_text=true", "explanation.removal=background"],
         ),
         tmp_path / "a",
         progress=False,
@@ -306,3 +331,12 @@ def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
     assert sum(t in page_shown for t in transcripts) >= 1
     assert not any(t in page_hidden for t in transcripts)
     assert len(pd.read_csv(hidden / "contributions.csv")) == 60 * 3
+    assert "removal: background" in page_shown and "removal: missing" in page_hidden
+    # Missing removal: the empty coalition is the fold's training prior.
+    for base, prior in _base_values(hidden):
+        np.testing.assert_allclose(base, prior, atol=1e-9)
+    # Background removal: one base value per fold (the mean output on the fold's
+    # background rows), which is not the prior.
+    for base, prior in _base_values(shown):
+        np.testing.assert_allclose(base, base[0], atol=1e-9)
+        assert abs(base[0] - prior) > 1e-3

@@ -1,4 +1,12 @@
-"""Declarative studies: a YAML config -> cross-validated comparison, contributions, report."""
+"""Declarative studies: a YAML config -> cross-validated comparison, contributions, report.
+
+Modules by job: :mod:`~toolkit.study.config` (load and validate a config),
+:mod:`~toolkit.study.data` (load the data and check the config against it),
+:mod:`~toolkit.study.splits`, :mod:`~toolkit.study.orchestration` (the folds),
+:mod:`~toolkit.study.metrics` and :mod:`~toolkit.study.summary`,
+:mod:`~toolkit.study.writing` and :mod:`~toolkit.study.report`, and
+:mod:`~toolkit.study.engine`, which runs a study from start to end.
+"""
 
 from __future__ import annotations
 

@@ -129,9 +129,14 @@ def bootstrap_interval(
 
 
 def paired_difference(
-    metric_fn, n_boot: int, rng, y, a, b, alpha: float = 0.05
+    metric_fn, n_boot: int, rng, y, a, b, *, alpha: float = 0.05
 ) -> dict[str, float]:
-    """Bootstrap of metric(a) - metric(b) on the same resampled rows (paired)."""
+    """Bootstrap of metric(a) - metric(b) on the same resampled rows (paired).
+
+    Returns the point ``difference``, the percentile (1 - alpha) interval ``low``-``high``
+    and a two-sided bootstrap ``p_value``; NaN interval and p-value when ``n_boot`` is 0 or
+    no resample gives a finite difference.
+    """
     diffs = []
     n = len(y)
     for _ in range(max(n_boot, 0)):

@@ -1,0 +1,312 @@
+"""A study's data: load the source a config names, check the config against the rows
+(columns, target, classes, groups, ``cv``, metric, fusion parameters) and make the splits.
+
+Everything here runs before a run folder exists, so a config error leaves nothing behind;
+``mmtk validate`` runs the same checks through :func:`prepare_study`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.utils import Bunch
+
+from toolkit.study.config import (
+    ConfigError,
+    check_name,
+    metric_names,
+    resolve_input_paths,
+    validate_config,
+)
+from toolkit.study.splits import make_splits
+
+
+def seed_if_unset(estimator, seed):
+    """Set ``random_state=seed`` on an estimator that has one and left it None."""
+    params = estimator.get_params(deep=False)
+    if "random_state" in params and params["random_state"] is None:
+        estimator.set_params(random_state=seed)
+    return estimator
+
+
+def _rows(mask) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"row(s) {rows[:5].tolist()}{more}"
+
+
+def _column(frame: pd.DataFrame, key: str, name: str) -> np.ndarray:
+    """A column that must exist and have no missing value."""
+    if name not in frame.columns:
+        raise ConfigError(
+            f"{key}: column '{name}' is not in the data (columns: {list(frame.columns)[:12]})"
+        )
+    values = frame[name]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise ConfigError(
+            f"{key}: column '{name}' has no value in {_rows(missing)}; fill them or drop the rows"
+        )
+    return values.to_numpy()
+
+
+def _source_params(config: dict, loader) -> dict:
+    """``data.params`` as the source is called with them.
+
+    Generators get the config's seed unless the params set one; a manifest with
+    ``id_column`` gets the config's target (ids are checked against the labels); a loader of
+    real data without ``data_dir`` reads ``$TOOLKIT_DATA_DIR`` (``toolkit.datasets``' data
+    home), and its absence is reported here naming the key.
+    """
+    from toolkit.datasets.loaders import data_home
+
+    data, source = config["data"], config["data"]["source"]
+    params = resolve_input_paths(config)
+    if source.startswith("make_"):
+        params.setdefault("random_state", config["seed"])
+    elif source == "load_manifest":
+        if data.get("target") and params.get("id_column"):
+            params.setdefault("target", data["target"])
+    elif "data_dir" in inspect.signature(loader).parameters and "data_dir" not in params:
+        try:
+            data_home(None)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"data.params.data_dir: {source} needs a data folder; set it, or TOOLKIT_DATA_DIR"
+            ) from None
+    if "informative" in params and isinstance(params["informative"], list):
+        params["informative"] = tuple(params["informative"])
+    return params
+
+
+def _call_source(config: dict) -> Bunch:
+    import toolkit.datasets as datasets
+
+    source = config["data"]["source"]
+    loader = getattr(datasets, source)
+    params = _source_params(config, loader)
+    try:
+        bunch = loader(**params)
+    except (TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"data.params: {source} failed: {message}") from exc
+    frame = bunch.frame
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise ConfigError(f"data: {source} returned no rows; check data.params")
+    return bunch
+
+
+def _target_and_groups(config: dict, bunch: Bunch):
+    data, frame = config["data"], bunch.frame
+    if data.get("target"):
+        y = _column(frame, "data.target", data["target"])
+    elif getattr(bunch, "target", None) is not None:
+        y = np.asarray(bunch.target)
+    else:
+        raise ConfigError("data.target: this source has no default target; name a column")
+    groups = None
+    if data.get("groups"):
+        groups = _column(frame, "data.groups", data["groups"])
+    elif getattr(bunch, "groups", None) is not None:
+        groups = np.asarray(bunch.groups)
+    return y, groups
+
+
+def _modalities(config: dict, bunch: Bunch) -> list:
+    """(name, encoder, columns) triples: the config's, else the source's defaults."""
+    import toolkit.encoders as encoders
+
+    frame = bunch.frame
+    if not config.get("modalities"):
+        if not hasattr(bunch, "modalities"):
+            raise ConfigError("modalities: this data source has no default modalities; list them")
+        return bunch.modalities
+    modalities = []
+    for i, mod in enumerate(config["modalities"]):
+        cols = mod["columns"]
+        wanted = cols if isinstance(cols, list) else [cols]
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise ConfigError(
+                f"modalities[{i}].columns: column(s) {missing} are not in the data "
+                f"(columns: {list(frame.columns)[:12]})"
+            )
+        try:
+            enc = getattr(encoders, mod["encoder"])(**(mod.get("params") or {}))
+        except TypeError as exc:
+            raise ConfigError(f"modalities[{i}].params: {exc}") from exc
+        modalities.append((mod["name"], enc, cols))
+    return modalities
+
+
+def load_study_data(config: dict):
+    """Return (frame, y, groups, modalities, bunch) for a validated config.
+
+    Relative input paths in ``data.params`` resolve against the config's folder; for
+    ``load_manifest`` with ``id_column``, the config's ``data.target`` is passed as the
+    manifest's target, so duplicate ids with conflicting labels are refused. A loader of
+    real data reads ``data.params.data_dir``, else ``$TOOLKIT_DATA_DIR``. Errors of the data
+    source (a missing or unreadable file, a bad parameter) are raised as ConfigError
+    naming ``data.params``.
+    """
+    bunch = _call_source(config)
+    y, groups = _target_and_groups(config, bunch)
+    return bunch.frame, y, groups, _modalities(config, bunch), bunch
+
+
+def _regression_target(key: str, y_raw: np.ndarray) -> np.ndarray:
+    numeric = y_raw.dtype.kind in "iuf" or all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in y_raw
+    )
+    if y_raw.dtype == bool or not numeric:
+        raise ConfigError(
+            f"{key}: a regression target must be numeric, found values such as "
+            f"{y_raw[:3].tolist()}; use task: classification for labels"
+        )
+    y = np.asarray(y_raw, dtype=float)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ConfigError(f"{key}: values in {_rows(bad)} are not finite numbers")
+    return y
+
+
+def _class_target(key: str, y_raw: np.ndarray):
+    if y_raw.dtype.kind == "f" and not np.all(np.mod(y_raw, 1) == 0):
+        raise ConfigError(
+            f"{key}: the target has non-integer values such as "
+            f"{y_raw[np.mod(y_raw, 1) != 0][:3].tolist()}; for a continuous target use "
+            "task: regression"
+        )
+    try:
+        classes, y = np.unique(y_raw, return_inverse=True)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{key}: labels of mixed types ({sorted({type(v).__name__ for v in y_raw})}); "
+            "make every label the same type"
+        ) from exc
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{key}: a classification study needs 2+ classes, found {classes.tolist()}"
+        )
+    return classes, y
+
+
+def encode_target(config: dict, y_raw, n_rows: int):
+    """(classes, class indices) for classification, (None, float y) for regression."""
+    target = config["data"].get("target")
+    key = f"data.target ('{target}')" if target else "data.target"
+    if len(y_raw) != n_rows:
+        raise ConfigError(f"{key}: {len(y_raw)} targets for {n_rows} rows")
+    if config["task"] == "regression":
+        return None, _regression_target(key, y_raw)
+    return _class_target(key, y_raw)
+
+
+def _check_cv(config: dict, classes, y, groups) -> None:
+    n_splits = config["evaluation"]["cv"]
+    n = len(y)
+    if n_splits > n:
+        raise ConfigError(
+            f"evaluation.cv: {n_splits} folds need at least {n_splits} rows, found {n}"
+        )
+    if classes is not None:
+        counts = np.bincount(y, minlength=len(classes))
+        smallest = int(counts.min())
+        if n_splits > smallest:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} rows of every class; "
+                f"class {classes.tolist()[int(np.argmin(counts))]!r} has {smallest}; "
+                f"use cv <= {smallest}"
+            )
+    if groups is not None:
+        n_groups = len(pd.unique(groups))
+        if n_splits > n_groups:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} groups, found "
+                f"{n_groups}; use cv <= {n_groups}"
+            )
+
+
+def _check_primary_metric(config: dict, classes) -> None:
+    primary = config["evaluation"].get("primary_metric")
+    if primary is not None and classes is not None:
+        allowed = metric_names("classification", len(classes))
+        if primary not in allowed:
+            raise ConfigError(
+                f"evaluation.primary_metric: '{primary}' needs a binary target; this one has "
+                f"{len(classes)} classes; use one of {allowed}"
+            )
+
+
+def fusion_objects(config: dict) -> dict:
+    """{label: unfitted fusion strategy} for ``config["fusion"]``, each seeded with the
+    config's seed unless its params set one; a strategy listed twice gets ``name_<i>``."""
+    from toolkit.fusion import make_fusion
+
+    out = {}
+    for entry in config["fusion"]:
+        name = entry if isinstance(entry, str) else entry["name"]
+        fusion = clone(make_fusion(name))
+        params = {} if isinstance(entry, str) else dict(entry.get("params") or {})
+        try:
+            fusion.set_params(**params)
+        except ValueError as exc:
+            raise ConfigError(f"fusion[{name}].params: {exc}") from exc
+        seed_if_unset(fusion, config["seed"])
+        label = name if name not in out else f"{name}_{len(out)}"
+        out[label] = fusion
+    return out
+
+
+def _splits(config: dict, y, groups, classification: bool):
+    ev = config["evaluation"]
+    try:
+        return make_splits(y, groups, ev["cv"], classification, config["seed"])
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"evaluation.cv: {exc}") from exc
+
+
+def prepare_study(config: dict, *, limits: dict | None = None) -> Bunch:
+    """Load the data of a validated config and check the config against it.
+
+    Checks every column the config names (target, groups, each modality's columns), the
+    target against the task (numeric and finite for regression; 2+ classes, whole-number
+    labels for classification), ``evaluation.cv`` against the rows, the smallest class
+    and the groups, the primary metric against the task and the number of classes, and
+    the fusion parameters; then makes the splits. Raises ConfigError naming the key.
+    ``limits`` (e.g. ``{"max_bootstrap": 200_000}``) go to ``validate_config``.
+
+    Returns
+    -------
+    Bunch with ``frame``, ``y_raw``, ``y`` (class indices or floats), ``classes`` (or
+    None), ``groups`` (or None), ``modalities``, ``fusions`` and ``splits``.
+    """
+    validate_config(config, **(limits or {}))
+    frame, y_raw, groups, modalities, _ = load_study_data(config)
+    frame = frame.reset_index(drop=True)
+    y_raw = np.asarray(y_raw)
+    classes, y = encode_target(config, y_raw, len(frame))
+    if groups is not None and len(groups) != len(frame):
+        raise ConfigError(f"data.groups: {len(groups)} groups for {len(frame)} rows")
+    _check_cv(config, classes, y, groups)
+    _check_primary_metric(config, classes)
+    for name, _, _ in modalities:
+        check_name(name, "modalities (from the data source)")
+    fusions = fusion_objects(config)
+    splits = _splits(config, y, groups, classes is not None)
+    return Bunch(
+        frame=frame,
+        y_raw=y_raw,
+        y=y,
+        classes=classes,
+        groups=groups,
+        modalities=modalities,
+        fusions=fusions,
+        splits=splits,
+    )

@@ -1,0 +1,230 @@
+"""The folds of a study: each fold is encoded once and every strategy and single-modality
+baseline is fitted, predicted and explained on the same fold embeddings, through the
+estimators' public API. Folds run through joblib (on a Dask cluster with ``--scheduler``)
+and are yielded as they finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from toolkit.study.errors import SchedulerError
+
+#: Seconds to wait for a ``--scheduler`` to answer before giving up.
+SCHEDULER_TIMEOUT = 5.0
+#: Most training rows of a fold used as background with ``explanation.removal: background``.
+MAX_BACKGROUND = 100
+
+
+def log(enabled: bool, message: str) -> None:
+    """Print a progress line to stderr when ``enabled``."""
+    if enabled:
+        print(f"[mmtk] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """Everything a fold needs (sent to each joblib worker)."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    modalities: list
+    fusions: dict
+    seed: int
+    n_classes: int | None = None  # None: regression
+    robustness: bool = True
+    baselines: bool = True
+    explain: bool = True
+    removal: str = "missing"
+
+    @classmethod
+    def from_study(cls, config: dict, study) -> FoldPlan:
+        """The plan of a validated config and its :func:`~toolkit.study.data.prepare_study`."""
+        ev, explanation = config["evaluation"], config["explanation"]
+        return cls(
+            frame=study.frame,
+            y=study.y,
+            modalities=study.modalities,
+            fusions=study.fusions,
+            seed=config["seed"],
+            n_classes=None if study.classes is None else len(study.classes),
+            robustness=ev["robustness"],
+            baselines=ev["baselines"],
+            explain=explanation["enabled"],
+            removal=explanation["removal"],
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [m[0] for m in self.modalities]
+
+    @property
+    def classification(self) -> bool:
+        return self.n_classes is not None
+
+    def model(self, modalities, fusion="late", memory=None):
+        """An unfitted estimator of the plan's task; a classifier knows every class."""
+        from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+
+        if not self.classification:
+            return MultimodalRegressor(
+                modalities, fusion=fusion, memory=memory, random_state=self.seed
+            )
+        return MultimodalClassifier(
+            modalities,
+            fusion=fusion,
+            memory=memory,
+            random_state=self.seed,
+            classes=np.arange(self.n_classes),
+        )
+
+
+@dataclass
+class FoldResult:
+    """One fold's outputs on its test rows, keyed by strategy label (and removed modality)."""
+
+    fold: int
+    test_index: np.ndarray
+    oof: dict = field(default_factory=dict)
+    robust: dict = field(default_factory=dict)
+    contributions: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """A fold's embeddings (encoders fitted on its training rows) and training targets."""
+
+    train: object  # Embeddings of the training rows
+    test: object  # Embeddings of the test rows
+    y_train: np.ndarray
+
+
+def _background(plan: FoldPlan, data: FoldData):
+    """Up to MAX_BACKGROUND training rows of the fold (seeded), for background removal."""
+    if plan.removal != "background":
+        return None
+    pick = np.random.RandomState(plan.seed).permutation(data.train.n_samples)[:MAX_BACKGROUND]
+    return data.train[np.sort(pick)]
+
+
+def _strategy(plan: FoldPlan, label: str, data: FoldData, result: FoldResult) -> None:
+    """Fit one fusion strategy on the fold and record its outputs in ``result``."""
+    model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]))
+    model.fit(data.train, data.y_train)
+    result.oof[label] = model.output(data.test)
+    for m, name in enumerate(plan.names if plan.robustness else []):
+        mask = data.test.mask.copy()
+        mask[:, m] = False
+        result.robust[(label, name)] = model.output(data.test.with_mask(mask))
+    if plan.explain:
+        explanation = model.explain(
+            data.test, removal=plan.removal, background=_background(plan, data)
+        )
+        result.contributions[label] = explanation.values
+
+
+def _baseline(plan: FoldPlan, name: str, data: FoldData) -> np.ndarray:
+    """Late fusion on one modality, fitted on the training rows that have it; test rows
+    without it get the training prior."""
+    from toolkit.fusion import LateFusion
+
+    spec = [m for m in plan.modalities if m[0] == name]
+    single_train, single_test = data.train.select([name]), data.test.select([name])
+    keep = single_train.mask[:, 0]
+    model = plan.model(spec, fusion=LateFusion(random_state=plan.seed))
+    model.fit(single_train[keep], data.y_train[keep])
+    return model.output(single_test)
+
+
+def run_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldResult:
+    """Encode fold ``k`` once, fit every strategy and baseline on it, predict its test rows
+    (also with each modality removed) and explain them. Runs in a joblib worker."""
+    from toolkit.cache import EmbeddingCache
+
+    train, test = np.asarray(train), np.asarray(test)
+    frame_train, frame_test = plan.frame.iloc[train], plan.frame.iloc[test]
+    encoder = plan.model(plan.modalities, memory=EmbeddingCache(cache_dir))
+    encoder.fit_encoders(frame_train)
+    data = FoldData(encoder.encode(frame_train), encoder.encode(frame_test), plan.y[train])
+    result = FoldResult(fold=k, test_index=test)
+    for label in plan.fusions:
+        _strategy(plan, label, data, result)
+    for name in plan.names if plan.baselines else []:
+        result.baselines[f"{name} only"] = _baseline(plan, name, data)
+    return result
+
+
+def _quiet_collect() -> None:
+    """Collect a half-made dask Client without its ``__del__`` complaining."""
+    import gc
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def connect_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT):
+    """A ``dask.distributed.Client`` for ``address``, or SchedulerError within ``timeout`` s.
+
+    Refused with one line (no traceback): dask.distributed not installed, an address
+    Dask cannot parse (``http://...``, no port), nothing answering within ``timeout``
+    seconds (default :data:`SCHEDULER_TIMEOUT`), or a server that is not a Dask scheduler.
+    """
+    if not isinstance(address, str) or not address.strip():
+        raise SchedulerError(
+            f"--scheduler: expected an address such as tcp://host:8786, got {address!r}"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        raise SchedulerError(f"--scheduler-timeout: expected seconds in (0, 600], got {timeout!r}")
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise SchedulerError(
+            f"--scheduler {address}: dask.distributed is not installed; install the "
+            "'distributed' extra (pip install 'multimodal-toolkit[distributed]') or drop --scheduler"
+        ) from exc
+    try:
+        return Client(address, timeout=timeout)
+    except Exception as exc:  # OSError, TimeoutError, ValueError, garbage from a non-Dask server
+        detail = " ".join(str(exc).split())[:200]
+        message = (
+            f"--scheduler {address}: not a reachable Dask scheduler ({type(exc).__name__}: "
+            f"{detail}); start one with 'dask scheduler', check the address "
+            f"(tcp://host:port), or drop --scheduler"
+        )
+    _quiet_collect()
+    raise SchedulerError(message)
+
+
+@contextlib.contextmanager
+def fold_results(
+    plan: FoldPlan, splits, cache_dir, *, n_jobs: int = 1, client=None, progress: bool = False
+) -> Iterator[Iterator[FoldResult]]:
+    """Run every fold through joblib; yields an iterator of FoldResults in finishing order.
+
+    With a Dask ``client`` the folds run on its cluster (joblib's dask backend, one job per
+    worker); otherwise on ``n_jobs`` local processes.
+    """
+    from joblib import Parallel, delayed, parallel_config
+
+    with contextlib.ExitStack() as stack:
+        if client is not None:
+            stack.enter_context(parallel_config(backend="dask"))
+            n_jobs = len(client.scheduler_info()["workers"]) or 1
+            log(progress, f"running folds on the Dask cluster ({n_jobs} workers)")
+        jobs = (
+            delayed(run_fold)(plan, k, train, test, cache_dir)
+            for k, (train, test) in enumerate(splits)
+        )
+        yield Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)

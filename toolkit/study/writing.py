@@ -1,0 +1,205 @@
+"""What a study writes: its run folder and status, the resolved config and environment,
+each finished fold, the tables (``metrics.json``, ``metrics.csv``, ``predictions.csv``,
+``contributions.csv``) and the refitted model. Figures and the HTML report are in
+:mod:`toolkit.study.report`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import clone
+
+from toolkit.study.config import check_name
+
+STATUS_FILE = "status.json"
+FAILED_FILE = "FAILED"
+#: Distributions whose versions ``environment.json`` records.
+RECORDED_PACKAGES = (
+    "multimodal-toolkit", "numpy", "pandas", "scikit-learn", "torch", "torchaudio",
+    "transformers", "monai", "shap",
+)  # fmt: skip
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+# -- the run folder and its status ----------------------------------------------------------
+
+
+def out_root(out_dir) -> Path:
+    """``out_dir`` made (if needed) and resolved; a file in its place is refused."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out '{out}' is a file, not a folder; choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def make_run_folder(root: Path, name: str, stamp: str) -> Path:
+    """A new, real folder ``<root>/<name>-<stamp>[-k]`` that lies inside ``root``."""
+    check_name(name, "name")
+    base = f"{name}-{stamp}"
+    for k in range(1, 1000):
+        folder = root / (base if k == 1 else f"{base}-{k}")
+        if folder.is_symlink():
+            raise FileExistsError(
+                f"'{folder}' is a symbolic link (to '{os.readlink(folder)}'), not a run folder; "
+                "remove it: run folders are never made through links"
+            )
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        real = folder.resolve()
+        if folder.is_symlink() or real.parent != root or not real.is_relative_to(root):
+            raise FileExistsError(f"run folder '{folder}' resolves to '{real}', outside '{root}'")
+        return real
+    raise FileExistsError(f"no free run folder name '{base}-k' in '{root}'")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON, replacing ``path`` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def mark_running(run: Path) -> None:
+    write_json(run / STATUS_FILE, {"status": "running", "started": _now(), "pid": os.getpid()})
+
+
+def mark_complete(run: Path) -> None:
+    write_json(run / STATUS_FILE, {"status": "complete", "finished": _now()})
+
+
+def mark_failed(run: Path, exc: BaseException) -> None:
+    """``status.json`` -> failed (with the error) and a ``FAILED`` file with the traceback."""
+    error = f"{type(exc).__name__}: {exc}".strip()
+    when = _now()
+    try:
+        (run / FAILED_FILE).write_text(
+            f"This study failed at {when}; its results are incomplete.\n{error}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        )
+        write_json(run / STATUS_FILE, {"status": "failed", "finished": when, "error": error})
+    except OSError:  # the disk that failed the run may fail this too; keep the first error
+        pass
+
+
+# -- inputs: config and environment ---------------------------------------------------------
+
+
+def package_versions(names) -> dict:
+    """Installed version of each distribution in ``names`` (None when not installed)."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment(config: dict, command: str | None) -> dict:
+    """Command, seed, start time, Python, machine and package versions of a run."""
+    return {
+        "command": command or " ".join(sys.argv),
+        "seed": config["seed"],
+        "started": _now(),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.system()} {os.cpu_count()} cores",
+        "versions": package_versions(RECORDED_PACKAGES),
+    }
+
+
+def write_inputs(run: Path, config: dict, command: str | None) -> None:
+    """``config.resolved.yaml`` (without private keys) and ``environment.json``."""
+    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump(public, sort_keys=False))
+    (run / "environment.json").write_text(json.dumps(environment(config, command), indent=2))
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+def write_fold(folder: Path, result) -> Path:
+    """``fold_<k>.json``: a finished fold's test rows and every model's output on them."""
+    record = {"fold": result.fold, "test_index": np.asarray(result.test_index).tolist()}
+    outputs = {**result.oof, **result.baselines}
+    record.update({label: np.asarray(v).tolist() for label, v in outputs.items()})
+    path = folder / f"fold_{result.fold}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def _predictions_table(results) -> pd.DataFrame:
+    y, classes = results.y, results.classes
+    columns = {
+        "row": np.arange(len(y)),
+        "fold": results.fold_of,
+        "y_true": classes[y] if results.classification else y,
+    }
+    for label, pred in results.models.items():
+        if results.classification and pred.shape[1] == 2:
+            columns[f"{label}_proba"] = pred[:, 1]
+        elif results.classification:
+            columns[f"{label}_pred"] = classes[np.argmax(pred, axis=1)]
+        else:
+            columns[f"{label}_pred"] = pred
+    return pd.DataFrame(columns)
+
+
+def _contributions_table(results, best: str) -> pd.DataFrame | None:
+    """One row per (row, modality) of the best strategy; multi-class: the predicted class."""
+    values = results.contributions[best]
+    if np.isnan(values).all():
+        return None
+    n, names = len(results.y), results.names
+    if values.ndim == 3:
+        chosen = np.argmax(results.oof[best], axis=1)
+        values = values[np.arange(n), :, chosen]
+    total = np.abs(values).sum(axis=1, keepdims=True)
+    share = np.divide(np.abs(values), total, out=np.zeros_like(values), where=total > 0)
+    return pd.DataFrame(
+        {
+            "row": np.repeat(np.arange(n), len(names)),
+            "fold": np.repeat(results.fold_of, len(names)),
+            "strategy": best,
+            "modality": np.tile(names, n),
+            "contribution": values.ravel(),
+            "share": share.ravel(),
+        }
+    )
+
+
+def write_tables(run: Path, results, summary: dict, rows: list[dict]) -> None:
+    """``metrics.json``, ``metrics.csv``, ``predictions.csv`` and ``contributions.csv``."""
+    (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
+    _predictions_table(results).to_csv(run / "predictions.csv", index=False)
+    contributions = _contributions_table(results, summary["best_strategy"])
+    if contributions is not None:
+        contributions.to_csv(run / "contributions.csv", index=False)
+
+
+def save_best_model(run: Path, study, best: str, seed: int) -> Path:
+    """The ``best`` strategy refitted on every row (raw labels), saved to ``<run>/model``."""
+    from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
+    from toolkit.persistence import save
+
+    Estimator = MultimodalRegressor if study.classes is None else MultimodalClassifier
+    fusion = clone(study.fusions[best])
+    model = Estimator(study.modalities, fusion=fusion, random_state=seed)
+    return save(model.fit(study.frame, study.y_raw), run / "model")
