@@ -1,0 +1,146 @@
+"""Study metrics with known answers (toolkit/study/metrics.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from toolkit.study.metrics import (
+    BINARY_ONLY,
+    CLASSIFICATION_METRICS,
+    bootstrap_interval,
+    calibration_slope_intercept,
+    classification_metric_names,
+    classification_metrics,
+    paired_difference,
+    regression_metrics,
+)
+
+Y = np.array([0, 0, 1, 1])
+P1 = np.array([0.1, 0.6, 0.4, 0.9])
+PROBA = np.column_stack([1 - P1, P1])
+
+
+def test_binary_metrics_by_hand():
+    got = classification_metrics(Y, PROBA, classes=[0, 1], threshold=0.5)
+    assert list(got) == list(CLASSIFICATION_METRICS)
+    # argmax predicts [0, 1, 0, 1]: one right of each class.
+    assert got["accuracy"] == 0.5
+    assert got["f1_macro"] == pytest.approx(0.5)
+    # Positive scores 0.4, 0.9 against negative 0.1, 0.6: 3 of 4 pairs ordered.
+    assert got["auroc"] == pytest.approx(0.75)
+    # Ranked 0.9 (+), 0.6 (-), 0.4 (+): precision 1 at recall 1/2, 2/3 at recall 1.
+    assert got["auprc"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert got["brier"] == pytest.approx((0.01 + 0.36 + 0.36 + 0.01) / 4)
+    assert got["sensitivity"] == 0.5 and got["specificity"] == 0.5
+
+
+def test_threshold_moves_sensitivity_and_specificity():
+    got = classification_metrics(Y, PROBA, classes=[0, 1], threshold=0.3)
+    assert got["sensitivity"] == 1.0 and got["specificity"] == 0.5
+    assert got["accuracy"] == 0.5  # accuracy uses the most probable class, not the threshold
+
+
+def test_multiclass_reports_only_accuracy_and_macro_f1():
+    assert classification_metric_names(2) == list(CLASSIFICATION_METRICS)
+    assert classification_metric_names(3) == ["accuracy", "f1_macro"]
+    assert not set(classification_metric_names(4)) & BINARY_ONLY
+    y = np.array([0, 1, 2, 2])
+    proba = np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.2 / 3
+    got = classification_metrics(y, proba, classes=["a", "b", "c"])
+    assert set(got) == {"accuracy", "f1_macro"}
+    assert got["accuracy"] == 0.75
+    # F1 per class: a (tp 1, fp 1) 2/3, b 1, c (tp 1, fn 1) 2/3.
+    assert got["f1_macro"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_binary_metrics_need_both_classes():
+    y = np.array([1, 1, 1])
+    proba = np.column_stack([[0.2, 0.3, 0.4], [0.8, 0.7, 0.6]])
+    got = classification_metrics(y, proba, classes=[0, 1])
+    for name in ("auroc", "auprc", "calibration_slope", "calibration_intercept"):
+        assert math.isnan(got[name]), name
+    assert got["sensitivity"] == 1.0 and got["specificity"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("predicted", "observed", "slope"),
+    [
+        (0.2, 0.2, 1.0),  # calibrated
+        (0.1, 0.2, math.log(4) / math.log(9)),  # overconfident: slope < 1
+        (0.2, 0.5, 0.0),  # predictions carry no information
+    ],
+)
+def test_calibration_slope_and_intercept_recover_known_values(predicted, observed, slope):
+    # Two predicted values, p and 1 - p, with observed positive rates q and 1 - q: the
+    # recalibration fits them exactly, slope logit(q) / logit(p), intercept 0.
+    n = 100
+    positives = int(round(observed * n))
+    p = np.r_[np.full(n, predicted), np.full(n, 1 - predicted)]
+    y = np.r_[np.arange(n) < positives, np.arange(n) >= positives].astype(int)
+    got_slope, got_intercept = calibration_slope_intercept(y, p)
+    assert got_slope == pytest.approx(slope, abs=1e-3)
+    assert got_intercept == pytest.approx(0.0, abs=1e-3)
+
+
+def test_regression_metrics_by_hand():
+    y = np.array([1.0, -2.0, 0.0, 3.0])
+    pred = np.array([1.4, -1.0, 1.0, -1.0])
+    got = regression_metrics(y, pred)
+    assert list(got) == ["mae", "pearson_r", "acc2", "f1", "acc7"]
+    assert got["mae"] == pytest.approx((0.4 + 1 + 1 + 4) / 4)
+    assert got["pearson_r"] == pytest.approx(np.corrcoef(y, pred)[0, 1])
+    # Signs on the non-zero targets (rows 0, 1, 3): true +,-,+ ; predicted +,-,-.
+    assert got["acc2"] == pytest.approx(2 / 3)
+    assert got["f1"] == pytest.approx(2 / 3)  # both sign classes have F1 2/3
+    assert got["acc7"] == 0.25  # only round(1.4) == 1
+
+
+def test_regression_metric_edge_cases():
+    assert regression_metrics([1, 2, 3], [2, 4, 6])["pearson_r"] == pytest.approx(1.0)
+    assert regression_metrics([1, 2, 3], [3, 2, 1])["pearson_r"] == pytest.approx(-1.0)
+    assert math.isnan(regression_metrics([1, 1, 1], [1, 2, 3])["pearson_r"])
+    zero = regression_metrics([0.0, 0.0], [1.0, -1.0])
+    assert math.isnan(zero["acc2"]) and math.isnan(zero["f1"])
+    assert regression_metrics([5.0, -4.0], [3.2, -3.0])["acc7"] == 1.0  # clipped to [-3, 3]
+
+
+def test_bootstrap_interval_resamples_rows_with_the_given_generator():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    low, high = bootstrap_interval(np.mean, 200, np.random.RandomState(0), values)
+    rng = np.random.RandomState(0)
+    means = [values[rng.randint(0, 5, 5)].mean() for _ in range(200)]
+    assert (low, high) == (np.quantile(means, 0.025), np.quantile(means, 0.975))
+    assert low < values.mean() < high
+
+
+def test_bootstrap_interval_edge_cases():
+    rng = np.random.RandomState(0)
+    assert bootstrap_interval(np.mean, 50, rng, np.full(6, 2.0)) == (2.0, 2.0)
+    low, high = bootstrap_interval(np.mean, 0, rng, np.arange(5.0))
+    assert math.isnan(low) and math.isnan(high)
+    low, high = bootstrap_interval(lambda a: float("nan"), 20, rng, np.arange(5.0))
+    assert math.isnan(low) and math.isnan(high)
+
+
+def _accuracy(y, proba):
+    return CLASSIFICATION_METRICS["accuracy"](y, proba)
+
+
+def test_paired_difference_of_identical_models_is_zero_with_p_one():
+    rng = np.random.RandomState(0)
+    got = paired_difference(_accuracy, 100, rng, Y, PROBA, PROBA.copy())
+    assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+
+
+def test_paired_difference_of_a_model_always_better():
+    perfect = np.eye(2)[Y] * 0.9 + 0.05
+    wrong = perfect[:, ::-1]
+    got = paired_difference(_accuracy, 100, np.random.RandomState(0), Y, perfect, wrong)
+    assert got == {"difference": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0}
+    none = paired_difference(_accuracy, 0, np.random.RandomState(0), Y, perfect, wrong)
+    assert none["difference"] == 1.0
+    assert all(math.isnan(none[k]) for k in ("low", "high", "p_value"))
