@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.study.config import ConfigError, loadconfig_with
+from toolkit.study.config import ConfigError, load_config
 from toolkit.study.data import load_study_data
 
 CONFIG = """
@@ -22,7 +22,7 @@ def config_with(tmp_path_factory):
     def make(**params):
         path = folder / "uci.yaml"
         path.write_text(CONFIG.replace("PARAMS", str(params).replace("'", "")))
-        return loadconfig_with(path)
+        return load_config(path)
 
     return make
 
@@ -48,7 +48,7 @@ def test_environment_variable_names_the_data_folder(tmp_path, monkeypatch, confi
         load_study_data(config_with())
 
 
-def test_data_dir_in_theconfig_with_wins_over_the_environment(tmp_path, monkeypatch, config_with):
+def test_data_dir_in_the_config_wins_over_the_environment(tmp_path, monkeypatch, config_with):
     monkeypatch.setenv("TOOLKIT_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ConfigError, match=f"dataset folder '{tmp_path}/mine/uci_sentences'"):
         load_study_data(config_with(data_dir=str(tmp_path / "mine")))
