@@ -340,3 +340,39 @@ def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
     for base, prior in _base_values(shown):
         np.testing.assert_allclose(base, base[0], atol=1e-9)
         assert abs(base[0] - prior) > 1e-3
+
+
+REGRESSION = """
+name: severity
+task: regression
+data:
+  source: make_clinical_cohort
+  params: {n_samples: 60, scan_size: 8}
+  target: severity
+  groups: patient_id
+modalities:
+  - {name: clinical, encoder: TabularEncoder, columns: [age, crp, lactate]}
+  - {name: note, encoder: TextEncoder, columns: note, params: {n_components: 4}}
+fusion: [early, late]
+evaluation: {cv: 3, bootstrap: 10}
+output: {save_model: false}
+"""
+
+
+def test_grouped_regression_study(tmp_path):
+    path = tmp_path / "severity.yaml"
+    path.write_text(REGRESSION)
+    run = run_study(load_config(path), tmp_path / "runs", progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "regression" and metrics["grouped"] is True
+    assert metrics["primary_metric"] == "mae"
+    assert set(metrics["strategies"]["late"]) == {"mae", "pearson_r", "acc2", "f1", "acc7"}
+    assert set(metrics["baselines"]) == {"clinical only", "note only"}
+    best = min(metrics["strategies"], key=lambda s: metrics["strategies"][s]["mae"]["value"])
+    assert metrics["best_strategy"] == best
+    preds = pd.read_csv(run / "predictions.csv")
+    assert {"early_pred", "late_pred", "note only_pred"} <= set(preds.columns)
+    assert len(pd.read_csv(run / "contributions.csv")) == 60 * 2
+    assert (run / "predictions.png").is_file() and (run / "robustness.png").is_file()
+    page = (run / "report.html").read_text()
+    assert "task: regression." in page and "group K-fold (unstratified), not shuffled" in page
