@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from toolkit.embeddings import Embeddings
 from toolkit.study.errors import SchedulerError
 
 #: Seconds to wait for a ``--scheduler`` to answer before giving up.
@@ -102,8 +103,8 @@ class FoldResult:
 class FoldData:
     """A fold's embeddings (encoders fitted on its training rows) and training targets."""
 
-    train: object  # Embeddings of the training rows
-    test: object  # Embeddings of the test rows
+    train: Embeddings
+    test: Embeddings
     y_train: np.ndarray
 
 
