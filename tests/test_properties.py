@@ -8,24 +8,14 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from toolkit import EarlyFusion, Embeddings, LateFusion, ModalityExplainer
+from toolkit import EarlyFusion, Embeddings, LateFusion, MultimodalClassifier
 from toolkit.exceptions import ReadError
 from toolkit.io import read_audio, read_image, read_scan
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _model(fusion, names, n_classes):
-    """A MultimodalClassifier holding an already fitted fusion (what the explainer uses)."""
-    from toolkit import MultimodalClassifier
-
-    model = MultimodalClassifier()
-    model.fusion_, model.modality_names_ = fusion, list(names)
-    model.prior_, model.classes_ = fusion.prior_, np.arange(n_classes)
-    return model
 
 
 @st.composite
@@ -52,19 +42,33 @@ def problems(draw):
 @given(problems(), st.sampled_from(["early", "late"]))
 def test_predictions_are_distributions_and_explanations_are_efficient(problem, strategy):
     emb, y, k = problem
-    fusion = (EarlyFusion() if strategy == "early" else LateFusion(cv=2, random_state=0)).fit(
-        emb, y, n_classes=k
-    )
-    proba = fusion.predict_output(emb)
+    fusion = EarlyFusion() if strategy == "early" else LateFusion(cv=2)
+    model = MultimodalClassifier(fusion=fusion, random_state=0).fit(emb, y)
+    assert model.modality_names_ == emb.names and list(model.classes_) == list(range(k))
+    proba = model.predict_proba(emb)
     assert proba.shape == (len(y), k) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
-    exp = ModalityExplainer(_model(fusion, emb.names, k))(emb)
+    np.testing.assert_allclose(model.prior_, np.bincount(y) / len(y))
+    exp = model.explain(emb)
     target = proba[:, 1] if k == 2 else proba
     np.testing.assert_allclose(exp.values.sum(axis=1) + exp.base_values, target, atol=1e-8)
     # Dummy property: an absent modality gets exactly zero.
     absent = ~emb.mask
     values = exp.values if exp.values.ndim == 2 else np.abs(exp.values).sum(axis=2)
     assert (values[absent] == 0).all()
+
+
+@SETTINGS
+@given(problems(), st.sampled_from(["early", "late"]))
+def test_a_class_absent_from_training_keeps_its_column(problem, strategy):
+    emb, y, k = problem
+    seen = y != k - 1
+    assume(k >= 3 and emb[seen].mask.any(axis=0).all())
+    fusion = EarlyFusion() if strategy == "early" else LateFusion(cv=2)
+    model = MultimodalClassifier(fusion=fusion, classes=list(range(k)), random_state=0)
+    proba = model.fit(emb[seen], y[seen]).predict_proba(emb)
+    assert proba.shape == (len(y), k) and (proba[:, k - 1] == 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
 
 
 @SETTINGS

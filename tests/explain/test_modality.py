@@ -16,7 +16,13 @@ from toolkit import (
     TextEncoder,
 )
 from toolkit.datasets import make_sentiment_clips
-from toolkit.explain import global_importance, modality_shares, plot_contributions, shapley_weights
+from toolkit.explain import (
+    global_importance,
+    modality_shares,
+    plot_contributions,
+    shapley_weights,
+    value_function,
+)
 
 STRATEGIES = ["early", "late", GatedFusion(max_epochs=60)]
 IDS = ["early", "late", "gated"]
@@ -94,21 +100,11 @@ def test_agrees_with_shap_exact_explainer(removal):
     background = df.iloc[100:110]
     ours = ModalityExplainer(clf, removal=removal, background=background)(rows)
     emb = clf.embed(rows)
-    explainer = ModalityExplainer(clf, removal=removal, background=background)
-    explainer._check()
-    bg = clf.embed(background)
     for i in range(len(rows)):
-        one = emb[[i]]
+        v = value_function(clf, emb[[i]], removal=removal, background=background)
 
-        def value(masks, one=one):
-            out = []
-            for bits in np.asarray(masks, dtype=bool):
-                s = int(sum(1 << m for m in np.flatnonzero(bits)))
-                if removal == "missing":
-                    out.append(explainer._value_missing(one, s)[0])
-                else:
-                    out.append(explainer._value_background(one, bg, s)[0])
-            return np.array(out)
+        def value(masks, v=v):
+            return np.array([v(bits)[0] for bits in np.asarray(masks, dtype=bool)])
 
         exact = shap.explainers.Exact(value, shap.maskers.Independent(np.zeros((1, 3))))
         reference = exact(np.ones((1, 3)))

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from toolkit.embeddings import Embeddings
-from toolkit.explain.modality import ModalityExplainer
-
-
-def _weights(n: int) -> np.ndarray:
-    return np.array(
-        [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
-    )
+from toolkit.explain.shapley import coalition_weights
+from toolkit.explain.value import value_function
 
 
 def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10):
@@ -67,35 +60,33 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
         raise ValueError(
             f"modality '{modality}' has {d} columns; raise max_features (cost grows as 2^d) or group them"
         )
-    explainer = ModalityExplainer(model, output=output)
-    explainer._check()
-    emb = model.embed(X)
+    value = value_function(model, X, output=output)
+    emb = value.embeddings
     m = names.index(modality)
     others = [j for j in range(len(names)) if j != m]
     raw = X[columns] if isinstance(X, pd.DataFrame) else pd.DataFrame(X)[columns]
-    # Block of the modality for every subset T of its columns (others set missing).
-    blocks = {}
+    # v(S) with the modality's block encoded from each subset T of its columns (the others
+    # set missing): the modality is absent from the rows where no column of T is known.
+    by_subset = {}
     for t in range(1 << d):
         frame = raw.copy()
         for c in range(d):
             if not (t >> c) & 1:
                 frame[columns[c]] = np.nan
-        blocks[t] = encoder.encode(frame)
-    w_groups, w_feats = _weights(len(names)), _weights(d)
-    full = (1 << len(names)) - 1
+        block, present = encoder.encode(frame)
+        mask = emb.mask.copy()
+        mask[:, m] &= present
+        by_subset[t] = value_function(
+            model, Embeddings({**emb.blocks, modality: block}, mask), output=output
+        )
+    w_groups, w_feats = coalition_weights(len(names)), coalition_weights(d)
     phi = None
     for s in range(1 << len(others)):
         keep = np.ones(len(names), dtype=bool)
         for bit, j in enumerate(others):
             keep[j] = bool((s >> bit) & 1)
         size_s = int(keep.sum()) - 1  # other modalities in the coalition
-        values = {}
-        for t, (block, present) in blocks.items():
-            mask = emb.mask & keep
-            mask[:, m] = emb.mask[:, m] & present
-            values[t] = explainer._value_missing(
-                Embeddings({**emb.blocks, modality: block}, mask), full
-            )
+        values = {t: v(keep) for t, v in by_subset.items()}
         if phi is None:
             phi = np.zeros((d,) + values[0].shape)
         for c in range(d):
@@ -105,7 +96,7 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
                     phi[c] += (
                         w_groups[size_s] * w_feats[size_t] * (values[t | (1 << c)] - values[t])
                     )
-    fx = explainer._value_missing(emb, full)
+    fx = value(np.ones(len(names), dtype=bool))
     base = fx - phi.sum(axis=0)
     out_names = [str(k) for k in model.classes_] if is_classifier(model) and phi.ndim == 3 else None
     return shap.Explanation(
