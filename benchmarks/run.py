@@ -308,7 +308,9 @@ def row6(data_dir) -> list[Row]:
     def acc(yt, p):
         return float(np.mean(yt == p))
 
-    diff = paired_difference(acc, 1000, rng, y[test], preds[best_fusion], preds[best_single])
+    diff = paired_difference(
+        acc, y[test], preds[best_fusion], preds[best_single], n_boot=1000, rng=rng
+    )
     rows.append(
         Row(
             "6b",

@@ -132,15 +132,15 @@ def _accuracy(y, proba):
 
 def test_paired_difference_of_identical_models_is_zero_with_p_one():
     rng = np.random.RandomState(0)
-    got = paired_difference(_accuracy, 100, rng, Y, PROBA, PROBA.copy())
+    got = paired_difference(_accuracy, Y, PROBA, PROBA.copy(), n_boot=100, rng=rng)
     assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
 
 
 def test_paired_difference_of_a_model_always_better():
     perfect = np.eye(2)[Y] * 0.9 + 0.05
     wrong = perfect[:, ::-1]
-    got = paired_difference(_accuracy, 100, np.random.RandomState(0), Y, perfect, wrong)
+    got = paired_difference(_accuracy, Y, perfect, wrong, n_boot=100, rng=np.random.RandomState(0))
     assert got == {"difference": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0}
-    none = paired_difference(_accuracy, 0, np.random.RandomState(0), Y, perfect, wrong)
+    none = paired_difference(_accuracy, Y, perfect, wrong, n_boot=0, rng=np.random.RandomState(0))
     assert none["difference"] == 1.0
     assert all(math.isnan(none[k]) for k in ("low", "high", "p_value"))

@@ -72,6 +72,7 @@ def test_methods_of_a_grouped_classification_study_with_everything_on():
         "Robustness: each metric recomputed with each modality removed",
         "Explanation: exact Shapley values over modalities (removal: missing)",
         "the empty coalition's value is the training prior",
+        "(SYNTHETIC data generated with known ground truth); licence:",
     ):
         assert claim in text, claim
     for absent in ("not grouped", "unstratified", "not evaluated", "not computed", "background"):
@@ -88,6 +89,7 @@ def test_methods_of_an_ungrouped_regression_study_with_everything_off():
         "the lowest mae",
         "Missing-modality robustness was not evaluated (evaluation.robustness: false).",
         "Modality contributions were not computed (explanation.enabled: false).",
+        "(real data); licence:",
     ):
         assert claim in text, claim
     for absent in ("bootstrap 95%", "stratified group", "grouped by", "compared with",

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from toolkit.cli import main
+from toolkit.datasets import DATASETS
+from toolkit.encoders import ENCODERS
+from toolkit.fusion import FUSIONS
 from toolkit.study import load_config, run_study
 from toolkit.study.engine import StudyError
 
@@ -237,19 +241,52 @@ def test_validate_datasets_and_help(capsys):
     assert exc.value.code == 0
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "sentiment.yaml",
-        "diagnosis.yaml",
-        "av_digits.yaml",
-        "mosi_template.yaml",
-        "manifest_template.yaml",
-    ],
-)
+SHIPPED = {  # what each config states, as validation must keep it
+    "sentiment.yaml": ("sentiment", "classification", "make_sentiment_clips",
+                       ["text", "audio", "face"], 3, 300, "accuracy"),
+    "diagnosis.yaml": ("diagnosis", "classification", "make_clinical_cohort",
+                       ["clinical", "note", "scan"], 3, 300, "auroc"),
+    "av_digits.yaml": ("av_digits", "classification", "load_av_digits",
+                       ["audio", "image"], 3, 300, "accuracy"),
+    "mosi_template.yaml": ("cmu_mosi", "regression", "load_mmsa_features",
+                           ["text", "audio", "vision"], 5, 1000, "mae"),
+    "manifest_template.yaml": ("my_study", "classification", "load_manifest",
+                               ["note", "scan", "labs"], 5, 1000, "auroc"),
+}  # fmt: skip
+
+
+def _leaves(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        for i, value in enumerate(node):
+            yield from _leaves(value, (*path, i))
+    else:
+        yield path, node
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_configs_validate(name):
-    config = load_config(ROOT / "pipelines" / name)
-    assert config["name"]
+    path = ROOT / "pipelines" / name
+    config = load_config(path)
+    run_name, task, source, modalities, cv, bootstrap, primary = SHIPPED[name]
+    assert (config["name"], config["task"], config["data"]["source"]) == (run_name, task, source)
+    assert [m["name"] for m in config["modalities"]] == modalities
+    evaluation = config["evaluation"]
+    assert (evaluation["cv"], evaluation["bootstrap"]) == (cv, bootstrap)
+    assert evaluation["primary_metric"] == primary
+    assert config["fusion"] == ["early", "late", "gated"]
+    assert source in DATASETS and all(m["encoder"] in ENCODERS for m in config["modalities"])
+    assert all(f in FUSIONS for f in config["fusion"])
+    # every value the file states survives loading, defaults and validation unchanged
+    stated = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for keys, value in _leaves(stated):
+        loaded = config
+        for key in keys:
+            loaded = loaded[key]
+        assert loaded == value, (name, keys)
+    assert sorted(SHIPPED) == sorted(p.name for p in (ROOT / "pipelines").glob("*.yaml"))
 
 
 def test_cli_prints_a_summary(tmp_path, capsys):

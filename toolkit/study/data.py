@@ -7,7 +7,6 @@ Everything here runs before a run folder exists, so a config error leaves nothin
 
 from __future__ import annotations
 
-import inspect
 import pickle
 
 import numpy as np
@@ -23,14 +22,7 @@ from toolkit.study.config import (
     validate_config,
 )
 from toolkit.study.splits import make_splits
-
-
-def seed_if_unset(estimator, seed):
-    """Set ``random_state=seed`` on an estimator that has one and left it None."""
-    params = estimator.get_params(deep=False)
-    if "random_state" in params and params["random_state"] is None:
-        estimator.set_params(random_state=seed)
-    return estimator
+from toolkit.utils import seed_if_unset
 
 
 def _rows(mask) -> str:
@@ -54,7 +46,7 @@ def _column(frame: pd.DataFrame, key: str, name: str) -> np.ndarray:
     return values.to_numpy()
 
 
-def _source_params(config: dict, loader) -> dict:
+def _source_params(config: dict, info) -> dict:
     """``data.params`` as the source is called with them.
 
     Generators get the config's seed unless the params set one; a manifest with
@@ -66,12 +58,12 @@ def _source_params(config: dict, loader) -> dict:
 
     data, source = config["data"], config["data"]["source"]
     params = resolve_input_paths(config)
-    if source.startswith("make_"):
+    if info.kind == "synthetic":
         params.setdefault("random_state", config["seed"])
     elif source == "load_manifest":
         if data.get("target") and params.get("id_column"):
             params.setdefault("target", data["target"])
-    elif "data_dir" in inspect.signature(loader).parameters and "data_dir" not in params:
+    elif info.reads_data_dir and "data_dir" not in params:
         try:
             data_home(None)
         except FileNotFoundError:
@@ -84,13 +76,13 @@ def _source_params(config: dict, loader) -> dict:
 
 
 def _call_source(config: dict) -> Bunch:
-    import toolkit.datasets as datasets
+    from toolkit.datasets import DATASETS
 
     source = config["data"]["source"]
-    loader = getattr(datasets, source)
-    params = _source_params(config, loader)
+    info = DATASETS[source]
+    params = _source_params(config, info)
     try:
-        bunch = loader(**params)
+        bunch = info.function(**params)
     except (TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(f"data.params: {source} failed: {message}") from exc
@@ -118,7 +110,7 @@ def _target_and_groups(config: dict, bunch: Bunch):
 
 def _modalities(config: dict, bunch: Bunch) -> list:
     """(name, encoder, columns) triples: the config's, else the source's defaults."""
-    import toolkit.encoders as encoders
+    from toolkit.encoders import ENCODERS
 
     frame = bunch.frame
     if not config.get("modalities"):
@@ -136,7 +128,7 @@ def _modalities(config: dict, bunch: Bunch) -> list:
                 f"(columns: {list(frame.columns)[:12]})"
             )
         try:
-            enc = getattr(encoders, mod["encoder"])(**(mod.get("params") or {}))
+            enc = ENCODERS[mod["encoder"]](**(mod.get("params") or {}))
         except TypeError as exc:
             raise ConfigError(f"modalities[{i}].params: {exc}") from exc
         modalities.append((mod["name"], enc, cols))

@@ -129,7 +129,7 @@ def bootstrap_interval(
 
 
 def paired_difference(
-    metric_fn, n_boot: int, rng, y, a, b, *, alpha: float = 0.05
+    metric_fn, y, a, b, *, n_boot: int, rng, alpha: float = 0.05
 ) -> dict[str, float]:
     """Bootstrap of metric(a) - metric(b) on the same resampled rows (paired).
 

@@ -292,6 +292,18 @@ def _explanation_phrase(config: dict, summary: dict) -> str:
     )
 
 
+def _source_phrase(source: str) -> str:
+    """What the data card says of the source: title, synthetic or not, licence, citation."""
+    from toolkit.datasets import dataset_info
+
+    info = dataset_info(source)
+    kind = "SYNTHETIC data generated with known ground truth" if info.synthetic else "real data"
+    return (
+        f"Source: {html.escape(info.title)} ({kind}); licence: {html.escape(info.licence)}; "
+        f"cite: {html.escape(info.citation)}."
+    )
+
+
 def methods_text(config: dict, summary: dict, *, grouped_by: str | None = None) -> str:
     """The report's Methods paragraph (HTML), true for ``config`` and its ``summary``.
 
@@ -303,6 +315,7 @@ def methods_text(config: dict, summary: dict, *, grouped_by: str | None = None) 
         [
             f"Data: <code>{source}</code> ({summary['n_samples']} rows); task: "
             f"{_task_phrase(config, summary)}.",
+            _source_phrase(config["data"]["source"]),
             _cv_phrase(config, grouped_by),
             _models_phrase(config, summary),
             _metrics_phrase(config, summary),

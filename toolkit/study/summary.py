@@ -150,7 +150,7 @@ def _comparisons(results: OutOfFold, scorer: _Scorer, against, *, primary, n_boo
         label: {
             "against": against,
             "metric": primary,
-            **paired_difference(fn, n_boot, rng, y, pred, results.baselines[against]),
+            **paired_difference(fn, y, pred, results.baselines[against], n_boot=n_boot, rng=rng),
         }
         for label, pred in results.oof.items()
     }

@@ -19,6 +19,7 @@ import yaml
 from sklearn.base import clone
 
 from toolkit.study.config import check_name
+from toolkit.utils import package_versions
 
 STATUS_FILE = "status.json"
 FAILED_FILE = "FAILED"
@@ -97,19 +98,6 @@ def mark_failed(run: Path, exc: BaseException) -> None:
 
 
 # -- inputs: config and environment ---------------------------------------------------------
-
-
-def package_versions(names) -> dict:
-    """Installed version of each distribution in ``names`` (None when not installed)."""
-    import importlib.metadata as md
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def environment(config: dict, command: str | None) -> dict:
