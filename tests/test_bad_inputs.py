@@ -330,8 +330,14 @@ def test_y_with_one_class():
 def test_unseen_class_at_scoring_counts_as_an_error():
     df, y = _frame()
     clf = MultimodalClassifier(MODS, random_state=0).fit(df, y)
-    assert set(clf.predict(df)) <= set(clf.classes_)
-    assert clf.score(df, np.full(40, 5)) == 0.0
+    pred = clf.predict(df)
+    assert set(pred) <= set(clf.classes_) and 5 not in clf.classes_
+    mixed = np.asarray(y).copy()
+    mixed[::2] = 5  # half the rows carry a label the model never saw
+    seen_correct = np.sum(pred[1::2] == mixed[1::2])
+    assert seen_correct > 0
+    # unseen labels count as errors over all rows: neither skipped nor refused
+    assert clf.score(df, mixed) == pytest.approx(seen_correct / len(mixed))
 
 
 def test_mismatched_columns_between_fit_and_predict():
