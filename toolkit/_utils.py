@@ -248,3 +248,15 @@ def tensor_table(state_dict) -> dict[str, dict]:
         k: {"dtype": codes.get(v.dtype, str(v.dtype)), "shape": list(v.shape)}
         for k, v in state_dict.items()
     }
+
+
+def raise_non_numeric(exc: Exception, X, describe) -> None:
+    """Re-raise scikit-learn's numeric-conversion error ``exc`` naming the first cell of ``X``
+    that is not a number: ``describe(row, column, value, first line of exc)`` gives the
+    message. ``exc`` itself is re-raised when every cell is numeric."""
+    where = first_non_numeric_cell(X)
+    if where is None:
+        raise exc
+    i, j, value = where
+    kind = TypeError if isinstance(exc, TypeError) else ValueError
+    raise kind(describe(i, j, value, str(exc).splitlines()[0])) from exc

@@ -17,7 +17,7 @@ from toolkit._utils import (
     check_column_labels,
     check_random_state_seed,
     describe_kinds,
-    first_non_numeric_cell,
+    raise_non_numeric,
     rows_by_kind,
     seed_if_unset,
     value_kind,
@@ -392,16 +392,15 @@ class _MultimodalBase(_BaseComposition):
                 self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64
             )
         except (TypeError, ValueError) as exc:
-            where = first_non_numeric_cell(X)
-            if where is None:
-                raise
-            i, j, value = where
-            kind = TypeError if isinstance(exc, TypeError) else ValueError
-            raise kind(
-                f"X[{i}, {j}] (column x{j}) holds {value!r} of type {type(value).__name__}: "
-                f"{str(exc).splitlines()[0]} With modalities=None X must be numeric; to encode text or categories "
-                "pass a DataFrame and name the modalities"
-            ) from exc
+            raise_non_numeric(
+                exc,
+                X,
+                lambda i, j, value, first: (
+                    f"X[{i}, {j}] (column x{j}) holds {value!r} of type {type(value).__name__}: "
+                    f"{first} With modalities=None X must be numeric; to encode text or "
+                    "categories pass a DataFrame and name the modalities"
+                ),
+            )
         return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
 
     def _fit_encoders(self, df: pd.DataFrame) -> None:

@@ -14,7 +14,7 @@ from toolkit._utils import (
     FLOAT32_MAX,
     check_column_labels,
     describe_kinds,
-    first_non_numeric_cell,
+    raise_non_numeric,
     rows_by_kind,
     value_kind,
 )
@@ -138,16 +138,15 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 ensure_min_samples=1,
             )
         except (TypeError, ValueError) as exc:
-            where = first_non_numeric_cell(X)
-            if where is None:
-                raise
-            i, j, value = where
-            kind = TypeError if isinstance(exc, TypeError) else ValueError
-            raise kind(
-                f"TabularEncoder: column x{j} holds {value!r} ({type(value).__name__}) at row "
-                f"{i}: {str(exc).splitlines()[0]} An array input must be numeric; pass a "
-                "DataFrame to encode category strings"
-            ) from exc
+            raise_non_numeric(
+                exc,
+                X,
+                lambda i, j, value, first: (
+                    f"TabularEncoder: column x{j} holds {value!r} ({type(value).__name__}) at "
+                    f"row {i}: {first} An array input must be numeric; pass a DataFrame to "
+                    "encode category strings"
+                ),
+            )
 
     def _prepare(self, df: pd.DataFrame, fit: bool) -> pd.DataFrame:
         """A copy with string column names, float64 numeric columns (range-checked) and
