@@ -109,6 +109,22 @@ def _add_attr(schema, name, node):
     )
 
 
+def _nodes(schema, cls: str):
+    """Every skops node of class ``cls`` in a schema, with its attribute dict (or {})."""
+    found, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            content = node.get("content")
+            attrs = content.get("content", {}) if isinstance(content, dict) else {}
+            if node.get("__class__") == cls:
+                found.append(attrs)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 # -- round trips ----------------------------------------------------------------------
 
 
@@ -453,22 +469,11 @@ def test_a_file_that_sets_memory_or_a_text_pattern_is_refused(folder, tmp_path):
     text = json.dumps(saved[0].hex())  # unchanged archive bytes, to find the pattern below
 
     def pattern(schema):
-        found = []
-
-        def walk(node):
-            if isinstance(node, dict):
-                if node.get("__class__") == "TfidfVectorizer":
-                    found.append(node)
-                for v in node.values():
-                    walk(v)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v)
-
-        walk(schema)
-        for key, value in (("token_pattern", r"(?u)(\w|\w)*\b$"), ("input", "filename")):
-            attrs = found[0]["content"]["content"]
-            attrs[key]["content"] = json.dumps(value)
+        found = _nodes(schema, "TfidfVectorizer")
+        assert found
+        for n, attrs in enumerate(found):
+            for key, value in (("token_pattern", r"(?u)(\w|\w)*\b$"), ("input", "filename")):
+                attrs[key].update(content=json.dumps(value), __id__=10 + 2 * n + (key == "input"))
 
     _edit_schema(folder, pattern)
     with pytest.raises(UntrustedTypeError, match="settings the toolkit never writes.*input"):
@@ -850,20 +855,9 @@ def test_hostile_json_and_schema_shapes_give_model_file_errors(folder, gated_fol
     gated = Path(shutil.copytree(gated_folder, tmp_path / "g"))
 
     def negative_dims(schema):
-        def walk(node):
-            if isinstance(node, dict):
-                content = node.get("content")
-                attrs = content.get("content", {}) if isinstance(content, dict) else {}
-                if node.get("__class__") == "GatedFusion" and "module_spec_" in attrs:
-                    spec = attrs["module_spec_"]["content"]["dims"]
-                    spec["content"][0].update(content="-5", __id__=1)  # a fresh object
-                for v in node.values():
-                    walk(v)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v)
-
-        walk(schema)
+        fitted = [a for a in _nodes(schema, "GatedFusion") if "module_spec_" in a]
+        dims = fitted[0]["module_spec_"]["content"]["dims"]
+        dims["content"][0].update(content="-5", __id__=1)  # a fresh object, not a cached one
 
     _edit_schema(gated, negative_dims)
     with pytest.raises(ModelFileError, match="gated network's description is malformed"):
@@ -947,17 +941,8 @@ def test_a_network_that_does_not_fit_its_weights_is_refused_before_it_is_built(t
     folder = toolkit.save(model.fit(df, np.arange(12.0) % 3), tmp_path / "model")
 
     def swap(schema):
-        def walk(node):
-            if isinstance(node, dict):
-                if node.get("__class__") == "ImageEncoder":
-                    node["content"]["content"]["model"].update(content='"vit_h_14"', __id__=2)
-                for v in node.values():
-                    walk(v)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v)
-
-        walk(schema)
+        for attrs in _nodes(schema, "ImageEncoder"):
+            attrs["model"].update(content='"vit_h_14"', __id__=2)
 
     _edit_schema(folder, swap)
     with pytest.raises(ModelFileError, match="do not fit encoder 'm''s network"):
