@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.explain import contribution_magnitudes
 from toolkit.study.orchestration import MAX_BACKGROUND
-from toolkit.study.summary import LOWER_IS_BETTER, magnitudes
+from toolkit.study.summary import LOWER_IS_BETTER
 
 
 def _plt():
@@ -101,7 +102,7 @@ def _contribution_plots(run: Path, results, best: str) -> dict[str, Path]:
     import shap
 
     plt = _plt()
-    values = magnitudes(values) if values.ndim == 3 else values
+    values = contribution_magnitudes(values) if values.ndim == 3 else values
     exp = shap.Explanation(
         values=values,
         base_values=np.zeros(len(values)),
@@ -166,7 +167,7 @@ def text_examples(frame, modalities, values, per_modality: int = 5) -> list[dict
     from toolkit.encoders.text import TextEncoder
 
     examples = []
-    mags = magnitudes(values)
+    mags = contribution_magnitudes(values)
     names = [m[0] for m in modalities]
     for name, enc, col in modalities:
         if not isinstance(enc, TextEncoder) or isinstance(col, list | tuple):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolkit.explain import contribution_magnitudes
 from toolkit.study.config import ConfigError
 from toolkit.study.metrics import (
     CLASSIFICATION_METRICS,
@@ -165,18 +166,13 @@ def _robustness(results: OutOfFold, scorer: _Scorer):
     return robustness, rows
 
 
-def magnitudes(values: np.ndarray) -> np.ndarray:
-    """|Shapley values| per row and modality (summed over classes when multi-class)."""
-    return np.abs(values) if values.ndim == 2 else np.abs(values).sum(axis=2)
-
-
 def _shares(results: OutOfFold) -> dict:
     """{strategy: {modality: mean |contribution|}} for strategies that were explained."""
     shares = {}
     for label, values in results.contributions.items():
         if np.isnan(values).all():
             continue
-        mean_abs = magnitudes(values).mean(axis=0)
+        mean_abs = contribution_magnitudes(values).mean(axis=0)
         shares[label] = {n: float(v) for n, v in zip(results.names, mean_abs, strict=True)}
     return shares
 

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 from sklearn.base import clone
 
+from toolkit.explain import modality_shares
 from toolkit.study.config import check_name
 from toolkit.utils import package_versions
 
@@ -158,8 +159,7 @@ def _contributions_table(results, best: str) -> pd.DataFrame | None:
     if values.ndim == 3:
         chosen = np.argmax(results.oof[best], axis=1)
         values = values[np.arange(n), :, chosen]
-    total = np.abs(values).sum(axis=1, keepdims=True)
-    share = np.divide(np.abs(values), total, out=np.zeros_like(values), where=total > 0)
+    share = modality_shares(values, per_sample=True)
     return pd.DataFrame(
         {
             "row": np.repeat(np.arange(n), len(names)),
