@@ -408,3 +408,36 @@ def test_output_answers_rows_without_modality_with_the_prior(Estimator):
     np.testing.assert_array_equal(out[3:], full[3:])
     with pytest.raises(MissingModalityError, match=r"rows \[0, 1, 2\]"):
         model.predict(emb.with_mask(mask))
+
+
+def test_fit_on_embeddings_keeps_the_encoders_and_checks_widths():
+    """encode train -> fit(emb) -> predict raw test rows, as a notebook does it."""
+    from toolkit.embeddings import Embeddings
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 80)
+    df = pd.DataFrame({"a": y + rng.normal(0, 0.7, 80), "b": rng.normal(0, 1, 80)})
+    mods = [("a", TabularEncoder(), ["a"]), ("b", TabularEncoder(), ["b"])]
+    direct = MultimodalClassifier(mods, fusion="early", random_state=0).fit(df[:60], y[:60])
+    clf = MultimodalClassifier(mods, fusion="early", random_state=0).fit_encoders(df[:60])
+    clf.fit(clf.encode(df[:60]), y[:60])
+    assert list(clf.encoders_) == ["a", "b"]
+    np.testing.assert_array_equal(clf.predict_proba(df[60:]), direct.predict_proba(df[60:]))
+    emb = clf.encode(df[60:])
+    narrow = Embeddings({"a": emb.blocks["a"][:, : 0 + 1], "b": np.hstack([emb.blocks["b"]] * 2)})
+    with pytest.raises(ValueError, match=r"'b' is 2 wide, not 1; encode the data with the"):
+        clf.predict(narrow)
+
+
+def test_a_class_absent_from_training_gets_probability_zero_for_every_strategy():
+    rng = np.random.default_rng(4)
+    y = np.array(["neg", "pos"])[rng.integers(0, 2, 80)]
+    df = pd.DataFrame({"a": (y == "pos") + rng.normal(0, 0.7, 80), "b": rng.normal(0, 1, 80)})
+    mods = [("a", TabularEncoder(), ["a"]), ("b", TabularEncoder(), ["b"])]
+    for fusion in ("early", "late", GatedFusion(max_epochs=10)):
+        clf = MultimodalClassifier(
+            mods, fusion=fusion, classes=["neg", "neu", "pos"], random_state=0
+        ).fit(df, y)
+        proba = clf.predict_proba(df)
+        assert proba[:, 1].max() == 0.0
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)

@@ -981,3 +981,7 @@ def test_a_registered_fusion_is_saved_and_loaded(tmp_path, monkeypatch):
         toolkit.load(folder)
     monkeypatch.setitem(FUSIONS, "mean", MeanFusion)
     np.testing.assert_array_equal(toolkit.load(folder).predict_proba(df), clf.predict_proba(df))
+    # the module that defines it must be importable: say so, not a raw traceback
+    monkeypatch.delitem(sys.modules, "tests_plugin")
+    with pytest.raises(ModelFileError, match="whose module cannot be imported"):
+        toolkit.load(folder)

@@ -455,7 +455,9 @@ class _MultimodalBase(_BaseComposition):
 
     # -- public API shared by both estimators ---------------------------------------------
 
-    def _check_embeddings(self, emb: Embeddings, allow_empty: bool = False) -> Embeddings:
+    def _check_embeddings(
+        self, emb: Embeddings, allow_empty: bool = False, check_widths: bool = True
+    ) -> Embeddings:
         """Precomputed Embeddings (e.g. from toolkit.distributed.load_embeddings) as input."""
         expected = getattr(self, "modality_names_", None)
         if expected is None and self.modalities is not None:
@@ -463,6 +465,20 @@ class _MultimodalBase(_BaseComposition):
         if expected is not None and list(emb.names) != list(expected):
             raise ValueError(
                 f"Embeddings hold modalities {emb.names}; the model expects {expected}"
+            )
+        widths = getattr(self, "embedding_widths_", None) if check_widths else None
+        wrong = {
+            n: (int(emb.blocks[n].shape[1]), w)
+            for n, w in (widths or {}).items()
+            if emb.blocks[n].shape[1] != w
+        }
+        if wrong:
+            detail = ", ".join(
+                f"'{n}' is {got} wide, not {want}" for n, (got, want) in wrong.items()
+            )
+            raise ValueError(
+                f"Embeddings do not match the model: {detail}; encode the data with the "
+                "encoders the model was fitted with (model.encode(X))"
             )
         if not allow_empty:
             _refuse_empty_rows(emb)
@@ -473,13 +489,18 @@ class _MultimodalBase(_BaseComposition):
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
         if isinstance(X, Embeddings):
-            # Fitted on stored embeddings: predict / explain take Embeddings too.
-            emb = self._check_embeddings(X)
-            self.encoders_ = {}
+            # Fitted on stored embeddings: predict / explain take Embeddings too. Encoders
+            # fitted by fit_encoders for these modalities are kept, so the model still
+            # encodes raw data (the Embeddings are taken to come from them).
+            emb = self._check_embeddings(X, check_widths=False)
+            kept = getattr(self, "encoders_", None) or {}
+            if list(kept) != list(emb.names):
+                self.encoders_ = {}
         else:
             self._fit_encoders(X)
             emb = self._encode(X)
         self.modality_names_ = list(emb.names)
+        self.embedding_widths_ = {n: int(emb.blocks[n].shape[1]) for n in emb.names}
         self.fusion_ = self._fusion().fit(emb, y, n_classes=n_classes)
         self.prior_ = self.fusion_.prior_
         return self
@@ -490,6 +511,8 @@ class _MultimodalBase(_BaseComposition):
         ``X`` is validated as :meth:`fit` validates it. Together with :meth:`encode` this
         lets a caller encode a training set and a test set once and then fit one or more
         models on the embeddings (``fit(embeddings, y)``), as a study does for each fold.
+        ``fit(embeddings, y)`` keeps these encoders (the embeddings are taken to come from
+        them), so the fitted model still encodes and predicts raw data.
 
         Parameters
         ----------
@@ -584,6 +607,12 @@ class _MultimodalBase(_BaseComposition):
         """The fusion's output on (possibly masked) Embeddings, the prior where no modality is
         available; never NaN or infinite."""
         out = np.asarray(self.fusion_.predict_output(emb))
+        if out.ndim == 2 and (self.prior_ == 0).any():
+            # a class absent from training (``classes=``) gets probability 0 whatever the
+            # strategy (a neural head can leave it a small value)
+            out = np.where(self.prior_ == 0, 0.0, out)
+            total = out.sum(axis=1, keepdims=True)
+            out = np.divide(out, total, out=np.tile(self.prior_, (len(out), 1)), where=total > 0)
         empty = ~emb.mask.any(axis=1)
         if empty.any():
             out[empty] = self.prior_ if out.ndim == 2 else self.prior_[0]

@@ -850,6 +850,11 @@ def _read_skops(file: Path, trusted: set[str], max_bytes: int):
         )
     try:
         return sio.loads(data, trusted=sorted(names))
+    except ImportError as exc:
+        raise ModelFileError(
+            f"{where} names a class whose module cannot be imported ({exc}); install or import "
+            "the package that defines it (e.g. the module of a fusion you registered) first"
+        ) from exc
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ModelFileError(
             f"{where} could not be read ({type(exc).__name__}: {exc}); it is corrupt: save the "
