@@ -57,7 +57,12 @@ def _print_summary(run) -> None:
         for name, entry in metrics[group].items():
             m = entry[primary]
             label = f"{name} fusion" if group == "strategies" else name
-            print(f"{label:<16}{m['value']:>10.3f}   [{m['low']:.3f}, {m['high']:.3f}]")
+            interval = (
+                f"[{m['low']:.3f}, {m['high']:.3f}]"
+                if m["low"] == m["low"]  # NaN when evaluation.bootstrap is 0
+                else "(no bootstrap)"
+            )
+            print(f"{label:<16}{m['value']:>10.3f}   {interval}")
     shares = metrics["mean_abs_contribution"].get(metrics["best_strategy"], {})
     if shares:
         total = sum(shares.values()) or 1.0

@@ -125,3 +125,22 @@ def test_report_sections_follow_the_config(tmp_path, config, summary, present, a
         assert text in page, text
     for text in absent:
         assert text not in page, text
+
+
+def test_without_bootstrap_the_comparison_says_so_and_prints_no_nan():
+    from toolkit.study.report import _comparison_section
+
+    config = copy.deepcopy(CLASSIFICATION)
+    config["evaluation"]["bootstrap"] = 0
+    text = methods_text(config, CLASSIFICATION_SUMMARY, grouped_by="pid")
+    assert "by the difference in auroc (no bootstrap, so no interval or p-value)" in text
+    assert "by (no bootstrap" not in text
+    nan = float("nan")
+    summary = {
+        "comparisons": {
+            "late": {"against": "scan only", "difference": 0.1, "low": nan, "high": nan,
+                     "p_value": nan}
+        }
+    }  # fmt: skip
+    html_table = _comparison_section(summary)
+    assert "+0.100" in html_table and "nan" not in html_table

@@ -243,10 +243,14 @@ def _metrics_phrase(config: dict, summary: dict) -> str:
     text += f". The best strategy is the one with the {direction} {primary}"
     against = summary.get("best_single_modality")
     if against:
-        test = "a paired bootstrap of" if n_boot > 0 else "(no bootstrap, so no interval)"
+        test = (
+            f"by a paired bootstrap of the difference in {primary}"
+            if n_boot > 0
+            else f"by the difference in {primary} (no bootstrap, so no interval or p-value)"
+        )
         text += (
             f"; each strategy is compared with the best single modality "
-            f"({html.escape(str(against))}) by {test} the difference in {primary}"
+            f"({html.escape(str(against))}) {test}"
         )
     return text + "."
 
@@ -366,7 +370,11 @@ def _comparison_section(summary: dict) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v['against'])}</td><td>{v['difference']:+.3f}</td>"
-        f"<td>[{v['low']:+.3f}, {v['high']:+.3f}]</td><td>{v['p_value']:.3f}</td></tr>"
+        + (
+            f"<td>[{v['low']:+.3f}, {v['high']:+.3f}]</td><td>{v['p_value']:.3f}</td></tr>"
+            if np.isfinite(v["low"])
+            else "<td>—</td><td>—</td></tr>"
+        )
         for k, v in summary["comparisons"].items()
     )
     return (
