@@ -233,3 +233,16 @@ def test_scan_2d_array_where_volume_expected():
 def test_scan_missing_path():
     with pytest.raises(FileNotFoundError, match="ghost.nii.gz' does not exist"):
         read_scan("/nonexistent/ghost.nii.gz")
+
+
+def test_missing_file_message_mentions_the_working_directory_only_for_relative_paths(
+    tmp_path, monkeypatch
+):
+    from toolkit.io._paths import check_path
+
+    with pytest.raises(FileNotFoundError) as absolute:
+        check_path(tmp_path / "gone.wav", "audio")
+    assert "working directory" not in str(absolute.value)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="resolved against the working directory"):
+        check_path("gone.wav", "audio")

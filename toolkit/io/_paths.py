@@ -70,9 +70,13 @@ def check_path(path: Path, what: str, *, allow_dir: bool = False) -> os.stat_res
         st = os.stat(path)
     except FileNotFoundError:
         link = " (a symbolic link whose target is missing)" if os.path.islink(path) else ""
+        where = (
+            ""
+            if os.path.isabs(path)
+            else f" (a relative path is resolved against the working directory '{Path.cwd()}')"
+        )
         raise FileNotFoundError(
-            f"{what} file '{path}' does not exist{link}; check the path (relative paths are "
-            f"resolved against the working directory '{Path.cwd()}')"
+            f"{what} file '{path}' does not exist{link}; check the path{where}"
         ) from None
     except OSError as exc:
         raise ReadError(
