@@ -140,6 +140,9 @@ def test_unknown_names_in_a_config_list_the_registered_names(tmp_path):
     assert _refused(tmp_path, "data.source=[a]") == (
         f"data.source: expected one of {sorted(DATASETS)}, found list"
     )
+    assert _refused(tmp_path, "modalities=[]") == (
+        "modalities: expected a non-empty list, found an empty list"
+    )
     with pytest.raises(ValueError, match="unknown fusion 'middle'; use 'early', 'late', 'gated'"):
         make_fusion("middle")
 

@@ -189,7 +189,9 @@ def load_config(
 
 
 def _shown(found: Any) -> str:
-    return repr(found) if not isinstance(found, dict | list) else type(found).__name__
+    if isinstance(found, dict | list):
+        return f"an empty {type(found).__name__}" if not found else type(found).__name__
+    return repr(found)
 
 
 def _expect(cond: bool, key: str, expected: str, found: Any) -> None:
