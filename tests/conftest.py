@@ -78,3 +78,16 @@ def tiny_wav2vec2(tmp_path_factory) -> Path:
     Wav2Vec2Model(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_wav2vec2_kwargs() -> dict:
+    """Arguments of a tiny torchaudio ``wav2vec2_model`` (16-d, one layer) for local tests."""
+    return dict(
+        extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+        extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
+        encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0, aux_num_out=None,
+    )  # fmt: skip

@@ -782,14 +782,7 @@ def _pretrained_case(kind, tmp_path, request):
     if kind == "torchaudio":
         import torchaudio
 
-        kwargs = dict(
-            extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
-            extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
-            encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
-            encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
-            encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
-            encoder_layer_drop=0.0, aux_num_out=None,
-        )  # fmt: skip
+        kwargs = request.getfixturevalue("tiny_wav2vec2_kwargs")
         net = torchaudio.models.wav2vec2_model(**kwargs)
         torch.save(net.state_dict(), tmp_path / "w.pt")
         enc = AudioEncoder(

@@ -82,18 +82,11 @@ def test_transformers_backend_local_wav2vec2(tiny_wav2vec2):
     assert not np.allclose(block[0], block[1])
 
 
-def test_torchaudio_backend_with_state_dict(tmp_path):
+def test_torchaudio_backend_with_state_dict(tmp_path, tiny_wav2vec2_kwargs):
     import torch
     import torchaudio
 
-    kwargs = dict(
-        extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
-        extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
-        encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
-        encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
-        encoder_layer_drop=0.0, aux_num_out=None,
-    )  # fmt: skip
+    kwargs = tiny_wav2vec2_kwargs
     torch.manual_seed(0)
     net = torchaudio.models.wav2vec2_model(**kwargs)
     path = tmp_path / "w2v.pt"
@@ -148,17 +141,10 @@ def test_awkward_rate_clips_are_encoded_like_nearby_rates():
     np.testing.assert_allclose(awkward[:60], common[:60], atol=0.05)
 
 
-def test_build_network_on_meta_device_matches_the_real_network():
+def test_build_network_on_meta_device_matches_the_real_network(tiny_wav2vec2_kwargs):
     import torch
 
-    kwargs = dict(
-        extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
-        extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
-        encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=1,
-        encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=32,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
-        encoder_layer_drop=0.0, aux_num_out=None,
-    )  # fmt: skip
+    kwargs = tiny_wav2vec2_kwargs
     enc = AudioEncoder(backend="torchaudio", model="wav2vec2_model", model_kwargs=kwargs)
     with torch.device("meta"):
         meta = enc.build_network()
