@@ -193,9 +193,8 @@ def test_manifest_lists_every_file_with_size_hash_and_tensors(gated_folder):
     data = (gated_folder / "fusion.safetensors").read_bytes()
     assert info == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     tensors = manifest["tensors"]["fusion.safetensors"]
-    assert tensors["head.1.weight"] == {"dtype": "F64", "shape": [2, 32]} or (
-        tensors["head.1.weight"]["dtype"] == "F64"
-    )
+    assert tensors["head.1.weight"]["dtype"] == "F64"
+    assert tensors["head.1.weight"]["shape"][1] == 32  # GatedFusion's default hidden size
     assert all(t["dtype"] == "F64" for t in tensors.values())
 
 
@@ -466,7 +465,6 @@ def test_a_file_that_sets_memory_or_a_text_pattern_is_refused(folder, tmp_path):
 
     (folder / "model.skops").write_bytes(saved[0])
     (folder / "manifest.json").write_text(saved[1])
-    text = json.dumps(saved[0].hex())  # unchanged archive bytes, to find the pattern below
 
     def pattern(schema):
         found = _nodes(schema, "TfidfVectorizer")
@@ -478,7 +476,6 @@ def test_a_file_that_sets_memory_or_a_text_pattern_is_refused(folder, tmp_path):
     _edit_schema(folder, pattern)
     with pytest.raises(UntrustedTypeError, match="settings the toolkit never writes.*input"):
         toolkit.load(folder)
-    assert text
 
 
 def test_manifest_cannot_set_other_encoder_parameters(folder, bert_folder, tmp_path):
@@ -548,12 +545,11 @@ def test_safetensors_header_is_bounded_before_decoding(gated_folder, tmp_path):
         "garbage header": data[:8] + b"\xff" * n + data[8 + n :],
         "truncated data": data[:-16],
     }
-    for why, content in cases.items():
+    for content in cases.values():
         file.write_bytes(content)
         _rewrite_manifest(folder)
         with pytest.raises(ModelFileError, match="corrupt|truncated"):
             toolkit.load(folder)
-        assert why
 
 
 def test_corrupt_archive_and_manifest_name_the_file(folder):
