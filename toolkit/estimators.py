@@ -210,6 +210,15 @@ def _refuse_empty_rows(emb: Embeddings, labels=None) -> None:
         )
 
 
+def _accepts_groups(fusion) -> bool:
+    import inspect
+
+    try:
+        return "groups" in inspect.signature(fusion.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _fusion_has(method):
     def check(self):
         fusion = getattr(self, "fusion_", None)
@@ -484,10 +493,13 @@ class _MultimodalBase(_BaseComposition):
             _refuse_empty_rows(emb)
         return emb
 
-    def _fit(self, X, y, n_classes):
+    def _fit(self, X, y, n_classes, groups=None):
         """Fit on a validated frame or on Embeddings; ``y`` is already checked."""
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
+        from toolkit.fusion._inner import check_groups
+
+        groups = check_groups(groups, len(y))
         if isinstance(X, Embeddings):
             # Fitted on stored embeddings: predict / explain take Embeddings too. Encoders
             # fitted by fit_encoders for these modalities are kept, so the model still
@@ -501,7 +513,17 @@ class _MultimodalBase(_BaseComposition):
             emb = self._encode(X)
         self.modality_names_ = list(emb.names)
         self.embedding_widths_ = {n: int(emb.blocks[n].shape[1]) for n in emb.names}
-        self.fusion_ = self._fusion().fit(emb, y, n_classes=n_classes)
+        fusion = self._fusion()
+        if groups is None:
+            self.fusion_ = fusion.fit(emb, y, n_classes=n_classes)
+        else:
+            if not _accepts_groups(fusion):
+                raise TypeError(
+                    f"{type(fusion).__name__}.fit takes no groups argument, so it cannot keep "
+                    "groups apart in its inner splits; add a 'groups=None' parameter to its fit "
+                    "or fit without groups"
+                )
+            self.fusion_ = fusion.fit(emb, y, n_classes=n_classes, groups=groups)
         self.prior_ = self.fusion_.prior_
         return self
 
@@ -740,7 +762,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
             )
         return classes
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Encode every modality once and fit the fusion strategy.
 
         Parameters
@@ -750,6 +772,12 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
             Embeddings too)
         y : array-like of shape (n_samples,)
             Class labels (any hashable type).
+        groups : array-like of shape (n_samples,), default=None
+            Group label of each row (patient, speaker, site). Every split the fusion makes
+            inside ``fit`` (stacking's out-of-fold predictions, inner cross-validation,
+            early stopping, ``fusion="auto"``) keeps each group on one side. Routed by
+            scikit-learn's metadata routing: ``clf.set_fit_request(groups=True)`` makes
+            ``cross_validate(..., params={"groups": g})`` and ``GridSearchCV`` pass it.
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
@@ -763,7 +791,9 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
                 f"y has only one class ({getattr(self.classes_[0], 'item', lambda: self.classes_[0])()!r}); "
                 "a classifier needs at least 2 classes"
             )
-        return self._fit(df, self._label_encoder.transform(y), n_classes=len(self.classes_))
+        return self._fit(
+            df, self._label_encoder.transform(y), n_classes=len(self.classes_), groups=groups
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -806,12 +836,16 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
     1.0
     """
 
-    def fit(self, X, y):
-        """Encode every modality once and fit the fusion strategy on a numeric target."""
+    def fit(self, X, y, groups=None):
+        """Encode every modality once and fit the fusion strategy on a numeric target.
+
+        ``groups`` (one label per row) keeps each group on one side of every split the
+        fusion makes inside ``fit``; see :meth:`MultimodalClassifier.fit`.
+        """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
         y = _check_target(y)
-        return self._fit(df, y, n_classes=None)
+        return self._fit(df, y, n_classes=None, groups=groups)
 
     def predict(self, X) -> np.ndarray:
         """Predicted target of each row, shape (n_samples,)."""

@@ -85,8 +85,9 @@ class EarlyFusion(BaseFusion):
             parts.append(emb.mask.astype(np.float64))
         return np.hstack(parts)
 
-    def fit(self, emb: Embeddings, y, n_classes=None):
-        """Fit the head on ``emb`` (see :class:`BaseFusion` for ``y`` and ``n_classes``)."""
+    def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
+        """Fit the head on ``emb`` (see :class:`BaseFusion` for ``y``, ``n_classes`` and
+        ``groups``)."""
         self._validate_params()
         y = self._setup(emb, y, n_classes)
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)

@@ -178,8 +178,9 @@ class GatedFusion(BaseFusion):
         xs = [torch.from_numpy(blocks[n].astype(np.float64)).to(self.device_) for n in emb.names]
         return xs, torch.from_numpy(np.ascontiguousarray(emb.mask)).to(self.device_)
 
-    def fit(self, emb: Embeddings, y, n_classes=None):
-        """Train the gated unit on ``emb`` (see :class:`BaseFusion`)."""
+    def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
+        """Train the gated unit on ``emb`` (see :class:`BaseFusion`); with ``groups``, the
+        early-stopping validation rows are whole groups."""
         import torch
 
         self._validate_params()
@@ -217,6 +218,14 @@ class GatedFusion(BaseFusion):
             perm = torch.randperm(n, generator=gen)
             n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
             val_idx, train_idx = perm[:n_val], perm[n_val:]
+            if groups is not None:
+                from toolkit.fusion._inner import check_groups, validation_split
+
+                tr, va = validation_split(
+                    n, check_groups(groups, n), self.validation_fraction, seed
+                )
+                train_idx, val_idx = torch.from_numpy(tr), torch.from_numpy(va)
+                n_val = len(va)
             opt = torch.optim.AdamW(
                 self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
             )

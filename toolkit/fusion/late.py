@@ -6,12 +6,12 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.embeddings import Embeddings
+from toolkit.fusion._inner import inner_folds
 from toolkit.fusion.base import BaseFusion, BlockScaler
 
 _EPS = 1e-6
@@ -112,30 +112,32 @@ class LateFusion(BaseFusion):
             return (logp[:, 1] - logp[:, 0])[:, None]
         return logp
 
-    def _oof(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _oof(self, X: np.ndarray, y: np.ndarray, groups=None) -> np.ndarray:
+        """Out-of-fold outputs of a fresh head (whole groups per fold when ``groups``)."""
         head = self._head()
-        if self.is_classifier_:
-            counts = np.bincount(y.astype(int), minlength=self.n_classes_)
-            smallest = counts[counts > 0].min()
-            n_splits = min(self.cv, int(smallest))
-            if n_splits < 2 or len(counts[counts > 0]) < 2:
-                return self._head_output(head.fit(X, y), X)
-            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed_)
-            proba = cross_val_predict(head, X, y, cv=splitter, method="predict_proba")
-            present = np.unique(y).astype(int)
-            out = np.zeros((len(X), self.n_classes_))
-            out[:, present] = proba
-            return out
-        n_splits = min(self.cv, len(y))
-        if n_splits < 2:
-            return np.asarray(head.fit(X, y).predict(X), dtype=np.float64)
-        splitter = KFold(n_splits, shuffle=True, random_state=self.seed_)
-        return np.asarray(cross_val_predict(head, X, y, cv=splitter), dtype=np.float64)
+        folds = inner_folds(y, groups, self.cv, self.is_classifier_, self.seed_)
+        if folds is None:
+            return self._head_output(head.fit(X, y), X)
+        out = np.zeros((len(X), self.n_classes_)) if self.is_classifier_ else np.zeros(len(X))
+        covered = np.zeros(len(X), dtype=bool)
+        for train, test in folds:
+            fitted = clone(head).fit(X[train], y[train])
+            out[test] = self._head_output(fitted, X[test])
+            covered[test] = True
+        if not covered.all():  # pragma: no cover - k-fold splitters cover every row
+            rest = ~covered
+            out[rest] = self._head_output(clone(head).fit(X, y), X[rest])
+        return out
 
     # -- fit / predict -------------------------------------------------------------------
 
-    def fit(self, emb: Embeddings, y, n_classes=None):
-        """Fit one head per modality on its available rows, then the combiner."""
+    def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
+        """Fit one head per modality on its available rows, then the combiner; with
+        ``groups``, the out-of-fold predictions the combiner learns from keep each group in
+        one fold."""
+        from toolkit.fusion._inner import check_groups
+
+        groups = check_groups(groups, len(np.asarray(y)))
         self._validate_params()
         y = self._setup(emb, y, n_classes)
         self.seed_ = check_random_state_seed(self.random_state)
@@ -148,7 +150,7 @@ class LateFusion(BaseFusion):
             X, ym = blocks[name][rows], y[rows]
             self.estimators_[name] = self._head().fit(X, ym)
             if self.combine != "mean":
-                oof[name] = (rows, self._oof(X, ym))
+                oof[name] = (rows, self._oof(X, ym, None if groups is None else groups[rows]))
         if self.combine == "stacking":
             feats = self._stack_features_from(
                 {n: (r, self._evidence(o)) for n, (r, o) in oof.items()}, emb.n_samples
