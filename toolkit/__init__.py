@@ -28,6 +28,7 @@ _LAZY = {
     "MultimodalClassifier": "toolkit.estimators",
     "MultimodalRegressor": "toolkit.estimators",
     "ModalityExplainer": "toolkit.explain.modality",
+    "ConformalPredictor": "toolkit.conformal",
     "save": "toolkit.persistence",
     "load": "toolkit.persistence",
 }
