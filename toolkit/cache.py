@@ -109,7 +109,7 @@ _READ_CHUNK = 1024 * 1024
 #: Beside an encoder's shards: the width of its entries, written by a process that had the
 #: encoder loaded.
 WIDTH_FILE = "width"
-_IGNORED_PARAMS = ("progress", "batch_size", "device")
+_IGNORED_PARAMS = ("progress", "batch_size", "device", "n_jobs")
 
 
 class CacheShardWarning(UserWarning):
@@ -396,9 +396,11 @@ def encoder_key(
     max_folder_files: int = MAX_FOLDER_FILES,
 ) -> str:
     """``<class name>-<hash>`` of an encoder's class (package versions and source text of
-    the classes it is made of) and parameters, with every weights file or folder a
-    parameter names keyed on its content fingerprint, and a model named by hub id or left
-    to its default keyed on the folder it resolves to (see the module docstring)."""
+    the classes it is made of, and its ``features_version`` if it declares one) and
+    parameters (less those that do not change the output, such as ``n_jobs``), with every
+    weights file or folder a parameter names keyed on its content fingerprint, and a model
+    named by hub id or left to its default keyed on the folder it resolves to (see the
+    module docstring)."""
     import joblib
 
     options = {
@@ -409,7 +411,10 @@ def encoder_key(
     cls = type(encoder)
     kept = {k: v for k, v in encoder.get_params(deep=False).items() if k not in _IGNORED_PARAMS}
     params = _stamp_params(kept, options, "")
-    identity = (cls.__module__, cls.__qualname__, _code_identity(cls), params)
+    # ``features_version``: an encoder's own version of what it computes, bumped when a
+    # helper outside the class (e.g. a module-level feature function) changes its output.
+    version = getattr(cls, "features_version", None)
+    identity = (cls.__module__, cls.__qualname__, _code_identity(cls), version, params)
     return f"{cls.__name__}-{joblib.hash(identity)}"
 
 

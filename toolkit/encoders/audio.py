@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -20,76 +22,278 @@ _PROSODY = [
 ]  # fmt: skip
 
 
-def _frames(wave, win: int, hop: int):
+#: Version of the default ("mfcc") statistics; part of the cache key (toolkit.cache), so a
+#: cache written by an older definition is never served for the current one.
+#: 1: per-clip torchaudio MFCC and NCCF pitch tracker; 2: the batched computation below.
+FEATURES_VERSION = 2
+
+#: Padded samples (clips x longest clip) computed together; a longer clip goes alone.
+_BATCH_SAMPLES = 1 << 22
+_TOP_DB = 80.0  # dynamic range kept by the MFCC's dB conversion (torchaudio's MFCC default)
+_PITCH_LOW, _PITCH_HIGH, _PITCH_SMOOTH = 60, 500, 30  # Hz, Hz, frames (10 ms) of median
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = [0, 0]  # [active callers, torch's thread count to restore]
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run torch's intra-op work on one thread for the duration (restored afterwards).
+
+    The statistics are many small tensor operations: each one parallelized over two threads
+    waits at a barrier, and on a busy machine (other processes on the cores) that wait costs
+    a scheduler time slice per operation, measured here at 10-20x the single-thread time.
+    Parallelism across clips comes from ``n_jobs`` (processes) instead. Nested or concurrent
+    callers share one saved value, so the setting is restored when the last one leaves.
+    """
     import torch
 
-    if wave.shape[-1] < win:
-        wave = torch.nn.functional.pad(wave, (0, win - wave.shape[-1]))
-    return wave.unfold(-1, win, hop)
+    with _THREADS_LOCK:
+        if _THREADS_USERS[0] == 0:
+            _THREADS_USERS[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_USERS[0] -= 1
+            if _THREADS_USERS[0] == 0:
+                torch.set_num_threads(_THREADS_USERS[1])
 
 
-def audio_statistics(
-    wave: np.ndarray, sr: int, n_mfcc: int, n_segments: int, mfcc_transform
+def _reflect_index(length, pad: int, width: int):
+    """(B, width) indices into each clip's samples, reflect-padded by ``pad`` at both ends
+    (torch's ``mode="reflect"``), and the mask of positions inside the padded clip."""
+    import torch
+
+    j = torch.arange(width)[None] - pad  # position in the unpadded clip
+    n = length[:, None]
+    idx = torch.where(j < 0, -j, torch.where(j >= n, 2 * (n - 1) - j, j))
+    inside = j < n + pad
+    return idx.clamp(0, int(length.max()) - 1) * inside, inside
+
+
+def _masked_std(x, mask, count):
+    """Unbiased std over the last axis where ``mask`` (0 where fewer than 2 values)."""
+    import torch
+
+    mean = (x * mask).sum(-1) / count.clamp(min=1)
+    var = (((x - mean[..., None]) * mask) ** 2).sum(-1) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, var.sqrt(), torch.zeros_like(var)), mean
+
+
+def _deltas(c, n_frames):
+    """torchaudio's ``compute_deltas`` (window 5, edge frames replicated) of (B, C, T) frames,
+    each clip replicating its own last frame rather than reading the padding."""
+    import torch
+
+    t = torch.arange(c.shape[-1])[None]
+    last = (n_frames - 1)[:, None]
+    out = torch.zeros_like(c)
+    for k in (1, 2):
+        ahead = torch.minimum(t + k, last).expand(c.shape[0], -1)
+        behind = (t - k).clamp(min=0).expand(c.shape[0], -1)
+        gather = lambda i: c.gather(2, i[:, None].expand(-1, c.shape[1], -1))  # noqa: E731
+        out = out + k * (gather(ahead) - gather(behind))
+    return out / 10.0
+
+
+def _pitch_track(x, length, sr: int):
+    """Per-frame pitch (Hz) of a batch of clips (B, L), 10 ms frames, and the valid-frame mask.
+
+    The normalized cross-correlation of torchaudio's ``detect_pitch_frequency`` (frames of
+    10 ms against lags up to 1/60 s, the same normalization, the same preference for the
+    shorter of two near-equal peaks), computed for every frame and lag at once with FFTs,
+    then median-smoothed over 30 frames of the same clip (windows stop at its ends).
+    """
+    import math
+
+    import torch
+
+    fs = int(math.ceil(sr * 0.01))
+    lags = int(math.ceil(sr / _PITCH_LOW))
+    n_frames = torch.div(length + fs - 1, fs, rounding_mode="floor")
+    nf = int(n_frames.max())
+    padded = torch.nn.functional.pad(x, (0, nf * fs + lags - x.shape[1]))
+    win = padded.unfold(1, fs + lags, fs)[:, :nf]  # (B, nf, fs + lags)
+    head = win[..., :fs]
+    size = 1 << (fs + lags - 1).bit_length()
+    spec = torch.fft.rfft(win, size) * torch.fft.rfft(head, size).conj()
+    corr = torch.fft.irfft(spec, size)[..., 1 : lags + 1]  # lag 1 .. lags
+    cum = torch.nn.functional.pad((win**2).cumsum(-1), (1, 0))
+    tail_energy = (cum[..., fs + 1 : fs + lags + 1] - cum[..., 1 : lags + 1]).clamp(min=0)
+    eps = 1e-9
+    head_norm = (eps + head.pow(2).sum(-1, keepdim=True).sqrt()) ** 2
+    nccf = corr / head_norm / (eps + tail_energy.sqrt()) ** 2
+    lag_min = int(math.ceil(sr / _PITCH_HIGH))
+    best_v, best_i = nccf[..., lag_min:].max(-1)
+    half_v, half_i = nccf[..., lag_min : lags // 2].max(-1)
+    prefer_half = half_v > 0.99 * best_v
+    lag = torch.where(prefer_half, half_i, best_i) + lag_min + 1
+    valid = torch.arange(nf)[None] < n_frames[:, None]
+    half = (_PITCH_SMOOTH - 1) // 2
+    smooth = torch.nn.functional.pad(
+        torch.where(valid, lag.double(), torch.nan),
+        (half, _PITCH_SMOOTH - 1 - half),
+        value=torch.nan,
+    )
+    lag = smooth.unfold(1, _PITCH_SMOOTH, 1).nanmedian(-1).values
+    return sr / (1e-9 + lag.float()), valid
+
+
+def audio_statistics_batch(
+    waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int
 ) -> np.ndarray:
-    """Utterance-level statistics of one mono waveform (see :class:`AudioEncoder`)."""
+    """Utterance-level statistics of mono waveforms at rate ``sr``, computed together.
+
+    The clips are zero-padded to the longest and every step runs on the whole batch; each
+    clip's frames beyond its own end are masked out of every statistic (the MFCC frames at
+    its end see its own reflection, as alone), so a clip gets the same features in any batch
+    (to float32 rounding, about 1e-5 relative). See :class:`AudioEncoder` for the features.
+
+    Returns
+    -------
+    ndarray of shape (len(waves), n_mfcc * (n_segments + 3) + 11), float32
+    """
     import torch
     import torchaudio.functional as AF
 
-    x = torch.from_numpy(wave)
-    x = x - x.mean()
-    x = x / (x.abs().max() + 1e-8)  # per-utterance level normalisation
-    if len(x) < int(0.1 * sr):  # very short clips: zero-pad so every frame-based step has input
-        x = torch.nn.functional.pad(x, (0, int(0.1 * sr) - len(x)))
-    mfcc = mfcc_transform(x)  # (n_mfcc, T)
-    if mfcc.shape[1] < n_segments:
-        mfcc = mfcc.repeat(1, n_segments)
-    centred = mfcc - mfcc.mean(dim=1, keepdim=True)  # cepstral mean normalisation
-    seg_means = torch.cat([s.mean(dim=1) for s in torch.tensor_split(centred, n_segments, dim=1)])
-    d1 = AF.compute_deltas(mfcc[None])[0]
-    d2 = AF.compute_deltas(d1[None])[0]
-    spectral = torch.cat([seg_means, mfcc.std(dim=1), d1.std(dim=1), d2.std(dim=1)])
+    lengths0 = torch.tensor([len(w) for w in waves])
+    length = lengths0.clamp(min=int(0.1 * sr))  # very short clips are zero-padded to 0.1 s
+    b, width = len(waves), int(length.max())
+    x = torch.zeros(b, width)
+    for i, w in enumerate(waves):
+        x[i, : len(w)] = torch.from_numpy(w)
+    inside = torch.arange(width)[None] < lengths0[:, None]
+    # Per-utterance level normalisation, in float64 so that a clip's values do not depend on
+    # the padding of its batch (the pitch track's lag choice is sensitive to the last bit).
+    x = x.double()
+    x = (x - x.sum(1, keepdim=True) / lengths0[:, None]) * inside
+    x = (x / (x.abs().amax(1, keepdim=True) + 1e-8)).float()
 
+    # MFCC: torchaudio's MFCC (Hann window of 25 ms, hop 10 ms, centred frames with
+    # reflection, power mel spectrogram, dB with a top of 80 dB below each clip's maximum).
     win, hop = int(0.025 * sr), int(0.010 * sr)
-    frames = _frames(x, win, hop)
-    energy_db = 10 * torch.log10(frames.pow(2).mean(dim=1) + 1e-10)
-    voiced = energy_db > (energy_db.max() - 30.0)
-    zcr = (frames[:, 1:].sign() != frames[:, :-1].sign()).float().mean(dim=1)
-    # detect_pitch_frequency needs more frames than its median window (30 x 10 ms):
-    # short clips are zero-padded for the pitch track only (padding frames are unvoiced).
-    min_len = int(0.35 * sr)
-    padded = torch.nn.functional.pad(x, (0, max(0, min_len - len(x))))
-    pitch = AF.detect_pitch_frequency(
-        padded[None], sr, frame_time=0.01, win_length=30, freq_low=60, freq_high=500
-    )[0]
-    n = min(len(pitch), len(voiced))
-    p_voiced = pitch[:n][voiced[:n]]
-    logp = torch.log2(p_voiced.clamp(min=1.0)) if p_voiced.numel() else torch.zeros(1)
+    n_fft = 1 << (win - 1).bit_length()
+    pad = n_fft // 2
+    idx, keep = _reflect_index(length, pad, width + 2 * pad)
+    framed = x.gather(1, idx) * keep
+    spec = AF.spectrogram(
+        framed, pad=0, window=torch.hann_window(win), n_fft=n_fft, hop_length=hop,
+        win_length=win, power=2.0, normalized=False, center=False,
+    )  # fmt: skip
+    n_mels = max(40, n_mfcc)
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, float(sr // 2), n_mels, sr)
+    mel_db = 10 * torch.log10((spec.transpose(1, 2) @ fb).clamp(min=1e-10))  # (B, T, mels)
+    n_frames = 1 + torch.div(length, hop, rounding_mode="floor")
+    t_max = mel_db.shape[1]
+    valid = torch.arange(t_max)[None] < n_frames[:, None]  # (B, T)
+    top = mel_db.masked_fill(~valid[..., None], -torch.inf).amax(dim=(1, 2))
+    mel_db = torch.maximum(mel_db, (top - _TOP_DB)[:, None, None])
+    mfcc = (mel_db @ AF.create_dct(n_mfcc, n_mels, "ortho")).transpose(1, 2)  # (B, C, T)
+    m = valid[:, None].float()
+    count = n_frames[:, None].float()
+    mfcc_std, mfcc_mean = _masked_std(mfcc, m, count)
+    centred = mfcc - mfcc_mean[..., None]  # cepstral mean normalisation
+    # Segments as torch.tensor_split: the first T % S segments hold one frame more.
+    q, r = torch.div(n_frames, n_segments, rounding_mode="floor"), n_frames % n_segments
+    t = torch.arange(t_max)[None]
+    cut = r[:, None] * (q[:, None] + 1)
+    seg = torch.where(
+        t < cut, t // (q[:, None] + 1), r[:, None] + (t - cut) // q[:, None].clamp(min=1)
+    )
+    onehot = (
+        torch.nn.functional.one_hot(seg.clamp(0, n_segments - 1), n_segments) * m[:, 0, :, None]
+    )
+    seg_count = onehot.sum(1)  # (B, S)
+    seg_means = (centred @ onehot) / seg_count[:, None].clamp(min=1)  # (B, C, S); empty: 0
+    d1 = _deltas(mfcc, n_frames)
+    d2 = _deltas(d1, n_frames)
+    spectral = torch.cat(
+        [
+            seg_means.transpose(1, 2).reshape(b, -1),
+            mfcc_std,
+            _masked_std(d1, m, count)[0],
+            _masked_std(d2, m, count)[0],
+        ],
+        dim=1,
+    )
+
+    # Prosody on 25 ms frames with a 10 ms hop (no centring).
+    # Frame means by pooling (no (B, F, win) copy): energy, and zero crossings of the
+    # frame's win - 1 sample pairs.
+    pool = torch.nn.functional.avg_pool1d
+    energy = pool(x.pow(2)[:, None], win, hop)[:, 0]  # (B, F)
+    crossings = (x[:, 1:].sign() != x[:, :-1].sign()).float()
+    zcr = pool(crossings[:, None], win - 1, hop)[:, 0]
+    n_energy = 1 + torch.div(length - win, hop, rounding_mode="floor")
+    ev = torch.arange(energy.shape[1])[None] < n_energy[:, None]
+    evf = ev.float()
+    ecount = n_energy.float()
+    energy_db = 10 * torch.log10(energy + 1e-10)
+    e_max = energy_db.masked_fill(~ev, -torch.inf).amax(1)
+    e_min = energy_db.masked_fill(~ev, torch.inf).amin(1)
+    voiced = (energy_db > (e_max - 30.0)[:, None]) & ev
+    e_std, e_mean = _masked_std(energy_db, evf, ecount)
+    z_std, z_mean = _masked_std(zcr, evf, ecount)
     # Speaking-rate proxy: local energy maxima among voiced frames, per second.
     e = energy_db
-    peaks = (
-        ((e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:]) & voiced[1:-1]).sum()
-        if len(e) > 2
-        else torch.tensor(0)
-    )
-    duration = len(wave) / sr
-    prosody = torch.tensor(
+    inner = torch.zeros_like(voiced)
+    inner[:, 1:-1] = (e[:, 1:-1] > e[:, :-2]) & (e[:, 1:-1] >= e[:, 2:])
+    inner &= voiced & (torch.arange(e.shape[1])[None] < (n_energy - 1)[:, None])
+    peaks = inner.sum(1).float()
+
+    pitch, pv = _pitch_track(x, length, sr)
+    n = min(pitch.shape[1], voiced.shape[1])
+    use = voiced[:, :n] & pv[:, :n]
+    logp = torch.where(use, torch.log2(pitch[:, :n].clamp(min=1.0)), 0.0)
+    pcount = use.sum(1).float()
+    p_std, p_mean = _masked_std(logp, use.float(), pcount)
+    quant = torch.nanquantile(
+        torch.where(use, logp, torch.nan), torch.tensor([0.1, 0.9]), dim=1
+    )  # (2, B); NaN where no voiced frame
+    p_range = torch.where(pcount > 1, quant[1] - quant[0], torch.zeros_like(pcount))
+    duration = lengths0.double() / sr
+    prosody = torch.stack(
         [
-            np.log(duration + 1e-3),
-            float(energy_db.mean()),
-            float(energy_db.std()) if len(energy_db) > 1 else 0.0,
-            float(energy_db.max() - energy_db.min()),
-            float(voiced.float().mean()),
-            float(logp.mean()),
-            float(logp.std()) if logp.numel() > 1 else 0.0,
-            float(torch.quantile(logp, 0.9) - torch.quantile(logp, 0.1))
-            if logp.numel() > 1
-            else 0.0,
-            float(zcr.mean()),
-            float(zcr.std()) if len(zcr) > 1 else 0.0,
-            float(peaks) / max(duration, 1e-3),
-        ]
+            torch.log(duration + 1e-3).float(),
+            (energy_db * evf).sum(1) / ecount,
+            e_std,
+            e_max - e_min,
+            (voiced.float().sum(1) / ecount),
+            p_mean,
+            p_std,
+            p_range,
+            z_mean,
+            z_std,
+            torch.where(n_energy > 2, peaks, torch.zeros_like(peaks))
+            / duration.clamp(min=1e-3).float(),
+        ],
+        dim=1,
     )
-    return torch.cat([spectral, prosody]).numpy()
+    return torch.cat([spectral, prosody], dim=1).numpy()
+
+
+def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int) -> np.ndarray:
+    """Statistics of clips of any lengths (see :func:`audio_statistics_batch`), in batches of
+    similar lengths holding at most about 4 million padded samples (a long clip alone), so
+    memory stays near that of the longest clip; returned in input order."""
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    out = np.empty((len(waves), n_mfcc * (n_segments + 3) + len(_PROSODY)), dtype=np.float32)
+    start = 0
+    with _one_torch_thread():
+        while start < len(order):
+            stop = start + 1
+            while (
+                stop < len(order) and (stop - start + 1) * len(waves[order[stop]]) <= _BATCH_SAMPLES
+            ):
+                stop += 1
+            rows = order[start:stop]
+            out[rows] = audio_statistics_batch([waves[i] for i in rows], sr, n_mfcc, n_segments)
+            start = stop
+    return out
 
 
 class AudioEncoder(BaseEncoder):
@@ -133,6 +337,13 @@ class AudioEncoder(BaseEncoder):
         are decoded and resampled block by block, so reading holds this waveform plus a
         few MB whatever the source rate; the ``"mfcc"`` statistics then peak at about 11x
         the waveform (measured: 420 MB for 600 s at 16 kHz, ~2.5 GB for 3600 s).
+    n_jobs : int, default=None
+        Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
+        parallel with the weights-free default backend; None is 1 unless a
+        ``joblib.parallel_config`` context says otherwise, -1 uses every CPU. The blocks are
+        identical to a serial run (the same chunks are encoded the same way); starting
+        the workers costs about a second, so it pays on thousands of items.
+        Pretrained backends refuse it (their network is batched on one device).
 
     Attributes
     ----------
@@ -149,6 +360,9 @@ class AudioEncoder(BaseEncoder):
     """
 
     modality = "audio"
+    _threaded_reads = True
+    #: Version of the default statistics, part of the cache key (see ``toolkit.cache``).
+    features_version = FEATURES_VERSION
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
         "backend": [StrOptions({"mfcc", "transformers", "torchaudio"})],
@@ -178,6 +392,7 @@ class AudioEncoder(BaseEncoder):
         progress=True,
         max_seconds=MAX_SECONDS,
         max_decoded_bytes=MAX_DECODED_BYTES,
+        n_jobs=None,
     ):
         self.backend = backend
         self.model = model
@@ -192,6 +407,7 @@ class AudioEncoder(BaseEncoder):
         self.progress = progress
         self.max_seconds = max_seconds
         self.max_decoded_bytes = max_decoded_bytes
+        self.n_jobs = n_jobs
 
     def _feature_prefix(self) -> str:
         return "audio_stat" if self.backend == "mfcc" else "audio_emb"
@@ -275,23 +491,6 @@ class AudioEncoder(BaseEncoder):
             probe = self._embed_one(np.zeros(self.rate_, dtype=np.float32))
         self.n_features_out_ = int(probe.shape[0])
 
-    def _mfcc(self):
-        import torchaudio
-
-        sr = self.rate_
-        win = int(0.025 * sr)
-        n_fft = 1 << (win - 1).bit_length()
-        return torchaudio.transforms.MFCC(
-            sample_rate=sr,
-            n_mfcc=self.n_mfcc,
-            melkwargs={
-                "n_fft": n_fft,
-                "win_length": win,
-                "hop_length": int(0.010 * sr),
-                "n_mels": max(40, self.n_mfcc),
-            },
-        )
-
     def _embed_one(self, wave: np.ndarray) -> np.ndarray:
         import torch
 
@@ -306,13 +505,8 @@ class AudioEncoder(BaseEncoder):
 
     def _encode_batch(self, clips) -> np.ndarray:
         if self.backend == "mfcc":
-            transform = self._mfcc()
-            return np.stack(
-                [
-                    audio_statistics(w, sr, self.n_mfcc, self.n_segments, transform)
-                    for w, sr in clips
-                ]
-            )
+            # Every clip was read at the encoder's rate (read_audio resamples).
+            return audio_statistics([w for w, _ in clips], self.rate_, self.n_mfcc, self.n_segments)
         import torch
 
         # Clips are embedded one at a time: no padding, so pooling sees only real frames.

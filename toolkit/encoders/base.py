@@ -42,11 +42,19 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     modality: str = "item"
     #: Whether ``_fit`` needs the decoded training items (else it gets ``None``).
     _fit_needs_items: bool = False
+    #: Whether several threads may read this encoder's items at once (decoders that release
+    #: the GIL and hold little memory beyond the decoded item).
+    _threaded_reads: bool = False
 
     _parameter_constraints: dict = {
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "on_error": [StrOptions({"raise", "missing"})],
         "progress": ["boolean"],
+        "n_jobs": [
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
     }
 
     #: Attributes holding live torch objects: left out of a saved model's skops file.
@@ -134,6 +142,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        self._check_n_jobs()
         items, labels, name = self._column(X)
         self.column_ = name
         decoded = None
@@ -184,23 +193,29 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         candidates = [i for i, it in enumerate(items) if not is_missing(it)]
         failures: list[tuple[Any, str]] = []
         size = self._chunk_size()
-        chunks = batches(candidates, size)
+        chunks = list(batches(candidates, size))
+        work = ([(items[i], labels[i]) for i in chunk] for chunk in chunks)
+        jobs = self._n_workers(len(chunks))
+        if jobs == 1:
+            results = (self._encode_chunk(pairs) for pairs in work)
+        else:
+            from joblib import Parallel, delayed
+
+            # The same chunks as the serial loop, each read and encoded in a worker process.
+            results = Parallel(n_jobs=jobs, return_as="generator")(
+                delayed(_encode_chunk)(self, pairs) for pairs in work
+            )
         bar = progress(
-            chunks,
-            total=(len(candidates) + size - 1) // size,
+            zip(chunks, results, strict=True),
+            total=len(chunks),
             desc=f"encoding {self.modality}",
             enabled=self.progress and len(candidates) >= 200,
         )
-        for chunk in bar:
-            rows, decoded = [], []
-            for i in chunk:
-                value = self._read_or_skip(items[i], labels[i], failures, fitted=True)
-                if value is not None:
-                    rows.append(i)
-                    decoded.append(value)
-            if not rows:
+        for chunk, (kept, feats, failed) in bar:
+            failures.extend(failed)
+            if not kept:
                 continue
-            feats = np.asarray(self._encode_batch(decoded), dtype=np.float64)
+            rows = [chunk[k] for k in kept]
             self._check_range(feats, [labels[i] for i in rows])
             out[rows] = feats
             available[rows] = True
@@ -229,6 +244,54 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     # -- helpers for subclasses ---------------------------------------------------------
+
+    def _n_workers(self, n_chunks: int) -> int:
+        """Worker processes for ``n_chunks`` chunks: ``n_jobs`` as joblib reads it (None: 1,
+        or the active ``joblib.parallel_config``), never more than the chunks."""
+        n_jobs = getattr(self, "n_jobs", None)
+        if n_chunks <= 1 or n_jobs in (None, 1):
+            return 1
+        from joblib import effective_n_jobs
+
+        return max(1, min(effective_n_jobs(n_jobs), n_chunks))
+
+    def _check_n_jobs(self) -> None:
+        """Refuse ``n_jobs`` for a backend that runs a network (it would be copied per process)."""
+        n_jobs = getattr(self, "n_jobs", None)
+        if n_jobs not in (None, 1) and self.weight_parameters():
+            raise ValueError(
+                f"{type(self).__name__}(n_jobs={n_jobs}) parallelizes the weights-free default "
+                f"backend only; backend={self.backend!r} batches its network on one device: "
+                "leave n_jobs=None"
+            )
+
+    def _encode_chunk(self, pairs: list) -> tuple[list[int], np.ndarray | None, list]:
+        """Read and encode one chunk of (item, row label) pairs.
+
+        Returns the positions in ``pairs`` that were encoded, their features (float64) and
+        the (row, message) of items marked missing. Items are read by a small thread pool
+        when the encoder's reader allows it; failures are handled in row order, as a
+        serial loop would.
+        """
+        from toolkit.io._threads import map_in_threads, read_threads
+
+        def read(pair):
+            failed: list = []
+            return self._read_or_skip(pair[0], pair[1], failed, fitted=True), failed
+
+        threads = read_threads() if self._threaded_reads else 1
+        kept, decoded, failures = [], [], []
+        for k, (ok, outcome) in enumerate(map_in_threads(read, pairs, threads)):
+            if not ok:
+                raise outcome
+            value, failed = outcome
+            failures.extend(failed)
+            if value is not None:
+                kept.append(k)
+                decoded.append(value)
+        if not kept:
+            return kept, None, failures
+        return kept, np.asarray(self._encode_batch(decoded), dtype=np.float64), failures
 
     def _chunk_size(self) -> int:
         """How many items are decoded and held at once (bounded memory)."""
@@ -310,3 +373,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _encode_batch(self, decoded: list) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _encode_chunk(encoder: BaseEncoder, pairs: list):
+    """Module-level entry point of a worker process (see ``BaseEncoder.encode``)."""
+    return encoder._encode_chunk(pairs)

@@ -140,6 +140,13 @@ class ScanEncoder(BaseEncoder):
         ``ReadError`` like ``max_voxels``; ``spatial_size`` must fit it too (a
         ``ValueError`` in ``fit``). Resampling peaks at ~29 bytes per voxel (about 1 GB at
         the default).
+    n_jobs : int, default=None
+        Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
+        parallel with the weights-free default backend; None is 1 unless a
+        ``joblib.parallel_config`` context says otherwise, -1 uses every CPU. The blocks are
+        identical to a serial run (the same chunks are encoded the same way); starting
+        the workers costs about a second, so it pays on thousands of items.
+        Pretrained backends refuse it (their network is batched on one device).
 
     Attributes
     ----------
@@ -188,6 +195,7 @@ class ScanEncoder(BaseEncoder):
         progress=True,
         max_voxels=MAX_VOXELS,
         max_resampled_voxels=MAX_RESAMPLED_VOXELS,
+        n_jobs=None,
     ):
         self.backend = backend
         self.model = model
@@ -204,6 +212,7 @@ class ScanEncoder(BaseEncoder):
         self.progress = progress
         self.max_voxels = max_voxels
         self.max_resampled_voxels = max_resampled_voxels
+        self.n_jobs = n_jobs
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         if self.backend != "statistics":
