@@ -47,27 +47,43 @@ def _cmd_run(args) -> int:
 
 
 def _print_summary(run) -> None:
-    """The primary metric of every model, with its 95% interval, and the contributions."""
+    """One screen: the headline, the primary metric of every model with its 95% interval,
+    the contributions and the conformal coverage of the chosen model."""
     import json
+    import textwrap
+
+    from toolkit.study.disclosure import headline_text
 
     metrics = json.loads((run / "metrics.json").read_text())
     primary = metrics["primary_metric"]
-    print(f"{'model':<16}{primary:>10}   95% interval")
+    chosen = metrics["chosen"]["model"]
+    print(textwrap.fill(headline_text(metrics), width=100))
+    print(f"{'model':<24}{primary:>10}   95% interval")
     for group in ("strategies", "baselines"):
         for name, entry in metrics[group].items():
             m = entry[primary]
             label = f"{name} fusion" if group == "strategies" else name
+            label += " *" if name == chosen else ""
             interval = (
                 f"[{m['low']:.3f}, {m['high']:.3f}]"
                 if m["low"] == m["low"]  # NaN when evaluation.bootstrap is 0
                 else "(no bootstrap)"
             )
-            print(f"{label:<16}{m['value']:>10.3f}   {interval}")
-    shares = metrics["mean_abs_contribution"].get(metrics["best_strategy"], {})
+            print(f"{label:<24}{m['value']:>10.3f}   {interval}")
+    explained = metrics.get("explained_model", metrics["best_strategy"])
+    shares = metrics["mean_abs_contribution"].get(explained, {})
     if shares:
         total = sum(shares.values()) or 1.0
         parts = ", ".join(f"{k} {shares[k] / total:.0%}" for k in metrics["contribution_ranking"])
-        print(f"modality contributions ({metrics['best_strategy']} fusion): {parts}")
+        print(f"modality contributions ({explained} fusion): {parts}")
+    conformal = metrics.get("conformal") or {}
+    per_pattern = conformal.get("strategies", {}).get(chosen) or {}
+    if per_pattern.get("all"):
+        worst = min((v["coverage"], p) for p, v in per_pattern.items() if p != "all")
+        print(
+            f"conformal coverage ({chosen}, asked {conformal['confidence']:.0%}): "
+            f"{per_pattern['all']['coverage']:.1%} overall, lowest {worst[0]:.1%} ({worst[1]})"
+        )
 
 
 def _cmd_validate(args) -> int:

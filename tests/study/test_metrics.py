@@ -11,9 +11,13 @@ from toolkit.study.metrics import (
     BINARY_ONLY,
     CLASSIFICATION_METRICS,
     bootstrap_interval,
+    bootstrap_resamples,
     calibration_slope_intercept,
+    calibration_table,
     classification_metric_names,
     classification_metrics,
+    format_p,
+    mosi_target_problem,
     paired_difference,
     regression_metrics,
 )
@@ -90,22 +94,41 @@ def test_regression_metrics_by_hand():
     y = np.array([1.0, -2.0, 0.0, 3.0])
     pred = np.array([1.4, -1.0, 1.0, -1.0])
     got = regression_metrics(y, pred)
-    assert list(got) == ["mae", "pearson_r", "acc2", "f1", "acc7"]
+    assert list(got) == ["mae", "rmse", "r2", "pearson_r"]  # MOSI's only when asked
     assert got["mae"] == pytest.approx((0.4 + 1 + 1 + 4) / 4)
+    assert got["rmse"] == pytest.approx(np.sqrt((0.16 + 1 + 1 + 16) / 4))
+    # R² = 1 - SSE / SST with SSE 18.16 and SST sum((y - 0.5)^2) = 0.25 + 6.25 + 0.25 + 6.25
+    assert got["r2"] == pytest.approx(1 - 18.16 / 13.0)
     assert got["pearson_r"] == pytest.approx(np.corrcoef(y, pred)[0, 1])
+    mosi = regression_metrics(y, pred, mosi=True)
+    assert list(mosi) == ["mae", "rmse", "r2", "pearson_r", "acc2", "f1", "acc7"]
     # Signs on the non-zero targets (rows 0, 1, 3): true +,-,+ ; predicted +,-,-.
-    assert got["acc2"] == pytest.approx(2 / 3)
-    assert got["f1"] == pytest.approx(2 / 3)  # both sign classes have F1 2/3
-    assert got["acc7"] == 0.25  # only round(1.4) == 1
+    assert mosi["acc2"] == pytest.approx(2 / 3)
+    assert mosi["f1"] == pytest.approx(2 / 3)  # both sign classes have F1 2/3
+    assert mosi["acc7"] == 0.25  # only round(1.4) == 1
 
 
 def test_regression_metric_edge_cases():
     assert regression_metrics([1, 2, 3], [2, 4, 6])["pearson_r"] == pytest.approx(1.0)
     assert regression_metrics([1, 2, 3], [3, 2, 1])["pearson_r"] == pytest.approx(-1.0)
     assert math.isnan(regression_metrics([1, 1, 1], [1, 2, 3])["pearson_r"])
-    zero = regression_metrics([0.0, 0.0], [1.0, -1.0])
+    assert math.isnan(regression_metrics([1, 1, 1], [1, 2, 3])["r2"])  # no variance to explain
+    zero = regression_metrics([0.0, 0.0], [1.0, -1.0], mosi=True)
     assert math.isnan(zero["acc2"]) and math.isnan(zero["f1"])
-    assert regression_metrics([5.0, -4.0], [3.2, -3.0])["acc7"] == 1.0  # clipped to [-3, 3]
+    assert regression_metrics([5.0, -4.0], [3.2, -3.0], mosi=True)["acc7"] == 1.0  # clipped
+
+
+@pytest.mark.parametrize(
+    ("y", "problem"),
+    [
+        ([-3.0, 0.4, 2.6], None),
+        ([-1.0, 0.2, 1.0], "within [-1, 1] (a CH-SIMS-style score)"),
+        ([-3.0, 0.0, 5.0], "the target spans [-3, 5], outside MOSI's [-3, 3]"),
+    ],
+)
+def test_mosi_metrics_need_a_minus_three_to_three_target(y, problem):
+    got = mosi_target_problem(y)
+    assert got is None if problem is None else problem in got
 
 
 def test_bootstrap_interval_resamples_rows_with_the_given_generator():
@@ -133,14 +156,72 @@ def _accuracy(y, proba):
 def test_paired_difference_of_identical_models_is_zero_with_p_one():
     rng = np.random.RandomState(0)
     got = paired_difference(_accuracy, Y, PROBA, PROBA.copy(), n_boot=100, rng=rng)
-    assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+    assert got == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0, "n_boot": 100}
 
 
 def test_paired_difference_of_a_model_always_better():
     perfect = np.eye(2)[Y] * 0.9 + 0.05
     wrong = perfect[:, ::-1]
     got = paired_difference(_accuracy, Y, perfect, wrong, n_boot=100, rng=np.random.RandomState(0))
-    assert got == {"difference": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0}
+    assert got == {"difference": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0, "n_boot": 100}
+    assert format_p(got["p_value"], got["n_boot"]) == "< 0.01"
     none = paired_difference(_accuracy, Y, perfect, wrong, n_boot=0, rng=np.random.RandomState(0))
     assert none["difference"] == 1.0
     assert all(math.isnan(none[k]) for k in ("low", "high", "p_value"))
+    assert format_p(none["p_value"], 0) == "—"
+
+
+def test_ties_count_half_so_a_positive_difference_is_not_p_one():
+    # 20 rows; model a is right on rows 0-2 where b is wrong, equal elsewhere. A resample
+    # without rows 0-2 has a difference of exactly 0 (a tie). Counting ties on both sides
+    # gave p = 1; counting them half gives p = share of ties (no resample is negative).
+    y = np.zeros(20, dtype=int)
+    right = np.tile([0.9, 0.1], (20, 1))
+    a, b = right.copy(), right.copy()
+    b[:3] = [0.1, 0.9]
+    resamples = list(bootstrap_resamples(20, 300, seed=0))
+    got = paired_difference(_accuracy, y, a, b, n_boot=0, resamples=iter(resamples))
+    ties = np.mean([not np.isin(idx, [0, 1, 2]).any() for idx in resamples])
+    assert 0 < ties < 0.2
+    assert got["p_value"] == pytest.approx(ties)
+    assert got["difference"] == pytest.approx(0.15) and got["low"] >= 0
+
+
+def test_resamples_are_reproducible_and_cluster_by_group():
+    groups = np.repeat(["p1", "p2", "p3", "p4"], [1, 2, 3, 4])
+    first = list(bootstrap_resamples(10, 50, seed=3, groups=groups))
+    again = list(bootstrap_resamples(10, 50, seed=3, groups=groups))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    for idx in first:  # every drawn group comes with all of its rows
+        drawn, counts = np.unique(groups[idx], return_counts=True)
+        sizes = {"p1": 1, "p2": 2, "p3": 3, "p4": 4}
+        assert all(c % sizes[g] == 0 for g, c in zip(drawn, counts, strict=True))
+    assert {len(idx) for idx in first} != {10}  # resample size follows the groups drawn
+
+
+def test_cluster_bootstrap_is_wider_than_the_row_bootstrap_on_grouped_data():
+    # 60 patients x 5 visits; a patient's visits share their outcome (strong clustering),
+    # so the 300 visits carry about as much information as 60 independent rows.
+    rng = np.random.RandomState(0)
+    patient = np.repeat(np.arange(60), 5)
+    y = np.repeat(rng.randint(0, 2, 60), 5)
+    p = np.clip(np.repeat(rng.uniform(0, 1, 60), 5) * 0.5 + y * 0.3, 0, 1)
+    proba = np.column_stack([1 - p, p])
+    auroc = CLASSIFICATION_METRICS["auroc"]
+    rows = bootstrap_interval(auroc, 0, None, y, proba, resamples=bootstrap_resamples(300, 400, 0))
+    clusters = bootstrap_interval(
+        auroc, 0, None, y, proba, resamples=bootstrap_resamples(300, 400, 0, groups=patient)
+    )
+    row_width, cluster_width = rows[1] - rows[0], clusters[1] - clusters[0]
+    assert cluster_width > 1.6 * row_width  # about sqrt(5) wider with 5 identical visits
+
+
+def test_calibration_table_counts_rows_per_bin():
+    p = np.r_[np.full(30, 0.1), np.full(10, 0.8)]
+    y = np.r_[np.arange(30) < 3, np.arange(10) < 8].astype(int)
+    table = calibration_table(y, p, n_bins=4)
+    assert [(b["n"], b["mean_predicted"], b["observed"]) for b in table] == [
+        (30, pytest.approx(0.1), pytest.approx(0.1)),
+        (10, pytest.approx(0.8), pytest.approx(0.8)),
+    ]
+    assert sum(b["n"] for b in calibration_table(y, np.linspace(0, 1, 40), n_bins=8)) == 40

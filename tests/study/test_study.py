@@ -65,7 +65,11 @@ def test_sentiment_run_folder_is_complete(sentiment_run):
     ):
         assert (folder / name).is_file(), name
     assert (folder / "model" / "model.skops").is_file()
+    card = (folder / "model_card.md").read_text()
     metrics = json.loads((folder / "metrics.json").read_text())
+    chosen = metrics["chosen"]["model"]
+    assert f"- Chosen by rule `best_mean_primary`: **{chosen}**" in card
+    assert "## Limitations" in card and "SYNTHETIC" in card
     assert set(metrics["strategies"]) == {"early", "late", "gated"}
     assert set(metrics["baselines"]) == {"text only", "audio only", "face only"}
     for entry in [*metrics["strategies"].values(), *metrics["baselines"].values()]:
@@ -89,6 +93,18 @@ def test_report_embeds_every_figure(sentiment_run):
         assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 2000
     assert "Methods" in page and "bootstrap" in page
     assert "Raw note text is not included" in page
+
+
+def test_saved_model_is_the_chosen_one_and_loads(sentiment_run):
+    import toolkit
+
+    metrics = json.loads((sentiment_run / "metrics.json").read_text())
+    model = toolkit.load(sentiment_run / "model")
+    if metrics["chosen"]["kind"] == "single modality":
+        assert model.modality_names_ == [metrics["chosen"]["model"].removesuffix(" only")]
+    else:
+        assert model.modality_names_ == ["text", "audio", "face"]
+        assert type(model.fusion_).__name__.lower().startswith(metrics["chosen"]["model"])
 
 
 def test_informative_modality_ranks_first(sentiment_run):
@@ -120,9 +136,30 @@ def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
     from toolkit.datasets import make_clinical_cohort
 
     cohort = make_clinical_cohort(150, scan_size=12, prevalence=0.3, random_state=0).frame
-    preds["patient"] = cohort["patient_id"]
-    assert (preds.groupby("patient")["fold"].nunique() == 1).all()
+    assert preds["patient_id"].tolist() == cohort["patient_id"].tolist()  # the group column
+    assert (preds.groupby("patient_id")["fold"].nunique() == 1).all()
     assert (folder / "calibration.png").is_file() and (folder / "roc.png").is_file()
+    assert metrics["bootstrap"] == {"n_boot": 40, "unit": "group", "seed": 0, "method": "percentile"}
+    # prevalence per fold adds up to the cohort
+    folds = metrics["folds_detail"]
+    assert sum(f["n"] for f in folds) == 150
+    assert sum(f["class_counts"]["1"] for f in folds) == int(cohort["diagnosis"].sum())
+    # the chosen model by the declared rule, and the headline against the best single modality
+    everything = {**metrics["strategies"], **metrics["baselines"]}
+    best = max(everything, key=lambda k: everything[k]["auroc"]["value"])
+    assert metrics["chosen"] == {"rule": "best_mean_primary", "model": best,
+                                 "kind": "fusion" if best in metrics["strategies"] else "single modality"}  # fmt: skip
+    assert metrics["headline"]["against"] == metrics["best_single_modality"]
+    assert metrics["headline"]["verdict"] in ("helps", "does not help", "worse")
+    # robustness numbers with intervals, calibration with bin counts
+    scan = metrics["robustness_intervals"]["late"]["scan"]
+    assert scan["low"] <= scan["value"] <= scan["high"]
+    assert scan["drop"] == pytest.approx(auroc["value"] - scan["value"])
+    assert sum(b["n"] for b in metrics["calibration"]["late"]) == 150
+    page = (folder / "report.html").read_text()
+    for section in ("<h2>Data (from the data card)</h2>", "<h3>Test rows per fold",
+                    "<h2>Limitations</h2>", "<h2>TRIPOD+AI checklist</h2>", "SYNTHETIC DATA."):
+        assert section in page, section  # fmt: skip
 
 
 def test_failed_study_keeps_finished_folds(tmp_path, monkeypatch):
@@ -297,9 +334,11 @@ def test_cli_prints_a_summary(tmp_path, capsys):
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert re.search(r"late fusion\s+0\.\d{3}\s+\[0\.\d{3}, [01]\.\d{3}\]", out), out
+    assert re.search(r"late fusion( \*)?\s+0\.\d{3}\s+\[0\.\d{3}, [01]\.\d{3}\]", out), out
     assert "face only" in out and "modality contributions (late fusion)" in out
     assert "report:" in out
+    assert out.startswith("Chosen model (rule best_mean_primary): ")
+    assert len(out.splitlines()) <= 20  # one screen
 
 
 def test_same_seed_same_study_metrics(tmp_path):
@@ -384,14 +423,14 @@ name: severity
 task: regression
 data:
   source: make_clinical_cohort
-  params: {n_samples: 60, scan_size: 8}
+  params: {n_samples: 60, scan_size: 8, missing_rate: 0.3}
   target: severity
   groups: patient_id
 modalities:
   - {name: clinical, encoder: TabularEncoder, columns: [age, crp, lactate]}
   - {name: note, encoder: TextEncoder, columns: note, params: {n_components: 4}}
 fusion: [early, late]
-evaluation: {cv: 3, bootstrap: 10}
+evaluation: {cv: 3, bootstrap: 10, conformal: true}
 output: {save_model: false}
 """
 
@@ -403,13 +442,43 @@ def test_grouped_regression_study(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "regression" and metrics["grouped"] is True
     assert metrics["primary_metric"] == "mae"
-    assert set(metrics["strategies"]["late"]) == {"mae", "pearson_r", "acc2", "f1", "acc7"}
+    assert set(metrics["strategies"]["late"]) == {"mae", "rmse", "r2", "pearson_r"}
     assert set(metrics["baselines"]) == {"clinical only", "note only"}
     best = min(metrics["strategies"], key=lambda s: metrics["strategies"][s]["mae"]["value"])
     assert metrics["best_strategy"] == best
     preds = pd.read_csv(run / "predictions.csv")
-    assert {"early_pred", "late_pred", "note only_pred"} <= set(preds.columns)
+    assert {"early_pred", "late_pred", "note only_pred", "patient_id"} <= set(preds.columns)
+    assert metrics["bootstrap"]["unit"] == "group"
     assert len(pd.read_csv(run / "contributions.csv")) == 60 * 2
     assert (run / "predictions.png").is_file() and (run / "robustness.png").is_file()
     page = (run / "report.html").read_text()
     assert "task: regression." in page and "group K-fold (unstratified), not shuffled" in page
+    # conformal intervals: coverage per availability pattern covers every row once
+    conformal = metrics["conformal"]
+    assert conformal["confidence"] == 0.9
+    late = conformal["strategies"]["late"]
+    assert set(late) == {"clinical", "clinical+note", "all"}
+    assert late["clinical"]["n"] + late["clinical+note"]["n"] == late["all"]["n"] == 60
+    assert metrics["missingness"]["patterns"] == {"clinical": late["clinical"]["n"],
+                                                  "clinical+note": late["clinical+note"]["n"]}
+    assert "<h2>Conformal coverage per availability pattern (asked: 90%)</h2>" in page
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["evaluation.mosi_metrics=true", "data.target=age"],
+         "evaluation.mosi_metrics: MOSI's acc2 / f1 / acc7 are defined on a [-3, 3] sentiment "
+         "score, but the target spans"),
+        (["evaluation.primary_metric=acc7"],
+         "evaluation.primary_metric: 'acc7' is a CMU-MOSI metric; set evaluation.mosi_metrics: true"),
+        (["output.model_rule=fixed:gated"],
+         "output.model_rule: 'fixed:gated' names a strategy not listed in fusion ['early', 'late']"),
+    ],
+)  # fmt: skip
+def test_validate_refuses_mosi_metrics_off_scale_and_unknown_rules(tmp_path, capsys, overrides, message):
+    path = tmp_path / "severity.yaml"
+    path.write_text(REGRESSION)
+    args = ["validate", str(path)] + sum((["--set", o] for o in overrides), [])
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -12,5 +12,13 @@ from __future__ import annotations
 
 from toolkit.study.config import ConfigError, load_config, validate_config
 from toolkit.study.engine import run_study
+from toolkit.study.model_card import model_card, write_model_card
 
-__all__ = ["ConfigError", "load_config", "run_study", "validate_config"]
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "model_card",
+    "run_study",
+    "validate_config",
+    "write_model_card",
+]

@@ -76,10 +76,24 @@ DEFAULTS: dict[str, Any] = {
         "threshold": 0.5,
         "robustness": True,
         "baselines": True,
+        "mosi_metrics": False,
+        "conformal": {"enabled": False, "confidence": 0.9, "calibration": 0.25},
     },
     "explanation": {"enabled": True, "removal": "missing"},
-    "output": {"report": True, "save_model": True, "include_text": False},
+    "output": {
+        "report": True,
+        "save_model": True,
+        "include_text": False,
+        "model_rule": "best_mean_primary",
+    },
 }
+
+#: How the saved model is chosen (``output.model_rule``): the model (fusion strategy or
+#: single modality) with the best out-of-fold primary metric; one named strategy
+#: (``fixed:<strategy>``); or ``auto``, the estimators' ``fusion="auto"``, which chooses
+#: among the strategies and the best single modality by inner cross-validation on the
+#: training rows (needs a toolkit whose FUSIONS registers "auto").
+MODEL_RULES = ("best_mean_primary", "fixed:<strategy>", "auto")
 
 
 class ConfigError(ValueError):
@@ -182,6 +196,9 @@ def load_config(
             f"config file '{path}' nests mappings and lists {depth} levels deep, more than the "
             f"{max_config_depth} allowed (max_config_depth)"
         )
+    ev = raw.get("evaluation")
+    if isinstance(ev, dict) and isinstance(ev.get("conformal"), bool):
+        ev["conformal"] = {"enabled": ev["conformal"]}  # `conformal: true` with the defaults
     config = _merge(DEFAULTS, raw)
     config["_path"] = str(path.resolve())
     validate_config(config, **limits)
@@ -297,15 +314,20 @@ ALLOWED_KEYS = {
         "baselines",
         "primary_metric",
         "n_jobs",
+        "mosi_metrics",
+        "conformal",
     },
+    "evaluation.conformal": {"enabled", "confidence", "calibration"},
     "explanation": {"enabled", "removal"},
-    "output": {"report", "save_model", "include_text"},
+    "output": {"report", "save_model", "include_text", "model_rule"},
 }
 
 
 def _check_keys(config: dict) -> None:
     for section, allowed in ALLOWED_KEYS.items():
-        node = config if not section else config.get(section)
+        node = config
+        for part in section.split(".") if section else []:
+            node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict):
             continue
         for key in node:
@@ -316,16 +338,17 @@ def _check_keys(config: dict) -> None:
                 raise ConfigError(f"{where}: unknown key; expected one of {sorted(allowed)}")
 
 
-def metric_names(task: str, n_classes: int | None = None) -> list[str]:
-    """The metrics a study of ``task`` reports (binary-only ones need ``n_classes == 2``)."""
+def metric_names(task: str, n_classes: int | None = None, mosi: bool = True) -> list[str]:
+    """The metrics a study of ``task`` may report (binary-only ones need ``n_classes == 2``;
+    MOSI's acc2 / f1 / acc7 need ``mosi``, i.e. ``evaluation.mosi_metrics: true``)."""
     from toolkit.study.metrics import (
         CLASSIFICATION_METRICS,
-        REGRESSION_METRICS,
         classification_metric_names,
+        regression_metric_names,
     )
 
     if task == "regression":
-        return list(REGRESSION_METRICS)
+        return regression_metric_names(mosi)
     return (
         list(CLASSIFICATION_METRICS)
         if n_classes is None
@@ -501,9 +524,17 @@ def validate_config(
         _integer(
             n_jobs, "evaluation.n_jobs", 1, max_n_jobs, " (folds run at once), or -1: all cores"
         )
+    _validate_conformal(ev.get("conformal"))
+    mosi = ev.get("mosi_metrics")
+    _expect(isinstance(mosi, bool), "evaluation.mosi_metrics", "true or false", mosi)
+    if mosi and task != "regression":
+        raise ConfigError(
+            "evaluation.mosi_metrics: MOSI's acc2 / f1 / acc7 are sentiment-score metrics of a "
+            "regression study; remove the key or use task: regression"
+        )
     primary = ev.get("primary_metric")
     if primary is not None:
-        names = metric_names(task)
+        names = metric_names(task, mosi=True)
         _expect(
             isinstance(primary, str) and primary in names,
             "evaluation.primary_metric",
@@ -528,7 +559,50 @@ def validate_config(
     _expect(isinstance(out, dict), "output", "a mapping", out)
     for key in ("report", "save_model", "include_text"):
         _expect(isinstance(out.get(key), bool), f"output.{key}", "true or false", out.get(key))
+    _validate_model_rule(out.get("model_rule"), config.get("fusion"))
 
+
+def _validate_conformal(conformal) -> None:
+    _expect(isinstance(conformal, dict), "evaluation.conformal", "a mapping", conformal)
+    enabled = conformal.get("enabled")
+    _expect(isinstance(enabled, bool), "evaluation.conformal.enabled", "true or false", enabled)
+    for key, what in (("confidence", "the coverage asked for"), ("calibration", "the share of "
+                      "each fold's training rows held out to calibrate")):  # fmt: skip
+        value = conformal.get(key)
+        _expect(
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1,
+            f"evaluation.conformal.{key}",
+            f"a number in (0, 1) ({what})",
+            value,
+        )
+
+
+def _validate_model_rule(rule, fusion) -> None:
+    """``output.model_rule``: best_mean_primary, fixed:<a listed strategy>, or auto."""
+    from toolkit.fusion import FUSIONS
+
+    expected = "best_mean_primary, fixed:<a strategy listed in fusion> or auto"
+    _expect(isinstance(rule, str), "output.model_rule", expected, rule)
+    if rule == "best_mean_primary":
+        return
+    if rule == "auto":
+        if "auto" not in FUSIONS:
+            raise ConfigError(
+                "output.model_rule: 'auto' needs fusion='auto' (inner-CV choice of the "
+                f"strategy), which this toolkit does not register (strategies: {sorted(FUSIONS)}); "
+                "use best_mean_primary or fixed:<strategy>"
+            )
+        return
+    listed = [f if isinstance(f, str) else f.get("name") for f in (fusion or [])]
+    if rule.startswith("fixed:"):
+        name = rule.split(":", 1)[1]
+        if name in listed:
+            return
+        raise ConfigError(
+            f"output.model_rule: '{rule}' names a strategy not listed in fusion {listed}; "
+            f"use one of {[f'fixed:{n}' for n in listed]}"
+        )
+    raise ConfigError(f"output.model_rule: expected {expected}, found {rule!r}")
 
 def resolve_input_paths(config: dict) -> dict:
     """``data.params`` with relative input paths made absolute against the config's folder.

@@ -223,6 +223,28 @@ def _check_cv(config: dict, classes, y, groups) -> None:
             )
 
 
+def _check_mosi_metrics(config: dict, y) -> None:
+    """MOSI's acc2 / f1 / acc7 only with ``evaluation.mosi_metrics: true`` on a [-3, 3] target."""
+    from toolkit.study.metrics import MOSI_METRICS, mosi_target_problem
+
+    ev = config["evaluation"]
+    primary = ev.get("primary_metric")
+    if primary in MOSI_METRICS and not ev.get("mosi_metrics"):
+        raise ConfigError(
+            f"evaluation.primary_metric: '{primary}' is a CMU-MOSI metric; set "
+            "evaluation.mosi_metrics: true (for a [-3, 3] sentiment score) or use mae, rmse, "
+            "r2 or pearson_r"
+        )
+    if ev.get("mosi_metrics") and config["task"] == "regression":
+        problem = mosi_target_problem(y)
+        if problem:
+            raise ConfigError(
+                f"evaluation.mosi_metrics: MOSI's acc2 / f1 / acc7 are defined on a [-3, 3] "
+                f"sentiment score, but {problem}; set evaluation.mosi_metrics: false (MAE, RMSE, "
+                "R² and Pearson r are reported for every regression)"
+            )
+
+
 def _check_primary_metric(config: dict, classes) -> None:
     primary = config["evaluation"].get("primary_metric")
     if primary is not None and classes is not None:
@@ -288,6 +310,7 @@ def prepare_study(config: dict, *, limits: dict | None = None) -> Bunch:
         raise ConfigError(f"data.groups: {len(groups)} groups for {len(frame)} rows")
     _check_cv(config, classes, y, groups)
     _check_primary_metric(config, classes)
+    _check_mosi_metrics(config, y)
     for name, _, _ in modalities:
         check_name(name, "modalities (from the data source)")
     fusions = fusion_objects(config)

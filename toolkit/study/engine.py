@@ -27,6 +27,7 @@ status is ``complete`` holds a finished study.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from sklearn.utils import Bunch
 from toolkit.study.config import validate_config
 from toolkit.study.data import load_study_data, prepare_study
 from toolkit.study.errors import SchedulerError, StudyError
+from toolkit.study.model_card import write_model_card
 from toolkit.study.orchestration import (
     SCHEDULER_TIMEOUT,
     FoldPlan,
@@ -54,11 +56,12 @@ from toolkit.study.writing import (
     mark_failed,
     mark_running,
     out_root,
-    save_best_model,
+    save_chosen_model,
     write_fold,
     write_inputs,
     write_tables,
 )
+from toolkit.utils import progress as progress_bar
 
 __all__ = [
     "FAILED_FILE",
@@ -103,8 +106,9 @@ def run_study(
 
     The folder holds ``status.json``, ``config.resolved.yaml``, ``environment.json``,
     ``folds/`` (each finished fold's predictions, written as soon as the fold ends),
-    ``metrics.json``, ``metrics.csv``, ``predictions.csv``, ``contributions.csv``, PNG
-    figures, ``report.html`` and ``model/`` (the best strategy refitted on all rows).
+    ``metrics.json``, ``metrics.csv``, ``predictions.csv`` (with the group column),
+    ``contributions.csv``, PNG figures, ``report.html``, ``model/`` (the model chosen by
+    ``output.model_rule``, refitted on all rows) and ``model_card.md`` beside it.
 
     Parameters
     ----------
@@ -172,19 +176,24 @@ def _execute(run: Path, job: _Job) -> None:
     write_inputs(run, config, job.command)
     log(job.progress, f"run folder {run}")
     plan = FoldPlan.from_study(config, study)
+    plan = dataclasses.replace(
+        plan, verbose=job.progress and config["evaluation"].get("n_jobs", 1) == 1
+    )
     log(
         job.progress,
         f"{len(study.frame)} rows, {len(plan.names)} modalities {plan.names}, "
         f"{config['evaluation']['cv']} folds, strategies {list(plan.fusions)}",
     )
     results = _run_folds(run, job, plan)
-    log(job.progress, "computing metrics with bootstrap intervals")
+    unit = "groups" if study.groups is not None else "rows"
+    log(job.progress, f"computing metrics with bootstrap intervals (resampling {unit})")
     summary, rows = summarize(config, results, grouped=study.groups is not None)
-    write_tables(run, results, summary, rows)
+    write_tables(run, results, summary, rows, group_column=_group_column(config, study))
     if config["output"]["save_model"]:
-        best = summary["best_strategy"]
-        log(job.progress, f"refitting {best} fusion on all rows and saving the model")
-        save_best_model(run, study, best, config["seed"])
+        chosen = summary["chosen"]
+        log(job.progress, f"refitting {chosen['model'] or 'auto'} ({chosen['rule']}) on all rows")
+        model = save_chosen_model(run, study, chosen, config["seed"], available=results.mask)
+        write_model_card(run, config, summary, model)
     if config["output"]["report"]:
         _write_report(run, job, results, summary)
         log(job.progress, f"report: {run / 'report.html'}")
@@ -205,11 +214,23 @@ def _run_folds(run: Path, job: _Job, plan: FoldPlan) -> OutOfFold:
                 n_jobs=n_jobs, client=job.client, progress=job.progress,
             )
         )  # fmt: skip
+        bar = stack.enter_context(
+            progress_bar(total=n_folds, desc="folds", unit="fold", verbose=job.progress)
+        )
         for done, result in enumerate(folds):
             results.add(result)
             write_fold(folds_dir, result)
-            log(job.progress, f"fold {result.fold + 1}/{n_folds} done ({done + 1} of {n_folds})")
+            bar.update(1)
+            if bar.disable:  # no terminal: one line per fold for the log
+                log(job.progress, f"fold {result.fold + 1}/{n_folds} done ({done + 1} of {n_folds})")
     return results
+
+
+def _group_column(config: dict, study: Bunch) -> str | None:
+    """The name of the groups' column in predictions.csv (None without groups)."""
+    if study.groups is None:
+        return None
+    return config["data"].get("groups") or "group"
 
 
 def _grouped_by(config: dict, study: Bunch) -> str | None:
@@ -224,7 +245,7 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict) -> No
     config, study = job.config, job.study
     examples = []
     if config["output"]["include_text"]:
-        values = results.contributions[summary["best_strategy"]]
+        values = results.contributions[summary["explained_model"]]
         examples = text_examples(study.frame, study.modalities, values)
     figures = write_figures(run, results, summary)
     write_report(
@@ -234,4 +255,5 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict) -> No
         figures=figures,
         text_examples=examples,
         grouped_by=_grouped_by(config, study),
+        n_groups=None if study.groups is None else len(set(study.groups.tolist())),
     )

@@ -1,13 +1,15 @@
 """The folds of a study: each fold is encoded once and every strategy and single-modality
 baseline is fitted, predicted and explained on the same fold embeddings, through the
-estimators' public API. Folds run through joblib (on a Dask cluster with ``--scheduler``)
-and are yielded as they finish.
+estimators' public API. Every fit gets the fold's group labels, so the strategies' inner
+splits (stacking, early stopping, inner CV) keep each group on one side. Folds run through
+joblib (on a Dask cluster with ``--scheduler``) and are yielded as they finish.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -17,6 +19,7 @@ from sklearn.base import clone
 
 from toolkit.embeddings import Embeddings
 from toolkit.study.errors import SchedulerError
+from toolkit.utils import progress
 
 #: Seconds to wait for a ``--scheduler`` to answer before giving up.
 SCHEDULER_TIMEOUT = 5.0
@@ -44,6 +47,9 @@ class FoldPlan:
     baselines: bool = True
     explain: bool = True
     removal: str = "missing"
+    groups: np.ndarray | None = None
+    conformal: dict | None = None  # {"confidence", "calibration"} when enabled
+    verbose: bool = False  # progress bars inside the fold (encoding per modality)
 
     @classmethod
     def from_study(cls, config: dict, study) -> FoldPlan:
@@ -60,7 +66,13 @@ class FoldPlan:
             baselines=ev["baselines"],
             explain=explanation["enabled"],
             removal=explanation["removal"],
+            groups=None if study.groups is None else np.asarray(study.groups),
+            conformal=dict(ev["conformal"]) if ev["conformal"]["enabled"] else None,
         )
+
+    def fit_groups(self, rows) -> dict:
+        """``{"groups": ...}`` for the rows ``rows`` (nothing when the study has no groups)."""
+        return {} if self.groups is None else {"groups": self.groups[rows]}
 
     @property
     def names(self) -> list[str]:
@@ -97,15 +109,19 @@ class FoldResult:
     robust: dict = field(default_factory=dict)
     contributions: dict = field(default_factory=dict)
     baselines: dict = field(default_factory=dict)
+    conformal: dict = field(default_factory=dict)  # label -> sets (n, C) or intervals (n, 2)
+    mask: np.ndarray | None = None  # availability of each modality on the test rows
 
 
 @dataclass(frozen=True)
 class FoldData:
-    """A fold's embeddings (encoders fitted on its training rows) and training targets."""
+    """A fold's embeddings (encoders fitted on its training rows), training targets and
+    the training rows' positions (to pick their groups)."""
 
     train: Embeddings
     test: Embeddings
     y_train: np.ndarray
+    train_index: np.ndarray
 
 
 def _background(plan: FoldPlan, data: FoldData):
@@ -119,7 +135,7 @@ def _background(plan: FoldPlan, data: FoldData):
 def _strategy(plan: FoldPlan, label: str, data: FoldData, result: FoldResult) -> None:
     """Fit one fusion strategy on the fold and record its outputs in ``result``."""
     model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]))
-    model.fit(data.train, data.y_train)
+    model.fit(data.train, data.y_train, **plan.fit_groups(data.train_index))
     result.oof[label] = model.output(data.test)
     for m, name in enumerate(plan.names if plan.robustness else []):
         mask = data.test.mask.copy()
@@ -141,23 +157,80 @@ def _baseline(plan: FoldPlan, name: str, data: FoldData) -> np.ndarray:
     single_train, single_test = data.train.select([name]), data.test.select([name])
     keep = single_train.mask[:, 0]
     model = plan.model(spec, fusion=LateFusion(random_state=plan.seed))
-    model.fit(single_train[keep], data.y_train[keep])
+    model.fit(single_train[keep], data.y_train[keep], **plan.fit_groups(data.train_index[keep]))
     return model.output(single_test)
+
+
+def _conformal(plan: FoldPlan, label: str, data: FoldData) -> np.ndarray:
+    """Split-conformal sets (classification) or intervals (regression) of one strategy on
+    the test rows: fitted on part of the training rows, calibrated per availability
+    pattern on the rest (whole groups on one side)."""
+    from toolkit.conformal import ConformalPredictor
+
+    model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]))
+    wrapper = ConformalPredictor(
+        model,
+        confidence=plan.conformal["confidence"],
+        calibration_size=plan.conformal["calibration"],
+        random_state=plan.seed,
+    )
+    wrapper.fit(data.train, data.y_train, **plan.fit_groups(data.train_index))
+    with warnings.catch_warnings():
+        # a pattern absent from the calibration rows gets the full set / infinite interval;
+        # the report's coverage table shows it per pattern
+        warnings.filterwarnings("ignore", message="availability pattern", category=UserWarning)
+        if plan.classification:
+            return wrapper.predict_set(data.test)
+        return wrapper.predict_interval(data.test)
+
+
+def encode_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldData:
+    """Fit the encoders on the training rows of fold ``k`` and encode its training and test
+    rows, one modality at a time (a progress bar per modality on a terminal).
+
+    A row that lacks a modality cannot be encoded by that modality's model alone (it would
+    have no modality); then the fold is encoded by the full model instead, which finds the
+    fixed encoders' items in the fold's cache and refits the learned ones (deterministic,
+    so the embeddings are the same).
+    """
+    from toolkit.cache import EmbeddingCache
+    from toolkit.exceptions import MissingModalityError
+
+    frames = {"train": plan.frame.iloc[train], "test": plan.frame.iloc[test]}
+    parts = {"train": [], "test": []}
+    try:
+        bar = progress(plan.modalities, desc=f"fold {k + 1}: encoding", verbose=plan.verbose)
+        for spec in bar:
+            bar.set_postfix_str(spec[0], refresh=False)
+            encoder = plan.model([spec], memory=EmbeddingCache(cache_dir))
+            encoder.fit_encoders(frames["train"])
+            for part, frame in frames.items():
+                parts[part].append(encoder.encode(frame))
+        train_emb, test_emb = (_joined(parts[part]) for part in ("train", "test"))
+    except MissingModalityError:
+        encoder = plan.model(plan.modalities, memory=EmbeddingCache(cache_dir))
+        encoder.fit_encoders(frames["train"])
+        train_emb, test_emb = (encoder.encode(frames[part]) for part in ("train", "test"))
+    return FoldData(train_emb, test_emb, plan.y[train], np.asarray(train))
+
+
+def _joined(parts) -> Embeddings:
+    """Single-modality Embeddings of the same rows as one Embeddings."""
+    blocks = {name: part.blocks[name] for part in parts for name in part.names}
+    return Embeddings(blocks, np.column_stack([part.mask for part in parts]))
 
 
 def run_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldResult:
     """Encode fold ``k`` once, fit every strategy and baseline on it, predict its test rows
-    (also with each modality removed) and explain them. Runs in a joblib worker."""
-    from toolkit.cache import EmbeddingCache
-
+    (also with each modality removed), explain them and, when asked, give conformal sets
+    or intervals. Runs in a joblib worker."""
     train, test = np.asarray(train), np.asarray(test)
-    frame_train, frame_test = plan.frame.iloc[train], plan.frame.iloc[test]
-    encoder = plan.model(plan.modalities, memory=EmbeddingCache(cache_dir))
-    encoder.fit_encoders(frame_train)
-    data = FoldData(encoder.encode(frame_train), encoder.encode(frame_test), plan.y[train])
-    result = FoldResult(fold=k, test_index=test)
+    data = encode_fold(plan, k, train, test, cache_dir)
+    result = FoldResult(fold=k, test_index=test, mask=data.test.mask.copy())
     for label in plan.fusions:
         _strategy(plan, label, data, result)
+        if plan.conformal:
+            result.conformal[label] = _conformal(plan, label, data)
     for name in plan.names if plan.baselines else []:
         result.baselines[f"{name} only"] = _baseline(plan, name, data)
     return result

@@ -1,8 +1,11 @@
 """Figures (PNG) and a self-contained HTML report of a study run.
 
-The report's Methods paragraph is built from the config (task, cross-validation kind,
-grouping, strategies, baselines, metrics and bootstrap, robustness, explanation and its
-removal method), so what it says is what the run did.
+The report opens with the chosen model against the best single modality and says when
+fusion does not help; its Methods paragraph is built from the config (task,
+cross-validation kind, grouping, strategies, baselines, metrics and the cluster bootstrap,
+the model rule, robustness, explanation and its removal method, conformal calibration), so
+what it says is what the run did; data, limitations and the TRIPOD+AI checklist come from
+the data card, the config and the numbers (:mod:`toolkit.study.disclosure`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.explain import contribution_magnitudes
+from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
+from toolkit.study.metrics import format_p
 from toolkit.study.orchestration import MAX_BACKGROUND
 from toolkit.study.summary import LOWER_IS_BETTER
 
@@ -79,19 +84,19 @@ def _confusion(run: Path, results, best: str) -> Path:
     fig, ax = _plt().subplots(figsize=(4.5, 4))
     ConfusionMatrixDisplay.from_predictions(
         results.y,
-        np.argmax(results.oof[best], axis=1),
+        np.argmax(results.models[best], axis=1),
         display_labels=[str(c) for c in results.classes],
         ax=ax,
         colorbar=False,
     )
-    ax.set_title(f"Confusion matrix ({best} fusion)")
+    ax.set_title(f"Confusion matrix ({best})")
     return _save(fig, run / "confusion_matrix.png")
 
 
 def _scatter(run: Path, results, best: str) -> Path:
     fig, ax = _plt().subplots(figsize=(4.5, 4))
-    ax.scatter(results.y, results.oof[best], s=8, alpha=0.6)
-    ax.set(xlabel="true", ylabel="predicted", title=f"Predictions ({best} fusion)")
+    ax.scatter(results.y, results.models[best], s=8, alpha=0.6)
+    ax.set(xlabel="true", ylabel="predicted", title=f"Predictions ({best})")
     return _save(fig, run / "predictions.png")
 
 
@@ -145,7 +150,8 @@ def write_figures(run: Path, results, summary: dict) -> dict[str, Path]:
     """Write the run's figures from its :class:`~toolkit.study.summary.OutOfFold` outputs
     and summary; return {title: path}."""
     figures: dict[str, Path] = {}
-    best = summary["best_strategy"]
+    chosen = (summary.get("chosen") or {}).get("model")
+    best = chosen if chosen in results.models else summary["best_strategy"]
     if results.classification:
         if len(results.classes) == 2 and len(np.unique(results.y)) == 2:
             figures["ROC curves"] = _roc(run, results)
@@ -153,7 +159,7 @@ def write_figures(run: Path, results, summary: dict) -> dict[str, Path]:
         figures["Confusion matrix"] = _confusion(run, results, best)
     else:
         figures["Predicted vs true"] = _scatter(run, results, best)
-    figures.update(_contribution_plots(run, results, best))
+    figures.update(_contribution_plots(run, results, summary.get("explained_model", best)))
     if results.robust:
         figures["Missing-modality robustness"] = _robustness_plot(run, results, summary)
     return figures
@@ -228,13 +234,26 @@ def _models_phrase(config: dict, summary: dict) -> str:
     )
 
 
+def _bootstrap_phrase(summary: dict, n_boot: int) -> str:
+    unit = (summary.get("bootstrap") or {}).get("unit", "row")
+    if unit == "group":
+        how = ("of groups: each resample draws as many groups as there are, with replacement, "
+               "and takes all rows of each drawn group (cluster bootstrap)")  # fmt: skip
+    else:
+        how = "of rows"
+    return (
+        f"with percentile bootstrap 95% intervals ({n_boot} resamples {how}; the same "
+        "resamples for every model and comparison)"
+    )
+
+
 def _metrics_phrase(config: dict, summary: dict) -> str:
     ev, primary = config["evaluation"], summary["primary_metric"]
     metrics = list(next(iter(summary["strategies"].values())))
     n_boot = ev["bootstrap"]
     text = f"Metrics: {', '.join(metrics)}"
     if n_boot > 0:
-        text += f", with percentile bootstrap 95% intervals ({n_boot} resamples of the out-of-fold predictions)"
+        text += ", " + _bootstrap_phrase(summary, n_boot)
     else:
         text += ", without intervals (evaluation.bootstrap: 0)"
     if "sensitivity" in metrics:
@@ -244,7 +263,9 @@ def _metrics_phrase(config: dict, summary: dict) -> str:
     against = summary.get("best_single_modality")
     if against:
         test = (
-            f"by a paired bootstrap of the difference in {primary}"
+            f"by a paired bootstrap of the difference in {primary} (two-sided p-value: twice "
+            "the smaller share of resamples on one side of 0, ties counted half; shown as "
+            f"'&lt; 1/B' when no resample crossed 0)"
             if n_boot > 0
             else f"by the difference in {primary} (no bootstrap, so no interval or p-value)"
         )
@@ -252,7 +273,34 @@ def _metrics_phrase(config: dict, summary: dict) -> str:
             f"; each strategy is compared with the best single modality "
             f"({html.escape(str(against))}) {test}"
         )
-    return text + "."
+    return text + ". " + _rule_phrase(config, summary)
+
+
+def _rule_phrase(config: dict, summary: dict) -> str:
+    rule = config["output"]["model_rule"]
+    chosen = (summary.get("chosen") or {}).get("model")
+    what = {
+        "best_mean_primary": "the model (fusion strategy or single modality) with the best "
+        f"out-of-fold {summary['primary_metric']}",
+        "auto": "fusion='auto', choosing by inner cross-validation on the training rows",
+    }.get(rule, f"the strategy named by the rule ({html.escape(rule.split(':', 1)[-1])})")
+    return (
+        f"Model rule (output.model_rule: {html.escape(rule)}): the reported and saved model is "
+        f"{what}; here {html.escape(str(chosen or 'auto'))}."
+    )
+
+
+def _conformal_phrase(config: dict) -> str:
+    conformal = config["evaluation"]["conformal"]
+    if not conformal["enabled"]:
+        return ""
+    kind = "prediction sets" if config["task"] == "classification" else "prediction intervals"
+    return (
+        f"Conformal: split-conformal {kind} at {conformal['confidence']:.0%} confidence (crepes), "
+        f"each strategy refitted on {1 - conformal['calibration']:.0%} of each fold's training "
+        f"rows and calibrated on the other {conformal['calibration']:.0%} (whole groups on one "
+        "side), Mondrian by modality-availability pattern; coverage is reported per pattern."
+    )
 
 
 def _robustness_phrase(config: dict) -> str:
@@ -326,8 +374,9 @@ def methods_text(config: dict, summary: dict, *, grouped_by: str | None = None) 
             _metrics_phrase(config, summary),
             _robustness_phrase(config),
             _explanation_phrase(config, summary),
+            _conformal_phrase(config),
         ]
-    )
+    ).strip()
 
 
 # -- the HTML page --------------------------------------------------------------------------
@@ -340,62 +389,194 @@ def _img(path: Path) -> str:
 
 def _fmt(entry) -> str:
     value, low, high = entry["value"], entry["low"], entry["high"]
+    if not np.isfinite(value):
+        return "n/a"
     if np.isnan(low):
         return f"{value:.3f}"
     return f"{value:.3f} <small>[{low:.3f}, {high:.3f}]</small>"
 
 
+def _table(head, rows) -> str:
+    """An HTML table; ``head`` and each row are lists of already-escaped cell strings."""
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
 def _metrics_section(config: dict, summary: dict) -> str:
     metrics = list(next(iter(summary["strategies"].values())).keys())
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
-    body = []
+    chosen = (summary.get("chosen") or {}).get("model")
+    rows = []
     for group in ("strategies", "baselines"):
         kind = "fusion" if group == "strategies" else "single modality"
         for label, entry in summary[group].items():
-            cells = "".join(f"<td>{_fmt(entry[m])}</td>" for m in metrics)
-            body.append(f"<tr><td>{html.escape(label)}</td><td>{kind}</td>{cells}</tr>")
+            name = html.escape(label) + (" <b>(chosen)</b>" if label == chosen else "")
+            rows.append([name, kind, *(_fmt(entry[m]) for m in metrics)])
     title = (
         "out-of-fold, 95% bootstrap intervals"
         if config["evaluation"]["bootstrap"]
         else "out-of-fold"
     )
-    return (
-        f"<h2>Metrics ({title})</h2>\n"
-        f"<table><tr><th>model</th><th>kind</th>{head}</tr>{''.join(body)}</table>"
-    )
+    head = ["model", "kind", *(html.escape(m) for m in metrics)]
+    return f"<h2>Metrics ({title})</h2>\n" + _table(head, rows)
 
 
 def _comparison_section(summary: dict) -> str:
     if not summary["comparisons"]:
         return ""
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v['against'])}</td><td>{v['difference']:+.3f}</td>"
-        + (
-            f"<td>[{v['low']:+.3f}, {v['high']:+.3f}]</td><td>{v['p_value']:.3f}</td></tr>"
-            if np.isfinite(v["low"])
-            else "<td>—</td><td>—</td></tr>"
-        )
-        for k, v in summary["comparisons"].items()
-    )
-    return (
-        "<h2>Each strategy against the best single modality</h2>\n<table><tr><th>strategy</th>"
-        f"<th>against</th><th>difference</th><th>95% interval</th><th>p</th></tr>{rows}</table>"
+    rows = []
+    for k, v in summary["comparisons"].items():
+        finite = np.isfinite(v["low"])
+        rows.append([
+            html.escape(k), html.escape(v["against"]), f"{v['difference']:+.3f}",
+            f"[{v['low']:+.3f}, {v['high']:+.3f}]" if finite else "—",
+            html.escape(format_p(v["p_value"], v.get("n_boot", 0))) if finite else "—",
+        ])  # fmt: skip
+    return "<h2>Each strategy against the best single modality</h2>\n" + _table(
+        ["strategy", "against", "difference", "95% interval", "p"], rows
     )
 
 
 def _contribution_section(summary: dict) -> str:
-    best = summary["best_strategy"]
-    contrib = summary["mean_abs_contribution"].get(best, {})
+    explained = summary.get("explained_model", summary["best_strategy"])
+    contrib = summary["mean_abs_contribution"].get(explained, {})
     if not contrib:
         return ""
     total = sum(contrib.values()) or 1.0
-    rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{contrib[n]:.4f}</td><td>{contrib[n] / total:.1%}</td></tr>"
-        for n in summary["contribution_ranking"]
-    )
+    metric = summary["primary_metric"]
+    rows = []
+    for n in summary["contribution_ranking"]:
+        single = summary["baselines"].get(f"{n} only", {}).get(metric)
+        rows.append([html.escape(n), f"{contrib[n]:.4f}", f"{contrib[n] / total:.1%}",
+                     _fmt(single) if single else "—"])  # fmt: skip
     return (
-        f"<h2>Modality contributions ({html.escape(best)} fusion)</h2>\n<table><tr>"
-        f"<th>modality</th><th>mean |Shapley value|</th><th>share</th></tr>{rows}</table>"
+        f"<h2>Modality contributions ({html.escape(explained)} fusion)</h2>\n"
+        "<p>A share is the modality's part of the mean |Shapley value|: how much the model's "
+        "output moves with it (its size), not how useful it is for prediction. The last column "
+        "is what the modality achieves on its own.</p>"
+        + _table(["modality", "mean |Shapley value|", "share", f"{html.escape(metric)} on its own"], rows)
+    )
+
+
+def _headline_section(config: dict, summary: dict) -> str:
+    from toolkit.datasets import dataset_info
+
+    synthetic = dataset_info(config["data"]["source"]).synthetic
+    banner = (
+        '<p class="warn"><b>SYNTHETIC DATA.</b> These results describe a generated dataset, '
+        "not patients or people.</p>"
+        if synthetic
+        else ""
+    )
+    verdict = (summary.get("headline") or {}).get("verdict", "")
+    css = "good" if verdict == "helps" else "warn"
+    return f'{banner}<p class="{css}">{html.escape(headline_text(summary))}</p>'
+
+
+def _data_section(config: dict, summary: dict, n_groups) -> str:
+    facts = card_facts(config["data"]["source"])
+    rows = [[html.escape(k.replace("_", " ")), html.escape(v)] for k, v in facts.items()]
+    out = "<h2>Data (from the data card)</h2>\n" + _table(["field", "value"], rows)
+    folds = summary.get("folds_detail") or []
+    if folds:
+        head = ["fold", "rows"] + (["groups"] if "groups" in folds[0] else [])
+        if "class_counts" in folds[0]:
+            classes = list(folds[0]["class_counts"])
+            head += [f"class {html.escape(c)}" for c in classes]
+            head += ["prevalence"] if folds[0].get("prevalence") is not None else []
+        else:
+            head += ["target mean"]
+        body = []
+        for f in folds:
+            row = [str(f["fold"] + 1), str(f["n"])] + ([str(f["groups"])] if "groups" in f else [])
+            if "class_counts" in f:
+                row += [str(v) for v in f["class_counts"].values()]
+                row += [f"{f['prevalence']:.1%}"] if f.get("prevalence") is not None else []
+            else:
+                row += [f"{f['target_mean']:.3f}"]
+            body.append(row)
+        out += "<h3>Test rows per fold (prevalence per fold)</h3>" + _table(head, body)
+    return out + _missingness_table(summary)
+
+
+def _missingness_table(summary: dict) -> str:
+    miss = summary.get("missingness")
+    if not miss:
+        return ""
+    n = summary["n_samples"]
+    rows = [[html.escape(m), f"{v:.1%}", str(round(v * n))] for m, v in miss["missing_share"].items()]
+    patterns = [[html.escape(p), str(c), f"{c / n:.1%}"] for p, c in miss["patterns"].items()]
+    return (
+        "<h3>Missingness per modality</h3>" + _table(["modality", "missing", "rows"], rows)
+        + "<h3>Availability patterns</h3>" + _table(["modalities present", "rows", "share"], patterns)
+    )  # fmt: skip
+
+
+def _robustness_section(summary: dict) -> str:
+    table = summary.get("robustness_intervals") or {}
+    if not table:
+        return ""
+    metric = html.escape(summary["primary_metric"])
+    rows = []
+    for label, removed in table.items():
+        full = summary["strategies"][label][summary["primary_metric"]]
+        for name, e in removed.items():
+            drop = {"value": e["drop"], "low": e["drop_low"], "high": e["drop_high"]}
+            rows.append([html.escape(label), html.escape(name), _fmt(full), _fmt(e), _fmt(drop)])
+    return (
+        f"<h2>Missing-modality robustness ({metric}, 95% intervals)</h2>\n"
+        + _table(["strategy", "removed", "all modalities", "without it", "drop (paired)"], rows)
+    )
+
+
+def _calibration_section(summary: dict) -> str:
+    tables = summary.get("calibration") or {}
+    chosen = (summary.get("chosen") or {}).get("model")
+    shown = [label for label in (chosen, summary["best_strategy"]) if label in tables]
+    if not shown:
+        return ""
+    out = "<h2>Calibration (quantile bins of the predicted probability, out-of-fold)</h2>"
+    for label in dict.fromkeys(shown):
+        rows = [[f"{b['low']:.3f}–{b['high']:.3f}", str(b["n"]), f"{b['mean_predicted']:.3f}",
+                 f"{b['observed']:.3f}"] for b in tables[label]]  # fmt: skip
+        out += f"<h3>{html.escape(label)}</h3>" + _table(
+            ["predicted range", "rows", "mean predicted", "observed rate"], rows
+        )
+    return out
+
+
+def _conformal_section(summary: dict) -> str:
+    conformal = summary.get("conformal") or {}
+    if not conformal:
+        return ""
+    target = conformal["confidence"]
+    rows = []
+    for label, patterns in conformal["strategies"].items():
+        for pattern, v in patterns.items():
+            size = v.get("mean_size", v.get("mean_width"))
+            flag = "" if abs(v["coverage"] - target) <= 0.05 or v["n"] < 30 else " ⚠"
+            rows.append([html.escape(label), html.escape(pattern), str(v["n"]),
+                         f"{v['coverage']:.3f}{flag}", f"{size:.3f}"])  # fmt: skip
+    size_name = "mean set size" if "mean_size" in next(iter(next(iter(conformal["strategies"].values())).values())) else "mean interval width"
+    return (
+        f"<h2>Conformal coverage per availability pattern (asked: {target:.0%})</h2>\n"
+        "<p>Coverage: share of test rows whose set / interval holds the true value; ⚠ marks a "
+        "pattern more than 5 points off with 30+ rows.</p>"
+        + _table(["strategy", "pattern", "rows", "coverage", size_name], rows)
+    )
+
+
+def _limitations_section(config: dict, summary: dict, n_groups) -> str:
+    items = "".join(f"<li>{html.escape(t)}</li>" for t in limitations(config, summary, n_groups=n_groups))
+    return f"<h2>Limitations</h2><ul>{items}</ul>"
+
+
+def _tripod_section(config: dict, summary: dict) -> str:
+    rows = [[html.escape(t), html.escape(s), html.escape(w)] for t, s, w in tripod_checklist(config, summary)]
+    return (
+        "<h2>TRIPOD+AI checklist</h2><p>Topics of the TRIPOD+AI statement (Collins et al., BMJ "
+        "2024;385:e078378) and where this report covers them; check the official checklist "
+        "before submission.</p>" + _table(["topic", "status", "where"], rows)
     )
 
 
@@ -406,44 +587,58 @@ def _privacy_section(config: dict, examples) -> str:
         else "Raw text was included on request (output.include_text)."
     )
     if examples:
-        rows = "".join(
-            f"<tr><td>{e['row']}</td><td>{html.escape(e['modality'])}</td><td>{e['contribution']:+.3f}</td><td>{html.escape(e['text'])}</td></tr>"
-            for e in examples
-        )
-        text += (
-            "<h3>Texts that contributed most</h3><table><tr><th>row</th><th>modality</th>"
-            f"<th>contribution</th><th>text</th></tr>{rows}</table>"
+        rows = [[str(e["row"]), html.escape(e["modality"]), f"{e['contribution']:+.3f}",
+                 html.escape(e["text"])] for e in examples]  # fmt: skip
+        text += "<h3>Texts that contributed most</h3>" + _table(
+            ["row", "modality", "contribution", "text"], rows
         )
     return text
 
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}figure{display:inline-block;margin:8px}
-img{max-width:520px}small{color:#666}"""
+img{max-width:520px}small{color:#666}.warn{background:#fff3cd;border-left:4px solid #e0a800;padding:8px}
+.good{background:#e6f4ea;border-left:4px solid #2e7d32;padding:8px}"""
 
 
 def write_report(
-    run: Path, config: dict, summary: dict, *, figures, text_examples=(), grouped_by=None
-) -> Path:
+    run: Path, config: dict, summary: dict, *, figures, text_examples=(), grouped_by=None,
+    n_groups=None,
+) -> Path:  # fmt: skip
     """A self-contained report.html (figures embedded as PNG data URIs).
 
-    ``grouped_by`` is what the folds were grouped by (see :func:`methods_text`).
+    Sections: headline (chosen model against the best single modality), data card,
+    prevalence per fold and missingness, Methods, metrics, comparisons, robustness,
+    calibration and conformal tables, contributions, limitations, TRIPOD+AI checklist,
+    privacy, figures. ``grouped_by`` is what the folds were grouped by (see
+    :func:`methods_text`), ``n_groups`` how many groups there are.
     """
-    name, best = html.escape(config["name"]), html.escape(summary["best_strategy"])
+    name = html.escape(config["name"])
     figs = "".join(
         f"<figure>{_img(p)}<figcaption>{html.escape(t)}</figcaption></figure>"
         for t, p in figures.items()
     )
+    sections = [
+        _headline_section(config, summary),
+        _data_section(config, summary, n_groups),
+        f"<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p>"
+        f"<p>{_privacy_section(config, text_examples)}</p>",
+        _metrics_section(config, summary),
+        _comparison_section(summary),
+        _robustness_section(summary),
+        _calibration_section(summary),
+        _conformal_section(summary),
+        _contribution_section(summary),
+        _limitations_section(config, summary, n_groups),
+        _tripod_section(config, summary),
+        f"<h2>Figures</h2>{figs}",
+    ]
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{name} - study report</title>
 <style>{STYLE}</style></head><body>
 <h1>{name}</h1>
-<p>Task: {html.escape(config["task"])}. Best strategy by {html.escape(summary["primary_metric"])}: <b>{best}</b>.</p>
-<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p><p>{_privacy_section(config, text_examples)}</p>
-{_metrics_section(config, summary)}
-{_comparison_section(summary)}
-{_contribution_section(summary)}
-<h2>Figures</h2>{figs}
+<p>Task: {html.escape(config["task"])}; primary metric {html.escape(summary["primary_metric"])}.</p>
+{chr(10).join(x for x in sections if x)}
 </body></html>"""
     path = run / "report.html"
     path.write_text(page, encoding="utf-8")

@@ -1,26 +1,33 @@
-"""A study's out-of-fold outputs and their summary: every metric with a bootstrap
-interval, the best strategy and single modality, paired comparisons, missing-modality
-robustness and mean absolute modality contributions (the content of ``metrics.json``)."""
+"""A study's out-of-fold outputs and their summary (the content of ``metrics.json``):
+every metric with a cluster-bootstrap interval, the model chosen by the declared rule and
+the honest headline (chosen model against the best single modality), paired comparisons,
+missing-modality robustness with intervals, calibration tables with bin counts, conformal
+coverage per availability pattern, prevalence per fold, missingness per modality and mean
+absolute modality contributions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
+from toolkit.conformal import availability_patterns, coverage_table
 from toolkit.explain import contribution_magnitudes
 from toolkit.study.config import ConfigError
 from toolkit.study.metrics import (
     CLASSIFICATION_METRICS,
-    REGRESSION_METRICS,
     bootstrap_interval,
+    bootstrap_resamples,
+    calibration_table,
     classification_metrics,
     paired_difference,
+    regression_metric,
     regression_metrics,
 )
 
 #: Metrics where a smaller value is better (the best model minimises them).
-LOWER_IS_BETTER = {"mae", "brier"}
+LOWER_IS_BETTER = {"mae", "rmse", "brier"}
 
 
 @dataclass
@@ -30,7 +37,9 @@ class OutOfFold:
     ``oof`` and ``baselines`` map a label to (n_samples, n_classes) probabilities or
     (n_samples,) predictions; ``robust`` maps (strategy, removed modality) likewise;
     ``contributions`` maps a strategy to (n_samples, n_modalities[, n_classes]) Shapley
-    values (NaN where not computed); ``fold_of`` is each row's test fold.
+    values (NaN where not computed); ``conformal`` maps a strategy to its prediction sets
+    (n_samples, n_classes) or intervals (n_samples, 2); ``fold_of`` is each row's test
+    fold, ``mask`` each row's modality availability, ``groups`` its group (or None).
     """
 
     y: np.ndarray
@@ -41,6 +50,9 @@ class OutOfFold:
     robust: dict
     contributions: dict
     fold_of: np.ndarray
+    mask: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    conformal: dict | None = None
 
     @classmethod
     def empty(cls, plan, classes) -> OutOfFold:
@@ -49,6 +61,7 @@ class OutOfFold:
         shape = (n,) if width is None else (n, width)
         per_class = (width,) if width is not None and width > 2 else ()
         strategies = list(plan.fusions)
+        conformal_shape = (n, 2) if width is None else (n, width)
         return cls(
             y=plan.y,
             classes=classes,
@@ -60,6 +73,11 @@ class OutOfFold:
             },
             contributions={s: np.full((n, len(names)) + per_class, np.nan) for s in strategies},
             fold_of=np.full(n, -1),
+            mask=np.ones((n, len(names)), dtype=bool),
+            groups=plan.groups,
+            conformal={s: np.full(conformal_shape, np.nan) for s in strategies}
+            if plan.conformal
+            else {},
         )
 
     @property
@@ -75,6 +93,8 @@ class OutOfFold:
         """Put one fold's :class:`~toolkit.study.orchestration.FoldResult` in place."""
         test = np.asarray(result.test_index)
         self.fold_of[test] = result.fold
+        if result.mask is not None and self.mask is not None:
+            self.mask[test] = result.mask
         for label in self.oof:
             self.oof[label][test] = result.oof[label]
             self.contributions[label][test] = result.contributions.get(label, np.nan)
@@ -82,25 +102,27 @@ class OutOfFold:
             self.robust[key][test] = result.robust[key]
         for label in self.baselines:
             self.baselines[label][test] = result.baselines[label]
+        for label in self.conformal or {}:
+            self.conformal[label][test] = result.conformal[label]
 
 
 class _Scorer:
     """The metrics of one study: all of them on a prediction, or one as fn(y, pred)."""
 
-    def __init__(self, results: OutOfFold, threshold: float):
+    def __init__(self, results: OutOfFold, threshold: float, mosi: bool = False):
         self.y, self.classes, self.threshold = results.y, results.classes, threshold
-        self.classification = results.classification
+        self.classification, self.mosi = results.classification, mosi
 
     def all(self, pred) -> dict:
         if self.classification:
             return classification_metrics(self.y, pred, self.classes, self.threshold)
-        return regression_metrics(self.y, pred)
+        return regression_metrics(self.y, pred, mosi=self.mosi)
 
     def fn(self, metric: str):
         if self.classification:
             fn, threshold = CLASSIFICATION_METRICS[metric], self.threshold
             return lambda y, p: fn(y, p, threshold)
-        return REGRESSION_METRICS[metric]
+        return regression_metric(metric)
 
 
 def primary_metric(config: dict, classes) -> str:
@@ -118,8 +140,9 @@ def _row(label, kind, metric, value, *, removed="", low=np.nan, high=np.nan) -> 
             "value": value, "low": low, "high": high}  # fmt: skip
 
 
-def _model_metrics(results: OutOfFold, scorer: _Scorer, *, primary, n_boot, rng):
-    """{label: {metric: {value, low, high}}} for every model, and the metrics.csv rows."""
+def _model_metrics(results: OutOfFold, scorer: _Scorer, *, primary, resamples):
+    """{label: {metric: {value, low, high}}} for every model, and the metrics.csv rows.
+    Every model's intervals use the same resamples (``resamples()`` yields them anew)."""
     entries, rows = {}, []
     for label, pred in results.models.items():
         values = scorer.all(pred)
@@ -130,7 +153,9 @@ def _model_metrics(results: OutOfFold, scorer: _Scorer, *, primary, n_boot, rng)
         kind = "fusion" if label in results.oof else "baseline"
         entry = {}
         for metric, value in values.items():
-            low, high = bootstrap_interval(scorer.fn(metric), n_boot, rng, results.y, pred)
+            low, high = bootstrap_interval(
+                scorer.fn(metric), 0, None, results.y, pred, resamples=resamples()
+            )
             entry[metric] = {"value": value, "low": low, "high": high}
             rows.append(_row(label, kind, metric, value, low=low, high=high))
         entries[label] = entry
@@ -142,28 +167,41 @@ def _best(labels, entries: dict, primary: str):
     return max(labels, key=lambda s: sign * entries[s][primary]["value"]) if labels else None
 
 
-def _comparisons(results: OutOfFold, scorer: _Scorer, against, *, primary, n_boot, rng):
+def _compare(results: OutOfFold, scorer: _Scorer, a: str, b: str, *, primary, resamples) -> dict:
+    """Paired bootstrap of primary(a) - primary(b) on the same resamples."""
+    models = results.models
+    diff = paired_difference(
+        scorer.fn(primary), results.y, models[a], models[b], n_boot=0, resamples=resamples()
+    )
+    return {"model": a, "against": b, "metric": primary, **diff}
+
+
+def _comparisons(results: OutOfFold, scorer: _Scorer, against, **boot):
     """Each strategy against the best single modality: paired bootstrap of the difference."""
     if not against:
         return {}
-    fn, y = scorer.fn(primary), results.y
-    return {
-        label: {
-            "against": against,
-            "metric": primary,
-            **paired_difference(fn, y, pred, results.baselines[against], n_boot=n_boot, rng=rng),
-        }
-        for label, pred in results.oof.items()
-    }
+    return {label: _compare(results, scorer, label, against, **boot) for label in results.oof}
 
 
-def _robustness(results: OutOfFold, scorer: _Scorer):
-    robustness, rows = {}, []
+def _robustness(results: OutOfFold, scorer: _Scorer, *, primary, resamples):
+    """Every metric with each modality removed, and for the primary metric its interval and
+    the paired drop from the full model (full - without) with its interval."""
+    robustness, intervals, rows = {}, {}, []
+    fn = scorer.fn(primary)
     for (label, removed), pred in results.robust.items():
         values = scorer.all(pred)
         robustness.setdefault(label, {})[removed] = values
+        low, high = bootstrap_interval(fn, 0, None, results.y, pred, resamples=resamples())
+        drop = paired_difference(
+            fn, results.y, results.oof[label], pred, n_boot=0, resamples=resamples()
+        )
+        intervals.setdefault(label, {})[removed] = {
+            "metric": primary, "value": values[primary], "low": low, "high": high,
+            "drop": drop["difference"], "drop_low": drop["low"], "drop_high": drop["high"],
+        }  # fmt: skip
         rows.extend(_row(label, "robustness", m, v, removed=removed) for m, v in values.items())
-    return robustness, rows
+        rows[-len(values) + list(values).index(primary)].update(low=low, high=high)
+    return robustness, intervals, rows
 
 
 def _shares(results: OutOfFold) -> dict:
@@ -177,36 +215,153 @@ def _shares(results: OutOfFold) -> dict:
     return shares
 
 
+def _calibration(results: OutOfFold, labels) -> dict:
+    """Calibration tables (quantile bins with counts) of binary models ``labels``."""
+    if not results.classification or len(results.classes) != 2:
+        return {}
+    models = results.models
+    return {label: calibration_table(results.y, models[label][:, 1]) for label in labels}
+
+
+def _conformal(config: dict, results: OutOfFold) -> dict:
+    """Coverage per availability pattern of each strategy's conformal sets / intervals."""
+    if not results.conformal:
+        return {}
+    patterns = availability_patterns(results.mask, results.names)
+    out = {}
+    for label, pred in results.conformal.items():
+        if results.classification:
+            covered = pred[np.arange(len(results.y)), results.y].astype(bool)
+            size, column = pred.sum(axis=1), "mean_size"
+        else:
+            covered = (pred[:, 0] <= results.y) & (results.y <= pred[:, 1])
+            size, column = pred[:, 1] - pred[:, 0], "mean_width"
+        table = coverage_table(patterns, covered, size, column)
+        out[label] = {
+            pattern: {"n": int(row["n"]), "coverage": float(row["coverage"]),
+                      column: float(row[column])}
+            for pattern, row in table.iterrows()
+        }  # fmt: skip
+    return {"confidence": config["evaluation"]["conformal"]["confidence"], "strategies": out}
+
+
+def _folds(results: OutOfFold) -> list[dict]:
+    """Rows, groups and class counts of each test fold (prevalence per fold)."""
+    folds = []
+    for k in np.unique(results.fold_of):
+        rows = results.fold_of == k
+        fold = {"fold": int(k), "n": int(rows.sum())}
+        if results.groups is not None:
+            fold["groups"] = int(len(np.unique(results.groups[rows])))
+        if results.classification:
+            counts = np.bincount(results.y[rows], minlength=len(results.classes))
+            fold["class_counts"] = {
+                str(c): int(n) for c, n in zip(results.classes.tolist(), counts, strict=True)
+            }
+            fold["prevalence"] = float(counts[-1] / rows.sum()) if len(counts) == 2 else None
+        else:
+            fold["target_mean"] = float(np.mean(results.y[rows]))
+        folds.append(fold)
+    return folds
+
+
+def _missingness(results: OutOfFold) -> dict:
+    """Share of rows without each modality, and the rows of each availability pattern."""
+    mask = results.mask
+    patterns = availability_patterns(mask, results.names)
+    labels, counts = np.unique(patterns, return_counts=True)
+    return {
+        "missing_share": {n: float(1 - mask[:, j].mean()) for j, n in enumerate(results.names)},
+        "patterns": {str(p): int(c) for p, c in zip(labels, counts, strict=True)},
+    }
+
+
+def choose_model(config: dict, entries: dict, results: OutOfFold, primary: str) -> dict:
+    """The saved model under ``output.model_rule``: its label, kind and the rule.
+
+    ``best_mean_primary``: the best out-of-fold primary metric among every fusion strategy
+    *and* every single-modality model (a single modality that beats every fusion is
+    chosen). ``fixed:<strategy>``: that strategy. ``auto``: ``fusion="auto"``, which
+    chooses on the training rows when the model is refitted.
+    """
+    rule = config["output"]["model_rule"]
+    if rule == "auto":
+        label = "auto" if "auto" in results.oof else None
+        return {"rule": rule, "model": label, "kind": "auto"}
+    if rule.startswith("fixed:"):
+        label = rule.split(":", 1)[1]
+    else:
+        label = _best(list(results.models), entries, primary)
+    kind = "fusion" if label in results.oof else "single modality"
+    return {"rule": rule, "model": label, "kind": kind}
+
+
+def _headline(results: OutOfFold, scorer: _Scorer, chosen: dict, entries: dict, **boot) -> dict:
+    """The chosen model (or, when it is a single modality, the best fusion) against the best
+    single modality, with the paired interval and a verdict on whether fusion helps."""
+    primary = boot["primary"]
+    single = _best(list(results.baselines), entries, primary)
+    fusion = chosen["model"] if chosen["kind"] == "fusion" else _best(list(results.oof), entries, primary)
+    if single is None or fusion is None:
+        return {"chosen": chosen["model"], "against": None, "verdict": "no comparison"}
+    comparison = _compare(results, scorer, fusion, single, **boot)
+    sign = -1 if primary in LOWER_IS_BETTER else 1
+    low, high = sorted((sign * comparison["low"], sign * comparison["high"]))
+    if not np.isfinite(low):
+        gain = sign * comparison["difference"]
+        verdict = "no interval" if gain > 0 else "does not help"
+    elif low > 0:
+        verdict = "helps"
+    elif high < 0:
+        verdict = "worse"
+    else:
+        verdict = "does not help"
+    return {"chosen": chosen["model"], "fusion": fusion, "verdict": verdict, **comparison}
+
+
 def summarize(config: dict, results: OutOfFold, *, grouped: bool) -> tuple[dict, list[dict]]:
     """The ``metrics.json`` summary and the ``metrics.csv`` rows of a finished study.
 
-    Bootstrap resamples come from one ``RandomState(config["seed"])``, drawn model by
-    model (strategies, then baselines) and then for the paired comparisons.
+    Bootstrap: ``evaluation.bootstrap`` resamples from ``RandomState(config["seed"])``, of
+    groups when the study has groups (all rows of each drawn group; a cluster bootstrap),
+    else of rows; the *same* resamples serve every model, comparison and robustness row.
     """
     ev = config["evaluation"]
-    rng = np.random.RandomState(config["seed"])
-    scorer = _Scorer(results, ev["threshold"])
+    scorer = _Scorer(results, ev["threshold"], mosi=ev.get("mosi_metrics", False))
     primary = primary_metric(config, results.classes)
-    boot = {"primary": primary, "n_boot": ev["bootstrap"], "rng": rng}
+    n_boot = ev["bootstrap"]
+    resamples = partial(bootstrap_resamples, len(results.y), n_boot, config["seed"], results.groups)
+    boot = {"primary": primary, "resamples": resamples}
     entries, rows = _model_metrics(results, scorer, **boot)
     best = _best(list(results.oof), entries, primary)
     best_baseline = _best(list(results.baselines), entries, primary)
-    comparisons = _comparisons(results, scorer, best_baseline, **boot)
-    robustness, robust_rows = _robustness(results, scorer)
+    chosen = choose_model(config, entries, results, primary)
+    robustness, robust_intervals, robust_rows = _robustness(results, scorer, **boot)
     shares = _shares(results)
+    explained = chosen["model"] if chosen["model"] in shares else best
     summary = {
         "task": config["task"],
         "n_samples": int(len(results.y)),
         "folds": ev["cv"],
         "grouped": grouped or None,
+        "bootstrap": {"n_boot": n_boot, "unit": "group" if results.groups is not None else "row",
+                      "seed": config["seed"], "method": "percentile"},
         "primary_metric": primary,
         "best_strategy": best,
         "best_single_modality": best_baseline,
+        "chosen": chosen,
+        "headline": _headline(results, scorer, chosen, entries, **boot),
         "strategies": {k: entries[k] for k in results.oof},
         "baselines": {k: entries[k] for k in results.baselines},
-        "comparisons": comparisons,
+        "comparisons": _comparisons(results, scorer, best_baseline, **boot),
         "robustness": robustness,
+        "robustness_intervals": robust_intervals,
+        "calibration": _calibration(results, [*results.oof, *([best_baseline] if best_baseline else [])]),
+        "conformal": _conformal(config, results),
+        "folds_detail": _folds(results),
+        "missingness": _missingness(results),
         "mean_abs_contribution": shares,
-        "contribution_ranking": sorted(shares.get(best, {}), key=lambda n: -shares[best][n]),
-    }
+        "explained_model": explained,
+        "contribution_ranking": sorted(shares.get(explained, {}), key=lambda n: -shares[explained][n]),
+    }  # fmt: skip
     return summary, rows + robust_rows

@@ -133,13 +133,12 @@ def write_fold(folder: Path, result) -> Path:
     return path
 
 
-def _predictions_table(results) -> pd.DataFrame:
+def _predictions_table(results, group_column: str | None = None) -> pd.DataFrame:
     y, classes = results.y, results.classes
-    columns = {
-        "row": np.arange(len(y)),
-        "fold": results.fold_of,
-        "y_true": classes[y] if results.classification else y,
-    }
+    columns = {"row": np.arange(len(y)), "fold": results.fold_of}
+    if group_column is not None:
+        columns[group_column] = results.groups
+    columns["y_true"] = classes[y] if results.classification else y
     for label, pred in results.models.items():
         if results.classification and pred.shape[1] == 2:
             columns[f"{label}_proba"] = pred[:, 1]
@@ -172,22 +171,52 @@ def _contributions_table(results, best: str) -> pd.DataFrame | None:
     )
 
 
-def write_tables(run: Path, results, summary: dict, rows: list[dict]) -> None:
-    """``metrics.json``, ``metrics.csv``, ``predictions.csv`` and ``contributions.csv``."""
+def write_tables(
+    run: Path, results, summary: dict, rows: list[dict], *, group_column: str | None = None
+) -> None:
+    """``metrics.json``, ``metrics.csv``, ``predictions.csv`` (with ``group_column`` holding
+    each row's group, so intervals can be redone by group) and ``contributions.csv``."""
     (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
-    _predictions_table(results).to_csv(run / "predictions.csv", index=False)
-    contributions = _contributions_table(results, summary["best_strategy"])
+    if group_column in ("row", "fold", "y_true"):
+        group_column = f"group_{group_column}"
+    _predictions_table(results, group_column).to_csv(run / "predictions.csv", index=False)
+    contributions = _contributions_table(results, summary["explained_model"])
     if contributions is not None:
         contributions.to_csv(run / "contributions.csv", index=False)
 
 
-def save_best_model(run: Path, study, best: str, seed: int) -> Path:
-    """The ``best`` strategy refitted on every row (raw labels), saved to ``<run>/model``."""
+def _chosen_estimator(study, chosen: dict, seed: int):
+    """The unfitted estimator and the rows to fit it on, for the model ``chosen``."""
     from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
-    from toolkit.persistence import save
+    from toolkit.fusion import LateFusion
 
     Estimator = MultimodalRegressor if study.classes is None else MultimodalClassifier
-    fusion = clone(study.fusions[best])
-    model = Estimator(study.modalities, fusion=fusion, random_state=seed)
-    return save(model.fit(study.frame, study.y_raw), run / "model")
+    label = chosen["model"]
+    if chosen["kind"] == "auto":
+        return Estimator(study.modalities, fusion="auto", random_state=seed), None
+    if chosen["kind"] == "fusion":
+        fusion = clone(study.fusions[label])
+        return Estimator(study.modalities, fusion=fusion, random_state=seed), None
+    name = label.removesuffix(" only")
+    spec = [m for m in study.modalities if m[0] == name]
+    return Estimator(spec, fusion=LateFusion(random_state=seed), random_state=seed), name
+
+
+def save_chosen_model(run: Path, study, chosen: dict, seed: int, *, available=None):
+    """The model ``chosen`` by ``output.model_rule`` refitted on every row (raw labels,
+    with the study's groups), saved to ``<run>/model``; returns the fitted model.
+
+    A single-modality model (as the study's baselines) is fitted on the rows that have the
+    modality: ``available`` is the study's (n_samples, n_modalities) availability mask.
+    """
+    from toolkit.persistence import save
+
+    model, single = _chosen_estimator(study, chosen, seed)
+    keep = np.ones(len(study.frame), dtype=bool)
+    if single is not None and available is not None:
+        keep = np.asarray(available)[:, [m[0] for m in study.modalities].index(single)]
+    groups = None if study.groups is None else np.asarray(study.groups)[keep]
+    model.fit(study.frame.loc[keep], study.y_raw[keep], groups=groups)
+    save(model, run / "model")
+    return model

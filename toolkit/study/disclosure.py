@@ -1,0 +1,200 @@
+"""What a study must disclose, built from its config, its data card and its numbers: the
+data card's facts, the limitations, the headline sentence and a TRIPOD+AI checklist.
+Plain text (the report escapes it; the model card writes it as Markdown)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.study.summary import LOWER_IS_BETTER
+
+#: Data card fields shown in the report, in order (front matter keys).
+CARD_FIELDS = (
+    "title", "synthetic", "licence", "citation", "provenance", "modalities", "size",
+    "label_definition", "known_limitations", "biases", "intended_uses", "out_of_scope_uses",
+)  # fmt: skip
+#: Below these the report calls a study small.
+SMALL_ROWS, SMALL_GROUPS, SMALL_CLASS = 500, 200, 100
+#: A modality with at least this share of the mean |Shapley value| is checked for usefulness.
+LARGE_SHARE = 0.2
+
+
+def card_facts(source: str) -> dict[str, str]:
+    """The data card's front matter fields of :data:`CARD_FIELDS` as one-line strings."""
+    from toolkit.datasets import dataset_info
+
+    meta = dataset_info(source).card_meta
+    facts = {}
+    for key in CARD_FIELDS:
+        if key not in meta:
+            continue
+        value = meta[key]
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        facts[key] = " ".join(str(value).split())
+    return facts
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
+
+
+def headline_text(summary: dict) -> str:
+    """One or two sentences: the chosen model, the best single modality and whether
+    fusion helps (the paired interval of the difference)."""
+    h, metric = summary["headline"], summary["primary_metric"]
+    chosen = summary["chosen"]
+    rule = chosen["rule"]
+    if chosen["model"] is None:
+        first = f"Saved model: fusion='auto' (rule {rule}), chosen by inner cross-validation when refitted."
+    else:
+        first = f"Chosen model (rule {rule}): {chosen['model']} ({chosen['kind']})."
+    if h.get("against") is None:
+        return first + " No single-modality baselines were fitted, so fusion was not tested against them."
+    diff = (
+        f"{h['fusion']} vs {h['against']}: {metric} difference {h['difference']:+.3f}"
+        + (f" [95% CI {h['low']:+.3f}, {h['high']:+.3f}]" if np.isfinite(h["low"]) else " (no interval)")
+    )
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    verdict = {
+        "helps": f"Fusion helps: the interval lies on the {better}-is-better side of 0.",
+        "worse": f"Fusion does not help: it is worse than the best single modality ({h['against']}).",
+        "does not help": f"Fusion does not help here: the interval includes 0, so {h['fusion']} is not shown to beat {h['against']}.",
+        "no interval": "Fusion scored better, but without a bootstrap there is no interval to show it.",
+    }[h["verdict"]]
+    if chosen["kind"] == "single modality":
+        verdict = (
+            f"The best single modality scored at least as well as every fusion strategy. {verdict}"
+        )
+    return f"{first} {diff}. {verdict}"
+
+
+def _share_warnings(summary: dict) -> list[str]:
+    """A modality with a large Shapley share whose single-modality model is weak."""
+    shares = summary["mean_abs_contribution"].get(summary.get("explained_model"), {})
+    total = sum(shares.values()) or 1.0
+    metric, out = summary["primary_metric"], []
+    for name, value in shares.items():
+        single = summary["baselines"].get(f"{name} only", {}).get(metric)
+        if value / total < LARGE_SHARE or single is None:
+            continue
+        chance = {"auroc": 0.5}.get(metric)
+        if chance is not None and single["low"] <= chance:
+            out.append(
+                f"{name} takes {value / total:.0%} of the Shapley share while {name}-only "
+                f"{metric} is {_fmt(single['value'])} [{_fmt(single['low'])}, "
+                f"{_fmt(single['high'])}]: a share measures how much the output moves with a "
+                "modality, not whether that helps predict."
+            )
+    return out
+
+
+def limitations(config: dict, summary: dict, *, n_groups: int | None = None) -> list[str]:
+    """The Limitations section: built from the config, the data card and the numbers."""
+    from toolkit.datasets import dataset_info
+
+    info = dataset_info(config["data"]["source"])
+    out = []
+    if info.synthetic:
+        out.append(
+            "The data are SYNTHETIC (generated with known ground truth by "
+            f"{config['data']['source']}); nothing here is evidence about real patients or people."
+        )
+    out.extend(_size_limits(summary, n_groups))
+    out.append(
+        "Validation is internal only (cross-validation on one data source, "
+        f"'{info.title}'): no external site, scanner, period or population was tested."
+    )
+    if n_groups is None:
+        out.append(
+            "Rows were treated as independent (no data.groups): if several rows come from one "
+            "patient or speaker, the intervals are too narrow and the scores optimistic."
+        )
+    if config["evaluation"]["robustness"]:
+        out.append(
+            "Robustness removes a modality from the test rows only (marked missing; the model's "
+            "own missing-data path): it is not the performance of a model trained without it."
+        )
+    if config["explanation"]["enabled"]:
+        how = ("marked missing (removal: missing)" if config["explanation"]["removal"] == "missing"
+               else "replaced by background rows (removal: background)")  # fmt: skip
+        out.append(
+            f"Shapley values measure how the model's output changes when a modality is {how}. "
+            "A modality's share measures the size of its effect on the output, not its "
+            "usefulness or any causal role; compare with its single-modality row."
+        )
+        out.extend(_share_warnings(summary))
+    missing = summary.get("missingness", {}).get("missing_share", {})
+    heavy = [f"{m} {v:.0%}" for m, v in missing.items() if v >= 0.3]
+    if heavy:
+        out.append(f"Modalities missing on many rows ({', '.join(heavy)}): their estimates rest on fewer rows.")
+    if summary["headline"].get("verdict") in ("does not help", "worse"):
+        out.append("Fusion was not shown to beat the best single modality (see the headline).")
+    card = info.card_meta.get("known_limitations")
+    if card:
+        out.append("From the data card: " + " ".join(str(card).split()))
+    return out
+
+
+def _size_limits(summary: dict, n_groups: int | None) -> list[str]:
+    n = summary["n_samples"]
+    folds = summary.get("folds_detail") or []
+    smallest = None
+    if folds and "class_counts" in folds[0]:
+        totals: dict[str, int] = {}
+        for fold in folds:
+            for c, k in fold["class_counts"].items():
+                totals[c] = totals.get(c, 0) + k
+        smallest = min(totals.values())
+    small = (n < SMALL_ROWS or (n_groups is not None and n_groups < SMALL_GROUPS)
+             or (smallest is not None and smallest < SMALL_CLASS))  # fmt: skip
+    if not small:
+        return []
+    parts = [f"{n} rows"]
+    if n_groups is not None:
+        parts.append(f"{n_groups} groups")
+    if smallest is not None:
+        parts.append(f"smallest class {smallest} rows")
+    return [f"Small sample ({', '.join(parts)}): intervals are wide and the ranking of "
+            "models may not hold on new data."]  # fmt: skip
+
+
+def tripod_checklist(config: dict, summary: dict) -> list[tuple[str, str, str]]:
+    """(TRIPOD+AI topic, status, where) for the topics a study run can speak to.
+
+    Topics follow the TRIPOD+AI statement (Collins et al., BMJ 2024;385:e078378) by name;
+    what the run cannot know (ethics, funding, registration, participant flow, setting,
+    patient involvement) is marked for the author to supply.
+    """
+    ev, classification = config["evaluation"], config["task"] == "classification"
+    author = "author to supply"
+    grouped = summary.get("grouped")
+    return [
+        ("Title and abstract: identify a prediction model study", author, "—"),
+        ("Data sources", "covered", "Data (data card: source, provenance, licence, citation)"),
+        ("Participants and setting", "partly", "Data (data card); eligibility and dates: " + author),
+        ("Data preparation", "covered", "Methods (encoders fitted on training rows of each fold)"),
+        ("Outcome definition", "partly", "Data (label definition from the data card)"),
+        ("Predictors (modalities)", "covered", "Data (modalities), Missingness"),
+        ("Sample size", "partly", "Data, Prevalence per fold; no sample-size calculation"),
+        ("Missing data", "covered", "Missingness per modality and availability pattern"),
+        ("Analytical methods: model, internal validation", "covered",
+         "Methods (cross-validation" + (", grouped" if grouped else "") + ", bootstrap)"),
+        ("Class imbalance", "covered" if classification else "not applicable",
+         "Prevalence per fold" if classification else "regression task"),
+        ("Fairness / subgroups", "not covered", "no subgroup analysis; " + author),
+        ("Model output and uncertainty", "covered",
+         "Calibration; Conformal coverage" if ev["conformal"]["enabled"] else "Calibration"),
+        ("Training versus evaluation data", "covered", "Methods (out-of-fold predictions only)"),
+        ("Ethics, funding, conflicts, protocol, registration", author, "—"),
+        ("Data and code sharing", "partly", "run folder: config, environment, predictions.csv"),
+        ("Patient and public involvement", author, "—"),
+        ("Participant flow and characteristics", "partly", "Prevalence per fold; flow: " + author),
+        ("Model specification", "covered", "Model card (model_card.md) and the saved model/"),
+        ("Model performance with uncertainty", "covered", "Metrics, Headline, Comparison"),
+        ("Model updating", "not applicable", "no updating was done"),
+        ("Interpretation and limitations", "covered", "Headline, Limitations"),
+        ("Usability / intended use", "partly", "Model card: intended use from the data card"),
+    ]  # fmt: skip
