@@ -106,3 +106,59 @@ def permutation_shapley(value, n_players: int, n_permutations: int, rng):
                 phi[m] += cur - prev
                 prev = cur
     return phi / n_perm, v(0), v((1 << M) - 1)
+
+
+def interaction_weights(n_players: int) -> np.ndarray:
+    """Weight of the Shapley interaction index by coalition size:
+    ``w[s] = s! (M - s - 2)! / (M - 1)!`` for s = 0 .. M - 2 (Grabisch and Roubens, 1999).
+
+    ``I_ij = sum over S not containing i, j of w[|S|] (v(S+i+j) - v(S+i) - v(S+j) + v(S))``.
+
+    Examples
+    --------
+    >>> interaction_weights(3).tolist()
+    [0.5, 0.5]
+    """
+    M = n_players
+    return np.array(
+        [math.factorial(s) * math.factorial(M - s - 2) / math.factorial(M - 1) for s in range(M - 1)]
+    )
+
+
+def exact_interactions(V: np.ndarray, n_players: int) -> np.ndarray:
+    """Exact pairwise Shapley interaction values from the coalition values ``V`` (2**M, ...).
+
+    The off-diagonal entries split the Shapley interaction index I_ij equally between the
+    two players (``Phi[i, j] = Phi[j, i] = I_ij / 2``); the diagonal holds each player's
+    main effect, ``Phi[i, i] = phi_i - sum_{j != i} Phi[i, j]``, so every row adds up to the
+    player's Shapley value and the whole matrix to v(full) - v(empty) (the convention of
+    shap's TreeExplainer interaction values). The second differences are taken as
+    differences of *paired* differences, ``(v(S+i+j) - v(S+j)) - (v(S+i) - v(S))``, so a
+    player that changes nothing gets exactly 0 in its row and column.
+
+    Returns
+    -------
+    ndarray of shape (n_players, n_players, ...)
+
+    Examples
+    --------
+    >>> V = np.array([0.0, 0.0, 0.0, 1.0])  # v = 1 only when both players are present
+    >>> exact_interactions(V, 2).tolist()
+    [[0.0, 0.5], [0.5, 0.0]]
+    """
+    M = n_players
+    phi = exact_shapley(V, M)
+    out = np.zeros((M, M) + V.shape[1:])
+    if M >= 2:
+        coalitions = np.arange(1 << M)
+        sizes, w = coalition_sizes(M), interaction_weights(M)
+        for i in range(M):
+            for j in range(i + 1, M):
+                without = coalitions[((coalitions >> i) & 1 == 0) & ((coalitions >> j) & 1 == 0)]
+                bi, bj = 1 << i, 1 << j
+                second = (V[without | bi | bj] - V[without | bj]) - (V[without | bi] - V[without])
+                half = np.tensordot(w[sizes[without]], second, axes=(0, 0)) / 2
+                out[i, j] = out[j, i] = half
+    for i in range(M):  # out[i, i] is still 0 here
+        out[i, i] = phi[i] - out[i].sum(axis=0)
+    return out
