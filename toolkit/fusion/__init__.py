@@ -8,13 +8,30 @@ plus its entry in :data:`FUSIONS` below.
 
 from __future__ import annotations
 
+from toolkit.fusion.attention import AttentionFusion
+from toolkit.fusion.auto import AutoFusion
 from toolkit.fusion.base import BaseFusion
 from toolkit.fusion.early import EarlyFusion
 from toolkit.fusion.gated import GatedFusion
 from toolkit.fusion.late import LateFusion
+from toolkit.fusion.lowrank import LowRankFusion
+from toolkit.fusion.neural import NeuralFusion
+from toolkit.fusion.tensor import TensorFusion
 from toolkit.registry import EstimatorRegistry
 
-__all__ = ["FUSIONS", "BaseFusion", "EarlyFusion", "GatedFusion", "LateFusion", "make_fusion"]
+__all__ = [
+    "FUSIONS",
+    "AttentionFusion",
+    "AutoFusion",
+    "BaseFusion",
+    "EarlyFusion",
+    "GatedFusion",
+    "LateFusion",
+    "LowRankFusion",
+    "NeuralFusion",
+    "TensorFusion",
+    "make_fusion",
+]
 
 #: Strategy name -> fusion class (a BaseFusion subclass built with no arguments).
 FUSIONS = EstimatorRegistry(
@@ -23,6 +40,10 @@ FUSIONS = EstimatorRegistry(
         "early": EarlyFusion,
         "late": LateFusion,
         "gated": GatedFusion,
+        "auto": AutoFusion,
+        "attention": AttentionFusion,
+        "tensor": TensorFusion,
+        "lowrank": LowRankFusion,
     },
 )
 

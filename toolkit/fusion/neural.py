@@ -1,0 +1,291 @@
+"""The shared base of the torch fusions: training loop, early stopping, modality dropout,
+persistence protocol and outputs.
+
+A subclass says which network it trains: ``_module_spec(dims, n_out)`` describes it as a
+plain dict (stored in ``module_spec_``, so a saved model can check its weights before
+building it) and ``_build_module(spec)`` builds it from that dict, on any device including
+``meta``. Everything else (standardized inputs, AdamW, dropout of whole modalities, early
+stopping on the full rows and every leave-one-modality-out view, seeded determinism,
+safetensors weights) is here, once.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit._utils import check_random_state_seed, resolve_device
+from toolkit.embeddings import Embeddings
+from toolkit.fusion.base import BaseFusion, BlockScaler, drop_modalities
+
+#: The training parameters every torch fusion shares (their docstrings: ``_TRAINING_DOC``).
+TRAINING_CONSTRAINTS = {
+    "modality_dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
+    "weight_decay": [Interval(Real, 0.0, None, closed="left")],
+    "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+    "patience": [Interval(Integral, 1, None, closed="left")],
+    "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
+    "device": [str, None],
+    "random_state": ["random_state"],
+}
+
+
+class NeuralFusion(BaseFusion):
+    """Base class of the fusions that train a torch network on the standardized blocks.
+
+    Subclasses set the training parameters of :data:`TRAINING_CONSTRAINTS` in ``__init__``
+    (plus their own), and implement ``_module_spec`` and ``_build_module``. The network's
+    ``forward(xs, mask)`` takes the list of float64 blocks in modality order and the boolean
+    availability mask (n_samples, n_modalities) and returns logits (n_samples, n_out) (or a
+    tuple whose first item they are). Blocks are standardized on the rows where each modality
+    is present (absent rows hold 0); with ``_balance_blocks`` each is also weighted by
+    1/sqrt(d_m), as in early fusion.
+
+    Training: AdamW, ``modality_dropout`` (each available modality of a training row is
+    hidden with that probability, one always kept), mini-batches of ``batch_size``, and
+    early stopping (best weights restored) on the validation loss over the full rows *and*
+    over every leave-one-modality-out view of them (when modality dropout is on), so the
+    paths used when a modality is missing cannot memorize noise unchecked. With ``groups``
+    the validation rows are whole groups (:func:`toolkit.fusion._inner.validation_split`).
+
+    Fitted attributes: ``module_``, ``module_spec_``, ``device_``, ``history_`` (per-epoch
+    ``train_loss`` and ``valid_loss``), ``best_epoch_``, ``n_epochs_`` and, for regression,
+    ``y_mean_`` / ``y_scale_`` (the network fits the standardized target).
+    """
+
+    #: Name used in messages ("the <name> network's description is malformed").
+    _network_name = "neural"
+    #: Weight each standardized block by 1/sqrt(d_m) before the network sees it.
+    _balance_blocks = True
+
+    # -- what a subclass provides ---------------------------------------------------------
+
+    def _module_spec(self, dims: list[int], n_out: int) -> dict:  # pragma: no cover
+        """The network for blocks of widths ``dims`` and ``n_out`` outputs, as a plain dict
+        of numbers and lists (it is saved in ``model.skops``)."""
+        raise NotImplementedError
+
+    def _build_module(self, spec: dict):  # pragma: no cover
+        """The untrained network ``spec`` describes (float32; the caller converts it).
+        Raise ValueError (via :meth:`_read_spec`) for a malformed ``spec``."""
+        raise NotImplementedError
+
+    def _read_spec(self, spec, ints=(), floats=()) -> tuple[list[int], dict]:
+        """``spec["dims"]`` and the named fields of ``spec`` checked: dims and ``ints``
+        positive integers, ``floats`` (dropout rates) in [0, 1)."""
+        bad = f"the {self._network_name} network's description is malformed"
+        try:
+            dims = [int(d) for d in spec["dims"]]
+            values = {k: int(spec[k]) for k in ints}
+            values.update({k: float(spec[k]) for k in floats})
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{bad} ({exc})") from exc
+        if not dims or min([*dims, *(values[k] for k in ints)]) < 1:
+            raise ValueError(f"{bad} (sizes must be positive and dropout in [0, 1))")
+        if not all(0 <= values[k] < 1 for k in floats):
+            raise ValueError(f"{bad} (sizes must be positive and dropout in [0, 1))")
+        return dims, values
+
+    def _run_module(self, xs, mask):
+        """Logits of the network (its first output when it returns a tuple)."""
+        out = self.module_(xs, mask)
+        return out[0] if isinstance(out, tuple) else out
+
+    # -- persistence protocol -------------------------------------------------------------
+
+    torch_attributes = ("module_", "device_")
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        return ("weights",)
+
+    def save_weights(self, folder) -> dict[str, str] | None:
+        """Write the fitted network's float64 state dict to ``folder/fusion.safetensors``."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        if getattr(self, "module_", None) is None:
+            return None
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().cpu().contiguous().clone() for k, v in self.module_.state_dict().items()
+        }
+        save_file(state, str(Path(folder) / "fusion.safetensors"))
+        return {"weights": "fusion.safetensors"}
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """Float64 tensors of the network ``module_spec_`` describes (built on meta)."""
+        import torch
+
+        from toolkit._utils import tensor_table
+
+        with torch.device("meta"):
+            net = self._build_module(self.module_spec_).to(torch.float64)
+        return tensor_table(net.state_dict())
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        module = self._build_module(self.module_spec_).to(torch.float64)
+        module.load_state_dict(load_file(paths["weights"]), strict=True)
+        self.module_ = module.eval()
+        self.device_ = torch.device("cpu")
+
+    # -- training -------------------------------------------------------------------------
+
+    def _tensors(self, emb: Embeddings):
+        import torch
+
+        blocks = self.scaler_.transform(emb)
+        xs = [torch.from_numpy(blocks[n].astype(np.float64)).to(self.device_) for n in emb.names]
+        return xs, torch.from_numpy(np.ascontiguousarray(emb.mask)).to(self.device_)
+
+    def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
+        """Train the network on ``emb`` (see :class:`BaseFusion`); with ``groups``, the
+        early-stopping validation rows are whole groups."""
+        import torch
+
+        self._validate_params()
+        y = self._setup(emb, y, n_classes)
+        self.device_ = resolve_device(self.device)
+        seed = check_random_state_seed(self.random_state)
+        self.scaler_ = BlockScaler().fit(emb, balance=self._balance_blocks)
+        if self.is_classifier_:
+            target = torch.as_tensor(y.astype(np.int64))
+            n_out = self.n_classes_
+            loss_fn = torch.nn.CrossEntropyLoss()
+        else:
+            self.y_mean_, self.y_scale_ = float(np.mean(y)), float(np.std(y)) or 1.0
+            target = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float64)
+            n_out = 1
+            loss_fn = torch.nn.MSELoss()
+        target = target.to(self.device_)
+        xs, mask = self._tensors(emb)
+        n = emb.n_samples
+        self.module_spec_ = self._module_spec([x.shape[1] for x in xs], n_out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            self.module_ = self._build_module(self.module_spec_).to(self.device_, torch.float64)
+            train_idx, val_idx = self._split(n, groups, seed, gen)
+            self._train(xs, mask, target, loss_fn, train_idx, val_idx, gen)
+        self.module_.eval()
+        self.n_epochs_ = len(self.history_)
+        return self
+
+    def _split(self, n: int, groups, seed: int, gen):
+        """(train, validation) row indices: a seeded permutation, or whole groups."""
+        import torch
+
+        perm = torch.randperm(n, generator=gen)
+        n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
+        if groups is None:
+            return perm[n_val:], perm[:n_val]
+        from toolkit.fusion._inner import check_groups, validation_split
+
+        tr, va = validation_split(n, check_groups(groups, n), self.validation_fraction, seed)
+        return torch.from_numpy(tr), torch.from_numpy(va)
+
+    def _train(self, xs, mask, target, loss_fn, train_idx, val_idx, gen) -> None:
+        import torch
+
+        opt = torch.optim.AdamW(
+            self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+        )
+        best, best_state, since = np.inf, None, 0
+        self.history_ = []
+        for epoch in range(self.max_epochs):
+            self.module_.train()
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            total = 0.0
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size].to(self.device_)
+                m = mask[idx]
+                if self.modality_dropout > 0:
+                    uniform = torch.rand(m.shape, generator=gen).to(self.device_)
+                    m = drop_modalities(m, uniform, self.modality_dropout)
+                loss = self._loss(loss_fn, self._run_module([x[idx] for x in xs], m), target[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
+            monitor = record["train_loss"]
+            if len(val_idx):
+                monitor = self._validation_loss(xs, mask, target, val_idx, loss_fn)
+                record["valid_loss"] = monitor
+            self.history_.append(record)
+            if monitor < best - 1e-5:
+                best, since, self.best_epoch_ = monitor, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
+        if best_state is None:
+            raise ValueError(
+                f"{type(self).__name__} training diverged: the loss was NaN or infinite in all "
+                f"{len(self.history_)} epoch(s); lower learning_rate (now "
+                f"{self.learning_rate}) or check the embeddings for extreme values"
+            )
+        self.module_.load_state_dict(best_state)
+
+    def _loss(self, loss_fn, out, target):
+        return loss_fn(out if self.is_classifier_ else out[:, 0], target)
+
+    def _validation_loss(self, xs, mask, target, val_idx, loss_fn) -> float:
+        """Validation loss on the full rows and on each leave-one-modality-out view.
+
+        Early stopping then also guards the paths used when a modality is missing, which
+        the full rows alone never exercise (a network can memorize noise there).
+        """
+        import torch
+
+        self.module_.eval()
+        vi = val_idx.to(self.device_)
+        views = [(mask[vi], vi)]
+        if self.modality_dropout > 0 and mask.shape[1] > 1:
+            for m in range(mask.shape[1]):
+                view = mask[vi].clone()
+                view[:, m] = False
+                keep = view.any(dim=1) & mask[vi][:, m]
+                if keep.any():
+                    views.append((view[keep], vi[keep]))
+        losses = []
+        with torch.no_grad():
+            for view, rows in views:
+                out = self._run_module([x[rows] for x in xs], view)
+                losses.append(float(self._loss(loss_fn, out, target[rows])))
+        return float(np.mean(losses))
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def _logits(self, emb: Embeddings) -> np.ndarray:
+        import torch
+
+        check_is_fitted(self, "module_")
+        xs, mask = self._tensors(emb)
+        with torch.inference_mode():
+            out = self._run_module(xs, mask)
+        return out.cpu().numpy().astype(np.float64)
+
+    def predict_output(self, emb: Embeddings) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes) or predictions (n_samples,)."""
+        out = self._logits(emb)
+        if not self.is_classifier_:
+            return self._unscale(out[:, 0] * self.y_scale_ + self.y_mean_)
+        out -= out.max(axis=1, keepdims=True)
+        proba = np.exp(out)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def decision_function(self, emb: Embeddings) -> np.ndarray:
+        """Logits (binary: logit difference of class 1 over class 0)."""
+        out = self._logits(emb)
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
