@@ -53,3 +53,14 @@ def test_errors_through_the_cache_name_row_and_column(tmp_path):
     items = pd.Series([np.eye(3), np.zeros((2, 2, 2, 2))], name="xray", index=["p1", "p2"])
     with pytest.raises(ValueError, match="row 'p2' of column 'xray'"):
         EmbeddingCache(tmp_path).encode(ImageEncoder(), items)
+
+
+def test_features_version_is_part_of_the_key_and_n_jobs_is_not(monkeypatch):
+    from toolkit import AudioEncoder, ScanEncoder
+
+    for cls in (AudioEncoder, ScanEncoder):
+        key = encoder_key(cls())
+        assert encoder_key(cls(n_jobs=2)) == key  # same output, same cached blocks
+        # A cache written by another version of the features is never served.
+        monkeypatch.setattr(cls, "features_version", cls.features_version + 1)
+        assert encoder_key(cls()) != key

@@ -158,3 +158,107 @@ def test_build_network_on_meta_device_matches_the_real_network(tiny_wav2vec2_kwa
         AudioEncoder().build_network()
     with pytest.raises(ValueError, match="torchaudio.models factory name.*got 'nope'"):
         AudioEncoder(backend="torchaudio", model="nope").build_network()
+
+
+# -- batched statistics ------------------------------------------------------------------
+
+
+def _voice(seconds, seed, sr=16000):
+    """A voiced-like clip: a 120 +- 30 Hz glide with harmonics, an amplitude envelope and
+    a little noise (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 3 * t)) / sr
+    wave = (np.sin(phase) + 0.5 * np.sin(2 * phase)) * (0.3 + np.sin(2 * np.pi * 1.5 * t) ** 2)
+    return (0.4 * wave + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def test_batched_statistics_match_one_clip_at_a_time():
+    from toolkit.encoders.audio import audio_statistics_batch
+
+    # 0.03 s (shorter than the 0.1 s floor) to 1.5 s in one batch: the short clips are
+    # padded to 1.5 s, and padding must not leak into any statistic.
+    waves = [_voice(s, i) for i, s in enumerate([0.03, 0.2, 0.37, 1.5, 0.9])]
+    batched = audio_statistics_batch(waves, 16000, 20, 3)
+    alone = np.stack([audio_statistics_batch([w], 16000, 20, 3)[0] for w in waves])
+    assert batched.shape == (5, 131) and np.isfinite(batched).all()
+    # Stated tolerance: float32 rounding of reductions over padded rows (measured <= 2e-5).
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_length_grouped_batches_keep_input_order(monkeypatch):
+    from toolkit.encoders import audio as audio_module
+
+    waves = [_voice(s, i) for i, s in enumerate([1.2, 0.1, 0.6, 0.3, 0.9])]
+    whole = audio_module.audio_statistics(waves, 16000, 20, 3)
+    # At most ~0.5 s of padded samples per batch: the clips run in four length groups.
+    monkeypatch.setattr(audio_module, "_BATCH_SAMPLES", 8000)
+    grouped = audio_module.audio_statistics(waves, 16000, 20, 3)
+    np.testing.assert_allclose(grouped, whole, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(grouped[0], grouped[1])  # rows are not shuffled or repeated
+
+
+def test_spectral_statistics_are_those_of_torchaudio_mfcc():
+    import torch
+    import torchaudio
+
+    from toolkit.encoders.audio import audio_statistics_batch
+
+    wave = _voice(0.8, 0)
+    x = wave - wave.mean()
+    x = x / (np.abs(x).max() + 1e-8)
+    mfcc = torchaudio.transforms.MFCC(
+        16000, 20, melkwargs={"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 40}
+    )(torch.from_numpy(x))
+    d1 = torchaudio.functional.compute_deltas(mfcc[None])[0]
+    d2 = torchaudio.functional.compute_deltas(d1[None])[0]
+    centred = mfcc - mfcc.mean(1, keepdim=True)
+    segments = torch.cat([s.mean(1) for s in torch.tensor_split(centred, 3, dim=1)])
+    expected = torch.cat([segments, mfcc.std(1), d1.std(1), d2.std(1)]).numpy()
+    # Computed in a batch with a longer clip (padding), against torchaudio on the clip alone.
+    feats = audio_statistics_batch([wave, _voice(1.4, 1)], 16000, 20, 3)[0]
+    np.testing.assert_allclose(feats[:120], expected, rtol=1e-3, atol=2e-3)
+
+
+def test_batched_pitch_track_is_torchaudio_nccf_away_from_the_clip_ends():
+    import torch
+    import torchaudio
+
+    from toolkit.encoders.audio import _pitch_track
+
+    short, wave = _voice(0.5, 1), _voice(1.0, 0)
+    ref = torchaudio.functional.detect_pitch_frequency(
+        torch.from_numpy(wave)[None], 16000, 0.01, 30, 60, 500
+    )[0]
+    x = torch.zeros(2, len(wave))
+    x[0, : len(short)], x[1] = torch.from_numpy(short), torch.from_numpy(wave)
+    pitch, valid = _pitch_track(x, torch.tensor([len(short), len(wave)]), 16000)
+    assert valid.sum(1).tolist() == [50, 100]
+    # torchaudio's output t is the median of frames t-14 .. t+15 (its first 14 repeat frame
+    # 0, and it stops 15 frames before the end); ours agrees wherever that window is inside.
+    np.testing.assert_allclose(pitch[1, 14 : len(ref)].numpy(), ref[14:].numpy(), rtol=1e-6)
+    assert 90 < float(pitch[1, 14 : len(ref)].median()) < 160  # the 120 +- 30 Hz glide
+
+
+def test_silence_has_defined_features():
+    enc = AudioEncoder().fit([_tone(200)])
+    block = enc.transform([(np.zeros(8000, np.float32), 8000), (np.zeros(3, np.float32), 8000)])
+    assert np.isfinite(block).all()
+    names = list(enc.get_feature_names_out())
+    for row in block:
+        feats = dict(zip(names, row, strict=True))
+        assert feats["energy_mean_db"] == pytest.approx(-100.0, abs=1e-4)
+        assert feats["energy_std_db"] == 0.0 and feats["energy_range_db"] == 0.0
+        assert feats["voiced_ratio"] == 1.0 and feats["zcr_mean"] == 0.0
+        np.testing.assert_allclose(row[60:120], 0.0, atol=1e-3)  # no spectral variation
+    assert dict(zip(names, block[0], strict=True))["log_duration"] == pytest.approx(
+        np.log(1.0 + 1e-3)
+    )
+
+
+def test_encoder_restores_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    AudioEncoder().fit_transform([_tone(200)])
+    assert torch.get_num_threads() == before

@@ -117,3 +117,56 @@ def test_build_network_on_meta_device_matches_the_real_network(model_kwargs):
     assert shapes["features.conv0.weight"][1] == channels  # the default kwargs are used
     with pytest.raises(ValueError, match="backend='statistics'.*needs backend='monai'"):
         ScanEncoder().build_network()
+
+
+# -- batched preprocessing ---------------------------------------------------------------
+
+
+def test_batched_resize_and_scale_matches_monai_per_volume():
+    import warnings
+
+    import torch
+
+    from toolkit.io.scan import preprocess_scan, resize_and_scale
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.gamma(2.0, size=(12, 10, 14)).astype(np.float32) for _ in range(3)]
+    volumes += [
+        rng.normal(size=(9, 9, 9)).astype(np.float32),  # another shape: its own group
+        np.ones((12, 10, 14), np.float32),  # equal percentiles: shifted, not scaled
+        rng.normal(size=(8, 8, 8)).astype(np.float32),  # already the target size
+    ]
+    tensors = [torch.from_numpy(v)[None] for v in volumes]
+    batched = resize_and_scale(tensors, (8, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns on the constant volume
+        for tensor, out in zip(tensors, batched, strict=True):
+            ref = preprocess_scan(tensor, spatial_size=(8, 8, 8), orientation=None)
+            assert out.shape == (8, 8, 8) and out.dtype == torch.float32
+            np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
+    assert float(batched[0].min()) == 0.0 and float(batched[0].max()) == 1.0
+    np.testing.assert_array_equal(batched[4].numpy(), 0.0)
+    # A volume alone gets exactly what it gets in the batch.
+    alone = resize_and_scale(tensors[1:2], (8, 8, 8))[0]
+    np.testing.assert_array_equal(alone.numpy(), batched[1].numpy())
+
+
+def test_a_volume_that_fails_batched_scaling_is_marked_missing_alone():
+    from toolkit.io.scan import resize_and_scale
+
+    rng = np.random.default_rng(1)
+    good = [rng.random((6, 6, 6)).astype(np.float32) for _ in range(2)]
+    extreme = np.full((6, 6, 6), -3e38, np.float32)
+    extreme[3:] = 3e38  # the percentile span overflows float32: the scaled volume is NaN
+    out = resize_and_scale([good[0], extreme, good[1]], (6, 6, 6))
+    assert isinstance(out[1], ReadError) and "non-finite after preprocessing" in str(out[1])
+    items = [good[0], extreme, good[1]]
+    with pytest.raises(ReadError, match=r"row 1 of the column: scan became non-finite"):
+        ScanEncoder(spatial_size=(6, 6, 6), batch_size=3).fit(items).transform(items)
+    with pytest.warns(UserWarning, match=r"1 unreadable scan item.*row 1: scan became non-finite"):
+        block, available = (
+            ScanEncoder(spatial_size=(6, 6, 6), batch_size=3, on_error="missing")
+            .fit(items)
+            .encode(items)
+        )
+    assert available.tolist() == [True, False, True] and np.isfinite(block[[0, 2]]).all()

@@ -27,8 +27,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     data, such as an all-padding sequence), ``_fit(decoded_items)`` (learn state, set
     ``n_features_out_``) and ``_encode_batch(decoded_items) -> (b, d) array``. Optional
     hooks: ``_check_fit_items(decoded, rows)`` (checks across the training items, e.g. that
-    their widths agree) and ``_check_item(decoded)`` (checks against the fitted state at
-    encode time, raising ``ReadError`` so that ``on_error`` applies).
+    their widths agree), ``_check_item(decoded)`` (checks against the fitted state at
+    encode time, raising ``ReadError`` so that ``on_error`` applies) and
+    ``_finish_reads(decoded)`` (a batched last reading step over a chunk's items, answering
+    a ``ReadError`` for an item that fails it, with the same ``on_error`` handling).
+    ``n_jobs`` (on encoders that have it) encodes the chunks in joblib worker processes.
     Encoded features must lie within the float32 range of the block: larger values are
     refused with the rows named, never stored as infinities.
     ``fixed = True`` marks encoders whose output does not depend on the data they were
@@ -154,6 +157,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 if value is not None:
                     decoded.append(value)
                     rows.append(labels[i])
+            rows, decoded = self._finish_or_skip(rows, decoded, rows)
             if not decoded:
                 raise ValueError(
                     f"{type(self).__name__} found no readable {self.modality} item in "
@@ -289,9 +293,26 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             if value is not None:
                 kept.append(k)
                 decoded.append(value)
+        kept, decoded = self._finish_or_skip(kept, decoded, [pairs[k][1] for k in kept], failures)
         if not kept:
             return kept, None, failures
         return kept, np.asarray(self._encode_batch(decoded), dtype=np.float64), failures
+
+    def _finish_or_skip(self, kept: list, decoded: list, labels: list, failures=None):
+        """Run ``_finish_reads`` on a chunk's decoded items; an item it answers with a
+        ``ReadError`` is raised with its row (or, with on_error='missing', dropped and
+        recorded in ``failures``), as a failed read is."""
+        if not decoded:
+            return kept, decoded
+        finished = self._finish_reads(decoded)
+        out_kept, out = [], []
+        for k, label, value in zip(kept, labels, finished, strict=True):
+            if isinstance(value, ReadError):
+                self._item_error(value, label, failures)
+            else:
+                out_kept.append(k)
+                out.append(value)
+        return out_kept, out
 
     def _chunk_size(self) -> int:
         """How many items are decoded and held at once (bounded memory)."""
@@ -335,17 +356,21 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 self._check_item(value)
             return value
         except (ReadError, FileNotFoundError) as exc:
-            message = f"row {label!r} of {self._where()}: {exc}"
-            if self.on_error == "missing":
-                if failures is not None:
-                    failures.append((label, str(exc)))
-                return None
-            hint = (
-                ""
-                if "on_error" in str(exc)
-                else "; or pass on_error='missing' to mark such items missing"
-            )
-            raise type(exc)(message + hint) from exc
+            return self._item_error(exc, label, failures)
+
+    def _item_error(self, exc: Exception, label, failures=None) -> None:
+        """Raise ``exc`` with its row named, or record it when on_error='missing'."""
+        message = f"row {label!r} of {self._where()}: {exc}"
+        if self.on_error == "missing":
+            if failures is not None:
+                failures.append((label, str(exc)))
+            return None
+        hint = (
+            ""
+            if "on_error" in str(exc)
+            else "; or pass on_error='missing' to mark such items missing"
+        )
+        raise type(exc)(message + hint) from exc
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -362,6 +387,12 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _check_item(self, decoded) -> None:
         """Check one decoded item against the fitted state (raise ReadError)."""
+
+    def _finish_reads(self, decoded: list) -> list:
+        """Batched last step of reading, run on each chunk's decoded items together (e.g.
+        resizing same-shape scans on the device); returns one item, or a ``ReadError``,
+        per input item. Default: the items unchanged."""
+        return decoded
 
     # -- to implement -------------------------------------------------------------------
 

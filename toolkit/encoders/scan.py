@@ -16,7 +16,8 @@ from toolkit.io.scan import (
     MAX_VOXELS,
     _check_preprocess,
     _quiet_monai,
-    read_scan,
+    load_oriented_scan,
+    resize_and_scale,
 )
 
 _DEFAULT_MONAI_KWARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
@@ -124,7 +125,9 @@ class ScanEncoder(BaseEncoder):
     hist_bins : int, default=32
     grid : int, default=4
     batch_size : int, default=4
-        Volumes decoded and held at once (bounded memory).
+        Volumes decoded and held at once (bounded memory: each at its size after
+        orientation and resampling, before resizing); same-shape volumes among them are
+        resized and intensity-scaled together, on ``device`` for the ``"monai"`` backend.
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
@@ -162,6 +165,9 @@ class ScanEncoder(BaseEncoder):
     """
 
     modality = "scan"
+    #: Version of the preprocessing and statistics, part of the cache key (toolkit.cache).
+    #: 2: resizing and scaling batched over same-shape volumes (``resize_and_scale``).
+    features_version = 2
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
         "backend": [StrOptions({"statistics", "monai"})],
@@ -225,18 +231,29 @@ class ScanEncoder(BaseEncoder):
         return "scan_emb"
 
     def _read(self, item):
-        on_device = self.backend == "monai"
-        return read_scan(
+        # Per volume: load, check, orient and resample (CPU); _finish_reads resizes and
+        # scales the chunk's volumes together.
+        return load_oriented_scan(
             item,
             max_voxels=self.max_voxels,
             max_resampled_voxels=self.max_resampled_voxels,
             spatial_size=tuple(self.spatial_size),
             pixdim=self.pixdim,
             orientation=self.orientation,
-            # The network's device also preprocesses, and the tensor stays there.
-            device=getattr(self, "device_", None) if on_device else None,
-            as_tensor=on_device,
         )
+
+    def _finish_reads(self, volumes: list) -> list:
+        # Same-shape volumes are resized and intensity-scaled together on the network's
+        # device (the CPU for the statistics backend), where the tensors stay.
+        on_device = self.backend == "monai"
+        out = resize_and_scale(
+            volumes,
+            spatial_size=tuple(self.spatial_size),
+            device=getattr(self, "device_", None) if on_device else None,
+        )
+        if on_device:
+            return out
+        return [v if isinstance(v, Exception) else v.numpy() for v in out]
 
     def build_network(self):
         """The bare MONAI network ``model(**model_kwargs)``, without weights.

@@ -445,28 +445,18 @@ def _check_preprocess(spatial_size, pixdim, limit: int) -> None:
             )
 
 
-def preprocess_scan(
+def orient_scan(
     img,
-    spatial_size: Sequence[int] = (64, 64, 64),
     pixdim: Sequence[float] | None = None,
     orientation: str | None = "RAS",
-    percentiles: tuple[float, float] = (1.0, 99.0),
-    device=None,
-    as_tensor: bool = False,
 ):
-    """Orient, resample/resize and scale one channel-first volume; returns (D, H, W) float32.
-
-    Multi-channel volumes (e.g. 4-D NIfTI series) are averaged over their channels.
-    Intensities are mapped so that the given lower and upper percentiles become 0 and 1
-    (clipped), which makes CT and MR volumes comparable. With ``device`` (e.g. a CUDA
-    device) resizing and scaling run there; ``as_tensor=True`` returns the torch tensor
-    on that device instead of a numpy array.
-    """
+    """The per-volume half of :func:`preprocess_scan`: channel mean, orientation and
+    resampling to ``pixdim`` (MONAI, on the CPU); returns a (1, D, H, W) float32 tensor."""
     import torch
 
     with _quiet_monai():
         from monai.data import MetaTensor
-        from monai.transforms import Orientation, Resize, ScaleIntensityRangePercentiles, Spacing
+        from monai.transforms import Orientation, Spacing
 
         x = img
         if x.shape[0] > 1:
@@ -485,7 +475,109 @@ def preprocess_scan(
                 f"scan could not be oriented or resampled ({type(exc).__name__}: {exc}); check "
                 "its orientation and spacing, or pass orientation=None and pixdim=None"
             ) from exc
-        x = torch.as_tensor(x).float()
+    return torch.as_tensor(x).float()
+
+
+def _percentiles(flat, qs: Sequence[float]):
+    """Linear-interpolated percentiles of each row of ``flat`` (B, N) (numpy's and
+    torch.quantile's default), from one sort of each row; returns (len(qs), B)."""
+    import torch
+
+    ordered = flat.sort(dim=1).values
+    n = flat.shape[1]
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, n - 1)
+        frac = pos - lo
+        a, b = ordered[:, lo], ordered[:, hi]
+        out.append(torch.lerp(a, b, frac) if frac else a)
+    return torch.stack(out)
+
+
+def resize_and_scale(
+    volumes: Sequence,
+    spatial_size: Sequence[int] = (64, 64, 64),
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    device=None,
+) -> list:
+    """The batched half of :func:`preprocess_scan`: resize and intensity-scale volumes.
+
+    Volumes of one shape are stacked and processed together on ``device`` (the CPU when
+    None): trilinear resizing to ``spatial_size`` (MONAI's ``Resize``: ``interpolate`` with
+    ``align_corners=False``, no anti-aliasing) and the scaling of MONAI's
+    ``ScaleIntensityRangePercentiles`` (each volume's ``percentiles`` map to 0 and 1,
+    clipped; a volume whose two percentiles are equal is only shifted, as MONAI does), so
+    each volume gets what :func:`preprocess_scan` gives it alone (to float32 rounding).
+
+    Parameters
+    ----------
+    volumes : sequence of tensors of shape (1, D, H, W) or (D, H, W), float32
+        Outputs of :func:`orient_scan` (or 3-D arrays).
+    spatial_size : tuple of 3 int
+    percentiles : (float, float)
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    list of tensors of shape ``spatial_size`` on ``device`` (float32), in input order, or a
+    :class:`~toolkit.exceptions.ReadError` in place of a volume that became non-finite.
+    """
+    import torch
+
+    size = tuple(int(n) for n in spatial_size)
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(volumes):
+        groups.setdefault(tuple(v.shape[-3:]), []).append(i)
+    out: list = [None] * len(volumes)
+    lo_q, hi_q = percentiles
+    for shape, rows in groups.items():
+        x = torch.stack([torch.as_tensor(volumes[i]).reshape(shape) for i in rows])
+        x = x.to(device=device, dtype=torch.float32)[:, None]  # (B, 1, D, H, W)
+        if shape != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        x = x[:, 0]
+        a_min, a_max = _percentiles(x.reshape(len(rows), -1), (lo_q, hi_q))
+        span = (a_max - a_min)[:, None, None, None]
+        a_min = a_min[:, None, None, None]
+        scaled = ((x - a_min) / torch.where(span == 0, 1.0, span) * 1.0 + 0.0).clamp(0.0, 1.0)
+        x = torch.where(span == 0, x - a_min + 0.0, scaled)
+        finite = torch.isfinite(x).flatten(1).all(dim=1).tolist()
+        for k, i in enumerate(rows):
+            out[i] = (
+                x[k]
+                if finite[k]
+                else ReadError("scan became non-finite after preprocessing; check its intensities")
+            )
+    return out
+
+
+def preprocess_scan(
+    img,
+    spatial_size: Sequence[int] = (64, 64, 64),
+    pixdim: Sequence[float] | None = None,
+    orientation: str | None = "RAS",
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    device=None,
+    as_tensor: bool = False,
+):
+    """Orient, resample/resize and scale one channel-first volume; returns (D, H, W) float32.
+
+    Multi-channel volumes (e.g. 4-D NIfTI series) are averaged over their channels.
+    Intensities are mapped so that the given lower and upper percentiles become 0 and 1
+    (clipped), which makes CT and MR volumes comparable. With ``device`` (e.g. a CUDA
+    device) resizing and scaling run there; ``as_tensor=True`` returns the torch tensor
+    on that device instead of a numpy array. This is MONAI's per-volume pipeline
+    (``Orientation``, ``Spacing``, ``Resize``, ``ScaleIntensityRangePercentiles``); encoders
+    run :func:`orient_scan` per volume and :func:`resize_and_scale` on batches instead.
+    """
+    import torch
+
+    x = orient_scan(img, pixdim=pixdim, orientation=orientation)
+    with _quiet_monai():
+        from monai.transforms import Resize, ScaleIntensityRangePercentiles
+
         if device is not None:
             x = x.to(device)
         if tuple(x.shape[1:]) != tuple(spatial_size):
@@ -496,6 +588,29 @@ def preprocess_scan(
     if not bool(torch.isfinite(x).all()):
         raise ReadError("scan became non-finite after preprocessing; check its intensities")
     return x if as_tensor else np.asarray(x.cpu(), dtype=np.float32)
+
+
+def load_oriented_scan(
+    item: Any,
+    *,
+    max_voxels: int = MAX_VOXELS,
+    max_resampled_voxels: int = MAX_RESAMPLED_VOXELS,
+    spatial_size: Sequence[int] = (64, 64, 64),
+    pixdim: Sequence[float] | None = None,
+    orientation: str | None = "RAS",
+):
+    """Read one scan with every check of :func:`read_scan` and run :func:`orient_scan`;
+    :func:`resize_and_scale` finishes it (in batches). Returns (1, D, H, W) float32 (CPU)."""
+    _check_preprocess(spatial_size, pixdim, max_resampled_voxels)
+    resample_to = (max_resampled_voxels, orientation, pixdim)
+    img, what = _load(item, max_voxels, resample_to)
+    _check_affine(img, what, orientation, pixdim)
+    source = "from its affine, before resampling"
+    _check_resampled(tuple(img.shape[1:]), _affine(img), what, *resample_to, source)
+    try:
+        return orient_scan(img, pixdim=pixdim, orientation=orientation)
+    except ReadError as exc:
+        raise ReadError(f"{what}: {exc}") from exc
 
 
 def read_scan(
