@@ -377,14 +377,7 @@ def _n_permutations(n_permutations) -> int:
 
 def _encoder(model, modality: str, column):
     """The modality's fitted encoder, as a quiet shallow copy (the model is not changed)."""
-    encoders = getattr(model, "encoders_", None) or {}
-    if modality not in encoders:
-        raise ValueError(
-            f"the model has no encoder for modality '{modality}' (it was fitted on precomputed "
-            "Embeddings); drill-down re-encodes masked raw items, so fit the model on raw data "
-            "or call fit_encoders first"
-        )
-    encoder = encoders[modality]
+    encoder = model.encoders_[modality]
     try:
         check_is_fitted(encoder, "n_features_out_")
         encoder = copy.copy(encoder)
@@ -570,7 +563,13 @@ def drill_down(
     max_parts = _positive_int(max_parts, "max_parts")
     _n_permutations(n_permutations)
     encoders = getattr(model, "encoders_", None) or {}
-    lineage = [c.__name__ for c in type(encoders.get(modality)).__mro__]  # subclasses too
+    if modality not in encoders:
+        raise ValueError(
+            f"the model has no encoder for modality '{modality}' (it was fitted on precomputed "
+            "Embeddings); drill-down re-encodes masked raw items, so fit the model on raw data "
+            "or call fit_encoders first"
+        )
+    lineage = [c.__name__ for c in type(encoders[modality]).__mro__]  # subclasses too
     encoder_class = next(
         (c for c in lineage if c in {*DEFAULT_MASKERS, "TabularEncoder"}), lineage[0]
     )
