@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from toolkit import GatedFusion, MultimodalClassifier, MultimodalRegressor
+from toolkit import (
+    AttentionFusion,
+    GatedFusion,
+    LowRankFusion,
+    MultimodalClassifier,
+    MultimodalRegressor,
+    TensorFusion,
+)
 
-# Gated fusion is trained with a small epoch budget here to keep the suite fast; its
-# defaults are exercised by the accuracy tests.
+# The torch fusions are trained with a small epoch budget here to keep the suite fast; their
+# defaults are exercised by the accuracy tests (tests/fusion/test_neural.py).
 FAST_GATED = GatedFusion(max_epochs=60, patience=10)
+FAST_NEW = [
+    AttentionFusion(max_epochs=30, patience=10),
+    TensorFusion(max_epochs=30, patience=10),
+    LowRankFusion(max_epochs=30, patience=10),
+]
 
 ESTIMATORS = [
     MultimodalClassifier(random_state=0),
@@ -18,6 +30,8 @@ ESTIMATORS = [
     MultimodalRegressor(random_state=0),
     MultimodalRegressor(fusion="early", random_state=0),
     MultimodalRegressor(fusion=FAST_GATED, random_state=0),
+    *(MultimodalClassifier(fusion=f, random_state=0) for f in FAST_NEW),
+    *(MultimodalRegressor(fusion=f, random_state=0) for f in FAST_NEW),
 ]
 
 EXPECTED_FAILED = {}

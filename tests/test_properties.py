@@ -11,11 +11,28 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from toolkit import EarlyFusion, Embeddings, LateFusion, MultimodalClassifier
+from toolkit import (
+    AttentionFusion,
+    EarlyFusion,
+    Embeddings,
+    LateFusion,
+    LowRankFusion,
+    MultimodalClassifier,
+    TensorFusion,
+)
 from toolkit.exceptions import ReadError
 from toolkit.io import read_audio, read_image, read_scan
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# strategy name -> a fresh fusion (the torch fusions with a tiny epoch budget)
+FUSION_MAKERS = {
+    "early": EarlyFusion,
+    "late": lambda: LateFusion(cv=2),
+    "attention": lambda: AttentionFusion(max_epochs=3),
+    "tensor": lambda: TensorFusion(max_epochs=3),
+    "lowrank": lambda: LowRankFusion(max_epochs=3),
+}
 
 
 @st.composite
@@ -39,10 +56,10 @@ def problems(draw):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["early", "late"]))
+@given(problems(), st.sampled_from(sorted(FUSION_MAKERS)))
 def test_predictions_are_distributions_and_explanations_are_efficient(problem, strategy):
     emb, y, k = problem
-    fusion = EarlyFusion() if strategy == "early" else LateFusion(cv=2)
+    fusion = FUSION_MAKERS[strategy]()
     model = MultimodalClassifier(fusion=fusion, random_state=0).fit(emb, y)
     assert model.modality_names_ == emb.names and list(model.classes_) == list(range(k))
     proba = model.predict_proba(emb)
@@ -59,12 +76,12 @@ def test_predictions_are_distributions_and_explanations_are_efficient(problem, s
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["early", "late"]))
+@given(problems(), st.sampled_from(sorted(FUSION_MAKERS)))
 def test_a_class_absent_from_training_keeps_its_column(problem, strategy):
     emb, y, k = problem
     seen = y != k - 1
     assume(k >= 3 and emb[seen].mask.any(axis=0).all())
-    fusion = EarlyFusion() if strategy == "early" else LateFusion(cv=2)
+    fusion = FUSION_MAKERS[strategy]()
     model = MultimodalClassifier(fusion=fusion, classes=list(range(k)), random_state=0)
     proba = model.fit(emb[seen], y[seen]).predict_proba(emb)
     assert proba.shape == (len(y), k) and (proba[:, k - 1] == 0).all()
