@@ -273,6 +273,8 @@ def test_tabular_modality_and_absent_rows():
     words = drill_down(clf, rows, "note")
     assert words.values[1].shape == (0,) and words.display_data[1] is None
     assert words.base_values[1] == pytest.approx(clf.predict_proba(rows)[1, 1])
+    with pytest.raises(ValueError, match="row 1 has no text to draw"):
+        plot_text_parts(words, 1)
 
 
 def test_maskers():
@@ -308,6 +310,10 @@ def test_drill_down_errors():
         drill_down(clf, clf.encode(df), "note")
     with pytest.raises(ValueError, match="max_parts must be a positive integer, got 0"):
         drill_down(clf, df, "note", max_parts=0)
+    with pytest.raises(ValueError, match="at most 14 is accepted"):
+        drill_down(clf, df, "note", max_parts=16)
+    with pytest.raises(ValueError, match="n_permutations must be a positive integer"):
+        drill_down(clf, df, "note", n_permutations=0)
     with pytest.raises(ValueError, match="fill must be one of"):
         ImageGrid(fill=2.0).split(np.ones((4, 4)), None)
     with pytest.raises(ValueError, match="fewer than 4 positions along an axis"):

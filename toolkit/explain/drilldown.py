@@ -334,6 +334,9 @@ class ScanBlocks:
         return np.array([float(parts.item[b].mean()) for b in parts.regions])
 
 
+#: Largest ``max_parts``: an exact row costs 2^max_parts - 2 encoder calls.
+MAX_EXACT_PARTS = 14
+
 #: The masker used for each encoder class when none is given.
 DEFAULT_MASKERS = {
     "TextEncoder": Words,
@@ -517,7 +520,8 @@ def drill_down(
     output : {"probability", "log_odds"} or None
         As for :class:`ModalityExplainer`.
     max_parts : int, default=10
-        Rows with more parts are sampled (see above).
+        Rows with more parts are sampled (see above); at most 14 (16,382 encoder calls per
+        exact row).
     n_permutations : int, default=64
         Orders walked per sampled row (rounded up to an even number, at least 4).
     random_state : int, RandomState or None
@@ -561,6 +565,12 @@ def drill_down(
     if modality not in names:
         raise KeyError(f"unknown modality '{modality}'; available: {names}")
     max_parts = _positive_int(max_parts, "max_parts")
+    if max_parts > MAX_EXACT_PARTS:
+        raise ValueError(
+            f"max_parts={max_parts} would allow 2^{max_parts} - 2 encoder calls per row; at most "
+            f"{MAX_EXACT_PARTS} is accepted (items with more parts are sampled: raise "
+            "n_permutations for a smaller error)"
+        )
     _n_permutations(n_permutations)
     encoders = getattr(model, "encoders_", None) or {}
     if modality not in encoders:

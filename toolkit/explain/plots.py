@@ -141,6 +141,7 @@ def plot_text_parts(explanation, row=0, path=None, class_index=None, width=70):
     """
     import matplotlib.pyplot as plt
 
+    _item(explanation, row, "text")
     values = _row(explanation, row, class_index)
     words = [str(w) for w in explanation.data[row]]
     lines, line, used = [], [], 0
