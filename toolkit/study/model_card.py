@@ -37,7 +37,10 @@ def _model_lines(config: dict, summary: dict, model) -> list[str]:
         chosen_by = getattr(fusion, "chosen_", None)
         if chosen_by is not None:
             lines.append(f"- fusion='auto' chose: {chosen_by}")
-    lines.append("- Load: `toolkit.load('model')` (this card's folder); skops + safetensors, no pickle")
+    lines.append(
+        "- Load: `toolkit.load('<run folder>/model')` (the folder beside this card); "
+        "skops + safetensors, no pickle"
+    )
     return lines
 
 

@@ -290,7 +290,7 @@ def _rule_phrase(config: dict, summary: dict) -> str:
     )
 
 
-def _conformal_phrase(config: dict) -> str:
+def _conformal_phrase(config: dict, grouped: bool) -> str:
     conformal = config["evaluation"]["conformal"]
     if not conformal["enabled"]:
         return ""
@@ -298,8 +298,9 @@ def _conformal_phrase(config: dict) -> str:
     return (
         f"Conformal: split-conformal {kind} at {conformal['confidence']:.0%} confidence (crepes), "
         f"each strategy refitted on {1 - conformal['calibration']:.0%} of each fold's training "
-        f"rows and calibrated on the other {conformal['calibration']:.0%} (whole groups on one "
-        "side), Mondrian by modality-availability pattern; coverage is reported per pattern."
+        f"rows and calibrated on the other {conformal['calibration']:.0%}"
+        + (" (whole groups on one side)" if grouped else "")
+        + ", Mondrian by modality-availability pattern; coverage is reported per pattern."
     )
 
 
@@ -374,7 +375,7 @@ def methods_text(config: dict, summary: dict, *, grouped_by: str | None = None) 
             _metrics_phrase(config, summary),
             _robustness_phrase(config),
             _explanation_phrase(config, summary),
-            _conformal_phrase(config),
+            _conformal_phrase(config, grouped_by is not None),
         ]
     ).strip()
 
