@@ -26,10 +26,7 @@ def _finish(fig, path):
 
 
 def _figure(figsize):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend: inline in notebooks
 
     return plt.subplots(figsize=figsize)
 
