@@ -22,6 +22,9 @@ from toolkit.study.engine import StudyError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["evaluation.bootstrap=40", "output.save_model=false"]
+#: conformal prediction refits every strategy per fold; it is tested end to end once
+#: (test_grouped_regression_study) and on its own in tests/test_conformal.py
+NO_CONFORMAL = "evaluation.conformal.enabled=false"
 
 
 def _run(config, tmp_path, *overrides):
@@ -49,6 +52,7 @@ def sentiment_run(tmp_path_factory):
         "data.params.n_samples=180",
         "evaluation.bootstrap=40",
         "data.params.informative=[face]",
+        NO_CONFORMAL,
     )
 
 
@@ -115,7 +119,8 @@ def test_informative_modality_ranks_first(sentiment_run):
 
 def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
     folder = _run(
-        "diagnosis.yaml", tmp_path, "data.params.n_samples=150", "data.params.scan_size=12", *SMALL
+        "diagnosis.yaml", tmp_path, "data.params.n_samples=150", "data.params.scan_size=12",
+        NO_CONFORMAL, *SMALL,
     )
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in (
@@ -164,7 +169,7 @@ def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
 
 def test_failed_study_keeps_finished_folds(tmp_path, monkeypatch):
     config = load_config(
-        ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", *SMALL]
+        ROOT / "pipelines" / "sentiment.yaml", ["data.params.n_samples=90", NO_CONFORMAL, *SMALL]
     )
     written = []
 
@@ -210,6 +215,7 @@ def test_run_folders_are_never_overwritten(tmp_path):
             "fusion=[late]",
             "evaluation.robustness=false",
             "explanation.enabled=false",
+            NO_CONFORMAL,
         ],
     )
     a = run_study(config, tmp_path, progress=False)
@@ -330,7 +336,8 @@ def test_cli_prints_a_summary(tmp_path, capsys):
     code = main(
         ["run", str(ROOT / "pipelines" / "sentiment.yaml"), "--out", str(tmp_path), "--quiet",
          "--set", "data.params.n_samples=60", "--set", "evaluation.bootstrap=20", "--set", "fusion=[late]",
-         "--set", "output.save_model=false", "--set", "output.report=false"]
+         "--set", "output.save_model=false", "--set", "output.report=false",
+         "--set", NO_CONFORMAL]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
@@ -347,6 +354,7 @@ def test_same_seed_same_study_metrics(tmp_path):
         "evaluation.bootstrap=30",
         "output.save_model=false",
         "output.report=false",
+        NO_CONFORMAL,
     ]
     config = load_config(ROOT / "pipelines" / "sentiment.yaml", overrides)
     a = run_study(config, tmp_path / "a", progress=False)
@@ -380,6 +388,7 @@ def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
         "evaluation.bootstrap=10",
         "output.save_model=false",
         "fusion=[late]",
+        NO_CONFORMAL,
     ]
     shown = run_study(
         load_config(
