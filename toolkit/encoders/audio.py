@@ -102,12 +102,15 @@ def _deltas(c, n_frames):
 
 
 def _pitch_track(x, length, sr: int):
-    """Per-frame pitch (Hz) of a batch of clips (B, L), 10 ms frames, and the valid-frame mask.
+    """Pitch (Hz) of a batch of clips (B, L) on 10 ms frames, and the mask of each clip's
+    frames: torchaudio's ``detect_pitch_frequency`` (60-500 Hz, 30-frame median), batched.
 
-    The normalized cross-correlation of torchaudio's ``detect_pitch_frequency`` (frames of
-    10 ms against lags up to 1/60 s, the same normalization, the same preference for the
-    shorter of two near-equal peaks), computed for every frame and lag at once with FFTs,
-    then median-smoothed over 30 frames of the same clip (windows stop at its ends).
+    Each clip is taken at least 0.35 s long (zero-padded, so that the median has frames to
+    work on, as before). The normalized cross-correlation of every frame with its lags (the
+    same frames, normalization and preference for the shorter of two near-equal peaks as
+    torchaudio) is computed with FFTs for all frames of all clips at once; the median over
+    frames t-14 .. t+15 (frame 0 repeated before the start) is kept for the frames whose
+    window lies inside the clip, as torchaudio keeps them, so padding never enters.
     """
     import math
 
@@ -115,6 +118,7 @@ def _pitch_track(x, length, sr: int):
 
     fs = int(math.ceil(sr * 0.01))
     lags = int(math.ceil(sr / _PITCH_LOW))
+    length = length.clamp(min=int(0.35 * sr))
     n_frames = torch.div(length + fs - 1, fs, rounding_mode="floor")
     nf = int(n_frames.max())
     padded = torch.nn.functional.pad(x, (0, nf * fs + lags - x.shape[1]))
@@ -131,21 +135,20 @@ def _pitch_track(x, length, sr: int):
         corr = torch.fft.irfft(spec, size)[..., 1 : lags + 1]  # lag 1 .. lags
         cum = torch.nn.functional.pad((win**2).cumsum(-1), (1, 0))
         tail_energy = (cum[..., fs + 1 : fs + lags + 1] - cum[..., 1 : lags + 1]).clamp(min=0)
-        head_norm = (eps + head.pow(2).sum(-1, keepdim=True).sqrt()) ** 2
-        nccf = corr / head_norm / (eps + tail_energy.sqrt()) ** 2
+        head_energy = head.pow(2).sum(-1, keepdim=True)
+        nccf = corr / (eps + head_energy.sqrt()) ** 2 / (eps + tail_energy.sqrt()) ** 2
+        # Where either side is all zeros (padding) the correlation is exactly 0, as summed
+        # directly; the FFT's rounding noise there would be amplified by 1 / eps**2.
+        nccf = torch.where((head_energy > 0) & (tail_energy > 0), nccf, 0.0)
         best_v, best_i = nccf[..., lag_min:].max(-1)
         half_v, half_i = nccf[..., lag_min : lags // 2].max(-1)
         prefer_half = half_v > 0.99 * best_v
         lag[:, start : start + step] = torch.where(prefer_half, half_i, best_i) + lag_min + 1
-    valid = torch.arange(nf)[None] < n_frames[:, None]
     half = (_PITCH_SMOOTH - 1) // 2
-    smooth = torch.nn.functional.pad(
-        torch.where(valid, lag.double(), torch.nan),
-        (half, _PITCH_SMOOTH - 1 - half),
-        value=torch.nan,
-    )
-    lag = smooth.unfold(1, _PITCH_SMOOTH, 1).nanmedian(-1).values
-    return sr / (1e-9 + lag.float()), valid
+    lag = torch.cat([lag[:, :1].expand(-1, half), lag], dim=1)
+    smooth = lag.unfold(1, _PITCH_SMOOTH, 1).median(-1).values  # (B, nf + half - 29)
+    valid = torch.arange(smooth.shape[1])[None] < (n_frames - (_PITCH_SMOOTH - 1 - half))[:, None]
+    return sr / (1e-9 + smooth.float()), valid
 
 
 def audio_statistics_batch(
@@ -350,10 +353,11 @@ class AudioEncoder(BaseEncoder):
         MB above the loaded libraries for 600 s at 16 kHz).
     n_jobs : int, default=None
         Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
-        parallel with the weights-free default backend; None is 1 unless a
-        ``joblib.parallel_config`` context says otherwise, -1 uses every CPU. The blocks are
-        identical to a serial run (the same chunks are encoded the same way); starting
-        the workers costs about a second, so it pays on thousands of items.
+        parallel with the weights-free default backend; None or 1 encodes in this process
+        (whatever ``joblib.parallel_config`` is active, so folds run in parallel by a study
+        do not start workers of their own), -1 uses every CPU. The blocks are identical to
+        a serial run, bit for bit (the same chunks are encoded the same way); starting the
+        workers (which import torch) costs seconds, so it pays on thousands of items.
         Pretrained backends refuse it (their network is batched on one device).
 
     Attributes

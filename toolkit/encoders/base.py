@@ -250,8 +250,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     # -- helpers for subclasses ---------------------------------------------------------
 
     def _n_workers(self, n_chunks: int) -> int:
-        """Worker processes for ``n_chunks`` chunks: ``n_jobs`` as joblib reads it (None: 1,
-        or the active ``joblib.parallel_config``), never more than the chunks."""
+        """Worker processes for ``n_chunks`` chunks: ``n_jobs`` as joblib reads it (-1: every
+        CPU), never more than the chunks; None is 1 whatever ``parallel_config`` is active."""
         n_jobs = getattr(self, "n_jobs", None)
         if n_chunks <= 1 or n_jobs in (None, 1):
             return 1

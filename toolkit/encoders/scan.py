@@ -145,10 +145,11 @@ class ScanEncoder(BaseEncoder):
         the default).
     n_jobs : int, default=None
         Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
-        parallel with the weights-free default backend; None is 1 unless a
-        ``joblib.parallel_config`` context says otherwise, -1 uses every CPU. The blocks are
-        identical to a serial run (the same chunks are encoded the same way); starting
-        the workers costs about a second, so it pays on thousands of items.
+        parallel with the weights-free default backend; None or 1 encodes in this process
+        (whatever ``joblib.parallel_config`` is active, so folds run in parallel by a study
+        do not start workers of their own), -1 uses every CPU. The blocks are identical to
+        a serial run, bit for bit (the same chunks are encoded the same way); starting the
+        workers (which import torch) costs seconds, so it pays on thousands of items.
         Pretrained backends refuse it (their network is batched on one device).
 
     Attributes
