@@ -56,7 +56,7 @@ def interactions(n=1000) -> list[Row]:
             groups = np.arange(n) // 5
             t_cl, _ = timed(contribution_intervals, exp, groups=groups, n_resamples=2000, random_state=0)
             rows.append(
-                Row("17b", f"row bootstrap of mean |phi|, shares, means, M={M}, N={n}, 2,000 resamples",
+                Row("17b", f"row bootstrap of mean abs(phi), shares, means, M={M}, N={n}, 2,000 resamples",
                     t_ci, "s", "reported", None,
                     f"cluster bootstrap over {n // 5} groups: {t_cl:.3f} s; explain on cached embeddings {t_phi * 1e3:.1f} ms")
             )  # fmt: skip
@@ -97,7 +97,7 @@ def drill_down_cost(n_rows=5) -> list[Row]:
     rows_df = df.iloc[:n_rows]
     t_exp, _ = timed(clf.explain, rows_df)
     cases = [
-        ("text", None, Text, "words (exact up to 10)"),
+        ("text", None, Text, "words (exact up to 10, else 64 sampled orders)"),
         ("audio", TimeSegments(n_segments=8), Audio, "8 time segments, exact"),
         ("face", ImageGrid(rows=2, cols=2), Image, "2x2 cells, exact"),
         ("face", ImageGrid(rows=4, cols=4), Image, "4x4 cells, sampled, 64 orders"),
@@ -108,7 +108,8 @@ def drill_down_cost(n_rows=5) -> list[Row]:
         t, exp = timed(drill_down, clf, rows_df, modality, masker, random_state=0)
         calls = (counter.calls - n_rows) / n_rows  # minus the rows' own encoding
         parts = [np.shape(v)[0] for v in exp.values]
-        err = float(np.mean(exp.error_std)) if np.any(exp.error_std) else 0.0
+        errors = np.concatenate([np.ravel(e) for e in exp.error_std])
+        err = float(errors.mean())
         out.append(
             Row("17c", f"drill-down {modality}: {label}", calls, "encoder calls/row", "2^d - 2 exact; <= 64 (d - 1) sampled", None,
                 f"d = {min(parts)}-{max(parts)}; {t / n_rows:.2f} s/row vs explain {t_exp / n_rows * 1e3:.0f} ms/row; mean error_std {err:.4f}")
@@ -120,9 +121,10 @@ def main():
     import datetime
 
     print(f"Machine: {machine()}. Date: {datetime.date.today()}.\n")
-    print(HEADER)
-    for row in interactions() + drill_down_cost():
-        print(row.line())
+    print(HEADER, flush=True)
+    for rows in (drill_down_cost, interactions):
+        for row in rows():
+            print(row.line(), flush=True)
 
 
 if __name__ == "__main__":
