@@ -454,11 +454,15 @@ def _write(model, folder: Path) -> None:
                 manifest["encoders"][name] = entry
             # load points these at the saved copies: keep no location outside the folder
             detached += [(part, p, getattr(part, p), False) for p in params if hasattr(part, p)]
-            detached += [
-                (part, a, getattr(part, a), True)
-                for a in getattr(part, "torch_attributes", ())
-                if hasattr(part, a)
-            ]
+            for dotted in getattr(part, "torch_attributes", ()):
+                # "fusion_.module_": an attribute of a component the part holds (a wrapper
+                # such as AutoFusion names its chosen model's torch attributes this way)
+                *path, attr = dotted.split(".")
+                owner = part
+                for step in path:
+                    owner = getattr(owner, step, None)
+                if owner is not None and hasattr(owner, attr):
+                    detached.append((owner, attr, getattr(owner, attr), True))
         for obj, attr, _, delete in detached:
             if delete:
                 delattr(obj, attr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -26,11 +26,13 @@ class EarlyFusion(BaseFusion):
     Parameters
     ----------
     estimator : scikit-learn estimator, default=None
-        The head. Default: ``LogisticRegression(C=1.0)`` for classification,
-        ``Ridge(alpha=1.0)`` for regression. With ``balance=True`` the 1/sqrt(d_m)
-        weights make this strongly regularized (effectively C / d_m per block), which
-        keeps the weights of uninformative blocks small, so they get little credit in
-        explanations; pass e.g. ``LogisticRegressionCV()`` to tune it for accuracy.
+        The head. Default: a ``LogisticRegression`` (classification) or ``Ridge``
+        (regression) whose strength is chosen by inner cross-validation on the training
+        rows (``cv`` folds; whole groups per fold when ``groups`` is given): the most
+        regularized ``C`` (``alpha``) whose held-out log loss (squared error) lies within
+        one standard error of the best (``head_param_``). Choosing the strongest
+        regularization the data allow keeps the weights of uninformative blocks small, so
+        they get little credit in explanations. A given estimator is used as it is.
     balance : bool, default=True
         Weight each standardized block by 1/sqrt(d_m), so every modality enters with
         the same total variance.
@@ -40,12 +42,23 @@ class EarlyFusion(BaseFusion):
         When > 0, the training set is augmented with a copy of every row in which each
         available modality is hidden with this probability (one modality always kept),
         so that the head learns what to predict without a modality.
+    cv : int, default=5
+        Inner folds for choosing the head's regularization.
     random_state : int, RandomState or None
-        Seeds the modality dropout and, when it has one, the head.
+        Seeds the modality dropout, the inner folds and, when it has one, the head.
 
     Attributes
     ----------
     estimator_ : fitted head
+    head_param_ : float or None
+        The chosen ``C`` (or ``alpha``); None for a given estimator.
+    block_params_ : dict of str to float
+        With the default head and several modalities: the strength ``C`` (``1 / alpha``
+        for regression) inner CV chooses for a head on each block alone.
+    block_scales_ : dict of str to float or None
+        sqrt(C_m / max C): each block's multiplier in the joint design, so the joint head
+        regularizes a block as its own evidence warrants (an adaptive ridge). A block with
+        no signal of its own is shrunk towards 0 and gets little Shapley credit.
     scaler_ : BlockScaler
     prior_ : ndarray
         Training class frequencies (classification) or target mean (regression).
@@ -66,13 +79,21 @@ class EarlyFusion(BaseFusion):
         "balance": ["boolean"],
         "indicators": ["boolean"],
         "modality_dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+        "cv": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
     }
 
     def __init__(
-        self, estimator=None, balance=True, indicators=True, modality_dropout=0.0, random_state=None
+        self,
+        estimator=None,
+        balance=True,
+        indicators=True,
+        modality_dropout=0.0,
+        cv=5,
+        random_state=None,
     ):
         self.estimator = estimator
+        self.cv = cv
         self.balance = balance
         self.indicators = indicators
         self.modality_dropout = modality_dropout
@@ -80,17 +101,57 @@ class EarlyFusion(BaseFusion):
 
     def _design(self, emb: Embeddings) -> np.ndarray:
         blocks = self.scaler_.transform(emb)
-        parts = [blocks[n] for n in emb.names]
+        scales = getattr(self, "block_scales_", None) or {}
+        parts = [blocks[n] * scales.get(n, 1.0) for n in emb.names]
         if self.indicators:
             parts.append(emb.mask.astype(np.float64))
         return np.hstack(parts)
 
+    def _block_scales(self, emb: Embeddings, y, groups, seed) -> dict[str, float]:
+        """Per-block scales sqrt(C_m / max C): C_m is the strength inner CV chooses for a
+        head on block m alone (rows where it is present).
+
+        Scaling block m by s_m multiplies its effective regularization by 1 / s_m^2, so the
+        joint head regularizes each block as its own evidence warrants (an adaptive
+        ridge): a block with no signal of its own (C_m at the grid's strongest) is shrunk
+        towards 0 and keeps little Shapley credit, whatever the joint strength chosen next.
+        """
+        from toolkit.fusion._heads import fit_head
+
+        blocks = self.scaler_.transform(emb)
+        params = {}
+        for m, name in enumerate(emb.names):
+            rows = emb.mask[:, m]
+            fitted = fit_head(
+                blocks[name][rows],
+                y[rows],
+                n_classes=self.n_classes_,
+                groups=None if groups is None else groups[rows],
+                cv=self.cv,
+                seed=seed,
+                need_oof=False,
+            )
+            # regression heads choose a penalty alpha (the inverse of a strength C)
+            params[name] = fitted.param if self.is_classifier_ else 1.0 / fitted.param
+        top = max(params.values())
+        self.block_params_ = params
+        return {name: float(np.sqrt(p / top)) for name, p in params.items()}
+
     def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
         """Fit the head on ``emb`` (see :class:`BaseFusion` for ``y``, ``n_classes`` and
         ``groups``)."""
+        from toolkit._utils import check_random_state_seed
+        from toolkit.fusion._heads import fit_head
+        from toolkit.fusion._inner import check_groups
+
         self._validate_params()
         y = self._setup(emb, y, n_classes)
+        groups = check_groups(groups, len(y))
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
+        seed = check_random_state_seed(self.random_state)
+        self.block_scales_ = None
+        if self.estimator is None and emb.n_modalities > 1:
+            self.block_scales_ = self._block_scales(emb, y, groups, seed)
         X = self._design(emb)
         if self.modality_dropout > 0:
             rng = check_random_state(self.random_state)
@@ -98,8 +159,22 @@ class EarlyFusion(BaseFusion):
             dropped = emb.with_mask(drop_modalities(emb.mask, uniform, self.modality_dropout))
             X = np.vstack([X, self._design(dropped)])
             y = np.concatenate([y, y])
-        head = self._make_head(self.estimator)
-        self.estimator_ = head.fit(X, y)
+            # a row and its copy with modalities hidden stay in one inner fold
+            base = np.arange(emb.n_samples) if groups is None else groups
+            groups = np.concatenate([base, base])
+        if self.estimator is None:
+            fitted = fit_head(
+                X,
+                y,
+                n_classes=self.n_classes_,
+                groups=groups,
+                cv=self.cv,
+                seed=seed,
+                need_oof=False,
+            )
+            self.estimator_, self.head_param_ = fitted.head, fitted.param
+        else:
+            self.estimator_, self.head_param_ = self._make_head(self.estimator).fit(X, y), None
         if self.is_classifier_:
             self.class_columns_ = np.searchsorted(
                 np.arange(self.n_classes_), self.estimator_.classes_

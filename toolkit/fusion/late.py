@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.embeddings import Embeddings
+from toolkit.fusion._heads import _log_loss
 from toolkit.fusion._inner import inner_folds
 from toolkit.fusion.base import BaseFusion, BlockScaler
 
@@ -23,8 +24,12 @@ class LateFusion(BaseFusion):
     Parameters
     ----------
     estimator : scikit-learn estimator, default=None
-        Per-modality head. Default: ``LogisticRegression(C=1.0, max_iter=2000)`` for
-        classification, ``Ridge(alpha=1.0)`` for regression.
+        Per-modality head. Default: a ``LogisticRegression`` (classification) or ``Ridge``
+        (regression) whose strength is chosen per modality by inner cross-validation on
+        the training rows (``cv`` folds, whole groups per fold when ``groups`` is given):
+        the most regularized value of ``C`` (or ``alpha``) whose held-out log loss (squared
+        error) lies within one standard error of the best (``head_params_``). A given
+        estimator is used as it is.
     combine : {"stacking", "weighted", "mean"}, default="stacking"
         ``"stacking"``: a meta-learner is fitted on out-of-fold predictions of the
         heads (as scikit-learn's ``StackingClassifier`` does). Its inputs are each head's
@@ -42,14 +47,27 @@ class LateFusion(BaseFusion):
         head's effective regularization with the block's width (a 400-feature image
         block is regularized more than a 10-feature table), so wide blocks do not
         overfit small training sets.
+    calibration : {"auto", "isotonic"} or None, default="auto"
+        Classification: map each head's probabilities through a (smoothed) isotonic
+        calibration learned from its out-of-fold probabilities before they are combined.
+        A head that is right 80% of the time however sure it looks then says 0.8, so the
+        stacker can learn to count votes instead of following the most overconfident head.
+        The stacker learns from calibrated out-of-fold outputs whose maps were fitted on
+        the other folds. ``"auto"`` keeps a modality's calibration only when it lowers
+        that head's held-out log loss (many classes and few rows per class can make it
+        worse); ``"isotonic"`` always calibrates; None never does.
     cv : int, default=5
-        Folds for the out-of-fold predictions (reduced when a class is rare).
+        Folds for the inner choice of regularization and for the out-of-fold predictions
+        (reduced when a class is rare or the groups are few).
     random_state : int, RandomState or None
         Seeds the fold shuffling and the heads that take a seed.
 
     Attributes
     ----------
     estimators_ : dict of str to fitted head
+    head_params_ : dict of str to float or None
+        The ``C`` (or ``alpha``) chosen for each modality's head (None for a given head).
+    calibrators_ : dict of str to list of IsotonicRegression
     meta_estimator_ : fitted meta-learner (stacking)
     weights_ : ndarray of shape (n_modalities,) (weighted)
     prior_ : ndarray
@@ -70,6 +88,7 @@ class LateFusion(BaseFusion):
         "combine": [StrOptions({"stacking", "weighted", "mean"})],
         "meta_estimator": [HasMethods(["fit", "predict"]), None],
         "balance": ["boolean"],
+        "calibration": [StrOptions({"auto", "isotonic"}), None],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -80,6 +99,7 @@ class LateFusion(BaseFusion):
         combine="stacking",
         meta_estimator=None,
         balance=True,
+        calibration="auto",
         cv=5,
         random_state=None,
     ):
@@ -87,21 +107,20 @@ class LateFusion(BaseFusion):
         self.combine = combine
         self.meta_estimator = meta_estimator
         self.balance = balance
+        self.calibration = calibration
         self.cv = cv
         self.random_state = random_state
 
     # -- heads -------------------------------------------------------------------------
 
-    def _head(self):
-        return self._make_head(self.estimator)
+    def _head_output(self, name: str, X: np.ndarray) -> np.ndarray:
+        """Full-width (calibrated) probabilities (n, K) or predictions (n,) of a fitted head."""
+        from toolkit.fusion._heads import _output, calibrate
 
-    def _head_output(self, head, X: np.ndarray) -> np.ndarray:
-        """Full-width probabilities (n, K) or predictions (n,) of a fitted head."""
-        if not self.is_classifier_:
-            return np.asarray(head.predict(X), dtype=np.float64)
-        out = np.zeros((len(X), self.n_classes_))
-        out[:, head.classes_.astype(int)] = head.predict_proba(X)
-        return out
+        head = self.estimators_[name]
+        out = _output(head, X, self.n_classes_ if self.is_classifier_ else None)
+        maps = getattr(self, "calibrators_", {}).get(name)
+        return calibrate(maps, out) if maps else out
 
     def _evidence(self, outputs: np.ndarray) -> np.ndarray:
         """Head outputs -> stacking features, 0 meaning 'no evidence beyond the prior'."""
@@ -111,23 +130,6 @@ class LateFusion(BaseFusion):
         if self.n_classes_ == 2:
             return (logp[:, 1] - logp[:, 0])[:, None]
         return logp
-
-    def _oof(self, X: np.ndarray, y: np.ndarray, groups=None) -> np.ndarray:
-        """Out-of-fold outputs of a fresh head (whole groups per fold when ``groups``)."""
-        head = self._head()
-        folds = inner_folds(y, groups, self.cv, self.is_classifier_, self.seed_)
-        if folds is None:
-            return self._head_output(head.fit(X, y), X)
-        out = np.zeros((len(X), self.n_classes_)) if self.is_classifier_ else np.zeros(len(X))
-        covered = np.zeros(len(X), dtype=bool)
-        for train, test in folds:
-            fitted = clone(head).fit(X[train], y[train])
-            out[test] = self._head_output(fitted, X[test])
-            covered[test] = True
-        if not covered.all():  # pragma: no cover - k-fold splitters cover every row
-            rest = ~covered
-            out[rest] = self._head_output(clone(head).fit(X, y), X[rest])
-        return out
 
     # -- fit / predict -------------------------------------------------------------------
 
@@ -143,14 +145,38 @@ class LateFusion(BaseFusion):
         self.seed_ = check_random_state_seed(self.random_state)
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         blocks = self.scaler_.transform(emb)
-        self.estimators_ = {}
+        from toolkit.fusion._heads import cross_calibrate, fit_calibrators, fit_head
+
+        self.estimators_, self.head_params_, self.calibrators_ = {}, {}, {}
         oof = {}
+        calibrated = self.is_classifier_ and self.calibration is not None
         for m, name in enumerate(emb.names):
             rows = emb.mask[:, m]
             X, ym = blocks[name][rows], y[rows]
-            self.estimators_[name] = self._head().fit(X, ym)
+            gm = None if groups is None else groups[rows]
+            fitted = fit_head(
+                X,
+                ym,
+                n_classes=self.n_classes_,
+                groups=gm,
+                cv=self.cv,
+                seed=self.seed_,
+                estimator=None if self.estimator is None else self._make_head(self.estimator),
+                need_oof=self.combine != "mean" or calibrated,
+            )
+            self.estimators_[name], self.head_params_[name] = fitted.head, fitted.param
+            out = fitted.oof
+            if calibrated:
+                folds = inner_folds(ym, gm, self.cv, True, self.seed_)
+                held_out = cross_calibrate(out, ym, folds)
+                # "auto": keep the calibration only where it lowers the held-out log loss
+                if self.calibration == "isotonic" or _log_loss(held_out, ym) < _log_loss(
+                    out, ym
+                ):
+                    self.calibrators_[name] = fit_calibrators(out, ym)
+                    out = held_out
             if self.combine != "mean":
-                oof[name] = (rows, self._oof(X, ym, None if groups is None else groups[rows]))
+                oof[name] = (rows, out)
         if self.combine == "stacking":
             feats = self._stack_features_from(
                 {n: (r, self._evidence(o)) for n, (r, o) in oof.items()}, emb.n_samples
@@ -198,7 +224,7 @@ class LateFusion(BaseFusion):
             rows = emb.mask[:, m]
             outputs[name] = (
                 rows,
-                self._head_output(self.estimators_[name], blocks[name][rows])
+                self._head_output(name, blocks[name][rows])
                 if rows.any()
                 else None,
             )

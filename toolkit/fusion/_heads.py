@@ -1,0 +1,249 @@
+"""Heads that choose their regularization by inner cross-validation on the training rows.
+
+Embeddings are computed once, so refitting a linear head on a few folds for a grid of
+regularization strengths is cheap. The choice follows the one-standard-error rule: the
+*most regularized* strength whose mean inner-CV loss lies within one standard error of the
+best. That keeps the capacity the data support (a 3,000-row task gets a weakly regularized
+head) while an uninformative block, whose extra weights buy no held-out loss, stays shrunk,
+so it still gets little Shapley credit.
+
+The inner folds come from :func:`toolkit.fusion._inner.inner_folds` (stratified, whole
+groups when ``groups`` is given), and the held-out outputs at the chosen strength are
+returned too: late fusion stacks on them instead of fitting its heads a second time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from toolkit.fusion._inner import inner_folds
+
+#: Inverse regularization strengths tried for logistic heads (on standardized, balanced blocks).
+C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 13))
+#: Ridge penalties tried for regression heads.
+ALPHA_GRID = tuple(float(a) for a in np.logspace(-3, 4, 15))
+_EPS = 1e-6
+
+
+@dataclass
+class HeadFit:
+    """A fitted head, its out-of-fold outputs and how its regularization was chosen."""
+
+    head: object
+    oof: np.ndarray | None
+    param: float | None = None
+    grid: tuple = ()
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _proba(head, X, n_classes: int) -> np.ndarray:
+    out = np.zeros((len(X), n_classes))
+    out[:, np.asarray(head.classes_).astype(int)] = head.predict_proba(X)
+    return out
+
+
+def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y.astype(int)], _EPS, 1.0))))
+
+
+def _logistic(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=2000, random_state=seed)
+
+
+def fit_head(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_classes: int | None,
+    groups=None,
+    cv: int = 5,
+    seed: int = 0,
+    estimator=None,
+    need_oof: bool = True,
+) -> HeadFit:
+    """Fit a head on ``X``; choose its regularization by inner CV when ``estimator`` is None.
+
+    Parameters
+    ----------
+    X, y : training design and target (class codes 0..K-1, or floats)
+    n_classes : int or None (regression)
+    groups : array or None
+        Keeps each group in one inner fold.
+    cv : int
+        Inner folds (reduced when a class or the groups are too few; with fewer than two
+        folds possible, the default strength C=1 / alpha=1 is used).
+    estimator : scikit-learn estimator or None
+        A user's head: used as given (cloned), with out-of-fold outputs when ``need_oof``.
+
+    Returns
+    -------
+    HeadFit
+        ``oof`` holds out-of-fold probabilities (n, K) or predictions (n,) at the chosen
+        strength (in-sample outputs when no split is possible).
+    """
+    from sklearn.base import clone
+    from threadpoolctl import threadpool_limits
+
+    classification = n_classes is not None
+    folds = inner_folds(y, groups, cv, classification, seed)
+    if estimator is None:
+        # Many small solves: one BLAS thread each is faster than a pool of threads that
+        # spin (and far faster when other processes share the cores).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if classification:
+                return _fit_logistic(X, y, n_classes, folds, seed)
+            return _fit_ridge(X, y, folds)
+    head = clone(estimator).fit(X, y)
+    oof = _cross_fit(estimator, X, y, folds, n_classes) if need_oof else None
+    return HeadFit(head, oof)
+
+
+def _output(head, X, n_classes):
+    if n_classes is None:
+        return np.asarray(head.predict(X), dtype=np.float64)
+    return _proba(head, X, n_classes)
+
+
+def _cross_fit(estimator, X, y, folds, n_classes) -> np.ndarray:
+    from sklearn.base import clone
+
+    if folds is None:
+        return _output(clone(estimator).fit(X, y), X, n_classes)
+    out = np.zeros((len(X), n_classes)) if n_classes is not None else np.zeros(len(X))
+    for train, test in folds:
+        out[test] = _output(clone(estimator).fit(X[train], y[train]), X[test], n_classes)
+    return out
+
+
+def _one_se(losses: np.ndarray, sizes: np.ndarray, order_regularized_first: bool) -> int:
+    """Index of the most regularized grid point within one standard error of the best.
+
+    ``losses`` has shape (n_grid, n_folds); fold losses are weighted by fold size.
+    """
+    mean = losses @ (sizes / sizes.sum())
+    k = losses.shape[1]
+    best = int(np.argmin(mean))
+    se = float(np.std(losses[best], ddof=1) / np.sqrt(k)) if k > 1 else 0.0
+    ok = np.flatnonzero(mean <= mean[best] + se)
+    return int(ok.min() if order_regularized_first else ok.max())
+
+
+def _fit_logistic(X, y, n_classes, folds, seed) -> HeadFit:
+    from sklearn.exceptions import ConvergenceWarning
+
+    if folds is None:
+        head = _logistic(1.0, seed).fit(X, y)
+        return HeadFit(head, _proba(head, X, n_classes), 1.0)
+    grid = C_GRID  # ascending: most regularized first
+    losses = np.zeros((len(grid), len(folds)))
+    oofs = np.zeros((len(grid), len(X), n_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for f, (train, test) in enumerate(folds):
+            model = _logistic(grid[0], seed)
+            model.set_params(warm_start=True)
+            for i, C in enumerate(grid):
+                model.set_params(C=C)
+                model.fit(X[train], y[train])
+                proba = _proba(model, X[test], n_classes)
+                oofs[i, test] = proba
+                losses[i, f] = _log_loss(proba, y[test])
+        sizes = np.array([len(test) for _, test in folds], dtype=float)
+        i = _one_se(losses, sizes, order_regularized_first=True)
+        head = _logistic(grid[i], seed).fit(X, y)
+    return HeadFit(head, oofs[i], grid[i], grid, losses)
+
+
+def _fit_ridge(X, y, folds) -> HeadFit:
+    from sklearn.linear_model import Ridge
+
+    if folds is None:
+        head = Ridge(alpha=1.0).fit(X, y)
+        return HeadFit(head, np.asarray(head.predict(X), dtype=np.float64), 1.0)
+    grid = ALPHA_GRID[::-1]  # most regularized (largest alpha) first
+    losses = np.zeros((len(grid), len(folds)))
+    oofs = np.zeros((len(grid), len(X)))
+    for f, (train, test) in enumerate(folds):
+        for i, alpha in enumerate(grid):
+            pred = Ridge(alpha=alpha).fit(X[train], y[train]).predict(X[test])
+            oofs[i, test] = pred
+            losses[i, f] = float(np.mean((pred - y[test]) ** 2))
+    sizes = np.array([len(test) for _, test in folds], dtype=float)
+    i = _one_se(losses, sizes, order_regularized_first=True)
+    head = Ridge(alpha=grid[i]).fit(X, y)
+    return HeadFit(head, oofs[i], grid[i], grid, losses)
+
+
+# -- calibration -------------------------------------------------------------------------
+
+
+def _smoothed_isotonic(score: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
+    """A monotone map as a (2, n_points) array of (score, probability) knots.
+
+    Isotonic regression pools the rows into monotone blocks; each block's probability is
+    then shrunk towards the overall rate with ``strength`` pseudo-rows, (positives +
+    strength * rate) / (rows + strength), so that a small block at the tail that happens to
+    be all one class does not claim certainty (an isotonic fit alone says 0 or 1 there,
+    which a log-odds stacker would follow blindly).
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, target)
+    fitted = iso.predict(score)
+    rate = float(target.mean())
+    values, inverse = np.unique(fitted, return_inverse=True)
+    rows = np.bincount(inverse, minlength=len(values)).astype(float)
+    positives = np.bincount(inverse, weights=target, minlength=len(values))
+    smoothed = (positives + strength * rate) / (rows + strength)
+    knots_x = np.asarray(iso.X_thresholds_, dtype=np.float64)
+    knots_y = smoothed[np.searchsorted(values, iso.predict(knots_x))]
+    return np.vstack([knots_x, knots_y])
+
+
+def fit_calibrators(proba: np.ndarray, y: np.ndarray, strength: float = 2.0) -> list:
+    """Monotone maps from a head's out-of-fold probabilities to calibrated ones.
+
+    Binary: one map of P(class 1); K classes: one map per class (one-vs-rest), renormalized
+    by :func:`calibrate`. Each is a smoothed isotonic fit (:func:`_smoothed_isotonic`), held
+    as a plain (2, n_knots) array. Isotonic maps can saturate (a head that is right 80% of
+    the time however sure it looks gets 0.8), which a linear stacker on log-odds cannot
+    learn by itself; that is what lets stacking reach (and pass) a majority vote of the heads.
+    """
+    n_classes = proba.shape[1]
+    columns = [1] if n_classes == 2 else range(n_classes)
+    return [
+        _smoothed_isotonic(proba[:, k], (y == k).astype(np.float64), strength) for k in columns
+    ]
+
+
+def _apply(knots: np.ndarray, score: np.ndarray) -> np.ndarray:
+    return np.interp(score, knots[0], knots[1])
+
+
+def calibrate(maps: list, proba: np.ndarray) -> np.ndarray:
+    """Apply :func:`fit_calibrators`' maps; rows sum to 1 and stay within [eps, 1 - eps]."""
+    if len(proba) == 0:
+        return proba.copy()
+    if proba.shape[1] == 2:
+        p1 = np.clip(_apply(maps[0], proba[:, 1]), _EPS, 1 - _EPS)
+        return np.column_stack([1 - p1, p1])
+    out = np.column_stack([_apply(m, proba[:, k]) for k, m in enumerate(maps)])
+    out = np.clip(out, _EPS, None)
+    return out / out.sum(axis=1, keepdims=True)
+
+def cross_calibrate(proba: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+    """Calibrated out-of-fold probabilities, each fold mapped by maps fitted on the others.
+
+    The stacker learns from these, so it never sees a calibration fitted on its own rows.
+    """
+    if folds is None:
+        return calibrate(fit_calibrators(proba, y), proba)
+    out = np.zeros_like(proba)
+    for train, test in folds:
+        out[test] = calibrate(fit_calibrators(proba[train], y[train]), proba[test])
+    return out

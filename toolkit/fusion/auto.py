@@ -1,0 +1,261 @@
+"""``fusion="auto"``: choose a strategy, or a single modality, by inner CV on the training rows."""
+
+from __future__ import annotations
+
+import time
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit._utils import check_random_state_seed, seed_if_unset
+from toolkit.embeddings import Embeddings
+from toolkit.fusion.base import BaseFusion
+
+#: Strategies ``AutoFusion`` compares by default (besides each single modality).
+DEFAULT_CANDIDATES = ("early", "late", "gated")
+_EPS = 1e-6
+_ONLY = "only "
+
+
+def _score(output: np.ndarray, y: np.ndarray, classification: bool) -> tuple[float, float]:
+    """(selection score, reported score): (-log loss, accuracy) or (-MSE, R²)."""
+    if classification:
+        p = np.clip(output[np.arange(len(y)), y.astype(int)], _EPS, 1.0)
+        return float(np.mean(np.log(p))), float(np.mean(output.argmax(1) == y))
+    mse = float(np.mean((output - y) ** 2))
+    var = float(np.var(y))
+    return -mse, (1.0 - mse / var) if var > 0 else float("nan")
+
+
+class AutoFusion(BaseFusion):
+    """Choose among fusion strategies and single modalities by inner cross-validation.
+
+    Every candidate (each strategy in ``candidates`` and, with ``singles=True``, a model of
+    each modality alone: the default late fusion on that one block) is fitted on the
+    training folds of an inner ``cv``-fold split of the *training rows only* (whole groups
+    per fold when ``groups`` is given) and scored on the held-out fold. The candidate with
+    the best mean held-out score (log loss for classification, squared error for
+    regression: proper scores, steadier than accuracy on a few hundred rows) is refitted on
+    all training rows and used to predict; ties go to the candidate listed first (single
+    modalities come last). The table it chose from is ``cv_results_``.
+
+    When a single modality wins, ``chosen_`` says so (``"only <modality>"``) and the model
+    predicts from that modality alone: its explanations give every other modality exactly 0,
+    and a row without that modality gets the training prior.
+
+    Parameters
+    ----------
+    candidates : sequence of str or fusion objects, default=None
+        Strategies to compare: names from :data:`toolkit.fusion.FUSIONS` or BaseFusion
+        instances. None: ``DEFAULT_CANDIDATES``, early, late and gated fusion (gated
+        fusion learns cross-modal interactions; list ``"attention"``, ``"tensor"`` or
+        ``"lowrank"`` to compare them too, at the cost of more network training).
+    singles : bool, default=True
+        Also compare each modality alone.
+    cv : int, default=3
+        Inner folds (reduced when a class is rare or the groups are few).
+    random_state : int, RandomState or None
+        Seeds the inner folds and every candidate whose own ``random_state`` is None.
+
+    Attributes
+    ----------
+    chosen_ : str
+        The winning candidate (a strategy's name, or ``"only <modality>"``).
+    single_modality_ : str or None
+        The modality the model uses alone, when a single modality won.
+    fusion_ : BaseFusion
+        The winner refitted on every training row.
+    cv_results_ : dict of str to list
+        One entry per candidate: ``candidate``, ``mean_test_score`` / ``std_test_score``
+        (mean log-likelihood per row, or minus the mean squared error), ``split<k>_test_score``,
+        ``mean_test_accuracy`` (classification) or ``mean_test_r2`` (regression),
+        ``mean_fit_time`` (seconds) and ``rank_test_score`` (1 = chosen).
+    prior_ : ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from toolkit import Embeddings
+    >>> from toolkit.fusion import AutoFusion
+    >>> rng = np.random.default_rng(0)
+    >>> emb = Embeddings({"a": rng.normal(size=(90, 2)), "b": rng.normal(size=(90, 3))})
+    >>> y = (emb.blocks["a"][:, 0] > 0).astype(int)
+    >>> auto = AutoFusion(candidates=["early", "late"], random_state=0)
+    >>> auto.fit(emb, y, n_classes=2).chosen_ in {"early", "late", "only a"}
+    True
+    >>> auto.cv_results_["candidate"]
+    ['early', 'late', 'only a', 'only b']
+    """
+
+    _parameter_constraints = {
+        "candidates": [list, tuple, None],
+        "singles": ["boolean"],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, candidates=None, singles=True, cv=3, random_state=None):
+        self.candidates = candidates
+        self.singles = singles
+        self.cv = cv
+        self.random_state = random_state
+
+    # -- candidates -----------------------------------------------------------------------
+
+    def _candidates(self, names: list[str]) -> dict:
+        from toolkit.fusion import FUSIONS, make_fusion
+
+        wanted = self.candidates
+        if wanted is None:
+            wanted = [n for n in DEFAULT_CANDIDATES if n in FUSIONS]
+        if len(wanted) == 0 and not self.singles:
+            raise ValueError("AutoFusion has nothing to choose from: give candidates or singles=True")
+        out = {}
+        for entry in wanted:
+            if isinstance(entry, str) and entry == "auto":
+                raise ValueError("'auto' cannot be one of AutoFusion's candidates")
+            if isinstance(entry, AutoFusion):
+                raise ValueError("an AutoFusion cannot be one of AutoFusion's candidates")
+            fusion = make_fusion(entry)
+            label = entry if isinstance(entry, str) else type(fusion).__name__
+            base, k = label, 2
+            while label in out:
+                label, k = f"{base}#{k}", k + 1
+            out[label] = fusion
+        if self.singles and len(names) > 1:
+            from toolkit.fusion.late import LateFusion
+
+            for name in names:
+                out[f"{_ONLY}{name}"] = (name, LateFusion())
+        if not out:  # one modality, singles only: the single model is the only choice
+            from toolkit.fusion.late import LateFusion
+
+            out[f"{_ONLY}{names[0]}"] = (names[0], LateFusion())
+        return out
+
+    @staticmethod
+    def _view(candidate, emb: Embeddings) -> Embeddings:
+        return emb.select([candidate[0]]) if isinstance(candidate, tuple) else emb
+
+    def _fit_one(self, candidate, emb, y, groups, seed):
+        fusion = candidate[1] if isinstance(candidate, tuple) else candidate
+        fusion = seed_if_unset(clone(fusion), seed)
+        view = self._view(candidate, emb)
+        if isinstance(candidate, tuple):
+            # the single model learns from the rows that have its modality
+            rows = view.mask[:, 0]
+            view, y = view[rows], y[rows]
+            groups = None if groups is None else groups[rows]
+        kwargs = {} if groups is None else {"groups": groups}
+        return fusion.fit(view, y, n_classes=self.n_classes_, **kwargs)
+
+    def _output(self, candidate, fitted, emb: Embeddings) -> np.ndarray:
+        view = self._view(candidate, emb)
+        if not isinstance(candidate, tuple):
+            return np.asarray(fitted.predict_output(view), dtype=np.float64)
+        present = view.mask[:, 0]
+        if self.is_classifier_:
+            out = np.tile(self.prior_.astype(np.float64), (emb.n_samples, 1))
+        else:
+            out = np.full(emb.n_samples, self._scaled_prior())
+        if present.any():
+            out[present] = np.asarray(fitted.predict_output(view[present]), dtype=np.float64)
+        return out
+
+    # -- fit / predict ----------------------------------------------------------------------
+
+    def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
+        """Score every candidate by inner CV on ``emb``, then refit the best on all rows."""
+        from toolkit.fusion._inner import check_groups, inner_folds
+
+        self._validate_params()
+        y = self._setup(emb, y, n_classes)
+        groups = check_groups(groups, len(y))
+        seed = check_random_state_seed(self.random_state)
+        candidates = self._candidates(list(emb.names))
+        folds = inner_folds(y, groups, self.cv, self.is_classifier_, seed)
+        labels = list(candidates)
+        results = {"candidate": labels}
+        if folds is None or len(labels) == 1:
+            scores = np.zeros((len(labels), 1))
+            reported = np.full((len(labels), 1), np.nan)
+            times = np.zeros(len(labels))
+        else:
+            scores = np.full((len(labels), len(folds)), -np.inf)
+            reported = np.full((len(labels), len(folds)), np.nan)
+            times = np.zeros(len(labels))
+            for i, label in enumerate(labels):
+                cand = candidates[label]
+                start = time.perf_counter()
+                for f, (train, test) in enumerate(folds):
+                    g = None if groups is None else groups[train]
+                    try:
+                        fitted = self._fit_one(cand, emb[train], y[train], g, seed)
+                    except ValueError:
+                        # e.g. a modality absent from every row of this fold: the candidate
+                        # cannot be fitted here, so it cannot be chosen
+                        scores[i, f] = -np.inf
+                        continue
+                    out = self._output(cand, fitted, emb[test])
+                    scores[i, f], reported[i, f] = _score(out, y[test], self.is_classifier_)
+                times[i] = (time.perf_counter() - start) / len(folds)
+            for f in range(len(folds)):
+                results[f"split{f}_test_score"] = scores[:, f].tolist()
+        mean = scores.mean(axis=1)
+        results["mean_test_score"] = mean.tolist()
+        results["std_test_score"] = scores.std(axis=1).tolist()
+        key = "mean_test_accuracy" if self.is_classifier_ else "mean_test_r2"
+        with np.errstate(invalid="ignore"):
+            results[key] = np.nanmean(reported, axis=1).tolist() if reported.size else []
+        results["mean_fit_time"] = times.tolist()
+        order = np.argsort(-mean, kind="stable")
+        rank = np.empty(len(labels), dtype=int)
+        rank[order] = np.arange(1, len(labels) + 1)
+        results["rank_test_score"] = rank.tolist()
+        self.cv_results_ = results
+        best = labels[int(order[0])]
+        self.chosen_ = best
+        chosen = candidates[best]
+        self.single_modality_ = chosen[0] if isinstance(chosen, tuple) else None
+        self.fusion_ = self._fit_one(chosen, emb, y, groups, seed)
+        return self
+
+    def predict_output(self, emb: Embeddings) -> np.ndarray:
+        """The chosen model's probabilities (n_samples, n_classes) or predictions (n_samples,)."""
+        check_is_fitted(self, "fusion_")
+        if emb.names != self.modality_names_:
+            raise ValueError(f"fitted on modalities {self.modality_names_}, got {emb.names}")
+        # candidates were fitted on the target in the heads' units (see BaseFusion)
+        candidate = (self.single_modality_, None) if self.single_modality_ else self.fusion_
+        out = self._output(candidate, self.fusion_, emb)
+        return out if self.is_classifier_ else self._unscale(out)
+
+    def decision_function(self, emb: Embeddings) -> np.ndarray:
+        """The chosen model's decision function (when it has one)."""
+        check_is_fitted(self, "fusion_")
+        if self.single_modality_ is not None or not hasattr(self.fusion_, "decision_function"):
+            raise AttributeError(f"the chosen model ({self.chosen_}) has no decision_function")
+        return self.fusion_.decision_function(emb)
+
+    # -- persistence protocol: the chosen model's torch state, if any -------------------------
+
+    @property
+    def torch_attributes(self) -> tuple:
+        inner = getattr(getattr(self, "fusion_", None), "torch_attributes", ())
+        return tuple(f"fusion_.{a}" for a in inner)
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        fusion = getattr(self, "fusion_", None)
+        return tuple(fusion.weight_parameters()) if fusion is not None else ()
+
+    def save_weights(self, folder):
+        return self.fusion_.save_weights(folder)
+
+    def expected_weights(self):
+        return self.fusion_.expected_weights()
+
+    def load_weights(self, paths) -> None:
+        self.fusion_.load_weights(paths)
