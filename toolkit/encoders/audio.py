@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import resolve_device
+from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._torch import apply_weights
 from toolkit.encoders.base import BaseEncoder
 from toolkit.encoders.text import _check_model_location
@@ -304,7 +305,7 @@ def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: 
     return out
 
 
-class AudioEncoder(BaseEncoder):
+class AudioEncoder(TrainableMixin, BaseEncoder):
     """Encode a column of audio clips (file paths or (waveform, rate) pairs).
 
     Parameters
@@ -325,6 +326,17 @@ class AudioEncoder(BaseEncoder):
         its feature extractor from the local folder ``model``, mean-pooled over time.
         ``"torchaudio"``: the torchaudio model factory ``model`` (e.g. ``"wav2vec2_base"``)
         with the state dict in ``weights``; its last transformer layer, mean-pooled.
+        ``"cnn"``: a small CNN trained from scratch on the labels inside ``fit(X, y)`` (a
+        *supervised* encoder) on log-mel spectrograms: each clip (at ``sample_rate``) is
+        cut or zero-padded at its end to ``duration`` seconds, turned into ``n_mels``
+        mel bands (25 ms windows, 10 ms hop) on a log scale, standardized on the training
+        rows, and passed through ``len(widths)`` blocks of 3x3 convolution, group
+        normalization, ReLU and 2x2 max pooling, averaged over time in four frequency
+        bands, and a linear head; the features are the pooled vector (``4 * widths[-1]``
+        values). Training as in
+        :class:`~toolkit.ImageEncoder`'s cnn backend: AdamW, early stopping on
+        ``validation_fraction`` of the rows (whole groups when ``fit`` gets ``groups``),
+        seeded by ``random_state``, bfloat16 autocast on a GPU.
     model : str or path, default=None
     weights : str or path, default=None
     model_kwargs : dict, default=None
@@ -358,11 +370,24 @@ class AudioEncoder(BaseEncoder):
         do not start workers of their own), -1 uses every CPU. The blocks are identical to
         a serial run, bit for bit (the same chunks are encoded the same way); starting the
         workers (which import torch) costs seconds, so it pays on thousands of items.
-        Pretrained backends refuse it (their network is batched on one device).
+        Pretrained and trained backends refuse it (their network is batched on one device).
+    n_mels : int, default=40
+        Mel bands of the cnn backend's spectrograms.
+    duration : float, default=None
+        Seconds each clip is cut or padded to for the cnn backend; None: the 95th
+        percentile of the training clips' durations.
+    widths, max_epochs, patience, learning_rate, weight_decay, dropout, \
+validation_fraction, random_state, verbose
+        Network and training of the cnn backend, as in :class:`~toolkit.ImageEncoder`
+        (defaults (16, 32, 64), 60, 8, 3e-3, 1e-4, 0.1, 0.15, None, False).
 
     Attributes
     ----------
     n_features_out_ : int
+    history_ : list of dict
+        cnn backend: per epoch, ``train_loss`` and (with validation rows) ``valid_loss``.
+    network_spec_ : dict
+        cnn backend: the network's description (checked against saved weights on load).
 
     Examples
     --------
@@ -376,11 +401,12 @@ class AudioEncoder(BaseEncoder):
 
     modality = "audio"
     _threaded_reads = True
+    _cnn_pool = (4, 1)  # four frequency bands, averaged over time
     #: Version of the default statistics, part of the cache key (see ``toolkit.cache``).
     features_version = FEATURES_VERSION
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"mfcc", "transformers", "torchaudio"})],
+        "backend": [StrOptions({"mfcc", "transformers", "torchaudio", "cnn"})],
         "model": [str, Path, None],
         "weights": [str, Path, None],
         "model_kwargs": [dict, None],
@@ -390,6 +416,9 @@ class AudioEncoder(BaseEncoder):
         "device": [str, None],
         "max_seconds": [Interval(Real, 0, None, closed="neither")],
         "max_decoded_bytes": [Interval(Integral, 1, None, closed="left")],
+        "n_mels": [Interval(Integral, 4, 256, closed="both")],
+        "duration": [Interval(Real, 0.05, MAX_SECONDS, closed="both"), None],
+        **TRAINING_CONSTRAINTS,
     }
 
     def __init__(
@@ -408,6 +437,17 @@ class AudioEncoder(BaseEncoder):
         max_seconds=MAX_SECONDS,
         max_decoded_bytes=MAX_DECODED_BYTES,
         n_jobs=None,
+        n_mels=40,
+        duration=None,
+        widths=(16, 32, 64),
+        max_epochs=60,
+        patience=8,
+        learning_rate=3e-3,
+        weight_decay=1e-4,
+        dropout=0.1,
+        validation_fraction=0.15,
+        random_state=None,
+        verbose=False,
     ):
         self.backend = backend
         self.model = model
@@ -423,6 +463,17 @@ class AudioEncoder(BaseEncoder):
         self.max_seconds = max_seconds
         self.max_decoded_bytes = max_decoded_bytes
         self.n_jobs = n_jobs
+        self.n_mels = n_mels
+        self.duration = duration
+        self.widths = widths
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _feature_prefix(self) -> str:
         return "audio_stat" if self.backend == "mfcc" else "audio_emb"
@@ -460,6 +511,8 @@ class AudioEncoder(BaseEncoder):
         -------
         torch.nn.Module
         """
+        if self.backend == "cnn":
+            return super().build_network()
         if self.backend != "torchaudio":
             raise ValueError(
                 f"AudioEncoder(backend={self.backend!r}) has no network built from parameters: "
@@ -481,6 +534,8 @@ class AudioEncoder(BaseEncoder):
             self.rate_ = int(self.sample_rate)
             self.n_features_out_ = self.n_mfcc * (self.n_segments + 3) + len(_PROSODY)
             return
+        if self.backend == "cnn":
+            raise ValueError("AudioEncoder(backend='cnn') is fitted by fit(X, y)")
         self.device_ = resolve_device(self.device)
         if self.backend == "transformers":
             from transformers import AutoFeatureExtractor, AutoModel
@@ -522,8 +577,38 @@ class AudioEncoder(BaseEncoder):
         if self.backend == "mfcc":
             # Every clip was read at the encoder's rate (read_audio resamples).
             return audio_statistics([w for w, _ in clips], self.rate_, self.n_mfcc, self.n_segments)
+        if self.backend == "cnn":
+            return self._cnn_embed(clips)
         import torch
 
         # Clips are embedded one at a time: no padding, so pooling sees only real frames.
         with torch.inference_mode():
             return np.stack([self._embed_one(w) for w, _ in clips])
+
+    def _cnn_prepare(self, clips) -> None:
+        """Fitted input settings of the cnn backend: rate and clip length in samples."""
+        self.rate_ = int(self.sample_rate)
+        if self.duration is not None:
+            self.n_samples_ = max(1, int(round(self.duration * self.rate_)))
+        else:
+            lengths = [len(w) for w, _ in clips]
+            self.n_samples_ = max(int(0.05 * self.rate_), int(np.percentile(lengths, 95)))
+
+    def _cnn_inputs(self, clips):
+        """Log-mel spectrograms (n, 1, n_mels, frames) of clips cut or padded to n_samples_."""
+        import torch
+        import torchaudio
+
+        waves = torch.zeros(len(clips), self.n_samples_)
+        for k, (wave, _) in enumerate(clips):
+            part = torch.from_numpy(np.asarray(wave[: self.n_samples_], dtype=np.float32))
+            waves[k, : len(part)] = part
+        win = max(8, int(round(0.025 * self.rate_)))
+        mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=self.rate_,
+            n_fft=1 << (win - 1).bit_length(),
+            win_length=win,
+            hop_length=max(1, int(round(0.010 * self.rate_))),
+            n_mels=self.n_mels,
+        )
+        return torch.log(mel(waves) + 1e-6)[:, None]

@@ -1,0 +1,376 @@
+"""Encoders that learn from the labels: a small CNN trained inside ``fit``.
+
+:class:`TrainableMixin` gives an encoder a trainable backend (``backend="cnn"``): ``fit(X,
+y, groups=None)`` reads the training items as usual, turns them into a float32 tensor of
+shape (n, C, H, W) (the encoder's ``_cnn_inputs``), and trains
+:class:`~toolkit.encoders._cnn_modules.SmallCNN` on the labels with AdamW and early stopping
+on an inner validation split of the rows (whole groups when ``groups`` are given, see
+:func:`toolkit.fusion._inner.validation_split`). ``encode`` returns the pooled features
+that feed the network's head (the penultimate layer). The network is described by a plain
+dict (``network_spec_``, saved in ``model.skops``) so that a saved model's weights are
+checked against a network built on the meta device before anything is loaded.
+
+Such an encoder is ``supervised`` and not ``fixed``: its output depends on its training rows,
+so it is never cached, and the estimators give the fusion out-of-fold embeddings of it.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from toolkit._utils import (
+    check_random_state_seed,
+    is_missing,
+    progress,
+    resolve_device,
+    tensor_table,
+)
+
+#: Training parameters of every trainable backend (documented in each encoder).
+TRAINING_CONSTRAINTS = {
+    "widths": [tuple, list],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "patience": [Interval(Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
+    "weight_decay": [Interval(Real, 0.0, None, closed="left")],
+    "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+    "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
+    "random_state": ["random_state"],
+    "verbose": ["boolean"],
+}
+
+_MAX_WIDTH = 1024
+_MAX_BLOCKS = 6
+
+
+def check_widths(widths) -> list[int]:
+    """``widths`` as 1 to 6 positive channel counts (at most 1024 each), or ValueError."""
+    ok = (
+        isinstance(widths, (tuple, list))
+        and 1 <= len(widths) <= _MAX_BLOCKS
+        and all(isinstance(w, Integral) and not isinstance(w, bool) for w in widths)
+        and all(1 <= int(w) <= _MAX_WIDTH for w in widths)
+    )
+    if not ok:
+        raise ValueError(
+            f"widths must list 1 to {_MAX_BLOCKS} channel counts between 1 and {_MAX_WIDTH} "
+            f"(one per conv block), e.g. (16, 32, 64); got {widths!r}"
+        )
+    return [int(w) for w in widths]
+
+
+def cnn_spec(in_channels: int, widths, n_out: int, dropout: float, pool) -> dict:
+    """The plain-dict description of a :class:`SmallCNN` (saved in ``model.skops``)."""
+    return {
+        "in_channels": int(in_channels),
+        "widths": check_widths(widths),
+        "n_out": int(n_out),
+        "dropout": float(dropout),
+        "pool": [int(pool[0]), int(pool[1])],
+    }
+
+
+def build_cnn(spec):
+    """The untrained network ``spec`` describes (float32, on torch's current device)."""
+    bad = "the CNN's description (network_spec_) is malformed"
+    try:
+        in_channels, n_out = int(spec["in_channels"]), int(spec["n_out"])
+        dropout = float(spec["dropout"])
+        widths = check_widths(list(spec["widths"]))
+        pool = [int(p) for p in spec["pool"]]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{bad} ({exc})") from exc
+    ok = 1 <= in_channels <= 4 and 1 <= n_out <= 100_000 and 0 <= dropout < 1
+    if not ok or len(pool) != 2 or not all(1 <= p <= 16 for p in pool):
+        raise ValueError(
+            f"{bad} (in_channels {in_channels}, n_out {n_out}, dropout {dropout}, pool {pool})"
+        )
+    from toolkit.encoders._cnn_modules import SmallCNN
+
+    return SmallCNN(in_channels, widths, n_out, dropout, pool)
+
+
+def _targets(y: np.ndarray, labels: list):
+    """(target array, is classification, number of outputs) of the training labels.
+
+    Integer, boolean, string or categorical labels are classes (class codes 0..K-1 are kept
+    as they are, other labels are numbered in sorted order); float labels are a regression
+    target, standardized by the caller.
+    """
+    import pandas as pd
+
+    missing = pd.isna(pd.Series(y, dtype=object)).to_numpy()
+    if missing.any():
+        rows = [labels[i] for i in np.flatnonzero(missing)[:5]]
+        raise ValueError(f"y holds missing labels at rows {rows}; drop those rows or fill them")
+    if y.dtype.kind == "f":
+        return y.astype(np.float64), False, 1
+    if y.dtype.kind in "iub":
+        codes = y.astype(np.int64)
+        if codes.min() >= 0:
+            return codes, True, int(codes.max()) + 1
+    classes, codes = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
+    return codes.astype(np.int64), True, len(classes)
+
+
+def _torch_threads(device):
+    """One torch thread on the CPU (the network's operations are small: two threads
+    waiting at a barrier per operation ran 5x slower than one on a busy machine, see
+    :func:`toolkit.encoders.base.one_torch_thread`); nothing on a GPU."""
+    import contextlib
+
+    from toolkit.encoders.base import one_torch_thread
+
+    return one_torch_thread() if device.type == "cpu" else contextlib.nullcontext()
+
+
+class TrainableMixin:
+    """A trainable ``backend="cnn"`` for a :class:`~toolkit.encoders.base.BaseEncoder`.
+
+    The encoder (listed after this mixin in its bases) has the parameters of
+    :data:`TRAINING_CONSTRAINTS` plus ``backend``, ``weights``, ``device``, ``batch_size``, and
+    implements ``_cnn_prepare(decoded)`` (fitted input settings, e.g. image size, from the
+    training items) and ``_cnn_inputs(decoded) -> float32 tensor (n, C, H, W)``, and sets
+    ``_cnn_pool`` (the (rows, columns) grid the last feature map is averaged over).
+    """
+
+    _trainable_backends = ("cnn",)
+    _cnn_pool: tuple = (2, 2)
+
+    @property
+    def supervised(self) -> bool:
+        """Whether this encoder learns from the labels (its backend trains a network)."""
+        return self.backend in self._trainable_backends
+
+    @property
+    def fixed(self) -> bool:
+        """Output independent of the fitting data (False for a trainable backend)."""
+        return not self.supervised
+
+    # -- fitting --------------------------------------------------------------------------
+
+    def fit(self, X, y=None, groups=None):
+        """Fit the encoder on one column of raw items (and, for a trainable backend, its labels).
+
+        Parameters
+        ----------
+        X : pandas Series, list or 1-D array of shape (n_samples,)
+            Raw items; missing cells are skipped (and so are their labels).
+        y : array-like of shape (n_samples,), default=None
+            Needed by a trainable backend: class labels (integers, strings; class codes
+            0..K-1 are kept as they are) or float regression targets. Ignored otherwise.
+        groups : array-like of shape (n_samples,), default=None
+            Group of each row (patient, speaker): the early-stopping validation rows are
+            then whole groups. Ignored by the other backends.
+
+        Returns
+        -------
+        self
+        """
+        if not self.supervised:
+            return super().fit(X, y)
+        self._validate_params()
+        self._check_n_jobs()
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name}(backend={self.backend!r}) learns its features from the labels: "
+                "call fit(X, y) with one label per item (an estimator passes them itself), or "
+                "choose a backend that needs no labels"
+            )
+        if self.weights is not None:
+            raise ValueError(
+                f"{name}(backend={self.backend!r}) trains its network from scratch and loads "
+                f"no weights; leave weights=None (got {self.weights!r})"
+            )
+        check_widths(self.widths)
+        items, labels, column = self._column(X)
+        self.column_ = column
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(items):
+            raise ValueError(
+                f"y must hold one label per item of {self._where()} ({len(items)}), got shape "
+                f"{y.shape}"
+            )
+        from toolkit.fusion._inner import check_groups
+
+        groups = check_groups(groups, len(items))
+        present = [i for i, it in enumerate(items) if not is_missing(it)]
+        kept, decoded = [], []
+        for i in present:
+            value = self._read_or_skip(items[i], labels[i])
+            if value is not None:
+                kept.append(i)
+                decoded.append(value)
+        kept, decoded = self._finish_or_skip(kept, decoded, [labels[i] for i in kept])
+        if not decoded:
+            raise ValueError(
+                f"{name} found no readable {self.modality} item in {self._where()} to train "
+                f"on ({len(items)} rows, all missing or unreadable)"
+            )
+        self._check_fit_items(decoded, [labels[i] for i in kept])
+        rows = np.asarray(kept)
+        target, classify, n_out = _targets(y[rows], [labels[i] for i in kept])
+        self._cnn_prepare(decoded)
+        x = self._cnn_inputs(decoded)
+        del decoded
+        with _torch_threads(resolve_device(self.device)):
+            self._train_cnn(x, target, classify, n_out, None if groups is None else groups[rows])
+        return self
+
+    def _train_cnn(self, x, target: np.ndarray, classify: bool, n_out: int, groups) -> None:
+        import torch
+
+        from toolkit.fusion._inner import validation_split
+
+        seed = check_random_state_seed(self.random_state)
+        self.device_ = resolve_device(self.device)
+        n = len(x)
+        train_idx, val_idx = validation_split(n, groups, self.validation_fraction, seed)
+        self.is_classifier_ = classify
+        if classify:
+            y = torch.as_tensor(target, dtype=torch.int64)
+            loss_fn = torch.nn.CrossEntropyLoss()
+        else:
+            self.y_mean_ = float(np.mean(target[train_idx]))
+            self.y_scale_ = float(np.std(target[train_idx])) or 1.0
+            y = torch.as_tensor((target - self.y_mean_) / self.y_scale_, dtype=torch.float32)
+            loss_fn = torch.nn.MSELoss()
+        self.network_spec_ = cnn_spec(x.shape[1], self.widths, n_out, self.dropout, self._cnn_pool)
+        fit_x = x[torch.as_tensor(train_idx)]
+        mean = fit_x.mean(dim=(0, 2, 3))
+        std = fit_x.std(dim=(0, 2, 3)).nan_to_num(1.0).clamp_min(1e-6)
+        x, y = x.to(self.device_), y.to(self.device_)
+        amp = self.device_.type == "cuda"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            net = build_cnn(self.network_spec_)
+            net.mean.copy_(mean)
+            net.std.copy_(std)
+            net = net.to(self.device_)
+            opt = torch.optim.AdamW(
+                net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            )
+            tr = torch.as_tensor(train_idx)
+            va = torch.as_tensor(val_idx).to(self.device_)
+            best, best_state, since = np.inf, None, 0
+            self.history_ = []
+            bar = progress(
+                range(self.max_epochs),
+                total=self.max_epochs,
+                desc=f"training {self.modality} {self.backend}",
+                enabled=self.verbose,
+            )
+            for epoch in bar:
+                net.train()
+                order = tr[torch.randperm(len(tr), generator=gen)]
+                total = 0.0
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start : start + self.batch_size].to(self.device_)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        out = net(x[idx])
+                    loss = loss_fn(out.float() if classify else out.float()[:, 0], y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
+                monitor = record["train_loss"]
+                if len(va):
+                    monitor = self._cnn_loss(net, x, y, va, loss_fn, classify, amp)
+                    record["valid_loss"] = monitor
+                self.history_.append(record)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+                if monitor < best - 1e-5:
+                    best, since, self.best_epoch_ = monitor, 0, epoch
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    since += 1
+                    if since >= self.patience:
+                        break
+            if hasattr(bar, "close"):
+                bar.close()
+        if best_state is None:
+            raise ValueError(
+                f"{type(self).__name__}(backend={self.backend!r}) training diverged: the loss "
+                f"was NaN or infinite in all {len(self.history_)} epoch(s); lower learning_rate "
+                f"(now {self.learning_rate}) or check the items for extreme values"
+            )
+        net.load_state_dict(best_state)
+        self.model_ = net.eval()
+        self.n_epochs_ = len(self.history_)
+        spec = self.network_spec_
+        self.n_features_out_ = int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
+
+    def _cnn_loss(self, net, x, y, rows, loss_fn, classify: bool, amp: bool) -> float:
+        """Loss of ``net`` (in eval mode) on ``rows``, in batches."""
+        import torch
+
+        net.eval()
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(rows), 1024):
+                idx = rows[start : start + 1024]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    out = net(x[idx]).float()
+                total += float(loss_fn(out if classify else out[:, 0], y[idx])) * len(idx)
+        return total / len(rows)
+
+    def _cnn_embed(self, decoded: list) -> np.ndarray:
+        """Pooled features (n, n_features_out_) of decoded items."""
+        import torch
+
+        x = self._cnn_inputs(decoded).to(self.device_)
+        with _torch_threads(self.device_), torch.inference_mode():
+            return self.model_.embed(x).float().cpu().numpy()
+
+    # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        """``("weights",)`` for a trainable backend (its trained network), else the base's."""
+        if self.supervised:
+            return ("weights",)
+        return super().weight_parameters()
+
+    def build_network(self):
+        """The untrained network: for a trainable backend, the one ``network_spec_`` (set by
+        ``fit``) describes, so it can be built on the meta device to check a weights file."""
+        if not self.supervised:
+            return super().build_network()
+        check_is_fitted(self, "network_spec_")
+        return build_cnn(self.network_spec_)
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """Tensor names, dtypes and shapes of the trained network, built on the meta device."""
+        if not self.supervised:
+            return super().expected_weights()
+        import torch
+
+        with torch.device("meta"):
+            net = self.build_network()
+        return tensor_table(net.state_dict())
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        """Load the trained network from the safetensors file ``paths["weights"]`` on the CPU
+        (nothing is trained again)."""
+        if not self.supervised:
+            return super().load_weights(paths)
+        if set(paths) != {"weights"}:
+            raise ValueError(
+                f"{type(self).__name__}(backend={self.backend!r}) is restored from ['weights'], "
+                f"got {sorted(paths)}"
+            )
+        import torch
+        from safetensors.torch import load_file
+
+        net = self.build_network()
+        net.load_state_dict(load_file(paths["weights"]), strict=True)
+        self.model_ = net.eval()
+        self.device_ = torch.device("cpu")
+        return None
