@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._torch import apply_weights
-from toolkit.encoders.base import BaseEncoder
+from toolkit.encoders.base import BaseEncoder, one_torch_thread
 from toolkit.encoders.text import _check_model_location
 from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
@@ -33,36 +31,6 @@ _BATCH_SAMPLES = 1 << 22
 _TOP_DB = 80.0  # dynamic range kept by the MFCC's dB conversion (torchaudio's MFCC default)
 _PITCH_LOW, _PITCH_HIGH, _PITCH_SMOOTH = 60, 500, 30  # Hz, Hz, frames (10 ms) of median
 _PITCH_FRAMES = 1 << 13  # pitch frames (all clips of a batch together) correlated at a time
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_USERS = [0, 0]  # [active callers, torch's thread count to restore]
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run torch's intra-op work on one thread for the duration (restored afterwards).
-
-    The statistics are many small tensor operations: each one parallelized over two threads
-    waits at a barrier, and on a busy machine (other processes on the cores) that wait costs
-    a scheduler time slice per operation, measured here at 10-20x the single-thread time.
-    Parallelism across clips comes from ``n_jobs`` (processes) instead. Nested or concurrent
-    callers share one saved value, so the setting is restored when the last one leaves.
-    """
-    import torch
-
-    with _THREADS_LOCK:
-        if _THREADS_USERS[0] == 0:
-            _THREADS_USERS[1] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_USERS[0] -= 1
-            if _THREADS_USERS[0] == 0:
-                torch.set_num_threads(_THREADS_USERS[1])
 
 
 def _reflect_index(length, pad: int, width: int):
@@ -292,7 +260,7 @@ def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: 
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     out = np.empty((len(waves), n_mfcc * (n_segments + 3) + len(_PROSODY)), dtype=np.float32)
     start = 0
-    with _one_torch_thread():
+    with one_torch_thread():
         while start < len(order):
             stop = start + 1
             while (

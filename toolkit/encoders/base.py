@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from numbers import Integral
 from typing import Any
@@ -13,6 +15,37 @@ from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import FLOAT32_MAX, as_item_list, batches, is_missing, progress, tensor_table
 from toolkit.exceptions import ReadError
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = [0, 0]  # [active callers, torch's thread count to restore]
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run torch's intra-op work on one thread for the duration (restored afterwards).
+
+    The weights-free descriptors (audio statistics, image descriptors) are many small tensor
+    operations: each one parallelized over two threads waits at a barrier, and on a busy
+    machine (other processes on the cores) that wait costs a scheduler time slice per
+    operation, measured at 3-20x the single-thread time. Parallelism across items comes
+    from ``n_jobs`` (processes) instead. Nested or concurrent callers share one saved value,
+    so the setting is restored when the last one leaves; torch work in other threads of the
+    process runs on one thread meanwhile.
+    """
+    import torch
+
+    with _THREADS_LOCK:
+        if _THREADS_USERS[0] == 0:
+            _THREADS_USERS[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_USERS[0] -= 1
+            if _THREADS_USERS[0] == 0:
+                torch.set_num_threads(_THREADS_USERS[1])
 
 
 class MissingItemsWarning(UserWarning):
