@@ -1,4 +1,5 @@
-"""Image encoder: fixed torch descriptors by default; torchvision backbones with user weights."""
+"""Image encoder: fixed torch descriptors by default; torchvision backbones with user weights;
+a small CNN trained on the labels (``backend="cnn"``)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import resolve_device
+from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._torch import apply_weights, penultimate
 from toolkit.encoders.base import BaseEncoder, one_torch_thread
 from toolkit.io.image import MAX_PIXELS, _value_range, read_image
 
 _WORK = 64  # working resolution of the descriptors
+_CNN_SIZES = (8, 64)  # side lengths the CNN backend resizes images to by default
 
 
 def image_descriptors(
@@ -69,26 +72,41 @@ def image_descriptors(
     return torch.cat([pixels, hist, hog, stats], dim=1).numpy()
 
 
-class ImageEncoder(BaseEncoder):
+class ImageEncoder(TrainableMixin, BaseEncoder):
     """Encode a column of images (file paths or arrays) as a dense float32 block.
 
     Parameters
     ----------
-    backend : {"descriptors", "torchvision"}, default="descriptors"
+    backend : {"descriptors", "torchvision", "cnn"}, default="descriptors"
         ``"descriptors"``: fixed features computed with torch, needing no weights: grey
         pixels resized to ``pixel_size``², per-channel colour histograms, HOG-like
         gradient-orientation histograms on a ``cells`` x ``cells`` grid, and global
         intensity, contrast and edge density. ``"torchvision"``: the torchvision
         architecture ``model`` (e.g. ``"resnet18"``) with the state dict in ``weights``;
         features are the input of its last Linear layer (penultimate features).
+        ``"cnn"``: a small CNN trained from scratch on the labels inside ``fit(X, y)``
+        (a *supervised* encoder, sized for small images, 8x8 to 64x64): images are resized
+        to ``input_size``, grey unless a training image has colour, standardized per
+        channel on the training rows, and passed through ``len(widths)`` blocks of 3x3
+        convolution, group normalization, ReLU and 2x2 max pooling, averaged over the
+        four quadrants, and a linear head; the features are the pooled vector
+        (``4 * widths[-1]`` values).
+        Training: AdamW on the cross-entropy (classes) or squared error (float targets),
+        mini-batches of ``batch_size``, early stopping with the best epoch's weights on
+        ``validation_fraction`` of the rows (whole groups when ``fit`` gets ``groups``;
+        no validation below 20 rows, the training loss is then monitored), seeded by
+        ``random_state`` (identical features on CPU for the same seed and data), bfloat16
+        autocast on a GPU.
     model : str, default=None
         torchvision architecture name (``torchvision.models.get_model``).
     weights : str or path, default=None
         State dict file (``.pt``/``.pth`` or ``.safetensors``) for the torchvision backend.
     pixel_size, hist_bins, orientations, cells : int
         Descriptor sizes (16, 8, 9, 4 by default: 256 + 24 + 144 + 3 = 427 features).
-    input_size : int, default=224
-        Side length images are resized to for the torchvision backend.
+    input_size : int, default=None
+        Side length images are resized to: 224 by default for the torchvision backend;
+        for the cnn backend, by default the largest side among the training images,
+        clipped to [8, 64].
     value_range : (low, high), optional
         Intensity range mapped to [0, 1], for files and arrays alike (see
         ``toolkit.io.read_image``). Without it uint8/uint16 images are divided by their full
@@ -109,11 +127,33 @@ class ImageEncoder(BaseEncoder):
         do not start workers of their own), -1 uses every CPU. The blocks are identical to
         a serial run, bit for bit (the same chunks are encoded the same way); starting the
         workers (which import torch) costs seconds, so it pays on thousands of items.
-        Pretrained backends refuse it (their network is batched on one device).
+        Pretrained and trained backends refuse it (their network is batched on one device).
+    widths : tuple of int, default=(16, 32, 64)
+        Channels of the cnn backend's conv blocks (1 to 6 blocks).
+    max_epochs : int, default=60
+    patience : int, default=8
+        Epochs without a lower validation loss before the cnn backend stops.
+    learning_rate : float, default=3e-3
+    weight_decay : float, default=1e-4
+    dropout : float, default=0.1
+        Dropout before the cnn backend's head.
+    validation_fraction : float, default=0.15
+        Share of the training rows held out for early stopping (cnn backend).
+    random_state : int, RandomState or None, default=None
+        Seed of the cnn backend's initialization, shuffling and validation split
+        (estimators set it from their own ``random_state``).
+    verbose : bool, default=False
+        Show a per-epoch progress bar (with the losses) when training, on a terminal.
 
     Attributes
     ----------
     n_features_out_ : int
+    history_ : list of dict
+        cnn backend: per epoch, ``train_loss`` and (with validation rows) ``valid_loss``.
+    best_epoch_, n_epochs_ : int
+        cnn backend: the epoch whose weights are kept, and the epochs run.
+    network_spec_ : dict
+        cnn backend: the network's description (checked against saved weights on load).
 
     Examples
     --------
@@ -122,23 +162,34 @@ class ImageEncoder(BaseEncoder):
     >>> images = [np.random.default_rng(0).random((8, 8)), None]
     >>> ImageEncoder().fit_transform(images).shape
     (2, 427)
+
+    A CNN trained on the labels (here: which half of the image is bright):
+
+    >>> rng = np.random.default_rng(0)
+    >>> imgs = [rng.random((8, 8)) * 0.3 for _ in range(40)]
+    >>> for i, img in enumerate(imgs):
+    ...     img[: 4 if i % 2 else 8, : 8 if i % 2 else 4] += 0.7
+    >>> enc = ImageEncoder(backend="cnn", widths=(4, 8), max_epochs=3, random_state=0)
+    >>> enc.fit(imgs, y=[i % 2 for i in range(40)]).transform(imgs).shape
+    (40, 32)
     """
 
     modality = "image"
     _threaded_reads = True
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"descriptors", "torchvision"})],
+        "backend": [StrOptions({"descriptors", "torchvision", "cnn"})],
         "model": [str, None],
         "weights": [str, Path, None],
         "pixel_size": [Interval(Integral, 1, _WORK, closed="both")],
         "hist_bins": [Interval(Integral, 2, 256, closed="both")],
         "orientations": [Interval(Integral, 2, 64, closed="both")],
         "cells": [Interval(Integral, 1, _WORK, closed="both")],
-        "input_size": [Interval(Integral, 8, None, closed="left")],
+        "input_size": [Interval(Integral, 8, None, closed="left"), None],
         "value_range": [tuple, list, None],
         "device": [str, None],
         "max_pixels": [Interval(Integral, 1, None, closed="left")],
+        **TRAINING_CONSTRAINTS,
     }
 
     def __init__(
@@ -150,7 +201,7 @@ class ImageEncoder(BaseEncoder):
         hist_bins=8,
         orientations=9,
         cells=4,
-        input_size=224,
+        input_size=None,
         value_range=None,
         batch_size=64,
         device="auto",
@@ -158,6 +209,15 @@ class ImageEncoder(BaseEncoder):
         progress=True,
         max_pixels=MAX_PIXELS,
         n_jobs=None,
+        widths=(16, 32, 64),
+        max_epochs=60,
+        patience=8,
+        learning_rate=3e-3,
+        weight_decay=1e-4,
+        dropout=0.1,
+        validation_fraction=0.15,
+        random_state=None,
+        verbose=False,
     ):
         self.backend = backend
         self.model = model
@@ -174,6 +234,15 @@ class ImageEncoder(BaseEncoder):
         self.progress = progress
         self.max_pixels = max_pixels
         self.n_jobs = n_jobs
+        self.widths = widths
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _feature_prefix(self) -> str:
         return "image_desc" if self.backend == "descriptors" else "image_emb"
@@ -182,16 +251,19 @@ class ImageEncoder(BaseEncoder):
         return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
     def build_network(self):
-        """The bare torchvision network of ``model``, without weights, on the current device.
+        """The bare torchvision network of ``model``, without weights, on the current device
+        (for the cnn backend: the trained network's architecture, ``network_spec_``).
 
         Built from the encoder's own parameters only (nothing is loaded or downloaded), so
         it can be built under ``with torch.device("meta"):`` to compare its state-dict
-        shapes with a weights file. Raises ``ValueError`` for other backends.
+        shapes with a weights file. Raises ``ValueError`` for the descriptors backend.
 
         Returns
         -------
         torch.nn.Module
         """
+        if self.backend == "cnn":
+            return super().build_network()
         if self.backend != "torchvision":
             raise ValueError(
                 f"ImageEncoder(backend={self.backend!r}) has no network: build_network needs "
@@ -218,6 +290,8 @@ class ImageEncoder(BaseEncoder):
             return
         import torch
 
+        if self.backend == "cnn":
+            raise ValueError("ImageEncoder(backend='cnn') is fitted by fit(X, y)")
         net = self.build_network()
         if self.weights is None:
             raise ValueError(
@@ -229,7 +303,7 @@ class ImageEncoder(BaseEncoder):
         with torch.inference_mode():
             probe = penultimate(
                 self.model_,
-                torch.zeros(1, 3, self.input_size, self.input_size, device=self.device_),
+                torch.zeros(1, 3, self._side(), self._side(), device=self.device_),
             )
         self.n_features_out_ = int(probe.shape[1])
 
@@ -239,6 +313,8 @@ class ImageEncoder(BaseEncoder):
                 return image_descriptors(
                     images, self.pixel_size, self.hist_bins, self.orientations, self.cells
                 )
+        if self.backend == "cnn":
+            return self._cnn_embed(images)
         import torch
         import torch.nn.functional as F
 
@@ -249,10 +325,49 @@ class ImageEncoder(BaseEncoder):
             t = torch.from_numpy(img).permute(2, 0, 1)[None]
             if t.shape[1] == 1:
                 t = t.expand(1, 3, *t.shape[2:])
-            size = (self.input_size, self.input_size)
+            size = (self._side(), self._side())
             batch.append(
                 F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
             )
         x = ((torch.cat(batch) - mean) / std).to(self.device_)
         with torch.inference_mode():
             return penultimate(self.model_, x).float().cpu().numpy()
+
+    def _side(self) -> int:
+        """Side length images are resized to (``input_size`` or its backend's default)."""
+        if self.backend == "cnn":
+            return self.input_size_
+        return 224 if self.input_size is None else int(self.input_size)
+
+    def _cnn_prepare(self, images: list[np.ndarray]) -> None:
+        """Fitted input settings of the cnn backend: channels and side length."""
+        if self.value_range is not None:
+            _value_range(self.value_range)
+        self.in_channels_ = 3 if any(img.shape[2] >= 3 for img in images) else 1
+        if self.input_size is not None:
+            self.input_size_ = int(self.input_size)
+        else:
+            largest = max(max(img.shape[:2]) for img in images)
+            self.input_size_ = int(np.clip(largest, *_CNN_SIZES))
+
+    def _cnn_inputs(self, images: list[np.ndarray]):
+        """Images as a float32 tensor (n, in_channels_, input_size_, input_size_): resized
+        with antialiasing; grey images repeated to RGB, or colour ones reduced to grey
+        (luminance), to match the training images."""
+        import torch
+        import torch.nn.functional as F
+
+        side = self.input_size_
+        out = torch.empty(len(images), self.in_channels_, side, side)
+        for k, img in enumerate(images):
+            t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
+            if t.shape[1] == 3 and self.in_channels_ == 1:
+                t = (0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2])[:, None]
+            elif t.shape[1] == 1 and self.in_channels_ == 3:
+                t = t.expand(1, 3, *t.shape[2:])
+            if t.shape[2:] != (side, side):
+                t = F.interpolate(
+                    t, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+                )
+            out[k] = t[0]
+        return out
