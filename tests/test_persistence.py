@@ -239,6 +239,22 @@ def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
                 schema = json.loads(zf.read("schema.json"))
             seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
             toolkit.load(folder)
+    from toolkit.fusion import AttentionFusion, AutoFusion, LowRankFusion, TensorFusion
+
+    small, ys, base = _data(40)
+    for fusion in (
+        AttentionFusion(max_epochs=2),
+        TensorFusion(max_epochs=2),
+        LowRankFusion(max_epochs=2),
+        AutoFusion(candidates=["early"], cv=2),
+    ):
+        model = MultimodalClassifier(base, fusion=fusion, random_state=0).fit(small, ys)
+        count += 1
+        folder = toolkit.save(model, tmp_path / f"m{count}")
+        with zipfile.ZipFile(folder / "model.skops") as zf:
+            schema = json.loads(zf.read("schema.json"))
+        seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
+        toolkit.load(folder)
     assert seen <= toolkit.persistence.trusted_types()
     assert {n for n in seen if n.startswith("toolkit.")} == toolkit.persistence.toolkit_types()
 

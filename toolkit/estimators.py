@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin, clone
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import _BaseComposition, available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -210,6 +211,11 @@ def _refuse_empty_rows(emb: Embeddings, labels=None) -> None:
         )
 
 
+def _supervised(encoder) -> bool:
+    """Whether an encoder learns from the labels (``encoder.supervised``)."""
+    return bool(getattr(encoder, "supervised", False))
+
+
 def _accepts_groups(fusion) -> bool:
     import inspect
 
@@ -239,13 +245,17 @@ class _MultimodalBase(_BaseComposition):
         "fusion": [str, HasMethods(["fit", "predict_output"])],
         "memory": [None, str, Path, HasMethods(["cache"]), EmbeddingCache],
         "random_state": ["random_state"],
+        "encoder_cv": [Interval(Integral, 2, None, closed="left")],
     }
 
-    def __init__(self, modalities=None, fusion="late", memory=None, random_state=None):
+    def __init__(
+        self, modalities=None, fusion="late", memory=None, random_state=None, encoder_cv=5
+    ):
         self.modalities = modalities
         self.fusion = fusion
         self.memory = memory
         self.random_state = random_state
+        self.encoder_cv = encoder_cv
 
     # -- nested parameters (name__param), as ColumnTransformer does -----------------------
 
@@ -412,11 +422,12 @@ class _MultimodalBase(_BaseComposition):
             )
         return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
 
-    def _fit_encoders(self, df: pd.DataFrame) -> None:
+    def _fit_encoders(self, df: pd.DataFrame, y=None, groups=None) -> None:
         """Clone, seed and fit each modality's encoder on its column(s) of ``df``.
 
         Fixed encoders with a cache are left unfitted: the cache fits (loads) them only when
-        it has items to encode.
+        it has items to encode. Supervised encoders (``encoder.supervised``, e.g. a CNN
+        backend) are trained on ``y`` (class codes or floats) and ``groups``.
         """
         df = _unique_index(df)
         cache = as_cache(self.memory)
@@ -425,13 +436,75 @@ class _MultimodalBase(_BaseComposition):
         for name, enc, cols in self._spec():
             items = df if cols is None else _column_items(df, cols)
             enc = seed_if_unset(clone(enc), seed)
-            if not getattr(enc, "fixed", False):
+            if _supervised(enc):
+                if y is None:
+                    raise ValueError(
+                        f"modality '{name}': {type(enc).__name__} learns from the labels; fit "
+                        "the model with fit(X, y) (which also cross-fits its outputs), or pass "
+                        "y to fit_encoders"
+                    )
+                kwargs = {} if groups is None else {"groups": groups}
+                enc.fit(items, y, **kwargs)
+            elif not getattr(enc, "fixed", False):
                 enc.fit(items)
             elif cache is None:
                 ensure_fitted(enc, items)
             encoders[name] = enc
         self.encoders_ = encoders
         self.modality_names_ = list(encoders)
+
+    def _supervised_block(self, enc, items) -> tuple[np.ndarray, np.ndarray]:
+        """A supervised encoder's block: its head outputs where it has them (see
+        :meth:`_crossfit`), padded to one column per class for a classifier."""
+        scores = getattr(enc, "encode_scores", None)
+        block, present = scores(items) if scores is not None else enc.encode(items)
+        n_classes = len(getattr(self, "classes_", ())) if scores is not None else 0
+        if n_classes > block.shape[1] and isinstance(self, ClassifierMixin):
+            # a class absent from the rows that trained the network: a score below any seen
+            floor = np.nanmin(block) if np.isfinite(block).any() else 0.0
+            pad = np.where(present[:, None], floor - 1.0, np.nan).astype(block.dtype)
+            block = np.hstack([block, np.repeat(pad, n_classes - block.shape[1], axis=1)])
+        return block, present
+
+    def _crossfit(self, df: pd.DataFrame, y, groups) -> dict[str, np.ndarray]:
+        """Out-of-fold blocks of the supervised encoders for the training rows.
+
+        For each inner fold (stratified; whole groups with ``groups``), a clone of the
+        encoder is trained on the other folds and encodes this fold, so the fusion learns
+        from outputs the encoder produced for rows it never trained on: a stacker or an early
+        head would otherwise trust an encoder's overfit training outputs. The encoder used to
+        predict (``encoders_``) is trained on every row.
+        """
+        from toolkit.fusion._inner import inner_folds
+
+        df = _unique_index(df)
+        seed = check_random_state_seed(self.random_state)
+        out = {}
+        for name, _, cols in self._spec():
+            enc = self.encoders_[name]
+            if not _supervised(enc):
+                continue
+            items = df if cols is None else _column_items(df, cols)
+            folds = inner_folds(
+                y, groups, self.encoder_cv, isinstance(self, ClassifierMixin), seed
+            )
+            if folds is None:
+                raise ValueError(
+                    f"modality '{name}': cannot cross-fit {type(enc).__name__} (fewer than 2 "
+                    "inner folds possible: a class or the groups are too few); give more rows "
+                    "per class and group, or use an encoder that does not learn from labels"
+                )
+            block = None
+            for train, test in folds:
+                fold_enc = clone(enc)
+                kwargs = {} if groups is None else {"groups": groups[train]}
+                fold_enc.fit(items.iloc[train], y[train], **kwargs)
+                part, _ = self._supervised_block(fold_enc, items.iloc[test])
+                if block is None:
+                    block = np.full((len(items), part.shape[1]), np.nan, dtype=np.float32)
+                block[test] = part
+            out[name] = block
+        return out
 
     def _encode(self, df: pd.DataFrame) -> Embeddings:
         """Encode ``df`` with the fitted encoders; refuses rows with no modality."""
@@ -441,7 +514,9 @@ class _MultimodalBase(_BaseComposition):
         for name, _, cols in self._spec():
             items = df if cols is None else _column_items(df, cols)
             enc = self.encoders_[name]
-            if getattr(enc, "fixed", False) and cache is not None:
+            if _supervised(enc):
+                block, present = self._supervised_block(enc, items)
+            elif getattr(enc, "fixed", False) and cache is not None:
                 # Fixed encoders do not learn from data: with a cache, each raw item is
                 # encoded once across fits, folds and candidates.
                 block, present = cache.encode(enc, items)
@@ -509,8 +584,12 @@ class _MultimodalBase(_BaseComposition):
             if list(kept) != list(emb.names):
                 self.encoders_ = {}
         else:
-            self._fit_encoders(X)
+            self._fit_encoders(X, y, groups)
             emb = self._encode(X)
+            crossfit = self._crossfit(X, y, groups)
+            if crossfit:
+                blocks = {n: crossfit.get(n, emb.blocks[n]) for n in emb.names}
+                emb = Embeddings(blocks, emb.mask)
         self.modality_names_ = list(emb.names)
         self.embedding_widths_ = {n: int(emb.blocks[n].shape[1]) for n in emb.names}
         fusion = self._fusion()
@@ -539,8 +618,11 @@ class _MultimodalBase(_BaseComposition):
         Parameters
         ----------
         X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``)
-        y : None
-            Ignored (the encoders are unsupervised); present for API consistency.
+        y : array-like of shape (n_samples,), default=None
+            Labels for encoders that learn from them (``encoder.supervised``, e.g.
+            ``ImageEncoder(backend="cnn")``); ignored by the others. Note that
+            :meth:`encode` of the training rows then gives the encoder's in-sample outputs:
+            ``fit(X, y)`` cross-fits them instead.
 
         Returns
         -------
@@ -567,7 +649,15 @@ class _MultimodalBase(_BaseComposition):
                 "fit_encoders needs raw data (a DataFrame or dict of columns); Embeddings are "
                 "already encoded: pass them to fit, predict or explain directly"
             )
-        self._fit_encoders(self._frame(X, reset=True))
+        frame = self._frame(X, reset=True)
+        if y is not None:
+            y = _check_y_shape(y)
+            y = y.to_numpy() if isinstance(y, pd.Series) else np.asarray(y)
+            if len(y) != len(frame):
+                raise ValueError(
+                    f"X has {len(frame)} rows but y has {len(y)} values; they must match"
+                )
+        self._fit_encoders(frame, y)
         return self
 
     def encode(self, X) -> Embeddings:
@@ -700,6 +790,14 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         ``EmbeddingCache(folder, fingerprint="full")`` to hash every byte instead.
     random_state : int, RandomState or None
         Seeds every encoder and fusion strategy whose own ``random_state`` is None.
+    encoder_cv : int, default=5
+        Inner folds for cross-fitting encoders that learn from the labels
+        (``encoder.supervised``, e.g. ``ImageEncoder(backend="cnn")``): the fusion is
+        trained on each training row's output from a network trained on the other folds
+        (whole groups per fold with ``groups``), never on an encoder's in-sample outputs;
+        the network used to predict is trained on every row. Such an encoder contributes
+        its head outputs (class scores) to the fusion, the layer whose meaning does not
+        depend on which rows trained it.
     classes : array-like of shape (n_classes,), default=None
         Every class label the model knows, when ``y`` may lack some of them (a
         cross-validation fold missing a rare class): ``classes_`` is then their sorted
@@ -741,10 +839,20 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
     }
 
     def __init__(
-        self, modalities=None, fusion="late", memory=None, random_state=None, classes=None
+        self,
+        modalities=None,
+        fusion="late",
+        memory=None,
+        random_state=None,
+        classes=None,
+        encoder_cv=5,
     ):
         super().__init__(
-            modalities=modalities, fusion=fusion, memory=memory, random_state=random_state
+            modalities=modalities,
+            fusion=fusion,
+            memory=memory,
+            random_state=random_state,
+            encoder_cv=encoder_cv,
         )
         self.classes = classes
 

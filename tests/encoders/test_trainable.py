@@ -169,8 +169,7 @@ def test_cnn_weights_round_trip_and_meta_description(tmp_path):
 
 
 def test_cnn_classifier_saves_and_loads(tmp_path):
-    """Through a MultimodalClassifier and toolkit.save / load, once the estimators pass the
-    labels to supervised encoders."""
+    """Through a MultimodalClassifier (cross-fitted scores) and toolkit.save / load."""
     import toolkit
     from toolkit import MultimodalClassifier, TabularEncoder
 
@@ -184,15 +183,16 @@ def test_cnn_classifier_saves_and_loads(tmp_path):
         fusion="early",
         random_state=0,
     )
-    try:
-        clf.fit(df, y)
-    except ValueError as exc:
-        if "learns its features from the labels" not in str(exc):
-            raise
-        pytest.skip("the estimators do not pass labels to supervised encoders yet")
+    clf.fit(df, y)
+    assert clf.embedding_widths_["image"] == len(clf.classes_)  # one score per class
     toolkit.save(clf, tmp_path / "model")
     loaded = toolkit.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(df), clf.predict_proba(df))
+    # explanations stay exact: values add up to output - prior, per row
+    exp = clf.explain(df)
+    np.testing.assert_allclose(
+        exp.values.sum(axis=1) + exp.base_values, clf.predict_proba(df), atol=1e-9
+    )
 
 
 def test_cnn_audio_encoder_learns_tone_pitch():

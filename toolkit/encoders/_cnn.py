@@ -323,12 +323,32 @@ class TrainableMixin:
         return total / len(rows)
 
     def _cnn_embed(self, decoded: list) -> np.ndarray:
-        """Pooled features (n, n_features_out_) of decoded items."""
+        """Pooled features (n, n_features_out_) of decoded items (or, inside
+        :meth:`encode_scores`, the network's head outputs)."""
         import torch
 
         x = self._cnn_inputs(decoded).to(self.device_)
+        layer = self.model_ if getattr(self, "_emit_scores", False) else self.model_.embed
         with _torch_threads(self.device_), torch.inference_mode():
-            return self.model_.embed(x).float().cpu().numpy()
+            return layer(x).float().cpu().numpy()
+
+    def encode_scores(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """The trained network's head outputs (class scores, or the standardized regression
+        prediction) and the availability vector, as :meth:`encode` returns its features.
+
+        Unlike the pooled features, whose coordinates depend on the training run, each column
+        of the scores means the same thing whichever rows trained the network: the
+        estimators cross-fit these (out-of-fold scores for the fusion's training rows).
+        """
+        check_is_fitted(self, "model_")
+        saved = self.n_features_out_
+        self.n_features_out_ = int(self.network_spec_["n_out"])
+        self._emit_scores = True
+        try:
+            return self.encode(X)
+        finally:
+            del self._emit_scores
+            self.n_features_out_ = saved
 
     # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
 
