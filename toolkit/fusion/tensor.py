@@ -86,7 +86,10 @@ class TensorFusion(NeuralFusion):
     }
 
     _network_name = "tensor fusion"
-    _balance_blocks = False
+    # each block weighted by 1/sqrt(d_m): without it a wide noisy block (64 columns of a
+    # three-view task) outweighed narrow informative ones and the fusion fell below its best
+    # single modality (0.758 vs 0.793); the XOR task is learned either way (0.914 vs 0.919)
+    _balance_blocks = True
 
     def __init__(
         self,
