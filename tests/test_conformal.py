@@ -105,3 +105,17 @@ def test_patterns_and_bad_parameters():
         cp.predict_interval(frame.iloc[:5])
     with pytest.raises(ValueError, match=r"calibration labels \[7\] are not classes"):
         cp.calibrate(frame.iloc[:3], np.array([0, 7, 1]))
+
+
+def test_coverage_table_reports_the_share_of_uninformative_rows():
+    from toolkit.conformal import coverage_table
+
+    patterns = np.array(["a", "a", "a+b", "a+b"])
+    covered = np.array([True, True, True, False])
+    width = np.array([np.inf, np.inf, 1.0, 1.0])
+    table = coverage_table(patterns, covered, width, "mean_width", uninformative=~np.isfinite(width))
+    assert table.loc["a", "uninformative"] == 1.0
+    assert table.loc["a+b", "uninformative"] == 0.0
+    assert table.loc["all", "uninformative"] == 0.5
+    assert table.loc["all", "coverage"] == 0.75
+    assert "uninformative" not in coverage_table(patterns, covered, width).columns

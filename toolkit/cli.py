@@ -83,6 +83,12 @@ def _print_summary(run) -> None:
         print(
             f"conformal coverage ({chosen}, asked {conformal['confidence']:.0%}): "
             f"{per_pattern['all']['coverage']:.1%} overall, lowest {worst[0]:.1%} ({worst[1]})"
+            + (
+                f"; {per_pattern['all']['uninformative']:.0%} of rows got an uninformative "
+                "set/interval (covered by construction)"
+                if per_pattern["all"].get("uninformative")
+                else ""
+            )
         )
 
 

@@ -303,12 +303,27 @@ class ConformalPredictor(BaseEstimator):
         return coverage_table(patterns, covered, size, column)
 
 
-def coverage_table(patterns, covered, size, column: str = "mean_size") -> pd.DataFrame:
-    """Rows, coverage and mean set size (or interval width) per pattern and over all rows."""
-    frame = pd.DataFrame({"pattern": patterns, "covered": covered, "size": size})
+def coverage_table(
+    patterns, covered, size, column: str = "mean_size", uninformative=None
+) -> pd.DataFrame:
+    """Rows, coverage and mean set size (or interval width) per pattern and over all rows.
+
+    ``uninformative`` (one flag per row: a set holding every class, an infinite interval)
+    adds the column ``uninformative``, the share of such rows: they are covered by
+    construction, so a coverage reached through them says nothing about the model.
+    """
+    flags = np.zeros(len(covered), bool) if uninformative is None else np.asarray(uninformative)
+    frame = pd.DataFrame({"pattern": patterns, "covered": covered, "size": size, "flag": flags})
     table = frame.groupby("pattern").agg(
-        n=("covered", "size"), coverage=("covered", "mean"), size=("size", "mean")
+        n=("covered", "size"),
+        coverage=("covered", "mean"),
+        size=("size", "mean"),
+        uninformative=("flag", "mean"),
     )
-    table.loc["all"] = [len(frame), frame["covered"].mean(), frame["size"].mean()]
+    table.loc["all"] = [
+        len(frame), frame["covered"].mean(), frame["size"].mean(), frame["flag"].mean()
+    ]
     table["n"] = table["n"].astype(int)
+    if uninformative is None:
+        table = table.drop(columns="uninformative")
     return table.rename(columns={"size": column})

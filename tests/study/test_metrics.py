@@ -225,3 +225,34 @@ def test_calibration_table_counts_rows_per_bin():
         (10, pytest.approx(0.8), pytest.approx(0.8)),
     ]
     assert sum(b["n"] for b in calibration_table(y, np.linspace(0, 1, 40), n_bins=8)) == 40
+
+
+def test_auto_rule_headline_compares_auto_itself_with_the_best_single_modality():
+    """With ``model_rule: auto`` the headline's numbers are auto's own out-of-fold results,
+    not those of the strategy auto happened to choose when refitted."""
+    from toolkit.study.metrics import bootstrap_resamples
+    from toolkit.study.summary import OutOfFold, _headline, _Scorer, choose_model
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    good = np.where(y[:, None] == 1, [0.2, 0.8], [0.8, 0.2])
+    poor = np.full((200, 2), 0.5)
+    results = OutOfFold(
+        y=y, classes=np.array([0, 1]), names=["a", "b"],
+        oof={"late": good, "auto": poor}, baselines={"a only": poor}, robust={},
+        contributions={}, fold_of=np.zeros(200, int),
+    )  # fmt: skip
+    entries = {
+        name: {"accuracy": {"value": float(np.mean(out.argmax(1) == y))}}
+        for name, out in results.models.items()
+    }
+    config = {"output": {"model_rule": "auto"}}
+    chosen = choose_model(config, entries, results, "accuracy")
+    assert chosen == {"rule": "auto", "model": "auto", "kind": "auto"}
+    scorer = _Scorer(results, 0.5)
+    head = _headline(
+        results, scorer, chosen, entries, primary="accuracy",
+        resamples=lambda: bootstrap_resamples(200, 50, 0),
+    )  # fmt: skip
+    assert head["fusion"] == "auto" and head["model"] == "auto"
+    assert head["difference"] == 0.0 and head["verdict"] == "does not help"

@@ -557,13 +557,16 @@ def _conformal_section(summary: dict) -> str:
             size = v.get("mean_size", v.get("mean_width"))
             flag = "" if abs(v["coverage"] - target) <= 0.05 or v["n"] < 30 else " ⚠"
             rows.append([html.escape(label), html.escape(pattern), str(v["n"]),
-                         f"{v['coverage']:.3f}{flag}", f"{size:.3f}"])  # fmt: skip
+                         f"{v['coverage']:.3f}{flag}", f"{size:.3f}",
+                         f"{v.get('uninformative', 0.0):.0%}"])  # fmt: skip
     size_name = "mean set size" if "mean_size" in next(iter(next(iter(conformal["strategies"].values())).values())) else "mean interval width"
     return (
         f"<h2>Conformal coverage per availability pattern (asked: {target:.0%})</h2>\n"
         "<p>Coverage: share of test rows whose set / interval holds the true value; ⚠ marks a "
-        "pattern more than 5 points off with 30+ rows.</p>"
-        + _table(["strategy", "pattern", "rows", "coverage", size_name], rows)
+        "pattern more than 5 points off with 30+ rows. Uninformative: rows whose set holds "
+        "every class or whose interval is infinite (a pattern too rare to calibrate); they "
+        "are covered by construction, so a coverage reached through them says nothing.</p>"
+        + _table(["strategy", "pattern", "rows", "coverage", size_name, "uninformative"], rows)
     )
 
 

@@ -233,13 +233,16 @@ def _conformal(config: dict, results: OutOfFold) -> dict:
         if results.classification:
             covered = pred[np.arange(len(results.y)), results.y].astype(bool)
             size, column = pred.sum(axis=1), "mean_size"
+            trivial = size >= pred.shape[1]
         else:
             covered = (pred[:, 0] <= results.y) & (results.y <= pred[:, 1])
             size, column = pred[:, 1] - pred[:, 0], "mean_width"
-        table = coverage_table(patterns, covered, size, column)
+            trivial = ~np.isfinite(size)
+        table = coverage_table(patterns, covered, size, column, uninformative=trivial)
         out[label] = {
             pattern: {"n": int(row["n"]), "coverage": float(row["coverage"]),
-                      column: float(row[column])}
+                      column: float(row[column]),
+                      "uninformative": float(row["uninformative"])}
             for pattern, row in table.iterrows()
         }  # fmt: skip
     return {"confidence": config["evaluation"]["conformal"]["confidence"], "strategies": out}
@@ -301,7 +304,10 @@ def _headline(results: OutOfFold, scorer: _Scorer, chosen: dict, entries: dict, 
     single modality, with the paired interval and a verdict on whether fusion helps."""
     primary = boot["primary"]
     single = _best(list(results.baselines), entries, primary)
-    fusion = chosen["model"] if chosen["kind"] == "fusion" else _best(list(results.oof), entries, primary)
+    own = chosen["kind"] in ("fusion", "auto") and chosen["model"] in results.oof
+    # the chosen model's own out-of-fold results (auto's, when the rule is auto and auto was
+    # evaluated), else the best fusion
+    fusion = chosen["model"] if own else _best(list(results.oof), entries, primary)
     if single is None or fusion is None:
         return {"chosen": chosen["model"], "against": None, "verdict": "no comparison"}
     comparison = _compare(results, scorer, fusion, single, **boot)
