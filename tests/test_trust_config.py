@@ -504,3 +504,16 @@ def test_scheduler_timeout_is_bounded():
     with pytest.raises(engine.SchedulerError, match=r"--scheduler-timeout: expected seconds"):
         engine.connect_scheduler("tcp://127.0.0.1:1", timeout=True)
     assert engine.SCHEDULER_TIMEOUT == 5.0
+
+
+def test_scan_settings_too_large_are_refused_at_validate_and_create_no_folder(tmp_path, capfd):
+    text = SMALL.replace(
+        "  - {name: text, encoder: TextEncoder, columns: transcript, params: {n_components: 4}}",
+        "  - {name: face, encoder: ScanEncoder, columns: face, "
+        "params: {spatial_size: [4096, 4096, 4096]}}",
+    )
+    path = _config(tmp_path, text)
+    line = _fails(capfd, ["validate", str(path)], "modalities[0].params: spatial_size=")
+    assert "above the max_resampled_voxels=33,554,432 limit" in line
+    _fails(capfd, ["run", str(path), "--out", str(tmp_path / "out")], "modalities[0].params")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -286,6 +286,12 @@ class ScanEncoder(BaseEncoder):
             kwargs = self.model_kwargs or dict(_DEFAULT_MONAI_KWARGS)
             return getattr(nets, self.model)(**kwargs)
 
+    def check_settings(self) -> None:
+        """Check the settings that need no data (sizes within ``max_resampled_voxels``), so a
+        study config is refused by ``mmtk validate`` before any work; ValueError otherwise."""
+        self._validate_params()
+        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+
     def _fit(self, decoded) -> None:
         _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
         if self.backend == "statistics":

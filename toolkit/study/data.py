@@ -129,7 +129,11 @@ def _modalities(config: dict, bunch: Bunch) -> list:
             )
         try:
             enc = ENCODERS[mod["encoder"]](**(mod.get("params") or {}))
-        except TypeError as exc:
+            # settings that need no data are checked now (validate refuses them, no folder)
+            check = getattr(enc, "check_settings", None)
+            if check is not None:
+                check()
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"modalities[{i}].params: {exc}") from exc
         modalities.append((mod["name"], enc, cols))
     return modalities
