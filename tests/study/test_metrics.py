@@ -256,3 +256,15 @@ def test_auto_rule_headline_compares_auto_itself_with_the_best_single_modality()
     )  # fmt: skip
     assert head["fusion"] == "auto" and head["model"] == "auto"
     assert head["difference"] == 0.0 and head["verdict"] == "does not help"
+
+
+def test_cell_missingness_counts_missing_values_inside_multi_column_modalities():
+    import pandas as pd
+
+    from toolkit.study.summary import cell_missingness
+
+    frame = pd.DataFrame(
+        {"crp": [1.0, np.nan, 3.0, np.nan], "age": [50, 60, 70, 80], "note": ["a", None, "b", "c"]}
+    )
+    mods = [("labs", None, ["crp", "age"]), ("text", None, "note")]
+    assert cell_missingness(frame, mods) == {"labs": {"crp": 0.5}}

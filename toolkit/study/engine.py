@@ -47,7 +47,7 @@ from toolkit.study.orchestration import (
     log,
 )
 from toolkit.study.splits import make_splits
-from toolkit.study.summary import OutOfFold, summarize
+from toolkit.study.summary import OutOfFold, cell_missingness, summarize
 from toolkit.study.writing import (
     FAILED_FILE,
     STATUS_FILE,
@@ -188,6 +188,7 @@ def _execute(run: Path, job: _Job) -> None:
     unit = "groups" if study.groups is not None else "rows"
     log(job.progress, f"computing metrics with bootstrap intervals (resampling {unit})")
     summary, rows = summarize(config, results, grouped=study.groups is not None)
+    summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
     write_tables(run, results, summary, rows, group_column=_group_column(config, study))
     if config["output"]["save_model"]:
         chosen = summary["chosen"]

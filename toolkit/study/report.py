@@ -507,9 +507,22 @@ def _missingness_table(summary: dict) -> str:
     n = summary["n_samples"]
     rows = [[html.escape(m), f"{v:.1%}", str(round(v * n))] for m, v in miss["missing_share"].items()]
     patterns = [[html.escape(p), str(c), f"{c / n:.1%}"] for p, c in miss["patterns"].items()]
+    cells = [
+        [html.escape(m), html.escape(c), f"{v:.1%}", str(round(v * n))]
+        for m, columns in (miss.get("cells") or {}).items()
+        for c, v in columns.items()
+    ]
+    inside = (
+        "<h3>Missing values inside modalities</h3><p>Columns of a present modality with "
+        "missing values (the encoder imputes them and adds missingness indicators).</p>"
+        + _table(["modality", "column", "missing", "rows"], cells)
+        if cells
+        else ""
+    )
     return (
         "<h3>Missingness per modality</h3>" + _table(["modality", "missing", "rows"], rows)
         + "<h3>Availability patterns</h3>" + _table(["modalities present", "rows", "share"], patterns)
+        + inside
     )  # fmt: skip
 
 

@@ -279,6 +279,24 @@ def _missingness(results: OutOfFold) -> dict:
     }
 
 
+def cell_missingness(frame, modalities) -> dict:
+    """Missing values *inside* modalities of several columns (e.g. a lab missing from a
+    table whose other columns are present): ``{modality: {column: share of rows}}``, only
+    columns with a missing value. A single-column modality's missing cell is the modality's
+    absence, which :func:`_missingness` counts."""
+    import pandas as pd
+
+    out = {}
+    for name, _, cols in modalities:
+        if not isinstance(cols, list | tuple) or len(cols) < 2:
+            continue
+        shares = pd.isna(frame[list(cols)]).mean(axis=0)
+        shares = {str(c): float(v) for c, v in shares.items() if v > 0}
+        if shares:
+            out[str(name)] = shares
+    return out
+
+
 def choose_model(config: dict, entries: dict, results: OutOfFold, primary: str) -> dict:
     """The saved model under ``output.model_rule``: its label, kind and the rule.
 
