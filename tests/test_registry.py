@@ -77,7 +77,7 @@ def test_build_sets_and_checks_parameters():
 
 
 def test_the_registries_hold_the_shipped_components():
-    assert FUSIONS.names() == ["early", "late", "gated"]
+    assert FUSIONS.names() == ["early", "late", "gated", "auto", "attention", "tensor", "lowrank"]
     assert set(ENCODERS) == {
         "TextEncoder", "ImageEncoder", "AudioEncoder", "ScanEncoder", "TabularEncoder",
         "FeatureEncoder",
@@ -168,7 +168,10 @@ def test_a_registered_fusion_is_valid_in_a_config_and_in_the_estimators(tmp_path
     monkeypatch.setitem(FUSIONS, "mine", MineFusion)
     config = _load(tmp_path, "fusion=[mine, {name: mine, params: {modality_dropout: 0.5}}]")
     assert config["fusion"][1] == {"name": "mine", "params": {"modality_dropout": 0.5}}
-    assert "['early', 'gated', 'late', 'mine']" in _refused(tmp_path, "fusion=[middle]")
+    assert (
+        "['attention', 'auto', 'early', 'gated', 'late', 'lowrank', 'mine', 'tensor']"
+        in _refused(tmp_path, "fusion=[middle]")
+    )
     assert "fusion[0].params: The 'modality_dropout' parameter of MineFusion" in _refused(
         tmp_path, "fusion=[{name: mine, params: {modality_dropout: 1.5}}]"
     )

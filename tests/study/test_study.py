@@ -253,7 +253,11 @@ modalities:
             "evaluation.cv: expected an integer >= 2 (at most the rows, smallest class, "
             "groups), found 'three'",
         ),
-        (BASE + "fusion: [middle]\n", "fusion[0]: expected one of ['early', 'gated', 'late']"),
+        (
+            BASE + "fusion: [middle]\n",
+            "fusion[0]: expected one of ['attention', 'auto', 'early', 'gated', 'late', 'lowrank', "
+            "'tensor']",
+        ),
         (BASE.replace("make_sentiment_clips", "make_movies"), "data.source: expected one of"),
         (
             BASE + "task: ranking\n",
@@ -424,7 +428,9 @@ def test_text_only_in_reports_that_ask_and_background_removal(tmp_path):
     # background rows), which is not the prior.
     for base, prior in _base_values(shown):
         np.testing.assert_allclose(base, base[0], atol=1e-9)
-        assert abs(base[0] - prior) > 1e-3
+        # the mean output over background rows; a calibrated model (late fusion calibrates
+        # its heads) puts it close to the prior, but it is computed from the rows, not copied
+        assert base[0] != prior and abs(base[0] - prior) < 0.05
 
 
 REGRESSION = """
