@@ -506,6 +506,17 @@ class _MultimodalBase(_BaseComposition):
             out[name] = block
         return out
 
+    def _fit_encode(self, df: pd.DataFrame, y, groups) -> Embeddings:
+        """Fit the encoders on ``df`` and encode it as the fusion is trained on it: the
+        supervised encoders' blocks are their cross-fitted (out-of-fold) outputs."""
+        self._fit_encoders(df, y, groups)
+        emb = self._encode(df)
+        crossfit = self._crossfit(df, y, groups)
+        if crossfit:
+            blocks = {n: crossfit.get(n, emb.blocks[n]) for n in emb.names}
+            emb = Embeddings(blocks, emb.mask)
+        return emb
+
     def _encode(self, df: pd.DataFrame) -> Embeddings:
         """Encode ``df`` with the fitted encoders; refuses rows with no modality."""
         df = _unique_index(df)
@@ -584,12 +595,7 @@ class _MultimodalBase(_BaseComposition):
             if list(kept) != list(emb.names):
                 self.encoders_ = {}
         else:
-            self._fit_encoders(X, y, groups)
-            emb = self._encode(X)
-            crossfit = self._crossfit(X, y, groups)
-            if crossfit:
-                blocks = {n: crossfit.get(n, emb.blocks[n]) for n in emb.names}
-                emb = Embeddings(blocks, emb.mask)
+            emb = self._fit_encode(X, y, groups)
         self.modality_names_ = list(emb.names)
         self.embedding_widths_ = {n: int(emb.blocks[n].shape[1]) for n in emb.names}
         fusion = self._fusion()
@@ -659,6 +665,43 @@ class _MultimodalBase(_BaseComposition):
                 )
         self._fit_encoders(frame, y)
         return self
+
+    def fit_encode(self, X, y, groups=None) -> Embeddings:
+        """Fit the encoders on ``X`` and return ``X``'s embeddings as :meth:`fit` trains
+        the fusion on them (no fusion strategy is fitted).
+
+        Unlike ``fit_encoders(X, y).encode(X)``, an encoder that learns from the labels
+        (``encoder.supervised``) contributes its cross-fitted outputs: each row's block
+        comes from a clone trained on the other ``encoder_cv`` inner folds (whole groups
+        with ``groups``), while ``encoders_`` (used by :meth:`encode` on new rows) is
+        trained on every row. ``fit(fit_encode(X, y, groups), y, groups=groups)`` is then
+        the same model as ``fit(X, y, groups=groups)``, as a study does for each fold.
+
+        Parameters
+        ----------
+        X : pandas DataFrame or dict of columns (or a 2-D array when ``modalities=None``)
+        y : array-like of shape (n_samples,)
+            Class labels (classifier: ``classes_`` is set as :meth:`fit` sets it) or
+            targets (regressor).
+        groups : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        Embeddings
+        """
+        self._validate_params()
+        if isinstance(X, Embeddings):
+            raise TypeError(
+                "fit_encode needs raw data (a DataFrame or dict of columns); Embeddings are "
+                "already encoded: pass them to fit, predict or explain directly"
+            )
+        from toolkit.fusion._inner import check_groups
+
+        frame = self._frame(X, reset=True)
+        y = self._fit_target(y)
+        if len(y) != len(frame):
+            raise ValueError(f"X has {len(frame)} rows but y has {len(y)} values; they must match")
+        return self._fit_encode(frame, y, check_groups(groups, len(y)))
 
     def encode(self, X) -> Embeddings:
         """Encode ``X`` with the fitted encoders (each raw item read once; ``memory`` is used).
@@ -889,6 +932,11 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
+        codes = self._fit_target(y)
+        return self._fit(df, codes, n_classes=len(self.classes_), groups=groups)
+
+    def _fit_target(self, y) -> np.ndarray:
+        """Checked labels as class codes; sets ``classes_``."""
         y = _check_class_labels(y)
         from sklearn.preprocessing import LabelEncoder
 
@@ -899,9 +947,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
                 f"y has only one class ({getattr(self.classes_[0], 'item', lambda: self.classes_[0])()!r}); "
                 "a classifier needs at least 2 classes"
             )
-        return self._fit(
-            df, self._label_encoder.transform(y), n_classes=len(self.classes_), groups=groups
-        )
+        return self._label_encoder.transform(y)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -952,8 +998,11 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
-        y = _check_target(y)
-        return self._fit(df, y, n_classes=None, groups=groups)
+        return self._fit(df, self._fit_target(y), n_classes=None, groups=groups)
+
+    def _fit_target(self, y) -> np.ndarray:
+        """The checked numeric target."""
+        return _check_target(y)
 
     def predict(self, X) -> np.ndarray:
         """Predicted target of each row, shape (n_samples,)."""

@@ -85,8 +85,16 @@ DEFAULTS: dict[str, Any] = {
         "save_model": True,
         "include_text": False,
         "model_rule": "best_mean_primary",
+        "interactions": True,
+        "intervals": True,
+        "drilldown_rows": 2,
+        "drilldown_max_parts": 8,
     },
 }
+
+#: Most rows ``output.drilldown_rows`` may ask for (each costs up to 2^max_parts - 2
+#: encoder calls per drilled modality).
+MAX_DRILLDOWN_ROWS = 20
 
 #: How the saved model is chosen (``output.model_rule``): the model (fusion strategy or
 #: single modality) with the best out-of-fold primary metric; one named strategy
@@ -319,7 +327,16 @@ ALLOWED_KEYS = {
     },
     "evaluation.conformal": {"enabled", "confidence", "calibration"},
     "explanation": {"enabled", "removal"},
-    "output": {"report", "save_model", "include_text", "model_rule"},
+    "output": {
+        "report",
+        "save_model",
+        "include_text",
+        "model_rule",
+        "interactions",
+        "intervals",
+        "drilldown_rows",
+        "drilldown_max_parts",
+    },
 }
 
 
@@ -557,8 +574,18 @@ def validate_config(
     )
     out = config.get("output")
     _expect(isinstance(out, dict), "output", "a mapping", out)
-    for key in ("report", "save_model", "include_text"):
+    for key in ("report", "save_model", "include_text", "interactions", "intervals"):
         _expect(isinstance(out.get(key), bool), f"output.{key}", "true or false", out.get(key))
+    _integer(
+        out.get("drilldown_rows"), "output.drilldown_rows", 0, MAX_DRILLDOWN_ROWS,
+        " (test rows drilled into; 0 turns the drill-down off)",
+    )  # fmt: skip
+    from toolkit.explain.drilldown import MAX_EXACT_PARTS
+
+    _integer(
+        out.get("drilldown_max_parts"), "output.drilldown_max_parts", 1, MAX_EXACT_PARTS,
+        " (items with more parts are sampled)",
+    )  # fmt: skip
     _validate_model_rule(out.get("model_rule"), config.get("fusion"))
 
 

@@ -37,6 +37,7 @@ from sklearn.utils import Bunch
 
 from toolkit.study.config import validate_config
 from toolkit.study.data import load_study_data, prepare_study
+from toolkit.study.drilldown import run_drilldown, summarize_drilldown
 from toolkit.study.errors import SchedulerError, StudyError
 from toolkit.study.model_card import write_model_card
 from toolkit.study.orchestration import (
@@ -184,11 +185,17 @@ def _execute(run: Path, job: _Job) -> None:
         f"{len(study.frame)} rows, {len(plan.names)} modalities {plan.names}, "
         f"{config['evaluation']['cv']} folds, strategies {list(plan.fusions)}",
     )
-    results = _run_folds(run, job, plan)
-    unit = "groups" if study.groups is not None else "rows"
-    log(job.progress, f"computing metrics with bootstrap intervals (resampling {unit})")
-    summary, rows = summarize(config, results, grouped=study.groups is not None)
-    summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
+    with tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run) as cache_dir:
+        results = _run_folds(run, job, plan, cache_dir)
+        unit = "groups" if study.groups is not None else "rows"
+        log(job.progress, f"computing metrics with bootstrap intervals (resampling {unit})")
+        summary, rows = summarize(config, results, grouped=study.groups is not None)
+        summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
+        drill = _drilldown(job, plan, results, summary, cache_dir)
+    out = config["output"]
+    summary["drilldown"] = summarize_drilldown(
+        drill, include_text=out["include_text"], max_parts=out["drilldown_max_parts"]
+    )
     write_tables(run, results, summary, rows, group_column=_group_column(config, study))
     if config["output"]["save_model"]:
         chosen = summary["chosen"]
@@ -196,11 +203,24 @@ def _execute(run: Path, job: _Job) -> None:
         model = save_chosen_model(run, study, chosen, config["seed"], available=results.mask)
         write_model_card(run, config, summary, model)
     if config["output"]["report"]:
-        _write_report(run, job, results, summary)
+        _write_report(run, job, results, summary, drill)
         log(job.progress, f"report: {run / 'report.html'}")
 
 
-def _run_folds(run: Path, job: _Job, plan: FoldPlan) -> OutOfFold:
+def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir):
+    """The drill-down of the explained strategy on ``output.drilldown_rows`` test rows of
+    the last fold (None when explanations are off or it is turned off)."""
+    out, label = job.config["output"], summary.get("explained_model")
+    if not plan.explain or out["drilldown_rows"] < 1 or label not in plan.fusions:
+        return None
+    log(job.progress, f"drilling into the modalities of {label} on {out['drilldown_rows']} rows")
+    return run_drilldown(
+        plan, label, results, job.study.splits, n_rows=out["drilldown_rows"],
+        max_parts=out["drilldown_max_parts"], cache_dir=cache_dir,
+    )  # fmt: skip
+
+
+def _run_folds(run: Path, job: _Job, plan: FoldPlan, cache_dir) -> OutOfFold:
     """Run every fold, writing each to ``folds/`` as it finishes; the out-of-fold outputs."""
     results = OutOfFold.empty(plan, job.study.classes)
     folds_dir = run / "folds"
@@ -208,7 +228,6 @@ def _run_folds(run: Path, job: _Job, plan: FoldPlan) -> OutOfFold:
     n_folds = len(job.study.splits)
     n_jobs = job.config["evaluation"].get("n_jobs", 1)
     with contextlib.ExitStack() as stack:
-        cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run))
         folds = stack.enter_context(
             fold_results(
                 plan, job.study.splits, cache_dir,
@@ -240,8 +259,8 @@ def _grouped_by(config: dict, study: Bunch) -> str | None:
     return config["data"].get("groups") or "the data source's groups"
 
 
-def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict) -> None:
-    from toolkit.study.report import text_examples, write_figures, write_report
+def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill) -> None:
+    from toolkit.study.report import drilldown_figures, text_examples, write_figures, write_report
 
     config, study = job.config, job.study
     examples = []
@@ -254,6 +273,7 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict) -> No
         config,
         summary,
         figures=figures,
+        drilldown_figures=drilldown_figures(run, drill, include_text=config["output"]["include_text"]),
         text_examples=examples,
         grouped_by=_grouped_by(config, study),
         n_groups=None if study.groups is None else len(set(study.groups.tolist())),

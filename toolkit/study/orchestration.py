@@ -46,6 +46,7 @@ class FoldPlan:
     robustness: bool = True
     baselines: bool = True
     explain: bool = True
+    interactions: bool = True  # pairwise interaction values from the same coalitions
     removal: str = "missing"
     groups: np.ndarray | None = None
     conformal: dict | None = None  # {"confidence", "calibration"} when enabled
@@ -65,6 +66,7 @@ class FoldPlan:
             robustness=ev["robustness"],
             baselines=ev["baselines"],
             explain=explanation["enabled"],
+            interactions=config["output"].get("interactions", True),
             removal=explanation["removal"],
             groups=None if study.groups is None else np.asarray(study.groups),
             conformal=dict(ev["conformal"]) if ev["conformal"]["enabled"] else None,
@@ -108,6 +110,7 @@ class FoldResult:
     oof: dict = field(default_factory=dict)
     robust: dict = field(default_factory=dict)
     contributions: dict = field(default_factory=dict)
+    interactions: dict = field(default_factory=dict)  # label -> (n, M, M[, K])
     baselines: dict = field(default_factory=dict)
     conformal: dict = field(default_factory=dict)  # label -> sets (n, C) or intervals (n, 2)
     mask: np.ndarray | None = None  # availability of each modality on the test rows
@@ -142,10 +145,30 @@ def _strategy(plan: FoldPlan, label: str, data: FoldData, result: FoldResult) ->
         mask[:, m] = False
         result.robust[(label, name)] = model.output(data.test.with_mask(mask))
     if plan.explain:
-        explanation = model.explain(
-            data.test, removal=plan.removal, background=_background(plan, data)
-        )
-        result.contributions[label] = explanation.values
+        values, interactions = _explain(plan, model, data)
+        result.contributions[label] = values
+        if interactions is not None:
+            result.interactions[label] = interactions
+
+
+def _explain(plan: FoldPlan, model, data: FoldData):
+    """The test rows' modality Shapley values and, when asked (``output.interactions``),
+    their pairwise interaction values, both from one evaluation of the 2^M coalitions
+    (each interaction row adds up to the Shapley value). Above the explainer's exact limit
+    the Shapley values are sampled and there are no interactions (None)."""
+    from toolkit.explain import ModalityExplainer, exact_interactions, exact_shapley
+
+    explainer = ModalityExplainer(
+        model, removal=plan.removal, background=_background(plan, data)
+    )
+    M = len(plan.names)
+    if M > explainer.max_exact_modalities:
+        return explainer(data.test).values, None
+    V = explainer.value_function(data.test).all_coalitions()  # (2^M, n[, K])
+    values = np.moveaxis(exact_shapley(V, M), 0, 1)  # (n, M[, K])
+    if not plan.interactions:
+        return values, None
+    return values, np.moveaxis(exact_interactions(V, M), 2, 0)  # (n, M, M[, K])
 
 
 def _baseline(plan: FoldPlan, name: str, data: FoldData) -> np.ndarray:
@@ -188,6 +211,12 @@ def encode_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldData:
     """Fit the encoders on the training rows of fold ``k`` and encode its training and test
     rows, one modality at a time (a progress bar per modality on a terminal).
 
+    Encoders are fitted by the estimators' ``fit_encode``, with the fold's training labels
+    and groups: an encoder that learns from the labels (``encoder.supervised``, e.g. a CNN
+    backend) gives the training rows its cross-fitted (out-of-fold) outputs, as ``fit``
+    gives them to the fusion, and encodes the test rows with the encoder trained on every
+    training row of the fold. The other encoders do not see the labels.
+
     A row that lacks a modality cannot be encoded by that modality's model alone (it would
     have no modality); then the fold is encoded by the full model instead, which finds the
     fixed encoders' items in the fold's cache and refits the learned ones (deterministic,
@@ -197,21 +226,21 @@ def encode_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldData:
     from toolkit.exceptions import MissingModalityError
 
     frames = {"train": plan.frame.iloc[train], "test": plan.frame.iloc[test]}
+    y_train, groups = plan.y[train], plan.fit_groups(train)
     parts = {"train": [], "test": []}
     try:
         bar = progress(plan.modalities, desc=f"fold {k + 1}: encoding", verbose=plan.verbose)
         for spec in bar:
             bar.set_postfix_str(spec[0], refresh=False)
             encoder = plan.model([spec], memory=EmbeddingCache(cache_dir))
-            encoder.fit_encoders(frames["train"])
-            for part, frame in frames.items():
-                parts[part].append(encoder.encode(frame))
+            parts["train"].append(encoder.fit_encode(frames["train"], y_train, **groups))
+            parts["test"].append(encoder.encode(frames["test"]))
         train_emb, test_emb = (_joined(parts[part]) for part in ("train", "test"))
     except MissingModalityError:
         encoder = plan.model(plan.modalities, memory=EmbeddingCache(cache_dir))
-        encoder.fit_encoders(frames["train"])
-        train_emb, test_emb = (encoder.encode(frames[part]) for part in ("train", "test"))
-    return FoldData(train_emb, test_emb, plan.y[train], np.asarray(train))
+        train_emb = encoder.fit_encode(frames["train"], y_train, **groups)
+        test_emb = encoder.encode(frames["test"])
+    return FoldData(train_emb, test_emb, y_train, np.asarray(train))
 
 
 def _joined(parts) -> Embeddings:

@@ -146,6 +146,36 @@ def _robustness_plot(run: Path, results, summary: dict) -> Path:
     return _save(fig, run / "robustness.png")
 
 
+def _interaction_plot(run: Path, results, label: str) -> dict[str, Path]:
+    values = (results.interactions or {}).get(label)
+    if values is None or np.isnan(values).all():
+        return {}
+    import shap
+
+    from toolkit.explain import plot_interactions
+
+    exp = shap.Explanation(values=values, feature_names=results.names)
+    path = plot_interactions(exp, run / "interactions.png")
+    _plt().close("all")
+    return {"Modality interactions (mean |interaction value|; diagonal: main effects)": path}
+
+
+def _interval_plots(run: Path, summary: dict) -> dict[str, Path]:
+    records = summary.get("contribution_intervals") or []
+    if not records:
+        return {}
+    import pandas as pd
+
+    from toolkit.explain import plot_intervals
+
+    table = pd.DataFrame(records)
+    out = {}
+    for statistic, title in (("share", "Modality shares"), ("mean_abs", "Mean |Shapley value|")):
+        path = plot_intervals(table, run / f"contribution_intervals_{statistic}.png", statistic)
+        out[f"{title} with 95% intervals (over rows and over refits)"] = path
+    return out
+
+
 def write_figures(run: Path, results, summary: dict) -> dict[str, Path]:
     """Write the run's figures from its :class:`~toolkit.study.summary.OutOfFold` outputs
     and summary; return {title: path}."""
@@ -160,9 +190,43 @@ def write_figures(run: Path, results, summary: dict) -> dict[str, Path]:
     else:
         figures["Predicted vs true"] = _scatter(run, results, best)
     figures.update(_contribution_plots(run, results, summary.get("explained_model", best)))
+    figures.update(_interaction_plot(run, results, summary.get("explained_model", best)))
+    figures.update(_interval_plots(run, summary))
     if results.robust:
         figures["Missing-modality robustness"] = _robustness_plot(run, results, summary)
     return figures
+
+
+def drilldown_figures(run: Path, drill, *, include_text: bool) -> list[tuple[str, Path]]:
+    """One figure per drilled row and modality (``drilldown_<modality>_row<k>.png``):
+    highlighted words (only with ``include_text``), an image heatmap, segment bars over a
+    waveform, scan slices. Rows without the modality get none."""
+    from toolkit.explain import (
+        plot_audio_parts,
+        plot_image_parts,
+        plot_scan_parts,
+        plot_text_parts,
+    )
+    from toolkit.study.drilldown import frame_has
+
+    if drill is None:
+        return []
+    plots = {"text": plot_text_parts, "image": plot_image_parts, "audio": plot_audio_parts,
+             "scan": plot_scan_parts}  # fmt: skip
+    out = []
+    for name, explanation in drill.explanations.items():
+        kind = drill.kinds[name]
+        if kind == "text" and not include_text:
+            continue
+        for i, row in enumerate(drill.rows):
+            if not frame_has(explanation, i) or not len(np.asarray(explanation.values[i])):
+                continue
+            k = None if drill.codes is None else drill.codes[i]
+            path = run / f"drilldown_{name}_row{row}.png"
+            plots[kind](explanation, row=i, path=path, class_index=k)
+            _plt().close("all")
+            out.append((f"{name}, row {row} ({drill.reasons[i]})", path))
+    return out
 
 
 def text_examples(frame, modalities, values, per_modality: int = 5) -> list[dict]:
@@ -340,9 +404,85 @@ def _explanation_phrase(config: dict, summary: dict) -> str:
             "a coalition's value is the model's output with the other modalities marked "
             "missing and the empty coalition's value is the training prior"
         )
-    return (
+    text = (
         f"Explanation: {kind} over modalities (removal: {explanation['removal']}), where "
         f"{how}; computed for every test row of every fold."
+    )
+    return " ".join(
+        x
+        for x in (
+            text,
+            _interactions_phrase(config, summary),
+            _intervals_phrase(config, summary),
+            _drilldown_phrase(config, summary),
+        )
+        if x
+    )
+
+
+def _interactions_phrase(config: dict, summary: dict) -> str:
+    if not summary.get("interactions"):
+        if config["output"].get("interactions", True):
+            return ""  # more modalities than the exact limit: sampled values, no interactions
+        return "Interactions were not computed (output.interactions: false)."
+    return (
+        "Interactions: the pairwise Shapley interaction index of every pair of modalities "
+        "(Grabisch and Roubens), from the same 2^M coalition values as the Shapley values (no "
+        "further model evaluation); each modality's Shapley value is its main effect plus "
+        "half of each of its pair interactions. The table reports mean |main effect| and mean "
+        "|interaction index| over the out-of-fold rows."
+    )
+
+
+def _intervals_phrase(config: dict, summary: dict) -> str:
+    records = summary.get("contribution_intervals") or []
+    if not records:
+        if not config["output"].get("intervals", True):
+            return "Contribution intervals were not computed (output.intervals: false)."
+        return ""
+    overs = {r["over"] for r in records}
+    parts = []
+    if overs & {"rows", "groups"}:
+        unit = "groups (cluster bootstrap: all rows of each drawn group)" if "groups" in overs else "rows"
+        n_boot = config["evaluation"]["bootstrap"]
+        parts.append(
+            f"over rows, a percentile bootstrap of the pooled out-of-fold explanations ({n_boot} "
+            f"resamples of {unit}, scipy.stats.bootstrap): how much the summary depends on which "
+            "rows were explained"
+        )
+    if "refits" in overs:
+        k = next(r["n"] for r in records if r["over"] == "refits")
+        parts.append(
+            f"over refits, a Student t interval of the mean across the {k} folds' models (each "
+            "explaining its own test rows): how stable the attribution is when the model is "
+            "refitted; folds share training rows, so read it as stability, not a sampling "
+            "guarantee"
+        )
+    return (
+        "Contribution intervals (95%) for each modality's mean |Shapley value| and share: "
+        + "; ".join(parts) + "."
+    )
+
+
+def _drilldown_phrase(config: dict, summary: dict) -> str:
+    drill = summary.get("drilldown") or {}
+    out = config["output"]
+    if not drill:
+        if out.get("drilldown_rows", 0) < 1:
+            return "Drill-down was not computed (output.drilldown_rows: 0)."
+        return ""
+    return (
+        f"Drill-down: on {len(drill['rows'])} test rows of fold {drill['fold'] + 1} (the most "
+        "confident correct and incorrect ones, alternately; regression: the best and worst "
+        f"predicted), the {html.escape(drill['model'])} model refitted as in that fold; each "
+        "splittable modality's item is cut into parts (words, image grid cells, time segments, "
+        "scan blocks) whose Owen values add up to the modality's Shapley value with missing-"
+        "modality removal. A masked part is removed (words), filled with mid-grey (image "
+        "cells), silenced (segments) or set to 0 (scan blocks) and the item is re-encoded. "
+        f"Cost bound: exact for items of at most {drill['max_parts']} parts (2^d - 2 encoder "
+        f"calls per row), else {drill['n_permutations']} sampled orders of the parts "
+        f"(antithetic pairs); {drill['encoder_calls']:,} encoder calls in all, "
+        f"{drill['seconds']:.1f} s."
     )
 
 
@@ -457,6 +597,88 @@ def _contribution_section(summary: dict) -> str:
         "is what the modality achieves on its own.</p>"
         + _table(["modality", "mean |Shapley value|", "share", f"{html.escape(metric)} on its own"], rows)
     )
+
+
+def _interactions_section(summary: dict) -> str:
+    inter = summary.get("interactions") or {}
+    if not inter:
+        return ""
+    rows = [
+        [html.escape(m), "main effect", f"{v['mean_abs']:.4f}", f"{v['share']:.1%}"]
+        for m, v in inter["main_effects"].items()
+    ] + [
+        [html.escape(" × ".join(p["modalities"])), "pair", f"{p['mean_abs_interaction']:.4f}",
+         f"{p['share']:.1%}"]
+        for p in inter["pairs"]
+    ]  # fmt: skip
+    return (
+        f"<h2>Modality interactions ({html.escape(inter['model'])} fusion)</h2>\n"
+        "<p>Does a pair of modalities act <i>together</i>? A pair's interaction index is what "
+        "the two add jointly beyond their separate effects (positive: synergy, negative: "
+        "redundancy); a main effect is what a modality adds alone. Mean absolute values over "
+        f"the out-of-fold rows; pairs carry {inter['interaction_share']:.1%} of the total.</p>"
+        + _table(["modalities", "kind", "mean |value|", "share of total"], rows)
+    )
+
+
+def _intervals_section(summary: dict) -> str:
+    records = summary.get("contribution_intervals") or []
+    if not records:
+        return ""
+    names = {"mean_abs": "mean |Shapley value|", "share": "share", "mean": "mean Shapley value"}
+    rows = [
+        [html.escape(r["modality"]), names.get(r["statistic"], html.escape(r["statistic"])),
+         html.escape(r["over"]), str(r["n"]), f"{r['estimate']:.4f}",
+         f"[{r['low']:.4f}, {r['high']:.4f}]"]
+        for r in records
+        if r["statistic"] in ("mean_abs", "share")
+    ]  # fmt: skip
+    return (
+        f"<h2>How sure are the contributions ({html.escape(summary['explained_model'])} "
+        "fusion, 95% intervals)</h2>\n<p>Over rows (or groups): bootstrap of the out-of-fold "
+        "explanations — which rows were explained. Over refits: spread across the folds' "
+        "models — how the fit moves the attribution (see Methods).</p>"
+        + _table(["modality", "statistic", "over", "n", "estimate", "95% interval"], rows)
+    )
+
+
+def _drilldown_section(summary: dict, figures) -> str:
+    drill = summary.get("drilldown") or {}
+    if not drill:
+        return ""
+    rows, absent = [], []
+    for r in drill["records"]:
+        if r.get("absent"):
+            absent.append(f"{html.escape(r['modality'])} (row {r['row']})")
+            continue
+        top = ", ".join(f"{html.escape(p['part'])}: {p['value']:+.4f}" for p in r["top_parts"])
+        rows.append([str(r["row"]), html.escape(r["reason"]), html.escape(r["modality"]),
+                     html.escape(str(r["class"] or "")), str(r["n_parts"]),
+                     "exact" if r["exact"] else f"sampled (max s.e. {r['max_error_std']:.4f})",
+                     f"{r['modality_value']:+.4f}", top])  # fmt: skip
+    text = (
+        f"<h2>Inside the modalities: drill-down ({html.escape(drill['model'])} fusion, "
+        f"fold {drill['fold'] + 1})</h2>\n<p>Which parts of an item carried its modality's "
+        "contribution: each part's Owen value; the parts of a row add up to the modality's "
+        "Shapley value (the column 'modality value'). Top parts by |value|.</p>"
+    )
+    if not drill["text_shown"] and any(r["kind"] == "text" for r in drill["records"]):
+        text += (
+            "<p><b>Text withheld:</b> output.include_text is false, so words are shown by "
+            "position only (word 3 is the text's third word) and no highlighted text is drawn.</p>"
+        )
+    if drill["skipped"]:
+        text += "<p>Not drilled: " + "; ".join(
+            f"{html.escape(m)} ({html.escape(why)})" for m, why in drill["skipped"].items()
+        ) + ".</p>"  # fmt: skip
+    if absent:
+        text += "<p>Absent from the row (no parts): " + ", ".join(absent) + ".</p>"
+    text += _table(["row", "chosen as", "modality", "class explained", "parts", "computed",
+                    "modality value", "top parts"], rows)  # fmt: skip
+    text += "".join(
+        f"<figure>{_img(p)}<figcaption>{html.escape(t)}</figcaption></figure>" for t, p in figures
+    )
+    return text
 
 
 def _headline_section(config: dict, summary: dict) -> str:
@@ -620,15 +842,16 @@ img{max-width:520px}small{color:#666}.warn{background:#fff3cd;border-left:4px so
 
 def write_report(
     run: Path, config: dict, summary: dict, *, figures, text_examples=(), grouped_by=None,
-    n_groups=None,
+    n_groups=None, drilldown_figures=(),
 ) -> Path:  # fmt: skip
     """A self-contained report.html (figures embedded as PNG data URIs).
 
     Sections: headline (chosen model against the best single modality), data card,
     prevalence per fold and missingness, Methods, metrics, comparisons, robustness,
-    calibration and conformal tables, contributions, limitations, TRIPOD+AI checklist,
-    privacy, figures. ``grouped_by`` is what the folds were grouped by (see
-    :func:`methods_text`), ``n_groups`` how many groups there are.
+    calibration and conformal tables, contributions, interactions, contribution intervals,
+    drill-down (with ``drilldown_figures``, [(title, path)] from :func:`drilldown_figures`),
+    limitations, TRIPOD+AI checklist, privacy, figures. ``grouped_by`` is what the folds
+    were grouped by (see :func:`methods_text`), ``n_groups`` how many groups there are.
     """
     name = html.escape(config["name"])
     figs = "".join(
@@ -646,6 +869,9 @@ def write_report(
         _calibration_section(summary),
         _conformal_section(summary),
         _contribution_section(summary),
+        _interactions_section(summary),
+        _intervals_section(summary),
+        _drilldown_section(summary, drilldown_figures),
         _limitations_section(config, summary, n_groups),
         _tripod_section(config, summary),
         f"<h2>Figures</h2>{figs}",

@@ -53,6 +53,7 @@ class OutOfFold:
     mask: np.ndarray | None = None
     groups: np.ndarray | None = None
     conformal: dict | None = None
+    interactions: dict | None = None  # strategy -> (n, M, M[, K]) interaction values
 
     @classmethod
     def empty(cls, plan, classes) -> OutOfFold:
@@ -78,6 +79,11 @@ class OutOfFold:
             conformal={s: np.full(conformal_shape, np.nan) for s in strategies}
             if plan.conformal
             else {},
+            interactions={
+                s: np.full((n, len(names), len(names)) + per_class, np.nan) for s in strategies
+            }
+            if plan.explain and plan.interactions
+            else {},
         )
 
     @property
@@ -98,6 +104,8 @@ class OutOfFold:
         for label in self.oof:
             self.oof[label][test] = result.oof[label]
             self.contributions[label][test] = result.contributions.get(label, np.nan)
+            if label in (self.interactions or {}):
+                self.interactions[label][test] = result.interactions.get(label, np.nan)
         for key in self.robust:
             self.robust[key][test] = result.robust[key]
         for label in self.baselines:
@@ -213,6 +221,69 @@ def _shares(results: OutOfFold) -> dict:
         mean_abs = contribution_magnitudes(values).mean(axis=0)
         shares[label] = {n: float(v) for n, v in zip(results.names, mean_abs, strict=True)}
     return shares
+
+
+def _interactions(results: OutOfFold, label: str | None) -> dict:
+    """The explained model's out-of-fold pairwise interactions: mean |main effect| per
+    modality, and per pair the mean |Shapley interaction index| (|Phi_ab + Phi_ba|, summed
+    over classes for multi-class) with its share of all the mass (mains and pairs)."""
+    values = (results.interactions or {}).get(label)
+    if values is None or np.isnan(values).all():
+        return {}
+    names, M = results.names, len(results.names)
+    magnitude = np.abs(values + np.swapaxes(values, 1, 2))  # |I_ab| off the diagonal
+    if magnitude.ndim == 4:
+        magnitude = magnitude.sum(axis=3)
+    mean = np.nanmean(magnitude, axis=0)
+    mains = np.diag(mean) / 2  # the diagonal above was |2 Phi_aa|
+    pairs = [(a, b) for a in range(M) for b in range(a + 1, M)]
+    total = float(mains.sum() + sum(mean[a, b] for a, b in pairs)) or 1.0
+    return {
+        "model": label,
+        "main_effects": {
+            names[a]: {"mean_abs": float(mains[a]), "share": float(mains[a] / total)}
+            for a in range(M)
+        },
+        "pairs": [
+            {"modalities": [names[a], names[b]], "mean_abs_interaction": float(mean[a, b]),
+             "share": float(mean[a, b] / total)}
+            for a, b in sorted(pairs, key=lambda p: -mean[p])
+        ],
+        "interaction_share": float(sum(mean[a, b] for a, b in pairs) / total),
+    }  # fmt: skip
+
+
+def _contribution_intervals(config: dict, results: OutOfFold, label: str | None) -> list[dict]:
+    """Intervals of the explained model's mean |Shapley value| and share per modality: a
+    bootstrap of its out-of-fold rows (of groups when the study has groups: the same unit
+    and resample count as the metrics' intervals), and a t interval across the folds' refits."""
+    from toolkit.explain import contribution_intervals, refit_intervals
+
+    values = results.contributions.get(label)
+    if not config["output"].get("intervals", True) or values is None or np.isnan(values).all():
+        return []
+    import shap
+
+    def explanation(rows):
+        return shap.Explanation(values[rows], feature_names=results.names)
+
+    tables = []
+    n_boot = config["evaluation"]["bootstrap"]
+    if n_boot >= 2:
+        tables.append(contribution_intervals(
+            explanation(slice(None)), groups=results.groups, n_resamples=n_boot,
+            random_state=config["seed"],
+        ))  # fmt: skip
+    folds = [k for k in np.unique(results.fold_of) if k >= 0]
+    if len(folds) >= 2:
+        tables.append(refit_intervals([explanation(results.fold_of == k) for k in folds]))
+    records = []
+    for table in tables:
+        keep = [c for c in table.columns if not c.startswith("fit_")]
+        for row in table[keep].to_dict("records"):
+            records.append({k: v if isinstance(v, str) else (int(v) if k == "n" else float(v))
+                            for k, v in row.items()})  # fmt: skip
+    return records
 
 
 def _calibration(results: OutOfFold, labels) -> dict:
@@ -387,5 +458,7 @@ def summarize(config: dict, results: OutOfFold, *, grouped: bool) -> tuple[dict,
         "mean_abs_contribution": shares,
         "explained_model": explained,
         "contribution_ranking": sorted(shares.get(explained, {}), key=lambda n: -shares[explained][n]),
+        "interactions": _interactions(results, explained),
+        "contribution_intervals": _contribution_intervals(config, results, explained),
     }  # fmt: skip
     return summary, rows + robust_rows

@@ -171,11 +171,31 @@ def _contributions_table(results, best: str) -> pd.DataFrame | None:
     )
 
 
+def _interactions_table(summary: dict) -> pd.DataFrame | None:
+    """``interactions.csv``: the explained model's mean |main effect| per modality and mean
+    |interaction index| per pair, with their shares of the total (as in metrics.json)."""
+    inter = summary.get("interactions") or {}
+    if not inter:
+        return None
+    rows = [
+        {"strategy": inter["model"], "kind": "main effect", "modality_a": m, "modality_b": m,
+         "mean_abs": v["mean_abs"], "share": v["share"]}
+        for m, v in inter["main_effects"].items()
+    ] + [
+        {"strategy": inter["model"], "kind": "pair", "modality_a": p["modalities"][0],
+         "modality_b": p["modalities"][1], "mean_abs": p["mean_abs_interaction"],
+         "share": p["share"]}
+        for p in inter["pairs"]
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def write_tables(
     run: Path, results, summary: dict, rows: list[dict], *, group_column: str | None = None
 ) -> None:
     """``metrics.json``, ``metrics.csv``, ``predictions.csv`` (with ``group_column`` holding
-    each row's group, so intervals can be redone by group) and ``contributions.csv``."""
+    each row's group, so intervals can be redone by group), ``contributions.csv``,
+    ``interactions.csv`` and ``contribution_intervals.csv`` (when computed)."""
     (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
     if group_column in ("row", "fold", "y_true"):
@@ -184,6 +204,13 @@ def write_tables(
     contributions = _contributions_table(results, summary["explained_model"])
     if contributions is not None:
         contributions.to_csv(run / "contributions.csv", index=False)
+    interactions = _interactions_table(summary)
+    if interactions is not None:
+        interactions.to_csv(run / "interactions.csv", index=False)
+    if summary.get("contribution_intervals"):
+        intervals = pd.DataFrame(summary["contribution_intervals"])
+        intervals.insert(0, "strategy", summary["explained_model"])
+        intervals.to_csv(run / "contribution_intervals.csv", index=False)
 
 
 def _chosen_estimator(study, chosen: dict, seed: int):

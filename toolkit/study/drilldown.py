@@ -1,0 +1,197 @@
+"""The study report's drill-down: for a few test rows of the last fold, the Owen values of
+the parts of each modality that can be split (words of a text, cells of an image, time
+segments of a clip, blocks of a scan), from :func:`toolkit.explain.drill_down`.
+
+The explained strategy is refitted on the last fold's training rows, as the fold fitted it
+(same seed, encoders, labels and groups: the same model, whose out-of-fold outputs picked
+the rows), because the drill-down re-encodes masked raw items with the model's encoders.
+Rows are chosen deterministically: the most confident correct and the most confident
+incorrect test rows, alternately (regression: the best and the worst predicted).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import clone
+
+#: Random orders walked per sampled row (items with more than ``drilldown_max_parts`` parts).
+N_PERMUTATIONS = 16
+
+
+@dataclass
+class DrillDown:
+    """The drill-down of one strategy on some test rows of one fold."""
+
+    model: str
+    fold: int
+    rows: list  # study row positions
+    reasons: list  # why each row was chosen
+    classes: list | None  # the class explained for each row (classification), as text
+    codes: list | None  # its position among the classes (multi-class only; binary: None)
+    explanations: dict = field(default_factory=dict)  # modality -> shap.Explanation
+    kinds: dict = field(default_factory=dict)  # modality -> "text", "image", "audio", "scan"
+    skipped: dict = field(default_factory=dict)  # modality -> why it was not drilled
+    encoder_calls: int = 0
+    seconds: float = 0.0
+
+
+def drillable(modalities) -> tuple[dict, dict]:
+    """``({name: kind}, {name: reason})``: the modalities the drill-down can split (one
+    column read by a text, image, audio or scan encoder that does not learn from the
+    labels) and why each other one is left out."""
+    from toolkit.explain.drilldown import DEFAULT_MASKERS
+
+    kinds, skipped = {}, {}
+    for name, encoder, cols in modalities:
+        lineage = [c.__name__ for c in type(encoder).__mro__]
+        masker = next((DEFAULT_MASKERS[c] for c in lineage if c in DEFAULT_MASKERS), None)
+        if masker is None:
+            skipped[name] = f"{type(encoder).__name__} has no parts to drill into"
+        elif isinstance(cols, list | tuple) and len(cols) != 1:
+            skipped[name] = f"reads {len(cols)} columns (the drill-down splits one item per row)"
+        elif getattr(encoder, "supervised", False):
+            skipped[name] = (
+                f"{type(encoder).__name__} learns from the labels (its head outputs, not its "
+                "features, feed the fusion; the drill-down re-encodes features)"
+            )
+        else:
+            kinds[name] = masker.kind
+    return kinds, skipped
+
+
+def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int) -> list:
+    """``[(position, reason)]``: ``n`` positions into ``output`` / ``y``, alternating the
+    most confident correct and the most confident incorrect rows (classification), or the
+    best and the worst predicted rows (regression); ties broken by position."""
+    order = np.arange(len(y))
+    if classification:
+        predicted, confidence = output.argmax(axis=1), output.max(axis=1)
+        correct = predicted == y
+        first = order[correct][np.argsort(-confidence[correct], kind="stable")]
+        second = order[~correct][np.argsort(-confidence[~correct], kind="stable")]
+        names = ("most confident correct", "most confident incorrect")
+    else:
+        error = np.abs(output - y)
+        first = order[np.argsort(error, kind="stable")]
+        second = order[np.argsort(-error, kind="stable")]
+        names = ("best predicted", "worst predicted")
+    chosen, seen = [], set()
+    for k in range(max(len(first), len(second))):
+        for ranked, name in ((first, names[0]), (second, names[1])):
+            if k < len(ranked) and ranked[k] not in seen and len(chosen) < n:
+                seen.add(ranked[k])
+                chosen.append((int(ranked[k]), name))
+    return chosen
+
+
+def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: int,
+                  cache_dir=None) -> DrillDown | None:  # fmt: skip
+    """Drill into the modalities of strategy ``label`` on ``n_rows`` test rows of the last
+    fold (None when no modality can be split, or ``n_rows`` is 0)."""
+    from toolkit.cache import EmbeddingCache
+    from toolkit.explain import drill_down, drill_down_cost
+
+    kinds, skipped = drillable(plan.modalities)
+    if n_rows < 1 or not kinds:
+        return None
+    fold = len(splits) - 1
+    train, test = (np.asarray(part) for part in splits[fold])
+    picked = pick_rows(results.oof[label][test], plan.y[test], plan.classification, n_rows)
+    rows = [int(test[p]) for p, _ in picked]
+    classes = codes = None  # the class whose probability is explained in each row
+    if plan.classification and plan.n_classes == 2:
+        classes = [str(results.classes[1])] * len(rows)  # binary: the positive class
+    elif plan.classification:
+        codes = [int(c) for c in results.oof[label][rows].argmax(axis=1)]  # the predicted one
+        classes = [str(results.classes[c]) for c in codes]
+    out = DrillDown(label, fold, rows, [r for _, r in picked], classes, codes, kinds=kinds,
+                    skipped=skipped)  # fmt: skip
+    start = time.perf_counter()
+    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
+    model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
+    model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+    frame = plan.frame.iloc[rows]
+    for name in kinds:
+        explanation = drill_down(
+            model, frame, name, max_parts=max_parts, n_permutations=N_PERMUTATIONS,
+            random_state=plan.seed,
+        )  # fmt: skip
+        out.explanations[name] = explanation
+        for i in range(len(rows)):
+            d = len(np.asarray(explanation.values[i]))
+            if frame_has(explanation, i) and d:
+                out.encoder_calls += drill_down_cost(
+                    d, len(plan.names), max_parts=max_parts, n_permutations=N_PERMUTATIONS
+                )["encoder_calls"]
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def frame_has(explanation, i: int) -> bool:
+    """Whether row ``i`` of a drill-down has the modality (its item was read)."""
+    return explanation.display_data[i] is not None
+
+
+def part_values(explanation, i: int, class_position: int | None) -> np.ndarray:
+    """Row ``i``'s part values as a 1-D array (one class for multi-class)."""
+    values = np.asarray(explanation.values[i], dtype=float)
+    return values[:, class_position] if values.ndim == 2 else values
+
+
+def part_errors(explanation, i: int, class_position: int | None) -> np.ndarray:
+    errors = np.asarray(explanation.error_std[i], dtype=float)
+    return errors[:, class_position] if errors.ndim == 2 else errors
+
+
+def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: int,
+                        top: int = 5) -> dict:  # fmt: skip
+    """The drill-down's numbers for ``metrics.json`` and the report: per drilled row and
+    modality, the parts, the sum (the modality's Shapley value under missing-modality
+    removal) and the ``top`` parts by |value|. Words are replaced by their position
+    (``word 3``) unless ``include_text``."""
+    if dd is None:
+        return {}
+    records = []
+    for name, explanation in dd.explanations.items():
+        for i, row in enumerate(dd.rows):
+            if not frame_has(explanation, i):
+                records.append({"row": row, "modality": name, "kind": dd.kinds[name],
+                                "absent": True})  # fmt: skip
+                continue
+            k = None if dd.codes is None else dd.codes[i]
+            values = part_values(explanation, i, k)
+            errors = part_errors(explanation, i, k)
+            if dd.kinds[name] == "text":
+                labels = [str(w) for w in explanation.data[i]]
+                if not include_text:
+                    labels = [f"word {j + 1}" for j in range(len(labels))]
+            else:
+                labels = [str(lbl) for lbl in explanation.feature_names]
+            order = np.argsort(-np.abs(values), kind="stable")[:top]
+            total = float(np.abs(values).sum()) or 1.0
+            records.append({
+                "row": row, "modality": name, "kind": dd.kinds[name],
+                "reason": dd.reasons[i],
+                "class": None if dd.classes is None else dd.classes[i],
+                "n_parts": len(values), "exact": bool(len(values) <= max_parts),
+                "modality_value": float(values.sum()),
+                "max_error_std": float(errors.max()) if len(errors) else 0.0,
+                "top_parts": [{"part": labels[j], "value": float(values[j]),
+                               "share_of_abs": float(abs(values[j]) / total)} for j in order],
+            })  # fmt: skip
+    return {
+        "model": dd.model,
+        "fold": dd.fold,
+        "rows": dd.rows,
+        "reasons": dd.reasons,
+        "max_parts": max_parts,
+        "n_permutations": N_PERMUTATIONS,
+        "encoder_calls": dd.encoder_calls,
+        "seconds": round(dd.seconds, 2),
+        "text_shown": include_text,
+        "skipped": dd.skipped,
+        "records": records,
+    }
