@@ -48,6 +48,11 @@ def one_torch_thread():
                 torch.set_num_threads(_THREADS_USERS[1])
 
 
+#: ``batch_size`` constraint of the encoders that size batches automatically
+#: (``toolkit.encoders._batching``): a positive integer or ``"auto"``.
+AUTO_BATCH = [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})]
+
+
 class MissingItemsWarning(UserWarning):
     """Some items could not be read and were marked missing (``on_error="missing"``)."""
 
@@ -81,6 +86,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     #: Whether several threads may read this encoder's items at once (decoders that release
     #: the GIL and hold little memory beyond the decoded item).
     _threaded_reads: bool = False
+    #: Items per batch of ``batch_size="auto"`` on the CPU (subclasses that accept "auto").
+    _cpu_batch_size: int = 32
 
     _parameter_constraints: dict = {
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -233,7 +240,14 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         chunks = list(batches(candidates, size))
         work = ([(items[i], labels[i]) for i in chunk] for chunk in chunks)
         jobs = self._n_workers(len(chunks))
-        if jobs == 1:
+        if jobs == 1 and self._overlaps_reads():
+            from toolkit.encoders._batching import Prefetcher
+
+            # Chunk i+1 is read (decoded, resized) in a background thread while the
+            # device encodes chunk i; item errors keep their own messages.
+            read = Prefetcher(work, self._read_chunk, name_errors=False)
+            results = (self._encode_read(r) for r in read)
+        elif jobs == 1:
             results = (self._encode_chunk(pairs) for pairs in work)
         else:
             from joblib import Parallel, delayed
@@ -310,6 +324,18 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         when the encoder's reader allows it; failures are handled in row order, as a
         serial loop would.
         """
+        return self._encode_read(self._read_chunk(pairs))
+
+    def _encode_read(self, read: tuple) -> tuple[list[int], np.ndarray | None, list]:
+        """Encode a chunk read by :meth:`_read_chunk`."""
+        kept, decoded, failures = read
+        if not kept:
+            return kept, None, failures
+        return kept, np.asarray(self._encode_batch(decoded), dtype=np.float64), failures
+
+    def _read_chunk(self, pairs: list) -> tuple[list[int], list, list]:
+        """Read one chunk: the positions in ``pairs`` that were read, their decoded items
+        (after ``_finish_reads``) and the (row, message) of items marked missing."""
         from toolkit.io._threads import map_in_threads, read_threads
 
         def read(pair):
@@ -327,9 +353,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 kept.append(k)
                 decoded.append(value)
         kept, decoded = self._finish_or_skip(kept, decoded, [pairs[k][1] for k in kept], failures)
-        if not kept:
-            return kept, None, failures
-        return kept, np.asarray(self._encode_batch(decoded), dtype=np.float64), failures
+        return kept, decoded, failures
 
     def _finish_or_skip(self, kept: list, decoded: list, labels: list, failures=None):
         """Run ``_finish_reads`` on a chunk's decoded items; an item it answers with a
@@ -349,7 +373,38 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _chunk_size(self) -> int:
         """How many items are decoded and held at once (bounded memory)."""
-        return self.batch_size
+        return self._batch_items()
+
+    def _batch_items(self) -> int:
+        """Items per batch: an integer ``batch_size`` as given; ``"auto"``: on a CUDA
+        device the budget's worth of :meth:`_auto_cost` (``toolkit.encoders._batching``),
+        else ``_cpu_batch_size`` (the CPU batch size from before "auto")."""
+        from toolkit.encoders._batching import items_per_batch
+
+        cost = self._auto_cost() if self.batch_size == "auto" else None
+        if cost is None:
+            return self._cpu_batch_size if self.batch_size == "auto" else int(self.batch_size)
+        unit, per_item = cost
+        return items_per_batch(
+            "auto", getattr(self, "device_", None), unit, per_item, self._cpu_batch_size
+        )
+
+    def _train_batch_size(self) -> int:
+        """Items per training step of a trainable backend: ``batch_size``, or
+        ``_cpu_batch_size`` for ``"auto"`` (budgets size inference batches only)."""
+        return self._cpu_batch_size if self.batch_size == "auto" else int(self.batch_size)
+
+    def _auto_cost(self) -> tuple[str, int] | None:
+        """(budget unit, cost of one item) for ``batch_size="auto"`` on a GPU, or None where
+        the backend runs no network (the CPU batch size is used)."""
+        return None
+
+    def _overlaps_reads(self) -> bool:
+        """Whether ``encode`` reads chunk i+1 in a background thread while chunk i is
+        encoded: for a backend running a network on a CUDA device."""
+        from toolkit.encoders._batching import is_cuda
+
+        return bool(self.weight_parameters()) and is_cuda(getattr(self, "device_", None))
 
     def _feature_prefix(self) -> str:
         return f"{self.modality}_"
