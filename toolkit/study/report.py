@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.explain import contribution_magnitudes
+from toolkit.study.config import DEFAULTS
 from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
 from toolkit.study.metrics import format_p
 from toolkit.study.orchestration import MAX_BACKGROUND
@@ -157,7 +158,11 @@ def _interaction_plot(run: Path, results, label: str) -> dict[str, Path]:
     exp = shap.Explanation(values=values, feature_names=results.names)
     path = plot_interactions(exp, run / "interactions.png")
     _plt().close("all")
-    return {"Modality interactions (mean |interaction value|; diagonal: main effects)": path}
+    return {
+        "Modality interactions: mean |interaction value| (off the diagonal, half of the "
+        "pair's interaction index on each side, as the table's pair value is split; on the "
+        "diagonal, main effects)": path
+    }
 
 
 def _interval_plots(run: Path, summary: dict) -> dict[str, Path]:
@@ -468,7 +473,7 @@ def _drilldown_phrase(config: dict, summary: dict) -> str:
     drill = summary.get("drilldown") or {}
     out = config["output"]
     if not drill:
-        if out.get("drilldown_rows", 0) < 1:
+        if out.get("drilldown_rows", DEFAULTS["output"]["drilldown_rows"]) < 1:
             return "Drill-down was not computed (output.drilldown_rows: 0)."
         return ""
     return (
@@ -642,7 +647,7 @@ def _intervals_section(summary: dict) -> str:
     )
 
 
-def _drilldown_section(summary: dict, figures) -> str:
+def _drilldown_section(config: dict, summary: dict, figures) -> str:
     drill = summary.get("drilldown") or {}
     if not drill:
         return ""
@@ -660,8 +665,14 @@ def _drilldown_section(summary: dict, figures) -> str:
         f"<h2>Inside the modalities: drill-down ({html.escape(drill['model'])} fusion, "
         f"fold {drill['fold'] + 1})</h2>\n<p>Which parts of an item carried its modality's "
         "contribution: each part's Owen value; the parts of a row add up to the modality's "
-        "Shapley value (the column 'modality value'). Top parts by |value|.</p>"
+        "Shapley value with missing-modality removal (the column 'modality value'). Top "
+        "parts by |value|.</p>"
     )
+    if config["explanation"]["removal"] != "missing":
+        text += (
+            f"<p>This study's contributions use {html.escape(config['explanation']['removal'])} "
+            "removal, so a row's modality value here differs from its contribution above.</p>"
+        )
     if not drill["text_shown"] and any(r["kind"] == "text" for r in drill["records"]):
         text += (
             "<p><b>Text withheld:</b> output.include_text is false, so words are shown by "
@@ -871,7 +882,7 @@ def write_report(
         _contribution_section(summary),
         _interactions_section(summary),
         _intervals_section(summary),
-        _drilldown_section(summary, drilldown_figures),
+        _drilldown_section(config, summary, drilldown_figures),
         _limitations_section(config, summary, n_groups),
         _tripod_section(config, summary),
         f"<h2>Figures</h2>{figs}",
