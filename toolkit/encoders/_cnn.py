@@ -175,6 +175,25 @@ class TrainableMixin:
             return super().fit(X, y)
         self._validate_params()
         self._check_n_jobs()
+        self._check_trainable()
+        decoded, target, classify, n_out, groups = self._labelled_items(X, y, groups)
+        self._train_on(decoded, target, classify, n_out, groups)
+        return self
+
+    def _check_trainable(self) -> None:
+        """Settings of the trainable backend checked before anything is read."""
+        name = type(self).__name__
+        if self.weights is not None:
+            raise ValueError(
+                f"{name}(backend={self.backend!r}) trains its network from scratch and loads "
+                f"no weights; leave weights=None (got {self.weights!r})"
+            )
+        check_widths(self.widths)
+
+    def _labelled_items(self, X, y, groups):
+        """Read the training items and their labels: (decoded items, target array, is
+        classification, number of outputs, groups of the kept rows or None). Missing and
+        (with ``on_error="missing"``) unreadable items are dropped with their labels."""
         name = type(self).__name__
         if y is None:
             raise ValueError(
@@ -182,12 +201,6 @@ class TrainableMixin:
                 "call fit(X, y) with one label per item (an estimator passes them itself), or "
                 "choose a backend that needs no labels"
             )
-        if self.weights is not None:
-            raise ValueError(
-                f"{name}(backend={self.backend!r}) trains its network from scratch and loads "
-                f"no weights; leave weights=None (got {self.weights!r})"
-            )
-        check_widths(self.widths)
         items, labels, column = self._column(X)
         self.column_ = column
         y = np.asarray(y)
@@ -215,112 +228,157 @@ class TrainableMixin:
         self._check_fit_items(decoded, [labels[i] for i in kept])
         rows = np.asarray(kept)
         target, classify, n_out = _targets(y[rows], [labels[i] for i in kept])
+        return decoded, target, classify, n_out, None if groups is None else groups[rows]
+
+    def _train_on(self, decoded: list, target, classify: bool, n_out: int, groups) -> None:
+        """Train the backend's network on the decoded training items."""
         self._cnn_prepare(decoded)
         x = self._cnn_inputs(decoded)
         del decoded
         with _torch_threads(resolve_device(self.device)):
-            self._train_cnn(x, target, classify, n_out, None if groups is None else groups[rows])
-        return self
+            self._train_cnn(x, target, classify, n_out, groups)
 
     def _train_cnn(self, x, target: np.ndarray, classify: bool, n_out: int, groups) -> None:
         import torch
 
-        from toolkit.fusion._inner import validation_split
-
         seed = check_random_state_seed(self.random_state)
         self.device_ = resolve_device(self.device)
-        n = len(x)
-        train_idx, val_idx = validation_split(n, groups, self.validation_fraction, seed)
-        self.is_classifier_ = classify
-        if classify:
-            y = torch.as_tensor(target, dtype=torch.int64)
-            loss_fn = torch.nn.CrossEntropyLoss()
-        else:
-            self.y_mean_ = float(np.mean(target[train_idx]))
-            self.y_scale_ = float(np.std(target[train_idx])) or 1.0
-            y = torch.as_tensor((target - self.y_mean_) / self.y_scale_, dtype=torch.float32)
-            loss_fn = torch.nn.MSELoss()
+        split = self._split_and_target(len(x), target, classify, groups, seed)
+        train_idx = split[0]
         self.network_spec_ = cnn_spec(x.shape[1], self.widths, n_out, self.dropout, self._cnn_pool)
         fit_x = x[torch.as_tensor(train_idx)]
         mean = fit_x.mean(dim=(0, 2, 3))
         std = fit_x.std(dim=(0, 2, 3)).nan_to_num(1.0).clamp_min(1e-6)
-        x, y = x.to(self.device_), y.to(self.device_)
-        amp = self.device_.type == "cuda"
+        x = x.to(self.device_)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed)
             net = build_cnn(self.network_spec_)
             net.mean.copy_(mean)
             net.std.copy_(std)
             net = net.to(self.device_)
-            opt = torch.optim.AdamW(
-                net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-            )
-            tr = torch.as_tensor(train_idx)
-            va = torch.as_tensor(val_idx).to(self.device_)
-            best, best_state, since = np.inf, None, 0
-            self.history_ = []
-            bar = progress(
-                range(self.max_epochs),
-                total=self.max_epochs,
-                desc=f"training {self.modality} {self.backend}",
-                enabled=self.verbose,
-            )
-            for epoch in bar:
-                net.train()
-                order = tr[torch.randperm(len(tr), generator=gen)]
-                total = 0.0
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start : start + self.batch_size].to(self.device_)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                        out = net(x[idx])
-                    loss = loss_fn(out.float() if classify else out.float()[:, 0], y[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
-                monitor = record["train_loss"]
-                if len(va):
-                    monitor = self._cnn_loss(net, x, y, va, loss_fn, classify, amp)
-                    record["valid_loss"] = monitor
-                self.history_.append(record)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-                if monitor < best - 1e-5:
-                    best, since, self.best_epoch_ = monitor, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    since += 1
-                    if since >= self.patience:
-                        break
-            if hasattr(bar, "close"):
-                bar.close()
+            self.model_ = self._train_network(net, lambda idx: net(x[idx]), seed, split)
+        spec = self.network_spec_
+        self.n_features_out_ = int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
+
+    def _split_and_target(self, n: int, target, classify: bool, groups, seed: int):
+        """(training rows, early-stopping validation rows, target tensor) for
+        :meth:`_train_network`: the target is the class codes, or the float target
+        standardized on the training rows (``y_mean_`` and ``y_scale_``)."""
+        import torch
+
+        from toolkit.fusion._inner import validation_split
+
+        train_idx, val_idx = validation_split(n, groups, self.validation_fraction, seed)
+        self.is_classifier_ = classify
+        if classify:
+            y = torch.as_tensor(target, dtype=torch.int64)
+        else:
+            self.y_mean_ = float(np.mean(target[train_idx]))
+            self.y_scale_ = float(np.std(target[train_idx])) or 1.0
+            y = torch.as_tensor((target - self.y_mean_) / self.y_scale_, dtype=torch.float32)
+        return train_idx, val_idx, y
+
+    def _train_network(
+        self, net, forward, seed: int, split, params=None, train_mode=None, keep=None
+    ):
+        """Train ``net`` on ``split`` (from :meth:`_split_and_target`); return it in
+        eval mode with the best epoch's weights (sets ``history_``, ``best_epoch_``,
+        ``n_epochs_``).
+
+        ``forward(idx)`` gives the network's outputs (n, n_out) for the rows ``idx`` (a
+        tensor of row indices on the device). ``params``: the parameters to train (all of
+        ``net``'s by default); ``train_mode()``: puts the trained parts in training mode
+        (``net.train()`` by default); ``keep``: the state-dict keys that training changes,
+        copied at the best epoch (all by default). AdamW, mini-batches of ``batch_size`` (a
+        last batch of one row joins the one before, so batch normalization has two values),
+        early stopping on the validation rows' loss (the training loss without validation
+        rows), bfloat16 autocast on a GPU. Call inside ``torch.random.fork_rng`` seeded with
+        ``seed``, so the same seed gives the same network on the CPU.
+        """
+        import torch
+
+        train_idx, val_idx, y = split
+        classify = self.is_classifier_
+        loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
+        y = y.to(self.device_)
+        amp = self.device_.type == "cuda"
+        gen = torch.Generator().manual_seed(seed)
+        params = list(net.parameters()) if params is None else list(params)
+        train_mode = net.train if train_mode is None else train_mode
+        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        tr = torch.as_tensor(train_idx)
+        va = torch.as_tensor(val_idx).to(self.device_)
+        size = self._train_batch_size()
+        starts = list(range(0, len(tr), size))
+        if len(starts) > 1 and len(tr) - starts[-1] == 1:
+            starts.pop()  # the last row joins the batch before
+        ends = starts[1:] + [len(tr)]
+
+        def score(out):
+            return out.float() if classify else out.float()[:, 0]
+
+        def state():
+            return {
+                k: v.detach().clone()
+                for k, v in net.state_dict().items()
+                if keep is None or k in keep
+            }
+
+        best, best_state, since = np.inf, None, 0
+        self.history_ = []
+        bar = progress(
+            range(self.max_epochs),
+            total=self.max_epochs,
+            desc=f"training {self.modality} {self.backend}",
+            enabled=self.verbose,
+        )
+        for epoch in bar:
+            train_mode()
+            order = tr[torch.randperm(len(tr), generator=gen)]
+            total = 0.0
+            for start, end in zip(starts, ends, strict=True):
+                idx = order[start:end].to(self.device_)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    out = forward(idx)
+                loss = loss_fn(score(out), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
+            monitor = record["train_loss"]
+            if len(va):
+                net.eval()
+                monitor = 0.0
+                with torch.no_grad():
+                    for start in range(0, len(va), 1024):
+                        idx = va[start : start + 1024]
+                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                            out = forward(idx)
+                        monitor += float(loss_fn(score(out), y[idx])) * len(idx)
+                monitor /= len(va)
+                record["valid_loss"] = monitor
+            self.history_.append(record)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+            if monitor < best - 1e-5:
+                best, since, self.best_epoch_ = monitor, 0, epoch
+                best_state = state()
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
+        if hasattr(bar, "close"):
+            bar.close()
         if best_state is None:
             raise ValueError(
                 f"{type(self).__name__}(backend={self.backend!r}) training diverged: the loss "
                 f"was NaN or infinite in all {len(self.history_)} epoch(s); lower learning_rate "
                 f"(now {self.learning_rate}) or check the items for extreme values"
             )
-        net.load_state_dict(best_state)
-        self.model_ = net.eval()
+        net.load_state_dict(best_state, strict=keep is None)
         self.n_epochs_ = len(self.history_)
-        spec = self.network_spec_
-        self.n_features_out_ = int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
-
-    def _cnn_loss(self, net, x, y, rows, loss_fn, classify: bool, amp: bool) -> float:
-        """Loss of ``net`` (in eval mode) on ``rows``, in batches."""
-        import torch
-
-        net.eval()
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, len(rows), 1024):
-                idx = rows[start : start + 1024]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    out = net(x[idx]).float()
-                total += float(loss_fn(out if classify else out[:, 0], y[idx])) * len(idx)
-        return total / len(rows)
+        return net.eval()
 
     def _cnn_embed(self, decoded: list) -> np.ndarray:
         """Pooled features (n, n_features_out_) of decoded items (or, inside
@@ -342,13 +400,17 @@ class TrainableMixin:
         """
         check_is_fitted(self, "model_")
         saved = self.n_features_out_
-        self.n_features_out_ = int(self.network_spec_["n_out"])
+        self.n_features_out_ = self._n_scores()
         self._emit_scores = True
         try:
             return self.encode(X)
         finally:
             del self._emit_scores
             self.n_features_out_ = saved
+
+    def _n_scores(self) -> int:
+        """Outputs of the trained network's head (classes, or 1 for a regression)."""
+        return int(self.network_spec_["n_out"])
 
     # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
 

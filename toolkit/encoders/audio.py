@@ -1,4 +1,5 @@
-"""Audio encoder: MFCC and prosody statistics by default; pretrained speech models by path."""
+"""Audio encoder: MFCC and prosody statistics by default; pretrained speech models by path
+(frozen, or a local wav2vec 2.0 fine-tuned on the labels with ``fine_tune``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
+from toolkit.encoders._finetune import (
+    FINE_TUNE_CONSTRAINTS,
+    FineTuneMixin,
+    check_fine_tune,
+    depth_constraint,
+)
 from toolkit.encoders._torch import apply_weights
-from toolkit.encoders.base import BaseEncoder, one_torch_thread
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder, one_torch_thread
 from toolkit.encoders.text import _check_model_location
 from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
@@ -273,7 +280,7 @@ def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: 
     return out
 
 
-class AudioEncoder(TrainableMixin, BaseEncoder):
+class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     """Encode a column of audio clips (file paths or (waveform, rate) pairs).
 
     Parameters
@@ -291,7 +298,8 @@ class AudioEncoder(TrainableMixin, BaseEncoder):
         statistic masked to each clip's own frames, so a clip's features do not depend on
         its batch beyond float32 rounding (about 1e-5).
         ``"transformers"``: a ``transformers`` audio model (e.g. wav2vec 2.0, HuBERT) and
-        its feature extractor from the local folder ``model``, mean-pooled over time.
+        its feature extractor from the local folder ``model``, mean-pooled over time; with
+        ``fine_tune`` its top layers are fine-tuned on the labels (below).
         ``"torchaudio"``: the torchaudio model factory ``model`` (e.g. ``"wav2vec2_base"``)
         with the state dict in ``weights``; its last transformer layer, mean-pooled.
         ``"cnn"``: a small CNN trained from scratch on the labels inside ``fit(X, y)`` (a
@@ -315,7 +323,16 @@ class AudioEncoder(TrainableMixin, BaseEncoder):
         most 768,000 (``toolkit.io.audio.MAX_SAMPLE_RATE``).
     n_mfcc : int, default=20
     n_segments : int, default=3
-    batch_size : int, default=32
+    batch_size : int or "auto", default="auto"
+        Clips decoded and held at once (and per training step of the cnn backend). With
+        the transformers backend also the clips per forward pass, length-sorted: padded
+        with an attention mask (pooling over each clip's own frames) for models whose
+        feature encoder is layer-normalized (``config.feat_extract_norm == "layer"``), and
+        only clips of equal length together otherwise (zero padding would change a
+        group-normalized model's output). ``"auto"``: on a CUDA device, forward passes
+        of up to 2**22 padded samples (``toolkit.encoders._batching``), prepared in a
+        background thread while the device runs the previous one; on the CPU one clip
+        per forward pass, 32 clips at once.
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
@@ -347,7 +364,23 @@ class AudioEncoder(TrainableMixin, BaseEncoder):
     widths, max_epochs, patience, learning_rate, weight_decay, dropout, \
 validation_fraction, random_state, verbose
         Network and training of the cnn backend, as in :class:`~toolkit.ImageEncoder`
-        (defaults (16, 32, 64), 60, 8, 3e-3, 1e-4, 0.1, 0.15, None, False).
+        (defaults (16, 32, 64), 60, 8, 3e-3, 1e-4, 0.1, 0.15, None, False); the training
+        parameters also apply to ``fine_tune``.
+    fine_tune : bool or "top", default=False
+        transformers backend: ``True`` or ``"top"`` fine-tunes the local model on the labels
+        inside ``fit(X, y)`` (a *supervised* encoder, cross-fitted by the estimators): it is
+        loaded as transformers' audio-classification model of its architecture (e.g.
+        ``Wav2Vec2ForSequenceClassification``: a projection of the hidden states,
+        mean-pooled over time, and a new linear head with one output per class, or one for
+        a float target), and the top ``trainable_layers`` transformer layers, the
+        projection and the head are trained; the convolutional feature encoder and the
+        lower layers stay as loaded (eval mode, no SpecAugment masking or layer drop).
+        Each clip is a forward pass of its own (no padding), in training as in encoding.
+        The features are the pooled projection (the head's input); ``encode_scores``
+        gives the head's outputs. Saved with ``save_pretrained`` (safetensors).
+    trainable_layers : int, default=2
+        Top transformer layers fine-tuned (0: the projection and head alone);
+        ``trainable_blocks_`` names the modules trained.
 
     Attributes
     ----------
@@ -387,7 +420,13 @@ validation_fraction, random_state, verbose
         "n_mels": [Interval(Integral, 4, 256, closed="both")],
         "duration": [Interval(Real, 0.05, MAX_SECONDS, closed="both"), None],
         **TRAINING_CONSTRAINTS,
+        **FINE_TUNE_CONSTRAINTS,
+        "trainable_layers": depth_constraint(),
+        "batch_size": AUTO_BATCH,
     }
+    _cpu_batch_size = 32
+    _fine_tune_backend = "transformers"
+    _depth_param = "trainable_layers"
 
     def __init__(
         self,
@@ -398,7 +437,7 @@ validation_fraction, random_state, verbose
         sample_rate=16000,
         n_mfcc=20,
         n_segments=3,
-        batch_size=32,
+        batch_size="auto",
         device="auto",
         on_error="raise",
         progress=True,
@@ -416,6 +455,8 @@ validation_fraction, random_state, verbose
         validation_fraction=0.15,
         random_state=None,
         verbose=False,
+        fine_tune=False,
+        trainable_layers=2,
     ):
         self.backend = backend
         self.model = model
@@ -442,6 +483,8 @@ validation_fraction, random_state, verbose
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.verbose = verbose
+        self.fine_tune = fine_tune
+        self.trainable_layers = trainable_layers
 
     def _feature_prefix(self) -> str:
         return "audio_stat" if self.backend == "mfcc" else "audio_emb"
@@ -498,6 +541,7 @@ validation_fraction, random_state, verbose
     def _fit(self, decoded) -> None:
         import torch
 
+        check_fine_tune(self)
         if self.backend == "mfcc":
             self.rate_ = int(self.sample_rate)
             self.n_features_out_ = self.n_mfcc * (self.n_segments + 3) + len(_PROSODY)
@@ -547,11 +591,185 @@ validation_fraction, random_state, verbose
             return audio_statistics([w for w, _ in clips], self.rate_, self.n_mfcc, self.n_segments)
         if self.backend == "cnn":
             return self._cnn_embed(clips)
+        if self._fine_tuning():
+            return self._ft_embed([w for w, _ in clips])
+        if self._batches_clips():
+            return self._embed_batched([w for w, _ in clips])
         import torch
 
         # Clips are embedded one at a time: no padding, so pooling sees only real frames.
         with torch.inference_mode():
             return np.stack([self._embed_one(w) for w, _ in clips])
+
+    def _batches_clips(self) -> bool:
+        """Whether forward passes take several clips: the transformers backend with a model
+        that reports its frames per clip, on a GPU or with an integer ``batch_size`` (on
+        the CPU "auto" embeds one clip per pass, as before "auto" existed)."""
+        from toolkit.encoders._batching import AUTO, is_cuda
+
+        return (
+            self.backend == "transformers"
+            and hasattr(self.model_, "_get_feat_extract_output_lengths")
+            and (self.batch_size != AUTO or is_cuda(self.device_))
+        )
+
+    def _auto_cost(self):
+        # Chunks of the budget's worth of one-second clips (forward passes are planned on
+        # the clips' actual lengths in _embed_batched).
+        return ("samples", self._target_rate()) if self.backend == "transformers" else None
+
+    def _embed_batched(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Transformers backend: length-sorted forward passes (see ``batch_size``), mean-
+        pooled over each clip's own frames; the next pass's inputs are prepared (feature
+        extractor, pinned) in a background thread on a GPU."""
+        import torch
+
+        from toolkit.encoders._batching import (
+            AUTO,
+            Prefetcher,
+            fixed_batches,
+            gpu_budget,
+            is_cuda,
+            plan_batches,
+            to_device,
+        )
+
+        lengths = np.asarray([len(w) for w in waves], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        budget = gpu_budget(self.device_, "samples") if self.batch_size == AUTO else None
+        if budget is not None:
+            plan = plan_batches(lengths[order], budget)
+        else:
+            plan = fixed_batches(len(order), self._batch_items())
+        masked = getattr(self.model_.config, "feat_extract_norm", None) == "layer"
+        rows = []
+        for b in plan:
+            idx = order[b]
+            if masked:
+                rows.append(idx)
+            else:  # equal lengths only: padding would change a group-normalized model
+                cuts = np.flatnonzero(np.diff(lengths[idx])) + 1
+                rows.extend(np.split(idx, cuts))
+
+        def prepare(idx):
+            inputs = self.feature_extractor_(
+                [waves[i] for i in idx], sampling_rate=self.rate_, padding=True,
+                return_attention_mask=True, return_tensors="pt",
+            )  # fmt: skip
+            inputs = dict(inputs)
+            if not masked:
+                inputs.pop("attention_mask", None)
+            return inputs, torch.as_tensor(lengths[idx])
+
+        cuda = is_cuda(self.device_)
+        outputs = []
+        with torch.inference_mode():
+            for inputs, n in Prefetcher(
+                rows,
+                prepare,
+                names=[f"clips of batch {k} ({len(r)} clips)" for k, r in enumerate(rows)],
+                threaded=cuda,
+                pin_memory=cuda,
+            ):
+                hidden = self.model_(**to_device(inputs, self.device_)).last_hidden_state
+                frames = self.model_._get_feat_extract_output_lengths(n).to(hidden.device)
+                keep = torch.arange(hidden.shape[1], device=hidden.device)[None] < frames[:, None]
+                keep = keep.unsqueeze(-1).to(hidden.dtype)
+                outputs.append((hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+        out = np.empty((len(waves), outputs[0].shape[1]), dtype=np.float32)
+        out[np.concatenate(rows)] = torch.cat(outputs).float().cpu().numpy()
+        return out
+
+    # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
+
+    def _check_trainable(self) -> None:
+        super()._check_trainable()
+        if self._fine_tuning():  # the model's rate, before the training clips are read
+            self._ft_load_extractor(_check_model_location(self.model))
+
+    def _ft_load_extractor(self, location) -> None:
+        from transformers import AutoFeatureExtractor
+
+        self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
+            location, local_files_only=True
+        )
+        self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
+
+    def _ft_network(self, n_out: int):
+        """The local model as its audio-classification architecture, with a new head of
+        ``n_out`` outputs (transformers' own initialization, from torch's random state)."""
+        from transformers import AutoModelForAudioClassification
+        from transformers.utils import logging as hf_logging
+
+        location = _check_model_location(self.model)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized head" is the intent here
+        try:
+            net = AutoModelForAudioClassification.from_pretrained(
+                location, local_files_only=True, num_labels=int(n_out),
+                ignore_mismatched_sizes=True,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(
+                f"AudioEncoder(fine_tune={self.fine_tune!r}): the model in '{location}' has no "
+                f"audio-classification architecture in transformers ({exc})"
+            ) from exc
+        finally:
+            hf_logging.set_verbosity(level)
+        return net
+
+    def _ft_blocks(self, net) -> list[str]:
+        prefix = f"{net.base_model_prefix}.encoder.layers"
+        try:
+            layers = net.get_submodule(prefix)
+        except AttributeError as exc:
+            raise ValueError(
+                f"AudioEncoder(fine_tune={self.fine_tune!r}): {type(net).__name__} has no "
+                f"transformer layers at '{prefix}' to fine-tune"
+            ) from exc
+        return [f"{prefix}.{i}" for i in range(len(layers))]
+
+    def _ft_head(self, net) -> list[str]:
+        head = [name for name in ("projector", "classifier") if hasattr(net, name)]
+        if getattr(net.config, "do_stable_layer_norm", False):
+            # pre-norm layers end with the encoder's layer norm, above the top layer
+            head.insert(0, f"{net.base_model_prefix}.encoder.layer_norm")
+        return head
+
+    def _ft_inputs(self, clips) -> list:
+        return [
+            self.feature_extractor_(w, sampling_rate=self.rate_, return_tensors="pt")[
+                "input_values"
+            ]
+            for w, _ in clips
+        ]
+
+    def _ft_forward(self, net, inputs, idx):
+        import torch
+
+        return torch.cat([net(inputs[i].to(self.device_)).logits for i in idx.tolist()])
+
+    def _ft_embed(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Fine-tuned model: each clip's head input (or, in ``encode_scores``, its output)."""
+        import torch
+
+        from toolkit.encoders._torch import penultimate
+
+        out = []
+        with torch.inference_mode():
+            for w in waves:
+                x = self.feature_extractor_(w, sampling_rate=self.rate_, return_tensors="pt")
+                x = x["input_values"].to(self.device_)
+                out.append(penultimate(self.model_, x)[0].float().cpu().numpy())
+        return np.stack(out)
+
+    def _ft_load_folder(self, location) -> None:
+        """Load a saved fine-tuned model (``save_pretrained`` folder) on the CPU."""
+        from transformers import AutoModelForAudioClassification
+
+        self._ft_load_extractor(location)
+        net = AutoModelForAudioClassification.from_pretrained(location, local_files_only=True)
+        self.model_ = net.eval().requires_grad_(False)
 
     def _cnn_prepare(self, clips) -> None:
         """Fitted input settings of the cnn backend: rate and clip length in samples."""

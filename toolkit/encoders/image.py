@@ -1,5 +1,6 @@
-"""Image encoder: fixed torch descriptors by default; torchvision backbones with user weights;
-a small CNN trained on the labels (``backend="cnn"``)."""
+"""Image encoder: fixed torch descriptors by default; torchvision backbones with user weights
+(frozen, or fine-tuned on the labels with ``fine_tune``); a small CNN trained on the labels
+(``backend="cnn"``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
+from toolkit.encoders._finetune import (
+    FINE_TUNE_CONSTRAINTS,
+    FineTuneMixin,
+    check_fine_tune,
+    depth_constraint,
+    load_pretrained,
+    replace_head,
+)
 from toolkit.encoders._torch import apply_weights, penultimate
-from toolkit.encoders.base import BaseEncoder, one_torch_thread
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder, one_torch_thread
 from toolkit.io.image import MAX_PIXELS, _value_range, read_image
 
 _WORK = 64  # working resolution of the descriptors
@@ -72,7 +81,7 @@ def image_descriptors(
     return torch.cat([pixels, hist, hog, stats], dim=1).numpy()
 
 
-class ImageEncoder(TrainableMixin, BaseEncoder):
+class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     """Encode a column of images (file paths or arrays) as a dense float32 block.
 
     Parameters
@@ -83,7 +92,8 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         gradient-orientation histograms on a ``cells`` x ``cells`` grid, and global
         intensity, contrast and edge density. ``"torchvision"``: the torchvision
         architecture ``model`` (e.g. ``"resnet18"``) with the state dict in ``weights``;
-        features are the input of its last Linear layer (penultimate features).
+        features are the input of its last Linear layer (penultimate features); with
+        ``fine_tune`` that network is fine-tuned on the labels (below).
         ``"cnn"``: a small CNN trained from scratch on the labels inside ``fit(X, y)``
         (a *supervised* encoder, sized for small images, 8x8 to 64x64): images are resized
         to ``input_size``, grey unless a training image has colour, standardized per
@@ -100,7 +110,8 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
     model : str, default=None
         torchvision architecture name (``torchvision.models.get_model``).
     weights : str or path, default=None
-        State dict file (``.pt``/``.pth`` or ``.safetensors``) for the torchvision backend.
+        State dict file (``.pt``/``.pth`` or ``.safetensors``) for the torchvision backend
+        (nothing is downloaded).
     pixel_size, hist_bins, orientations, cells : int
         Descriptor sizes (16, 8, 9, 4 by default: 256 + 24 + 144 + 3 = 427 features).
     input_size : int, default=None
@@ -112,7 +123,12 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         ``toolkit.io.read_image``). Without it uint8/uint16 images are divided by their full
         range and other integer types (signed, or wider than 16 bits such as an int32 TIFF)
         are refused (a ``ReadError``) rather than guessed.
-    batch_size : int, default=64
+    batch_size : int or "auto", default="auto"
+        Images per batch (and per training step of the cnn backend). ``"auto"``: with the
+        torchvision backend on a CUDA device, as many as fit a budget of 2**24 input
+        pixels (334 images at 224 x 224; ``toolkit.encoders._batching``), the next batch
+        read and resized in a background thread while the device runs the current one;
+        otherwise 64.
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
@@ -144,6 +160,25 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         (estimators set it from their own ``random_state``).
     verbose : bool, default=False
         Show a per-epoch progress bar (with the losses) when training, on a terminal.
+    model_kwargs : dict, default=None
+        Keyword arguments of the torchvision architecture (e.g. ``{"width_mult": 0.5}`` for
+        a MobileNet), as the weights were saved with.
+    fine_tune : bool or "top", default=False
+        torchvision backend: ``True`` or ``"top"`` fine-tunes the network on the labels inside
+        ``fit(X, y)`` (a *supervised* encoder, cross-fitted by the estimators): its last
+        Linear layer is replaced by a new head (one output per class, or one for a float
+        target), and the head and the top ``trainable_blocks`` blocks of the backbone are
+        trained, every other parameter and batch-norm statistic kept as loaded (those
+        blocks run in eval mode). Training as for the cnn backend (AdamW with
+        ``learning_rate`` and ``weight_decay``, ``batch_size``, early stopping on
+        ``validation_fraction`` of the rows, whole groups with ``groups``, ``max_epochs``,
+        ``patience``, ``random_state``, ``verbose``; bfloat16 autocast on a GPU). The
+        features stay the head's input; ``encode_scores`` gives the head's outputs.
+    trainable_blocks : int, default=2
+        Backbone blocks fine-tuned below the head, counted from the top (0: the head
+        alone). Blocks are the network's modules in order, plain ``Sequential`` stages
+        opened into their blocks (a ResNet's residual blocks, a MobileNet's inverted
+        residuals); ``trainable_blocks_`` names those trained.
 
     Attributes
     ----------
@@ -154,6 +189,10 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         cnn backend: the epoch whose weights are kept, and the epochs run.
     network_spec_ : dict
         cnn backend: the network's description (checked against saved weights on load).
+    trainable_blocks_ : list of str
+        fine_tune: the modules trained (top blocks, then the head).
+    n_outputs_ : int
+        fine_tune: outputs of the new head.
 
     Examples
     --------
@@ -180,6 +219,9 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         **BaseEncoder._parameter_constraints,
         "backend": [StrOptions({"descriptors", "torchvision", "cnn"})],
         "model": [str, None],
+        "model_kwargs": [dict, None],
+        **FINE_TUNE_CONSTRAINTS,
+        "trainable_blocks": depth_constraint(),
         "weights": [str, Path, None],
         "pixel_size": [Interval(Integral, 1, _WORK, closed="both")],
         "hist_bins": [Interval(Integral, 2, 256, closed="both")],
@@ -190,7 +232,10 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         "device": [str, None],
         "max_pixels": [Interval(Integral, 1, None, closed="left")],
         **TRAINING_CONSTRAINTS,
+        "batch_size": AUTO_BATCH,
     }
+    _cpu_batch_size = 64
+    _fine_tune_backend = "torchvision"
 
     def __init__(
         self,
@@ -203,7 +248,7 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         cells=4,
         input_size=None,
         value_range=None,
-        batch_size=64,
+        batch_size="auto",
         device="auto",
         on_error="raise",
         progress=True,
@@ -218,6 +263,9 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         validation_fraction=0.15,
         random_state=None,
         verbose=False,
+        model_kwargs=None,
+        fine_tune=False,
+        trainable_blocks=2,
     ):
         self.backend = backend
         self.model = model
@@ -243,6 +291,9 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.verbose = verbose
+        self.model_kwargs = model_kwargs
+        self.fine_tune = fine_tune
+        self.trainable_blocks = trainable_blocks
 
     def _feature_prefix(self) -> str:
         return "image_desc" if self.backend == "descriptors" else "image_emb"
@@ -252,7 +303,8 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
 
     def build_network(self):
         """The bare torchvision network of ``model``, without weights, on the current device
-        (for the cnn backend: the trained network's architecture, ``network_spec_``).
+        (fine-tuned: with its head of ``n_outputs_`` outputs; for the cnn backend: the
+        trained network's architecture, ``network_spec_``).
 
         Built from the encoder's own parameters only (nothing is loaded or downloaded), so
         it can be built under ``with torch.device("meta"):`` to compare its state-dict
@@ -276,11 +328,22 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
                 "backend='torchvision' needs model=<architecture name>, e.g. 'resnet18'"
             )
         try:
-            return torchvision.models.get_model(self.model, weights=None)
+            net = torchvision.models.get_model(
+                self.model, weights=None, **(self.model_kwargs or {})
+            )
         except ValueError as exc:
             raise ValueError(f"unknown torchvision architecture '{self.model}': {exc}") from exc
+        except TypeError as exc:
+            raise ValueError(
+                f"model_kwargs {self.model_kwargs!r} do not fit torchvision's "
+                f"'{self.model}': {exc}"
+            ) from exc
+        if self._fine_tuning() and hasattr(self, "n_outputs_"):
+            replace_head(net, self.n_outputs_)
+        return net
 
     def _fit(self, decoded) -> None:
+        check_fine_tune(self)
         if self.value_range is not None:
             _value_range(self.value_range)  # a malformed range fails here, not per item
         if self.backend == "descriptors":
@@ -307,6 +370,29 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
             )
         self.n_features_out_ = int(probe.shape[1])
 
+    def _auto_cost(self):
+        return ("pixels", self._side() ** 2) if self.backend == "torchvision" else None
+
+    def _finish_reads(self, images: list) -> list:
+        # torchvision: each image resized and normalized here, in the reading step (on a GPU
+        # a background thread, overlapped with the previous batch's network).
+        if self.backend != "torchvision":
+            return images
+        import torch
+        import torch.nn.functional as F
+
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        size = (self._side(), self._side())
+        out = []
+        for img in images:
+            t = torch.from_numpy(img).permute(2, 0, 1)[None]
+            if t.shape[1] == 1:
+                t = t.expand(1, 3, *t.shape[2:])
+            t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+            out.append(((t - mean) / std)[0])
+        return out
+
     def _encode_batch(self, images: list[np.ndarray]) -> np.ndarray:
         if self.backend == "descriptors":
             with one_torch_thread():  # small tensor operations: see one_torch_thread
@@ -316,22 +402,35 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
         if self.backend == "cnn":
             return self._cnn_embed(images)
         import torch
-        import torch.nn.functional as F
 
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        batch = []
-        for img in images:
-            t = torch.from_numpy(img).permute(2, 0, 1)[None]
-            if t.shape[1] == 1:
-                t = t.expand(1, 3, *t.shape[2:])
-            size = (self._side(), self._side())
-            batch.append(
-                F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-            )
-        x = ((torch.cat(batch) - mean) / std).to(self.device_)
+        x = torch.stack(images).to(self.device_)  # resized and normalized by _finish_reads
         with torch.inference_mode():
             return penultimate(self.model_, x).float().cpu().numpy()
+
+    # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
+
+    def _ft_network(self, n_out: int):
+        """The torchvision network with the state dict of ``weights`` and a new head."""
+        if self.value_range is not None:
+            _value_range(self.value_range)
+        net = self.build_network()
+        if self.weights is None:
+            raise ValueError(
+                "backend='torchvision' needs weights=<state dict file>; nothing is downloaded"
+            )
+        load_pretrained(net, self.weights, f"torchvision's '{self.model}' with model_kwargs={self.model_kwargs}")
+        return replace_head(net, n_out)
+
+    def _ft_inputs(self, images: list):
+        """The training images as one (n, 3, side, side) tensor, as encoding prepares them."""
+        import torch
+
+        if not all(isinstance(img, torch.Tensor) for img in images):
+            images = _imagenet_inputs(images, self._side())
+        return torch.stack(images)
+
+    def _ft_forward(self, net, x, idx):
+        return net(x[idx.cpu()].to(self.device_))
 
     def _side(self) -> int:
         """Side length images are resized to (``input_size`` or its backend's default)."""
@@ -371,3 +470,21 @@ class ImageEncoder(TrainableMixin, BaseEncoder):
                 )
             out[k] = t[0]
         return out
+
+
+def _imagenet_inputs(images: list[np.ndarray], side: int) -> list:
+    """(H, W, C) images as (3, side, side) tensors: resized with antialiasing, grey repeated
+    to RGB, standardized with ImageNet's statistics (the torchvision backend's input)."""
+    import torch
+    import torch.nn.functional as F
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = []
+    for img in images:
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
+        if t.shape[1] == 1:
+            t = t.expand(1, 3, *t.shape[2:])
+        t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        out.append(((t - mean) / std)[0])
+    return out

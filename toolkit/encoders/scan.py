@@ -1,4 +1,5 @@
-"""3-D scan encoder: MONAI preprocessing + radiomics-style statistics; MONAI networks by weights."""
+"""3-D scan encoder: MONAI preprocessing + radiomics-style statistics; MONAI networks by weights
+(frozen, or fine-tuned on the labels with ``fine_tune``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import resolve_device
+from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
+from toolkit.encoders._finetune import (
+    FINE_TUNE_CONSTRAINTS,
+    FineTuneMixin,
+    check_fine_tune,
+    depth_constraint,
+    load_pretrained,
+    replace_head,
+)
 from toolkit.encoders._torch import apply_weights, penultimate
-from toolkit.encoders.base import BaseEncoder
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.scan import (
     MAX_RESAMPLED_VOXELS,
     MAX_VOXELS,
@@ -97,7 +107,7 @@ def scan_statistics(v: np.ndarray, hist_bins: int, grid: int) -> np.ndarray:
     return np.concatenate([hist, np.asarray(first), np.asarray(shape), coarse]).astype(np.float32)
 
 
-class ScanEncoder(BaseEncoder):
+class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     """Encode a column of 3-D scans (NIfTI/DICOM paths or 3-D arrays).
 
     Every scan is read with MONAI's ``LoadImage``, oriented to ``orientation`` (files
@@ -113,7 +123,8 @@ class ScanEncoder(BaseEncoder):
         centre of mass, extent, connected components, surface ratio) and the volume
         average-pooled to ``grid``³ cells. ``"monai"``: the network ``model`` from
         ``monai.networks.nets`` (e.g. ``"DenseNet121"``) built with ``model_kwargs`` and
-        loaded from ``weights``; features are the input of its last Linear layer.
+        loaded from ``weights``; features are the input of its last Linear layer. With
+        ``fine_tune`` that network is fine-tuned on the labels (below).
     model : str, default=None
     weights : str or path, default=None
     model_kwargs : dict, default=None
@@ -124,10 +135,14 @@ class ScanEncoder(BaseEncoder):
     orientation : str or None, default="RAS"
     hist_bins : int, default=32
     grid : int, default=4
-    batch_size : int, default=4
+    batch_size : int or "auto", default="auto"
         Volumes decoded and held at once (bounded memory: each at its size after
         orientation and resampling, before resizing); same-shape volumes among them are
         resized and intensity-scaled together, on ``device`` for the ``"monai"`` backend.
+        ``"auto"``: with the monai backend on a CUDA device, as many volumes as fit a budget
+        of 2**23 resized voxels (32 at 64^3; ``toolkit.encoders._batching``), the next
+        batch read and resized in a background thread while the network runs the current
+        one (pass an integer to hold fewer large source volumes at once); otherwise 4.
     device : str, default="auto"
     on_error : {"raise", "missing"}, default="raise"
     progress : bool, default=True
@@ -151,10 +166,37 @@ class ScanEncoder(BaseEncoder):
         a serial run, bit for bit (the same chunks are encoded the same way); starting the
         workers (which import torch) costs seconds, so it pays on thousands of items.
         Pretrained backends refuse it (their network is batched on one device).
+    fine_tune : bool or "top", default=False
+        monai backend: ``True`` or ``"top"`` fine-tunes the network on the labels inside
+        ``fit(X, y)`` (a *supervised* encoder, cross-fitted by the estimators): its last
+        Linear layer is replaced by a new head (one output per class, or one for a float
+        target), and the head and the top ``trainable_blocks`` blocks are trained, every
+        other parameter and batch-norm statistic kept as loaded (eval mode). Training as
+        :class:`~toolkit.ImageEncoder`'s (AdamW, mini-batches of ``batch_size`` volumes,
+        early stopping on ``validation_fraction`` of the rows, whole groups with
+        ``groups``, seeded by ``random_state``, bfloat16 autocast on a GPU). The features
+        stay the head's input; ``encode_scores`` gives the head's outputs.
+    trainable_blocks : int, default=2
+        Blocks fine-tuned below the head, counted from the top (0: the head alone): the
+        network's modules in order, plain ``Sequential`` stages opened into their blocks
+        (a DenseNet's dense blocks and transitions, a ResNet's residual blocks);
+        ``trainable_blocks_`` names those trained.
+    max_epochs : int, default=30
+    patience : int, default=5
+    learning_rate : float, default=1e-3
+    weight_decay : float, default=1e-4
+    validation_fraction : float, default=0.15
+    random_state : int, RandomState or None, default=None
+    verbose : bool, default=False
+        Training of ``fine_tune``, as :class:`~toolkit.ImageEncoder`'s.
 
     Attributes
     ----------
     n_features_out_ : int
+    history_ : list of dict
+        fine_tune: per epoch, ``train_loss`` and (with validation rows) ``valid_loss``.
+    trainable_blocks_ : list of str
+        fine_tune: the modules trained (top blocks, then the head).
 
     Examples
     --------
@@ -183,7 +225,14 @@ class ScanEncoder(BaseEncoder):
         "device": [str, None],
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
         "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": AUTO_BATCH,
+        **{k: v for k, v in TRAINING_CONSTRAINTS.items() if k not in ("widths", "dropout")},
+        **FINE_TUNE_CONSTRAINTS,
+        "trainable_blocks": depth_constraint(),
     }
+    _trainable_backends = ()
+    _fine_tune_backend = "monai"
+    _cpu_batch_size = 4
 
     def __init__(
         self,
@@ -196,13 +245,22 @@ class ScanEncoder(BaseEncoder):
         orientation="RAS",
         hist_bins=32,
         grid=4,
-        batch_size=4,
+        batch_size="auto",
         device="auto",
         on_error="raise",
         progress=True,
         max_voxels=MAX_VOXELS,
         max_resampled_voxels=MAX_RESAMPLED_VOXELS,
         n_jobs=None,
+        fine_tune=False,
+        trainable_blocks=2,
+        max_epochs=30,
+        patience=5,
+        learning_rate=1e-3,
+        weight_decay=1e-4,
+        validation_fraction=0.15,
+        random_state=None,
+        verbose=False,
     ):
         self.backend = backend
         self.model = model
@@ -220,6 +278,15 @@ class ScanEncoder(BaseEncoder):
         self.max_voxels = max_voxels
         self.max_resampled_voxels = max_resampled_voxels
         self.n_jobs = n_jobs
+        self.fine_tune = fine_tune
+        self.trainable_blocks = trainable_blocks
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         if self.backend != "statistics":
@@ -243,6 +310,9 @@ class ScanEncoder(BaseEncoder):
             orientation=self.orientation,
         )
 
+    def _auto_cost(self):
+        return ("voxels", int(np.prod(self.spatial_size))) if self.backend == "monai" else None
+
     def _finish_reads(self, volumes: list) -> list:
         # Same-shape volumes are resized and intensity-scaled together on the network's
         # device (the CPU for the statistics backend), where the tensors stay.
@@ -260,7 +330,8 @@ class ScanEncoder(BaseEncoder):
         """The bare MONAI network ``model(**model_kwargs)``, without weights.
 
         ``model_kwargs`` defaults to ``{"spatial_dims": 3, "in_channels": 1,
-        "out_channels": 2}``. Built from the encoder's own parameters only (nothing is
+        "out_channels": 2}``; a fine-tuned encoder's network has its head of ``n_outputs_``
+        outputs. Built from the encoder's own parameters only (nothing is
         loaded or downloaded) on the current default device, so it can be built under
         ``with torch.device("meta"):`` to compare its state-dict shapes with a weights
         file. Raises ``ValueError`` for other backends.
@@ -284,7 +355,10 @@ class ScanEncoder(BaseEncoder):
             if not hasattr(nets, self.model):
                 raise ValueError(f"unknown MONAI network '{self.model}' (see monai.networks.nets)")
             kwargs = self.model_kwargs or dict(_DEFAULT_MONAI_KWARGS)
-            return getattr(nets, self.model)(**kwargs)
+            net = getattr(nets, self.model)(**kwargs)
+        if self._fine_tuning() and hasattr(self, "n_outputs_"):
+            replace_head(net, self.n_outputs_)
+        return net
 
     def check_settings(self) -> None:
         """Check the settings that need no data (sizes within ``max_resampled_voxels``), so a
@@ -293,6 +367,7 @@ class ScanEncoder(BaseEncoder):
         _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
 
     def _fit(self, decoded) -> None:
+        check_fine_tune(self)
         _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
         if self.backend == "statistics":
             self.n_features_out_ = self.hist_bins + len(_FIRST_ORDER) + len(_SHAPE) + self.grid**3
@@ -312,6 +387,28 @@ class ScanEncoder(BaseEncoder):
                 self.model_, torch.zeros(1, 1, *self.spatial_size, device=self.device_)
             )
         self.n_features_out_ = int(probe.shape[1])
+
+    # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
+
+    def _ft_network(self, n_out: int):
+        """The MONAI network with the state dict of ``weights`` and a new head."""
+        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        net = self.build_network()
+        if self.weights is None:
+            raise ValueError(
+                "backend='monai' needs weights=<state dict file>; nothing is downloaded"
+            )
+        load_pretrained(net, self.weights, f"MONAI's '{self.model}' with model_kwargs={self.model_kwargs}")
+        return replace_head(net, n_out)
+
+    def _ft_inputs(self, volumes: list):
+        """The training volumes (resized and scaled) as one (n, 1, *spatial_size) tensor."""
+        import torch
+
+        return torch.stack([v.cpu() for v in volumes])[:, None]
+
+    def _ft_forward(self, net, x, idx):
+        return net(x[idx.cpu()].to(self.device_))
 
     def _encode_batch(self, volumes) -> np.ndarray:
         if self.backend == "statistics":
