@@ -161,6 +161,7 @@ class FineTuneMixin:
 
     def _check_trainable(self) -> None:
         if not self._fine_tuning():
+            check_fine_tune(self)  # e.g. fine_tune with a backend trained from scratch
             return super()._check_trainable()
         name = type(self).__name__
         if self.model is None:
