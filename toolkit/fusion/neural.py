@@ -36,6 +36,10 @@ TRAINING_CONSTRAINTS = {
 }
 
 
+#: Rows per forward pass when a fitted network predicts on a GPU.
+_PREDICT_ROWS = 1 << 16
+
+
 class NeuralFusion(BaseFusion):
     """Base class of the fusions that train a torch network on the standardized blocks.
 
@@ -204,19 +208,26 @@ class NeuralFusion(BaseFusion):
         for epoch in range(self.max_epochs):
             self.module_.train()
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            total = 0.0
+            # One copy to the device per epoch and no read-back per step, so a GPU is never
+            # waited on inside the epoch (the uniforms are the numbers one draw per batch
+            # would give: the generator's stream is consumed in the same order).
+            if self.modality_dropout > 0:
+                uniforms = torch.rand((len(order), mask.shape[1]), generator=gen)
+                uniforms = uniforms.to(self.device_)
+            order = order.to(self.device_)
+            total = torch.zeros((), dtype=torch.float64, device=self.device_)
             for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size].to(self.device_)
+                idx = order[start : start + self.batch_size]
                 m = mask[idx]
                 if self.modality_dropout > 0:
-                    uniform = torch.rand(m.shape, generator=gen).to(self.device_)
+                    uniform = uniforms[start : start + self.batch_size]
                     m = drop_modalities(m, uniform, self.modality_dropout)
                 loss = self._loss(loss_fn, self._run_module([x[idx] for x in xs], m), target[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
-            record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
+                total += loss.detach().double() * len(idx)
+            record = {"epoch": epoch, "train_loss": float(total) / max(len(order), 1)}
             monitor = record["train_loss"]
             if len(val_idx):
                 monitor = self._validation_loss(xs, mask, target, val_idx, loss_fn)
@@ -272,8 +283,16 @@ class NeuralFusion(BaseFusion):
 
         check_is_fitted(self, "module_")
         xs, mask = self._tensors(emb)
+        # On a GPU, rows in batches of _PREDICT_ROWS (bounded device memory for the many
+        # coalitions of an explanation); on the CPU all rows at once, as before.
+        step = _PREDICT_ROWS if self.device_.type == "cuda" else max(len(mask), 1)
         with torch.inference_mode():
-            out = self._run_module(xs, mask)
+            out = torch.cat(
+                [
+                    self._run_module([x[s : s + step] for x in xs], mask[s : s + step])
+                    for s in range(0, max(len(mask), 1), step)
+                ]
+            )
         return out.cpu().numpy().astype(np.float64)
 
     def predict_output(self, emb: Embeddings) -> np.ndarray:
