@@ -222,3 +222,37 @@ def test_cnn_audio_fixed_duration_and_labels_needed():
     assert enc.n_samples_ == 4000
     long_clip = (np.zeros(16000, dtype=np.float32), 8000)  # cut to 0.5 s
     assert enc.transform([long_clip]).shape == (1, 32)
+
+
+def test_cnn_augment_shift_moves_each_training_image_by_at_most_the_shift():
+    """Known answer: each augmented image is its input moved by (dy, dx) in [-s, s]^2 with
+    zeros shifted in; the draws follow the generator's seed; 0 is the identity."""
+    import torch
+
+    x = torch.rand(6, 1, 8, 8) + 1.0  # no zeros inside the images
+    out = ImageEncoder(backend="cnn", augment_shift=2)._cnn_augment(
+        x, torch.Generator().manual_seed(0)
+    )
+    for img, moved in zip(x[:, 0], out[:, 0], strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(
+                moved,
+                torch.nn.functional.pad(img, (2, 2, 2, 2))[2 - dy : 10 - dy, 2 - dx : 10 - dx],
+            )
+        ]
+        assert len(matches) == 1
+    again = ImageEncoder(backend="cnn", augment_shift=2)._cnn_augment(
+        x, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(out, again)
+    assert ImageEncoder(backend="cnn")._cnn_augment(x, None) is x  # default: off
+    images, y = quadrant_images(40, 9)
+    shifted = ImageEncoder(backend="cnn", **TINY, augment_shift=1, random_state=0)
+    a = shifted.fit(images, y).transform(images)
+    b = clone(shifted).fit(images, y).transform(images)
+    np.testing.assert_array_equal(a, b)
+    plain = ImageEncoder(backend="cnn", **TINY, random_state=0).fit(images, y)
+    assert not np.allclose(a, plain.transform(images))

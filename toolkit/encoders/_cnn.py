@@ -256,9 +256,19 @@ class TrainableMixin:
             net.mean.copy_(mean)
             net.std.copy_(std)
             net = net.to(self.device_)
-            self.model_ = self._train_network(net, lambda idx: net(x[idx]), seed, split)
+            aug = torch.Generator(device=self.device_).manual_seed(seed + 1)
+
+            def forward(idx):
+                # training batches only (validation runs the network in eval mode)
+                return net(self._cnn_augment(x[idx], aug) if net.training else x[idx])
+
+            self.model_ = self._train_network(net, forward, seed, split)
         spec = self.network_spec_
         self.n_features_out_ = int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
+
+    def _cnn_augment(self, x, generator):
+        """A training batch as the network sees it (augmented by encoders that define it)."""
+        return x
 
     def _split_and_target(self, n: int, target, classify: bool, groups, seed: int):
         """(training rows, early-stopping validation rows, target tensor) for

@@ -174,6 +174,12 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         ``validation_fraction`` of the rows, whole groups with ``groups``, ``max_epochs``,
         ``patience``, ``random_state``, ``verbose``; bfloat16 autocast on a GPU). The
         features stay the head's input; ``encode_scores`` gives the head's outputs.
+    augment_shift : int, default=0
+        cnn backend: each training image is shifted by a random whole number of pixels,
+        up to this many in each direction (zero padding), drawn anew every epoch from
+        ``random_state``; 0 trains on the images as they are. Validation and encoding use
+        the images unshifted. (On AV-Digits' noisy 8x8 digits a 1-pixel shift lowered
+        accuracy, see docs/benchmarks.md; it is meant for larger images.)
     trainable_blocks : int, default=2
         Backbone blocks fine-tuned below the head, counted from the top (0: the head
         alone). Blocks are the network's modules in order, plain ``Sequential`` stages
@@ -222,6 +228,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         "model_kwargs": [dict, None],
         **FINE_TUNE_CONSTRAINTS,
         "trainable_blocks": depth_constraint(),
+        "augment_shift": [Interval(Integral, 0, 16, closed="both")],
         "weights": [str, Path, None],
         "pixel_size": [Interval(Integral, 1, _WORK, closed="both")],
         "hist_bins": [Interval(Integral, 2, 256, closed="both")],
@@ -266,6 +273,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         model_kwargs=None,
         fine_tune=False,
         trainable_blocks=2,
+        augment_shift=0,
     ):
         self.backend = backend
         self.model = model
@@ -294,6 +302,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         self.model_kwargs = model_kwargs
         self.fine_tune = fine_tune
         self.trainable_blocks = trainable_blocks
+        self.augment_shift = augment_shift
 
     def _feature_prefix(self) -> str:
         return "image_desc" if self.backend == "descriptors" else "image_emb"
@@ -448,6 +457,23 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         else:
             largest = max(max(img.shape[:2]) for img in images)
             self.input_size_ = int(np.clip(largest, *_CNN_SIZES))
+
+    def _cnn_augment(self, x, generator):
+        """Each image of a training batch shifted by up to ``augment_shift`` pixels (rows and
+        columns drawn independently, zero padding)."""
+        import torch
+        import torch.nn.functional as F
+
+        s = int(self.augment_shift)
+        if s == 0:
+            return x
+        n, _, h, w = x.shape
+        dy, dx = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+        padded = F.pad(x, (s, s, s, s)).permute(0, 2, 3, 1)  # (n, H + 2s, W + 2s, C)
+        picked = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]
+        return picked.permute(0, 3, 1, 2).contiguous()
 
     def _cnn_inputs(self, images: list[np.ndarray]):
         """Images as a float32 tensor (n, in_channels_, input_size_, input_size_): resized
