@@ -120,6 +120,22 @@ def labelled_texts(encoder, X, y, groups):
     return texts, target, classify, n_out, None if groups is None else groups[rows]
 
 
+def epoch_batches(rows: np.ndarray, lengths: np.ndarray, size: int, gen) -> list[list[int]]:
+    """One epoch's batches of ``rows``, in a random order drawn from ``gen``: the rows are
+    shuffled, each run of 50 batches' worth is sorted by token length and cut into batches
+    (little padding: on UCI sentences this halves the work of random batches), and the
+    batches are shuffled."""
+    import torch
+
+    perm = rows[torch.randperm(len(rows), generator=gen).numpy()]
+    out = []
+    for start in range(0, len(perm), 50 * size):
+        pool = perm[start : start + 50 * size]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        out += [pool[i : i + size].tolist() for i in range(0, len(pool), size)]
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
 def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, groups) -> None:
     """Train ``encoder.model_``'s top layers and a head on ``texts``; set the fitted state."""
     import torch
@@ -161,10 +177,15 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
     encoder.head_spec_ = head_spec(encoder.n_features_out_, n_out)
     amp = device.type == "cuda"
 
+    # Tokenized once; batches are padded to their own longest text.
+    tokens = encoder._finish_reads(texts)
+    lengths = np.asarray([len(t["input_ids"]) for t in tokens])
+    size = encoder._train_batch_size()
+
     def forward(head, rows, training: bool):
-        batch = [texts[i] for i in rows]
+        batch = {k: v.to(device) for k, v in encoder._pad([tokens[i] for i in rows]).items()}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            pooled = encoder._pool(encoder._tokenize(batch))
+            pooled = encoder._pool(batch)
             pooled = torch.nn.functional.dropout(pooled, encoder.dropout, training=training)
             out = head(pooled).float()
         return out if classify else out[:, 0]
@@ -173,10 +194,10 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
         model.eval()
         head.eval()
         total = 0.0
-        order = sorted(val_idx, key=lambda i: len(texts[i]))
+        order = val_idx[np.argsort(lengths[val_idx], kind="stable")].tolist()
         with torch.no_grad():
-            for start in range(0, len(order), encoder._train_batch_size()):
-                rows = order[start : start + encoder._train_batch_size()]
+            for start in range(0, len(order), size):
+                rows = order[start : start + size]
                 total += float(loss_fn(forward(head, rows, False), y[rows])) * len(rows)
         return total / len(order)
 
@@ -189,7 +210,6 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
             lr=encoder.learning_rate,
             weight_decay=encoder.weight_decay,
         )
-        tr = torch.as_tensor(train_idx)
         best, best_state, since = np.inf, None, 0
         encoder.history_ = []
         bar = progress(
@@ -203,16 +223,15 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
             for layer in top:
                 layer.train()
             head.train()
-            order = tr[torch.randperm(len(tr), generator=gen)].tolist()
+            order = epoch_batches(train_idx, lengths, size, gen)
             total = 0.0
-            for start in range(0, len(order), encoder._train_batch_size()):
-                rows = order[start : start + encoder._train_batch_size()]
+            for rows in order:
                 loss = loss_fn(forward(head, rows, True), y[rows])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(rows)
-            record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
+            record = {"epoch": epoch, "train_loss": total / max(len(train_idx), 1)}
             monitor = record["train_loss"]
             if len(val_idx):
                 monitor = record["valid_loss"] = valid_loss(head)
