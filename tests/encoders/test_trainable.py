@@ -48,7 +48,7 @@ def test_cnn_image_encoder_is_supervised_and_encodes_penultimate_features():
     assert block.shape == (4, 32) and block.dtype == np.float32  # 8 channels x 2 x 2 cells
     assert present.tolist() == [True, True, True, False]
     assert np.isnan(block[3]).all() and np.isfinite(block[:3]).all()
-    assert enc.n_features_out_ == 32 and enc.input_size_ == 8 and enc.in_channels_ == 1
+    assert enc.n_features_out_ == 32 and enc.input_size_ == 16 and enc.in_channels_ == 1
     assert len(enc.history_) == enc.n_epochs_ <= 4
     assert {"train_loss", "valid_loss"} <= set(enc.history_[0])
     assert enc.get_feature_names_out()[0] == "image_emb0"
@@ -256,3 +256,33 @@ def test_cnn_augment_shift_moves_each_training_image_by_at_most_the_shift():
     np.testing.assert_array_equal(a, b)
     plain = ImageEncoder(backend="cnn", **TINY, random_state=0).fit(images, y)
     assert not np.allclose(a, plain.transform(images))
+
+
+def test_cnn_ensemble_averages_networks_trained_apart(tmp_path):
+    """n_networks=3: three networks with their own seeds; the scores are the mean of the
+    members' head outputs, the features theirs side by side; weights round-trip."""
+    import torch
+
+    images, y = quadrant_images(40, 10)
+    enc = ImageEncoder(backend="cnn", **TINY, n_networks=3, random_state=0).fit(images, y)
+    assert enc.network_spec_["n_networks"] == 3 and len(enc.model_.members) == 3
+    assert enc.transform(images).shape == (40, 3 * 32)
+    assert len(enc.best_epoch_) == 3 and sorted({r["network"] for r in enc.history_}) == [0, 1, 2]
+    x = enc._cnn_inputs([np.asarray(i, dtype=np.float32)[..., None] for i in images])
+    with torch.no_grad():
+        members = torch.stack([m(x) for m in enc.model_.members])
+    np.testing.assert_allclose(enc.encode_scores(images)[0], members.mean(0).numpy(), rtol=1e-5)
+    assert not torch.allclose(members[0], members[1])
+    single = ImageEncoder(backend="cnn", **TINY, random_state=0).fit(images, y)
+    np.testing.assert_array_equal(
+        enc.transform(images)[:, :32], single.transform(images)
+    )  # member 0 is the single network of the same seed
+    enc.save_weights(tmp_path)
+    restored = pickle.loads(pickle.dumps(enc))
+    del restored.model_
+    restored.load_weights({"weights": str(tmp_path / "weights.safetensors")})
+    np.testing.assert_array_equal(restored.transform(images), enc.transform(images))
+    target = y.astype(float)
+    reg = ImageEncoder(backend="cnn", **TINY, n_networks=2, random_state=0).fit(images, target)
+    first = ImageEncoder(backend="cnn", **TINY, random_state=0).fit(images, target)
+    assert (reg.y_mean_, reg.y_scale_) == (first.y_mean_, first.y_scale_)

@@ -30,6 +30,8 @@ from toolkit._utils import (
     tensor_table,
 )
 
+_MAX_NETWORKS = 16
+
 #: Training parameters of every trainable backend (documented in each encoder).
 TRAINING_CONSTRAINTS = {
     "widths": [tuple, list],
@@ -39,6 +41,7 @@ TRAINING_CONSTRAINTS = {
     "weight_decay": [Interval(Real, 0.0, None, closed="left")],
     "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
     "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
+    "n_networks": [Interval(Integral, 1, _MAX_NETWORKS, closed="both")],
     "random_state": ["random_state"],
     "verbose": ["boolean"],
 }
@@ -63,14 +66,16 @@ def check_widths(widths) -> list[int]:
     return [int(w) for w in widths]
 
 
-def cnn_spec(in_channels: int, widths, n_out: int, dropout: float, pool) -> dict:
-    """The plain-dict description of a :class:`SmallCNN` (saved in ``model.skops``)."""
+def cnn_spec(in_channels: int, widths, n_out: int, dropout: float, pool, n_networks=1) -> dict:
+    """The plain-dict description of a :class:`SmallCNN` (saved in ``model.skops``), or of
+    an ensemble of ``n_networks`` of them."""
     return {
         "in_channels": int(in_channels),
         "widths": check_widths(widths),
         "n_out": int(n_out),
         "dropout": float(dropout),
         "pool": [int(pool[0]), int(pool[1])],
+        "n_networks": int(n_networks),
     }
 
 
@@ -82,15 +87,19 @@ def build_cnn(spec):
         dropout = float(spec["dropout"])
         widths = check_widths(list(spec["widths"]))
         pool = [int(p) for p in spec["pool"]]
+        k = int(spec.get("n_networks", 1))
     except (TypeError, KeyError, ValueError) as exc:
         raise ValueError(f"{bad} ({exc})") from exc
     ok = 1 <= in_channels <= 4 and 1 <= n_out <= 100_000 and 0 <= dropout < 1
+    ok = ok and 1 <= k <= _MAX_NETWORKS
     if not ok or len(pool) != 2 or not all(1 <= p <= 16 for p in pool):
         raise ValueError(
             f"{bad} (in_channels {in_channels}, n_out {n_out}, dropout {dropout}, pool {pool})"
         )
-    from toolkit.encoders._cnn_modules import SmallCNN
+    from toolkit.encoders._cnn_modules import CNNEnsemble, SmallCNN
 
+    if k > 1:
+        return CNNEnsemble([SmallCNN(in_channels, widths, n_out, dropout, pool) for _ in range(k)])
     return SmallCNN(in_channels, widths, n_out, dropout, pool)
 
 
@@ -243,37 +252,54 @@ class TrainableMixin:
 
         seed = check_random_state_seed(self.random_state)
         self.device_ = resolve_device(self.device)
-        split = self._split_and_target(len(x), target, classify, groups, seed)
-        train_idx = split[0]
-        self.network_spec_ = cnn_spec(x.shape[1], self.widths, n_out, self.dropout, self._cnn_pool)
-        fit_x = x[torch.as_tensor(train_idx)]
-        mean = fit_x.mean(dim=(0, 2, 3))
-        std = fit_x.std(dim=(0, 2, 3)).nan_to_num(1.0).clamp_min(1e-6)
-        x = x.to(self.device_)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_cnn(self.network_spec_)
-            net.mean.copy_(mean)
-            net.std.copy_(std)
-            net = net.to(self.device_)
-            aug = torch.Generator(device=self.device_).manual_seed(seed + 1)
+        k = int(getattr(self, "n_networks", 1))
+        spec = cnn_spec(x.shape[1], self.widths, n_out, self.dropout, self._cnn_pool, k)
+        self.network_spec_ = spec
+        x_dev = x.to(self.device_)
+        members, history, best, epochs, scale = [], [], [], [], None
+        for j in range(k):
+            # member j: its own validation split, initialization, shuffling and shifts
+            member_seed = (seed + 7919 * j) % (2**32)
+            split = self._split_and_target(len(x), target, classify, groups, member_seed, scale)
+            scale = None if classify else (self.y_mean_, self.y_scale_)  # one target scale
+            fit_x = x[torch.as_tensor(split[0])]
+            mean = fit_x.mean(dim=(0, 2, 3))
+            std = fit_x.std(dim=(0, 2, 3)).nan_to_num(1.0).clamp_min(1e-6)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(member_seed)
+                net = build_cnn({**spec, "n_networks": 1})
+                net.mean.copy_(mean)
+                net.std.copy_(std)
+                net = net.to(self.device_)
+                aug = torch.Generator(device=self.device_).manual_seed(member_seed + 1)
 
-            def forward(idx):
-                # training batches only (validation runs the network in eval mode)
-                return net(self._cnn_augment(x[idx], aug) if net.training else x[idx])
+                def forward(idx, net=net, aug=aug):
+                    # training batches only (validation runs the network in eval mode)
+                    xb = x_dev[idx]
+                    return net(self._cnn_augment(xb, aug) if net.training else xb)
 
-            self.model_ = self._train_network(net, forward, seed, split)
-        spec = self.network_spec_
-        self.n_features_out_ = int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
+                members.append(self._train_network(net, forward, member_seed, split))
+            history += [{**r, "network": j} if k > 1 else r for r in self.history_]
+            best.append(self.best_epoch_)
+            epochs.append(self.n_epochs_)
+        if k > 1:
+            from toolkit.encoders._cnn_modules import CNNEnsemble
+
+            self.model_ = CNNEnsemble(members).eval()
+            self.history_, self.best_epoch_, self.n_epochs_ = history, best, epochs
+        else:
+            self.model_ = members[0]
+        self.n_features_out_ = k * int(spec["widths"][-1] * spec["pool"][0] * spec["pool"][1])
 
     def _cnn_augment(self, x, generator):
         """A training batch as the network sees it (augmented by encoders that define it)."""
         return x
 
-    def _split_and_target(self, n: int, target, classify: bool, groups, seed: int):
+    def _split_and_target(self, n: int, target, classify: bool, groups, seed: int, scale=None):
         """(training rows, early-stopping validation rows, target tensor) for
         :meth:`_train_network`: the target is the class codes, or the float target
-        standardized on the training rows (``y_mean_`` and ``y_scale_``)."""
+        standardized on the training rows (``y_mean_`` and ``y_scale_``; ``scale``: that
+        (mean, scale) instead, so that an ensemble's members share one)."""
         import torch
 
         from toolkit.fusion._inner import validation_split
@@ -283,8 +309,9 @@ class TrainableMixin:
         if classify:
             y = torch.as_tensor(target, dtype=torch.int64)
         else:
-            self.y_mean_ = float(np.mean(target[train_idx]))
-            self.y_scale_ = float(np.std(target[train_idx])) or 1.0
+            if scale is None:
+                scale = (float(np.mean(target[train_idx])), float(np.std(target[train_idx])))
+            self.y_mean_, self.y_scale_ = scale[0], scale[1] or 1.0
             y = torch.as_tensor((target - self.y_mean_) / self.y_scale_, dtype=torch.float32)
         return train_idx, val_idx, y
 

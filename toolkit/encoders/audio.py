@@ -362,9 +362,9 @@ class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         Seconds each clip is cut or padded to for the cnn backend; None: the 95th
         percentile of the training clips' durations.
     widths, max_epochs, patience, learning_rate, weight_decay, dropout, \
-validation_fraction, random_state, verbose
+validation_fraction, n_networks, random_state, verbose
         Network and training of the cnn backend, as in :class:`~toolkit.ImageEncoder`
-        (defaults (16, 32, 64), 60, 8, 3e-3, 1e-4, 0.1, 0.15, None, False); the training
+        (defaults (16, 32, 64), 60, 8, 3e-3, 1e-4, 0.1, 0.15, 1, None, False); the training
         parameters also apply to ``fine_tune``.
     fine_tune : bool or "top", default=False
         transformers backend: ``True`` or ``"top"`` fine-tunes the local model on the labels
@@ -453,6 +453,7 @@ validation_fraction, random_state, verbose
         weight_decay=1e-4,
         dropout=0.1,
         validation_fraction=0.15,
+        n_networks=1,
         random_state=None,
         verbose=False,
         fine_tune=False,
@@ -481,6 +482,7 @@ validation_fraction, random_state, verbose
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.validation_fraction = validation_fraction
+        self.n_networks = n_networks
         self.random_state = random_state
         self.verbose = verbose
         self.fine_tune = fine_tune

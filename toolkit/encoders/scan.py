@@ -226,7 +226,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
         "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],
         "batch_size": AUTO_BATCH,
-        **{k: v for k, v in TRAINING_CONSTRAINTS.items() if k not in ("widths", "dropout")},
+        **{k: v for k, v in TRAINING_CONSTRAINTS.items() if k not in ("widths", "dropout", "n_networks")},
         **FINE_TUNE_CONSTRAINTS,
         "trainable_blocks": depth_constraint(),
     }
