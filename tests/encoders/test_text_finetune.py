@@ -93,6 +93,7 @@ def test_fine_tuned_encoder_learns_the_sentiment_word(bert):
     enc = tuned(bert).fit(texts, y)
     assert enc.supervised and not enc.fixed
     assert TextEncoder(backend="transformers", model=bert).fixed
+    assert TextEncoder(backend="transformers", fine_tune="top").supervised  # as image/audio
     scores, available = enc.encode_scores(test_texts)
     assert scores.shape == (100, 2) and available.all()
     assert np.mean(scores.argmax(1) == test_y) >= 0.95

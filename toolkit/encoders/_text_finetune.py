@@ -20,13 +20,13 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from toolkit._utils import check_random_state_seed, is_missing, progress
 
 #: Parameters of fine-tuning (documented in :class:`~toolkit.encoders.text.TextEncoder`).
 FINE_TUNE_CONSTRAINTS = {
-    "fine_tune": ["boolean"],
+    "fine_tune": ["boolean", StrOptions({"top"})],
     "trainable_layers": [Interval(Integral, 0, None, closed="left")],
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
     "patience": [Interval(Integral, 1, None, closed="left")],

@@ -101,8 +101,9 @@ class TextEncoder(BaseEncoder):
         What to do with a cell that is not a string.
     progress : bool, default=True
         Show a progress bar on long encoding work.
-    fine_tune : bool, default=False
-        ``backend="transformers"`` only. Train the top ``trainable_layers`` transformer
+    fine_tune : bool or "top", default=False
+        ``backend="transformers"`` only. ``True`` or ``"top"`` (the same, as for the other
+        encoders' ``fine_tune``; no adapters): train the top ``trainable_layers`` transformer
         layers and a linear head on the mean-pooled tokens with the labels, inside
         ``fit(X, y, groups)`` (AdamW, early stopping on the validation loss of an inner
         split of the rows, whole groups when ``groups`` are given). The encoder is then
