@@ -159,7 +159,7 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
         for i, row in enumerate(dd.rows):
             if not frame_has(explanation, i):
                 records.append({"row": row, "modality": name, "kind": dd.kinds[name],
-                                "absent": True})  # fmt: skip
+                                "reason": dd.reasons[i], "absent": True})  # fmt: skip
                 continue
             k = None if dd.codes is None else dd.codes[i]
             values = part_values(explanation, i, k)

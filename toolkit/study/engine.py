@@ -108,8 +108,13 @@ def run_study(
     The folder holds ``status.json``, ``config.resolved.yaml``, ``environment.json``,
     ``folds/`` (each finished fold's predictions, written as soon as the fold ends),
     ``metrics.json``, ``metrics.csv``, ``predictions.csv`` (with the group column),
-    ``contributions.csv``, PNG figures, ``report.html``, ``model/`` (the model chosen by
-    ``output.model_rule``, refitted on all rows) and ``model_card.md`` beside it.
+    ``contributions.csv``, ``interactions.csv`` and ``contribution_intervals.csv`` (the
+    explained strategy's pairwise interactions and contribution intervals, unless
+    ``output.interactions`` / ``output.intervals`` are false), PNG figures (with
+    ``drilldown_<modality>_row<k>.png`` for ``output.drilldown_rows`` test rows of the last
+    fold; no text figure unless ``output.include_text``), ``report.html``, ``model/`` (the
+    model chosen by ``output.model_rule``, refitted on all rows) and ``model_card.md``
+    beside it.
 
     Parameters
     ----------
