@@ -119,3 +119,26 @@ def test_a_study_with_a_small_cnn_image_encoder_runs(tmp_path):
     # the CNN's head outputs feed the fusion: the drill-down leaves it out and says why
     assert "learns from the labels" in summary["drilldown"]["skipped"]["face"]
     assert {r["modality"] for r in summary["drilldown"]["records"]} == {"text"}
+
+
+def test_fit_encode_then_fit_is_the_model_fit_gives():
+    """The estimators' fit_encode (what a study fold calls) gives the fusion the same
+    embeddings as fit: fitting on them is the same model."""
+    import pytest
+
+    from toolkit import MultimodalClassifier
+
+    plan = _plan()
+    frame, labels = plan.frame, np.where(Y == 1, "yes", "no")
+    mods = [("memo", Memorizer(), "item"), ("tab", TabularEncoder(), ["x"])]
+    direct = MultimodalClassifier(mods, random_state=0).fit(frame, labels, groups=GROUPS)
+    staged = MultimodalClassifier(mods, random_state=0)
+    emb = staged.fit_encode(frame, labels, groups=GROUPS)
+    np.testing.assert_array_equal(emb.blocks["memo"], 0.5)
+    assert list(staged.classes_) == ["no", "yes"]
+    staged.fit(emb, labels, groups=GROUPS)
+    np.testing.assert_allclose(staged.predict_proba(frame), direct.predict_proba(frame), atol=1e-12)
+    with pytest.raises(TypeError, match="fit_encode needs raw data"):
+        staged.fit_encode(emb, labels)
+    with pytest.raises(ValueError, match="X has 60 rows but y has 3 values"):
+        staged.fit_encode(frame, labels[:3])
