@@ -248,6 +248,19 @@ def test_text_padding_matches_the_tokenizer(tiny_bert):
         np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy())
 
 
+def test_text_batches_do_not_depend_on_a_left_padding_tokenizer(tiny_bert, pretend_gpu):
+    from toolkit import TextEncoder
+
+    pretend_gpu["tokens"] = 64
+    texts = _texts(12, seed=4)
+    kwargs = dict(backend="transformers", model=str(tiny_bert), max_length=60, device="cpu")
+    ref = TextEncoder(batch_size=1, **kwargs).fit(texts).transform(texts)
+    for batch_size in ("auto", 4):
+        enc = TextEncoder(batch_size=batch_size, **kwargs).fit(texts)
+        enc.tokenizer_.padding_side = "left"  # would shift BERT's absolute positions
+        assert np.abs(enc.transform(texts) - ref).max() < TOL
+
+
 def test_text_auto_keeps_missing_rows_and_order(tiny_bert, pretend_gpu):
     import pandas as pd
 

@@ -455,8 +455,11 @@ class TextEncoder(BaseEncoder):
         return out
 
     def _pad(self, tokens: list[dict]) -> dict:
-        """Pad tokenized texts to the longest as the tokenizer's ``padding=True`` does
-        (its padding side, pad token and pad token type), as int64 tensors."""
+        """Pad tokenized texts on the right to the longest (the tokenizer's pad token and pad
+        token type), as int64 tensors. Always on the right, whatever the tokenizer's
+        ``padding_side``: every real token then keeps the position it has unpadded, so a
+        text's pooled vector does not depend on its batch (left padding shifts the absolute
+        positions of BERT-like models)."""
         import torch
 
         tok = self.tokenizer_
@@ -469,18 +472,13 @@ class TextEncoder(BaseEncoder):
         fill = {"input_ids": tok.pad_token_id, "attention_mask": 0}
         fill["token_type_ids"] = getattr(tok, "pad_token_type_id", 0)
         fill["special_tokens_mask"] = 1
-        left = getattr(tok, "padding_side", "right") == "left"
         out = {}
         for key in tokens[0]:
             if key not in fill:
-                return tok.pad(tokens, padding=True, return_tensors="pt")
+                return tok.pad(tokens, padding=True, padding_side="right", return_tensors="pt")
             arr = np.full((len(tokens), width), fill[key], dtype=np.int64)
             for r, t in enumerate(tokens):
-                values = t[key]
-                if left:
-                    arr[r, width - len(values) :] = values
-                else:
-                    arr[r, : len(values)] = values
+                arr[r, : len(t[key])] = t[key]
             out[key] = torch.from_numpy(arr)
         return out
 
