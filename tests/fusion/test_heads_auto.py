@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_validate
 
 from toolkit import Embeddings, MultimodalClassifier, MultimodalRegressor, load, save
-from toolkit.fusion import AutoFusion, EarlyFusion, LateFusion
-from toolkit.fusion._heads import _one_se, calibrate, fit_calibrators, fit_head
+from toolkit.fusion import AutoFusion, EarlyFusion, LateFusion, _heads
+from toolkit.fusion._heads import _one_se, calibrate, fit_calibrators, fit_head, shared_heads
 from toolkit.fusion._inner import inner_folds, validation_split
 
 
@@ -110,6 +110,58 @@ def test_head_capacity_follows_the_training_rows():
     # out-of-fold, so the strong head's held-out accuracy is honest and high
     assert np.mean(strong.oof.argmax(1) == y) > 0.95
 
+
+def test_fast_path_chooses_as_the_full_float64_grid_and_refits_to_the_same_head():
+    """The path (float32 folds, stopped past the minimum, final head warm-started) chooses
+    the C that the full float64 grid chooses, and its final head is the cold fit's."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 40))  # few rows, many columns: large C overfits
+    y = (X[:, :3].sum(1) + 2.0 * rng.normal(size=150) > 0).astype(int)
+    fitted = fit_head(X, y, n_classes=2, seed=0)
+    folds = inner_folds(y, None, 5, True, 0)
+    losses = np.zeros((len(_heads.C_GRID), len(folds)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, C in enumerate(_heads.C_GRID):
+            for f, (tr, te) in enumerate(folds):
+                m = LogisticRegression(C=C, max_iter=2000).fit(X[tr], y[tr])
+                losses[i, f] = _heads._log_loss(m.predict_proba(X[te]), y[te])
+    sizes = np.array([len(te) for _, te in folds], dtype=float)
+    expected = _heads.C_GRID[_one_se(losses, sizes, order_regularized_first=True)]
+    assert fitted.param == expected
+    assert len(fitted.grid) < len(_heads.C_GRID)  # stopped past the minimum
+    assert fitted.scores.shape == (len(fitted.grid), len(folds))
+    cold = LogisticRegression(C=expected, max_iter=2000).fit(X, y)
+    np.testing.assert_allclose(fitted.head.coef_, cold.coef_, atol=2e-3)
+    assert fitted.head.get_params()["warm_start"] is False
+
+
+def test_identical_heads_are_fitted_once_only_inside_shared_heads(monkeypatch):
+    calls = []
+    original = _heads._fit_logistic
+    monkeypatch.setattr(
+        _heads, "_fit_logistic", lambda *a: calls.append(1) or original(*a)
+    )
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] > 0).astype(int)
+    first = fit_head(X, y, n_classes=2)
+    fit_head(X, y, n_classes=2)
+    assert len(calls) == 2  # outside the block nothing is kept
+    with shared_heads():
+        a = fit_head(X, y, n_classes=2)
+        b = fit_head(X, y, n_classes=2)
+        c = fit_head(X, 1 - y, n_classes=2)  # another target: another head
+        assert len(calls) == 4  # b came from the memo
+    assert b.head is not a.head and b.oof is not a.oof
+    np.testing.assert_array_equal(b.head.coef_, a.head.coef_)
+    np.testing.assert_array_equal(b.oof, a.oof)
+    np.testing.assert_array_equal(first.head.coef_, a.head.coef_)
+    assert c.head.coef_[0, 0] < 0 < a.head.coef_[0, 0]
+    fit_head(X, y, n_classes=2)
+    assert len(calls) == 5  # the block's memo is gone
 
 def test_regression_head_chooses_alpha_by_inner_cv():
     rng = np.random.default_rng(1)

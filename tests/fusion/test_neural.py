@@ -302,16 +302,7 @@ def test_tensor_fusion_learns_a_two_modality_interaction():
 
 @pytest.mark.parametrize(
     "name",
-    [
-        "attention",
-        "lowrank",
-        pytest.param(
-            "tensor",
-            marks=pytest.mark.xfail(
-                strict=True, reason="known defect: 'lab' gets 0.79 of the credit (open issue)"
-            ),
-        ),
-    ],
+    ["attention", "lowrank", "tensor"],
 )
 def test_one_informative_modality_gets_most_of_the_credit(name):
     """Only 'lab' carries the label (Bayes accuracy about 0.80); 'noise' and 'vital' are

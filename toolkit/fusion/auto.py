@@ -169,6 +169,13 @@ class AutoFusion(BaseFusion):
 
     def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
         """Score every candidate by inner CV on ``emb``, then refit the best on all rows."""
+        from toolkit.fusion._heads import shared_heads
+
+        # the candidates share their identical per-modality heads (fitted once per fold)
+        with shared_heads():
+            return self._fit(emb, y, n_classes, groups)
+
+    def _fit(self, emb: Embeddings, y, n_classes, groups):
         from toolkit.fusion._inner import check_groups, inner_folds
 
         self._validate_params()

@@ -140,6 +140,14 @@ class EarlyFusion(BaseFusion):
     def fit(self, emb: Embeddings, y, n_classes=None, groups=None):
         """Fit the head on ``emb`` (see :class:`BaseFusion` for ``y``, ``n_classes`` and
         ``groups``)."""
+        from threadpoolctl import threadpool_limits
+
+        # many small solves (heads, calibration, stacker): one BLAS thread each is faster
+        # than a pool whose threads spin, and far faster when other processes share the cores
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(emb, y, n_classes, groups)
+
+    def _fit(self, emb: Embeddings, y, n_classes, groups):
         from toolkit._utils import check_random_state_seed
         from toolkit.fusion._heads import fit_head
         from toolkit.fusion._inner import check_groups

@@ -137,6 +137,14 @@ class LateFusion(BaseFusion):
         """Fit one head per modality on its available rows, then the combiner; with
         ``groups``, the out-of-fold predictions the combiner learns from keep each group in
         one fold."""
+        from threadpoolctl import threadpool_limits
+
+        # many small solves (heads, calibration, stacker): one BLAS thread each is faster
+        # than a pool whose threads spin, and far faster when other processes share the cores
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(emb, y, n_classes, groups)
+
+    def _fit(self, emb: Embeddings, y, n_classes, groups):
         from toolkit.fusion._inner import check_groups
 
         groups = check_groups(groups, len(np.asarray(y)))

@@ -35,7 +35,13 @@ class TensorFusion(NeuralFusion):
     head_size : int, default=16
     max_product_size : int, default=10000
         Largest accepted (hidden_size + 1) ** n_modalities.
-    modality_dropout : float in [0, 1), default=0.2
+    modality_dropout : float in [0, 1), default=0.4
+        Each available modality of a training row is hidden with this probability (one
+        always kept). Higher than the other fusions': every product term of a modality
+        must then also predict without it, so a distractor's terms cannot sharpen the
+        informative modality's output (at 0.2 a distractor got 21% of the Shapley credit
+        on a one-informative-modality task; at 0.4, 11-17% over five seeds, while the XOR
+        task is still learned, 0.897 vs 0.916 of a 0.95 Bayes accuracy).
     max_epochs : int, default=300
     batch_size : int, default=64
     learning_rate : float, default=3e-3
@@ -96,7 +102,7 @@ class TensorFusion(NeuralFusion):
         hidden_size=4,
         head_size=16,
         max_product_size=10_000,
-        modality_dropout=0.2,
+        modality_dropout=0.4,
         max_epochs=300,
         batch_size=64,
         learning_rate=3e-3,
