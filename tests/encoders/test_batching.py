@@ -413,3 +413,20 @@ def test_audio_padded_batches_with_a_layer_norm_model(tmp_path, pretend_gpu):
         out = enc.transform(clips)
         assert sum(n for n, _ in shapes) == len(clips) and max(n for n, _ in shapes) > 1
         assert np.abs(out - ref).max() < TOL, batch_size
+
+
+def test_audio_clip_too_short_for_the_model_is_named_not_pooled_to_zeros(tiny_wav2vec2):
+    from toolkit import AudioEncoder
+
+    clips = _clips([8000, 20, 4000])
+    for batch_size in ("auto", 4):
+        enc = AudioEncoder(
+            backend="transformers", model=str(tiny_wav2vec2), device="cpu", batch_size=batch_size
+        ).fit(clips[:1])
+        with pytest.raises(ValueError, match="row 1 .*clip of 20 samples at 16000 Hz is shorter"):
+            enc.transform(clips)
+        enc.set_params(on_error="missing")
+        with pytest.warns(UserWarning, match="row 1"):
+            block, available = enc.encode(clips)
+        assert available.tolist() == [True, False, True]
+        assert np.isnan(block[1]).all() and np.isfinite(block[[0, 2]]).all()

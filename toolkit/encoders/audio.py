@@ -615,6 +615,22 @@ validation_fraction, n_networks, random_state, verbose
             and (self.batch_size != AUTO or is_cuda(self.device_))
         )
 
+    def _check_item(self, clip) -> None:
+        # A clip shorter than the transformers model's feature encoder gives no frame: the
+        # model refuses it alone, and a padded batch would pool nothing (zeros).
+        frames_of = getattr(getattr(self, "model_", None), "_get_feat_extract_output_lengths", None)
+        if self.backend != "transformers" or frames_of is None:
+            return
+        import torch
+
+        if int(frames_of(torch.tensor(len(clip[0])))) < 1:
+            from toolkit.exceptions import ReadError
+
+            raise ReadError(
+                f"clip of {len(clip[0])} samples at {self.rate_} Hz is shorter than the "
+                "model's feature encoder reads for one frame; pad or drop such clips"
+            )
+
     def _auto_cost(self):
         # Chunks of the budget's worth of one-second clips (forward passes are planned on
         # the clips' actual lengths in _embed_batched).
