@@ -216,6 +216,7 @@ def drilldown_figures(run: Path, drill, *, include_text: bool) -> list[tuple[str
 
     if drill is None:
         return []
+    _plt()  # Agg, unless a backend was chosen
     plots = {"text": plot_text_parts, "image": plot_image_parts, "audio": plot_audio_parts,
              "scan": plot_scan_parts}  # fmt: skip
     out = []
@@ -227,11 +228,20 @@ def drilldown_figures(run: Path, drill, *, include_text: bool) -> list[tuple[str
             if not frame_has(explanation, i) or not len(np.asarray(explanation.values[i])):
                 continue
             k = None if drill.codes is None else drill.codes[i]
-            path = run / f"drilldown_{name}_row{row}.png"
-            plots[kind](explanation, row=i, path=path, class_index=k)
-            _plt().close("all")
+            fig = plots[kind](explanation, row=i, class_index=k)
+            _study_row_titles(fig, i, row)
+            path = _save(fig, run / f"drilldown_{name}_row{row}.png")
             out.append((f"{name}, row {row} ({drill.reasons[i]})", path))
     return out
+
+
+def _study_row_titles(fig, position: int, row: int) -> None:
+    """Titles that say "row <position>" (within the drilled rows) say the study's row."""
+    titles = [ax.title for ax in fig.axes] + [t for t in [fig._suptitle] if t is not None]
+    prefix = f"row {position}:"
+    for title in titles:
+        if title.get_text().startswith(prefix):
+            title.set_text(f"row {row}:" + title.get_text()[len(prefix):])
 
 
 def text_examples(frame, modalities, values, per_modality: int = 5) -> list[dict]:
