@@ -70,8 +70,6 @@ def _diff(a, b) -> float:
 def _prefetched(batches, prepare, device):
     """Best-practice host/device overlap: batch i+1 prepared in a thread, pinned, copied
     without blocking while the device runs batch i."""
-    import torch
-
     cuda = device.type == "cuda"
 
     def host(b):
@@ -92,7 +90,6 @@ def _prefetched(batches, prepare, device):
             if i + 1 < len(batches):
                 nxt = pool.submit(host, batches[i + 1])
             yield batches[i], dev(x)
-        del torch
 
 
 class Table:
