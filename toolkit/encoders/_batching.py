@@ -25,9 +25,10 @@ import numpy as np
 
 AUTO = "auto"
 
-#: Padded work per batch on a CUDA device, by unit. Sized for a MiniLM/BERT-base, ResNet-50,
-#: wav2vec 2.0 base or DenseNet121 3-D class network in float32 on a GPU of 16 GB or more
-#: (peak activation memory a few GB); an integer ``batch_size`` bounds it where needed.
+#: Padded work per batch on a CUDA device, by unit. Chosen for MiniLM/BERT-base, ResNet-50,
+#: wav2vec 2.0 base and DenseNet121 3-D class networks in float32 on a GPU of 16 GB or more
+#: (estimated a few GB of activations; not yet measured on a GPU: see docs/benchmarks.md,
+#: issue 19); an integer ``batch_size`` bounds the work where a larger network needs it.
 GPU_BUDGETS = {
     "tokens": 1 << 15,  # text: 32,768 padded tokens (e.g. 1,024 sentences of 32 tokens)
     "pixels": 1 << 24,  # images: 16.8 M pixels (334 images at 224 x 224)
@@ -35,8 +36,8 @@ GPU_BUDGETS = {
     "samples": 1 << 22,  # audio: 4.2 M samples (16 clips of 16 s at 16 kHz)
 }
 
-#: Most items in one automatic batch (short texts would otherwise make batches of tens of
-#: thousands, where host work per batch stops overlapping well and nothing is gained).
+#: Most items in one automatic batch (very short texts would otherwise make batches of
+#: several thousand, whose host work no longer overlaps well).
 MAX_AUTO_ITEMS = 2048
 
 
