@@ -177,6 +177,19 @@ def test_prefetcher_prepares_ahead_in_a_background_thread():
     assert list(it) == [1, 2, 3, 4]
 
 
+def test_prefetcher_passes_on_a_failure_of_the_work_itself():
+    def work():
+        yield 1
+        yield 2
+        raise OSError("listing the items failed")
+
+    got = []
+    with pytest.raises(OSError, match="listing the items failed"):
+        for value in Prefetcher(work(), lambda i: 10 * i):
+            got.append(value)
+    assert got == [10, 20]
+
+
 def test_prefetcher_refuses_a_bad_depth():
     with pytest.raises(ValueError, match="depth must be a positive integer"):
         Prefetcher(range(3), lambda i: i, depth=0)
