@@ -11,7 +11,6 @@ incorrect test rows, alternately (regression: the best and the worst predicted).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +34,6 @@ class DrillDown:
     kinds: dict = field(default_factory=dict)  # modality -> "text", "image", "audio", "scan"
     skipped: dict = field(default_factory=dict)  # modality -> why it was not drilled
     encoder_calls: int = 0
-    seconds: float = 0.0
 
 
 def drillable(modalities) -> tuple[dict, dict]:
@@ -109,7 +107,6 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
         classes = [str(results.classes[c]) for c in codes]
     out = DrillDown(label, fold, rows, [r for _, r in picked], classes, codes, kinds=kinds,
                     skipped=skipped)  # fmt: skip
-    start = time.perf_counter()
     memory = None if cache_dir is None else EmbeddingCache(cache_dir)
     model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
     model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
@@ -126,7 +123,6 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
                 out.encoder_calls += drill_down_cost(
                     d, len(plan.names), max_parts=max_parts, n_permutations=N_PERMUTATIONS
                 )["encoder_calls"]
-    out.seconds = time.perf_counter() - start
     return out
 
 
@@ -190,7 +186,6 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
         "max_parts": max_parts,
         "n_permutations": N_PERMUTATIONS,
         "encoder_calls": dd.encoder_calls,
-        "seconds": round(dd.seconds, 2),
         "text_shown": include_text,
         "skipped": dd.skipped,
         "records": records,

@@ -496,8 +496,7 @@ def _drilldown_phrase(config: dict, summary: dict) -> str:
         "cells), silenced (segments) or set to 0 (scan blocks) and the item is re-encoded. "
         f"Cost bound: exact for items of at most {drill['max_parts']} parts (2^d - 2 encoder "
         f"calls per row), else {drill['n_permutations']} sampled orders of the parts "
-        f"(antithetic pairs); {drill['encoder_calls']:,} encoder calls in all, "
-        f"{drill['seconds']:.1f} s."
+        f"(antithetic pairs); {drill['encoder_calls']:,} encoder calls in all."
     )
 
 
