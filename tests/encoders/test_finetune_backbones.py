@@ -415,3 +415,32 @@ def test_fine_tune_settings_errors(mobilenet, wav2vec):
         image_encoder(mobilenet, model="resnet18", model_kwargs={"no_such": 1}).fit(images, y)
     with pytest.raises(ValueError, match="trainable_blocks"):
         image_encoder(mobilenet, trainable_blocks=-1).fit(images, y)
+
+
+def test_backbone_blocks_of_common_architectures():
+    """Known answers: the blocks counted by trainable_blocks, top last, head left out."""
+    import torch
+    import torchvision
+    from monai.networks.nets import DenseNet121
+
+    from toolkit.encoders._finetune import backbone_blocks, head_name
+
+    with torch.device("meta"):
+        nets = {
+            "resnet18": torchvision.models.resnet18(),
+            "vit_b_16": torchvision.models.vit_b_16(),
+            "densenet": DenseNet121(spatial_dims=3, in_channels=1, out_channels=2),
+        }
+    blocks = {k: backbone_blocks(net, head_name(net)) for k, net in nets.items()}
+    assert head_name(nets["resnet18"]) == "fc"
+    assert blocks["resnet18"] == ["conv1", "bn1"] + [
+        f"layer{i}.{j}" for i in range(1, 5) for j in range(2)
+    ]
+    assert head_name(nets["vit_b_16"]) == "heads.head"
+    assert blocks["vit_b_16"][-3:] == [
+        "encoder.layers.encoder_layer_10", "encoder.layers.encoder_layer_11", "encoder.ln",
+    ]  # fmt: skip
+    assert len(blocks["vit_b_16"]) == 14  # patch projection, 12 layers, final norm
+    assert blocks["densenet"][-3:] == [
+        "features.transition3", "features.denseblock4", "features.norm5",
+    ]  # fmt: skip

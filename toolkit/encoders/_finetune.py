@@ -15,8 +15,9 @@ The backbone's *blocks*, in order: the modules met walking the network from its 
 where a plain container (``nn.Sequential``, ``nn.ModuleList``) is opened when one of its
 children holds sub-modules of its own (the stages of a ResNet open into residual blocks,
 MobileNet's ``features`` into its inverted-residual blocks; a conv-norm-activation
-``Sequential`` stays one block), and so is any module that holds the head; modules without
-parameters are skipped. The names of the trained blocks are ``trainable_blocks_``.
+``Sequential`` stays one block), and so is any module that holds the head or a stack of
+alike blocks (a ViT's encoder opens into its layers); modules without parameters are
+skipped. The names of the trained blocks are ``trainable_blocks_``.
 
 A fine-tuned encoder is ``supervised`` (never cached; the estimators cross-fit its head's
 outputs, :meth:`encode_scores`); ``encode`` gives the head's input (penultimate features),
@@ -95,6 +96,16 @@ def backbone_blocks(net, head: str) -> list[str]:
     def holds_params(m) -> bool:
         return any(True for _ in m.parameters())
 
+    def is_stack(m) -> bool:  # a plain container of two or more alike composite blocks
+        kids = list(m.children())
+        return (
+            type(m) in containers
+            and len(kids) >= 2
+            and len({type(k) for k in kids}) == 1
+            and not isinstance(kids[0], torch.nn.Sequential)  # not conv-norm-act layers
+            and any(True for _ in kids[0].children())
+        )
+
     def walk(prefix: str, module) -> list[str]:
         out = []
         for name, child in module.named_children():
@@ -103,7 +114,8 @@ def backbone_blocks(net, head: str) -> list[str]:
                 continue
             holds_head = head.startswith(full + ".")
             nested = any(any(True for _ in c.children()) for c in child.children())
-            if holds_head or (type(child) in containers and nested):
+            stacked = any(is_stack(c) for c in child.children())  # e.g. a ViT's encoder
+            if holds_head or stacked or (type(child) in containers and nested):
                 out += walk(full + ".", child)
             else:
                 out.append(full)
