@@ -125,12 +125,7 @@ def face_only():
         "early",
         "late",
         "gated",
-        pytest.param(
-            "attention",
-            marks=pytest.mark.xfail(
-                strict=True, reason="known defect: face gets 0.75 of the credit (open issue)"
-            ),
-        ),
+        "attention",
         "tensor",
         "lowrank",
     ],

@@ -224,6 +224,28 @@ def test_malformed_network_description_is_refused(name):
         fusion.expected_weights()
 
 
+
+def test_attention_scales_each_block_by_its_own_evidence():
+    """Block 'a' carries the label, 'b' and 'c' are noise: their scales are small, they
+    enter the attention bias and the network's description, and a description without
+    them (a network saved before them) builds the plain present-token mean."""
+    emb, y = _emb()
+    fusion = AttentionFusion(max_epochs=3, random_state=0).fit(emb, y, n_classes=2)
+    scales = fusion.block_scales_
+    assert scales["a"] == 1.0 and max(scales["b"], scales["c"]) <= 0.2, scales
+    assert fusion.block_params_["a"] > fusion.block_params_["b"]
+    np.testing.assert_allclose(fusion.module_spec_["log_scales"], np.log(list(scales.values())))
+    np.testing.assert_allclose(fusion.module_.log_scales.numpy(), np.log(list(scales.values())))
+    assert "log_scales" not in fusion.module_.state_dict()  # described, not a weight
+    old = {k: v for k, v in fusion.module_spec_.items() if k != "log_scales"}
+    assert fusion._build_module(old).present_mean
+    bad = {**fusion.module_spec_, "log_scales": [0.0, 0.5, -1.0]}
+    with pytest.raises(ValueError, match="log_scales must hold one finite value <= 0"):
+        fusion._build_module(bad)
+    one = emb.select(["a"])
+    single = AttentionFusion(max_epochs=2, random_state=0).fit(one, y, n_classes=2)
+    assert single.block_scales_ is None and single.module_spec_["log_scales"] == [0.0]
+
 # -- persistence and explanations through the estimators ------------------------------
 
 

@@ -31,13 +31,29 @@ def _with_one(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(h[:, :1]), h], dim=1)
 
 
+class _ReLU(nn.Module):
+    """ReLU as a plain module: a transformer layer whose activation is not ``nn.ReLU`` or
+    ``F.relu`` never takes PyTorch's inference fast path, which returns NaN for the
+    float attention mask used here."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+
 class AttentionNetwork(nn.Module):
-    """One token per modality, a transformer encoder over the present tokens, masked mean.
+    """One token per modality, a transformer encoder over the present tokens, weighted mean.
 
     t_m = W_m dropout(x_m) + e_m (e_m a learned modality embedding); the encoder attends
-    over present tokens only (``src_key_padding_mask``); the fused state is the mean of the
-    present tokens' outputs, then head = LayerNorm -> dropout -> linear. A row with no
-    modality pools to the zero vector, so its output is one constant.
+    over present tokens only (the key-padding mask), with a fixed bias log s_m added to the
+    attention logits of every key of modality m; the fused state is
+    sum_m a_m s_m out_m / sum_m s_m (a_m = 1 where modality m is present; the denominator
+    runs over *all* modalities), then head = dropout -> linear. ``log_scales`` (one per
+    modality) come from the fitted block evidence (see ``AttentionFusion``): a modality
+    with no evidence of its own is then nearly invisible to the others and to the pooling,
+    and alone it pools to nearly the zero vector, so neither its presence nor its values
+    move the output much. With ``log_scales=None`` (networks saved before them) there is
+    no bias and the fused state is the plain mean of the present tokens' outputs. A row
+    with no modality pools to the zero vector, so its output is one constant.
     """
 
     def __init__(
@@ -49,6 +65,7 @@ class AttentionNetwork(nn.Module):
         dim_feedforward: int,
         n_out: int,
         dropout: float,
+        log_scales: list[float] | None = None,
     ):
         super().__init__()
         self.proj = nn.ModuleList([nn.Linear(d, d_model) for d in dims])
@@ -59,6 +76,7 @@ class AttentionNetwork(nn.Module):
             n_heads,
             dim_feedforward=dim_feedforward,
             dropout=dropout,
+            activation=_ReLU(),
             batch_first=True,
             norm_first=True,
         )
@@ -66,6 +84,10 @@ class AttentionNetwork(nn.Module):
             layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, n_out))
+        self.present_mean = log_scales is None
+        scales = [0.0] * len(dims) if log_scales is None else [float(v) for v in log_scales]
+        # fixed (fitted) numbers, described in module_spec_, not weights
+        self.register_buffer("log_scales", torch.tensor(scales), persistent=False)
 
     def forward(self, xs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         tokens = torch.stack([p(self.drop(x)) for p, x in zip(self.proj, xs, strict=True)], dim=1)
@@ -75,11 +97,20 @@ class AttentionNetwork(nn.Module):
         # a row without any modality attends over all (zeroed) tokens so that attention is
         # defined (no NaN); its pooling weights are all zero, so its output is the constant
         # head(0) whatever its blocks hold
-        pad = ~(present | none)
+        attend = present | none
+        log_s = self.log_scales.to(tokens.dtype)
+        pad = torch.zeros(attend.shape, dtype=tokens.dtype, device=tokens.device)
+        pad = pad.masked_fill(~attend, float("-inf"))
+        key_bias = log_s[None, :].expand(len(log_s), -1)
         tokens = torch.where(present[:, :, None], tokens, torch.zeros_like(tokens))
-        out = self.encoder(tokens, src_key_padding_mask=pad)
-        weights = present.to(out.dtype)[:, :, None]
-        pooled = (out * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        out = self.encoder(tokens, mask=key_bias, src_key_padding_mask=pad)
+        out = torch.where(present[:, :, None], out, torch.zeros_like(out))
+        weights = present.to(out.dtype) * log_s.exp()[None, :]
+        if self.present_mean:  # a network saved before the scales: mean of present tokens
+            total = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        else:
+            total = log_s.exp().sum()
+        pooled = (out * weights[:, :, None]).sum(dim=1) / total
         return self.head(pooled)
 
 

@@ -67,6 +67,8 @@ class NeuralFusion(BaseFusion):
     _network_name = "neural"
     #: Weight each standardized block by 1/sqrt(d_m) before the network sees it.
     _balance_blocks = True
+    #: Also weight each block by its own evidence (``block_scales_``, see ``_block_scales``).
+    _evidence_scales = False
 
     # -- what a subclass provides ---------------------------------------------------------
 
@@ -161,6 +163,11 @@ class NeuralFusion(BaseFusion):
         self.device_ = resolve_device(self.device)
         seed = check_random_state_seed(self.random_state)
         self.scaler_ = BlockScaler().fit(emb, balance=self._balance_blocks)
+        self.block_scales_ = None
+        if self._evidence_scales and emb.n_modalities > 1:
+            self.block_scales_ = self._block_scales(emb, y, groups, seed)
+            for name, scale in self.block_scales_.items():
+                self.scaler_.weight_[name] *= scale
         if self.is_classifier_:
             target = torch.as_tensor(y.astype(np.int64))
             n_out = self.n_classes_
@@ -183,6 +190,38 @@ class NeuralFusion(BaseFusion):
         self.module_.eval()
         self.n_epochs_ = len(self.history_)
         return self
+
+    def _block_scales(self, emb: Embeddings, y, groups, seed: int) -> dict[str, float]:
+        """Per-block scales sqrt(C_m / max C), as early fusion's ``block_scales_``: C_m is
+        the strength inner CV chooses for a linear head on block m alone (the rows where it
+        is present; whole groups per fold with ``groups``); ``block_params_`` holds them.
+
+        A block with no evidence of its own enters the network shrunk (its weights must
+        grow against weight decay to use it), so a distractor cannot memorize the labels
+        in a modality-dropout view where it is alone, and keeps little Shapley credit.
+        Blocks informative only together (an interaction, each alone at chance) get the
+        same C_m, hence the same scale.
+        """
+        from toolkit.fusion._heads import fit_head
+        from toolkit.fusion._inner import check_groups
+
+        groups = check_groups(groups, emb.n_samples)
+        blocks = BlockScaler().fit(emb, balance=True).transform(emb)
+        params = {}
+        for m, name in enumerate(emb.names):
+            rows = emb.mask[:, m]
+            fitted = fit_head(
+                blocks[name][rows],
+                y[rows],
+                n_classes=self.n_classes_ if self.is_classifier_ else None,
+                groups=None if groups is None else groups[rows],
+                seed=seed,
+                need_oof=False,
+            )
+            params[name] = fitted.param if self.is_classifier_ else 1.0 / fitted.param
+        top = max(params.values())
+        self.block_params_ = params
+        return {name: float(np.sqrt(p / top)) for name, p in params.items()}
 
     def _split(self, n: int, groups, seed: int, gen):
         """(train, validation) row indices: a seeded permutation, or whole groups."""
