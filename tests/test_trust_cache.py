@@ -930,7 +930,10 @@ def test_sentence_transformers_short_id_resolves_with_the_library_prefix(
     assert len({before, after, encoder_key(encoder)}) == 3
 
 
-def test_default_sentence_model_is_keyed_on_its_folder(tmp_path, monkeypatch, no_network):
+@pytest.mark.parametrize("backend", ["sentence-transformers", "transformers"])
+def test_default_sentence_model_is_keyed_on_its_folder(
+    tmp_path, monkeypatch, no_network, backend
+):
     import toolkit.encoders.text as text_module
     from toolkit import TextEncoder
 
@@ -938,7 +941,7 @@ def test_default_sentence_model_is_keyed_on_its_folder(tmp_path, monkeypatch, no
     _write(folder / "model.safetensors", 300, seed=1)
     _write(folder / "config.json", 20, seed=2)
     monkeypatch.setattr(text_module, "_default_sentence_model", lambda: str(folder))
-    encoder = TextEncoder(backend="sentence-transformers")
+    encoder = TextEncoder(backend=backend)  # model=None: the embed extra's MiniLM
     first = encoder_key(encoder)
     assert first == encoder_key(encoder)
     _rewrite_keeping_stat(folder / "model.safetensors", 5)  # the package was upgraded

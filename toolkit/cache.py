@@ -42,8 +42,8 @@ too). Files that are not regular (FIFOs, devices, sockets) are never opened: the
 on their type and inode, and left to the encoder's reader to refuse.
 
 Models named rather than given as files are keyed on the files they load (backends
-``"transformers"`` and ``"sentence-transformers"``): ``model=None`` of the
-sentence-transformers backend on the folder of the ``embed`` extra's default model (so an
+``"transformers"`` and ``"sentence-transformers"``): ``model=None`` of a text encoder's
+transformers or sentence-transformers backend on the folder of the ``embed`` extra's default model (so an
 upgrade of that package gives a new key), and a hub id on the local snapshot folder it
 resolves to (``huggingface_hub.snapshot_download(local_files_only=True)``, which reads only
 the local cache, never the network; a sentence-transformers id without ``/`` is tried with
@@ -299,14 +299,15 @@ def _hub_snapshot(repo_id: str, backend: str) -> Path | None:
     return None
 
 
-def _model_stamp(params: dict, options: dict, where: str):
+def _model_stamp(params: dict, options: dict, where: str, modality: str | None = None):
     """The ``model`` parameter of a named-model backend keyed on the files it loads, or None
     when the ordinary stamping applies (see the module docstring)."""
     backend, model = params.get("backend"), params.get("model")
     if backend not in _NAMED_MODEL_BACKENDS:
         return None
     if model is None:
-        if backend != "sentence-transformers":
+        # Text encoders load the embed extra's MiniLM for model=None with either backend.
+        if backend != "sentence-transformers" and modality != "text":
             return None
         try:
             from toolkit.encoders.text import _default_sentence_model
@@ -333,13 +334,15 @@ def _model_stamp(params: dict, options: dict, where: str):
     return ("hub id", text, str(snapshot), fingerprint_path(snapshot, **options))
 
 
-def _stamp_params(params: dict, options: dict, where: str) -> dict:
+def _stamp_params(
+    params: dict, options: dict, where: str, modality: str | None = None
+) -> dict:
     """An estimator's parameters stamped by :func:`_stamp` (``model`` by
     :func:`_model_stamp` where it names a model)."""
     stamped = {}
     for k, v in sorted(params.items()):
         name = f"{where}.{k}" if where else k
-        model = _model_stamp(params, options, name) if k == "model" else None
+        model = _model_stamp(params, options, name, modality) if k == "model" else None
         stamped[k] = model if model is not None else _stamp(v, options, name)
     return stamped
 
@@ -410,7 +413,7 @@ def encoder_key(
     }
     cls = type(encoder)
     kept = {k: v for k, v in encoder.get_params(deep=False).items() if k not in _IGNORED_PARAMS}
-    params = _stamp_params(kept, options, "")
+    params = _stamp_params(kept, options, "", getattr(encoder, "modality", None))
     # ``features_version``: an encoder's own version of what it computes, bumped when a
     # helper outside the class (e.g. a module-level feature function) changes its output.
     version = getattr(cls, "features_version", None)
