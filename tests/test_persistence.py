@@ -165,6 +165,7 @@ def test_regressor_and_pretrained_encoder_round_trip(tmp_path, tiny_bert):
 
     # the saved transformer's config may not ask for custom code
     config = json.loads((folder / "encoders/text/config.json").read_text())
+    original = json.loads(json.dumps(config))
     config["auto_map"] = {"AutoModel": "evil.EvilModel"}
     (folder / "encoders/text/config.json").write_text(json.dumps(config))
     _rewrite_manifest(folder)
@@ -183,6 +184,25 @@ def test_regressor_and_pretrained_encoder_round_trip(tmp_path, tiny_bert):
     _rewrite_manifest(folder)
     with pytest.raises(ModelFileError, match="does not describe a model transformers can build"):
         toolkit.load(folder)
+
+    # trust_remote_code alone is named as what the file asks for
+    config = json.loads(json.dumps(original))
+    config["trust_remote_code"] = True
+    (folder / "encoders/text/config.json").write_text(json.dumps(config))
+    _rewrite_manifest(folder)
+    with pytest.raises(UntrustedTypeError, match=r"custom model code \(trust_remote_code\)"):
+        toolkit.load(folder)
+
+    # a config that no longer matches the weights (one layer more or less, another model
+    # type) would leave tensors initialized at random: refused, not loaded with a log line
+    for change in ({"num_hidden_layers": original["num_hidden_layers"] + 1},
+                   {"num_hidden_layers": original["num_hidden_layers"] - 1},
+                   {"model_type": "gpt2"}):  # fmt: skip
+        config = {**original, **change}
+        (folder / "encoders/text/config.json").write_text(json.dumps(config))
+        _rewrite_manifest(folder)
+        with pytest.raises(ModelFileError, match="does not match the network its config.json"):
+            toolkit.load(folder)
 
 
 def test_manifest_lists_every_file_with_size_hash_and_tensors(gated_folder):

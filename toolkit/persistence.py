@@ -892,8 +892,9 @@ def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> No
         if isinstance(content, dict) and (
             "auto_map" in content or content.get("trust_remote_code")
         ):
+            asks = "auto_map" if "auto_map" in content else "trust_remote_code"
             raise UntrustedTypeError(
-                f"{what}: '{file.name}' asks for custom model code (auto_map); it is not run"
+                f"{what}: '{file.name}' asks for custom model code ({asks}); it is not run"
             )
         if file.parent == folder and file.name == "config.json":
             cfg = content

@@ -107,3 +107,27 @@ def check_architecture(backend: str, name) -> None:
         raise ValueError(
             f"architecture {name!r} is not a model {backend} lists (see its model list)"
         )
+
+
+def from_pretrained_checked(auto_class, location, *, strict: bool, **kwargs):
+    """``auto_class.from_pretrained(location)`` offline; with ``strict``, refuse a folder
+    whose weights do not fill the network its config.json describes (missing, unexpected or
+    mis-shaped tensors), which transformers would otherwise initialize at random and only
+    report in a log. Used when restoring a saved model, whose folder was written by
+    ``save_pretrained`` from this very network."""
+    if not strict:
+        return auto_class.from_pretrained(location, local_files_only=True, **kwargs)
+    model, info = auto_class.from_pretrained(
+        location, local_files_only=True, output_loading_info=True, **kwargs
+    )
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        found = sorted(str(k) for k in (info.get(key) or ()))
+        if found:
+            problems.append(f"{key.replace('_', ' ')} {found[:5]}")
+    if problems:
+        raise ValueError(
+            f"the model folder '{location}' does not match the network its config.json "
+            f"describes ({'; '.join(problems)}); config.json or the weights were altered"
+        )
+    return model

@@ -17,7 +17,7 @@ from toolkit.encoders._finetune import (
     check_fine_tune,
     depth_constraint,
 )
-from toolkit.encoders._torch import apply_weights
+from toolkit.encoders._torch import apply_weights, from_pretrained_checked
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder, one_torch_thread
 from toolkit.encoders.text import _check_model_location
 from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
@@ -559,7 +559,11 @@ validation_fraction, n_networks, random_state, verbose
                 location, local_files_only=True
             )
             self.model_ = (
-                AutoModel.from_pretrained(location, local_files_only=True).to(self.device_).eval()
+                from_pretrained_checked(
+                    AutoModel, location, strict=getattr(self, "_restoring", False)
+                )
+                .to(self.device_)
+                .eval()
             )
             self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
         else:
@@ -786,7 +790,7 @@ validation_fraction, n_networks, random_state, verbose
         from transformers import AutoModelForAudioClassification
 
         self._ft_load_extractor(location)
-        net = AutoModelForAudioClassification.from_pretrained(location, local_files_only=True)
+        net = from_pretrained_checked(AutoModelForAudioClassification, location, strict=True)
         self.model_ = net.eval().requires_grad_(False)
 
     def _cnn_prepare(self, clips) -> None:

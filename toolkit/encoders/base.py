@@ -48,9 +48,17 @@ def one_torch_thread():
                 torch.set_num_threads(_THREADS_USERS[1])
 
 
+class _CountInterval(Interval):
+    """An integer interval that refuses booleans (``True`` is an ``Integral`` in Python, but
+    ``batch_size=True`` is a mistake, not a batch of one)."""
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
+
+
 #: ``batch_size`` constraint of the encoders that size batches automatically
-#: (``toolkit.encoders._batching``): a positive integer or ``"auto"``.
-AUTO_BATCH = [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})]
+#: (``toolkit.encoders._batching``): a positive integer (not a bool) or ``"auto"``.
+AUTO_BATCH = [_CountInterval(Integral, 1, None, closed="left"), StrOptions({"auto"})]
 
 
 class MissingItemsWarning(UserWarning):
@@ -90,7 +98,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     _cpu_batch_size: int = 32
 
     _parameter_constraints: dict = {
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [_CountInterval(Integral, 1, None, closed="left")],
         "on_error": [StrOptions({"raise", "missing"})],
         "progress": ["boolean"],
         "n_jobs": [
@@ -167,7 +175,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         for param, value in paths.items():
             setattr(self, param, value)
         self.device = "cpu"
-        self._fit(None)
+        self._restoring = True  # loaders refuse weights that do not fill the network
+        try:
+            self._fit(None)
+        finally:
+            del self._restoring
 
     # -- public API ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import resolve_device, tensor_table
 from toolkit.encoders._text_finetune import FINE_TUNE_CONSTRAINTS
+from toolkit.encoders._torch import from_pretrained_checked
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.text import read_text
 
@@ -340,7 +341,9 @@ class TextEncoder(BaseEncoder):
             self.device_ = resolve_device(self.device)
             with _loading(location, "transformers"):
                 self.tokenizer_ = AutoTokenizer.from_pretrained(location, local_files_only=True)
-                self.model_ = AutoModel.from_pretrained(location, local_files_only=True)
+                self.model_ = from_pretrained_checked(
+                    AutoModel, location, strict=getattr(self, "_restoring", False)
+                )
             self.model_ = self.model_.to(self.device_).eval()
             with torch.inference_mode():
                 probe = self._transformers_embed(["probe"])
@@ -544,7 +547,11 @@ class TextEncoder(BaseEncoder):
 
         check_is_fitted(self, "head_spec_")
         self.model, self.device = paths["model"], "cpu"
-        self._fit(None)
+        self._restoring = True  # the saved folder must fill the network it describes
+        try:
+            self._fit(None)
+        finally:
+            del self._restoring
         head = build_head(self.head_spec_)
         if head.in_features != self.n_features_out_:
             raise ValueError(
