@@ -85,7 +85,7 @@ def test_bad_batch_sizes_are_refused(value):
         check_batch_size(value)
 
 
-@pytest.mark.parametrize("value", [0, "big", 2.0])
+@pytest.mark.parametrize("value", [0, "big", 2.0, True, "auto "])
 def test_encoders_refuse_bad_batch_sizes_when_fitting(value):
     from toolkit import ImageEncoder, ScanEncoder, TextEncoder
 
