@@ -172,9 +172,11 @@ def test_intervals_over_groups_and_refits_are_reported(xor_run):
     table = _section(page, "How sure are the contributions")
     row = by[("a", "share", "groups")]
     assert (
-        f"<td>a</td><td>share</td><td>groups</td><td>90</td><td>{row['estimate']:.4f}</td>"
-        f"<td>[{row['low']:.4f}, {row['high']:.4f}]</td>" in table
+        f"<td>a</td><td>mean per-row share</td><td>groups</td><td>90</td>"
+        f"<td>{row['estimate']:.4f}</td><td>[{row['low']:.4f}, {row['high']:.4f}]</td>" in table
     )
+    # the per-row share is named apart from the contributions table's share of mean |value|
+    assert "it differs from the share in the contributions table" in table
     assert "resamples of groups (cluster bootstrap" in page
     assert "Student t interval of the mean across the 3 folds" in page
     csv = pd.read_csv(xor_run / "contribution_intervals.csv")

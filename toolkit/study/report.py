@@ -175,7 +175,10 @@ def _interval_plots(run: Path, summary: dict) -> dict[str, Path]:
 
     table = pd.DataFrame(records)
     out = {}
-    for statistic, title in (("share", "Modality shares"), ("mean_abs", "Mean |Shapley value|")):
+    for statistic, title in (
+        ("share", "Mean per-row modality shares"),
+        ("mean_abs", "Mean |Shapley value|"),
+    ):
         path = plot_intervals(table, run / f"contribution_intervals_{statistic}.png", statistic)
         out[f"{title} with 95% intervals (over rows and over refits)"] = path
     return out
@@ -474,7 +477,8 @@ def _intervals_phrase(config: dict, summary: dict) -> str:
             "guarantee"
         )
     return (
-        "Contribution intervals (95%) for each modality's mean |Shapley value| and share: "
+        "Contribution intervals (95%) for each modality's mean |Shapley value| and mean "
+        "per-row share (MM-SHAP: each row's |value| over its total, averaged over rows): "
         + "; ".join(parts) + "."
     )
 
@@ -639,7 +643,11 @@ def _intervals_section(summary: dict) -> str:
     records = summary.get("contribution_intervals") or []
     if not records:
         return ""
-    names = {"mean_abs": "mean |Shapley value|", "share": "share", "mean": "mean Shapley value"}
+    names = {
+        "mean_abs": "mean |Shapley value|",
+        "share": "mean per-row share",
+        "mean": "mean Shapley value",
+    }
     rows = [
         [html.escape(r["modality"]), names.get(r["statistic"], html.escape(r["statistic"])),
          html.escape(r["over"]), str(r["n"]), f"{r['estimate']:.4f}",
@@ -651,7 +659,11 @@ def _intervals_section(summary: dict) -> str:
         f"<h2>How sure are the contributions ({html.escape(summary['explained_model'])} "
         "fusion, 95% intervals)</h2>\n<p>Over rows (or groups): bootstrap of the out-of-fold "
         "explanations — which rows were explained. Over refits: spread across the folds' "
-        "models — how the fit moves the attribution (see Methods).</p>"
+        "models — how the fit moves the attribution (see Methods). The mean per-row share is the "
+        "average over rows of each row's |value| divided by that row's total (MM-SHAP); it "
+        "weighs every row equally, so it differs from the share in the contributions table, "
+        "which is the modality's part of the mean |Shapley value| (rows with large values "
+        "weigh more).</p>"
         + _table(["modality", "statistic", "over", "n", "estimate", "95% interval"], rows)
     )
 
