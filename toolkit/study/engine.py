@@ -106,15 +106,11 @@ def run_study(
     """Run a validated study config; return the run folder.
 
     The folder holds ``status.json``, ``config.resolved.yaml``, ``environment.json``,
-    ``folds/`` (each finished fold's predictions, written as soon as the fold ends),
-    ``metrics.json``, ``metrics.csv``, ``predictions.csv`` (with the group column),
-    ``contributions.csv``, ``interactions.csv`` and ``contribution_intervals.csv`` (the
-    explained strategy's pairwise interactions and contribution intervals, unless
-    ``output.interactions`` / ``output.intervals`` are false), PNG figures (with
-    ``drilldown_<modality>_row<k>.png`` for ``output.drilldown_rows`` test rows of the last
-    fold; no text figure unless ``output.include_text``), ``report.html``, ``model/`` (the
-    model chosen by ``output.model_rule``, refitted on all rows) and ``model_card.md``
-    beside it.
+    ``folds/`` (written as each fold ends), ``metrics.json``/``.csv``, ``predictions.csv``,
+    ``contributions.csv``, ``interactions.csv``, ``contribution_intervals.csv`` (see
+    ``output.interactions`` / ``intervals``), PNG figures (``drilldown_<modality>_row<k>.png``
+    per ``output.drilldown_rows``; text only with ``output.include_text``), ``report.html``,
+    ``model/`` (per ``output.model_rule``, refitted on all rows) and ``model_card.md``.
 
     Parameters
     ----------
@@ -124,8 +120,7 @@ def run_study(
         Folder under which the run folder is made (created if needed; ``~`` expanded).
     scheduler : str, optional
         Address of a running Dask scheduler to run the folds on.
-    scheduler_timeout : float, default=SCHEDULER_TIMEOUT (5 s)
-        Seconds to wait for ``scheduler`` to answer.
+    scheduler_timeout : float, default=SCHEDULER_TIMEOUT (5 s), seconds to wait for it.
     limits : dict, optional
         Keyword limits for :func:`toolkit.study.validate_config` (``max_bootstrap``,
         ``max_n_jobs``, ``max_synthetic_bytes``); default: its defaults.

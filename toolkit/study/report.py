@@ -240,7 +240,7 @@ def drilldown_figures(run: Path, drill, *, include_text: bool) -> list[tuple[str
 
 def _study_row_titles(fig, position: int, row: int) -> None:
     """Titles that say "row <position>" (within the drilled rows) say the study's row."""
-    titles = [ax.title for ax in fig.axes] + [t for t in [fig._suptitle] if t is not None]
+    titles = [ax.title for ax in fig.axes] + list(fig.texts)  # fig.texts holds the suptitle
     prefix = f"row {position}:"
     for title in titles:
         if title.get_text().startswith(prefix):
