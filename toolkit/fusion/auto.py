@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -215,7 +216,9 @@ class AutoFusion(BaseFusion):
         results["mean_test_score"] = mean.tolist()
         results["std_test_score"] = scores.std(axis=1).tolist()
         key = "mean_test_accuracy" if self.is_classifier_ else "mean_test_r2"
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            # a candidate that no fold could fit has no accuracy: NaN, said in cv_results_
+            warnings.simplefilter("ignore", RuntimeWarning)
             results[key] = np.nanmean(reported, axis=1).tolist() if reported.size else []
         results["mean_fit_time"] = times.tolist()
         order = np.argsort(-mean, kind="stable")
