@@ -126,6 +126,44 @@ def _targets(y: np.ndarray, labels: list):
     return codes.astype(np.int64), True, len(classes)
 
 
+def labelled_column(encoder, X, y, groups, *, learner: str, otherwise: str):
+    """The raw column of ``X`` with its labels, checked: (items, labels, y as an array,
+    groups checked for that many rows or None). ``learner`` and ``otherwise`` word the error
+    for a missing ``y`` (e.g. "ImageEncoder(backend='cnn') learns its features", "choose a
+    backend that needs no labels"); the column is recorded as ``encoder.column_``."""
+    if y is None:
+        raise ValueError(
+            f"{learner} from the labels: call fit(X, y) with one label per item (an "
+            f"estimator passes them itself), or {otherwise}"
+        )
+    items, labels, column = encoder._column(X)
+    encoder.column_ = column
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(items):
+        raise ValueError(
+            f"y must hold one label per item of {encoder._where()} ({len(items)}), got shape "
+            f"{y.shape}"
+        )
+    from toolkit.fusion._inner import check_groups
+
+    return items, labels, y, check_groups(groups, len(items))
+
+
+def read_present(encoder, items: list, labels: list) -> tuple[list[int], list]:
+    """(row positions, read values) of the items that are present and readable; missing
+    and (with ``on_error="missing"``) unreadable items are skipped, as the encoder's
+    ``_read_or_skip`` decides."""
+    kept, values = [], []
+    for i, item in enumerate(items):
+        if is_missing(item):
+            continue
+        value = encoder._read_or_skip(item, labels[i])
+        if value is not None:
+            kept.append(i)
+            values.append(value)
+    return kept, values
+
+
 def _torch_threads(device):
     """One torch thread on the CPU (the network's operations are small: two threads
     waiting at a barrier per operation ran 5x slower than one on a busy machine, see
@@ -204,30 +242,12 @@ class TrainableMixin:
         classification, number of outputs, groups of the kept rows or None). Missing and
         (with ``on_error="missing"``) unreadable items are dropped with their labels."""
         name = type(self).__name__
-        if y is None:
-            raise ValueError(
-                f"{name}(backend={self.backend!r}) learns its features from the labels: "
-                "call fit(X, y) with one label per item (an estimator passes them itself), or "
-                "choose a backend that needs no labels"
-            )
-        items, labels, column = self._column(X)
-        self.column_ = column
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(items):
-            raise ValueError(
-                f"y must hold one label per item of {self._where()} ({len(items)}), got shape "
-                f"{y.shape}"
-            )
-        from toolkit.fusion._inner import check_groups
-
-        groups = check_groups(groups, len(items))
-        present = [i for i, it in enumerate(items) if not is_missing(it)]
-        kept, decoded = [], []
-        for i in present:
-            value = self._read_or_skip(items[i], labels[i])
-            if value is not None:
-                kept.append(i)
-                decoded.append(value)
+        items, labels, y, groups = labelled_column(
+            self, X, y, groups,
+            learner=f"{name}(backend={self.backend!r}) learns its features",
+            otherwise="choose a backend that needs no labels",
+        )  # fmt: skip
+        kept, decoded = read_present(self, items, labels)
         kept, decoded = self._finish_or_skip(kept, decoded, [labels[i] for i in kept])
         if not decoded:
             raise ValueError(

@@ -22,7 +22,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from toolkit._utils import check_random_state_seed, is_missing, progress
+from toolkit._utils import check_random_state_seed, progress
 
 #: Parameters of fine-tuning (documented in :class:`~toolkit.encoders.text.TextEncoder`).
 FINE_TUNE_CONSTRAINTS = {
@@ -79,32 +79,14 @@ def transformer_layers(model):
 def labelled_texts(encoder, X, y, groups):
     """The readable training texts of ``X`` with their labels' (target, is classification,
     number of outputs) and their groups; missing cells are skipped with their labels."""
-    from toolkit.encoders._cnn import _targets
-    from toolkit.fusion._inner import check_groups
+    from toolkit.encoders._cnn import _targets, labelled_column, read_present
 
     name = type(encoder).__name__
-    if y is None:
-        raise ValueError(
-            f"{name}(fine_tune=True) learns from the labels: call fit(X, y) with one label "
-            "per text (an estimator passes them itself), or leave fine_tune=False"
-        )
-    items, labels, column = encoder._column(X)
-    encoder.column_ = column
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(items):
-        raise ValueError(
-            f"y must hold one label per item of {encoder._where()} ({len(items)}), got shape "
-            f"{y.shape}"
-        )
-    groups = check_groups(groups, len(items))
-    kept, texts = [], []
-    for i, item in enumerate(items):
-        if is_missing(item):
-            continue
-        value = encoder._read_or_skip(item, labels[i])
-        if value is not None:
-            kept.append(i)
-            texts.append(value)
+    items, labels, y, groups = labelled_column(
+        encoder, X, y, groups,
+        learner=f"{name}(fine_tune=True) learns", otherwise="leave fine_tune=False",
+    )  # fmt: skip
+    kept, texts = read_present(encoder, items, labels)
     if len(texts) < 2:
         raise ValueError(
             f"{name}(fine_tune=True) needs at least 2 readable texts in {encoder._where()} to "
