@@ -475,7 +475,7 @@ class _MultimodalBase(_BaseComposition):
         head would otherwise trust an encoder's overfit training outputs. The encoder used to
         predict (``encoders_``) is trained on every row.
         """
-        from toolkit.fusion._inner import inner_folds
+        from toolkit.model_selection import inner_folds
 
         df = _unique_index(df)
         seed = check_random_state_seed(self.random_state)
@@ -583,7 +583,7 @@ class _MultimodalBase(_BaseComposition):
         """Fit on a validated frame or on Embeddings; ``y`` is already checked."""
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
-        from toolkit.fusion._inner import check_groups
+        from toolkit.model_selection import check_groups
 
         groups = check_groups(groups, len(y))
         if isinstance(X, Embeddings):
@@ -695,7 +695,7 @@ class _MultimodalBase(_BaseComposition):
                 "fit_encode needs raw data (a DataFrame or dict of columns); Embeddings are "
                 "already encoded: pass them to fit, predict or explain directly"
             )
-        from toolkit.fusion._inner import check_groups
+        from toolkit.model_selection import check_groups
 
         frame = self._frame(X, reset=True)
         y = self._fit_target(y)

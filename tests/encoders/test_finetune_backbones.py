@@ -226,7 +226,7 @@ def test_image_fine_tuning_head_alone_and_same_seed_same_outputs(mobilenet):
 
 
 def test_fine_tuning_validation_rows_are_whole_groups(monkeypatch, mobilenet):
-    import toolkit.fusion._inner as inner
+    import toolkit.model_selection as inner
 
     images, y = halves(40, 3)
     groups = np.repeat(np.arange(8), 5)

@@ -140,7 +140,7 @@ def test_same_seed_same_predictions_on_cpu(bert):
 
 
 def test_validation_rows_are_whole_groups(bert, monkeypatch):
-    import toolkit.fusion._inner as inner
+    import toolkit.model_selection as inner
 
     texts, y = reviews(60, 4)
     groups = np.repeat(np.arange(12), 5)
@@ -177,7 +177,7 @@ def test_classifier_crossfits_saves_loads_and_explains(bert, tmp_path):
     same clones fitted on the inner folds reproduce them exactly), and toolkit.save / load
     round-trip the tuned layers and head, with exact explanations."""
     import toolkit
-    from toolkit.fusion._inner import inner_folds
+    from toolkit.model_selection import inner_folds
     from toolkit.utils import check_random_state_seed
 
     texts, y = reviews(60, 6)

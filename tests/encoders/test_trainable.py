@@ -86,7 +86,7 @@ def test_cnn_same_seed_same_features_on_cpu():
 
 def test_cnn_validation_rows_are_whole_groups(monkeypatch):
     """With groups, the early-stopping rows are whole groups (the shared inner split)."""
-    import toolkit.fusion._inner as inner
+    import toolkit.model_selection as inner
 
     images, y = quadrant_images(60, 2)
     groups = np.repeat(np.arange(12), 5)

@@ -11,7 +11,7 @@ from sklearn.model_selection import GroupKFold, cross_validate
 from toolkit import Embeddings, MultimodalClassifier, MultimodalRegressor, load, save
 from toolkit.fusion import AutoFusion, EarlyFusion, LateFusion, _heads
 from toolkit.fusion._heads import _one_se, calibrate, fit_calibrators, fit_head, shared_heads
-from toolkit.fusion._inner import inner_folds, validation_split
+from toolkit.model_selection import inner_folds, validation_split
 
 
 def three_views(seed, n, agree=0.8):

@@ -5,7 +5,7 @@ y, groups=None)`` reads the training items as usual, turns them into a float32 t
 shape (n, C, H, W) (the encoder's ``_cnn_inputs``), and trains
 :class:`~toolkit.encoders._cnn_modules.SmallCNN` on the labels with AdamW and early stopping
 on an inner validation split of the rows (whole groups when ``groups`` are given, see
-:func:`toolkit.fusion._inner.validation_split`). ``encode`` returns the pooled features
+:func:`toolkit.model_selection.validation_split`). ``encode`` returns the pooled features
 that feed the network's head (the penultimate layer). The network is described by a plain
 dict (``network_spec_``, saved in ``model.skops``) so that a saved model's weights are
 checked against a network built on the meta device before anything is loaded.
@@ -144,7 +144,7 @@ def labelled_column(encoder, X, y, groups, *, learner: str, otherwise: str):
             f"y must hold one label per item of {encoder._where()} ({len(items)}), got shape "
             f"{y.shape}"
         )
-    from toolkit.fusion._inner import check_groups
+    from toolkit.model_selection import check_groups
 
     return items, labels, y, check_groups(groups, len(items))
 
@@ -322,7 +322,7 @@ class TrainableMixin:
         (mean, scale) instead, so that an ensemble's members share one)."""
         import torch
 
-        from toolkit.fusion._inner import validation_split
+        from toolkit.model_selection import validation_split
 
         train_idx, val_idx = validation_split(n, groups, self.validation_fraction, seed)
         self.is_classifier_ = classify

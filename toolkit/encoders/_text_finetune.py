@@ -4,7 +4,7 @@
 transformer layers of the loaded model (the rest stay frozen, bit for bit) together with a
 linear head on the mean-pooled token states, with AdamW and early stopping on an inner
 validation split of the training rows (whole groups when ``groups`` are given, see
-:func:`toolkit.fusion._inner.validation_split`). The encoder then gives the fine-tuned
+:func:`toolkit.model_selection.validation_split`). The encoder then gives the fine-tuned
 model's mean-pooled states (``encode``) or the head's outputs (``encode_scores``, which the
 estimators cross-fit), like the CNN backends of :mod:`toolkit.encoders._cnn`.
 
@@ -123,7 +123,7 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
     import torch
 
     from toolkit.encoders._cnn import _torch_threads
-    from toolkit.fusion._inner import validation_split
+    from toolkit.model_selection import validation_split
 
     model, device = encoder.model_, encoder.device_
     seed = check_random_state_seed(encoder.random_state)

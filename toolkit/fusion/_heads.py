@@ -7,7 +7,7 @@ best. That keeps the capacity the data support (a 3,000-row task gets a weakly r
 head) while an uninformative block, whose extra weights buy no held-out loss, stays shrunk,
 so it still gets little Shapley credit.
 
-The inner folds come from :func:`toolkit.fusion._inner.inner_folds` (stratified, whole
+The inner folds come from :func:`toolkit.model_selection.inner_folds` (stratified, whole
 groups when ``groups`` is given), and the held-out outputs at the chosen strength are
 returned too: late fusion stacks on them instead of fitting its heads a second time.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from toolkit.fusion._inner import inner_folds
+from toolkit.model_selection import inner_folds
 
 #: Inverse regularization strengths tried for logistic heads (on standardized, balanced blocks).
 C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 13))

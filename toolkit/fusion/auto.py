@@ -177,7 +177,7 @@ class AutoFusion(BaseFusion):
             return self._fit(emb, y, n_classes, groups)
 
     def _fit(self, emb: Embeddings, y, n_classes, groups):
-        from toolkit.fusion._inner import check_groups, inner_folds
+        from toolkit.model_selection import check_groups, inner_folds
 
         self._validate_params()
         y = self._setup(emb, y, n_classes)

@@ -150,7 +150,7 @@ class EarlyFusion(BaseFusion):
     def _fit(self, emb: Embeddings, y, n_classes, groups):
         from toolkit._utils import check_random_state_seed
         from toolkit.fusion._heads import fit_head
-        from toolkit.fusion._inner import check_groups
+        from toolkit.model_selection import check_groups
 
         self._validate_params()
         y = self._setup(emb, y, n_classes)

@@ -12,8 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.embeddings import Embeddings
 from toolkit.fusion._heads import _log_loss
-from toolkit.fusion._inner import inner_folds
 from toolkit.fusion.base import BaseFusion, BlockScaler
+from toolkit.model_selection import inner_folds
 
 _EPS = 1e-6
 
@@ -145,7 +145,7 @@ class LateFusion(BaseFusion):
             return self._fit(emb, y, n_classes, groups)
 
     def _fit(self, emb: Embeddings, y, n_classes, groups):
-        from toolkit.fusion._inner import check_groups
+        from toolkit.model_selection import check_groups
 
         groups = check_groups(groups, len(np.asarray(y)))
         self._validate_params()

@@ -56,7 +56,7 @@ class NeuralFusion(BaseFusion):
     early stopping (best weights restored) on the validation loss over the full rows *and*
     over every leave-one-modality-out view of them (when modality dropout is on), so the
     paths used when a modality is missing cannot memorize noise unchecked. With ``groups``
-    the validation rows are whole groups (:func:`toolkit.fusion._inner.validation_split`).
+    the validation rows are whole groups (:func:`toolkit.model_selection.validation_split`).
 
     Fitted attributes: ``module_``, ``module_spec_``, ``device_``, ``history_`` (per-epoch
     ``train_loss`` and ``valid_loss``), ``best_epoch_``, ``n_epochs_`` and, for regression,
@@ -203,7 +203,7 @@ class NeuralFusion(BaseFusion):
         same C_m, hence the same scale.
         """
         from toolkit.fusion._heads import fit_head
-        from toolkit.fusion._inner import check_groups
+        from toolkit.model_selection import check_groups
 
         groups = check_groups(groups, emb.n_samples)
         blocks = BlockScaler().fit(emb, balance=True).transform(emb)
@@ -231,7 +231,7 @@ class NeuralFusion(BaseFusion):
         n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
         if groups is None:
             return perm[n_val:], perm[:n_val]
-        from toolkit.fusion._inner import check_groups, validation_split
+        from toolkit.model_selection import check_groups, validation_split
 
         tr, va = validation_split(n, check_groups(groups, n), self.validation_fraction, seed)
         return torch.from_numpy(tr), torch.from_numpy(va)

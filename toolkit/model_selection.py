@@ -1,8 +1,10 @@
-"""Inner splits of the training rows, shared by every fusion strategy.
+"""Groups and inner splits of the training rows, shared by estimators, encoders and fusions.
 
-Every split a fusion makes inside ``fit`` (stacking's out-of-fold predictions, the inner
-cross-validation that chooses a head's regularization, the validation rows of early
-stopping, ``fusion="auto"``'s comparison) goes through these two functions, so that a
+Public on purpose: ``check_groups`` validates a ``groups`` array once (where it enters, in
+``fit``) and the split functions take the validated array. Every split made inside ``fit``
+(stacking's out-of-fold predictions, the inner cross-validation that chooses a head's
+regularization, the validation rows of early stopping, ``fusion="auto"``'s comparison,
+cross-fitted encoders) goes through ``inner_folds`` or ``validation_split``, so that a
 ``groups`` array (patients, speakers, sites) keeps every group on one side of every inner
 split: a head never looks more reliable than it is because it was validated on a speaker
 it was trained on.
