@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "toolkit"
+ROOT = Path(__file__).resolve().parents[2] / "toolkit"
 CHECKED = sorted(
     [*ROOT.joinpath("study").glob("*.py"), *ROOT.joinpath("explain").glob("*.py"), ROOT / "cli.py"]
 )
