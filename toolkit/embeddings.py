@@ -8,6 +8,8 @@ import numpy as np
 
 from toolkit._utils import FLOAT32_MAX
 
+__all__ = ["Embeddings"]
+
 
 class Embeddings:
     """Encoded modalities of ``n_samples`` rows, addressed by name.
