@@ -1,0 +1,226 @@
+"""toolkit.diagnostics.group_transfer: the transfer check per modality, on a generator
+whose one modality is person-specific and whose other carries the label in everyone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit import Embeddings, MultimodalClassifier, MultimodalRegressor, TabularEncoder
+from toolkit.diagnostics import group_scores, group_transfer
+
+N_GROUPS, PER_GROUP = 10, 30
+VOICE = [f"v{i}" for i in range(24)]
+
+
+def person_specific(seed: int, regression: bool = False):
+    """(frame, y, groups): ``voice`` identifies the person (a strong per-person signature)
+    and shows the label through a template of that person's own (a within-person shortcut
+    that means nothing for a new person); ``scan`` shows the label the same way in
+    everyone (a weaker, transferable signal)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(N_GROUPS), PER_GROUP)
+    n = len(groups)
+    signature = 2.0 * rng.normal(size=(N_GROUPS, len(VOICE)))
+    if regression:
+        y = rng.normal(size=n)
+        slope = rng.normal(size=(N_GROUPS, len(VOICE)))  # each person's own direction
+        voice = signature[groups] + slope[groups] * y[:, None]
+        scan = 0.8 * y[:, None] + 0.6 * rng.normal(size=(n, 2))
+    else:
+        y = rng.integers(0, 2, n)
+        own_way = rng.normal(size=(N_GROUPS, 2, len(VOICE)))
+        voice = signature[groups] + own_way[groups, y]
+        scan = y[:, None] + 0.9 * rng.normal(size=(n, 2))
+    voice = voice + 0.3 * rng.normal(size=voice.shape)
+    frame = pd.DataFrame(voice, columns=VOICE).assign(s0=scan[:, 0], s1=scan[:, 1])
+    return frame, y, groups
+
+
+def _estimator(regression: bool = False):
+    Estimator = MultimodalRegressor if regression else MultimodalClassifier
+    return Estimator(
+        [("voice", TabularEncoder(), VOICE), ("scan", TabularEncoder(), ["s0", "s1"])],
+        random_state=0,
+    )
+
+
+def _check(seed: int, **kwargs):
+    frame, y, groups = person_specific(seed)
+    kwargs = {"model": False, "n_boot": 200, "group_name": "people", **kwargs}
+    return group_transfer(_estimator(), frame, y, groups, cv=5, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def seed0():
+    return _check(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flags_the_person_specific_modality_and_not_the_transferable_one(seed, seed0):
+    check = seed0 if seed == 0 else _check(seed)
+    table = check.modalities
+    assert check.flagged == ["voice"]
+    assert table.loc["voice", "within"] - table.loc["voice", "across"] > 0.2
+    assert table.loc["voice", "gap_low"] > 0
+    assert table.loc["voice", "identifies_groups"]
+    assert not table.loc["scan", "identifies_groups"]
+    assert abs(table.loc["scan", "gap"]) < 0.05
+    assert table.loc["scan", "status"] == "transfers"
+    sentence = table.loc["voice", "sentence"]
+    assert sentence.startswith("voice: ") and "within people" in sentence
+    assert "it identifies people" in sentence
+
+
+def test_values_are_in_range_with_known_counts(seed0):
+    table = seed0.modalities
+    assert list(table.index) == ["voice", "scan"]
+    assert (table["n_rows"] == N_GROUPS * PER_GROUP).all()
+    for col in ("within", "across", "across_low", "across_high", "group_id"):
+        assert table[col].between(0, 1).all(), col
+    assert (table["across_low"] <= table["across_high"]).all()
+    assert (table["gap_low"] <= table["gap_high"]).all()
+    assert np.allclose(table["gap"], table["within"] - table["across"])
+    # ten groups of equal size: always guessing the largest is right 1 time in 10
+    assert np.allclose(table["group_id_chance"], 1 / N_GROUPS)
+    assert table.loc["voice", "group_id"] > 0.9
+    assert seed0.n_splits == {"within": 5, "across": 5}
+    assert seed0.n_groups == N_GROUPS
+    assert seed0.groups is None and seed0.model is None
+
+
+def test_model_scores_over_held_out_groups():
+    check = _check(3, model=True)
+    groups, model = check.groups, check.model
+    assert list(groups.index) == list(range(N_GROUPS))
+    assert (groups["n_rows"] == PER_GROUP).all()
+    assert set(groups["fold"]) == set(range(5))
+    assert groups["score"].between(0, 1).all()
+    assert model["worst"] == groups["score"].min()
+    assert model["worst_group"] == groups["score"].idxmin()
+    assert model["spread"] == pytest.approx(groups["score"].max() - groups["score"].min())
+    # equal group sizes: pooled accuracy is the mean of the groups' accuracies
+    assert model["pooled"] == pytest.approx(groups["score"].mean())
+    assert model["std"] == pytest.approx(groups["score"].std(ddof=1))
+    assert model["pooled"] > 0.7  # the transferable scan signal carries the model
+    assert "on held-out people" in check.sentences()[-1]
+
+
+def test_readable_and_json_ready(seed0):
+    text = repr(seed0)
+    assert text.startswith("Transfer across people (accuracy")
+    assert "- voice: " in text and "- scan: " in text
+    payload = json.loads(json.dumps(seed0.to_dict(), allow_nan=False))
+    assert payload["flagged"] == ["voice"]
+    assert [m["modality"] for m in payload["modalities"]] == ["voice", "scan"]
+    voice = payload["modalities"][0]
+    assert voice["within"] == pytest.approx(seed0.modalities.loc["voice", "within"])
+    assert payload["sentences"][0] == seed0.modalities.loc["voice", "sentence"]
+    assert "<li>voice: " in seed0._repr_html_()
+
+
+def test_embeddings_give_the_same_check_as_raw_data(seed0):
+    frame, y, groups = person_specific(0)
+    emb = _estimator().fit_encode(frame, y, groups)
+    check = group_transfer(
+        _estimator(), emb, y, groups, cv=5, model=False, n_boot=200, group_name="people"
+    )
+    pd.testing.assert_frame_equal(check.modalities, seed0.modalities)
+
+
+def test_absent_rows_are_left_out_of_a_modality():
+    frame, y, groups = person_specific(4)
+    frame.loc[:59, ["s0", "s1"]] = np.nan
+    check = group_transfer(_estimator(), frame, y, groups, cv=5, model=False, n_boot=200)
+    assert check.modalities.loc["scan", "n_rows"] == len(y) - 60
+    assert check.modalities.loc["voice", "n_rows"] == len(y)
+
+
+def test_a_fitted_estimator_is_used_as_a_specification_only():
+    frame, y, groups = person_specific(5)
+    clf = _estimator().fit(frame, y)
+    fusion = clf.fusion_
+    check = group_transfer(clf, frame, y, groups, cv=5, model=False, n_boot=200)
+    assert clf.fusion_ is fusion
+    assert check.flagged == ["voice"]
+
+
+def test_regression_flags_the_person_specific_modality():
+    frame, y, groups = person_specific(0, regression=True)
+    check = group_transfer(
+        _estimator(regression=True), frame, y, groups, cv=5, model=False, n_boot=200
+    )
+    assert check.metric == "r2"
+    assert check.flagged == ["voice"]
+    assert check.modalities.loc["scan", "across"] > 0.4
+
+
+def test_group_scores_known_answer():
+    y = np.array([0, 1, 0, 1, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9], [0.4, 0.6]])
+    table, summary = group_scores(y, proba, ["a", "a", "b", "b", "c", "c"])
+    assert table["score"].tolist() == [1.0, 0.0, 1.0]
+    assert summary["worst_group"] == "b" and summary["worst"] == 0.0
+    assert summary["pooled"] == pytest.approx(4 / 6)
+    assert summary["spread"] == 1.0 and summary["n_groups"] == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda y, g: (y, g[:-1]), r"groups has 299 labels but X has 300 rows"),
+        (lambda y, g: (y, np.zeros_like(g)), r"groups holds one group only \(0\)"),
+        (lambda y, g: (y, np.arange(len(g))), r"every row is its own group \(300 groups"),
+        (lambda y, g: (y, y.copy()), r"groups equal the target"),
+        (lambda y, g: (y, None), r"groups is None"),
+        (lambda y, g: (y, np.where(g == 3, np.nan, g)), r"groups holds missing labels"),
+        (
+            lambda y, g: (np.where(g == 0, 2, y), g),
+            r"class 2 occurs in group 0 only",
+        ),
+    ],
+)
+def test_bad_groups_are_refused_with_what_to_fix(change, message):
+    frame, y, groups = person_specific(0)
+    y, groups = change(y, groups)
+    with pytest.raises(ValueError, match=message):
+        group_transfer(_estimator(), frame, y, groups, model=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"cv": 1}, ValueError, r"cv must be an integer >= 2"),
+        ({"scoring": "r2"}, ValueError, r"scoring='r2' is not one of .* \(a score for the other"),
+        ({"min_gap": -0.1}, ValueError, r"min_gap must be a finite number >= 0"),
+        ({"n_boot": 10}, ValueError, r"n_boot must be an integer >= 100"),
+        ({"group_name": ""}, ValueError, r"group_name must be a non-empty string"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, error, message):
+    frame, y, groups = person_specific(0)
+    with pytest.raises(error, match=message):
+        group_transfer(_estimator(), frame, y, groups, **kwargs)
+
+
+def test_not_a_multimodal_estimator_is_refused():
+    from sklearn.linear_model import LogisticRegression
+
+    frame, y, groups = person_specific(0)
+    with pytest.raises(TypeError, match="MultimodalClassifier or MultimodalRegressor"):
+        group_transfer(LogisticRegression(), frame, y, groups)
+    with pytest.raises(TypeError, match=r"got the class MultimodalClassifier"):
+        group_transfer(MultimodalClassifier, frame, y, groups)
+
+
+def test_embeddings_with_missing_labels_are_refused():
+    frame, y, groups = person_specific(0)
+    emb = Embeddings({"a": frame[VOICE].to_numpy()})
+    labels = y.astype(float)
+    labels[7] = np.nan
+    est = MultimodalClassifier([("a", TabularEncoder(), VOICE)])
+    with pytest.raises(ValueError, match=r"y holds missing values at rows \[7\]"):
+        group_transfer(est, emb, labels, groups, model=False)
