@@ -49,6 +49,7 @@ from toolkit.study.orchestration import (
 )
 from toolkit.study.splits import make_splits
 from toolkit.study.summary import OutOfFold, cell_missingness, summarize
+from toolkit.study.transfer import transfer_summary
 from toolkit.study.writing import (
     FAILED_FILE,
     STATUS_FILE,
@@ -192,6 +193,11 @@ def _execute(run: Path, job: _Job) -> None:
         summary, rows = summarize(config, results, grouped=study.groups is not None)
         summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
         drill = _drilldown(job, plan, results, summary, cache_dir)
+        if study.groups is not None:
+            log(job.progress, "checking how each modality transfers across groups")
+            summary["transfer"] = transfer_summary(
+                plan, results, summary, cache_dir=cache_dir, group_name=_group_column(config, study)
+            )
     out = config["output"]
     summary["drilldown"] = summarize_drilldown(
         drill, include_text=out["include_text"], max_parts=out["drilldown_max_parts"]

@@ -22,6 +22,7 @@ from toolkit.study.disclosure import card_facts, headline_text, limitations, tri
 from toolkit.study.metrics import format_p
 from toolkit.study.orchestration import MAX_BACKGROUND
 from toolkit.study.summary import LOWER_IS_BETTER
+from toolkit.study.transfer import transfer_section
 
 
 def _plt():
@@ -897,6 +898,7 @@ def write_report(
         f"<p>{_privacy_section(config, text_examples)}</p>",
         _metrics_section(config, summary),
         _comparison_section(summary),
+        transfer_section(summary),
         _robustness_section(summary),
         _calibration_section(summary),
         _conformal_section(summary),
