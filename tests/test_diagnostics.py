@@ -106,7 +106,8 @@ def test_model_scores_over_held_out_groups():
     assert model["pooled"] == pytest.approx(groups["score"].mean())
     assert model["std"] == pytest.approx(groups["score"].std(ddof=1))
     assert model["pooled"] > 0.7  # the transferable scan signal carries the model
-    assert "on held-out people" in check.sentences()[-1]
+    assert check.sentences()[-1].startswith("late fusion on held-out people: ")
+    assert model["label"] == "late fusion"
 
 
 def test_readable_and_json_ready(seed0):
@@ -193,11 +194,22 @@ def test_bad_groups_are_refused_with_what_to_fix(change, message):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"cv": 1}, ValueError, r"cv must be an integer >= 2"),
+        (
+            {"cv": 1},
+            ValueError,
+            r"'cv' parameter of group_transfer must be an int in the range \[2, inf\)",
+        ),
         ({"scoring": "r2"}, ValueError, r"scoring='r2' is not one of .* \(a score for the other"),
-        ({"min_gap": -0.1}, ValueError, r"min_gap must be a finite number >= 0"),
-        ({"n_boot": 10}, ValueError, r"n_boot must be an integer >= 100"),
-        ({"group_name": ""}, ValueError, r"group_name must be a non-empty string"),
+        (
+            {"scoring": "f2"},
+            ValueError,
+            r"'scoring' parameter of group_transfer must be a str among",
+        ),
+        ({"min_gap": -0.1}, ValueError, r"'min_gap' parameter of group_transfer must be a float"),
+        ({"min_gap": float("nan")}, ValueError, r"'min_gap' parameter"),
+        ({"n_boot": 10}, ValueError, r"'n_boot' parameter of group_transfer must be an int in"),
+        ({"group_name": ""}, ValueError, r"group_name is empty; name what a group is"),
+        ({"group_name": 3}, TypeError, r"'group_name' parameter of group_transfer must be an"),
     ],
 )
 def test_bad_options_are_refused(kwargs, error, message):

@@ -1,212 +1,55 @@
-"""Diagnostics of a multimodal model on data with groups (patients, speakers, sites).
-
-:func:`group_transfer` asks, for each modality, whether its signal carries over to groups
-the model has never seen: its cross-validated score when the test rows come from groups
-seen in training (row-level folds) against its score on held-out groups (group-level
-folds). A modality that scores well only on groups it has seen has learnt the person or
-the site, not the label. It also gives the distribution of the model's own score over the
-held-out groups (per-group scores, worst group, spread).
-
-The module uses only the estimators' public seams (``fit_encode``, ``fit(Embeddings, y)``,
-``output``) and the splits of :mod:`toolkit.model_selection`.
-"""
+"""The transfer check per modality: :func:`group_transfer` (see :mod:`toolkit.diagnostics`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_params,
+)
 from threadpoolctl import threadpool_limits
 
+from toolkit.diagnostics.result import (
+    CLASSIFICATION_SCORES,
+    REGRESSION_SCORES,
+    TransferCheck,
+    accuracy,
+    add_verdicts,
+    group_scores,
+    plain,
+    scorer,
+)
 from toolkit.embeddings import Embeddings
 from toolkit.estimators import MultimodalClassifier, MultimodalRegressor
 from toolkit.model_selection import check_groups, inner_folds
 
-__all__ = ["TransferCheck", "group_transfer"]
+__all__ = ["group_transfer"]
 
 
-def _accuracy(y, p):
-    return float(np.mean(np.argmax(p, axis=1) == y)) if len(y) else float("nan")
-
-
-def _balanced_accuracy(y, p):
-    return float(skm.balanced_accuracy_score(y, np.argmax(p, axis=1))) if len(y) else np.nan
-
-
-def _roc_auc(y, p):
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    if p.shape[1] == 2:
-        return float(skm.roc_auc_score(y, p[:, 1]))
-    present = np.unique(y)
-    sub = p[:, present] / np.clip(p[:, present].sum(axis=1, keepdims=True), 1e-12, None)
-    return float(skm.roc_auc_score(np.searchsorted(present, y), sub, multi_class="ovr"))
-
-
-def _log_loss(y, p):
-    return float(skm.log_loss(y, p, labels=np.arange(p.shape[1]))) if len(y) else np.nan
-
-
-def _r2(y, p):
-    return float(skm.r2_score(y, p)) if len(y) > 1 and np.std(y) > 0 else float("nan")
-
-
-def _mae(y, p):
-    return float(np.mean(np.abs(y - p))) if len(y) else float("nan")
-
-
-#: Named scores: name -> (fn(y, output), greater_is_better). Classification scores take
-#: class codes and probabilities (n, n_classes); regression scores take predictions.
-CLASSIFICATION_SCORES = {
-    "accuracy": (_accuracy, True),
-    "balanced_accuracy": (_balanced_accuracy, True),
-    "roc_auc": (_roc_auc, True),
-    "log_loss": (_log_loss, False),
-}
-REGRESSION_SCORES = {"r2": (_r2, True), "mae": (_mae, False)}
-
-
-@dataclass(frozen=True)
-class TransferCheck:
-    """The result of :func:`group_transfer`; print it (or call :meth:`summary`) to read it.
-
-    Attributes
-    ----------
-    modalities : pandas.DataFrame
-        One row per modality (index: modality name). Columns: ``n_rows`` (rows where the
-        modality is present), ``within`` (row-level CV score: test rows from groups seen in
-        training), ``across`` (group-level CV score: held-out groups), ``across_low`` /
-        ``across_high`` (its 95% cluster-bootstrap interval), ``gap`` (how much worse across
-        groups than within, in score units; positive = worse), ``gap_low`` / ``gap_high``
-        (paired 95% interval), ``group_id`` (row-level CV accuracy of telling the groups
-        apart from the modality alone), ``group_id_chance`` (the share of the largest
-        group), ``identifies_groups``, ``flagged`` and ``sentence``.
-    groups : pandas.DataFrame or None
-        The model's score on each held-out group (columns ``n_rows``, ``score``, ``fold``;
-        index: group label); None when the model was not checked.
-    model : dict or None
-        The model's pooled held-out-group score and the distribution over groups (``mean``,
-        ``std``, ``worst``, ``worst_group``, ``best``, ``best_group``, ``spread`` = best -
-        worst, ``n_groups``, ``label``).
-    metric : str
-    greater_is_better : bool
-    group_name : str
-        What a group is, in the sentences (e.g. ``"speakers"``).
-    n_splits : dict
-        Folds actually used: ``{"within": k, "across": k}``.
-    min_gap : float
-    n_boot : int
-    """
-
-    modalities: pd.DataFrame
-    groups: pd.DataFrame | None
-    model: dict | None
-    metric: str
-    greater_is_better: bool
-    group_name: str
-    n_splits: dict
-    min_gap: float
-    n_boot: int
-    n_groups: int = 0
-    notes: list = field(default_factory=list)
-
-    @property
-    def flagged(self) -> list[str]:
-        """Names of the modalities whose signal is specific to the groups."""
-        return [str(m) for m in self.modalities.index[self.modalities["flagged"]]]
-
-    def sentences(self) -> list[str]:
-        """One plain-language sentence per modality, then one on the model."""
-        out = list(self.modalities["sentence"])
-        if self.model is not None:
-            out.append(_model_sentence(self.model, self.group_name))
-        return out + list(self.notes)
-
-    def summary(self) -> str:
-        """A header line (metric, folds, rule) and :meth:`sentences`."""
-        head = (
-            f"Transfer across {self.group_name} ({self.metric}; within: "
-            f"{self.n_splits['within']}-fold CV over rows, across: {self.n_splits['across']}-fold "
-            f"CV holding out whole {self.group_name}, {self.n_groups} in all). Flagged when the "
-            f"drop is at least {self.min_gap:g} and its 95% interval is above 0."
-        )
-        return "\n".join([head, *(f"- {s}" for s in self.sentences())])
-
-    def __repr__(self) -> str:
-        shown = self.modalities.drop(columns="sentence")
-        with pd.option_context("display.width", 120, "display.precision", 3):
-            return f"{self.summary()}\n\n{shown}"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in self.sentences())
-        table = self.modalities.drop(columns="sentence").to_html(float_format="%.3f")
-        head = html.escape(self.summary().splitlines()[0])
-        return f"<p>{head}</p><ul>{items}</ul>{table}"
-
-    def to_dict(self) -> dict:
-        """JSON-ready: plain floats (None for NaN), lists and strings."""
-        rows = [
-            {"modality": str(name), **{k: _plain(v) for k, v in row.items()}}
-            for name, row in self.modalities.to_dict(orient="index").items()
-        ]
-        groups = None
-        if self.groups is not None:
-            groups = [
-                {"group": _plain(g), **{k: _plain(v) for k, v in row.items()}}
-                for g, row in self.groups.to_dict(orient="index").items()
-            ]
-        return {
-            "metric": self.metric,
-            "greater_is_better": self.greater_is_better,
-            "group_name": self.group_name,
-            "n_groups": self.n_groups,
-            "n_splits": dict(self.n_splits),
-            "min_gap": self.min_gap,
-            "n_boot": self.n_boot,
-            "rule": _RULE,
-            "modalities": rows,
-            "flagged": self.flagged,
-            "model": None if self.model is None else {k: _plain(v) for k, v in self.model.items()},
-            "groups": groups,
-            "sentences": self.sentences(),
-        }
-
-
-_RULE = (
-    "flagged when the modality's score across held-out groups is lower than within seen "
-    "groups by at least min_gap and the paired 95% cluster-bootstrap interval of the drop "
-    "lies above 0"
+@validate_params(
+    {
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "scoring": [StrOptions({*CLASSIFICATION_SCORES, *REGRESSION_SCORES}), callable, None],
+        "greater_is_better": ["boolean"],
+        "head": [HasMethods(["fit", "predict"]), None],
+        "min_gap": [Interval(Real, 0, None, closed="left")],
+        "model": ["boolean"],
+        "group_name": [str],
+        "n_boot": [Interval(Integral, 100, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
 )
-
-
-def _plain(v):
-    """A JSON-ready Python value: NaN -> None, numpy scalars -> Python scalars."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
-
-
-def _model_sentence(model: dict, group_name: str) -> str:
-    if model["n_groups"] == 0 or not np.isfinite(model["worst"]):
-        return f"{model['label']}: no held-out group could be scored."
-    return (
-        f"{model['label']} on held-out {group_name}: {model['pooled']:.2f} overall; per group "
-        f"from {model['worst']:.2f} (worst: {model['worst_group']}) to {model['best']:.2f} "
-        f"({model['best_group']}), mean {model['mean']:.2f}, s.d. {model['std']:.2f}, spread "
-        f"{model['spread']:.2f} over {model['n_groups']} {group_name}."
-    )
-
-
 def group_transfer(
     estimator,
     X,
@@ -328,13 +171,14 @@ def group_transfer(
     - voice: 0.87 within people, 0.54 across people — it identif
     """
     classification = _check_estimator(estimator)
-    metric, fn, greater = _scorer(scoring, greater_is_better, classification)
-    _check_options(cv, min_gap, n_boot, group_name)
+    if not group_name.strip():
+        raise ValueError("group_name is empty; name what a group is, e.g. 'speakers'")
+    metric, fn, greater = scorer(scoring, greater_is_better, classification)
     groups = _check_group_labels(groups, _n_rows(X))
     data = _encode(estimator, X, y, groups, classification)
     gcodes, glabels = pd.factorize(pd.Series(groups), sort=True)
     _check_not_target(data["y"], gcodes, glabels, data["classes"])
-    seed = _seed(random_state)
+    seed = 0 if random_state is None else int(random_state)
     within = _folds(data["y"], None, cv, classification, seed, "row-level")
     across = _folds(data["y"], groups, cv, classification, seed, "group-level")
     task = _Task(data["y"], gcodes, fn, greater, data["n_classes"], head, seed, n_boot)
@@ -347,12 +191,14 @@ def group_transfer(
             )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "modality"
-    table = _add_verdicts(table, min_gap, group_name)
+    table = add_verdicts(table, min_gap, group_name)
     groups_table = summary = None
     if model:
         output = _model_output(estimator, data, groups, across)
+        fusion = estimator.fusion
+        label = f"{fusion} fusion" if isinstance(fusion, str) else type(fusion).__name__
         groups_table, summary = group_scores(
-            data["y"], output, groups, scoring=(metric, fn, greater), folds=across
+            data["y"], output, groups, scoring=(metric, fn, greater), folds=across, label=label
         )
     return TransferCheck(
         modalities=table,
@@ -366,66 +212,6 @@ def group_transfer(
         n_boot=int(n_boot),
         n_groups=len(glabels),
     )
-
-
-def group_scores(y, output, groups, *, scoring="accuracy", folds=None, label="model"):
-    """A model's score on each held-out group and their distribution.
-
-    Parameters
-    ----------
-    y : array-like of shape (n_samples,)
-        Class codes (classification) or targets.
-    output : ndarray of shape (n_samples, n_classes) or (n_samples,)
-        Held-out outputs (probabilities or predictions), e.g. out-of-fold over groups.
-    groups : array-like of shape (n_samples,)
-    scoring : str, or (name, fn, greater_is_better), default="accuracy"
-        A named score of :func:`group_transfer`, or a triple for any other.
-    folds : list of (train, test), optional
-        The folds that produced ``output``: each group's test fold is recorded.
-    label : str, default="model"
-
-    Returns
-    -------
-    (pandas.DataFrame, dict)
-        Per group: ``n_rows``, ``score`` (NaN where the score is undefined on that group,
-        e.g. AUROC of a group with one class), ``fold``. The dict: ``pooled`` (all rows),
-        ``mean``, ``std``, ``worst`` / ``worst_group``, ``best`` / ``best_group``,
-        ``spread``, ``n_groups`` (scored groups), ``label``.
-    """
-    if isinstance(scoring, tuple):
-        metric, fn, greater = scoring
-    else:
-        metric, fn, greater = _scorer(scoring, True, np.ndim(output) == 2)
-    y, output, groups = np.asarray(y), np.asarray(output), np.asarray(groups)
-    fold_of = np.full(len(y), -1)
-    for k, (_, test) in enumerate(folds or []):
-        fold_of[test] = k
-    records = {}
-    for g in pd.unique(pd.Series(groups)):
-        rows = np.flatnonzero(groups == g)
-        records[_plain(g)] = {
-            "n_rows": len(rows),
-            "score": fn(y[rows], output[rows]),
-            "fold": int(fold_of[rows[0]]) if folds else -1,
-        }
-    table = pd.DataFrame.from_dict(records, orient="index").sort_index()
-    table.index.name = "group"
-    scored = table["score"].dropna()
-    order = scored.sort_values(ascending=greater)
-    summary = {
-        "label": label,
-        "metric": metric,
-        "pooled": fn(y, output),
-        "mean": float(scored.mean()) if len(scored) else float("nan"),
-        "std": float(scored.std(ddof=1)) if len(scored) > 1 else float("nan"),
-        "worst": float(order.iloc[0]) if len(order) else float("nan"),
-        "worst_group": _plain(order.index[0]) if len(order) else None,
-        "best": float(order.iloc[-1]) if len(order) else float("nan"),
-        "best_group": _plain(order.index[-1]) if len(order) else None,
-        "n_groups": len(scored),
-    }
-    summary["spread"] = abs(summary["best"] - summary["worst"])
-    return table, summary
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -446,41 +232,6 @@ def _check_estimator(estimator) -> bool:
         "estimator must be a toolkit MultimodalClassifier or MultimodalRegressor (the check "
         f"encodes each of its modalities), got {type(estimator).__name__}"
     )
-
-
-def _scorer(scoring, greater_is_better, classification: bool):
-    """(name, fn(y, output), greater_is_better) for ``scoring``."""
-    table = CLASSIFICATION_SCORES if classification else REGRESSION_SCORES
-    if scoring is None:
-        scoring = "accuracy" if classification else "r2"
-    if callable(scoring):
-        return getattr(scoring, "__name__", "score"), scoring, bool(greater_is_better)
-    if scoring not in table:
-        other = REGRESSION_SCORES if classification else CLASSIFICATION_SCORES
-        why = " (a score for the other task)" if scoring in other else ""
-        raise ValueError(
-            f"scoring={scoring!r} is not one of {sorted(table)}{why}; name one of them or "
-            "pass a function fn(y_true, output)"
-        )
-    fn, greater = table[scoring]
-    return scoring, fn, greater
-
-
-def _check_options(cv, min_gap, n_boot, group_name) -> None:
-    if isinstance(cv, bool) or not isinstance(cv, int | np.integer) or cv < 2:
-        raise ValueError(f"cv must be an integer >= 2 (the number of folds), got {cv!r}")
-    if (
-        isinstance(min_gap, bool)
-        or not isinstance(min_gap, int | float)
-        or not (np.isfinite(min_gap) and min_gap >= 0)
-    ):
-        raise ValueError(f"min_gap must be a finite number >= 0 (score units), got {min_gap!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 100:
-        raise ValueError(f"n_boot must be an integer >= 100 (bootstrap resamples), got {n_boot!r}")
-    if not isinstance(group_name, str) or not group_name.strip():
-        raise ValueError(
-            f"group_name must be a non-empty string such as 'speakers', got {group_name!r}"
-        )
 
 
 def _n_rows(X) -> int:
@@ -509,7 +260,7 @@ def _check_group_labels(groups, n: int) -> np.ndarray:
     codes, labels = pd.factorize(pd.Series(arr))
     if len(labels) < 2:
         raise ValueError(
-            f"groups holds one group only ({_plain(labels[0])!r}); holding out groups needs at least "
+            f"groups holds one group only ({plain(labels[0])!r}); holding out groups needs at least "
             "2 (better 5 or more): pass the column that says which person or site each row "
             "comes from"
         )
@@ -542,18 +293,10 @@ def _check_not_target(y, gcodes, glabels, classes) -> None:
         )
     k, g = next(iter(confined.items()))
     raise ValueError(
-        f"class {_plain(classes[k])!r} occurs in group {_plain(glabels[g])!r} only, so a "
+        f"class {plain(classes[k])!r} occurs in group {plain(glabels[g])!r} only, so a "
         "group-level split never trains on the class it tests; add rows of that class from "
         "other groups, or leave the class out of the check"
     )
-
-
-def _seed(random_state) -> int:
-    if random_state is None:
-        return 0
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        raise ValueError(f"random_state must be an integer or None, got {random_state!r}")
-    return int(random_state)
 
 
 def _folds(y, groups, cv: int, classification: bool, seed: int, kind: str) -> list:
@@ -612,7 +355,7 @@ def _target(y, n: int, classification: bool):
         return values.astype(np.float64), None
     classes, codes = np.unique(values, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"y has one class only ({_plain(classes[0])!r}); give at least 2")
+        raise ValueError(f"y has one class only ({plain(classes[0])!r}); give at least 2")
     return codes, classes
 
 
@@ -723,7 +466,7 @@ class _Task:
             return float("nan"), float("nan")
         n_groups = int(codes.max()) + 1
         oof = _oof(X[keep], codes, folds, _default_head(True), n_groups)
-        return _accuracy(codes, oof), float(np.bincount(codes).max() / len(codes))
+        return accuracy(codes, oof), float(np.bincount(codes).max() / len(codes))
 
 
 def _percentiles(values) -> tuple[float, float]:
@@ -732,50 +475,6 @@ def _percentiles(values) -> tuple[float, float]:
         return float("nan"), float("nan")
     low, high = np.percentile(finite, [2.5, 97.5])
     return float(low), float(high)
-
-
-def _add_verdicts(table: pd.DataFrame, min_gap: float, group_name: str) -> pd.DataFrame:
-    """``identifies_groups``, ``flagged``, ``status`` and ``sentence`` of each modality."""
-    table = table.copy()
-    closes = (table["group_id"] - table["group_id_chance"]) / (1 - table["group_id_chance"])
-    table["identifies_groups"] = (closes >= 0.5).fillna(False).astype(bool)
-    material = table["gap"] >= min_gap
-    table["flagged"] = (material & (table["gap_low"] > 0)).fillna(False).astype(bool)
-    table["status"] = np.select(
-        [table["flagged"], material.fillna(False)],
-        ["specific to the groups", "uncertain"],
-        "transfers",
-    )
-    table["sentence"] = [
-        _modality_sentence(str(name), row, group_name) for name, row in table.iterrows()
-    ]
-    return table
-
-
-def _modality_sentence(name: str, row, gn: str) -> str:
-    if not (np.isfinite(row["within"]) and np.isfinite(row["across"])):
-        return f"{name}: could not be scored within and across {gn}."
-    base = f"{name}: {row['within']:.2f} within {gn}, {row['across']:.2f} across {gn}"
-    interval = f"drop {row['gap']:+.2f}, 95% interval "
-    interval += (
-        f"[{row['gap_low']:+.2f}, {row['gap_high']:+.2f}]"
-        if np.isfinite(row["gap_low"])
-        else "not available"
-    )
-    if row["flagged"] and row["identifies_groups"]:
-        return (
-            f"{base} — it identifies {gn} (tells them apart with accuracy "
-            f"{row['group_id']:.2f}, chance {row['group_id_chance']:.2f}): its signal is "
-            f"specific to the {gn} rather than the label ({interval})."
-        )
-    if row["flagged"]:
-        return f"{base} — its signal does not carry over to new {gn} ({interval})."
-    if row["status"] == "uncertain":
-        return (
-            f"{base} — a drop these {gn} are too few or too varied to confirm ({interval}); "
-            f"more {gn} would tell."
-        )
-    return f"{base} — it transfers ({interval})."
 
 
 # -- the model over held-out groups ---------------------------------------------------------
