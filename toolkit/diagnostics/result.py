@@ -139,8 +139,9 @@ class TransferCheck:
         return "\n".join([head, *(f"- {s}" for s in self.sentences())])
 
     def __repr__(self) -> str:
-        shown = self.modalities.drop(columns="sentence")
-        with pd.option_context("display.width", 120, "display.precision", 3):
+        columns = ["n_rows", "within", "across", "gap", "gap_low", "gap_high", "group_id"]
+        shown = self.modalities[[*columns, "flagged"]].round(3)
+        with pd.option_context("display.width", 120, "display.max_columns", None):
             return f"{self.summary()}\n\n{shown}"
 
     def _repr_html_(self) -> str:
