@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 
 from toolkit import Embeddings, MultimodalClassifier, MultimodalRegressor, TabularEncoder
 from toolkit.diagnostics import group_scores, group_transfer
@@ -157,6 +158,55 @@ def test_regression_flags_the_person_specific_modality():
     assert check.metric == "r2"
     assert check.flagged == ["voice"]
     assert check.modalities.loc["scan", "across"] > 0.4
+
+
+class GroupRate(BaseEstimator):
+    """A supervised encoder that learns each group's rate of label 1 from its training
+    items ('g<k>/<i>'); on an item of a group it did not train on it outputs 0.5."""
+
+    supervised = True
+    fixed = False
+
+    def __init__(self, random_state=None):
+        self.random_state = random_state
+
+    def fit(self, items, y, groups=None):
+        names = [s.split("/")[0] for s in items]
+        self.rate_ = pd.Series(np.asarray(y, float)).groupby(names).mean().to_dict()
+        return self
+
+    def encode(self, items):
+        return self.encode_scores(items)
+
+    def encode_scores(self, items):
+        rate = np.array([self.rate_.get(s.split("/")[0], 0.5) for s in items])
+        return np.column_stack([1 - rate, rate]).astype(np.float32), np.ones(len(items), bool)
+
+
+def test_an_encoder_that_learns_from_labels_is_cross_fitted_over_rows_and_over_groups():
+    """Within: the encoder is cross-fitted over rows, so a row's group rate is known and
+    predicts its label (rates 0.85 / 0.15); across: over groups, so it is 0.5 everywhere.
+    Reading one set of blocks for both would show no drop. The rate takes two values, so
+    it does not tell the 12 groups apart: the sentence says the signal does not carry over."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(12), 20)
+    rate = np.where(np.arange(12) % 2, 0.85, 0.15)
+    y = (rng.random(len(groups)) < rate[groups]).astype(int)
+    frame = pd.DataFrame(
+        {"item": [f"g{g}/{i}" for i, g in enumerate(groups)], "x": y + rng.normal(size=len(y))}
+    )
+    est = MultimodalClassifier(
+        [("rate", GroupRate(), "item"), ("x", TabularEncoder(), ["x"])],
+        random_state=0,
+        encoder_cv=4,
+    )
+    check = group_transfer(est, frame, y, groups, cv=4, model=False, n_boot=200)
+    rate = check.modalities.loc["rate"]
+    assert rate["within"] > 0.75
+    assert rate["across"] == pytest.approx(0.5, abs=0.1)
+    assert check.flagged == ["rate"]
+    assert not rate["identifies_groups"]
+    assert "its signal does not carry over to new groups" in rate["sentence"]
 
 
 def test_group_scores_known_answer():
