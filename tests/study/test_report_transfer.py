@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from toolkit.study import load_config, run_study
-from toolkit.study.transfer import transfer_section
+from toolkit.study.transfer import _plural, transfer_section
 
 N_PATIENTS, PER_PATIENT = 10, 24
 VOICE = [f"v{i}" for i in range(24)]
@@ -81,7 +81,7 @@ def test_metrics_json_flags_the_patient_specific_modality(run):
     entry = _transfer(run)
     assert entry["computed"] is True
     assert entry["metric"] == "accuracy" and entry["note"] == ""
-    assert entry["group_name"] == "'patient' groups"
+    assert entry["group_name"] == "patients" and entry["group_column"] == "patient"
     assert entry["n_groups"] == N_PATIENTS
     assert entry["n_splits"] == {"within": 4, "across": 4}
     assert entry["flagged"] == ["voice"]
@@ -90,6 +90,7 @@ def test_metrics_json_flags_the_patient_specific_modality(run):
     assert by["voice"]["identifies_groups"] and not by["lab"]["identifies_groups"]
     assert by["lab"]["status"] == "transfers"
     assert entry["sentences"][0].startswith("voice: ")
+    assert "within patients" in entry["sentences"][0]
 
 
 def test_model_scores_per_patient_come_from_the_study_predictions(run):
@@ -136,6 +137,15 @@ def test_report_shows_the_numbers_of_metrics_json(run):
             f"<tr><td>{g['group']}</td><td>{g['n_rows']}</td><td>{g['fold'] + 1}</td>"
             f"<td>{g['score']:.3f}</td></tr>"
         ) in section
+
+
+@pytest.mark.parametrize(
+    ("column", "name"),
+    [("speaker", "speakers"), ("Patient", "patients"), ("pid", "groups"), ("site_id", "groups"),
+     ("clients", "groups"), (None, "groups")],
+)  # fmt: skip
+def test_groups_are_named_after_their_column(column, name):
+    assert _plural(column) == name
 
 
 def test_a_check_the_groups_do_not_allow_says_why():

@@ -4,7 +4,7 @@ scores, the :class:`TransferCheck` result, its verdicts and sentences, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -102,6 +102,8 @@ class TransferCheck:
         Folds actually used: ``{"within": k, "across": k}``.
     min_gap : float
     n_boot : int
+    n_groups : int
+        Groups in the data.
     """
 
     modalities: pd.DataFrame
@@ -114,7 +116,6 @@ class TransferCheck:
     min_gap: float
     n_boot: int
     n_groups: int = 0
-    notes: list = field(default_factory=list)
 
     @property
     def flagged(self) -> list[str]:
@@ -126,7 +127,7 @@ class TransferCheck:
         out = list(self.modalities["sentence"])
         if self.model is not None:
             out.append(_model_sentence(self.model, self.group_name))
-        return out + list(self.notes)
+        return out
 
     def summary(self) -> str:
         """A header line (metric, folds, rule) and :meth:`sentences`."""

@@ -32,6 +32,15 @@ def _metric(primary: str, classification: bool) -> tuple[str, str]:
     return name, note
 
 
+def _plural(column: str | None) -> str:
+    """What a group is, in the sentences: the groups' column as a plural noun when it is a
+    plain word ('speaker' -> 'speakers'), else 'groups' ('pid', 'site_id')."""
+    word = (column or "").lower()
+    if word.isalpha() and len(word) > 3 and not word.endswith("s"):
+        return f"{word}s"
+    return "groups"
+
+
 def _model_label(summary: dict, results) -> str:
     chosen = (summary.get("chosen") or {}).get("model")
     return chosen if chosen in results.models else summary["best_strategy"]
@@ -51,7 +60,8 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
     cache_dir : path, optional
         The study's embedding cache, so fixed encoders are not run twice.
     group_name : str, optional
-        The groups' column, named in the sentences.
+        The groups' column: the sentences call a group by it ('speaker' -> 'speakers';
+        'groups' when it is not a plain word).
 
     Returns
     -------
@@ -61,7 +71,7 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
         groups do not allow the check (e.g. a class lies in one group only).
     """
     metric, note = _metric(summary["primary_metric"], plan.classification)
-    name = f"'{group_name}' groups" if group_name else "groups"
+    name = _plural(group_name)
     estimator = plan.model(plan.modalities, memory=cache_dir)
     try:
         check = group_transfer(
@@ -81,6 +91,7 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
     return {
         "computed": True,
         **check.to_dict(),
+        "group_column": group_name,
         "model_source": "the study's out-of-fold predictions (folds hold out whole groups)",
         "note": note,
     }
@@ -134,16 +145,19 @@ def transfer_section(summary: dict) -> str:
     if not entry.get("computed"):
         return head + f"<p>Not computed: {html.escape(entry['reason'])}</p>"
     metric, gn = html.escape(entry["metric"]), html.escape(entry["group_name"])
+    column = entry.get("group_column")
+    column = f", the '{html.escape(column)}' column" if column else ""
     text = (
-        f"<p>Does each modality's signal carry over to {gn} never seen in training? "
-        f"{metric}{html.escape(entry['note'])} of a simple head on the modality alone "
-        f"(standardized, linear), within: {entry['n_splits']['within']}-fold cross-validation "
-        f"over rows (test rows from {gn} seen in training); across: "
-        f"{entry['n_splits']['across']}-fold cross-validation holding out whole {gn} "
-        f"({entry['n_groups']} in all). Drop = within − across, with a paired 95% bootstrap "
-        f"interval over {gn} ({entry['n_boot']} resamples). A modality is flagged when the "
-        f"drop is at least {entry['min_gap']:g} and its interval lies above 0. 'Tells them "
-        f"apart': cross-validated accuracy of naming each row's group from the modality.</p>"
+        f"<p>Does each modality's signal carry over to {gn} never seen in training? Each "
+        "modality alone, through a simple standardized linear head, scored by "
+        f"{metric}{html.escape(entry['note'])}: <i>within</i> by "
+        f"{entry['n_splits']['within']}-fold cross-validation over rows (test rows from {gn} "
+        f"seen in training), <i>across</i> by {entry['n_splits']['across']}-fold "
+        f"cross-validation holding out whole {gn} ({entry['n_groups']} in all{column}). "
+        f"Drop = within − across, with a paired 95% bootstrap interval over {gn} "
+        f"({entry['n_boot']} resamples). A modality is flagged when the drop is at least "
+        f"{entry['min_gap']:g} and its interval lies above 0. 'Tells them apart': "
+        "cross-validated accuracy of naming each row's group from the modality alone.</p>"
     )
     items = "".join(f"<li>{html.escape(s)}</li>" for s in entry["sentences"])
     text += f"<ul>{items}</ul>"
