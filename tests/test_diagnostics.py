@@ -209,6 +209,42 @@ def test_an_encoder_that_learns_from_labels_is_cross_fitted_over_rows_and_over_g
     assert "its signal does not carry over to new groups" in rate["sentence"]
 
 
+def test_the_flag_rule_on_known_rows():
+    """Flagged: drop >= min_gap and its interval above 0; a drop >= min_gap whose interval
+    holds 0 is 'uncertain'; a significant drop below min_gap 'transfers'. A modality
+    identifies the groups when its accuracy closes half the distance from chance to 1."""
+    from toolkit.diagnostics.result import add_verdicts
+
+    table = pd.DataFrame(
+        {
+            "within": [0.9, 0.9, 0.9, 0.9],
+            "across": [0.7, 0.7, 0.87, 0.7],
+            "gap": [0.2, 0.2, 0.03, 0.2],
+            "gap_low": [0.1, -0.05, 0.01, 0.1],
+            "gap_high": [0.3, 0.45, 0.05, 0.3],
+            "group_id": [0.55, 0.55, 0.9, 0.5],
+            "group_id_chance": [0.1, 0.1, 0.1, 0.1],
+        },
+        index=["a", "b", "c", "d"],
+    )
+    out = add_verdicts(table, 0.05, "sites")
+    assert out["flagged"].tolist() == [True, False, False, True]
+    assert out["status"].tolist() == [
+        "specific to the groups", "uncertain", "transfers", "specific to the groups"
+    ]  # fmt: skip
+    assert out["identifies_groups"].tolist() == [True, True, True, False]
+    assert out.loc["a", "sentence"] == (
+        "a: 0.90 within sites, 0.70 across sites — it identifies sites (tells them apart with "
+        "accuracy 0.55, chance 0.10): its signal is specific to the sites rather than the "
+        "label (drop +0.20, 95% interval [+0.10, +0.30])."
+    )
+    assert "too few or too varied to confirm" in out.loc["b", "sentence"]
+    assert out.loc["c", "sentence"].endswith(
+        "it transfers (drop +0.03, 95% interval [+0.01, +0.05])."
+    )
+    assert "does not carry over to new sites" in out.loc["d", "sentence"]
+
+
 def test_group_scores_known_answer():
     y = np.array([0, 1, 0, 1, 1, 1])
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9], [0.4, 0.6]])
