@@ -32,6 +32,7 @@ from toolkit.datasets.loaders import (
     load_uci_sentences,
 )
 from toolkit.datasets.mmsa import load_mmsa_features
+from toolkit.datasets.mosi import load_mosi
 from toolkit.datasets.sentiment import make_sentiment_clips
 from toolkit.registry import Registry
 
@@ -45,6 +46,7 @@ __all__ = [
     "load_manifest",
     "load_mimic_iv_demo",
     "load_mmsa_features",
+    "load_mosi",
     "load_pneumoniamnist",
     "load_speech_emotion",
     "load_uci_sentences",
@@ -104,6 +106,12 @@ for _info in (
         "real",
         "MMSA feature pickles (CMU-MOSI / MOSEI / CH-SIMS)",
         "mmsa_features",
+    ),
+    _entry(
+        load_mosi,
+        "real",
+        "CMU-MOSI training videos: transcripts, openSMILE audio, video context",
+        "mosi",
     ),
     _entry(load_manifest, "user", "a CSV of columns and file paths", "manifest"),
 ):

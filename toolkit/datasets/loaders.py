@@ -17,9 +17,20 @@ from sklearn.utils import Bunch, check_random_state
 
 from toolkit.datasets._common import check_float, data_card, read_table
 
+#: Where each dataset folder comes from, said when the folder is missing.
+SOURCES = {
+    "fsdd": "github.com/Jakobovski/free-spoken-digit-dataset (its recordings/*.wav, CC BY-SA 4.0)",
+    "uci_sentences": "the UCI 'Sentiment Labelled Sentences' data set (CC BY 4.0)",
+    "speech_emotion": "github.com/tyiannak/pyAudioAnalysis (pyAudioAnalysis/data/speechEmotion)",
+    "pneumoniamnist": "MedMNIST v2 (pneumoniamnist.npz, CC BY 4.0)",
+    "mimic_iv_demo": "the MIMIC-IV Clinical Database Demo v2.2 on PhysioNet "
+    "(physionet.org/content/mimic-iv-demo/2.2/, ODbL 1.0: its hosp/ and icu/ folders)",
+}
+
 
 def data_home(data_dir=None, subfolder: str | None = None) -> Path:
-    """The data folder (``data_dir`` or ``$TOOLKIT_DATA_DIR``), checked to exist."""
+    """The data folder (``data_dir`` or ``$TOOLKIT_DATA_DIR``), checked to exist; a missing
+    dataset folder is reported with where to get it (:data:`SOURCES`)."""
     if data_dir is None:
         env = os.environ.get("TOOLKIT_DATA_DIR")
         if not env:
@@ -34,8 +45,14 @@ def data_home(data_dir=None, subfolder: str | None = None) -> Path:
         raise FileNotFoundError(
             f"dataset folder '{folder}' does not exist (looked in data_dir='{root}'); "
             "put the dataset there or point data_dir / TOOLKIT_DATA_DIR elsewhere"
+            + _source_hint(subfolder)
         )
     return folder
+
+
+def _source_hint(subfolder: str | None) -> str:
+    source = SOURCES.get((subfolder or "").split("/")[0])
+    return f"; get it from {source}" if source else ""
 
 
 def _need(path: Path) -> Path:
