@@ -934,13 +934,13 @@ def test_sentence_transformers_short_id_resolves_with_the_library_prefix(
 def test_default_sentence_model_is_keyed_on_its_folder(
     tmp_path, monkeypatch, no_network, backend
 ):
-    import toolkit.encoders.text as text_module
+    import toolkit.encoders.backends.hub as text_module
     from toolkit import TextEncoder
 
     folder = tmp_path / "default_model"
     _write(folder / "model.safetensors", 300, seed=1)
     _write(folder / "config.json", 20, seed=2)
-    monkeypatch.setattr(text_module, "_default_sentence_model", lambda: str(folder))
+    monkeypatch.setattr(text_module, "default_sentence_model", lambda: str(folder))
     encoder = TextEncoder(backend=backend)  # model=None: the embed extra's MiniLM
     first = encoder_key(encoder)
     assert first == encoder_key(encoder)
@@ -953,7 +953,7 @@ def test_default_sentence_model_is_keyed_on_its_folder(
     def absent():
         raise ImportError("embed extra not installed")
 
-    monkeypatch.setattr(text_module, "_default_sentence_model", absent)
+    monkeypatch.setattr(text_module, "default_sentence_model", absent)
     assert encoder_key(encoder) not in {first, second, third}  # no error: fit reports it
 
 

@@ -41,13 +41,15 @@ while ``v.hdr`` is untouched gives a new key (in :func:`toolkit.distributed.enco
 too). Files that are not regular (FIFOs, devices, sockets) are never opened: they are keyed
 on their type and inode, and left to the encoder's reader to refuse.
 
-Models named rather than given as files are keyed on the files they load (backends
-``"transformers"`` and ``"sentence-transformers"``): ``model=None`` of a text encoder's
+Models named rather than given as files are keyed on the files they load (the backends
+that declare ``named_model``, see :mod:`toolkit.encoders.backends`: ``"transformers"`` and
+``"sentence-transformers"``): ``model=None`` of a text encoder's
 transformers or sentence-transformers backend on the folder of the ``embed`` extra's default model (so an
 upgrade of that package gives a new key), and a hub id on the local snapshot folder it
 resolves to (``huggingface_hub.snapshot_download(local_files_only=True)``, which reads only
-the local cache, never the network; a sentence-transformers id without ``/`` is tried with
-the ``sentence-transformers/`` prefix too, as that library does). Caveat: a hub id that is
+the local cache, never the network; each id the backend's ``hub_candidates`` lists, e.g. a
+sentence-transformers id without ``/`` with the ``sentence-transformers/`` prefix too, as
+that library does). Caveat: a hub id that is
 not in the local cache is keyed on the id alone; the encoder cannot load it offline anyway,
 and once it is cached the key becomes the snapshot's.
 
@@ -110,6 +112,9 @@ _READ_CHUNK = 1024 * 1024
 #: encoder loaded.
 WIDTH_FILE = "width"
 _IGNORED_PARAMS = ("progress", "batch_size", "device", "n_jobs")
+#: Version of the encoder keys' layout: 2 adds the backend's classes (toolkit.encoders.backends)
+#: to the code identity. Entries written under another layout are never found (re-encoded).
+KEY_VERSION = 2
 
 
 class CacheShardWarning(UserWarning):
@@ -277,21 +282,14 @@ def path_fingerprint(path, **options) -> tuple:
     )
 
 
-#: Backends whose ``model`` may name a model instead of a folder (a hub id, or None for a
-#: default model).
-_NAMED_MODEL_BACKENDS = ("transformers", "sentence-transformers")
-
-
-def _hub_snapshot(repo_id: str, backend: str) -> Path | None:
-    """The local snapshot folder a hub id resolves to, from the local cache only."""
+def _hub_snapshot(repo_id: str, backend) -> Path | None:
+    """The local snapshot folder a hub id resolves to, from the local cache only (the
+    candidates ``backend.hub_candidates`` lists, in order)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         return None
-    candidates = [repo_id]
-    if backend == "sentence-transformers" and "/" not in repo_id:
-        candidates.append(f"sentence-transformers/{repo_id}")
-    for candidate in candidates:
+    for candidate in backend.hub_candidates(repo_id):
         try:
             return Path(snapshot_download(candidate, local_files_only=True))
         except Exception:  # not cached, or not a valid id: the encoder reports it on loading
@@ -299,22 +297,31 @@ def _hub_snapshot(repo_id: str, backend: str) -> Path | None:
     return None
 
 
-def _model_stamp(params: dict, options: dict, where: str, modality: str | None = None):
-    """The ``model`` parameter of a named-model backend keyed on the files it loads, or None
-    when the ordinary stamping applies (see the module docstring)."""
-    backend, model = params.get("backend"), params.get("model")
-    if backend not in _NAMED_MODEL_BACKENDS:
+def _backend_of(encoder):
+    """The backend object of an encoder with a backend registry, else None (also for a
+    ``backend`` its registry does not hold: the encoder refuses that itself)."""
+    backends = getattr(encoder, "backends", None)
+    name = getattr(encoder, "backend", None)
+    if backends is None or name not in backends:
+        return None
+    return backends.get(name)
+
+
+def _model_stamp(params: dict, options: dict, where: str, backend=None):
+    """The ``model`` parameter of a backend that may name a model (``backend.named_model``)
+    keyed on the files it loads, or None when the ordinary stamping applies (see the module
+    docstring)."""
+    model = params.get("model")
+    if backend is None or not backend.named_model:
         return None
     if model is None:
-        # Text encoders load the embed extra's MiniLM for model=None with either backend.
-        if backend != "sentence-transformers" and modality != "text":
-            return None
+        # A backend's default model (e.g. the embed extra's MiniLM of the text encoders).
         try:
-            from toolkit.encoders.text import _default_sentence_model
-
-            location = _default_sentence_model()
+            location = backend.default_model()
         except ImportError:  # the embed extra is absent: the encoder cannot load it either
             return ("default model", None)
+        if location is None:
+            return None
         fp = fingerprint_path(location, **options)
         return ("default model", str(Path(location).resolve()), fp)
     if not isinstance(model, str | os.PathLike):
@@ -334,15 +341,13 @@ def _model_stamp(params: dict, options: dict, where: str, modality: str | None =
     return ("hub id", text, str(snapshot), fingerprint_path(snapshot, **options))
 
 
-def _stamp_params(
-    params: dict, options: dict, where: str, modality: str | None = None
-) -> dict:
+def _stamp_params(params: dict, options: dict, where: str, backend=None) -> dict:
     """An estimator's parameters stamped by :func:`_stamp` (``model`` by
-    :func:`_model_stamp` where it names a model)."""
+    :func:`_model_stamp` where its ``backend`` may name a model)."""
     stamped = {}
     for k, v in sorted(params.items()):
         name = f"{where}.{k}" if where else k
-        model = _model_stamp(params, options, name, modality) if k == "model" else None
+        model = _model_stamp(params, options, name, backend) if k == "model" else None
         stamped[k] = model if model is not None else _stamp(v, options, name)
     return stamped
 
@@ -413,11 +418,14 @@ def encoder_key(
     }
     cls = type(encoder)
     kept = {k: v for k, v in encoder.get_params(deep=False).items() if k not in _IGNORED_PARAMS}
-    params = _stamp_params(kept, options, "", getattr(encoder, "modality", None))
+    backend = _backend_of(encoder)
+    params = _stamp_params(kept, options, "", backend)
     # ``features_version``: an encoder's own version of what it computes, bumped when a
     # helper outside the class (e.g. a module-level feature function) changes its output.
     version = getattr(cls, "features_version", None)
-    identity = (cls.__module__, cls.__qualname__, _code_identity(cls), version, params)
+    # The backend's classes are part of the code that computes the block.
+    code = (_code_identity(cls), None if backend is None else _code_identity(type(backend)))
+    identity = (KEY_VERSION, cls.__module__, cls.__qualname__, code, version, params)
     return f"{cls.__name__}-{joblib.hash(identity)}"
 
 

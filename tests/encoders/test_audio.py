@@ -187,7 +187,7 @@ def test_batched_statistics_match_one_clip_at_a_time():
 
 
 def test_length_grouped_batches_keep_input_order(monkeypatch):
-    from toolkit.encoders import audio as audio_module
+    from toolkit.encoders.backends import mfcc as audio_module
 
     waves = [_voice(s, i) for i, s in enumerate([1.2, 0.1, 0.6, 0.3, 0.9])]
     whole = audio_module.audio_statistics(waves, 16000, 20, 3)
@@ -224,7 +224,7 @@ def test_batched_pitch_track_is_torchaudios_nccf_tracker():
     import torch
     import torchaudio
 
-    from toolkit.encoders.audio import _pitch_track
+    from toolkit.encoders.backends.mfcc import _pitch_track
 
     short, wave = _voice(0.2, 1), _voice(1.0, 0)
     x = torch.zeros(2, len(wave))

@@ -334,7 +334,10 @@ def test_drill_down_errors():
         drill_down(clf, df, "face")
     with pytest.raises(
         TypeError,
-        match="ImageGrid splits items of a ImageEncoder; modality 'note' is encoded by TextEncoder",
+        match=(
+            "ImageGrid splits image items; modality 'note' is encoded by TextEncoder, which "
+            "reads text items"
+        ),
     ):
         drill_down(clf, df, "note", ImageGrid())
     with pytest.raises(TypeError, match="needs the raw rows"):

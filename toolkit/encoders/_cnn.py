@@ -185,18 +185,19 @@ class TrainableMixin:
     ``_cnn_pool`` (the (rows, columns) grid the last feature map is averaged over).
     """
 
-    _trainable_backends = ("cnn",)
     _cnn_pool: tuple = (2, 2)
 
     @property
     def supervised(self) -> bool:
         """Whether this encoder learns from the labels (its backend trains a network)."""
-        return self.backend in self._trainable_backends
+        return self._trains()
 
     @property
     def fixed(self) -> bool:
         """Output independent of the fitting data (False for a trainable backend)."""
-        return not self.supervised
+        if self.backend not in self.backends:
+            return False
+        return self.backend_object().fixed and not self.supervised
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -471,23 +472,14 @@ class TrainableMixin:
 
     # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
 
-    def weight_parameters(self) -> tuple[str, ...]:
-        """``("weights",)`` for a trainable backend (its trained network), else the base's."""
-        if self.supervised:
-            return ("weights",)
-        return super().weight_parameters()
-
-    def build_network(self):
-        """The untrained network: for a trainable backend, the one ``network_spec_`` (set by
-        ``fit``) describes, so it can be built on the meta device to check a weights file."""
-        if not self.supervised:
-            return super().build_network()
-        check_is_fitted(self, "network_spec_")
-        return build_cnn(self.network_spec_)
+    def _trains(self) -> bool:
+        """Whether the backend trains its network from scratch (``Backend.trains``)."""
+        return self.backend in self.backends and self.backend_object().trains
 
     def expected_weights(self) -> dict[str, dict] | None:
-        """Tensor names, dtypes and shapes of the trained network, built on the meta device."""
-        if not self.supervised:
+        """Tensor names, dtypes and shapes of the trained network, built on the meta device
+        (the backend's ``build_network``: the one ``network_spec_`` describes)."""
+        if not self._trains():
             return super().expected_weights()
         import torch
 
@@ -498,7 +490,7 @@ class TrainableMixin:
     def load_weights(self, paths: dict[str, str]) -> None:
         """Load the trained network from the safetensors file ``paths["weights"]`` on the CPU
         (nothing is trained again)."""
-        if not self.supervised:
+        if not self._trains():
             return super().load_weights(paths)
         if set(paths) != {"weights"}:
             raise ValueError(

@@ -147,7 +147,8 @@ def scores_view(net, n_out: int):
 
 
 class FineTuneMixin:
-    """``fine_tune`` for the pretrained backend ``_fine_tune_backend`` of an encoder.
+    """``fine_tune`` for the pretrained backends of an encoder that declare
+    ``can_fine_tune`` (see :mod:`toolkit.encoders.backends`).
 
     Listed before :class:`~toolkit.encoders._cnn.TrainableMixin` in the encoder's bases. The
     encoder implements ``_ft_network(n_out)`` (the pretrained network, weights loaded, with a
@@ -157,11 +158,14 @@ class FineTuneMixin:
     parameter is named by ``_depth_param`` (``trainable_blocks`` or ``trainable_layers``).
     """
 
-    _fine_tune_backend: str = ""
     _depth_param: str = "trainable_blocks"
 
     def _fine_tuning(self) -> bool:
-        return self.backend == self._fine_tune_backend and self.fine_tune not in (False, None)
+        return (
+            self.fine_tune not in (False, None)
+            and self.backend in self.backends
+            and self.backend_object().can_fine_tune
+        )
 
     @property
     def supervised(self) -> bool:
@@ -283,14 +287,13 @@ class FineTuneMixin:
         None for a transformers folder (it describes itself)."""
         if not self._fine_tuning():
             return super().expected_weights()
-        if self.backend == "transformers":
-            return None
+        backend = self.backend_object()
+        if tuple(backend.weight_parameters) != ("weights",):
+            return None  # a model folder describes its own network
         import torch
 
-        from toolkit.encoders._torch import check_architecture
-
         check_is_fitted(self, "n_outputs_")
-        check_architecture(self.backend, self.model)
+        backend.check_architecture(self.model)
         with torch.device("meta"):
             net = self.build_network()
         return tensor_table(net.state_dict())
@@ -308,7 +311,7 @@ class FineTuneMixin:
                 f"is restored from {list(wanted)}, got {sorted(paths)}"
             )
         check_is_fitted(self, "n_outputs_")
-        if self.backend == "transformers":
+        if "model" in wanted:  # a model folder
             self.model = paths["model"]
             self._ft_load_folder(paths["model"])
         else:
@@ -325,13 +328,15 @@ class FineTuneMixin:
 
 def check_fine_tune(encoder) -> None:
     """Refuse ``fine_tune`` on a backend that cannot be fine-tuned, naming the one that can."""
-    if encoder.fine_tune not in (False, None) and encoder.backend != encoder._fine_tune_backend:
-        raise ValueError(
-            f"{type(encoder).__name__}(fine_tune={encoder.fine_tune!r}) fine-tunes the "
-            f"pretrained backend {encoder._fine_tune_backend!r}; backend={encoder.backend!r} "
-            "cannot be fine-tuned (backend='cnn' trains from scratch where the encoder has "
-            "it): leave fine_tune=False or choose that backend"
-        )
+    if encoder.fine_tune in (False, None) or encoder._fine_tuning():
+        return
+    names = encoder.backends.fine_tunable()
+    raise ValueError(
+        f"{type(encoder).__name__}(fine_tune={encoder.fine_tune!r}) fine-tunes the "
+        f"pretrained backend {' or '.join(map(repr, names))}; backend={encoder.backend!r} "
+        "cannot be fine-tuned (backend='cnn' trains from scratch where the encoder has "
+        "it): leave fine_tune=False or choose that backend"
+    )
 
 
 def depth_constraint() -> list:

@@ -81,34 +81,6 @@ def save_state_dict(module, path) -> None:
     save_file(state, str(path))
 
 
-def public_architectures(backend: str) -> set[str]:
-    """Model names the library of a torch backend lists publicly."""
-    if backend == "torchvision":
-        import torchvision
-
-        return set(torchvision.models.list_models())
-    if backend == "torchaudio":
-        import torchaudio
-
-        return set(getattr(torchaudio.models, "__all__", ()))
-    if backend == "monai":
-        from monai.networks import nets
-
-        return set(getattr(nets, "__all__", ())) or {
-            n for n in dir(nets) if isinstance(getattr(nets, n), type)
-        }
-    raise ValueError(f"backend {backend!r} has no architecture list")
-
-
-def check_architecture(backend: str, name) -> None:
-    """Refuse an architecture name that ``backend``'s library does not list as a model (a
-    model file may name it: it must not reach an arbitrary attribute of the library)."""
-    if not isinstance(name, str) or name not in public_architectures(backend):
-        raise ValueError(
-            f"architecture {name!r} is not a model {backend} lists (see its model list)"
-        )
-
-
 def from_pretrained_checked(auto_class, location, *, strict: bool, **kwargs):
     """``auto_class.from_pretrained(location)`` offline; with ``strict``, refuse a folder
     whose weights do not fill the network its config.json describes (missing, unexpected or

@@ -7,9 +7,8 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 
-from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._finetune import (
     FINE_TUNE_CONSTRAINTS,
@@ -17,267 +16,18 @@ from toolkit.encoders._finetune import (
     check_fine_tune,
     depth_constraint,
 )
-from toolkit.encoders._torch import apply_weights, from_pretrained_checked
-from toolkit.encoders.base import AUTO_BATCH, BaseEncoder, one_torch_thread
-from toolkit.encoders.text import _check_model_location
+from toolkit.encoders._torch import from_pretrained_checked
+from toolkit.encoders.backends import AUDIO_BACKENDS
+from toolkit.encoders.backends.hub import check_model_location
+from toolkit.encoders.backends.mfcc import (
+    FEATURES_VERSION,
+    audio_statistics,
+    audio_statistics_batch,
+)
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
-_PROSODY = [
-    "log_duration", "energy_mean_db", "energy_std_db", "energy_range_db", "voiced_ratio",
-    "pitch_mean_log2", "pitch_std_log2", "pitch_range_log2", "zcr_mean", "zcr_std", "peak_rate",
-]  # fmt: skip
-
-
-#: Version of the default ("mfcc") statistics; part of the cache key (toolkit.cache), so a
-#: cache written by an older definition is never served for the current one.
-#: 1: per-clip torchaudio MFCC and NCCF pitch tracker; 2: the batched computation below.
-FEATURES_VERSION = 2
-
-#: Padded samples (clips x longest clip) computed together; a longer clip goes alone.
-_BATCH_SAMPLES = 1 << 22
-_TOP_DB = 80.0  # dynamic range kept by the MFCC's dB conversion (torchaudio's MFCC default)
-_PITCH_LOW, _PITCH_HIGH, _PITCH_SMOOTH = 60, 500, 30  # Hz, Hz, frames (10 ms) of median
-_PITCH_FRAMES = 1 << 13  # pitch frames (all clips of a batch together) correlated at a time
-
-
-def _reflect_index(length, pad: int, width: int):
-    """(B, width) indices into each clip's samples, reflect-padded by ``pad`` at both ends
-    (torch's ``mode="reflect"``), and the mask of positions inside the padded clip."""
-    import torch
-
-    j = torch.arange(width)[None] - pad  # position in the unpadded clip
-    n = length[:, None]
-    idx = torch.where(j < 0, -j, torch.where(j >= n, 2 * (n - 1) - j, j))
-    inside = j < n + pad
-    return idx.clamp(0, int(length.max()) - 1) * inside, inside
-
-
-def _masked_std(x, mask, count):
-    """Unbiased std over the last axis where ``mask`` (0 where fewer than 2 values)."""
-    import torch
-
-    mean = (x * mask).sum(-1) / count.clamp(min=1)
-    var = (((x - mean[..., None]) * mask) ** 2).sum(-1) / (count - 1).clamp(min=1)
-    return torch.where(count > 1, var.sqrt(), torch.zeros_like(var)), mean
-
-
-def _deltas(c, n_frames):
-    """torchaudio's ``compute_deltas`` (window 5, edge frames replicated) of (B, C, T) frames,
-    each clip replicating its own last frame rather than reading the padding."""
-    import torch
-
-    t = torch.arange(c.shape[-1])[None]
-    last = (n_frames - 1)[:, None]
-    out = torch.zeros_like(c)
-    for k in (1, 2):
-        ahead = torch.minimum(t + k, last).expand(c.shape[0], -1)
-        behind = (t - k).clamp(min=0).expand(c.shape[0], -1)
-        gather = lambda i: c.gather(2, i[:, None].expand(-1, c.shape[1], -1))  # noqa: E731
-        out = out + k * (gather(ahead) - gather(behind))
-    return out / 10.0
-
-
-def _pitch_track(x, length, sr: int):
-    """Pitch (Hz) of a batch of clips (B, L) on 10 ms frames, and the mask of each clip's
-    frames: torchaudio's ``detect_pitch_frequency`` (60-500 Hz, 30-frame median), batched.
-
-    Each clip is taken at least 0.35 s long (zero-padded, so that the median has frames to
-    work on, as before). The normalized cross-correlation of every frame with its lags (the
-    same frames, normalization and preference for the shorter of two near-equal peaks as
-    torchaudio) is computed with FFTs for all frames of all clips at once; the median over
-    frames t-14 .. t+15 (frame 0 repeated before the start) is kept for the frames whose
-    window lies inside the clip, as torchaudio keeps them, so padding never enters.
-    """
-    import math
-
-    import torch
-
-    fs = int(math.ceil(sr * 0.01))
-    lags = int(math.ceil(sr / _PITCH_LOW))
-    length = length.clamp(min=int(0.35 * sr))
-    n_frames = torch.div(length + fs - 1, fs, rounding_mode="floor")
-    nf = int(n_frames.max())
-    padded = torch.nn.functional.pad(x, (0, nf * fs + lags - x.shape[1]))
-    windows = padded.unfold(1, fs + lags, fs)[:, :nf]  # (B, nf, fs + lags), a view
-    size = 1 << (fs + lags - 1).bit_length()
-    lag_min = int(math.ceil(sr / _PITCH_HIGH))
-    eps = 1e-9
-    step = max(1, _PITCH_FRAMES // len(x))  # frames per step: bounded memory on long clips
-    lag = torch.empty(len(x), nf, dtype=torch.long)
-    for start in range(0, nf, step):
-        win = windows[:, start : start + step]
-        head = win[..., :fs]
-        spec = torch.fft.rfft(win, size) * torch.fft.rfft(head, size).conj()
-        corr = torch.fft.irfft(spec, size)[..., 1 : lags + 1]  # lag 1 .. lags
-        cum = torch.nn.functional.pad((win**2).cumsum(-1), (1, 0))
-        tail_energy = (cum[..., fs + 1 : fs + lags + 1] - cum[..., 1 : lags + 1]).clamp(min=0)
-        head_energy = head.pow(2).sum(-1, keepdim=True)
-        nccf = corr / (eps + head_energy.sqrt()) ** 2 / (eps + tail_energy.sqrt()) ** 2
-        # Where either side is all zeros (padding) the correlation is exactly 0, as summed
-        # directly; the FFT's rounding noise there would be amplified by 1 / eps**2.
-        nccf = torch.where((head_energy > 0) & (tail_energy > 0), nccf, 0.0)
-        best_v, best_i = nccf[..., lag_min:].max(-1)
-        half_v, half_i = nccf[..., lag_min : lags // 2].max(-1)
-        prefer_half = half_v > 0.99 * best_v
-        lag[:, start : start + step] = torch.where(prefer_half, half_i, best_i) + lag_min + 1
-    half = (_PITCH_SMOOTH - 1) // 2
-    lag = torch.cat([lag[:, :1].expand(-1, half), lag], dim=1)
-    smooth = lag.unfold(1, _PITCH_SMOOTH, 1).median(-1).values  # (B, nf + half - 29)
-    valid = torch.arange(smooth.shape[1])[None] < (n_frames - (_PITCH_SMOOTH - 1 - half))[:, None]
-    return sr / (1e-9 + smooth.float()), valid
-
-
-def audio_statistics_batch(
-    waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int
-) -> np.ndarray:
-    """Utterance-level statistics of mono waveforms at rate ``sr``, computed together.
-
-    The clips are zero-padded to the longest and every step runs on the whole batch; each
-    clip's frames beyond its own end are masked out of every statistic (the MFCC frames at
-    its end see its own reflection, as alone), so a clip gets the same features in any batch
-    (to float32 rounding, about 1e-5 relative). See :class:`AudioEncoder` for the features.
-
-    Returns
-    -------
-    ndarray of shape (len(waves), n_mfcc * (n_segments + 3) + 11), float32
-    """
-    import torch
-    import torchaudio.functional as AF
-
-    lengths0 = torch.tensor([len(w) for w in waves])
-    length = lengths0.clamp(min=int(0.1 * sr))  # very short clips are zero-padded to 0.1 s
-    b, width = len(waves), int(length.max())
-    x = torch.zeros(b, width)
-    for i, w in enumerate(waves):
-        x[i, : len(w)] = torch.from_numpy(w)
-    inside = torch.arange(width)[None] < lengths0[:, None]
-    # Per-utterance level normalisation, in float64 so that a clip's values do not depend on
-    # the padding of its batch (the pitch track's lag choice is sensitive to the last bit).
-    x = x.double()
-    x = (x - x.sum(1, keepdim=True) / lengths0[:, None]) * inside
-    x = (x / (x.abs().amax(1, keepdim=True) + 1e-8)).float()
-
-    # MFCC: torchaudio's MFCC (Hann window of 25 ms, hop 10 ms, centred frames with
-    # reflection, power mel spectrogram, dB with a top of 80 dB below each clip's maximum).
-    win, hop = int(0.025 * sr), int(0.010 * sr)
-    n_fft = 1 << (win - 1).bit_length()
-    pad = n_fft // 2
-    idx, keep = _reflect_index(length, pad, width + 2 * pad)
-    framed = x.gather(1, idx) * keep
-    spec = AF.spectrogram(
-        framed, pad=0, window=torch.hann_window(win), n_fft=n_fft, hop_length=hop,
-        win_length=win, power=2.0, normalized=False, center=False,
-    )  # fmt: skip
-    n_mels = max(40, n_mfcc)
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, float(sr // 2), n_mels, sr)
-    mel_db = 10 * torch.log10((spec.transpose(1, 2) @ fb).clamp(min=1e-10))  # (B, T, mels)
-    n_frames = 1 + torch.div(length, hop, rounding_mode="floor")
-    t_max = mel_db.shape[1]
-    valid = torch.arange(t_max)[None] < n_frames[:, None]  # (B, T)
-    top = mel_db.masked_fill(~valid[..., None], -torch.inf).amax(dim=(1, 2))
-    mel_db = torch.maximum(mel_db, (top - _TOP_DB)[:, None, None])
-    mfcc = (mel_db @ AF.create_dct(n_mfcc, n_mels, "ortho")).transpose(1, 2)  # (B, C, T)
-    m = valid[:, None].float()
-    count = n_frames[:, None].float()
-    mfcc_std, mfcc_mean = _masked_std(mfcc, m, count)
-    centred = mfcc - mfcc_mean[..., None]  # cepstral mean normalisation
-    # Segments as torch.tensor_split: the first T % S segments hold one frame more.
-    q, r = torch.div(n_frames, n_segments, rounding_mode="floor"), n_frames % n_segments
-    t = torch.arange(t_max)[None]
-    cut = r[:, None] * (q[:, None] + 1)
-    seg = torch.where(
-        t < cut, t // (q[:, None] + 1), r[:, None] + (t - cut) // q[:, None].clamp(min=1)
-    )
-    onehot = (
-        torch.nn.functional.one_hot(seg.clamp(0, n_segments - 1), n_segments) * m[:, 0, :, None]
-    )
-    seg_count = onehot.sum(1)  # (B, S)
-    seg_means = (centred @ onehot) / seg_count[:, None].clamp(min=1)  # (B, C, S); empty: 0
-    d1 = _deltas(mfcc, n_frames)
-    d2 = _deltas(d1, n_frames)
-    spectral = torch.cat(
-        [
-            seg_means.transpose(1, 2).reshape(b, -1),
-            mfcc_std,
-            _masked_std(d1, m, count)[0],
-            _masked_std(d2, m, count)[0],
-        ],
-        dim=1,
-    )
-
-    # Prosody on 25 ms frames with a 10 ms hop (no centring).
-    # Frame means by pooling (no (B, F, win) copy): energy, and zero crossings of the
-    # frame's win - 1 sample pairs.
-    pool = torch.nn.functional.avg_pool1d
-    energy = pool(x.pow(2)[:, None], win, hop)[:, 0]  # (B, F)
-    crossings = (x[:, 1:].sign() != x[:, :-1].sign()).float()
-    zcr = pool(crossings[:, None], win - 1, hop)[:, 0]
-    n_energy = 1 + torch.div(length - win, hop, rounding_mode="floor")
-    ev = torch.arange(energy.shape[1])[None] < n_energy[:, None]
-    evf = ev.float()
-    ecount = n_energy.float()
-    energy_db = 10 * torch.log10(energy + 1e-10)
-    e_max = energy_db.masked_fill(~ev, -torch.inf).amax(1)
-    e_min = energy_db.masked_fill(~ev, torch.inf).amin(1)
-    voiced = (energy_db > (e_max - 30.0)[:, None]) & ev
-    e_std, e_mean = _masked_std(energy_db, evf, ecount)
-    z_std, z_mean = _masked_std(zcr, evf, ecount)
-    # Speaking-rate proxy: local energy maxima among voiced frames, per second.
-    e = energy_db
-    inner = torch.zeros_like(voiced)
-    inner[:, 1:-1] = (e[:, 1:-1] > e[:, :-2]) & (e[:, 1:-1] >= e[:, 2:])
-    inner &= voiced & (torch.arange(e.shape[1])[None] < (n_energy - 1)[:, None])
-    peaks = inner.sum(1).float()
-
-    pitch, pv = _pitch_track(x, length, sr)
-    n = min(pitch.shape[1], voiced.shape[1])
-    use = voiced[:, :n] & pv[:, :n]
-    logp = torch.where(use, torch.log2(pitch[:, :n].clamp(min=1.0)), 0.0)
-    pcount = use.sum(1).float()
-    p_std, p_mean = _masked_std(logp, use.float(), pcount)
-    quant = torch.nanquantile(
-        torch.where(use, logp, torch.nan), torch.tensor([0.1, 0.9]), dim=1
-    )  # (2, B); NaN where no voiced frame
-    p_range = torch.where(pcount > 1, quant[1] - quant[0], torch.zeros_like(pcount))
-    duration = lengths0.double() / sr
-    prosody = torch.stack(
-        [
-            torch.log(duration + 1e-3).float(),
-            (energy_db * evf).sum(1) / ecount,
-            e_std,
-            e_max - e_min,
-            (voiced.float().sum(1) / ecount),
-            p_mean,
-            p_std,
-            p_range,
-            z_mean,
-            z_std,
-            torch.where(n_energy > 2, peaks, torch.zeros_like(peaks))
-            / duration.clamp(min=1e-3).float(),
-        ],
-        dim=1,
-    )
-    return torch.cat([spectral, prosody], dim=1).numpy()
-
-
-def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int) -> np.ndarray:
-    """Statistics of clips of any lengths (see :func:`audio_statistics_batch`), in batches of
-    similar lengths holding at most about 4 million padded samples (a long clip alone), so
-    memory stays near that of the longest clip; returned in input order."""
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-    out = np.empty((len(waves), n_mfcc * (n_segments + 3) + len(_PROSODY)), dtype=np.float32)
-    start = 0
-    with one_torch_thread():
-        while start < len(order):
-            stop = start + 1
-            while (
-                stop < len(order) and (stop - start + 1) * len(waves[order[stop]]) <= _BATCH_SAMPLES
-            ):
-                stop += 1
-            rows = order[start:stop]
-            out[rows] = audio_statistics_batch([waves[i] for i in rows], sr, n_mfcc, n_segments)
-            start = stop
-    return out
+__all__ = ["AudioEncoder", "audio_statistics", "audio_statistics_batch"]
 
 
 class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
@@ -407,25 +157,21 @@ validation_fraction, n_networks, random_state, verbose
     features_version = FEATURES_VERSION
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"mfcc", "transformers", "torchaudio", "cnn"})],
+        **AUDIO_BACKENDS.constraints(),
         "model": [str, Path, None],
         "weights": [str, Path, None],
         "model_kwargs": [dict, None],
         "sample_rate": [Interval(Integral, 1000, MAX_SAMPLE_RATE, closed="both")],
-        "n_mfcc": [Interval(Integral, 2, 128, closed="both")],
-        "n_segments": [Interval(Integral, 1, 20, closed="both")],
         "device": [str, None],
         "max_seconds": [Interval(Real, 0, None, closed="neither")],
         "max_decoded_bytes": [Interval(Integral, 1, None, closed="left")],
-        "n_mels": [Interval(Integral, 4, 256, closed="both")],
-        "duration": [Interval(Real, 0.05, MAX_SECONDS, closed="both"), None],
         **TRAINING_CONSTRAINTS,
         **FINE_TUNE_CONSTRAINTS,
         "trainable_layers": depth_constraint(),
         "batch_size": AUTO_BATCH,
     }
     _cpu_batch_size = 32
-    _fine_tune_backend = "transformers"
+    backends = AUDIO_BACKENDS
     _depth_param = "trainable_layers"
 
     def __init__(
@@ -488,21 +234,14 @@ validation_fraction, n_networks, random_state, verbose
         self.fine_tune = fine_tune
         self.trainable_layers = trainable_layers
 
-    def _feature_prefix(self) -> str:
-        return "audio_stat" if self.backend == "mfcc" else "audio_emb"
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Named statistics for the default backend, ``audio_emb{i}`` otherwise."""
-        if self.backend != "mfcc":
-            return super().get_feature_names_out(input_features)
-        names = [f"mfcc{c}_seg{s}" for s in range(self.n_segments) for c in range(self.n_mfcc)]
-        names += [f"mfcc{c}_std" for c in range(self.n_mfcc)]
-        names += [f"dmfcc{c}_std" for c in range(self.n_mfcc)]
-        names += [f"ddmfcc{c}_std" for c in range(self.n_mfcc)]
-        return np.asarray(names + _PROSODY, dtype=object)
-
     def _target_rate(self) -> int:
         return getattr(self, "rate_", self.sample_rate)
+
+    def masker(self):
+        """``toolkit.explain.TimeSegments()``: the parts of a clip are equal time segments."""
+        from toolkit.explain.drilldown import TimeSegments  # explain sits above the encoders
+
+        return TimeSegments()
 
     def _read(self, item):
         return read_audio(
@@ -512,100 +251,9 @@ validation_fraction, n_networks, random_state, verbose
             max_decoded_bytes=self.max_decoded_bytes,
         )
 
-    def build_network(self):
-        """The bare torchaudio network ``model(**model_kwargs)``, without weights.
-
-        Built from the encoder's own parameters only (nothing is loaded or downloaded) on
-        the current default device, so it can be built under ``with torch.device("meta"):``
-        to compare its state-dict shapes with a weights file. Raises ``ValueError`` for the
-        other backends (``"transformers"`` folders are described by their own config).
-
-        Returns
-        -------
-        torch.nn.Module
-        """
-        if self.backend == "cnn":
-            return super().build_network()
-        if self.backend != "torchaudio":
-            raise ValueError(
-                f"AudioEncoder(backend={self.backend!r}) has no network built from parameters: "
-                "build_network needs backend='torchaudio'"
-            )
-        import torchaudio
-
-        if not self.model or not hasattr(torchaudio.models, str(self.model)):
-            raise ValueError(
-                f"backend='torchaudio' needs model=<torchaudio.models factory name> such as "
-                f"'wav2vec2_base' or 'hubert_base', got {self.model!r}"
-            )
-        return getattr(torchaudio.models, str(self.model))(**(self.model_kwargs or {}))
-
     def _fit(self, decoded) -> None:
-        import torch
-
         check_fine_tune(self)
-        if self.backend == "mfcc":
-            self.rate_ = int(self.sample_rate)
-            self.n_features_out_ = self.n_mfcc * (self.n_segments + 3) + len(_PROSODY)
-            return
-        if self.backend == "cnn":
-            raise ValueError("AudioEncoder(backend='cnn') is fitted by fit(X, y)")
-        self.device_ = resolve_device(self.device)
-        if self.backend == "transformers":
-            from transformers import AutoFeatureExtractor, AutoModel
-
-            location = _check_model_location(self.model)
-            self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
-                location, local_files_only=True
-            )
-            self.model_ = (
-                from_pretrained_checked(
-                    AutoModel, location, strict=getattr(self, "_restoring", False)
-                )
-                .to(self.device_)
-                .eval()
-            )
-            self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
-        else:
-            net = self.build_network()
-            if self.weights is None:
-                raise ValueError(
-                    "backend='torchaudio' needs weights=<state dict file>; nothing is downloaded"
-                )
-            apply_weights(net, self.weights)
-            self.model_ = net.to(self.device_).eval()
-            self.rate_ = int(self.sample_rate)
-        with torch.inference_mode():
-            probe = self._embed_one(np.zeros(self.rate_, dtype=np.float32))
-        self.n_features_out_ = int(probe.shape[0])
-
-    def _embed_one(self, wave: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self.backend == "transformers":
-            inputs = self.feature_extractor_(wave, sampling_rate=self.rate_, return_tensors="pt")
-            inputs = {k: v.to(self.device_) for k, v in inputs.items()}
-            hidden = self.model_(**inputs).last_hidden_state
-        else:
-            x = torch.from_numpy(wave)[None].to(self.device_)
-            hidden = self.model_.extract_features(x)[0][-1]
-        return hidden.mean(dim=1)[0].float().cpu().numpy()
-
-    def _encode_batch(self, clips) -> np.ndarray:
-        if self.backend == "mfcc":
-            # Every clip was read at the encoder's rate (read_audio resamples).
-            return audio_statistics([w for w, _ in clips], self.rate_, self.n_mfcc, self.n_segments)
-        if self.backend == "cnn":
-            return self._cnn_embed(clips)
-        if self._fine_tuning():
-            return self._ft_embed([w for w, _ in clips])
-        if self._batches_clips():
-            return self._embed_batched([w for w, _ in clips])
-        import torch
-
-        # Clips are embedded one at a time: no padding, so pooling sees only real frames.
-        with torch.inference_mode():
-            return np.stack([self._embed_one(w) for w, _ in clips])
+        self.backend_object().fit(self, decoded)
 
     def _batches_clips(self) -> bool:
         """Whether forward passes take several clips: the transformers backend with a model
@@ -613,32 +261,9 @@ validation_fraction, n_networks, random_state, verbose
         the CPU "auto" embeds one clip per pass, as before "auto" existed)."""
         from toolkit.encoders._batching import AUTO, is_cuda
 
-        return (
-            self.backend == "transformers"
-            and hasattr(self.model_, "_get_feat_extract_output_lengths")
-            and (self.batch_size != AUTO or is_cuda(self.device_))
+        return hasattr(self.model_, "_get_feat_extract_output_lengths") and (
+            self.batch_size != AUTO or is_cuda(self.device_)
         )
-
-    def _check_item(self, clip) -> None:
-        # A clip shorter than the transformers model's feature encoder gives no frame: the
-        # model refuses it alone, and a padded batch would pool nothing (zeros).
-        frames_of = getattr(getattr(self, "model_", None), "_get_feat_extract_output_lengths", None)
-        if self.backend != "transformers" or frames_of is None:
-            return
-        import torch
-
-        if int(frames_of(torch.tensor(len(clip[0])))) < 1:
-            from toolkit.exceptions import ReadError
-
-            raise ReadError(
-                f"clip of {len(clip[0])} samples at {self.rate_} Hz is shorter than the "
-                "model's feature encoder reads for one frame; pad or drop such clips"
-            )
-
-    def _auto_cost(self):
-        # Chunks of the budget's worth of one-second clips (forward passes are planned on
-        # the clips' actual lengths in _embed_batched).
-        return ("samples", self._target_rate()) if self.backend == "transformers" else None
 
     def _embed_batched(self, waves: list[np.ndarray]) -> np.ndarray:
         """Transformers backend: length-sorted forward passes (see ``batch_size``), mean-
@@ -707,7 +332,7 @@ validation_fraction, n_networks, random_state, verbose
     def _check_trainable(self) -> None:
         super()._check_trainable()
         if self._fine_tuning():  # the model's rate, before the training clips are read
-            self._ft_load_extractor(_check_model_location(self.model))
+            self._ft_load_extractor(check_model_location(self.model))
 
     def _ft_load_extractor(self, location) -> None:
         from transformers import AutoFeatureExtractor
@@ -723,7 +348,7 @@ validation_fraction, n_networks, random_state, verbose
         from transformers import AutoModelForAudioClassification
         from transformers.utils import logging as hf_logging
 
-        location = _check_model_location(self.model)
+        location = check_model_location(self.model)
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized head" is the intent here
         try:

@@ -110,19 +110,26 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     #: Attributes holding live torch objects: left out of a saved model's skops file.
     torch_attributes: tuple = ("model_", "tokenizer_", "feature_extractor_", "device_")
+    #: The modality's backends (``toolkit.encoders.backends``), for encoders with a
+    #: ``backend`` parameter; None for the others.
+    backends = None
+
+    def backend_object(self):
+        """The :class:`~toolkit.encoders.backends.base.Backend` that ``backend`` names in
+        this encoder's registry (ValueError naming the registered backends otherwise)."""
+        if self.backends is None:
+            raise ValueError(f"{type(self).__name__} has no backends")
+        return self.backends.get(self.backend)
 
     # -- persistence protocol (toolkit.save / toolkit.load) -------------------------------
 
     def weight_parameters(self) -> tuple[str, ...]:
-        """Parameters that name this encoder's pretrained files (none for weights-free
-        backends): ``("model",)`` for a transformers / sentence-transformers folder,
-        ``("weights",)`` for a torch state dict."""
-        backend = getattr(self, "backend", None)
-        if backend in ("transformers", "sentence-transformers"):
-            return ("model",)
-        if backend in ("torchvision", "torchaudio", "monai"):
-            return ("weights",)
-        return ()
+        """Parameters that name this encoder's pretrained files, as its backend declares
+        them (none for weights-free backends): ``("model",)`` for a transformers /
+        sentence-transformers folder, ``("weights",)`` for a torch state dict."""
+        if self.backends is None or self.backend not in self.backends:
+            return ()
+        return tuple(self.backend_object().weight_parameters)
 
     def save_weights(self, folder) -> dict[str, str] | None:
         """Write the fitted pretrained network under ``folder`` (safetensors only) and return
@@ -134,32 +141,18 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             return None
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        backend = self.backend
-        if backend == "transformers":
-            self.model_.save_pretrained(folder, safe_serialization=True)
-            extractor = getattr(self, "tokenizer_", None) or self.feature_extractor_
-            extractor.save_pretrained(folder)
-            return {"model": "."}
-        if backend == "sentence-transformers":
-            self.model_.save(str(folder), safe_serialization=True)
-            return {"model": "."}
-        from toolkit.encoders._torch import save_state_dict
-
-        save_state_dict(self.model_, folder / "weights.safetensors")
-        return {"weights": "weights.safetensors"}
+        return self.backend_object().save_weights(self, folder)
 
     def expected_weights(self) -> dict[str, dict] | None:
         """``{tensor name: {"dtype", "shape"}}`` of the network the parameters describe, built on torch's
         meta device (no memory, no weights read); None where the files themselves describe the
-        network (transformers folders). Refuses an architecture name the library does not list
-        as a model, before anything is built."""
+        network (transformers folders). Refuses an architecture name the backend's library does
+        not list as a model, before anything is built."""
         if self.weight_parameters() != ("weights",):
             return None
         import torch
 
-        from toolkit.encoders._torch import check_architecture
-
-        check_architecture(self.backend, self.model)
+        self.backend_object().check_architecture(self.model)
         with torch.device("meta"):
             net = self.build_network()
         return tensor_table(net.state_dict())
@@ -180,6 +173,24 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             self._fit(None)
         finally:
             del self._restoring
+
+    # -- drill-down (toolkit.explain.drill_down) -----------------------------------------
+
+    def masker(self):
+        """The masker that splits one of this encoder's items into parts and puts the kept
+        parts back together (``toolkit.explain.Words``, ``ImageGrid``, ...), with its default
+        settings; None where an item has no parts to drill into."""
+        return None
+
+    def read_item(self, value):
+        """One raw item read as this encoder reads it (the form a drill-down cuts into
+        parts): raises :class:`~toolkit.exceptions.ReadError` for an unreadable item."""
+        return self._read(value)
+
+    def restore_item(self, item):
+        """An item as :meth:`read_item` returns it (or a masked copy) in a raw form that this
+        encoder reads back to the same values (default: the item itself)."""
+        return item
 
     # -- public API ---------------------------------------------------------------------
 
@@ -301,8 +312,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return out, available
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Names of the output features, ``"{prefix}{i}"``."""
+        """Names of the output features: the backend's, else ``"{prefix}{i}"``."""
         check_is_fitted(self, "n_features_out_")
+        names = None if self.backends is None else self.backend_object().feature_names(self)
+        if names is not None:
+            return np.asarray(names, dtype=object)
         prefix = self._feature_prefix()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
@@ -409,7 +423,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _auto_cost(self) -> tuple[str, int] | None:
         """(budget unit, cost of one item) for ``batch_size="auto"`` on a GPU, or None where
         the backend runs no network (the CPU batch size is used)."""
-        return None
+        return None if self.backends is None else self.backend_object().auto_cost(self)
 
     def _overlaps_reads(self) -> bool:
         """Whether ``encode`` reads chunk i+1 in a background thread while chunk i is
@@ -419,6 +433,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return bool(self.weight_parameters()) and is_cuda(getattr(self, "device_", None))
 
     def _feature_prefix(self) -> str:
+        if self.backends is not None:
+            return self.backend_object().feature_prefix
         return f"{self.modality}_"
 
     def _where(self) -> str:
@@ -480,6 +496,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return tags
 
     def _needs_fit_items(self) -> bool:
+        if self.backends is not None and self.backend_object().fit_on_items:
+            return True
         return self._fit_needs_items
 
     def _check_fit_items(self, decoded: list, rows: list) -> None:
@@ -487,23 +505,44 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _check_item(self, decoded) -> None:
         """Check one decoded item against the fitted state (raise ReadError)."""
+        if self.backends is not None:
+            self.backend_object().check_item(self, decoded)
 
     def _finish_reads(self, decoded: list) -> list:
         """Batched last step of reading, run on each chunk's decoded items together (e.g.
         resizing same-shape scans on the device); returns one item, or a ``ReadError``,
-        per input item. Default: the items unchanged."""
-        return decoded
+        per input item. Default: the backend's, else the items unchanged."""
+        if self.backends is None:
+            return decoded
+        return self.backend_object().finish_reads(self, decoded)
 
-    # -- to implement -------------------------------------------------------------------
+    # -- to implement (encoders with backends: the backend implements them) ---------------
 
     def _read(self, item):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _fit(self, decoded) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _fit(self, decoded) -> None:
+        if self.backends is None:  # pragma: no cover - abstract
+            raise NotImplementedError
+        self.backend_object().fit(self, decoded)
 
-    def _encode_batch(self, decoded: list) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _encode_batch(self, decoded: list) -> np.ndarray:
+        if self.backends is None:  # pragma: no cover - abstract
+            raise NotImplementedError
+        return self.backend_object().encode(self, decoded)
+
+    def build_network(self):
+        """The bare network the encoder's parameters describe, without weights, on the
+        current default device (its backend builds it from the encoder's own parameters
+        only: nothing is loaded or downloaded), so it can be built under
+        ``with torch.device("meta"):`` to compare its state-dict shapes with a weights
+        file. Raises ``ValueError`` for a backend without a network.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        return self.backend_object().build_network(self)
 
 
 def _encode_chunk(encoder: BaseEncoder, pairs: list):

@@ -8,9 +8,8 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 
-from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._finetune import (
     FINE_TUNE_CONSTRAINTS,
@@ -20,65 +19,14 @@ from toolkit.encoders._finetune import (
     load_pretrained,
     replace_head,
 )
-from toolkit.encoders._torch import apply_weights, penultimate
-from toolkit.encoders.base import AUTO_BATCH, BaseEncoder, one_torch_thread
+from toolkit.encoders.backends import IMAGE_BACKENDS
+from toolkit.encoders.backends.descriptors import image_descriptors
+from toolkit.encoders.backends.torchvision_backbone import imagenet_inputs
+from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.image import MAX_PIXELS, _value_range, read_image
 
-_WORK = 64  # working resolution of the descriptors
+__all__ = ["ImageEncoder", "image_descriptors"]
 _CNN_SIZES = (16, 64)  # side lengths the CNN backend resizes images to by default
-
-
-def image_descriptors(
-    images: list[np.ndarray], pixel_size: int, hist_bins: int, orientations: int, cells: int
-):
-    """Fixed descriptors of a batch of (H, W, C) float images in [0, 1].
-
-    Returns (n, pixel_size**2 + 3 * hist_bins + cells**2 * orientations + 3) float32:
-    grey pixels at ``pixel_size`` resolution, per-channel colour histograms, cell-wise
-    histograms of gradient orientation weighted by magnitude (HOG-like, L2 per cell),
-    and global mean, contrast and edge density.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    tensors = []
-    for img in images:
-        t = torch.from_numpy(img).permute(2, 0, 1)[None]  # (1, C, H, W)
-        if t.shape[1] == 1:
-            t = t.expand(1, 3, *t.shape[2:])
-        t = F.interpolate(
-            t, size=(_WORK, _WORK), mode="bilinear", antialias=True, align_corners=False
-        )
-        tensors.append(t)
-    rgb = torch.cat(tensors).clamp(0, 1)  # (n, 3, W, W)
-    n = rgb.shape[0]
-    grey = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])[:, None]
-    pixels = F.adaptive_avg_pool2d(grey, pixel_size).reshape(n, -1)
-    # Colour histograms.
-    idx = (rgb * hist_bins).long().clamp(max=hist_bins - 1).reshape(n, 3, -1)
-    hist = torch.zeros(n, 3, hist_bins).scatter_add_(
-        2, idx, torch.ones_like(idx, dtype=torch.float32)
-    )
-    hist = (hist / idx.shape[-1]).reshape(n, -1)
-    # Gradient orientation histograms.
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])[None, None] / 8
-    gx = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx)
-    gy = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx.transpose(2, 3))
-    mag = torch.sqrt(gx**2 + gy**2)[:, 0]
-    ang = torch.remainder(torch.atan2(gy, gx)[:, 0], np.pi)
-    obin = (ang / np.pi * orientations).long().clamp(max=orientations - 1)
-    cell = _WORK // cells
-    rows = torch.arange(_WORK) // cell
-    cell_id = (rows[:, None] * cells + rows[None, :]).clamp(max=cells * cells - 1)
-    flat = (cell_id[None] * orientations + obin).reshape(n, -1)
-    hog = torch.zeros(n, cells * cells * orientations).scatter_add_(1, flat, mag.reshape(n, -1))
-    hog = hog.reshape(n, cells * cells, orientations)
-    hog = (hog / (hog.norm(dim=2, keepdim=True) + 1e-3)).reshape(n, -1)
-    stats = torch.stack(
-        [grey.mean(dim=(1, 2, 3)), grey.std(dim=(1, 2, 3)), (mag > 0.05).float().mean(dim=(1, 2))],
-        dim=1,
-    )
-    return torch.cat([pixels, hist, hog, stats], dim=1).numpy()
 
 
 class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
@@ -231,20 +179,15 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
 
     modality = "image"
     _threaded_reads = True
+    backends = IMAGE_BACKENDS
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"descriptors", "torchvision", "cnn"})],
+        **IMAGE_BACKENDS.constraints(),
         "model": [str, None],
         "model_kwargs": [dict, None],
         **FINE_TUNE_CONSTRAINTS,
         "trainable_blocks": depth_constraint(),
-        "augment_shift": [Interval(Integral, 0, 16, closed="both")],
         "weights": [str, Path, None],
-        "pixel_size": [Interval(Integral, 1, _WORK, closed="both")],
-        "hist_bins": [Interval(Integral, 2, 256, closed="both")],
-        "orientations": [Interval(Integral, 2, 64, closed="both")],
-        "cells": [Interval(Integral, 1, _WORK, closed="both")],
-        "input_size": [Interval(Integral, 8, None, closed="left"), None],
         "value_range": [tuple, list, None],
         "device": [str, None],
         "max_pixels": [Interval(Integral, 1, None, closed="left")],
@@ -252,7 +195,6 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         "batch_size": AUTO_BATCH,
     }
     _cpu_batch_size = 64
-    _fine_tune_backend = "torchvision"
 
     def __init__(
         self,
@@ -316,117 +258,28 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         self.trainable_blocks = trainable_blocks
         self.augment_shift = augment_shift
 
-    def _feature_prefix(self) -> str:
-        return "image_desc" if self.backend == "descriptors" else "image_emb"
-
     def _read(self, item):
         return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
-    def build_network(self):
-        """The bare torchvision network of ``model``, without weights, on the current device
-        (fine-tuned: with its head of ``n_outputs_`` outputs; for the cnn backend: the
-        trained network's architecture, ``network_spec_``).
+    def masker(self):
+        """``toolkit.explain.ImageGrid()``: the parts of an image are the cells of a grid."""
+        from toolkit.explain.drilldown import ImageGrid  # explain sits above the encoders
 
-        Built from the encoder's own parameters only (nothing is loaded or downloaded), so
-        it can be built under ``with torch.device("meta"):`` to compare its state-dict
-        shapes with a weights file. Raises ``ValueError`` for the descriptors backend.
+        return ImageGrid()
 
-        Returns
-        -------
-        torch.nn.Module
-        """
-        if self.backend == "cnn":
-            return super().build_network()
-        if self.backend != "torchvision":
-            raise ValueError(
-                f"ImageEncoder(backend={self.backend!r}) has no network: build_network needs "
-                "backend='torchvision'"
-            )
-        import torchvision
-
-        if self.model is None:
-            raise ValueError(
-                "backend='torchvision' needs model=<architecture name>, e.g. 'resnet18'"
-            )
-        try:
-            net = torchvision.models.get_model(
-                self.model, weights=None, **(self.model_kwargs or {})
-            )
-        except ValueError as exc:
-            raise ValueError(f"unknown torchvision architecture '{self.model}': {exc}") from exc
-        except TypeError as exc:
-            raise ValueError(
-                f"model_kwargs {self.model_kwargs!r} do not fit torchvision's "
-                f"'{self.model}': {exc}"
-            ) from exc
-        if self._fine_tuning() and hasattr(self, "n_outputs_"):
-            replace_head(net, self.n_outputs_)
-        return net
+    def restore_item(self, item: np.ndarray) -> np.ndarray:
+        """A read (H, W, C) image in [0, 1] mapped back to ``value_range`` (which reading
+        maps to [0, 1] again); unchanged without one."""
+        if self.value_range is None:
+            return item
+        lo, hi = map(float, self.value_range)
+        return item.astype(np.float64) * (hi - lo) + lo
 
     def _fit(self, decoded) -> None:
         check_fine_tune(self)
         if self.value_range is not None:
             _value_range(self.value_range)  # a malformed range fails here, not per item
-        if self.backend == "descriptors":
-            self.n_features_out_ = (
-                self.pixel_size**2 + 3 * self.hist_bins + self.cells**2 * self.orientations + 3
-            )
-            return
-        import torch
-
-        if self.backend == "cnn":
-            raise ValueError("ImageEncoder(backend='cnn') is fitted by fit(X, y)")
-        net = self.build_network()
-        if self.weights is None:
-            raise ValueError(
-                "backend='torchvision' needs weights=<state dict file>; nothing is downloaded"
-            )
-        apply_weights(net, self.weights)
-        self.device_ = resolve_device(self.device)
-        self.model_ = net.to(self.device_).eval()
-        with torch.inference_mode():
-            probe = penultimate(
-                self.model_,
-                torch.zeros(1, 3, self._side(), self._side(), device=self.device_),
-            )
-        self.n_features_out_ = int(probe.shape[1])
-
-    def _auto_cost(self):
-        return ("pixels", self._side() ** 2) if self.backend == "torchvision" else None
-
-    def _finish_reads(self, images: list) -> list:
-        # torchvision: each image resized and normalized here, in the reading step (on a GPU
-        # a background thread, overlapped with the previous batch's network).
-        if self.backend != "torchvision":
-            return images
-        import torch
-        import torch.nn.functional as F
-
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        size = (self._side(), self._side())
-        out = []
-        for img in images:
-            t = torch.from_numpy(img).permute(2, 0, 1)[None]
-            if t.shape[1] == 1:
-                t = t.expand(1, 3, *t.shape[2:])
-            t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-            out.append(((t - mean) / std)[0])
-        return out
-
-    def _encode_batch(self, images: list[np.ndarray]) -> np.ndarray:
-        if self.backend == "descriptors":
-            with one_torch_thread():  # small tensor operations: see one_torch_thread
-                return image_descriptors(
-                    images, self.pixel_size, self.hist_bins, self.orientations, self.cells
-                )
-        if self.backend == "cnn":
-            return self._cnn_embed(images)
-        import torch
-
-        x = torch.stack(images).to(self.device_)  # resized and normalized by _finish_reads
-        with torch.inference_mode():
-            return penultimate(self.model_, x).float().cpu().numpy()
+        self.backend_object().fit(self, decoded)
 
     # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
 
@@ -434,12 +287,15 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         """The torchvision network with the state dict of ``weights`` and a new head."""
         if self.value_range is not None:
             _value_range(self.value_range)
-        net = self.build_network()
+        backend = self.backend_object()
+        net = backend.build_network(self)
         if self.weights is None:
             raise ValueError(
                 "backend='torchvision' needs weights=<state dict file>; nothing is downloaded"
             )
-        load_pretrained(net, self.weights, f"torchvision's '{self.model}' with model_kwargs={self.model_kwargs}")
+        load_pretrained(
+            net, self.weights, f"torchvision's '{self.model}' with model_kwargs={self.model_kwargs}"
+        )
         return replace_head(net, n_out)
 
     def _ft_inputs(self, images: list):
@@ -447,17 +303,11 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         import torch
 
         if not all(isinstance(img, torch.Tensor) for img in images):
-            images = _imagenet_inputs(images, self._side())
+            images = imagenet_inputs(images, self.backend_object().side(self))
         return torch.stack(images)
 
     def _ft_forward(self, net, x, idx):
         return net(x[idx.cpu()].to(self.device_))
-
-    def _side(self) -> int:
-        """Side length images are resized to (``input_size`` or its backend's default)."""
-        if self.backend == "cnn":
-            return self.input_size_
-        return 224 if self.input_size is None else int(self.input_size)
 
     def _cnn_prepare(self, images: list[np.ndarray]) -> None:
         """Fitted input settings of the cnn backend: channels and side length."""
@@ -508,21 +358,3 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
                 )
             out[k] = t[0]
         return out
-
-
-def _imagenet_inputs(images: list[np.ndarray], side: int) -> list:
-    """(H, W, C) images as (3, side, side) tensors: resized with antialiasing, grey repeated
-    to RGB, standardized with ImageNet's statistics (the torchvision backend's input)."""
-    import torch
-    import torch.nn.functional as F
-
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    out = []
-    for img in images:
-        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
-        if t.shape[1] == 1:
-            t = t.expand(1, 3, *t.shape[2:])
-        t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        out.append(((t - mean) / std)[0])
-    return out

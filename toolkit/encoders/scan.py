@@ -7,9 +7,8 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 
-from toolkit._utils import resolve_device
 from toolkit.encoders._cnn import TRAINING_CONSTRAINTS, TrainableMixin
 from toolkit.encoders._finetune import (
     FINE_TUNE_CONSTRAINTS,
@@ -19,92 +18,18 @@ from toolkit.encoders._finetune import (
     load_pretrained,
     replace_head,
 )
-from toolkit.encoders._torch import apply_weights, penultimate
+from toolkit.encoders.backends import SCAN_BACKENDS
+from toolkit.encoders.backends.scan_statistics import scan_statistics
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.scan import (
     MAX_RESAMPLED_VOXELS,
     MAX_VOXELS,
     _check_preprocess,
-    _quiet_monai,
     load_oriented_scan,
-    resize_and_scale,
+    read_scan,
 )
 
-_DEFAULT_MONAI_KWARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
-_FIRST_ORDER = [
-    "mean",
-    "std",
-    "skewness",
-    "kurtosis",
-    "p05",
-    "p25",
-    "p50",
-    "p75",
-    "p95",
-    "entropy",
-    "energy",
-]
-_SHAPE = [
-    "fg_fraction", "fg_com_0", "fg_com_1", "fg_com_2", "fg_extent_0", "fg_extent_1", "fg_extent_2",
-    "fg_log_components", "fg_largest_fraction", "fg_surface_ratio",
-    "bright_log_components", "bright_fraction", "bright_largest_fraction",
-]  # fmt: skip
-
-
-def _otsu(hist: np.ndarray, centers: np.ndarray) -> float:
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mu0 = m0 / np.maximum(w0, 1e-12)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centers[int(np.argmax(between[:-1]))]) if len(hist) > 1 else 0.5
-
-
-def _components(mask: np.ndarray) -> tuple[float, float]:
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return 0.0, 0.0
-    sizes = np.bincount(labels.ravel())[1:]
-    return float(np.log1p(count)), float(sizes.max() / mask.size)
-
-
-def scan_statistics(v: np.ndarray, hist_bins: int, grid: int) -> np.ndarray:
-    """Intensity histogram, first-order, shape and coarse-grid features of a [0, 1] volume."""
-    import torch
-    from scipy import ndimage
-
-    flat = v.ravel().astype(np.float64)
-    hist, edges = np.histogram(flat, bins=hist_bins, range=(0.0, 1.0))
-    hist = hist / flat.size
-    centers = (edges[:-1] + edges[1:]) / 2
-    mean, std = flat.mean(), flat.std()
-    z = (flat - mean) / (std + 1e-8)
-    nz = hist[hist > 0]
-    first = [mean, std, (z**3).mean(), (z**4).mean() - 3.0, *np.percentile(flat, [5, 25, 50, 75, 95]),
-             float(-(nz * np.log2(nz)).sum()), (flat**2).mean()]  # fmt: skip
-    fg = v > _otsu(hist, centers)
-    frac = fg.mean()
-    if fg.any():
-        coords = np.argwhere(fg)
-        com = coords.mean(axis=0) / np.maximum(np.array(v.shape) - 1, 1)
-        extent = (coords.max(axis=0) - coords.min(axis=0) + 1) / np.array(v.shape)
-        eroded = ndimage.binary_erosion(fg)
-        surface = float((fg & ~eroded).sum() / fg.sum())
-    else:
-        com, extent, surface = np.full(3, 0.5), np.zeros(3), 0.0
-    fg_comp, fg_largest = _components(fg)
-    bright = v > min(mean + 2 * std, 0.999)
-    br_comp, br_largest = _components(bright)
-    shape = [frac, *com, *extent, fg_comp, fg_largest, surface, br_comp, bright.mean(), br_largest]
-    coarse = (
-        torch.nn.functional.adaptive_avg_pool3d(torch.from_numpy(v)[None, None], grid)
-        .reshape(-1)
-        .numpy()
-    )
-    return np.concatenate([hist, np.asarray(first), np.asarray(shape), coarse]).astype(np.float32)
+__all__ = ["ScanEncoder", "scan_statistics"]
 
 
 class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
@@ -213,25 +138,26 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     features_version = 2
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"statistics", "monai"})],
+        **SCAN_BACKENDS.constraints(),
         "model": [str, None],
         "weights": [str, Path, None],
         "model_kwargs": [dict, None],
         "spatial_size": [tuple, list],
         "pixdim": [tuple, list, None],
         "orientation": [str, None],
-        "hist_bins": [Interval(Integral, 2, 1024, closed="both")],
-        "grid": [Interval(Integral, 1, 32, closed="both")],
         "device": [str, None],
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
         "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],
         "batch_size": AUTO_BATCH,
-        **{k: v for k, v in TRAINING_CONSTRAINTS.items() if k not in ("widths", "dropout", "n_networks")},
+        **{
+            k: v
+            for k, v in TRAINING_CONSTRAINTS.items()
+            if k not in ("widths", "dropout", "n_networks")
+        },
         **FINE_TUNE_CONSTRAINTS,
         "trainable_blocks": depth_constraint(),
     }
-    _trainable_backends = ()
-    _fine_tune_backend = "monai"
+    backends = SCAN_BACKENDS
     _cpu_batch_size = 4
 
     def __init__(
@@ -288,15 +214,23 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         self.random_state = random_state
         self.verbose = verbose
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        if self.backend != "statistics":
-            return super().get_feature_names_out(input_features)
-        names = [f"hist{i}" for i in range(self.hist_bins)] + _FIRST_ORDER + _SHAPE
-        names += [f"grid{i}" for i in range(self.grid**3)]
-        return np.asarray(names, dtype=object)
+    def masker(self):
+        """``toolkit.explain.ScanBlocks()``: the parts of a volume are the blocks of a grid."""
+        from toolkit.explain.drilldown import ScanBlocks  # explain sits above the encoders
 
-    def _feature_prefix(self) -> str:
-        return "scan_emb"
+        return ScanBlocks()
+
+    def read_item(self, value) -> np.ndarray:
+        """One volume preprocessed as for encoding: oriented, resampled, resized to
+        ``spatial_size`` and intensity-scaled to [0, 1] (float32, on the CPU)."""
+        return read_scan(
+            value,
+            max_voxels=self.max_voxels,
+            max_resampled_voxels=self.max_resampled_voxels,
+            spatial_size=tuple(self.spatial_size),
+            pixdim=self.pixdim,
+            orientation=self.orientation,
+        )
 
     def _read(self, item):
         # Per volume: load, check, orient and resample (CPU); _finish_reads resizes and
@@ -310,56 +244,6 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
             orientation=self.orientation,
         )
 
-    def _auto_cost(self):
-        return ("voxels", int(np.prod(self.spatial_size))) if self.backend == "monai" else None
-
-    def _finish_reads(self, volumes: list) -> list:
-        # Same-shape volumes are resized and intensity-scaled together on the network's
-        # device (the CPU for the statistics backend), where the tensors stay.
-        on_device = self.backend == "monai"
-        out = resize_and_scale(
-            volumes,
-            spatial_size=tuple(self.spatial_size),
-            device=getattr(self, "device_", None) if on_device else None,
-        )
-        if on_device:
-            return out
-        return [v if isinstance(v, Exception) else v.numpy() for v in out]
-
-    def build_network(self):
-        """The bare MONAI network ``model(**model_kwargs)``, without weights.
-
-        ``model_kwargs`` defaults to ``{"spatial_dims": 3, "in_channels": 1,
-        "out_channels": 2}``; a fine-tuned encoder's network has its head of ``n_outputs_``
-        outputs. Built from the encoder's own parameters only (nothing is
-        loaded or downloaded) on the current default device, so it can be built under
-        ``with torch.device("meta"):`` to compare its state-dict shapes with a weights
-        file. Raises ``ValueError`` for other backends.
-
-        Returns
-        -------
-        torch.nn.Module
-        """
-        if self.backend != "monai":
-            raise ValueError(
-                f"ScanEncoder(backend={self.backend!r}) has no network: build_network needs "
-                "backend='monai'"
-            )
-        if not self.model:
-            raise ValueError(
-                "backend='monai' needs model=<monai.networks.nets name>, e.g. 'DenseNet121'"
-            )
-        with _quiet_monai():
-            from monai.networks import nets
-
-            if not hasattr(nets, self.model):
-                raise ValueError(f"unknown MONAI network '{self.model}' (see monai.networks.nets)")
-            kwargs = self.model_kwargs or dict(_DEFAULT_MONAI_KWARGS)
-            net = getattr(nets, self.model)(**kwargs)
-        if self._fine_tuning() and hasattr(self, "n_outputs_"):
-            replace_head(net, self.n_outputs_)
-        return net
-
     def check_settings(self) -> None:
         """Check the settings that need no data (sizes within ``max_resampled_voxels``), so a
         study config is refused by ``mmtk validate`` before any work; ValueError otherwise."""
@@ -369,24 +253,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     def _fit(self, decoded) -> None:
         check_fine_tune(self)
         _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
-        if self.backend == "statistics":
-            self.n_features_out_ = self.hist_bins + len(_FIRST_ORDER) + len(_SHAPE) + self.grid**3
-            return
-        import torch
-
-        net = self.build_network()
-        if self.weights is None:
-            raise ValueError(
-                "backend='monai' needs weights=<state dict file>; nothing is downloaded"
-            )
-        apply_weights(net, self.weights)
-        self.device_ = resolve_device(self.device)
-        self.model_ = net.to(self.device_).eval()
-        with torch.inference_mode():
-            probe = penultimate(
-                self.model_, torch.zeros(1, 1, *self.spatial_size, device=self.device_)
-            )
-        self.n_features_out_ = int(probe.shape[1])
+        self.backend_object().fit(self, decoded)
 
     # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
 
@@ -398,7 +265,9 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
             raise ValueError(
                 "backend='monai' needs weights=<state dict file>; nothing is downloaded"
             )
-        load_pretrained(net, self.weights, f"MONAI's '{self.model}' with model_kwargs={self.model_kwargs}")
+        load_pretrained(
+            net, self.weights, f"MONAI's '{self.model}' with model_kwargs={self.model_kwargs}"
+        )
         return replace_head(net, n_out)
 
     def _ft_inputs(self, volumes: list):
@@ -409,12 +278,3 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
 
     def _ft_forward(self, net, x, idx):
         return net(x[idx.cpu()].to(self.device_))
-
-    def _encode_batch(self, volumes) -> np.ndarray:
-        if self.backend == "statistics":
-            return np.stack([scan_statistics(v, self.hist_bins, self.grid) for v in volumes])
-        import torch
-
-        x = torch.stack(volumes)[:, None].to(self.device_)
-        with torch.inference_mode():
-            return penultimate(self.model_, x).float().cpu().numpy()

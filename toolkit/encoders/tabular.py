@@ -86,6 +86,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     #: Output does not depend on the fitting data: False (imputation and scaling are learned).
     fixed = False
     modality = "tabular"
+    #: Drill-down: the parts of this modality are its feature columns
+    #: (``toolkit.explain.drill_down`` explains them with ``explain_features``).
+    parts_are_features = True
 
     def __init__(
         self, categorical=None, add_indicator=True, scale=True, max_categories=50, on_error="raise"

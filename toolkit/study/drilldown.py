@@ -40,12 +40,9 @@ def drillable(modalities) -> tuple[dict, dict]:
     """``({name: kind}, {name: reason})``: the modalities the drill-down can split (one
     column read by a text, image, audio or scan encoder that does not learn from the
     labels) and why each other one is left out."""
-    from toolkit.explain.drilldown import DEFAULT_MASKERS
-
     kinds, skipped = {}, {}
     for name, encoder, cols in modalities:
-        lineage = [c.__name__ for c in type(encoder).__mro__]
-        masker = next((DEFAULT_MASKERS[c] for c in lineage if c in DEFAULT_MASKERS), None)
+        masker = encoder.masker() if callable(getattr(encoder, "masker", None)) else None
         if masker is None:
             skipped[name] = f"{type(encoder).__name__} has no parts to drill into"
         elif isinstance(cols, list | tuple) and len(cols) != 1:

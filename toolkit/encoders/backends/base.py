@@ -1,0 +1,285 @@
+"""What an encoder backend is, and the registry a modality encoder resolves it through.
+
+A *backend* is one backbone library seen from a modality encoder (``ImageEncoder``,
+``AudioEncoder``, ``ScanEncoder``, ``TextEncoder``): the encoder keeps its flat
+scikit-learn parameters and, for ``backend="<name>"``, asks the backend object of its
+modality's :class:`Registry` for everything that depends on the library: the parameters it
+reads and their constraints, whether its output is fixed or learnt from the labels (caching
+and cross-fitting), whether it can be fine-tuned, the files it saves, the architectures it
+may build (the allow-list a saved model is checked against), and the fitting, network
+building and encoding themselves. The methods take the encoder as their first argument
+(the backend holds no state: the fitted state lives on the encoder, ending in ``_``, as
+scikit-learn wants), so one backend object serves every encoder of its modality.
+
+Adding a backend is one module under ``toolkit/encoders/backends/`` and one line in its
+modality's registry (``toolkit/encoders/backends/__init__.py``); the contract tests
+(``tests/encoders/test_backends.py``) enumerate the registries and check it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit._utils import resolve_device
+from toolkit.encoders._torch import apply_weights, penultimate, save_state_dict
+
+
+class Backend:
+    """One backbone library of one modality (subclass and register it).
+
+    Class attributes
+    ----------------
+    name : str
+        The value of the encoder's ``backend`` parameter.
+    parameters : tuple of str
+        The encoder's flat parameters this backend reads, beyond the shared ones
+        (``batch_size``, ``device``, ``on_error``, ``progress``, ``n_jobs`` and the reading
+        limits of the modality).
+    constraints : dict
+        scikit-learn constraints of the parameters only this backend reads (merged into the
+        encoder's ``_parameter_constraints`` by the registry; a parameter declared by two
+        backends must be declared alike).
+    fixed : bool
+        Whether the output depends only on the item, not on the rows the encoder was fitted
+        on (safe to cache across fits). A fine-tuned or trained network is never fixed.
+    trains : bool
+        Whether the backend trains its network from scratch on the labels (``fit(X, y)``:
+        a supervised encoder, cross-fitted by the estimators).
+    can_fine_tune : bool
+        Whether ``fine_tune=True`` applies (a pretrained network tuned on the labels).
+    weight_parameters : tuple of str
+        The parameters naming the pretrained files this backend loads and saves with a model:
+        ``("weights",)`` for a torch state dict, ``("model",)`` for a model folder that
+        describes its own network, ``()`` for none.
+    fit_on_items : bool
+        Whether :meth:`fit` needs the read training items (else it gets None).
+    named_model : bool
+        Whether ``model`` may name a model (a hub id, or None for a default model) rather
+        than a local file: the cache then keys it on the files it resolves to.
+    feature_prefix : str
+        Prefix of the output feature names (``"{prefix}{i}"``).
+    """
+
+    name: str = ""
+    parameters: tuple = ()
+    constraints: dict = {}
+    fixed: bool = True
+    trains: bool = False
+    can_fine_tune: bool = False
+    weight_parameters: tuple = ()
+    named_model: bool = False
+    feature_prefix: str = ""
+    fit_on_items: bool = False
+
+    @property
+    def has_network(self) -> bool:
+        """Whether the encoder runs a torch network (batched on one device; no ``n_jobs``)."""
+        return bool(self.weight_parameters) or self.trains
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def example(self, folder) -> dict:
+        """Encoder parameters of a tiny instance of this backend, for the contract tests
+        (``tests/encoders/test_backends.py``): any network is built at random under
+        ``folder`` (nothing is downloaded), small enough to fit and encode in a second."""
+        return {}
+
+    # -- architectures (the allow-list a saved model is checked against) -------------------
+
+    def architectures(self) -> set[str] | None:
+        """Names of the architectures this backend may build from ``model`` (the library's
+        public model list), or None when it builds none from a name."""
+        return None
+
+    def check_architecture(self, name) -> None:
+        """Refuse an architecture name this backend's library does not list as a model (a
+        model file may name it: it must not reach an arbitrary attribute of the library)."""
+        allowed = self.architectures()
+        if allowed is None:
+            raise ValueError(f"backend {self.name!r} builds no architecture from a name")
+        if not isinstance(name, str) or name not in allowed:
+            raise ValueError(
+                f"architecture {name!r} is not a model {self.name} lists (see its model list)"
+            )
+
+    # -- fitting, network and encoding ------------------------------------------------------
+
+    def fit(self, encoder, decoded) -> None:
+        """Learn the encoder's state (ending in ``_``) and set ``n_features_out_``."""
+        raise NotImplementedError
+
+    def encode(self, encoder, batch: list) -> np.ndarray:
+        """(b, n_features_out_) features of a batch of read items."""
+        raise NotImplementedError
+
+    def check_item(self, encoder, item) -> None:
+        """Check one read item against the fitted state (raise ``ReadError``)."""
+
+    def finish_reads(self, encoder, items: list) -> list:
+        """Batched last step of reading a chunk (see ``BaseEncoder._finish_reads``)."""
+        return items
+
+    def auto_cost(self, encoder) -> tuple[str, int] | None:
+        """(budget unit, cost of one item) for ``batch_size="auto"`` on a GPU, or None."""
+        return None
+
+    def build_network(self, encoder):
+        """The bare network the encoder's parameters describe, without weights."""
+        names = " or ".join(repr(n) for n in encoder.backends.with_networks()) or "none"
+        raise ValueError(
+            f"{type(encoder).__name__}(backend={self.name!r}) has no network built from "
+            f"parameters: build_network needs backend={names}"
+        )
+
+    def save_weights(self, encoder, folder) -> dict[str, str]:
+        """Write the fitted network under ``folder``; ``{parameter: relative path}``."""
+        raise ValueError(f"backend {self.name!r} saves no weights")
+
+    def feature_names(self, encoder) -> list[str] | None:
+        """Names of the output features, or None for ``"{feature_prefix}{i}"``."""
+        return None
+
+    # -- named models (cache keys) ---------------------------------------------------------
+
+    def default_model(self) -> str | None:
+        """The local folder ``model=None`` loads, or None where ``model`` is required."""
+        return None
+
+    def hub_candidates(self, repo_id: str) -> list[str]:
+        """Hub ids a ``model`` name may resolve to, in the library's order."""
+        return [repo_id]
+
+
+class TorchBackbone(Backend):
+    """A pretrained torch network built by name from its library, with a state dict given by
+    ``weights`` (nothing is downloaded); the features are the input of its last Linear
+    layer. Subclasses implement :meth:`network` and :meth:`probe`."""
+
+    parameters = ("model", "weights", "model_kwargs", "fine_tune", "trainable_blocks")
+    weight_parameters = ("weights",)
+    can_fine_tune = True
+
+    def network(self, encoder):
+        """The library's network for the encoder's ``model`` / ``model_kwargs``."""
+        raise NotImplementedError
+
+    def probe(self, encoder):
+        """A zero input of one item on ``encoder.device_``, to measure the feature width."""
+        raise NotImplementedError
+
+    def build_network(self, encoder):
+        from toolkit.encoders._finetune import replace_head
+
+        net = self.network(encoder)
+        if encoder._fine_tuning() and hasattr(encoder, "n_outputs_"):
+            replace_head(net, encoder.n_outputs_)
+        return net
+
+    def load(self, encoder):
+        """The network with the state dict of ``weights`` (refused when it does not fit)."""
+        net = self.build_network(encoder)
+        if encoder.weights is None:
+            raise ValueError(
+                f"backend={self.name!r} needs weights=<state dict file>; nothing is downloaded"
+            )
+        apply_weights(net, encoder.weights)
+        return net
+
+    def fit(self, encoder, decoded) -> None:
+        """Load the pretrained backbone, frozen, and probe its feature width."""
+        import torch
+
+        net = self.load(encoder)
+        encoder.device_ = resolve_device(encoder.device)
+        encoder.model_ = net.to(encoder.device_).eval()
+        with torch.inference_mode():
+            width = penultimate(encoder.model_, self.probe(encoder)).shape[1]
+        encoder.n_features_out_ = int(width)
+
+    def encode(self, encoder, batch: list) -> np.ndarray:
+        import torch
+
+        x = self.stack(encoder, batch).to(encoder.device_)
+        with torch.inference_mode():
+            return penultimate(encoder.model_, x).float().cpu().numpy()
+
+    def stack(self, encoder, batch: list):
+        """The read items as one input tensor."""
+        import torch
+
+        return torch.stack(batch)
+
+    def save_weights(self, encoder, folder) -> dict[str, str]:
+        from pathlib import Path
+
+        save_state_dict(encoder.model_, Path(folder) / "weights.safetensors")
+        return {"weights": "weights.safetensors"}
+
+
+class Registry:
+    """The backends of one modality, by name (``backend="<name>"``).
+
+    Parameters
+    ----------
+    modality : str
+    backends : list of Backend subclasses
+        In the order they are documented; each class is instantiated once.
+    """
+
+    def __init__(self, modality: str, backends: list[type[Backend]]):
+        self.modality = modality
+        self._backends: dict[str, Backend] = {}
+        for cls in backends:
+            backend = cls()
+            if not backend.name or backend.name in self._backends:
+                raise ValueError(
+                    f"{modality} backend {cls.__name__} needs a name not used by another "
+                    f"(got {backend.name!r}; registered: {list(self._backends)})"
+                )
+            self._backends[backend.name] = backend
+        self.constraints()  # conflicting declarations fail at import
+
+    def __iter__(self):
+        return iter(self._backends.values())
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name in self._backends
+
+    def names(self) -> list[str]:
+        return list(self._backends)
+
+    def get(self, name) -> Backend:
+        """The backend called ``name``; ValueError naming the registered ones otherwise."""
+        if name not in self:
+            raise ValueError(
+                f"unknown {self.modality} backend {name!r}; choose one of {self.names()}"
+            )
+        return self._backends[name]
+
+    def fine_tunable(self) -> list[str]:
+        """Names of the backends ``fine_tune=True`` applies to."""
+        return [b.name for b in self if b.can_fine_tune]
+
+    def with_networks(self) -> list[str]:
+        """Names of the backends that build a network from the encoder's parameters."""
+        return [b.name for b in self if type(b).build_network is not Backend.build_network]
+
+    def constraints(self) -> dict:
+        """The backends' own parameter constraints, merged (and ``backend`` itself)."""
+        from sklearn.utils._param_validation import StrOptions
+
+        merged: dict = {}
+        for backend in self:
+            for param, rule in backend.constraints.items():
+                if param in merged and list(map(str, merged[param])) != list(map(str, rule)):
+                    raise ValueError(
+                        f"{self.modality} backend {backend.name!r} declares parameter "
+                        f"{param!r} as {rule!r}, another backend as {merged[param]!r}"
+                    )
+                merged[param] = rule
+        merged["backend"] = [StrOptions(set(self.names()))]
+        return merged
