@@ -314,6 +314,18 @@ def test_not_a_multimodal_estimator_is_refused():
         group_transfer(MultimodalClassifier, frame, y, groups)
 
 
+def test_a_head_of_your_own():
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+
+    frame, y, groups = person_specific(0)
+    check = group_transfer(
+        _estimator(), frame, y, groups, head=LogisticRegression(C=0.1), model=False, n_boot=200
+    )
+    assert check.flagged == ["voice"]
+    with pytest.raises(TypeError, match=r"head RidgeClassifier has no predict_proba"):
+        group_transfer(_estimator(), frame, y, groups, head=RidgeClassifier())
+
+
 def test_embeddings_with_missing_labels_are_refused():
     frame, y, groups = person_specific(0)
     emb = Embeddings({"a": frame[VOICE].to_numpy()})

@@ -118,9 +118,9 @@ def group_transfer(
     greater_is_better : bool, default=True
         Direction of a callable ``scoring`` (named scores know theirs).
     head : scikit-learn estimator, default=None
-        The per-modality head (cloned). Default: ``StandardScaler`` + ``LogisticRegression``
-        (classifier) or ``RidgeCV`` (regressor). Group identification always uses the
-        default classifier head.
+        The per-modality head (cloned; a classifier's needs ``predict_proba``). Default:
+        ``StandardScaler`` + ``LogisticRegression`` (classifier) or ``RidgeCV`` (regressor).
+        Group identification always uses the default classifier head.
     min_gap : float, default=0.05
         Smallest drop that is flagged, in score units.
     model : bool, default=True
@@ -143,7 +143,8 @@ def group_transfer(
     Raises
     ------
     TypeError
-        ``estimator`` is not a MultimodalClassifier / MultimodalRegressor.
+        ``estimator`` is not a MultimodalClassifier / MultimodalRegressor, or a classifier's
+        ``head`` has no ``predict_proba``.
     ValueError
         ``groups`` is missing, of the wrong length, holds one group only, one row per
         group or the target itself, or a class lies in a single group; or the options are
@@ -173,6 +174,11 @@ def group_transfer(
     classification = _check_estimator(estimator)
     if not group_name.strip():
         raise ValueError("group_name is empty; name what a group is, e.g. 'speakers'")
+    if classification and head is not None and not hasattr(head, "predict_proba"):
+        raise TypeError(
+            f"head {type(head).__name__} has no predict_proba; a classifier's head must give "
+            "class probabilities (e.g. LogisticRegression())"
+        )
     metric, fn, greater = scorer(scoring, greater_is_better, classification)
     groups = _check_group_labels(groups, _n_rows(X))
     data = _encode(estimator, X, y, groups, classification)
