@@ -98,11 +98,10 @@ def _cmd_validate(args) -> int:
 
     config = load_config(args.config, args.set or [])
     study = prepare_study(config)
-    fusion = [f if isinstance(f, str) else f["name"] for f in config["fusion"]]
     print(
-        f"{args.config}: valid ({config['task']}, data {config['data']['source']}: "
+        f"{args.config}: valid ({config.task}, data {config.data.source}: "
         f"{len(study.frame)} rows, modalities {[m[0] for m in study.modalities]}, "
-        f"{config['evaluation']['cv']} folds, fusion {fusion})"
+        f"{config.evaluation.cv} folds, fusion {config.fusion_names})"
     )
     return 0
 

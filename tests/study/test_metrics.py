@@ -1,4 +1,7 @@
-"""Study metrics with known answers (toolkit/study/metrics.py)."""
+"""Study metrics with known answers (toolkit/study/metrics.py), and the contract of the
+metric registry: every registered metric computes its own known answer, has a direction
+and is accepted (or, for an ideal-value metric, refused with the reason) as a config's
+primary metric, without this file listing the metrics."""
 
 from __future__ import annotations
 
@@ -7,16 +10,19 @@ import math
 import numpy as np
 import pytest
 
+from toolkit.study.config import ConfigError, StudyConfig
 from toolkit.study.metrics import (
-    BINARY_ONLY,
-    CLASSIFICATION_METRICS,
+    METRICS,
+    Metric,
     bootstrap_interval,
     bootstrap_resamples,
     calibration_slope_intercept,
     calibration_table,
     classification_metric_names,
     classification_metrics,
+    default_primary,
     format_p,
+    metric_names,
     mosi_target_problem,
     paired_difference,
     regression_metrics,
@@ -29,7 +35,7 @@ PROBA = np.column_stack([1 - P1, P1])
 
 def test_binary_metrics_by_hand():
     got = classification_metrics(Y, PROBA, classes=[0, 1], threshold=0.5)
-    assert list(got) == list(CLASSIFICATION_METRICS)
+    assert list(got) == metric_names("classification")
     # argmax predicts [0, 1, 0, 1]: one right of each class.
     assert got["accuracy"] == 0.5
     assert got["f1_macro"] == pytest.approx(0.5)
@@ -48,9 +54,9 @@ def test_threshold_moves_sensitivity_and_specificity():
 
 
 def test_multiclass_reports_only_accuracy_and_macro_f1():
-    assert classification_metric_names(2) == list(CLASSIFICATION_METRICS)
+    assert classification_metric_names(2) == metric_names("classification")
     assert classification_metric_names(3) == ["accuracy", "f1_macro"]
-    assert not set(classification_metric_names(4)) & BINARY_ONLY
+    assert not any(METRICS[m].binary_only for m in classification_metric_names(4))
     y = np.array([0, 1, 2, 2])
     proba = np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.2 / 3
     got = classification_metrics(y, proba, classes=["a", "b", "c"])
@@ -150,7 +156,7 @@ def test_bootstrap_interval_edge_cases():
 
 
 def _accuracy(y, proba):
-    return CLASSIFICATION_METRICS["accuracy"](y, proba)
+    return METRICS["accuracy"](y, proba)
 
 
 def test_paired_difference_of_identical_models_is_zero_with_p_one():
@@ -207,7 +213,7 @@ def test_cluster_bootstrap_is_wider_than_the_row_bootstrap_on_grouped_data():
     y = np.repeat(rng.randint(0, 2, 60), 5)
     p = np.clip(np.repeat(rng.uniform(0, 1, 60), 5) * 0.5 + y * 0.3, 0, 1)
     proba = np.column_stack([1 - p, p])
-    auroc = CLASSIFICATION_METRICS["auroc"]
+    auroc = METRICS["auroc"]
     rows = bootstrap_interval(auroc, 0, None, y, proba, resamples=bootstrap_resamples(300, 400, 0))
     clusters = bootstrap_interval(
         auroc, 0, None, y, proba, resamples=bootstrap_resamples(300, 400, 0, groups=patient)
@@ -246,7 +252,9 @@ def test_auto_rule_headline_compares_auto_itself_with_the_best_single_modality()
         name: {"accuracy": {"value": float(np.mean(out.argmax(1) == y))}}
         for name, out in results.models.items()
     }
-    config = {"output": {"model_rule": "auto"}}
+    config = StudyConfig.from_dict(
+        {"data": {"source": "make_sentiment_clips"}, "output": {"model_rule": "auto"}}
+    )
     chosen = choose_model(config, entries, results, "accuracy")
     assert chosen == {"rule": "auto", "model": "auto", "kind": "auto"}
     scorer = _Scorer(results, 0.5)
@@ -268,3 +276,84 @@ def test_cell_missingness_counts_missing_values_inside_multi_column_modalities()
     )
     mods = [("labs", None, ["crp", "age"]), ("text", None, "note")]
     assert cell_missingness(frame, mods) == {"labs": {"crp": 0.5}}
+
+
+# -- the registry's contract: every entry, without listing them -----------------------------
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_every_registered_metric_computes_its_known_answer(name):
+    metric = METRICS[name]
+    assert isinstance(metric, Metric) and metric.name == name
+    assert metric.task in ("classification", "regression")
+    y, prediction, expected = metric.example
+    assert metric(y, prediction) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_every_registered_metric_has_a_direction_and_a_display_name(name):
+    metric = METRICS[name]
+    assert metric.direction in ("higher", "lower", "ideal") and metric.display
+    assert format(0.5, metric.format)
+    if metric.direction == "ideal":
+        assert metric.ideal is not None and metric.sign == 0 and not metric.ranks
+    else:
+        assert metric.sign in (1, -1) and metric.ranks
+    level = metric.chance_level(metric.example[0])
+    assert level is None or np.isfinite(level)
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_every_registered_metric_validates_as_a_primary_metric_or_says_why_not(name):
+    metric = METRICS[name]
+    raw = {
+        "task": metric.task,
+        "data": {"source": "make_sentiment_clips"},
+        "evaluation": {"primary_metric": name, "mosi_metrics": metric.mosi},
+    }
+    if metric.ranks:
+        config = StudyConfig.from_dict(raw)
+        assert config.evaluation.primary_metric == name
+        assert name in metric_names(metric.task, mosi=True, ranking=True)
+        return
+    with pytest.raises(ConfigError) as exc:
+        StudyConfig.from_dict(raw)
+    assert str(exc.value).startswith(
+        f"evaluation.primary_metric: '{name}' has an ideal value ({metric.ideal:g}), not a "
+        "better direction, so it cannot rank models; use one of ['accuracy'"
+    )
+
+
+def test_a_metric_of_the_other_task_is_refused_naming_the_task():
+    raw = {"task": "regression", "data": {"source": "make_sentiment_clips"},
+           "evaluation": {"primary_metric": "auroc"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"expected a regression metric, one of \['mae'"):
+        StudyConfig.from_dict(raw)
+
+
+def test_defaults_and_chance_levels_come_from_the_registry():
+    assert default_primary("classification", 2) == "auroc"
+    assert default_primary("classification", 3) == "accuracy"
+    assert default_primary("regression", None) == "mae"
+    y = np.array([0, 0, 0, 1])
+    assert METRICS["accuracy"].chance_level(y) == 0.75  # the majority class share
+    assert METRICS["auprc"].chance_level(y) == 0.25  # the prevalence
+    assert METRICS["brier"].chance_level(y) == pytest.approx(0.25 * 0.75)
+    assert METRICS["auroc"].chance_level(y) == 0.5
+    assert METRICS["f1_macro"].chance_level(y) is None
+    assert METRICS["mae"].chance_level(np.array([1.0, 2, 6])) == pytest.approx(5 / 3)
+
+
+def test_a_metric_added_to_the_registry_is_reported_and_valid_in_a_config(monkeypatch):
+    """Adding a metric is one registry entry: the summary computes it and config
+    validation accepts it as the primary metric."""
+    median_ae = Metric(
+        "median_ae", "regression", lambda y, p: float(np.median(np.abs(y - p))), "lower",
+        "Median absolute error", example=(np.array([1.0, 2, 9]), np.array([1.0, 3, 3]), 1.0),
+    )  # fmt: skip
+    monkeypatch.setitem(METRICS, "median_ae", median_ae)
+    got = regression_metrics(np.array([1.0, 2, 9]), np.array([1.0, 3, 3]))
+    assert got["median_ae"] == 1.0
+    raw = {"task": "regression", "data": {"source": "make_sentiment_clips"},
+           "evaluation": {"primary_metric": "median_ae"}}  # fmt: skip
+    assert StudyConfig.from_dict(raw).evaluation.primary_metric == "median_ae"

@@ -8,13 +8,14 @@ import copy
 
 import pytest
 
+from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import headline_text, limitations
 from toolkit.study.report import methods_text, write_report
 
 ENTRY = {"value": 0.8, "low": 0.7, "high": 0.9}
 POINT = {"value": 0.8, "low": float("nan"), "high": float("nan")}
 
-CLASSIFICATION = {
+CLASSIFICATION = StudyConfig.from_dict({
     "name": "diag",
     "seed": 7,
     "task": "classification",
@@ -25,7 +26,7 @@ CLASSIFICATION = {
     "explanation": {"enabled": True, "removal": "missing"},
     "output": {"report": True, "save_model": False, "include_text": False,
                "model_rule": "best_mean_primary"},
-}  # fmt: skip
+})  # fmt: skip
 CLASSIFICATION_SUMMARY = {
     "n_samples": 120,
     "folds": 3,
@@ -64,7 +65,7 @@ CLASSIFICATION_SUMMARY = {
     "contribution_ranking": ["scan", "note"],
 }  # fmt: skip
 
-REGRESSION = {
+REGRESSION = StudyConfig.from_dict({
     "name": "mosi",
     "seed": 0,
     "task": "regression",
@@ -75,7 +76,7 @@ REGRESSION = {
     "explanation": {"enabled": False, "removal": "missing"},
     "output": {"report": True, "save_model": False, "include_text": False,
                "model_rule": "fixed:early"},
-}  # fmt: skip
+})  # fmt: skip
 REGRESSION_SUMMARY = {
     "n_samples": 200,
     "folds": 5,
@@ -141,7 +142,7 @@ def test_methods_of_an_ungrouped_regression_study_with_everything_off():
 
 def test_methods_name_background_removal_and_regression_groups():
     config = copy.deepcopy(CLASSIFICATION)
-    config["explanation"]["removal"] = "background"
+    config.explanation.removal = "background"
     text = methods_text(config, CLASSIFICATION_SUMMARY, grouped_by="pid")
     assert "(removal: background)" in text
     assert "takes its embeddings from up to 100 training rows of the fold" in text
@@ -178,7 +179,7 @@ def test_without_bootstrap_the_comparison_says_so_and_prints_no_nan():
     from toolkit.study.report import _comparison_section
 
     config = copy.deepcopy(CLASSIFICATION)
-    config["evaluation"]["bootstrap"] = 0
+    config.evaluation.bootstrap = 0
     text = methods_text(config, CLASSIFICATION_SUMMARY, grouped_by="pid")
     assert "by the difference in auroc (no bootstrap, so no interval or p-value)" in text
     assert "by (no bootstrap" not in text
@@ -194,13 +195,18 @@ def test_without_bootstrap_the_comparison_says_so_and_prints_no_nan():
 
 
 def _page(tmp_path, config=CLASSIFICATION, summary=CLASSIFICATION_SUMMARY):
-    return write_report(tmp_path, config, summary, figures={}, grouped_by="pid", n_groups=60).read_text()
+    return write_report(
+        tmp_path, config, summary, figures={}, grouped_by="pid", n_groups=60
+    ).read_text()
 
 
 def test_report_states_its_numbers(tmp_path):
     page = _page(tmp_path)
     # comparisons: p at its resolution
-    assert "<td>early</td><td>scan only</td><td>+0.150</td><td>[+0.050, +0.250]</td><td>&lt; 0.0033</td>" in page
+    assert (
+        "<td>early</td><td>scan only</td><td>+0.150</td><td>[+0.050, +0.250]</td><td>&lt; 0.0033</td>"
+        in page
+    )
     assert "<td>0.040</td>" in page
     # robustness with intervals and the paired drop
     assert ("<td>late</td><td>scan</td><td>0.800 <small>[0.700, 0.900]</small></td>"
@@ -242,7 +248,11 @@ def test_headline_says_whether_fusion_helps(tmp_path, verdict, low, high, expect
 
 def test_headline_when_a_single_modality_is_chosen():
     summary = copy.deepcopy(CLASSIFICATION_SUMMARY)
-    summary["chosen"] = {"rule": "best_mean_primary", "model": "scan only", "kind": "single modality"}
+    summary["chosen"] = {
+        "rule": "best_mean_primary",
+        "model": "scan only",
+        "kind": "single modality",
+    }
     text = headline_text(summary)
     assert "Chosen model (rule best_mean_primary): scan only (single modality)." in text
     assert "The best single modality scored at least as well as every fusion strategy." in text

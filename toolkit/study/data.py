@@ -16,11 +16,12 @@ from sklearn.utils import Bunch
 
 from toolkit.study.config import (
     ConfigError,
+    StudyConfig,
     check_name,
-    metric_names,
     resolve_input_paths,
     validate_config,
 )
+from toolkit.study.metrics import METRICS, metric_names, mosi_target_problem
 from toolkit.study.splits import make_splits
 from toolkit.utils import seed_if_unset
 
@@ -46,7 +47,7 @@ def _column(frame: pd.DataFrame, key: str, name: str) -> np.ndarray:
     return values.to_numpy()
 
 
-def _source_params(config: dict, info) -> dict:
+def _source_params(config: StudyConfig, info) -> dict:
     """``data.params`` as the source is called with them.
 
     Generators get the config's seed unless the params set one; a manifest with
@@ -56,13 +57,13 @@ def _source_params(config: dict, info) -> dict:
     """
     from toolkit.datasets.loaders import data_home
 
-    data, source = config["data"], config["data"]["source"]
+    data, source = config.data, config.data.source
     params = resolve_input_paths(config)
     if info.kind == "synthetic":
-        params.setdefault("random_state", config["seed"])
+        params.setdefault("random_state", config.seed)
     elif source == "load_manifest":
-        if data.get("target") and params.get("id_column"):
-            params.setdefault("target", data["target"])
+        if data.target and params.get("id_column"):
+            params.setdefault("target", data.target)
     elif info.reads_data_dir and "data_dir" not in params:
         try:
             data_home(None)
@@ -75,10 +76,10 @@ def _source_params(config: dict, info) -> dict:
     return params
 
 
-def _call_source(config: dict) -> Bunch:
+def _call_source(config: StudyConfig) -> Bunch:
     from toolkit.datasets import DATASETS
 
-    source = config["data"]["source"]
+    source = config.data.source
     info = DATASETS[source]
     params = _source_params(config, info)
     try:
@@ -92,34 +93,34 @@ def _call_source(config: dict) -> Bunch:
     return bunch
 
 
-def _target_and_groups(config: dict, bunch: Bunch):
-    data, frame = config["data"], bunch.frame
-    if data.get("target"):
-        y = _column(frame, "data.target", data["target"])
+def _target_and_groups(config: StudyConfig, bunch: Bunch):
+    data, frame = config.data, bunch.frame
+    if data.target:
+        y = _column(frame, "data.target", data.target)
     elif getattr(bunch, "target", None) is not None:
         y = np.asarray(bunch.target)
     else:
         raise ConfigError("data.target: this source has no default target; name a column")
     groups = None
-    if data.get("groups"):
-        groups = _column(frame, "data.groups", data["groups"])
+    if data.groups:
+        groups = _column(frame, "data.groups", data.groups)
     elif getattr(bunch, "groups", None) is not None:
         groups = np.asarray(bunch.groups)
     return y, groups
 
 
-def _modalities(config: dict, bunch: Bunch) -> list:
+def _modalities(config: StudyConfig, bunch: Bunch) -> list:
     """(name, encoder, columns) triples: the config's, else the source's defaults."""
     from toolkit.encoders import ENCODERS
 
     frame = bunch.frame
-    if not config.get("modalities"):
+    if not config.modalities:
         if not hasattr(bunch, "modalities"):
             raise ConfigError("modalities: this data source has no default modalities; list them")
         return bunch.modalities
     modalities = []
-    for i, mod in enumerate(config["modalities"]):
-        cols = mod["columns"]
+    for i, mod in enumerate(config.modalities):
+        cols = mod.columns
         wanted = cols if isinstance(cols, list) else [cols]
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
@@ -128,18 +129,18 @@ def _modalities(config: dict, bunch: Bunch) -> list:
                 f"(columns: {list(frame.columns)[:12]})"
             )
         try:
-            enc = ENCODERS[mod["encoder"]](**(mod.get("params") or {}))
+            enc = ENCODERS[mod.encoder](**mod.params)
             # settings that need no data are checked now (validate refuses them, no folder)
             check = getattr(enc, "check_settings", None)
             if check is not None:
                 check()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"modalities[{i}].params: {exc}") from exc
-        modalities.append((mod["name"], enc, cols))
+        modalities.append((mod.name, enc, cols))
     return modalities
 
 
-def load_study_data(config: dict):
+def load_study_data(config: StudyConfig):
     """Return (frame, y, groups, modalities, bunch) for a validated config.
 
     Relative input paths in ``data.params`` resolve against the config's folder; for
@@ -191,19 +192,19 @@ def _class_target(key: str, y_raw: np.ndarray):
     return classes, y
 
 
-def encode_target(config: dict, y_raw, n_rows: int):
+def encode_target(config: StudyConfig, y_raw, n_rows: int):
     """(classes, class indices) for classification, (None, float y) for regression."""
-    target = config["data"].get("target")
+    target = config.data.target
     key = f"data.target ('{target}')" if target else "data.target"
     if len(y_raw) != n_rows:
         raise ConfigError(f"{key}: {len(y_raw)} targets for {n_rows} rows")
-    if config["task"] == "regression":
+    if config.task == "regression":
         return None, _regression_target(key, y_raw)
     return _class_target(key, y_raw)
 
 
-def _check_cv(config: dict, classes, y, groups) -> None:
-    n_splits = config["evaluation"]["cv"]
+def _check_cv(config: StudyConfig, classes, y, groups) -> None:
+    n_splits = config.evaluation.cv
     n = len(y)
     if n_splits > n:
         raise ConfigError(
@@ -227,19 +228,17 @@ def _check_cv(config: dict, classes, y, groups) -> None:
             )
 
 
-def _check_mosi_metrics(config: dict, y) -> None:
+def _check_mosi_metrics(config: StudyConfig, y) -> None:
     """MOSI's acc2 / f1 / acc7 only with ``evaluation.mosi_metrics: true`` on a [-3, 3] target."""
-    from toolkit.study.metrics import MOSI_METRICS, mosi_target_problem
-
-    ev = config["evaluation"]
-    primary = ev.get("primary_metric")
-    if primary in MOSI_METRICS and not ev.get("mosi_metrics"):
+    ev = config.evaluation
+    primary = ev.primary_metric
+    if primary is not None and METRICS[primary].mosi and not ev.mosi_metrics:
         raise ConfigError(
             f"evaluation.primary_metric: '{primary}' is a CMU-MOSI metric; set "
             "evaluation.mosi_metrics: true (for a [-3, 3] sentiment score) or use mae, rmse, "
             "r2 or pearson_r"
         )
-    if ev.get("mosi_metrics") and config["task"] == "regression":
+    if ev.mosi_metrics and config.task == "regression":
         problem = mosi_target_problem(y)
         if problem:
             raise ConfigError(
@@ -249,10 +248,10 @@ def _check_mosi_metrics(config: dict, y) -> None:
             )
 
 
-def _check_primary_metric(config: dict, classes) -> None:
-    primary = config["evaluation"].get("primary_metric")
+def _check_primary_metric(config: StudyConfig, classes) -> None:
+    primary = config.evaluation.primary_metric
     if primary is not None and classes is not None:
-        allowed = metric_names("classification", len(classes))
+        allowed = metric_names("classification", len(classes), ranking=True)
         if primary not in allowed:
             raise ConfigError(
                 f"evaluation.primary_metric: '{primary}' needs a binary target; this one has "
@@ -260,37 +259,35 @@ def _check_primary_metric(config: dict, classes) -> None:
             )
 
 
-def fusion_objects(config: dict) -> dict:
-    """{label: unfitted fusion strategy} for ``config["fusion"]``, each seeded with the
+def fusion_objects(config: StudyConfig) -> dict:
+    """{label: unfitted fusion strategy} for ``config.fusion``, each seeded with the
     config's seed unless its params set one; a strategy listed twice gets ``name_<i>``."""
     from toolkit.fusion import make_fusion
 
     out = {}
-    for entry in config["fusion"]:
-        name = entry if isinstance(entry, str) else entry["name"]
+    for entry in config.fusion:
+        name, params = entry.name, dict(entry.params)
         fusion = clone(make_fusion(name))
-        params = {} if isinstance(entry, str) else dict(entry.get("params") or {})
         try:
             fusion.set_params(**params)
         except ValueError as exc:
             raise ConfigError(f"fusion[{name}].params: {exc}") from exc
-        seed_if_unset(fusion, config["seed"])
+        seed_if_unset(fusion, config.seed)
         label = name if name not in out else f"{name}_{len(out)}"
         out[label] = fusion
     return out
 
 
-def _splits(config: dict, y, groups, classification: bool):
-    ev = config["evaluation"]
+def _splits(config: StudyConfig, y, groups, classification: bool):
     try:
-        return make_splits(y, groups, ev["cv"], classification, config["seed"])
+        return make_splits(y, groups, config.evaluation.cv, classification, config.seed)
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"evaluation.cv: {exc}") from exc
 
 
-def prepare_study(config: dict, *, limits: dict | None = None) -> Bunch:
+def prepare_study(config, *, limits: dict | None = None) -> Bunch:
     """Load the data of a validated config and check the config against it.
 
     Checks every column the config names (target, groups, each modality's columns), the
@@ -299,13 +296,15 @@ def prepare_study(config: dict, *, limits: dict | None = None) -> Bunch:
     and the groups, the primary metric against the task and the number of classes, and
     the fusion parameters; then makes the splits. Raises ConfigError naming the key.
     ``limits`` (e.g. ``{"max_bootstrap": 200_000}``) go to ``validate_config``.
+    ``config`` is a :class:`~toolkit.study.config.StudyConfig` (a plain mapping is
+    checked and converted first).
 
     Returns
     -------
     Bunch with ``frame``, ``y_raw``, ``y`` (class indices or floats), ``classes`` (or
     None), ``groups`` (or None), ``modalities``, ``fusions`` and ``splits``.
     """
-    validate_config(config, **(limits or {}))
+    config = validate_config(config, **(limits or {}))
     frame, y_raw, groups, modalities, _ = load_study_data(config)
     frame = frame.reset_index(drop=True)
     y_raw = np.asarray(y_raw)

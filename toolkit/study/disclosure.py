@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.study.summary import LOWER_IS_BETTER
+from toolkit.study.metrics import METRICS
 
 #: Data card fields shown in the report, in order (front matter keys).
 CARD_FIELDS = (
@@ -52,12 +52,16 @@ def headline_text(summary: dict) -> str:
     else:
         first = f"Chosen model (rule {rule}): {chosen['model']} ({chosen['kind']})."
     if h.get("against") is None:
-        return first + " No single-modality baselines were fitted, so fusion was not tested against them."
-    diff = (
-        f"{h['fusion']} vs {h['against']}: {metric} difference {h['difference']:+.3f}"
-        + (f" [95% CI {h['low']:+.3f}, {h['high']:+.3f}]" if np.isfinite(h["low"]) else " (no interval)")
+        return (
+            first
+            + " No single-modality baselines were fitted, so fusion was not tested against them."
+        )
+    diff = f"{h['fusion']} vs {h['against']}: {metric} difference {h['difference']:+.3f}" + (
+        f" [95% CI {h['low']:+.3f}, {h['high']:+.3f}]"
+        if np.isfinite(h["low"])
+        else " (no interval)"
     )
-    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    better = METRICS[metric].direction
     verdict = {
         "helps": f"Fusion helps: the interval lies on the {better}-is-better side of 0.",
         "worse": f"Fusion does not help: it is worse than the best single modality ({h['against']}).",
@@ -80,8 +84,7 @@ def _share_warnings(summary: dict) -> list[str]:
         single = summary["baselines"].get(f"{name} only", {}).get(metric)
         if value / total < LARGE_SHARE or single is None:
             continue
-        chance = {"auroc": 0.5}.get(metric)
-        if chance is not None and single["low"] <= chance:
+        if _not_above_chance(summary, metric, single):
             out.append(
                 f"{name} takes {value / total:.0%} of the Shapley share while {name}-only "
                 f"{metric} is {_fmt(single['value'])} [{_fmt(single['low'])}, "
@@ -91,16 +94,30 @@ def _share_warnings(summary: dict) -> list[str]:
     return out
 
 
-def limitations(config: dict, summary: dict, *, n_groups: int | None = None) -> list[str]:
-    """The Limitations section: built from the config, the data card and the numbers."""
+def _not_above_chance(summary: dict, metric: str, entry: dict) -> bool:
+    """Whether ``entry``'s 95% interval reaches the metric's chance level (the study's own,
+    from ``summary["chance_levels"]``, else the registry's constant level, if any)."""
+    spec = METRICS[metric]
+    chance = (summary.get("chance_levels") or {}).get(metric)
+    if chance is None and not callable(spec.chance):
+        chance = spec.chance
+    if chance is None or not spec.ranks:
+        return False
+    edge = entry["low"] if spec.sign > 0 else entry["high"]
+    return bool(spec.sign * (edge - chance) <= 0)
+
+
+def limitations(config, summary: dict, *, n_groups: int | None = None) -> list[str]:
+    """The Limitations section: built from the config (a
+    :class:`~toolkit.study.config.StudyConfig`), the data card and the numbers."""
     from toolkit.datasets import dataset_info
 
-    info = dataset_info(config["data"]["source"])
+    info = dataset_info(config.data.source)
     out = []
     if info.synthetic:
         out.append(
             "The data are SYNTHETIC (generated with known ground truth by "
-            f"{config['data']['source']}); nothing here is evidence about real patients or people."
+            f"{config.data.source}); nothing here is evidence about real patients or people."
         )
     out.extend(_size_limits(summary, n_groups))
     out.append(
@@ -112,13 +129,13 @@ def limitations(config: dict, summary: dict, *, n_groups: int | None = None) -> 
             "Rows were treated as independent (no data.groups): if several rows come from one "
             "patient or speaker, the intervals are too narrow and the scores optimistic."
         )
-    if config["evaluation"]["robustness"]:
+    if config.evaluation.robustness:
         out.append(
             "Robustness removes a modality from the test rows only (marked missing; the model's "
             "own missing-data path): it is not the performance of a model trained without it."
         )
-    if config["explanation"]["enabled"]:
-        how = ("marked missing (removal: missing)" if config["explanation"]["removal"] == "missing"
+    if config.explanation.enabled:
+        how = ("marked missing (removal: missing)" if config.explanation.removal == "missing"
                else "replaced by background rows (removal: background)")  # fmt: skip
         out.append(
             f"Shapley values measure how the model's output changes when a modality is {how}. "
@@ -129,7 +146,9 @@ def limitations(config: dict, summary: dict, *, n_groups: int | None = None) -> 
     missing = summary.get("missingness", {}).get("missing_share", {})
     heavy = [f"{m} {v:.0%}" for m, v in missing.items() if v >= 0.3]
     if heavy:
-        out.append(f"Modalities missing on many rows ({', '.join(heavy)}): their estimates rest on fewer rows.")
+        out.append(
+            f"Modalities missing on many rows ({', '.join(heavy)}): their estimates rest on fewer rows."
+        )
     if summary["headline"].get("verdict") in ("does not help", "worse"):
         out.append("Fusion was not shown to beat the best single modality (see the headline).")
     card = info.card_meta.get("known_limitations")
@@ -161,14 +180,14 @@ def _size_limits(summary: dict, n_groups: int | None) -> list[str]:
             "models may not hold on new data."]  # fmt: skip
 
 
-def tripod_checklist(config: dict, summary: dict) -> list[tuple[str, str, str]]:
+def tripod_checklist(config, summary: dict) -> list[tuple[str, str, str]]:
     """(TRIPOD+AI topic, status, where) for the topics a study run can speak to.
 
     Topics follow the TRIPOD+AI statement (Collins et al., BMJ 2024;385:e078378) by name;
     what the run cannot know (ethics, funding, registration, participant flow, setting,
     patient involvement) is marked for the author to supply.
     """
-    ev, classification = config["evaluation"], config["task"] == "classification"
+    ev, classification = config.evaluation, config.task == "classification"
     author = "author to supply"
     grouped = summary.get("grouped")
     return [
@@ -186,7 +205,7 @@ def tripod_checklist(config: dict, summary: dict) -> list[tuple[str, str, str]]:
          "Prevalence per fold" if classification else "regression task"),
         ("Fairness / subgroups", "not covered", "no subgroup analysis; " + author),
         ("Model output and uncertainty", "covered",
-         "Calibration; Conformal coverage" if ev["conformal"]["enabled"] else "Calibration"),
+         "Calibration; Conformal coverage" if ev.conformal.enabled else "Calibration"),
         ("Training versus evaluation data", "covered", "Methods (out-of-fold predictions only)"),
         ("Ethics, funding, conflicts, protocol, registration", author, "—"),
         ("Data and code sharing", "partly", "run folder: config, environment, predictions.csv"),

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sklearn.utils import Bunch
 
-from toolkit.study.config import validate_config
+from toolkit.study.config import StudyConfig, validate_config
 from toolkit.study.data import load_study_data, prepare_study
 from toolkit.study.drilldown import run_drilldown, summarize_drilldown
 from toolkit.study.errors import SchedulerError, StudyError
@@ -83,7 +83,7 @@ __all__ = [
 class _Job:
     """A study ready to run: its config, prepared data and how to run it."""
 
-    config: dict
+    config: StudyConfig
     study: Bunch
     client: object = None
     command: str | None = None
@@ -95,7 +95,7 @@ def _stamp() -> str:
 
 
 def run_study(
-    config: dict,
+    config,
     out_dir="runs",
     *,
     command: str | None = None,
@@ -115,8 +115,8 @@ def run_study(
 
     Parameters
     ----------
-    config : dict
-        As :func:`toolkit.study.load_config` returns it.
+    config : StudyConfig
+        As :func:`toolkit.study.load_config` returns it (a mapping is checked first).
     out_dir : str or path, default="runs"
         Folder under which the run folder is made (created if needed; ``~`` expanded).
     scheduler : str, optional
@@ -136,14 +136,14 @@ def run_study(
         The study failed after the run folder was made: the folder is marked failed
         (``status.json``, ``FAILED``) and keeps the finished folds; ``run_folder`` names it.
     """
-    validate_config(config, **(limits or {}))
+    config = validate_config(config, **(limits or {}))
     root = out_root(out_dir)
     with contextlib.ExitStack() as stack:
         client = None
         if scheduler is not None:
             client = stack.enter_context(connect_scheduler(scheduler, scheduler_timeout))
         study = prepare_study(config, limits=limits)
-        run = make_run_folder(root, config["name"], _stamp())
+        run = make_run_folder(root, config.name, _stamp())
         mark_running(run)
         try:
             _execute(run, _Job(config, study, client, command, progress))
@@ -178,13 +178,11 @@ def _execute(run: Path, job: _Job) -> None:
     write_inputs(run, config, job.command)
     log(job.progress, f"run folder {run}")
     plan = FoldPlan.from_study(config, study)
-    plan = dataclasses.replace(
-        plan, verbose=job.progress and config["evaluation"].get("n_jobs", 1) == 1
-    )
+    plan = dataclasses.replace(plan, verbose=job.progress and config.evaluation.n_jobs == 1)
     log(
         job.progress,
         f"{len(study.frame)} rows, {len(plan.names)} modalities {plan.names}, "
-        f"{config['evaluation']['cv']} folds, strategies {list(plan.fusions)}",
+        f"{config.evaluation.cv} folds, strategies {list(plan.fusions)}",
     )
     with tempfile.TemporaryDirectory(prefix="mmtk-cache-", dir=run) as cache_dir:
         results = _run_folds(run, job, plan, cache_dir)
@@ -198,17 +196,17 @@ def _execute(run: Path, job: _Job) -> None:
             summary["transfer"] = transfer_summary(
                 plan, results, summary, cache_dir=cache_dir, group_name=_group_column(config, study)
             )
-    out = config["output"]
+    out = config.output
     summary["drilldown"] = summarize_drilldown(
-        drill, include_text=out["include_text"], max_parts=out["drilldown_max_parts"]
+        drill, include_text=out.include_text, max_parts=out.drilldown_max_parts
     )
     write_tables(run, results, summary, rows, group_column=_group_column(config, study))
-    if config["output"]["save_model"]:
+    if out.save_model:
         chosen = summary["chosen"]
         log(job.progress, f"refitting {chosen['model'] or 'auto'} ({chosen['rule']}) on all rows")
-        model = save_chosen_model(run, study, chosen, config["seed"], available=results.mask)
+        model = save_chosen_model(run, study, chosen, config.seed, available=results.mask)
         write_model_card(run, config, summary, model)
-    if config["output"]["report"]:
+    if out.report:
         _write_report(run, job, results, summary, drill)
         log(job.progress, f"report: {run / 'report.html'}")
 
@@ -216,13 +214,13 @@ def _execute(run: Path, job: _Job) -> None:
 def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir):
     """The drill-down of the explained strategy on ``output.drilldown_rows`` test rows of
     the last fold (None when explanations are off or it is turned off)."""
-    out, label = job.config["output"], summary.get("explained_model")
-    if not plan.explain or out["drilldown_rows"] < 1 or label not in plan.fusions:
+    out, label = job.config.output, summary.get("explained_model")
+    if not plan.explain or out.drilldown_rows < 1 or label not in plan.fusions:
         return None
-    log(job.progress, f"drilling into the modalities of {label} on {out['drilldown_rows']} rows")
+    log(job.progress, f"drilling into the modalities of {label} on {out.drilldown_rows} rows")
     return run_drilldown(
-        plan, label, results, job.study.splits, n_rows=out["drilldown_rows"],
-        max_parts=out["drilldown_max_parts"], cache_dir=cache_dir,
+        plan, label, results, job.study.splits, n_rows=out.drilldown_rows,
+        max_parts=out.drilldown_max_parts, cache_dir=cache_dir,
     )  # fmt: skip
 
 
@@ -232,7 +230,7 @@ def _run_folds(run: Path, job: _Job, plan: FoldPlan, cache_dir) -> OutOfFold:
     folds_dir = run / "folds"
     folds_dir.mkdir()
     n_folds = len(job.study.splits)
-    n_jobs = job.config["evaluation"].get("n_jobs", 1)
+    n_jobs = job.config.evaluation.n_jobs
     with contextlib.ExitStack() as stack:
         folds = stack.enter_context(
             fold_results(
@@ -248,21 +246,23 @@ def _run_folds(run: Path, job: _Job, plan: FoldPlan, cache_dir) -> OutOfFold:
             write_fold(folds_dir, result)
             bar.update(1)
             if bar.disable:  # no terminal: one line per fold for the log
-                log(job.progress, f"fold {result.fold + 1}/{n_folds} done ({done + 1} of {n_folds})")
+                log(
+                    job.progress, f"fold {result.fold + 1}/{n_folds} done ({done + 1} of {n_folds})"
+                )
     return results
 
 
-def _group_column(config: dict, study: Bunch) -> str | None:
+def _group_column(config: StudyConfig, study: Bunch) -> str | None:
     """The name of the groups' column in predictions.csv (None without groups)."""
     if study.groups is None:
         return None
-    return config["data"].get("groups") or "group"
+    return config.data.groups or "group"
 
 
-def _grouped_by(config: dict, study: Bunch) -> str | None:
+def _grouped_by(config: StudyConfig, study: Bunch) -> str | None:
     if study.groups is None:
         return None
-    return config["data"].get("groups") or "the data source's groups"
+    return config.data.groups or "the data source's groups"
 
 
 def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill) -> None:
@@ -270,7 +270,7 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill
 
     config, study = job.config, job.study
     examples = []
-    if config["output"]["include_text"]:
+    if config.output.include_text:
         values = results.contributions[summary["explained_model"]]
         examples = text_examples(study.frame, study.modalities, values)
     figures = write_figures(run, results, summary)
@@ -279,7 +279,7 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill
         config,
         summary,
         figures=figures,
-        drilldown_figures=drilldown_figures(run, drill, include_text=config["output"]["include_text"]),
+        drilldown_figures=drilldown_figures(run, drill, include_text=config.output.include_text),
         text_examples=examples,
         grouped_by=_grouped_by(config, study),
         n_groups=None if study.groups is None else len(set(study.groups.tolist())),

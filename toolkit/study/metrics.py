@@ -1,4 +1,6 @@
-"""Study metrics (scikit-learn where it has them), cluster bootstrap intervals, paired
+"""Study metrics: the registry :data:`METRICS` of :class:`Metric` records (name, task,
+function, direction, chance level, binary-only, display name, a known answer), computed with
+scikit-learn where it has them; cluster bootstrap intervals, paired
 comparisons with p-values at their resolution, and calibration tables with bin counts.
 
 Bootstrap method (:func:`bootstrap_resamples`): a percentile bootstrap that resamples the
@@ -13,10 +15,13 @@ and paired differences use the same resamples as the intervals.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
+
+from toolkit.registry import Registry
 
 
 def calibration_slope_intercept(y_true, p, eps: float = 1e-6) -> tuple[float, float]:
@@ -44,8 +49,88 @@ def calibration_slope_intercept(y_true, p, eps: float = 1e-6) -> tuple[float, fl
     return float(w[1]), float(w[0])
 
 
+# -- the metric registry --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the toolkit knows about one study metric.
+
+    Parameters
+    ----------
+    name : str
+        The key in configs (``evaluation.primary_metric``), ``metrics.json`` and tables.
+    task : {"classification", "regression"}
+    function : callable
+        ``function(y, proba, threshold)`` for classification (class indices and an
+        (n_samples, n_classes) probability array), ``function(y, pred)`` for regression.
+    direction : {"higher", "lower", "ideal"}
+        Which values are better; ``"ideal"``: the closer to ``ideal`` the better (such a
+        metric describes a model but cannot rank models, so it is never a primary metric).
+    display : str
+        The name shown to readers (the report's tables).
+    chance : float or callable, optional
+        The score of a model that ignores its inputs: a constant, or ``fn(y)`` of the
+        study's targets (e.g. the majority class share for accuracy). None: no such level.
+    ideal : float, optional
+        The ideal value of a ``direction="ideal"`` metric.
+    binary_only : bool, default=False
+        Defined for two classes only.
+    mosi : bool, default=False
+        A CMU-MOSI sentiment metric (needs ``evaluation.mosi_metrics: true``).
+    default_for : {"binary", "multiclass", "regression"}, optional
+        The study kind for which this is the primary metric when none is named.
+    format : str, default=".3f"
+        Format specification of a value in the report.
+    example : tuple
+        A known answer, ``(y, prediction, expected)``: the contract test computes it.
+    """
+
+    name: str
+    task: str
+    function: Callable
+    direction: str
+    display: str
+    chance: float | Callable | None = None
+    ideal: float | None = None
+    binary_only: bool = False
+    mosi: bool = False
+    default_for: str | None = None
+    format: str = ".3f"
+    example: tuple = ()
+
+    def __call__(self, y, pred, threshold: float = 0.5) -> float:
+        if self.task == "classification":
+            return float(self.function(y, pred, threshold))
+        return float(self.function(y, pred))
+
+    @property
+    def ranks(self) -> bool:
+        """Whether a larger or smaller value is better (models can be ranked by it)."""
+        return self.direction in ("higher", "lower")
+
+    @property
+    def sign(self) -> int:
+        """+1 when higher is better, -1 when lower is better (0 for an ideal-value metric)."""
+        return {"higher": 1, "lower": -1}.get(self.direction, 0)
+
+    def chance_level(self, y) -> float | None:
+        """The chance level on the targets ``y`` (None when the metric has none)."""
+        if self.chance is None or not callable(self.chance):
+            return self.chance
+        return float(self.chance(np.asarray(y)))
+
+    def applies(self, task: str, n_classes: int | None = None, mosi: bool = False) -> bool:
+        """Whether a study of ``task`` (with ``n_classes``; MOSI metrics on) reports it."""
+        if self.task != task:
+            return False
+        if self.binary_only and n_classes is not None and n_classes != 2:
+            return False
+        return mosi or not self.mosi
+
+
 def _binary(fn):
-    """Wrap a metric of (y, p_positive) that needs both classes present."""
+    """A metric of (y, p_positive) that needs both classes present."""
 
     def metric(y, proba, threshold=0.5):
         if len(np.unique(y)) < 2:
@@ -53,6 +138,19 @@ def _binary(fn):
         return float(fn(y, proba[:, 1]))
 
     return metric
+
+
+def _accuracy(y, proba, threshold=0.5):
+    return skm.accuracy_score(y, np.argmax(proba, axis=1))
+
+
+def _f1_macro(y, proba, threshold=0.5):
+    labels = np.arange(proba.shape[1])
+    return skm.f1_score(y, np.argmax(proba, axis=1), average="macro", labels=labels)
+
+
+def _brier(y, proba, threshold=0.5):
+    return skm.brier_score_loss(y, proba[:, 1])
 
 
 def _sensitivity(y, proba, threshold=0.5):
@@ -65,47 +163,20 @@ def _specificity(y, proba, threshold=0.5):
     return float(np.sum(~hard & (y == 0)) / max(np.sum(y == 0), 1))
 
 
-def _labels(proba):
-    return np.arange(proba.shape[1])
+def _slope(y, proba, threshold=0.5):
+    return calibration_slope_intercept(y, proba[:, 1])[0]
 
 
-#: name -> fn(y, proba, threshold); binary-only metrics are listed in BINARY_ONLY.
-CLASSIFICATION_METRICS = {
-    "accuracy": lambda y, p, t=0.5: float(skm.accuracy_score(y, np.argmax(p, axis=1))),
-    "f1_macro": lambda y, p, t=0.5: float(
-        skm.f1_score(y, np.argmax(p, axis=1), average="macro", labels=_labels(p))
-    ),
-    "auroc": _binary(skm.roc_auc_score),
-    "auprc": _binary(skm.average_precision_score),
-    "brier": lambda y, p, t=0.5: float(skm.brier_score_loss(y, p[:, 1])),
-    "sensitivity": _sensitivity,
-    "specificity": _specificity,
-    "calibration_slope": lambda y, p, t=0.5: calibration_slope_intercept(y, p[:, 1])[0],
-    "calibration_intercept": lambda y, p, t=0.5: calibration_slope_intercept(y, p[:, 1])[1],
-}
-BINARY_ONLY = {
-    "auroc",
-    "auprc",
-    "brier",
-    "sensitivity",
-    "specificity",
-    "calibration_slope",
-    "calibration_intercept",
-}
+def _intercept(y, proba, threshold=0.5):
+    return calibration_slope_intercept(y, proba[:, 1])[1]
 
 
-def classification_metric_names(n_classes: int) -> list[str]:
-    return [m for m in CLASSIFICATION_METRICS if n_classes == 2 or m not in BINARY_ONLY]
+def _majority_share(y) -> float:
+    return float(np.max(np.unique(y, return_counts=True)[1]) / len(y))
 
 
-def classification_metrics(y_true, proba, classes, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy and macro-F1; for binary tasks also AUROC, AUPRC, Brier score,
-    sensitivity and specificity at ``threshold``, calibration slope and intercept."""
-    y_true = np.asarray(y_true)
-    return {
-        m: CLASSIFICATION_METRICS[m](y_true, proba, threshold)
-        for m in classification_metric_names(len(classes))
-    }
+def _prevalence(y) -> float:
+    return float(np.mean(np.asarray(y) == 1))
 
 
 def _r(y, p):
@@ -121,43 +192,127 @@ def _r2(y, p):
     return float(skm.r2_score(y, p)) if len(y) > 1 and np.std(y) > 0 else float("nan")
 
 
-#: Regression metrics every regression study reports.
-REGRESSION_METRICS = {
-    "mae": lambda y, p: float(skm.mean_absolute_error(y, p)),
-    "rmse": lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))),
-    "r2": _r2,
-    "pearson_r": _r,
-}
-#: CMU-MOSI's sentiment metrics, defined on its [-3, 3] score only
-#: (``evaluation.mosi_metrics: true``; validation refuses them for any other target).
-MOSI_METRICS = {
-    "acc2": lambda y, p: (
-        float(skm.accuracy_score(*_signs(y, p))) if np.any(y != 0) else float("nan")
-    ),
-    "f1": lambda y, p: (
-        float(skm.f1_score(*_signs(y, p), average="weighted")) if np.any(y != 0) else float("nan")
-    ),
-    "acc7": lambda y, p: float(np.mean(np.clip(np.round(y), -3, 3) == np.clip(np.round(p), -3, 3))),
-}
-#: The range a target must lie in for :data:`MOSI_METRICS` (and reach beyond [-1, 1]).
-MOSI_RANGE = (-3.0, 3.0)
+def _acc2(y, p):
+    return float(skm.accuracy_score(*_signs(y, p))) if np.any(y != 0) else float("nan")
+
+
+def _f1_signs(y, p):
+    if not np.any(y != 0):
+        return float("nan")
+    return float(skm.f1_score(*_signs(y, p), average="weighted"))
+
+
+def _acc7(y, p):
+    return float(np.mean(np.clip(np.round(y), -3, 3) == np.clip(np.round(p), -3, 3)))
+
+
+def _proba(p1) -> np.ndarray:
+    p1 = np.asarray(p1, float)
+    return np.column_stack([1 - p1, p1])
+
+
+_Y4, _Y8 = np.array([0, 1, 1, 0]), np.array([1, 0, 0, 0, 1, 1, 1, 0])
+_CLASSIFICATION = "classification"
+_REGRESSION = "regression"
+
+#: Every study metric, in report order. Adding a metric is one entry here: config
+#: validation, the summary (metrics.json), the best-model choice, the headline, the
+#: report and the contract test (tests/study/test_metrics.py) all read this registry.
+METRICS: Registry[Metric] = Registry("metric")
+for _metric in (
+    Metric("accuracy", _CLASSIFICATION, _accuracy, "higher", "Accuracy",
+           chance=_majority_share, default_for="multiclass",
+           example=(_Y4, _proba([0.2, 0.9, 0.3, 0.4]), 0.75)),
+    Metric("f1_macro", _CLASSIFICATION, _f1_macro, "higher", "Macro-averaged F1",
+           example=(_Y4, _proba([0.2, 0.9, 0.3, 0.4]), (0.8 + 2 / 3) / 2)),
+    Metric("auroc", _CLASSIFICATION, _binary(skm.roc_auc_score), "higher", "AUROC",
+           chance=0.5, binary_only=True, default_for="binary",
+           example=(np.array([0, 0, 1, 1]), _proba([0.1, 0.4, 0.35, 0.8]), 0.75)),
+    Metric("auprc", _CLASSIFICATION, _binary(skm.average_precision_score), "higher",
+           "AUPRC (average precision)", chance=_prevalence, binary_only=True,
+           example=(np.array([0, 0, 1, 1]), _proba([0.1, 0.4, 0.35, 0.8]), 5 / 6)),
+    Metric("brier", _CLASSIFICATION, _brier, "lower", "Brier score",
+           chance=lambda y: _prevalence(y) * (1 - _prevalence(y)), binary_only=True,
+           example=(np.array([0, 1]), _proba([0.2, 0.6]), 0.1)),
+    Metric("sensitivity", _CLASSIFICATION, _sensitivity, "higher", "Sensitivity",
+           binary_only=True, example=(_Y4, _proba([0.2, 0.7, 0.4, 0.3]), 0.5)),
+    Metric("specificity", _CLASSIFICATION, _specificity, "higher", "Specificity",
+           binary_only=True, example=(_Y4, _proba([0.2, 0.7, 0.4, 0.6]), 0.5)),
+    Metric("calibration_slope", _CLASSIFICATION, _slope, "ideal", "Calibration slope",
+           ideal=1.0, binary_only=True, example=(_Y8, _proba([0.25] * 4 + [0.75] * 4), 1.0)),
+    Metric("calibration_intercept", _CLASSIFICATION, _intercept, "ideal",
+           "Calibration intercept", ideal=0.0, binary_only=True,
+           example=(_Y8, _proba([0.25] * 4 + [0.75] * 4), 0.0)),
+    Metric("mae", _REGRESSION, lambda y, p: skm.mean_absolute_error(y, p), "lower", "MAE",
+           chance=lambda y: float(np.mean(np.abs(y - np.median(y)))), default_for="regression",
+           example=(np.array([1.0, 2, 3]), np.array([2.0, 2, 2]), 2 / 3)),
+    Metric("rmse", _REGRESSION, lambda y, p: np.sqrt(skm.mean_squared_error(y, p)), "lower",
+           "RMSE", chance=lambda y: float(np.std(y)),
+           example=(np.array([1.0, 2, 3]), np.array([2.0, 2, 2]), np.sqrt(2 / 3))),
+    Metric("r2", _REGRESSION, _r2, "higher", "R²", chance=0.0,
+           example=(np.array([1.0, 2, 3]), np.array([1.0, 2, 4]), 0.5)),
+    Metric("pearson_r", _REGRESSION, _r, "higher", "Pearson r", chance=0.0,
+           example=(np.array([1.0, 2, 3]), np.array([2.0, 4, 6]), 1.0)),
+    Metric("acc2", _REGRESSION, _acc2, "higher", "Acc-2 (sign, non-zero targets)", mosi=True,
+           example=(np.array([-1.0, 2, 0, 1]), np.array([-0.5, 1, 3, -1]), 2 / 3)),
+    Metric("f1", _REGRESSION, _f1_signs, "higher", "F1 (sign, weighted, non-zero targets)",
+           mosi=True, example=(np.array([-1.0, 2, 0, 1]), np.array([-0.5, 1, 3, -1]), 2 / 3)),
+    Metric("acc7", _REGRESSION, _acc7, "higher", "Acc-7 (rounded scores in [-3, 3])",
+           mosi=True, example=(np.array([0.4, -2.6, 3.4]), np.array([0.0, -2.4, 2.6]), 2 / 3)),
+):  # fmt: skip
+    METRICS.register(_metric.name, _metric)
+
+
+def metric_names(
+    task: str, n_classes: int | None = None, mosi: bool = False, *, ranking: bool = False
+) -> list[str]:
+    """The metrics a study of ``task`` reports, in registry order.
+
+    Binary-only ones need ``n_classes == 2`` (all classification metrics when
+    ``n_classes`` is None); MOSI's need ``mosi``; with ``ranking``, only metrics that can
+    rank models (a primary metric).
+    """
+    return [
+        m.name
+        for m in METRICS.values()
+        if m.applies(task, n_classes, mosi) and (m.ranks or not ranking)
+    ]
+
+
+def default_primary(task: str, n_classes: int | None) -> str:
+    """The primary metric of a study that names none (the registry's ``default_for``)."""
+    kind = "regression" if task == "regression" else "binary" if n_classes == 2 else "multiclass"
+    return next(m.name for m in METRICS.values() if m.default_for == kind)
+
+
+def classification_metric_names(n_classes: int) -> list[str]:
+    """The classification metrics of a study with ``n_classes`` classes."""
+    return metric_names(_CLASSIFICATION, n_classes)
+
+
+def classification_metrics(y_true, proba, classes, threshold: float = 0.5) -> dict[str, float]:
+    """Every classification metric that applies to ``len(classes)`` classes (binary-only
+    ones need two; sensitivity and specificity at ``threshold``)."""
+    y_true = np.asarray(y_true)
+    return {
+        m: METRICS[m](y_true, proba, threshold) for m in classification_metric_names(len(classes))
+    }
 
 
 def regression_metric_names(mosi: bool = False) -> list[str]:
     """The regression metrics of a study (MOSI's too when ``mosi``)."""
-    return [*REGRESSION_METRICS, *(MOSI_METRICS if mosi else {})]
-
-
-def regression_metric(name: str):
-    """fn(y, pred) of a regression metric (MOSI's included)."""
-    return {**REGRESSION_METRICS, **MOSI_METRICS}[name]
+    return metric_names(_REGRESSION, mosi=mosi)
 
 
 def regression_metrics(y_true, pred, mosi: bool = False) -> dict[str, float]:
     """MAE, RMSE, R² and Pearson r; with ``mosi``, CMU-MOSI's Acc-2 and weighted F1 on
     non-zero targets (sign agreement) and Acc-7 (rounded scores clipped to [-3, 3])."""
     y_true, pred = np.asarray(y_true, float), np.asarray(pred, float)
-    return {m: regression_metric(m)(y_true, pred) for m in regression_metric_names(mosi)}
+    return {m: METRICS[m](y_true, pred) for m in regression_metric_names(mosi)}
+
+
+#: The range a target must lie in for MOSI's metrics (and reach beyond [-1, 1]).
+MOSI_RANGE = (-3.0, 3.0)
 
 
 def mosi_target_problem(y) -> str | None:

@@ -24,11 +24,11 @@ def _interval(entry: dict) -> str:
     return f"{entry['value']:.3f} (95% CI {entry['low']:.3f} to {entry['high']:.3f})"
 
 
-def _model_lines(config: dict, summary: dict, model) -> list[str]:
+def _model_lines(config, summary: dict, model) -> list[str]:
     chosen = summary["chosen"]
     lines = [
         f"- Chosen by rule `{chosen['rule']}`: **{chosen['model'] or 'auto'}** ({chosen['kind']})",
-        f"- Task: {config['task']}; seed {config['seed']}; written {_dt.date.today().isoformat()}",
+        f"- Task: {config.task}; seed {config.seed}; written {_dt.date.today().isoformat()}",
     ]
     if model is not None:
         names = getattr(model, "modality_names_", None) or [m[0] for m in model.modalities]
@@ -52,25 +52,30 @@ def _performance_lines(summary: dict) -> list[str]:
         for name, entry in entries[chosen].items():
             lines.append(f"- {name}: {_interval(entry)}")
     else:
-        lines.append(f"- (fusion='auto' was not evaluated out-of-fold; see the report for {metric})")
+        lines.append(
+            f"- (fusion='auto' was not evaluated out-of-fold; see the report for {metric})"
+        )
     conformal = summary.get("conformal") or {}
     per_pattern = conformal.get("strategies", {}).get(chosen)
     if per_pattern:
         target = conformal["confidence"]
         parts = [f"{p} {v['coverage']:.2f} (n={v['n']})" for p, v in per_pattern.items()]
-        lines.append(f"- Conformal coverage at {target:.0%}, per availability pattern: {', '.join(parts)}")
+        lines.append(
+            f"- Conformal coverage at {target:.0%}, per availability pattern: {', '.join(parts)}"
+        )
     return lines
 
 
-def model_card(config: dict, summary: dict, model=None) -> str:
-    """The model card of a study's saved model, as Markdown."""
-    facts = card_facts(config["data"]["source"])
+def model_card(config, summary: dict, model=None) -> str:
+    """The model card of a study's saved model, as Markdown (``config``: its
+    :class:`~toolkit.study.config.StudyConfig`)."""
+    facts = card_facts(config.data.source)
     n_groups = None
     folds = summary.get("folds_detail") or []
     if folds and "groups" in folds[0]:
         n_groups = sum(f["groups"] for f in folds)
     sections = [
-        f"# Model card: {config['name']}",
+        f"# Model card: {config.name}",
         "## Model",
         *_model_lines(config, summary, model),
         "## Headline",
@@ -89,7 +94,7 @@ def model_card(config: dict, summary: dict, model=None) -> str:
     return "\n".join(sections) + "\n"
 
 
-def write_model_card(run, config: dict, summary: dict, model=None) -> Path:
+def write_model_card(run, config, summary: dict, model=None) -> Path:
     """Write :func:`model_card` to ``<run>/model_card.md`` (beside ``<run>/model/``)."""
     path = Path(run) / MODEL_CARD
     path.write_text(model_card(config, summary, model), encoding="utf-8")

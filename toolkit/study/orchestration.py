@@ -8,6 +8,7 @@ joblib (on a Dask cluster with ``--scheduler``) and are yielded as they finish.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import warnings
 from collections.abc import Iterator
@@ -53,23 +54,24 @@ class FoldPlan:
     verbose: bool = False  # progress bars inside the fold (encoding per modality)
 
     @classmethod
-    def from_study(cls, config: dict, study) -> FoldPlan:
-        """The plan of a validated config and its :func:`~toolkit.study.data.prepare_study`."""
-        ev, explanation = config["evaluation"], config["explanation"]
+    def from_study(cls, config, study) -> FoldPlan:
+        """The plan of a :class:`~toolkit.study.config.StudyConfig` and its
+        :func:`~toolkit.study.data.prepare_study`."""
+        ev, explanation = config.evaluation, config.explanation
         return cls(
             frame=study.frame,
             y=study.y,
             modalities=study.modalities,
             fusions=study.fusions,
-            seed=config["seed"],
+            seed=config.seed,
             n_classes=None if study.classes is None else len(study.classes),
-            robustness=ev["robustness"],
-            baselines=ev["baselines"],
-            explain=explanation["enabled"],
-            interactions=config["output"].get("interactions", True),
-            removal=explanation["removal"],
+            robustness=ev.robustness,
+            baselines=ev.baselines,
+            explain=explanation.enabled,
+            interactions=config.output.interactions,
+            removal=explanation.removal,
             groups=None if study.groups is None else np.asarray(study.groups),
-            conformal=dict(ev["conformal"]) if ev["conformal"]["enabled"] else None,
+            conformal=dataclasses.asdict(ev.conformal) if ev.conformal.enabled else None,
         )
 
     def fit_groups(self, rows) -> dict:
@@ -158,9 +160,7 @@ def _explain(plan: FoldPlan, model, data: FoldData):
     the Shapley values are sampled and there are no interactions (None)."""
     from toolkit.explain import ModalityExplainer, exact_interactions, exact_shapley
 
-    explainer = ModalityExplainer(
-        model, removal=plan.removal, background=_background(plan, data)
-    )
+    explainer = ModalityExplainer(model, removal=plan.removal, background=_background(plan, data))
     M = len(plan.names)
     if M > explainer.max_exact_modalities:
         return explainer(data.test).values, None

@@ -1,4 +1,5 @@
-"""Figures (PNG) and a self-contained HTML report of a study run.
+"""The self-contained HTML report of a study run (figures: :mod:`toolkit.study.report_figures`;
+the Methods paragraph: :mod:`toolkit.study.report_methods`).
 
 The report opens with the chosen model against the best single modality and says when
 fusion does not help; its Methods paragraph is built from the config (task,
@@ -16,530 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.explain import contribution_magnitudes
-from toolkit.study.config import DEFAULTS
+from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
-from toolkit.study.metrics import format_p
-from toolkit.study.orchestration import MAX_BACKGROUND
-from toolkit.study.summary import LOWER_IS_BETTER
+from toolkit.study.metrics import METRICS, format_p
+from toolkit.study.report_figures import drilldown_figures, text_examples, write_figures
+from toolkit.study.report_methods import methods_text
 from toolkit.study.transfer import transfer_section
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
-# -- figures --------------------------------------------------------------------------------
-
-
-def _roc(run: Path, results) -> Path:
-    from sklearn import metrics as skm
-
-    fig, ax = _plt().subplots(figsize=(5, 4.5))
-    for label, pred in results.models.items():
-        fpr, tpr, _ = skm.roc_curve(results.y, pred[:, 1])
-        fusion = label in results.oof
-        ax.plot(
-            fpr,
-            tpr,
-            label=f"{label} (AUROC {skm.roc_auc_score(results.y, pred[:, 1]):.3f})",
-            lw=2 if fusion else 1,
-            ls="-" if fusion else "--",
-        )
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (out-of-fold)")
-    ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, run / "roc.png")
-
-
-def _calibration(run: Path, results) -> Path:
-    from sklearn.calibration import calibration_curve
-
-    fig, ax = _plt().subplots(figsize=(5, 4.5))
-    for label, pred in results.oof.items():
-        frac, mean = calibration_curve(results.y, pred[:, 1], n_bins=8, strategy="quantile")
-        ax.plot(mean, frac, marker="o", label=label)
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
-    ax.set(
-        xlabel="predicted probability",
-        ylabel="observed frequency",
-        title="Calibration (out-of-fold)",
-    )
-    ax.legend(fontsize=7)
-    return _save(fig, run / "calibration.png")
-
-
-def _confusion(run: Path, results, best: str) -> Path:
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = _plt().subplots(figsize=(4.5, 4))
-    ConfusionMatrixDisplay.from_predictions(
-        results.y,
-        np.argmax(results.models[best], axis=1),
-        display_labels=[str(c) for c in results.classes],
-        ax=ax,
-        colorbar=False,
-    )
-    ax.set_title(f"Confusion matrix ({best})")
-    return _save(fig, run / "confusion_matrix.png")
-
-
-def _scatter(run: Path, results, best: str) -> Path:
-    fig, ax = _plt().subplots(figsize=(4.5, 4))
-    ax.scatter(results.y, results.models[best], s=8, alpha=0.6)
-    ax.set(xlabel="true", ylabel="predicted", title=f"Predictions ({best})")
-    return _save(fig, run / "predictions.png")
-
-
-def _contribution_plots(run: Path, results, best: str) -> dict[str, Path]:
-    values = results.contributions.get(best)
-    if values is None or np.isnan(values).all():
-        return {}
-    import shap
-
-    plt = _plt()
-    values = contribution_magnitudes(values) if values.ndim == 3 else values
-    exp = shap.Explanation(
-        values=values,
-        base_values=np.zeros(len(values)),
-        data=np.ones_like(values),
-        feature_names=results.names,
-    )
-    plt.figure()
-    shap.plots.bar(exp, show=False)
-    bar = _save(plt.gcf(), run / "contributions_bar.png")
-    plt.figure()
-    shap.plots.beeswarm(exp, show=False, color_bar=False)
-    swarm = _save(plt.gcf(), run / "contributions_beeswarm.png")
-    return {"Mean |contribution| per modality": bar, "Per-sample contributions": swarm}
-
-
-def _robustness_plot(run: Path, results, summary: dict) -> Path:
-    metric, labels, names = summary["primary_metric"], list(results.oof), results.names
-    fig, ax = _plt().subplots(figsize=(6, 3.8))
-    width = 0.8 / (len(names) + 1)
-    for j, removed in enumerate([None, *names]):
-        heights = [
-            summary["strategies"][s][metric]["value"]
-            if removed is None
-            else summary["robustness"][s][removed][metric]
-            for s in labels
-        ]
-        ax.bar(
-            np.arange(len(labels)) + j * width,
-            heights,
-            width,
-            label="all modalities" if removed is None else f"without {removed}",
-        )
-    ax.set_xticks(np.arange(len(labels)) + width * len(names) / 2, labels)
-    ax.set(ylabel=metric, title="Missing-modality robustness")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, run / "robustness.png")
-
-
-def _interaction_plot(run: Path, results, label: str) -> dict[str, Path]:
-    values = (results.interactions or {}).get(label)
-    if values is None or np.isnan(values).all():
-        return {}
-    import shap
-
-    from toolkit.explain import plot_interactions
-
-    exp = shap.Explanation(values=values, feature_names=results.names)
-    path = plot_interactions(exp, run / "interactions.png")
-    _plt().close("all")
-    return {
-        "Modality interactions: mean |interaction value| (off the diagonal, half of the "
-        "pair's interaction index on each side, as the table's pair value is split; on the "
-        "diagonal, main effects)": path
-    }
-
-
-def _interval_plots(run: Path, summary: dict) -> dict[str, Path]:
-    records = summary.get("contribution_intervals") or []
-    if not records:
-        return {}
-    import pandas as pd
-
-    from toolkit.explain import plot_intervals
-
-    table = pd.DataFrame(records)
-    out = {}
-    for statistic, title in (
-        ("share", "Mean per-row modality shares"),
-        ("mean_abs", "Mean |Shapley value|"),
-    ):
-        path = plot_intervals(table, run / f"contribution_intervals_{statistic}.png", statistic)
-        out[f"{title} with 95% intervals (over rows and over refits)"] = path
-    return out
-
-
-def write_figures(run: Path, results, summary: dict) -> dict[str, Path]:
-    """Write the run's figures from its :class:`~toolkit.study.summary.OutOfFold` outputs
-    and summary; return {title: path}."""
-    figures: dict[str, Path] = {}
-    chosen = (summary.get("chosen") or {}).get("model")
-    best = chosen if chosen in results.models else summary["best_strategy"]
-    if results.classification:
-        if len(results.classes) == 2 and len(np.unique(results.y)) == 2:
-            figures["ROC curves"] = _roc(run, results)
-            figures["Calibration"] = _calibration(run, results)
-        figures["Confusion matrix"] = _confusion(run, results, best)
-    else:
-        figures["Predicted vs true"] = _scatter(run, results, best)
-    figures.update(_contribution_plots(run, results, summary.get("explained_model", best)))
-    figures.update(_interaction_plot(run, results, summary.get("explained_model", best)))
-    figures.update(_interval_plots(run, summary))
-    if results.robust:
-        figures["Missing-modality robustness"] = _robustness_plot(run, results, summary)
-    return figures
-
-
-def drilldown_figures(run: Path, drill, *, include_text: bool) -> list[tuple[str, Path]]:
-    """One figure per drilled row and modality (``drilldown_<modality>_row<k>.png``):
-    highlighted words (only with ``include_text``), an image heatmap, segment bars over a
-    waveform, scan slices. Rows without the modality get none."""
-    from toolkit.explain import (
-        plot_audio_parts,
-        plot_image_parts,
-        plot_scan_parts,
-        plot_text_parts,
-    )
-    from toolkit.study.drilldown import frame_has
-
-    if drill is None:
-        return []
-    _plt()  # Agg, unless a backend was chosen
-    plots = {"text": plot_text_parts, "image": plot_image_parts, "audio": plot_audio_parts,
-             "scan": plot_scan_parts}  # fmt: skip
-    out = []
-    for name, explanation in drill.explanations.items():
-        kind = drill.kinds[name]
-        if kind == "text" and not include_text:
-            continue
-        for i, row in enumerate(drill.rows):
-            if not frame_has(explanation, i) or not len(np.asarray(explanation.values[i])):
-                continue
-            k = None if drill.codes is None else drill.codes[i]
-            fig = plots[kind](explanation, row=i, class_index=k)
-            _study_row_titles(fig, i, row)
-            path = _save(fig, run / f"drilldown_{name}_row{row}.png")
-            out.append((f"{name}, row {row} ({drill.reasons[i]})", path))
-    return out
-
-
-def _study_row_titles(fig, position: int, row: int) -> None:
-    """Titles that say "row <position>" (within the drilled rows) say the study's row."""
-    titles = [ax.title for ax in fig.axes] + list(fig.texts)  # fig.texts holds the suptitle
-    prefix = f"row {position}:"
-    for title in titles:
-        if title.get_text().startswith(prefix):
-            title.set_text(f"row {row}:" + title.get_text()[len(prefix):])
-
-
-def text_examples(frame, modalities, values, per_modality: int = 5) -> list[dict]:
-    """Raw text of the rows whose text modality contributed most (only on request).
-
-    ``values`` are the best strategy's contributions, (n_samples, n_modalities[, n_classes]).
-    """
-    from toolkit.encoders.text import TextEncoder
-
-    examples = []
-    mags = contribution_magnitudes(values)
-    names = [m[0] for m in modalities]
-    for name, enc, col in modalities:
-        if not isinstance(enc, TextEncoder) or isinstance(col, list | tuple):
-            continue
-        j = names.index(name)
-        for row in np.argsort(-np.nan_to_num(mags[:, j]))[:per_modality]:
-            examples.append(
-                {
-                    "row": int(row),
-                    "modality": name,
-                    "text": str(frame[col].iloc[row]),
-                    "contribution": float(values[row, j] if values.ndim == 2 else mags[row, j]),
-                }
-            )
-    return examples
-
-
-# -- the Methods paragraph ------------------------------------------------------------------
-
-
-def _task_phrase(config: dict, summary: dict) -> str:
-    if config["task"] == "regression":
-        return "regression"
-    metrics = next(iter(summary["strategies"].values()), {})
-    return "binary classification" if "auroc" in metrics else "multi-class classification"
-
-
-def _cv_phrase(config: dict, grouped_by: str | None) -> str:
-    k, seed = config["evaluation"]["cv"], config["seed"]
-    classification = config["task"] == "classification"
-    if grouped_by is None:
-        kind = "stratified K-fold" if classification else "K-fold (unstratified)"
-        how = f"shuffled with seed {seed}; not grouped"
-    else:
-        kind = "stratified group K-fold" if classification else "group K-fold (unstratified)"
-        shuffle = f"shuffled with seed {seed}" if classification else "not shuffled"
-        how = (
-            f"{shuffle}; grouped by {html.escape(grouped_by)}, so no group is in both the "
-            "training and the test rows of a fold"
-        )
-    return (
-        f"Evaluation: {k}-fold cross-validation ({kind}, {how}); encoders were fitted on the "
-        "training rows of each fold only, and every prediction reported is out-of-fold."
-    )
-
-
-def _models_phrase(config: dict, summary: dict) -> str:
-    strategies = ", ".join(html.escape(s) for s in summary["strategies"])
-    if not config["evaluation"]["baselines"]:
-        return (
-            f"Strategies: {strategies} fusion; no single-modality baselines were fitted "
-            "(evaluation.baselines: false)."
-        )
-    return (
-        f"Strategies: {strategies} fusion, compared with one late-fusion model per single "
-        "modality (fitted on the training rows that have that modality; test rows without it "
-        "get the training prior)."
-    )
-
-
-def _bootstrap_phrase(summary: dict, n_boot: int) -> str:
-    unit = (summary.get("bootstrap") or {}).get("unit", "row")
-    if unit == "group":
-        how = ("of groups: each resample draws as many groups as there are, with replacement, "
-               "and takes all rows of each drawn group (cluster bootstrap)")  # fmt: skip
-    else:
-        how = "of rows"
-    return (
-        f"with percentile bootstrap 95% intervals ({n_boot} resamples {how}; the same "
-        "resamples for every model and comparison)"
-    )
-
-
-def _metrics_phrase(config: dict, summary: dict) -> str:
-    ev, primary = config["evaluation"], summary["primary_metric"]
-    metrics = list(next(iter(summary["strategies"].values())))
-    n_boot = ev["bootstrap"]
-    text = f"Metrics: {', '.join(metrics)}"
-    if n_boot > 0:
-        text += ", " + _bootstrap_phrase(summary, n_boot)
-    else:
-        text += ", without intervals (evaluation.bootstrap: 0)"
-    if "sensitivity" in metrics:
-        text += f"; sensitivity and specificity at threshold {ev['threshold']}"
-    direction = "lowest" if primary in LOWER_IS_BETTER else "highest"
-    text += f". The best strategy is the one with the {direction} {primary}"
-    against = summary.get("best_single_modality")
-    if against:
-        test = (
-            f"by a paired bootstrap of the difference in {primary} (two-sided p-value: twice "
-            "the smaller share of resamples on one side of 0, ties counted half; shown as "
-            f"'&lt; 1/B' when no resample crossed 0)"
-            if n_boot > 0
-            else f"by the difference in {primary} (no bootstrap, so no interval or p-value)"
-        )
-        text += (
-            f"; each strategy is compared with the best single modality "
-            f"({html.escape(str(against))}) {test}"
-        )
-    return text + ". " + _rule_phrase(config, summary)
-
-
-def _rule_phrase(config: dict, summary: dict) -> str:
-    rule = config["output"]["model_rule"]
-    chosen = (summary.get("chosen") or {}).get("model")
-    what = {
-        "best_mean_primary": "the model (fusion strategy or single modality) with the best "
-        f"out-of-fold {summary['primary_metric']}",
-        "auto": "fusion='auto', choosing by inner cross-validation on the training rows",
-    }.get(rule, f"the strategy named by the rule ({html.escape(rule.split(':', 1)[-1])})")
-    return (
-        f"Model rule (output.model_rule: {html.escape(rule)}): the reported and saved model is "
-        f"{what}; here {html.escape(str(chosen or 'auto'))}."
-    )
-
-
-def _conformal_phrase(config: dict, grouped: bool) -> str:
-    conformal = config["evaluation"]["conformal"]
-    if not conformal["enabled"]:
-        return ""
-    kind = "prediction sets" if config["task"] == "classification" else "prediction intervals"
-    return (
-        f"Conformal: split-conformal {kind} at {conformal['confidence']:.0%} confidence (crepes), "
-        f"each strategy refitted on {1 - conformal['calibration']:.0%} of each fold's training "
-        f"rows and calibrated on the other {conformal['calibration']:.0%}"
-        + (" (whole groups on one side)" if grouped else "")
-        + ", Mondrian by modality-availability pattern; coverage is reported per pattern."
-    )
-
-
-def _robustness_phrase(config: dict) -> str:
-    if not config["evaluation"]["robustness"]:
-        return "Missing-modality robustness was not evaluated (evaluation.robustness: false)."
-    return (
-        "Robustness: each metric recomputed with each modality removed from the test rows "
-        "(marked missing; a row left with no modality gets the training prior)."
-    )
-
-
-def _explanation_phrase(config: dict, summary: dict) -> str:
-    explanation = config["explanation"]
-    if not explanation["enabled"]:
-        return "Modality contributions were not computed (explanation.enabled: false)."
-    import inspect
-
-    from toolkit.explain import ModalityExplainer
-
-    n_modalities = len(summary.get("contribution_ranking") or [])
-    exact_up_to = inspect.signature(ModalityExplainer).parameters["max_exact_modalities"]
-    kind = (
-        "exact Shapley values"
-        if n_modalities <= exact_up_to.default
-        else "Shapley values estimated from sampled permutations"
-    )
-    if explanation["removal"] == "background":
-        how = (
-            f"a removed modality takes its embeddings from up to {MAX_BACKGROUND} training "
-            "rows of the fold (background) and a coalition's value is the model's output "
-            "averaged over them; the empty coalition's value is the mean output on the "
-            "background"
-        )
-    else:
-        how = (
-            "a coalition's value is the model's output with the other modalities marked "
-            "missing and the empty coalition's value is the training prior"
-        )
-    text = (
-        f"Explanation: {kind} over modalities (removal: {explanation['removal']}), where "
-        f"{how}; computed for every test row of every fold."
-    )
-    return " ".join(
-        x
-        for x in (
-            text,
-            _interactions_phrase(config, summary),
-            _intervals_phrase(config, summary),
-            _drilldown_phrase(config, summary),
-        )
-        if x
-    )
-
-
-def _interactions_phrase(config: dict, summary: dict) -> str:
-    if not summary.get("interactions"):
-        if config["output"].get("interactions", True):
-            return ""  # more modalities than the exact limit: sampled values, no interactions
-        return "Interactions were not computed (output.interactions: false)."
-    return (
-        "Interactions: the pairwise Shapley interaction index of every pair of modalities "
-        "(Grabisch and Roubens), from the same 2^M coalition values as the Shapley values (no "
-        "further model evaluation); each modality's Shapley value is its main effect plus "
-        "half of each of its pair interactions. The table reports mean |main effect| and mean "
-        "|interaction index| over the out-of-fold rows."
-    )
-
-
-def _intervals_phrase(config: dict, summary: dict) -> str:
-    records = summary.get("contribution_intervals") or []
-    if not records:
-        if not config["output"].get("intervals", True):
-            return "Contribution intervals were not computed (output.intervals: false)."
-        return ""
-    overs = {r["over"] for r in records}
-    parts = []
-    if overs & {"rows", "groups"}:
-        unit = "groups (cluster bootstrap: all rows of each drawn group)" if "groups" in overs else "rows"
-        n_boot = config["evaluation"]["bootstrap"]
-        parts.append(
-            f"over rows, a percentile bootstrap of the pooled out-of-fold explanations ({n_boot} "
-            f"resamples of {unit}, scipy.stats.bootstrap): how much the summary depends on which "
-            "rows were explained"
-        )
-    if "refits" in overs:
-        k = next(r["n"] for r in records if r["over"] == "refits")
-        parts.append(
-            f"over refits, a Student t interval of the mean across the {k} folds' models (each "
-            "explaining its own test rows): how stable the attribution is when the model is "
-            "refitted; folds share training rows, so read it as stability, not a sampling "
-            "guarantee"
-        )
-    return (
-        "Contribution intervals (95%) for each modality's mean |Shapley value| and mean "
-        "per-row share (MM-SHAP: each row's |value| over its total, averaged over rows): "
-        + "; ".join(parts) + "."
-    )
-
-
-def _drilldown_phrase(config: dict, summary: dict) -> str:
-    drill = summary.get("drilldown") or {}
-    out = config["output"]
-    if not drill:
-        if out.get("drilldown_rows", DEFAULTS["output"]["drilldown_rows"]) < 1:
-            return "Drill-down was not computed (output.drilldown_rows: 0)."
-        return ""
-    return (
-        f"Drill-down: on {len(drill['rows'])} test rows of fold {drill['fold'] + 1} (the most "
-        "confident correct and incorrect ones, alternately; regression: the best and worst "
-        f"predicted), the {html.escape(drill['model'])} model refitted as in that fold; each "
-        "splittable modality's item is cut into parts (words, image grid cells, time segments, "
-        "scan blocks) whose Owen values add up to the modality's Shapley value with missing-"
-        "modality removal. A masked part is removed (words), filled with mid-grey (image "
-        "cells), silenced (segments) or set to 0 (scan blocks) and the item is re-encoded. "
-        f"Cost bound: exact for items of at most {drill['max_parts']} parts (2^d - 2 encoder "
-        f"calls per row), else {drill['n_permutations']} sampled orders of the parts "
-        f"(antithetic pairs); {drill['encoder_calls']:,} encoder calls in all."
-    )
-
-
-def _source_phrase(source: str) -> str:
-    """What the data card says of the source: title, synthetic or not, licence, citation."""
-    from toolkit.datasets import dataset_info
-
-    info = dataset_info(source)
-    kind = "SYNTHETIC data generated with known ground truth" if info.synthetic else "real data"
-    return (
-        f"Source: {html.escape(info.title)} ({kind}); licence: {html.escape(info.licence)}; "
-        f"cite: {html.escape(info.citation)}."
-    )
-
-
-def methods_text(config: dict, summary: dict, *, grouped_by: str | None = None) -> str:
-    """The report's Methods paragraph (HTML), true for ``config`` and its ``summary``.
-
-    ``grouped_by`` names what rows were grouped by (a column or the data source's groups),
-    or None when the folds were not grouped.
-    """
-    source = html.escape(config["data"]["source"])
-    return " ".join(
-        [
-            f"Data: <code>{source}</code> ({summary['n_samples']} rows); task: "
-            f"{_task_phrase(config, summary)}.",
-            _source_phrase(config["data"]["source"]),
-            _cv_phrase(config, grouped_by),
-            _models_phrase(config, summary),
-            _metrics_phrase(config, summary),
-            _robustness_phrase(config),
-            _explanation_phrase(config, summary),
-            _conformal_phrase(config, grouped_by is not None),
-        ]
-    ).strip()
-
-
-# -- the HTML page --------------------------------------------------------------------------
+__all__ = ["drilldown_figures", "methods_text", "text_examples", "write_figures", "write_report"]
 
 
 def _img(path: Path) -> str:
@@ -547,13 +32,27 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(entry) -> str:
+def _fmt(entry, spec: str = ".3f") -> str:
     value, low, high = entry["value"], entry["low"], entry["high"]
     if not np.isfinite(value):
         return "n/a"
     if np.isnan(low):
-        return f"{value:.3f}"
-    return f"{value:.3f} <small>[{low:.3f}, {high:.3f}]</small>"
+        return f"{value:{spec}}"
+    return f"{value:{spec}} <small>[{low:{spec}}, {high:{spec}}]</small>"
+
+
+def _metric_head(name: str) -> str:
+    """A metric's column head: its name, with its display name and direction on hover."""
+    metric = METRICS.get(name)
+    if metric is None:
+        return html.escape(name)
+    better = f"{metric.direction} is better" if metric.ranks else f"ideal value {metric.ideal:g}"
+    return f'<span title="{html.escape(metric.display)}; {better}">{html.escape(name)}</span>'
+
+
+def _format(name: str) -> str:
+    metric = METRICS.get(name)
+    return metric.format if metric is not None else ".3f"
 
 
 def _table(head, rows) -> str:
@@ -563,7 +62,7 @@ def _table(head, rows) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _metrics_section(config: dict, summary: dict) -> str:
+def _metrics_section(config: StudyConfig, summary: dict) -> str:
     metrics = list(next(iter(summary["strategies"].values())).keys())
     chosen = (summary.get("chosen") or {}).get("model")
     rows = []
@@ -571,13 +70,9 @@ def _metrics_section(config: dict, summary: dict) -> str:
         kind = "fusion" if group == "strategies" else "single modality"
         for label, entry in summary[group].items():
             name = html.escape(label) + (" <b>(chosen)</b>" if label == chosen else "")
-            rows.append([name, kind, *(_fmt(entry[m]) for m in metrics)])
-    title = (
-        "out-of-fold, 95% bootstrap intervals"
-        if config["evaluation"]["bootstrap"]
-        else "out-of-fold"
-    )
-    head = ["model", "kind", *(html.escape(m) for m in metrics)]
+            rows.append([name, kind, *(_fmt(entry[m], _format(m)) for m in metrics)])
+    title = "out-of-fold, 95% bootstrap intervals" if config.evaluation.bootstrap else "out-of-fold"
+    head = ["model", "kind", *(_metric_head(m) for m in metrics)]
     return f"<h2>Metrics ({title})</h2>\n" + _table(head, rows)
 
 
@@ -614,7 +109,9 @@ def _contribution_section(summary: dict) -> str:
         "<p>A share is the modality's part of the mean |Shapley value|: how much the model's "
         "output moves with it (its size), not how useful it is for prediction. The last column "
         "is what the modality achieves on its own.</p>"
-        + _table(["modality", "mean |Shapley value|", "share", f"{html.escape(metric)} on its own"], rows)
+        + _table(
+            ["modality", "mean |Shapley value|", "share", f"{html.escape(metric)} on its own"], rows
+        )
     )
 
 
@@ -669,7 +166,7 @@ def _intervals_section(summary: dict) -> str:
     )
 
 
-def _drilldown_section(config: dict, summary: dict, figures) -> str:
+def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
     drill = summary.get("drilldown") or {}
     if not drill:
         return ""
@@ -690,9 +187,9 @@ def _drilldown_section(config: dict, summary: dict, figures) -> str:
         "Shapley value with missing-modality removal (the column 'modality value'). Top "
         "parts by |value|.</p>"
     )
-    if config["explanation"]["removal"] != "missing":
+    if config.explanation.removal != "missing":
         text += (
-            f"<p>This study's contributions use {html.escape(config['explanation']['removal'])} "
+            f"<p>This study's contributions use {html.escape(config.explanation.removal)} "
             "removal, so a row's modality value here differs from its contribution above.</p>"
         )
     if not drill["text_shown"] and any(r["kind"] == "text" for r in drill["records"]):
@@ -714,10 +211,10 @@ def _drilldown_section(config: dict, summary: dict, figures) -> str:
     return text
 
 
-def _headline_section(config: dict, summary: dict) -> str:
+def _headline_section(config: StudyConfig, summary: dict) -> str:
     from toolkit.datasets import dataset_info
 
-    synthetic = dataset_info(config["data"]["source"]).synthetic
+    synthetic = dataset_info(config.data.source).synthetic
     banner = (
         '<p class="warn"><b>SYNTHETIC DATA.</b> These results describe a generated dataset, '
         "not patients or people.</p>"
@@ -729,8 +226,8 @@ def _headline_section(config: dict, summary: dict) -> str:
     return f'{banner}<p class="{css}">{html.escape(headline_text(summary))}</p>'
 
 
-def _data_section(config: dict, summary: dict, n_groups) -> str:
-    facts = card_facts(config["data"]["source"])
+def _data_section(config: StudyConfig, summary: dict, n_groups) -> str:
+    facts = card_facts(config.data.source)
     rows = [[html.escape(k.replace("_", " ")), html.escape(v)] for k, v in facts.items()]
     out = "<h2>Data (from the data card)</h2>\n" + _table(["field", "value"], rows)
     folds = summary.get("folds_detail") or []
@@ -760,7 +257,9 @@ def _missingness_table(summary: dict) -> str:
     if not miss:
         return ""
     n = summary["n_samples"]
-    rows = [[html.escape(m), f"{v:.1%}", str(round(v * n))] for m, v in miss["missing_share"].items()]
+    rows = [
+        [html.escape(m), f"{v:.1%}", str(round(v * n))] for m, v in miss["missing_share"].items()
+    ]
     patterns = [[html.escape(p), str(c), f"{c / n:.1%}"] for p, c in miss["patterns"].items()]
     cells = [
         [html.escape(m), html.escape(c), f"{v:.1%}", str(round(v * n))]
@@ -792,9 +291,8 @@ def _robustness_section(summary: dict) -> str:
         for name, e in removed.items():
             drop = {"value": e["drop"], "low": e["drop_low"], "high": e["drop_high"]}
             rows.append([html.escape(label), html.escape(name), _fmt(full), _fmt(e), _fmt(drop)])
-    return (
-        f"<h2>Missing-modality robustness ({metric}, 95% intervals)</h2>\n"
-        + _table(["strategy", "removed", "all modalities", "without it", "drop (paired)"], rows)
+    return f"<h2>Missing-modality robustness ({metric}, 95% intervals)</h2>\n" + _table(
+        ["strategy", "removed", "all modalities", "without it", "drop (paired)"], rows
     )
 
 
@@ -827,7 +325,11 @@ def _conformal_section(summary: dict) -> str:
             rows.append([html.escape(label), html.escape(pattern), str(v["n"]),
                          f"{v['coverage']:.3f}{flag}", f"{size:.3f}",
                          f"{v.get('uninformative', 0.0):.0%}"])  # fmt: skip
-    size_name = "mean set size" if "mean_size" in next(iter(next(iter(conformal["strategies"].values())).values())) else "mean interval width"
+    size_name = (
+        "mean set size"
+        if "mean_size" in next(iter(next(iter(conformal["strategies"].values())).values()))
+        else "mean interval width"
+    )
     return (
         f"<h2>Conformal coverage per availability pattern (asked: {target:.0%})</h2>\n"
         "<p>Coverage: share of test rows whose set / interval holds the true value; ⚠ marks a "
@@ -838,13 +340,18 @@ def _conformal_section(summary: dict) -> str:
     )
 
 
-def _limitations_section(config: dict, summary: dict, n_groups) -> str:
-    items = "".join(f"<li>{html.escape(t)}</li>" for t in limitations(config, summary, n_groups=n_groups))
+def _limitations_section(config: StudyConfig, summary: dict, n_groups) -> str:
+    items = "".join(
+        f"<li>{html.escape(t)}</li>" for t in limitations(config, summary, n_groups=n_groups)
+    )
     return f"<h2>Limitations</h2><ul>{items}</ul>"
 
 
-def _tripod_section(config: dict, summary: dict) -> str:
-    rows = [[html.escape(t), html.escape(s), html.escape(w)] for t, s, w in tripod_checklist(config, summary)]
+def _tripod_section(config: StudyConfig, summary: dict) -> str:
+    rows = [
+        [html.escape(t), html.escape(s), html.escape(w)]
+        for t, s, w in tripod_checklist(config, summary)
+    ]
     return (
         "<h2>TRIPOD+AI checklist</h2><p>Topics of the TRIPOD+AI statement (Collins et al., BMJ "
         "2024;385:e078378) and where this report covers them; check the official checklist "
@@ -852,10 +359,10 @@ def _tripod_section(config: dict, summary: dict) -> str:
     )
 
 
-def _privacy_section(config: dict, examples) -> str:
+def _privacy_section(config: StudyConfig, examples) -> str:
     text = (
         "Raw note text is not included in this report."
-        if not config["output"]["include_text"]
+        if not config.output.include_text
         else "Raw text was included on request (output.include_text)."
     )
     if examples:
@@ -874,7 +381,7 @@ img{max-width:520px}small{color:#666}.warn{background:#fff3cd;border-left:4px so
 
 
 def write_report(
-    run: Path, config: dict, summary: dict, *, figures, text_examples=(), grouped_by=None,
+    run: Path, config: StudyConfig, summary: dict, *, figures, text_examples=(), grouped_by=None,
     n_groups=None, drilldown_figures=(),
 ) -> Path:  # fmt: skip
     """A self-contained report.html (figures embedded as PNG data URIs).
@@ -886,7 +393,7 @@ def write_report(
     limitations, TRIPOD+AI checklist, privacy, figures. ``grouped_by`` is what the folds
     were grouped by (see :func:`methods_text`), ``n_groups`` how many groups there are.
     """
-    name = html.escape(config["name"])
+    name = html.escape(config.name)
     figs = "".join(
         f"<figure>{_img(p)}<figcaption>{html.escape(t)}</figcaption></figure>"
         for t, p in figures.items()
@@ -914,7 +421,7 @@ def write_report(
 <html lang="en"><head><meta charset="utf-8"><title>{name} - study report</title>
 <style>{STYLE}</style></head><body>
 <h1>{name}</h1>
-<p>Task: {html.escape(config["task"])}; primary metric {html.escape(summary["primary_metric"])}.</p>
+<p>Task: {html.escape(config.task)}; primary metric {html.escape(summary["primary_metric"])}.</p>
 {chr(10).join(x for x in sections if x)}
 </body></html>"""
     path = run / "report.html"

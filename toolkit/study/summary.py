@@ -14,20 +14,17 @@ import numpy as np
 
 from toolkit.conformal import availability_patterns, coverage_table
 from toolkit.explain import contribution_magnitudes
-from toolkit.study.config import ConfigError
+from toolkit.study.config import ConfigError, StudyConfig
 from toolkit.study.metrics import (
-    CLASSIFICATION_METRICS,
+    METRICS,
     bootstrap_interval,
     bootstrap_resamples,
     calibration_table,
     classification_metrics,
+    default_primary,
     paired_difference,
-    regression_metric,
     regression_metrics,
 )
-
-#: Metrics where a smaller value is better (the best model minimises them).
-LOWER_IS_BETTER = {"mae", "rmse", "brier"}
 
 
 @dataclass
@@ -127,20 +124,25 @@ class _Scorer:
         return regression_metrics(self.y, pred, mosi=self.mosi)
 
     def fn(self, metric: str):
-        if self.classification:
-            fn, threshold = CLASSIFICATION_METRICS[metric], self.threshold
-            return lambda y, p: fn(y, p, threshold)
-        return regression_metric(metric)
+        """fn(y, prediction) of ``metric`` (at the study's threshold)."""
+        fn, threshold = METRICS[metric], self.threshold
+        return lambda y, p: fn(y, p, threshold)
 
 
-def primary_metric(config: dict, classes) -> str:
-    """``evaluation.primary_metric``, else AUROC (binary), accuracy (multi-class) or MAE."""
-    chosen = config["evaluation"].get("primary_metric")
+def primary_metric(config: StudyConfig, classes) -> str:
+    """``evaluation.primary_metric``, else the registry's default for the study's kind
+    (AUROC for binary, accuracy for multi-class classification, MAE for regression)."""
+    chosen = config.evaluation.primary_metric
     if chosen:
         return chosen
-    if classes is None:
-        return "mae"
-    return "auroc" if len(classes) == 2 else "accuracy"
+    return default_primary(config.task, None if classes is None else len(classes))
+
+
+def chance_levels(results: OutOfFold, metrics) -> dict[str, float]:
+    """{metric: the score of a model that ignores its inputs, on this study's targets},
+    for the ``metrics`` whose registry entry defines one."""
+    levels = {m: METRICS[m].chance_level(results.y) for m in metrics}
+    return {m: float(v) for m, v in levels.items() if v is not None}
 
 
 def _row(label, kind, metric, value, *, removed="", low=np.nan, high=np.nan) -> dict:
@@ -171,7 +173,7 @@ def _model_metrics(results: OutOfFold, scorer: _Scorer, *, primary, resamples):
 
 
 def _best(labels, entries: dict, primary: str):
-    sign = -1 if primary in LOWER_IS_BETTER else 1
+    sign = METRICS[primary].sign
     return max(labels, key=lambda s: sign * entries[s][primary]["value"]) if labels else None
 
 
@@ -253,14 +255,16 @@ def _interactions(results: OutOfFold, label: str | None) -> dict:
     }  # fmt: skip
 
 
-def _contribution_intervals(config: dict, results: OutOfFold, label: str | None) -> list[dict]:
+def _contribution_intervals(
+    config: StudyConfig, results: OutOfFold, label: str | None
+) -> list[dict]:
     """Intervals of the explained model's mean |Shapley value| and share per modality: a
     bootstrap of its out-of-fold rows (of groups when the study has groups: the same unit
     and resample count as the metrics' intervals), and a t interval across the folds' refits."""
     from toolkit.explain import contribution_intervals, refit_intervals
 
     values = results.contributions.get(label)
-    if not config["output"].get("intervals", True) or values is None or np.isnan(values).all():
+    if not config.output.intervals or values is None or np.isnan(values).all():
         return []
     import shap
 
@@ -268,11 +272,11 @@ def _contribution_intervals(config: dict, results: OutOfFold, label: str | None)
         return shap.Explanation(values[rows], feature_names=results.names)
 
     tables = []
-    n_boot = config["evaluation"]["bootstrap"]
+    n_boot = config.evaluation.bootstrap
     if n_boot >= 2:
         tables.append(contribution_intervals(
             explanation(slice(None)), groups=results.groups, n_resamples=n_boot,
-            random_state=config["seed"],
+            random_state=config.seed,
         ))  # fmt: skip
     folds = [k for k in np.unique(results.fold_of) if k >= 0]
     if len(folds) >= 2:
@@ -294,7 +298,7 @@ def _calibration(results: OutOfFold, labels) -> dict:
     return {label: calibration_table(results.y, models[label][:, 1]) for label in labels}
 
 
-def _conformal(config: dict, results: OutOfFold) -> dict:
+def _conformal(config: StudyConfig, results: OutOfFold) -> dict:
     """Coverage per availability pattern of each strategy's conformal sets / intervals."""
     if not results.conformal:
         return {}
@@ -316,7 +320,7 @@ def _conformal(config: dict, results: OutOfFold) -> dict:
                       "uninformative": float(row["uninformative"])}
             for pattern, row in table.iterrows()
         }  # fmt: skip
-    return {"confidence": config["evaluation"]["conformal"]["confidence"], "strategies": out}
+    return {"confidence": config.evaluation.conformal.confidence, "strategies": out}
 
 
 def _folds(results: OutOfFold) -> list[dict]:
@@ -368,7 +372,7 @@ def cell_missingness(frame, modalities) -> dict:
     return out
 
 
-def choose_model(config: dict, entries: dict, results: OutOfFold, primary: str) -> dict:
+def choose_model(config: StudyConfig, entries: dict, results: OutOfFold, primary: str) -> dict:
     """The saved model under ``output.model_rule``: its label, kind and the rule.
 
     ``best_mean_primary``: the best out-of-fold primary metric among every fusion strategy
@@ -376,7 +380,7 @@ def choose_model(config: dict, entries: dict, results: OutOfFold, primary: str) 
     chosen). ``fixed:<strategy>``: that strategy. ``auto``: ``fusion="auto"``, which
     chooses on the training rows when the model is refitted.
     """
-    rule = config["output"]["model_rule"]
+    rule = config.output.model_rule
     if rule == "auto":
         label = "auto" if "auto" in results.oof else None
         return {"rule": rule, "model": label, "kind": "auto"}
@@ -400,7 +404,7 @@ def _headline(results: OutOfFold, scorer: _Scorer, chosen: dict, entries: dict, 
     if single is None or fusion is None:
         return {"chosen": chosen["model"], "against": None, "verdict": "no comparison"}
     comparison = _compare(results, scorer, fusion, single, **boot)
-    sign = -1 if primary in LOWER_IS_BETTER else 1
+    sign = METRICS[primary].sign
     low, high = sorted((sign * comparison["low"], sign * comparison["high"]))
     if not np.isfinite(low):
         gain = sign * comparison["difference"]
@@ -414,18 +418,18 @@ def _headline(results: OutOfFold, scorer: _Scorer, chosen: dict, entries: dict, 
     return {"chosen": chosen["model"], "fusion": fusion, "verdict": verdict, **comparison}
 
 
-def summarize(config: dict, results: OutOfFold, *, grouped: bool) -> tuple[dict, list[dict]]:
+def summarize(config: StudyConfig, results: OutOfFold, *, grouped: bool) -> tuple[dict, list[dict]]:
     """The ``metrics.json`` summary and the ``metrics.csv`` rows of a finished study.
 
-    Bootstrap: ``evaluation.bootstrap`` resamples from ``RandomState(config["seed"])``, of
+    Bootstrap: ``evaluation.bootstrap`` resamples from ``RandomState(config.seed)``, of
     groups when the study has groups (all rows of each drawn group; a cluster bootstrap),
     else of rows; the *same* resamples serve every model, comparison and robustness row.
     """
-    ev = config["evaluation"]
-    scorer = _Scorer(results, ev["threshold"], mosi=ev.get("mosi_metrics", False))
+    ev = config.evaluation
+    scorer = _Scorer(results, ev.threshold, mosi=ev.mosi_metrics)
     primary = primary_metric(config, results.classes)
-    n_boot = ev["bootstrap"]
-    resamples = partial(bootstrap_resamples, len(results.y), n_boot, config["seed"], results.groups)
+    n_boot = ev.bootstrap
+    resamples = partial(bootstrap_resamples, len(results.y), n_boot, config.seed, results.groups)
     boot = {"primary": primary, "resamples": resamples}
     entries, rows = _model_metrics(results, scorer, **boot)
     best = _best(list(results.oof), entries, primary)
@@ -435,13 +439,14 @@ def summarize(config: dict, results: OutOfFold, *, grouped: bool) -> tuple[dict,
     shares = _shares(results)
     explained = chosen["model"] if chosen["model"] in shares else best
     summary = {
-        "task": config["task"],
+        "task": config.task,
         "n_samples": int(len(results.y)),
-        "folds": ev["cv"],
+        "folds": ev.cv,
         "grouped": grouped or None,
         "bootstrap": {"n_boot": n_boot, "unit": "group" if results.groups is not None else "row",
-                      "seed": config["seed"], "method": "percentile"},
+                      "seed": config.seed, "method": "percentile"},
         "primary_metric": primary,
+        "chance_levels": chance_levels(results, next(iter(entries.values()), {})),
         "best_strategy": best,
         "best_single_modality": best_baseline,
         "chosen": chosen,

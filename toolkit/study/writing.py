@@ -101,11 +101,11 @@ def mark_failed(run: Path, exc: BaseException) -> None:
 # -- inputs: config and environment ---------------------------------------------------------
 
 
-def environment(config: dict, command: str | None) -> dict:
+def environment(config, command: str | None) -> dict:
     """Command, seed, start time, Python, machine and package versions of a run."""
     return {
         "command": command or " ".join(sys.argv),
-        "seed": config["seed"],
+        "seed": config.seed,
         "started": _now(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.system()} {os.cpu_count()} cores",
@@ -113,10 +113,10 @@ def environment(config: dict, command: str | None) -> dict:
     }
 
 
-def write_inputs(run: Path, config: dict, command: str | None) -> None:
-    """``config.resolved.yaml`` (without private keys) and ``environment.json``."""
-    public = {k: v for k, v in config.items() if not k.startswith("_")}
-    (run / "config.resolved.yaml").write_text(yaml.safe_dump(public, sort_keys=False))
+def write_inputs(run: Path, config, command: str | None) -> None:
+    """``config.resolved.yaml`` (``config.to_dict()``: every key with its default filled
+    in; not the config file's path) and ``environment.json``."""
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (run / "environment.json").write_text(json.dumps(environment(config, command), indent=2))
 
 
