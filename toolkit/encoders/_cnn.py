@@ -16,7 +16,7 @@ so it is never cached, and the estimators give the fusion out-of-fold embeddings
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
@@ -25,25 +25,27 @@ from sklearn.utils.validation import check_is_fitted
 from toolkit._utils import (
     check_random_state_seed,
     is_missing,
-    progress,
     resolve_device,
     tensor_table,
+)
+from toolkit.training import (
+    chunks,
+    head_target,
+    mean_loss,
+    shuffled_batches,
+    train,
+    training_constraints,
 )
 
 _MAX_NETWORKS = 16
 
-#: Training parameters of every trainable backend (documented in each encoder).
+#: Training parameters of every trainable backend (documented in each encoder): the CNN's
+#: own and those of the shared loop (:data:`toolkit.training.TRAINING_CONSTRAINTS`), less
+#: ``batch_size`` and ``device``, which the encoders declare themselves (``"auto"`` allowed).
 TRAINING_CONSTRAINTS = {
     "widths": [tuple, list],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
-    "weight_decay": [Interval(Real, 0.0, None, closed="left")],
-    "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
-    "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
+    **training_constraints(exclude=("batch_size", "device")),
     "n_networks": [Interval(Integral, 1, _MAX_NETWORKS, closed="both")],
-    "random_state": ["random_state"],
-    "verbose": ["boolean"],
 }
 
 _MAX_WIDTH = 1024
@@ -320,35 +322,30 @@ class TrainableMixin:
         """(training rows, early-stopping validation rows, target tensor) for
         :meth:`_train_network`: the target is the class codes, or the float target
         standardized on the training rows (``y_mean_`` and ``y_scale_``; ``scale``: that
-        (mean, scale) instead, so that an ensemble's members share one)."""
-        import torch
+        (mean, scale) instead, so that an ensemble's members share one), see
+        :func:`toolkit.training.head_target`."""
+        from toolkit import model_selection
 
-        from toolkit.model_selection import validation_split
-
-        train_idx, val_idx = validation_split(n, groups, self.validation_fraction, seed)
+        train_idx, val_idx = model_selection.validation_split(
+            n, groups, self.validation_fraction, seed
+        )
         self.is_classifier_ = classify
-        if classify:
-            y = torch.as_tensor(target, dtype=torch.int64)
-        else:
-            if scale is None:
-                scale = (float(np.mean(target[train_idx])), float(np.std(target[train_idx])))
-            self.y_mean_, self.y_scale_ = scale[0], scale[1] or 1.0
-            y = torch.as_tensor((target - self.y_mean_) / self.y_scale_, dtype=torch.float32)
+        y, _ = head_target(self, target, classify, train_idx, scale=scale)
         return train_idx, val_idx, y
 
     def _train_network(
         self, net, forward, seed: int, split, params=None, train_mode=None, keep=None
     ):
-        """Train ``net`` on ``split`` (from :meth:`_split_and_target`); return it in
-        eval mode with the best epoch's weights (sets ``history_``, ``best_epoch_``,
-        ``n_epochs_``).
+        """Train ``net`` on ``split`` (from :meth:`_split_and_target`) with the shared loop
+        (:func:`toolkit.training.train`); return it in eval mode with the best epoch's
+        weights (sets ``history_``, ``best_epoch_``, ``n_epochs_``).
 
         ``forward(idx)`` gives the network's outputs (n, n_out) for the rows ``idx`` (a
         tensor of row indices on the device). ``params``: the parameters to train (all of
         ``net``'s by default); ``train_mode()``: puts the trained parts in training mode
         (``net.train()`` by default); ``keep``: the state-dict keys that training changes,
-        copied at the best epoch (all by default). AdamW, mini-batches of ``batch_size`` (a
-        last batch of one row joins the one before, so batch normalization has two values),
+        copied at the best epoch (all by default). Mini-batches of ``batch_size`` (a last
+        batch of one row joins the one before, so batch normalization has two values),
         early stopping on the validation rows' loss (the training loss without validation
         rows), bfloat16 autocast on a GPU. Call inside ``torch.random.fork_rng`` seeded with
         ``seed``, so the same seed gives the same network on the CPU.
@@ -359,84 +356,31 @@ class TrainableMixin:
         classify = self.is_classifier_
         loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
         y = y.to(self.device_)
-        amp = self.device_.type == "cuda"
-        gen = torch.Generator().manual_seed(seed)
-        params = list(net.parameters()) if params is None else list(params)
-        train_mode = net.train if train_mode is None else train_mode
-        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        tr = torch.as_tensor(train_idx)
-        va = torch.as_tensor(val_idx).to(self.device_)
         size = self._train_batch_size()
-        starts = list(range(0, len(tr), size))
-        if len(starts) > 1 and len(tr) - starts[-1] == 1:
-            starts.pop()  # the last row joins the batch before
-        ends = starts[1:] + [len(tr)]
+        va = torch.as_tensor(val_idx).to(self.device_)
 
-        def score(out):
-            return out.float() if classify else out.float()[:, 0]
+        def loss(idx):
+            out = forward(idx).float()
+            return loss_fn(out if classify else out[:, 0], y[idx])
 
-        def state():
-            return {
-                k: v.detach().clone()
-                for k, v in net.state_dict().items()
-                if keep is None or k in keep
-            }
+        def batches(generator):
+            return shuffled_batches(train_idx, size, generator, self.device_, join_single=True)
 
-        best, best_state, since = np.inf, None, 0
-        self.history_ = []
-        bar = progress(
-            range(self.max_epochs),
-            total=self.max_epochs,
+        return train(
+            self,
+            net,
+            loss,
+            batches,
+            generator=torch.Generator().manual_seed(seed),
+            device=self.device_,
+            validation=(lambda: mean_loss(loss, chunks(va))) if len(va) else None,
+            params=params,
+            train_mode=train_mode,
+            keep=keep,
+            name=f"{type(self).__name__}(backend={self.backend!r})",
+            hint="check the items for extreme values",
             desc=f"training {self.modality} {self.backend}",
-            enabled=self.verbose,
         )
-        for epoch in bar:
-            train_mode()
-            order = tr[torch.randperm(len(tr), generator=gen)]
-            total = 0.0
-            for start, end in zip(starts, ends, strict=True):
-                idx = order[start:end].to(self.device_)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    out = forward(idx)
-                loss = loss_fn(score(out), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            record = {"epoch": epoch, "train_loss": total / max(len(order), 1)}
-            monitor = record["train_loss"]
-            if len(va):
-                net.eval()
-                monitor = 0.0
-                with torch.no_grad():
-                    for start in range(0, len(va), 1024):
-                        idx = va[start : start + 1024]
-                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                            out = forward(idx)
-                        monitor += float(loss_fn(score(out), y[idx])) * len(idx)
-                monitor /= len(va)
-                record["valid_loss"] = monitor
-            self.history_.append(record)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            if monitor < best - 1e-5:
-                best, since, self.best_epoch_ = monitor, 0, epoch
-                best_state = state()
-            else:
-                since += 1
-                if since >= self.patience:
-                    break
-        if hasattr(bar, "close"):
-            bar.close()
-        if best_state is None:
-            raise ValueError(
-                f"{type(self).__name__}(backend={self.backend!r}) training diverged: the loss "
-                f"was NaN or infinite in all {len(self.history_)} epoch(s); lower learning_rate "
-                f"(now {self.learning_rate}) or check the items for extreme values"
-            )
-        net.load_state_dict(best_state, strict=keep is None)
-        self.n_epochs_ = len(self.history_)
-        return net.eval()
 
     def _cnn_embed(self, decoded: list) -> np.ndarray:
         """Pooled features (n, n_features_out_) of decoded items (or, inside

@@ -17,24 +17,27 @@ persistence layer already checks (no custom code, tensors matched against the he
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from toolkit._utils import check_random_state_seed, progress
+from toolkit import model_selection
+from toolkit._utils import check_random_state_seed
+from toolkit.encoders import _finetune as finetune
+from toolkit.training import (
+    chunks,
+    head_target,
+    mean_loss,
+    seeded,
+    train,
+    training_constraints,
+)
 
-#: Parameters of fine-tuning (documented in :class:`~toolkit.encoders.text.TextEncoder`).
+#: Parameters of fine-tuning (documented in :class:`~toolkit.encoders.text.TextEncoder`):
+#: its own and those of the shared loop (:data:`toolkit.training.TRAINING_CONSTRAINTS`), less
+#: ``batch_size``, ``device`` and ``random_state``, which the encoder declares itself.
 FINE_TUNE_CONSTRAINTS = {
-    "fine_tune": ["boolean", StrOptions({"top"})],
-    "trainable_layers": [Interval(Integral, 0, None, closed="left")],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
-    "weight_decay": [Interval(Real, 0.0, None, closed="left")],
-    "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
-    "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
-    "verbose": ["boolean"],
+    **finetune.FINE_TUNE_CONSTRAINTS,
+    "trainable_layers": finetune.depth_constraint(),
+    **training_constraints(exclude=("batch_size", "device", "random_state")),
 }
 
 _MAX_UNITS = 100_000
@@ -119,15 +122,72 @@ def epoch_batches(rows: np.ndarray, lengths: np.ndarray, size: int, gen) -> list
 
 
 def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, groups) -> None:
-    """Train ``encoder.model_``'s top layers and a head on ``texts``; set the fitted state."""
+    """Train ``encoder.model_``'s top layers and a head on ``texts`` with the shared loop
+    (:func:`toolkit.training.train`); set the fitted state."""
     import torch
 
     from toolkit.encoders._cnn import _torch_threads
-    from toolkit.model_selection import validation_split
 
     model, device = encoder.model_, encoder.device_
     seed = check_random_state_seed(encoder.random_state)
+    top, trainable, names = _unfreeze_top(encoder, model)
+    train_idx, val_idx = model_selection.validation_split(
+        len(texts), groups, encoder.validation_fraction, seed
+    )
+    encoder.is_classifier_ = classify
+    y, loss_fn = head_target(encoder, target, classify, train_idx)
+    y = y.to(device)
+    encoder.head_spec_ = head_spec(encoder.n_features_out_, n_out)
+    tokens = encoder._finish_reads(texts)  # once; a batch is padded to its longest text
+    lengths = np.asarray([len(t["input_ids"]) for t in tokens])
+    size = encoder._train_batch_size()
+    by_length = val_idx[np.argsort(lengths[val_idx], kind="stable")].tolist()
+    validation = (lambda: mean_loss(loss, chunks(by_length, size))) if len(val_idx) else None
+
+    def loss(rows):
+        batch = {k: v.to(device) for k, v in encoder._pad([tokens[i] for i in rows]).items()}
+        pooled = encoder._pool(batch)
+        pooled = torch.nn.functional.dropout(pooled, encoder.dropout, training=head.training)
+        out = head(pooled).float()
+        return loss_fn(out if classify else out[:, 0], y[rows])
+
+    def train_mode():
+        model.eval()  # frozen layers: no dropout
+        for layer in top:
+            layer.train()
+        head.train()
+
+    with _torch_threads(device), seeded(seed) as gen:
+        head = build_head(encoder.head_spec_).to(device)
+        net = torch.nn.ModuleDict({"model": model, "head": head})
+        keep = {f"model.{n}" for n in names} | {f"head.{k}" for k in head.state_dict()}
+        try:
+            train(
+                encoder,
+                net,
+                loss,
+                lambda generator: epoch_batches(train_idx, lengths, size, generator),
+                generator=gen,
+                device=device,
+                validation=validation,
+                params=[*trainable, *head.parameters()],
+                train_mode=train_mode,
+                keep=keep,
+                name="TextEncoder(fine_tune=True)",
+                desc="fine-tuning text transformers",
+            )
+        finally:
+            model.requires_grad_(False)
+    encoder.model_ = model.eval()
+    encoder.head_ = head.eval()
+    encoder.trained_parameters_ = names
+
+
+def _unfreeze_top(encoder, model) -> tuple[list, list, list[str]]:
+    """Freeze ``model`` but its top ``trainable_layers`` transformer layers (checked):
+    (those layers, their parameters, their qualified parameter names)."""
     k = encoder.trainable_layers
+    top = []
     if k:
         stack = transformer_layers(model)
         if k > len(stack):
@@ -136,118 +196,8 @@ def fine_tune(encoder, texts: list[str], target, classify: bool, n_out: int, gro
                 f"'{encoder.model_location_}'; choose 0 to {len(stack)}"
             )
         top = list(stack)[len(stack) - k :]
-    else:
-        top = []
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     trainable = [p for layer in top for p in layer.parameters()]
     for p in trainable:
         p.requires_grad_(True)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-
-    train_idx, val_idx = validation_split(len(texts), groups, encoder.validation_fraction, seed)
-    encoder.is_classifier_ = classify
-    if classify:
-        y = torch.as_tensor(target, dtype=torch.int64)
-        loss_fn = torch.nn.CrossEntropyLoss()
-    else:
-        encoder.y_mean_ = float(np.mean(target[train_idx]))
-        encoder.y_scale_ = float(np.std(target[train_idx])) or 1.0
-        y = torch.as_tensor((target - encoder.y_mean_) / encoder.y_scale_, dtype=torch.float32)
-        loss_fn = torch.nn.MSELoss()
-    y = y.to(device)
-    encoder.head_spec_ = head_spec(encoder.n_features_out_, n_out)
-    amp = device.type == "cuda"
-
-    # Tokenized once; batches are padded to their own longest text.
-    tokens = encoder._finish_reads(texts)
-    lengths = np.asarray([len(t["input_ids"]) for t in tokens])
-    size = encoder._train_batch_size()
-
-    def forward(head, rows, training: bool):
-        batch = {k: v.to(device) for k, v in encoder._pad([tokens[i] for i in rows]).items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            pooled = encoder._pool(batch)
-            pooled = torch.nn.functional.dropout(pooled, encoder.dropout, training=training)
-            out = head(pooled).float()
-        return out if classify else out[:, 0]
-
-    def valid_loss(head) -> float:
-        model.eval()
-        head.eval()
-        total = 0.0
-        order = val_idx[np.argsort(lengths[val_idx], kind="stable")].tolist()
-        with torch.no_grad():
-            for start in range(0, len(order), size):
-                rows = order[start : start + size]
-                total += float(loss_fn(forward(head, rows, False), y[rows])) * len(rows)
-        return total / len(order)
-
-    with _torch_threads(device), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        head = build_head(encoder.head_spec_).to(device)
-        opt = torch.optim.AdamW(
-            [*trainable, *head.parameters()],
-            lr=encoder.learning_rate,
-            weight_decay=encoder.weight_decay,
-        )
-        best, best_state, since = np.inf, None, 0
-        encoder.history_ = []
-        bar = progress(
-            range(encoder.max_epochs),
-            total=encoder.max_epochs,
-            desc="fine-tuning text transformers",
-            enabled=encoder.verbose,
-        )
-        for epoch in bar:
-            model.eval()  # frozen layers: no dropout
-            for layer in top:
-                layer.train()
-            head.train()
-            order = epoch_batches(train_idx, lengths, size, gen)
-            total = 0.0
-            for rows in order:
-                loss = loss_fn(forward(head, rows, True), y[rows])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(rows)
-            record = {"epoch": epoch, "train_loss": total / max(len(train_idx), 1)}
-            monitor = record["train_loss"]
-            if len(val_idx):
-                monitor = record["valid_loss"] = valid_loss(head)
-            encoder.history_.append(record)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            if monitor < best - 1e-5:
-                best, since, encoder.best_epoch_ = monitor, 0, epoch
-                params = dict(model.named_parameters())
-                best_state = (
-                    {n: params[n].detach().clone() for n in names},
-                    {n: v.detach().clone() for n, v in head.state_dict().items()},
-                )
-            else:
-                since += 1
-                if since >= encoder.patience:
-                    break
-        if hasattr(bar, "close"):
-            bar.close()
-    for p in trainable:
-        p.requires_grad_(False)
-    if best_state is None:
-        raise ValueError(
-            f"TextEncoder(fine_tune=True) training diverged: the loss was NaN or infinite in "
-            f"all {len(encoder.history_)} epoch(s); lower learning_rate (now "
-            f"{encoder.learning_rate})"
-        )
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, value in best_state[0].items():
-            params[n].copy_(value)
-    head.load_state_dict(best_state[1])
-    encoder.model_ = model.eval()
-    encoder.head_ = head.eval()
-    encoder.trained_parameters_ = names
-    encoder.n_epochs_ = len(encoder.history_)
-
+    return top, trainable, [n for n, p in model.named_parameters() if p.requires_grad]

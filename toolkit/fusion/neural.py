@@ -4,35 +4,38 @@ persistence protocol and outputs.
 A subclass says which network it trains: ``_module_spec(dims, n_out)`` describes it as a
 plain dict (stored in ``module_spec_``, so a saved model can check its weights before
 building it) and ``_build_module(spec)`` builds it from that dict, on any device including
-``meta``. Everything else (standardized inputs, AdamW, dropout of whole modalities, early
-stopping on the full rows and every leave-one-modality-out view, seeded determinism,
-safetensors weights) is here, once.
+``meta``. Everything else (standardized inputs, dropout of whole modalities, early stopping
+on the full rows and every leave-one-modality-out view, safetensors weights) is here, once;
+the epochs themselves (AdamW, early stopping, seeded determinism) are the shared loop of
+:func:`toolkit.training.train`.
 """
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from toolkit import model_selection
 from toolkit._utils import check_random_state_seed, resolve_device
 from toolkit.embeddings import Embeddings
 from toolkit.fusion.base import BaseFusion, BlockScaler, drop_modalities
+from toolkit.training import (
+    head_target,
+    seeded,
+    shuffled_batches,
+    train,
+    training_constraints,
+)
 
-#: The training parameters every torch fusion shares (their docstrings: ``_TRAINING_DOC``).
+#: The parameters every torch fusion shares: modality dropout and those of the shared
+#: training loop (:data:`toolkit.training.TRAINING_CONSTRAINTS`; the fusions show no
+#: progress bar, so no ``verbose``).
 TRAINING_CONSTRAINTS = {
     "modality_dropout": [Interval(Real, 0.0, 1.0, closed="left")],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
-    "weight_decay": [Interval(Real, 0.0, None, closed="left")],
-    "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
-    "patience": [Interval(Integral, 1, None, closed="left")],
-    "validation_fraction": [Interval(Real, 0.0, 1.0, closed="left")],
-    "device": [str, None],
-    "random_state": ["random_state"],
+    **training_constraints(exclude=("verbose",)),
 }
 
 
@@ -168,27 +171,17 @@ class NeuralFusion(BaseFusion):
             self.block_scales_ = self._block_scales(emb, y, groups, seed)
             for name, scale in self.block_scales_.items():
                 self.scaler_.weight_[name] *= scale
-        if self.is_classifier_:
-            target = torch.as_tensor(y.astype(np.int64))
-            n_out = self.n_classes_
-            loss_fn = torch.nn.CrossEntropyLoss()
-        else:
-            self.y_mean_, self.y_scale_ = float(np.mean(y)), float(np.std(y)) or 1.0
-            target = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float64)
-            n_out = 1
-            loss_fn = torch.nn.MSELoss()
+        # a regression target is standardized on all rows (the network fits it in float64)
+        target, loss_fn = head_target(self, y, self.is_classifier_, dtype=torch.float64)
+        n_out = self.n_classes_ if self.is_classifier_ else 1
         target = target.to(self.device_)
         xs, mask = self._tensors(emb)
         n = emb.n_samples
         self.module_spec_ = self._module_spec([x.shape[1] for x in xs], n_out)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed)
+        with seeded(seed) as gen:
             self.module_ = self._build_module(self.module_spec_).to(self.device_, torch.float64)
             train_idx, val_idx = self._split(n, groups, seed, gen)
             self._train(xs, mask, target, loss_fn, train_idx, val_idx, gen)
-        self.module_.eval()
-        self.n_epochs_ = len(self.history_)
         return self
 
     def _block_scales(self, emb: Embeddings, y, groups, seed: int) -> dict[str, float]:
@@ -203,9 +196,8 @@ class NeuralFusion(BaseFusion):
         same C_m, hence the same scale.
         """
         from toolkit.fusion._heads import fit_head
-        from toolkit.model_selection import check_groups
 
-        groups = check_groups(groups, emb.n_samples)
+        groups = model_selection.check_groups(groups, emb.n_samples)
         blocks = BlockScaler().fit(emb, balance=True).transform(emb)
         params = {}
         for m, name in enumerate(emb.names):
@@ -224,68 +216,57 @@ class NeuralFusion(BaseFusion):
         return {name: float(np.sqrt(p / top)) for name, p in params.items()}
 
     def _split(self, n: int, groups, seed: int, gen):
-        """(train, validation) row indices: a seeded permutation, or whole groups."""
+        """(train, validation) row indices: whole groups with ``groups``
+        (:func:`toolkit.model_selection.validation_split`), else the first
+        ``round(validation_fraction * n)`` rows of a permutation drawn from ``gen`` (drawn in
+        both cases, so that the seeded fits of earlier releases are reproduced)."""
         import torch
 
         perm = torch.randperm(n, generator=gen)
         n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
         if groups is None:
             return perm[n_val:], perm[:n_val]
-        from toolkit.model_selection import check_groups, validation_split
-
-        tr, va = validation_split(n, check_groups(groups, n), self.validation_fraction, seed)
+        tr, va = model_selection.validation_split(
+            n, model_selection.check_groups(groups, n), self.validation_fraction, seed
+        )
         return torch.from_numpy(tr), torch.from_numpy(va)
 
     def _train(self, xs, mask, target, loss_fn, train_idx, val_idx, gen) -> None:
+        """Train ``module_`` with the shared loop (:func:`toolkit.training.train`): batches
+        of ``batch_size`` rows, each available modality of a row hidden with probability
+        ``modality_dropout`` (the uniforms drawn once per epoch, after the shuffle)."""
         import torch
 
-        opt = torch.optim.AdamW(
-            self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+        def batches(generator):
+            rows = shuffled_batches(train_idx, self.batch_size, generator, self.device_)
+            if self.modality_dropout <= 0:
+                return [(idx, None) for idx in rows]
+            n = sum(len(idx) for idx in rows)
+            uniforms = torch.rand((n, mask.shape[1]), generator=generator).to(self.device_)
+            starts = np.cumsum([0, *(len(idx) for idx in rows)])
+            return [(i, uniforms[s : s + len(i)]) for i, s in zip(rows, starts[:-1], strict=True)]
+
+        def loss(batch):
+            idx, uniform = batch
+            m = mask[idx]
+            if uniform is not None:
+                m = drop_modalities(m, uniform, self.modality_dropout)
+            return self._loss(loss_fn, self._run_module([x[idx] for x in xs], m), target[idx])
+
+        def validation():
+            return self._validation_loss(xs, mask, target, val_idx, loss_fn)
+
+        train(
+            self,
+            self.module_,
+            loss,
+            batches,
+            generator=gen,
+            device=self.device_,
+            validation=validation if len(val_idx) else None,
+            autocast=False,  # a float64 network (autocast would leave it as it is)
+            hint="check the embeddings for extreme values",
         )
-        best, best_state, since = np.inf, None, 0
-        self.history_ = []
-        for epoch in range(self.max_epochs):
-            self.module_.train()
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            # One copy to the device per epoch and no read-back per step, so a GPU is never
-            # waited on inside the epoch (the uniforms are the numbers one draw per batch
-            # would give: the generator's stream is consumed in the same order).
-            if self.modality_dropout > 0:
-                uniforms = torch.rand((len(order), mask.shape[1]), generator=gen)
-                uniforms = uniforms.to(self.device_)
-            order = order.to(self.device_)
-            total = torch.zeros((), dtype=torch.float64, device=self.device_)
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                m = mask[idx]
-                if self.modality_dropout > 0:
-                    uniform = uniforms[start : start + self.batch_size]
-                    m = drop_modalities(m, uniform, self.modality_dropout)
-                loss = self._loss(loss_fn, self._run_module([x[idx] for x in xs], m), target[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.detach().double() * len(idx)
-            record = {"epoch": epoch, "train_loss": float(total) / max(len(order), 1)}
-            monitor = record["train_loss"]
-            if len(val_idx):
-                monitor = self._validation_loss(xs, mask, target, val_idx, loss_fn)
-                record["valid_loss"] = monitor
-            self.history_.append(record)
-            if monitor < best - 1e-5:
-                best, since, self.best_epoch_ = monitor, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
-            else:
-                since += 1
-                if since >= self.patience:
-                    break
-        if best_state is None:
-            raise ValueError(
-                f"{type(self).__name__} training diverged: the loss was NaN or infinite in all "
-                f"{len(self.history_)} epoch(s); lower learning_rate (now "
-                f"{self.learning_rate}) or check the embeddings for extreme values"
-            )
-        self.module_.load_state_dict(best_state)
 
     def _loss(self, loss_fn, out, target):
         return loss_fn(out if self.is_classifier_ else out[:, 0], target)
