@@ -151,11 +151,12 @@ def test_run_with_a_bad_override_exits_2_and_makes_no_folder(tiny, tmp_path, cap
 # -- every shipped pipeline against its data ------------------------------------------------
 
 
-def _template_path(raw: dict) -> str | None:
-    """Why a template pipeline cannot be read here (a placeholder input path), or None."""
+def _template_path(raw: dict, folder: Path) -> str | None:
+    """Why a template pipeline cannot be read here (a placeholder input path), or None;
+    relative paths are read against the config's ``folder``, as the study reads them."""
     params = raw["data"].get("params") or {}
     for key in ("csv", "path", "data_dir"):
-        if key in params and not Path(params[key]).exists():
+        if key in params and not (folder / Path(params[key]).expanduser()).exists():
             return f"its data.params.{key} '{params[key]}' is absent (a template to fill in)"
     return None
 
@@ -163,7 +164,7 @@ def _template_path(raw: dict) -> str | None:
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_pipeline_passes_mmtk_validate(path, capsys, monkeypatch, request):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    reason = _template_path(raw)
+    reason = _template_path(raw, path.parent)
     if reason:
         pytest.skip(reason)
     if DATASETS[raw["data"]["source"]].kind != "synthetic":
