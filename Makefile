@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
+# Test processes (pytest-xdist). --dist loadfile keeps each test file in one process, so the
+# fitted models a module-scoped fixture shares are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -26,7 +29,7 @@ demo: $(VENV)/.stamp-embed
 	$(VENV)/bin/mmtk run pipelines/sentiment.yaml --out runs/
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q tests toolkit notebooks --doctest-modules --nbmake
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests toolkit notebooks --doctest-modules --nbmake
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: $(VENV)/.stamp-dev
