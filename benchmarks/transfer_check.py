@@ -7,7 +7,7 @@ seed) are checked with the default encoders, speakers as groups. The audio encod
 fixed, so its embeddings are cached across pairings (``memory``). Prints one line per
 modality and pairing and whether the goal holds. Real data: skipped without the folder.
 
-    python benchmarks/transfer_check.py --seeds 0 1 2 --noise 4 --rows 2000
+    python benchmarks/transfer_check.py --seeds 0 1 2 --noise 4 --rows 2000 [--model] [--cnn]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 
-def check_pairing(seed: int, data_dir, noise: float, rows: int, cache, model: bool):
-    from toolkit import MultimodalClassifier
+def check_pairing(seed: int, data_dir, noise: float, rows: int, cache, model: bool, cnn: bool):
+    from toolkit import ImageEncoder, MultimodalClassifier
     from toolkit.datasets import load_av_digits
     from toolkit.diagnostics import group_transfer
 
@@ -29,7 +29,11 @@ def check_pairing(seed: int, data_dir, noise: float, rows: int, cache, model: bo
     df = data.frame[data.frame["split"] == "train"]
     if rows < len(df):
         df = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), rows, replace=False))]
-    clf = MultimodalClassifier(data.modalities, memory=cache, random_state=0)
+    modalities = data.modalities
+    if cnn:  # the trainable image CNN: cross-fitted over rows (within) and speakers (across)
+        image = ImageEncoder(backend="cnn", value_range=(0.0, 16.0), progress=False)
+        modalities = [modalities[0], ("image", image, "image")]
+    clf = MultimodalClassifier(modalities, memory=cache, random_state=0)
     start = time.perf_counter()
     check = group_transfer(
         clf, df, df["label"], df["speaker"], cv=4, model=model, group_name="speakers"
@@ -43,6 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", type=float, default=4.0)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--model", action="store_true", help="also the per-speaker model scores")
+    parser.add_argument("--cnn", action="store_true", help="ImageEncoder(backend='cnn')")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     from toolkit.datasets.loaders import data_home
@@ -56,9 +61,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="transfer-cache-") as cache:
         for seed in args.seeds:
             check, seconds = check_pairing(
-                seed, args.data_dir, args.noise, args.rows, cache, args.model
+                seed, args.data_dir, args.noise, args.rows, cache, args.model, args.cnn
             )
-            print(f"pairing {seed}, image noise {args.noise:g}, {args.rows} rows: {seconds:.1f} s")
+            image = "CNN image encoder" if args.cnn else "default encoders"
+            print(
+                f"pairing {seed}, image noise {args.noise:g}, {args.rows} rows, {image}: {seconds:.1f} s"
+            )
             print(check.summary())
             flagged = set(check.flagged)
             ok = "audio" in flagged and "image" not in flagged
