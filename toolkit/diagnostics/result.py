@@ -232,6 +232,15 @@ def group_scores(y, output, groups, *, scoring="accuracy", folds=None, label="mo
         e.g. AUROC of a group with one class), ``fold``. The dict: ``pooled`` (all rows),
         ``mean``, ``std``, ``worst`` / ``worst_group``, ``best`` / ``best_group``,
         ``spread``, ``n_groups`` (scored groups), ``label``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from toolkit.diagnostics import group_scores
+    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    >>> table, summary = group_scores([0, 1, 0, 1], proba, ["a", "a", "b", "b"])
+    >>> table["score"].tolist(), summary["worst_group"], summary["pooled"]
+    ([1.0, 0.0], 'b', 0.5)
     """
     if isinstance(scoring, tuple):
         metric, fn, greater = scoring
