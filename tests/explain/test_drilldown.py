@@ -23,6 +23,8 @@ from toolkit import (
     TabularEncoder,
     TextEncoder,
 )
+from toolkit.encoders import FeatureEncoder
+from toolkit.encoders.base import BaseEncoder
 from toolkit.explain import (
     ImageGrid,
     ScanBlocks,
@@ -358,3 +360,64 @@ def test_drill_down_errors():
     )
     with pytest.raises(ValueError, match="no encoder for modality 'note'"):
         drill_down(bare, df, "note")
+
+
+class _WordFlags(BaseEncoder):
+    """An encoder the drill-down has never heard of: one flag per known word of a text. It
+    declares its parts (words) and how it reads one item; nothing else is registered."""
+
+    modality = "text"
+
+    def __init__(self, batch_size=32, on_error="raise", progress=False):
+        self.batch_size = batch_size
+        self.on_error = on_error
+        self.progress = progress
+
+    def _read(self, item):
+        return str(item)
+
+    def _fit(self, decoded):
+        self.n_features_out_ = 2
+
+    def _encode_batch(self, texts):
+        return np.array([[("wonderful" in t) * 1.0, ("dreadful" in t) * 1.0] for t in texts])
+
+    def masker(self):
+        return Words()
+
+
+def test_a_new_encoder_is_drilled_through_what_it_declares():
+    from toolkit.study.drilldown import drillable
+
+    df, y, _ = _texts(n=120)
+    clf = _text_model("early", df, y, encoder=_WordFlags())
+    rows = df.iloc[:3]
+    words = drill_down(clf, rows, "note", max_parts=14)
+    totals = [float(np.sum(v)) for v in words.values]  # ragged: one array per row
+    np.testing.assert_allclose(totals, clf.explain(rows).values[:, 0], atol=1e-9)
+    assert any(abs(t) > 1e-3 for t in totals)
+    assert drillable([("note", _WordFlags(), "note"), ("lab", TabularEncoder(), ["lab"])]) == (
+        {"note": "text"},
+        {"lab": "TabularEncoder has no parts to drill into"},
+    )
+    # an encoder that declares no parts is refused by what it declares, not by its class name
+    plain = FeatureEncoder()
+    assert plain.masker() is None
+
+
+def test_encoders_declare_their_parts_and_read_one_item_as_they_encode():
+    image = np.linspace(0, 1000, 48).reshape(4, 4, 3)
+    enc = ImageEncoder(value_range=(0, 1000), pixel_size=2).fit([image])
+    read = enc.read_item(image)
+    assert read.min() == 0.0 and read.max() == 1.0  # on the encoder's [0, 1] scale
+    np.testing.assert_allclose(enc.restore_item(read), image)  # back to the raw scale
+    np.testing.assert_array_equal(enc.transform([enc.restore_item(read)]), enc.transform([image]))
+    assert [type(e.masker()).__name__ for e in (TextEncoder(), enc, AudioEncoder())] == [
+        "Words",
+        "ImageGrid",
+        "TimeSegments",
+    ]
+    assert all(e.masker().kind == e.modality for e in (TextEncoder(), enc, AudioEncoder()))
+    assert TextEncoder().read_item(None) == ""
+    wave, rate = AudioEncoder(sample_rate=8000).read_item((np.zeros(16000, np.float32), 16000))
+    assert rate == 8000 and wave.shape == (8000,)
