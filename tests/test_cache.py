@@ -64,3 +64,20 @@ def test_features_version_is_part_of_the_key_and_n_jobs_is_not(monkeypatch):
         # A cache written by another version of the features is never served.
         monkeypatch.setattr(cls, "features_version", cls.features_version + 1)
         assert encoder_key(cls()) != key
+
+
+def test_encoder_key_includes_the_backend_class(monkeypatch):
+    from toolkit.encoders.backends import IMAGE_BACKENDS
+    from toolkit.encoders.backends.descriptors import Descriptors
+
+    enc = ImageEncoder()
+    before = encoder_key(enc)
+    assert encoder_key(ImageEncoder()) == before
+
+    class EditedDescriptors(Descriptors):
+        """The same backend name, defined by other code: its blocks must not be reused."""
+
+    monkeypatch.setitem(IMAGE_BACKENDS._backends, "descriptors", EditedDescriptors())
+    assert encoder_key(enc) != before
+    # a backend the registry does not hold is keyed too (the encoder refuses it on fitting)
+    assert encoder_key(ImageEncoder(backend="nope")).startswith("ImageEncoder-")
