@@ -16,8 +16,6 @@ from toolkit.encoders._finetune import (
     FineTuneMixin,
     check_fine_tune,
     depth_constraint,
-    load_pretrained,
-    replace_head,
 )
 from toolkit.encoders.backends import IMAGE_BACKENDS
 from toolkit.encoders.backends.descriptors import image_descriptors
@@ -287,16 +285,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         """The torchvision network with the state dict of ``weights`` and a new head."""
         if self.value_range is not None:
             _value_range(self.value_range)
-        backend = self.backend_object()
-        net = backend.build_network(self)
-        if self.weights is None:
-            raise ValueError(
-                "backend='torchvision' needs weights=<state dict file>; nothing is downloaded"
-            )
-        load_pretrained(
-            net, self.weights, f"torchvision's '{self.model}' with model_kwargs={self.model_kwargs}"
-        )
-        return replace_head(net, n_out)
+        return self.backend_object().fine_tune_network(self, n_out)
 
     def _ft_inputs(self, images: list):
         """The training images as one (n, 3, side, side) tensor, as encoding prepares them."""

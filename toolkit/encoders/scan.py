@@ -15,8 +15,6 @@ from toolkit.encoders._finetune import (
     FineTuneMixin,
     check_fine_tune,
     depth_constraint,
-    load_pretrained,
-    replace_head,
 )
 from toolkit.encoders.backends import SCAN_BACKENDS
 from toolkit.encoders.backends.scan_statistics import scan_statistics
@@ -260,15 +258,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     def _ft_network(self, n_out: int):
         """The MONAI network with the state dict of ``weights`` and a new head."""
         _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
-        net = self.build_network()
-        if self.weights is None:
-            raise ValueError(
-                "backend='monai' needs weights=<state dict file>; nothing is downloaded"
-            )
-        load_pretrained(
-            net, self.weights, f"MONAI's '{self.model}' with model_kwargs={self.model_kwargs}"
-        )
-        return replace_head(net, n_out)
+        return self.backend_object().fine_tune_network(self, n_out)
 
     def _ft_inputs(self, volumes: list):
         """The training volumes (resized and scaled) as one (n, 1, *spatial_size) tensor."""

@@ -186,6 +186,20 @@ class TorchBackbone(Backend):
         apply_weights(net, encoder.weights)
         return net
 
+    def fine_tune_network(self, encoder, n_out: int):
+        """The network with the state dict of ``weights`` (a mismatch names the architecture
+        and its ``model_kwargs``) and a new head of ``n_out`` outputs, for fine-tuning."""
+        from toolkit.encoders._finetune import load_pretrained, replace_head
+
+        net = self.build_network(encoder)
+        if encoder.weights is None:
+            raise ValueError(
+                f"backend={self.name!r} needs weights=<state dict file>; nothing is downloaded"
+            )
+        what = f"{self.name}'s '{encoder.model}' with model_kwargs={encoder.model_kwargs}"
+        load_pretrained(net, encoder.weights, what)
+        return replace_head(net, n_out)
+
     def fit(self, encoder, decoded) -> None:
         """Load the pretrained backbone, frozen, and probe its feature width."""
         import torch
