@@ -141,9 +141,7 @@ def test_fast_path_chooses_as_the_full_float64_grid_and_refits_to_the_same_head(
 def test_identical_heads_are_fitted_once_only_inside_shared_heads(monkeypatch):
     calls = []
     original = _heads._fit_logistic
-    monkeypatch.setattr(
-        _heads, "_fit_logistic", lambda *a: calls.append(1) or original(*a)
-    )
+    monkeypatch.setattr(_heads, "_fit_logistic", lambda *a: calls.append(1) or original(*a))
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 3))
     y = (X[:, 0] > 0).astype(int)
@@ -162,6 +160,7 @@ def test_identical_heads_are_fitted_once_only_inside_shared_heads(monkeypatch):
     assert c.head.coef_[0, 0] < 0 < a.head.coef_[0, 0]
     fit_head(X, y, n_classes=2)
     assert len(calls) == 5  # the block's memo is gone
+
 
 def test_regression_head_chooses_alpha_by_inner_cv():
     rng = np.random.default_rng(1)
@@ -223,13 +222,19 @@ def test_given_heads_are_used_as_they_are():
 def test_groups_stop_stacking_from_trusting_a_modality_that_memorizes_groups():
     emb, y, groups = leaky_groups(0)
     new_emb, new_y, _ = leaky_groups(1)  # other groups entirely
-    blind = MultimodalClassifier(random_state=0).fit(emb, y)
+    row_level = LateFusion(pseudo_groups=False)
+    blind = MultimodalClassifier(fusion=row_level, random_state=0).fit(emb, y)
     grouped = MultimodalClassifier(random_state=0).fit(emb, y, groups=groups)
     coef_blind = blind.fusion_.meta_estimator_.coef_[0]
     coef_grouped = grouped.fusion_.meta_estimator_.coef_[0]
     # the 'who' modality (first) looks reliable only when its groups leak across folds
     assert coef_blind[0] > coef_grouped[0] + 0.5
     assert grouped.score(new_emb, new_y) > blind.score(new_emb, new_y) + 0.05
+    # without groups the default infers them (clusters of 'who'), and distrusts 'who' too
+    inferred = MultimodalClassifier(random_state=0).fit(emb, y)
+    assert inferred.fusion_.n_pseudo_groups_ == 5
+    assert inferred.fusion_.meta_estimator_.coef_[0][0] < coef_blind[0] - 0.5
+    assert inferred.score(new_emb, new_y) > blind.score(new_emb, new_y) + 0.05
     cue_only = MultimodalClassifier(random_state=0).fit(emb.select(["cue"]), y)
     assert grouped.score(new_emb, new_y) >= cue_only.score(new_emb.select(["cue"]), new_y) - 0.08
 
@@ -250,7 +255,10 @@ def test_groups_reach_the_fusion_through_metadata_routing():
     emb, y, groups = leaky_groups(0, n_groups=12, per_group=10)
     df = pd.DataFrame(np.hstack([emb.blocks["who"], emb.blocks["cue"]]))
     df.columns = [f"w{j}" for j in range(8)] + ["c0", "c1"]
-    mods = [("who", TabularEncoder(), list(df.columns[:8])), ("cue", TabularEncoder(), ["c0", "c1"])]
+    mods = [
+        ("who", TabularEncoder(), list(df.columns[:8])),
+        ("cue", TabularEncoder(), ["c0", "c1"]),
+    ]
     _RecordingFusion.seen_groups = []
     with sklearn.config_context(enable_metadata_routing=True):
         clf = MultimodalClassifier(mods, fusion=_RecordingFusion(), random_state=0)
@@ -305,16 +313,18 @@ def test_auto_picks_a_fusion_when_fusion_helps_and_reports_its_table():
     best = int(np.argmax(res["mean_test_score"]))
     assert res["candidate"][best] == clf.fusion_.chosen_
     assert sorted(res["rank_test_score"]) == list(range(1, 6))
-    assert {"split0_test_score", "split2_test_score", "std_test_score", "mean_fit_time"} <= set(res)
+    # two inner folds by default (each candidate costs about one fit on all the rows)
+    assert {"split0_test_score", "split1_test_score", "std_test_score", "mean_fit_time"} <= set(res)
+    assert "split2_test_score" not in res
 
 
 def test_auto_regression_and_huge_targets():
     rng = np.random.default_rng(4)
     emb = Embeddings({"a": rng.normal(size=(150, 2)), "b": rng.normal(size=(150, 2))})
     y = (emb.blocks["a"][:, 0] + emb.blocks["b"][:, 0]).astype(np.float64) * 1e100
-    reg = MultimodalRegressor(
-        fusion=AutoFusion(candidates=["early", "late"]), random_state=0
-    ).fit(emb, y)
+    reg = MultimodalRegressor(fusion=AutoFusion(candidates=["early", "late"]), random_state=0).fit(
+        emb, y
+    )
     assert reg.fusion_.chosen_ in {"early", "late"}
     assert reg.score(emb, y) > 0.99
     assert "mean_test_r2" in reg.fusion_.cv_results_

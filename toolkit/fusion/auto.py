@@ -37,11 +37,24 @@ class AutoFusion(BaseFusion):
     Every candidate (each strategy in ``candidates`` and, with ``singles=True``, a model of
     each modality alone: the default late fusion on that one block) is fitted on the
     training folds of an inner ``cv``-fold split of the *training rows only* (whole groups
-    per fold when ``groups`` is given) and scored on the held-out fold. The candidate with
+    per fold when ``groups`` is given; without ``groups``, whole clusters of similar rows
+    within a class, :func:`toolkit.fusion.base.pseudo_groups`, so a modality that
+    recognizes people is not preferred for scores it owes to near-copies of its training
+    rows) and scored on the held-out fold. The candidate with
     the best mean held-out score (log loss for classification, squared error for
     regression: proper scores, steadier than accuracy on a few hundred rows) is refitted on
     all training rows and used to predict; ties go to the candidate listed first (single
     modalities come last). The table it chose from is ``cv_results_``.
+
+    Cost: the groups (given or inferred) are computed once and passed to every candidate;
+    the encoders are never called (candidates see the same ``Embeddings``); and on each
+    inner fold the per-modality heads that late fusion, early fusion's block scales, the
+    neural fusions' block scales and the single-modality candidates need are the same
+    heads, fitted once and shared (:func:`toolkit.fusion._heads.shared_heads`). With
+    ``cv=2`` every candidate is fitted on two halves of the rows (about one full fit's
+    work) before the winner is refitted on all rows, so ``auto`` costs about the sum of
+    its candidates' fits plus one, within 3 times its slowest candidate's fit when that
+    candidate dominates (``docs/benchmarks.md``, ``benchmarks/robust_defaults.py``).
 
     When a single modality wins, ``chosen_`` says so (``"only <modality>"``) and the model
     predicts from that modality alone: its explanations give every other modality exactly 0,
@@ -56,8 +69,14 @@ class AutoFusion(BaseFusion):
         ``"lowrank"`` to compare them too, at the cost of more network training).
     singles : bool, default=True
         Also compare each modality alone.
-    cv : int, default=3
-        Inner folds (reduced when a class is rare or the groups are few).
+    cv : int, default=2
+        Inner folds (reduced when a class is rare or the groups are few). Each candidate
+        is fitted ``cv`` times on ``(cv - 1) / cv`` of the rows: 2 keeps ``auto``'s cost
+        near the sum of one fit of each candidate.
+    pseudo_groups : bool, default=True
+        Without ``groups``, split by :func:`toolkit.fusion.base.pseudo_groups` and pass
+        those groups to every candidate, as if they had been given. False: row-level
+        splits, and candidates fitted without groups.
     random_state : int, RandomState or None
         Seeds the inner folds and every candidate whose own ``random_state`` is None.
 
@@ -74,6 +93,8 @@ class AutoFusion(BaseFusion):
         (mean log-likelihood per row, or minus the mean squared error), ``split<k>_test_score``,
         ``mean_test_accuracy`` (classification) or ``mean_test_r2`` (regression),
         ``mean_fit_time`` (seconds) and ``rank_test_score`` (1 = chosen).
+    n_pseudo_groups_ : int or None
+        Number of inferred groups (None: ``groups`` given, or none inferred).
     prior_ : ndarray
 
     Examples
@@ -95,13 +116,15 @@ class AutoFusion(BaseFusion):
         "candidates": [list, tuple, None],
         "singles": ["boolean"],
         "cv": [Interval(Integral, 2, None, closed="left")],
+        "pseudo_groups": ["boolean"],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, candidates=None, singles=True, cv=3, random_state=None):
+    def __init__(self, candidates=None, singles=True, cv=2, pseudo_groups=True, random_state=None):
         self.candidates = candidates
         self.singles = singles
         self.cv = cv
+        self.pseudo_groups = pseudo_groups
         self.random_state = random_state
 
     # -- candidates -----------------------------------------------------------------------
@@ -113,7 +136,9 @@ class AutoFusion(BaseFusion):
         if wanted is None:
             wanted = [n for n in DEFAULT_CANDIDATES if n in FUSIONS]
         if len(wanted) == 0 and not self.singles:
-            raise ValueError("AutoFusion has nothing to choose from: give candidates or singles=True")
+            raise ValueError(
+                "AutoFusion has nothing to choose from: give candidates or singles=True"
+            )
         out = {}
         for entry in wanted:
             if isinstance(entry, str) and entry == "auto":
@@ -183,6 +208,7 @@ class AutoFusion(BaseFusion):
         y = self._setup(emb, y, n_classes)
         groups = check_groups(groups, len(y))
         seed = check_random_state_seed(self.random_state)
+        groups = self._inner_groups(emb, y, groups, seed)
         candidates = self._candidates(list(emb.names))
         folds = inner_folds(y, groups, self.cv, self.is_classifier_, seed)
         labels = list(candidates)

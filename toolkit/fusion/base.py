@@ -77,6 +77,112 @@ def drop_modalities(mask, uniform, rate: float):
     return kept
 
 
+#: Fewest rows per cluster :func:`pseudo_groups` makes (fewer rows: no pseudo-groups).
+PSEUDO_GROUP_MIN_ROWS = 20
+#: How much more variance k-means must explain than on cluster-free data of the same
+#: spectrum before :func:`pseudo_groups` treats the rows as clustered.
+PSEUDO_GROUP_MIN_GAIN = 1.1
+#: Rows (a seeded sample) on which that test is run.
+PSEUDO_GROUP_SAMPLE = 2000
+
+
+def pseudo_groups(
+    emb: Embeddings,
+    y,
+    n_classes,
+    *,
+    n_clusters: int = 5,
+    min_rows: int = PSEUDO_GROUP_MIN_ROWS,
+    random_state: int = 0,
+) -> np.ndarray:
+    """Stand-in groups for a fit without ``groups``: clusters of similar rows within a class.
+
+    The rows of each class (regression: each fifth of the target's range, by quantile) are
+    split by k-means into up to ``per_class`` clusters on the balanced, standardized
+    concatenation of the blocks (absent blocks at 0, plus the availability mask), at least
+    ``min_rows`` rows per cluster; a class too small for two clusters leaves each of its
+    rows a group of its own (row-level splits, as before).
+
+    Why: rows of one person (speaker, patient, site) lie close together in a modality that
+    identifies the person, and within a class they form such clusters. Inner splits that keep
+    each cluster on one side then ask every modality to recognize the class on rows unlike
+    its training rows of that class; a person-specific modality, which looks near-perfect
+    in row-level cross-validation, scores there about as it does on new people, while a
+    modality whose signal is the label's keeps most of its score. The fusions use these
+    groups for every inner choice (regularization, block evidence, stacking and its
+    calibration, ``auto``'s comparison) when ``fit`` gets no ``groups``.
+
+    Returns
+    -------
+    ndarray of int, shape (n_samples,)
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _pseudo_groups(emb, np.asarray(y), n_classes, n_clusters, min_rows, random_state)
+
+
+def _pseudo_groups(emb, y, n_classes, n_clusters, min_rows, random_state) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    if n_classes is not None:
+        strata = y.astype(int)
+    else:
+        edges = np.quantile(y, [0.2, 0.4, 0.6, 0.8])
+        strata = np.searchsorted(edges, y, side="right")
+    blocks = BlockScaler().fit(emb, balance=True).transform(emb)
+    parts = [_without_label_directions(blocks[n], strata) for n in emb.names]
+    X = np.hstack(parts + [emb.mask.astype(np.float64)])
+    k = min(int(n_clusters), len(y) // int(min_rows))
+    if k < 2 or not _clustered(X, 2 * k, random_state):
+        return np.arange(len(y))
+    return KMeans(n_clusters=k, n_init=3, random_state=random_state).fit_predict(X)
+
+
+def _explained(X: np.ndarray, k: int, seed: int) -> float:
+    from sklearn.cluster import KMeans
+
+    total = float(((X - X.mean(axis=0)) ** 2).sum())
+    if total <= 0:
+        return 0.0
+    return 1.0 - KMeans(n_clusters=k, n_init=3, random_state=seed).fit(X).inertia_ / total
+
+
+def _clustered(X: np.ndarray, k: int, seed: int) -> bool:
+    """Whether ``k``-means explains at least :data:`PSEUDO_GROUP_MIN_GAIN` times the variance
+    it explains on a Gaussian sample of the same spectrum (no clusters, same correlations),
+    on up to :data:`PSEUDO_GROUP_SAMPLE` rows."""
+    rng = np.random.default_rng(seed)
+    if len(X) > PSEUDO_GROUP_SAMPLE:
+        X = X[rng.choice(len(X), PSEUDO_GROUP_SAMPLE, replace=False)]
+    k = min(k, len(X) // 2)
+    if k < 2:
+        return False
+    singular = np.linalg.svd(X - X.mean(axis=0), compute_uv=False)
+    null = rng.normal(size=(len(X), len(singular))) * (singular / np.sqrt(len(X)))
+    return _explained(X, k, seed) >= PSEUDO_GROUP_MIN_GAIN * _explained(null, k, seed)
+
+
+def _without_label_directions(block: np.ndarray, strata: np.ndarray) -> np.ndarray:
+    """``block`` with its projection on the span of the strata's mean shifts removed.
+
+    Within a class, a block also varies along the directions that separate the classes
+    (a noisy view that agrees with the label on 80% of the rows is bimodal within each
+    class); clustering on them would group rows by how the label shows in the block, not by
+    who they come from. Removing them leaves the within-class structure that the label
+    does not explain (speaker, patient, site).
+    """
+    labels = np.unique(strata)
+    if len(labels) < 2:
+        return block
+    means = np.stack([block[strata == k].mean(axis=0) for k in labels])
+    shifts = (means - block.mean(axis=0)).T
+    basis, r = np.linalg.qr(shifts)
+    keep = np.abs(np.diag(r)) > 1e-10
+    basis = basis[:, keep]
+    return block - (block @ basis) @ basis.T
+
+
 class BaseFusion(BaseEstimator):
     """A fusion strategy: ``fit(embeddings, y, n_classes=...)`` and ``predict_output``.
 
@@ -138,6 +244,20 @@ class BaseFusion(BaseEstimator):
         y = np.ldexp(y, -self.target_exponent_)
         self.prior_ = np.array([float(np.ldexp(np.mean(y), self.target_exponent_))])
         return y
+
+    def _inner_groups(self, emb: Embeddings, y, groups, seed: int):
+        """The groups every inner split of ``fit`` uses: ``groups`` when given; else, with
+        ``self.pseudo_groups``, the clusters of :func:`pseudo_groups` (None when each row
+        would be its own group). Sets ``n_pseudo_groups_`` (None when none were inferred)."""
+        self.n_pseudo_groups_ = None
+        if groups is not None or not getattr(self, "pseudo_groups", False):
+            return groups
+        inferred = pseudo_groups(emb, y, self.n_classes_, random_state=seed)
+        count = len(np.unique(inferred))
+        if count == len(inferred):
+            return None
+        self.n_pseudo_groups_ = count
+        return inferred
 
     def _scaled_prior(self) -> float:
         """The training target mean in the units the heads were fitted in."""

@@ -44,6 +44,12 @@ class EarlyFusion(BaseFusion):
         so that the head learns what to predict without a modality.
     cv : int, default=5
         Inner folds for choosing the head's regularization.
+    pseudo_groups : bool, default=True
+        When ``fit`` gets no ``groups``, keep clusters of similar rows within each class
+        (:func:`toolkit.fusion.base.pseudo_groups`) on one side of every inner split, so
+        that the block scales and the regularization are not chosen by a row-level CV that
+        a person-specific modality (one that recognizes speakers or patients) inflates.
+        False: row-level inner splits.
     random_state : int, RandomState or None
         Seeds the modality dropout, the inner folds and, when it has one, the head.
 
@@ -60,6 +66,9 @@ class EarlyFusion(BaseFusion):
         regularizes a block as its own evidence warrants (an adaptive ridge). A block with
         no signal of its own is shrunk towards 0 and gets little Shapley credit.
     scaler_ : BlockScaler
+    n_pseudo_groups_ : int or None
+        Number of inferred groups the inner splits used (None: ``groups`` given, or none
+        inferred).
     prior_ : ndarray
         Training class frequencies (classification) or target mean (regression).
 
@@ -80,6 +89,7 @@ class EarlyFusion(BaseFusion):
         "indicators": ["boolean"],
         "modality_dropout": [Interval(Real, 0.0, 1.0, closed="left")],
         "cv": [Interval(Integral, 2, None, closed="left")],
+        "pseudo_groups": ["boolean"],
         "random_state": ["random_state"],
     }
 
@@ -90,6 +100,7 @@ class EarlyFusion(BaseFusion):
         indicators=True,
         modality_dropout=0.0,
         cv=5,
+        pseudo_groups=True,
         random_state=None,
     ):
         self.estimator = estimator
@@ -97,6 +108,7 @@ class EarlyFusion(BaseFusion):
         self.balance = balance
         self.indicators = indicators
         self.modality_dropout = modality_dropout
+        self.pseudo_groups = pseudo_groups
         self.random_state = random_state
 
     def _design(self, emb: Embeddings) -> np.ndarray:
@@ -157,6 +169,7 @@ class EarlyFusion(BaseFusion):
         groups = check_groups(groups, len(y))
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         seed = check_random_state_seed(self.random_state)
+        groups = self._inner_groups(emb, y, groups, seed)
         self.block_scales_ = None
         if self.estimator is None and emb.n_modalities > 1:
             self.block_scales_ = self._block_scales(emb, y, groups, seed)

@@ -59,6 +59,13 @@ class LateFusion(BaseFusion):
     cv : int, default=5
         Folds for the inner choice of regularization and for the out-of-fold predictions
         (reduced when a class is rare or the groups are few).
+    pseudo_groups : bool, default=True
+        When ``fit`` gets no ``groups``, keep clusters of similar rows within each class
+        (:func:`toolkit.fusion.base.pseudo_groups`) on one side of every inner split: the
+        heads' regularization, the calibration and the stacker then learn how far each
+        modality's evidence holds on rows unlike its training rows, not on near-copies of
+        them (a modality that recognizes speakers looks near-perfect in row-level CV and
+        fails on new speakers). False: row-level inner splits.
     random_state : int, RandomState or None
         Seeds the fold shuffling and the heads that take a seed.
 
@@ -70,6 +77,9 @@ class LateFusion(BaseFusion):
     calibrators_ : dict of str to list of IsotonicRegression
     meta_estimator_ : fitted meta-learner (stacking)
     weights_ : ndarray of shape (n_modalities,) (weighted)
+    n_pseudo_groups_ : int or None
+        Number of inferred groups the inner splits used (None: ``groups`` given, or none
+        inferred).
     prior_ : ndarray
 
     Examples
@@ -90,6 +100,7 @@ class LateFusion(BaseFusion):
         "balance": ["boolean"],
         "calibration": [StrOptions({"auto", "isotonic"}), None],
         "cv": [Interval(Integral, 2, None, closed="left")],
+        "pseudo_groups": ["boolean"],
         "random_state": ["random_state"],
     }
 
@@ -101,6 +112,7 @@ class LateFusion(BaseFusion):
         balance=True,
         calibration="auto",
         cv=5,
+        pseudo_groups=True,
         random_state=None,
     ):
         self.estimator = estimator
@@ -109,6 +121,7 @@ class LateFusion(BaseFusion):
         self.balance = balance
         self.calibration = calibration
         self.cv = cv
+        self.pseudo_groups = pseudo_groups
         self.random_state = random_state
 
     # -- heads -------------------------------------------------------------------------
@@ -153,6 +166,7 @@ class LateFusion(BaseFusion):
         self.seed_ = check_random_state_seed(self.random_state)
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         blocks = self.scaler_.transform(emb)
+        groups = self._inner_groups(emb, y, groups, self.seed_)
         from toolkit.fusion._heads import cross_calibrate, fit_calibrators, fit_head
 
         self.estimators_, self.head_params_, self.calibrators_ = {}, {}, {}
@@ -178,9 +192,7 @@ class LateFusion(BaseFusion):
                 folds = inner_folds(ym, gm, self.cv, True, self.seed_)
                 held_out = cross_calibrate(out, ym, folds)
                 # "auto": keep the calibration only where it lowers the held-out log loss
-                if self.calibration == "isotonic" or _log_loss(held_out, ym) < _log_loss(
-                    out, ym
-                ):
+                if self.calibration == "isotonic" or _log_loss(held_out, ym) < _log_loss(out, ym):
                     self.calibrators_[name] = fit_calibrators(out, ym)
                     out = held_out
             if self.combine != "mean":
@@ -232,9 +244,7 @@ class LateFusion(BaseFusion):
             rows = emb.mask[:, m]
             outputs[name] = (
                 rows,
-                self._head_output(name, blocks[name][rows])
-                if rows.any()
-                else None,
+                self._head_output(name, blocks[name][rows]) if rows.any() else None,
             )
         if self.combine == "stacking":
             evidence = {

@@ -1,0 +1,162 @@
+"""Defaults that hold on unseen groups when ``fit`` gets no ``groups`` (pseudo-groups), and
+``fusion="auto"``'s cost as a count of head fits and encoder calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from toolkit import Embeddings, MultimodalClassifier, TabularEncoder
+from toolkit.fusion import AutoFusion, EarlyFusion, LateFusion, _heads
+from toolkit.fusion.base import pseudo_groups
+
+N_CLASSES = 3
+
+
+def people(seed, n_groups, per_group=30):
+    """Known answer: 'voice' identifies the person, and each person says mostly one label
+    (85% of their rows): on the training people 'voice' predicts the label, a shortcut
+    that is at chance on new people; 'look' carries the label the same way for everyone."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    usual = rng.integers(0, N_CLASSES, n_groups)
+    other = (usual[groups] + rng.integers(1, N_CLASSES, len(groups))) % N_CLASSES
+    y = np.where(rng.random(len(groups)) < 0.85, usual[groups], other)
+    person = 3.0 * rng.normal(size=(n_groups, 8))
+    voice = person[groups] + 0.3 * rng.normal(size=(len(groups), 8))
+    look = 1.5 * np.eye(N_CLASSES, 10)[y] + rng.normal(size=(len(groups), 10))
+    return Embeddings({"voice": voice, "look": look}), y, groups
+
+
+@pytest.fixture(scope="module")
+def task():
+    emb, y, groups = people(0, n_groups=10)
+    new_emb, new_y, _ = people(1, n_groups=30)  # other people entirely
+    return emb, y, groups, new_emb, new_y
+
+
+def _accuracy(fusion, emb, y, new_emb, new_y, groups=None):
+    model = MultimodalClassifier(fusion=fusion, random_state=0)
+    model.fit(emb, y, **({} if groups is None else {"groups": groups}))
+    return model.score(new_emb, new_y), model
+
+
+@pytest.fixture(scope="module")
+def baselines(task):
+    emb, y, _, new_emb, new_y = task
+    X = np.hstack([emb.blocks["voice"], emb.blocks["look"]])
+    new_X = np.hstack([new_emb.blocks["voice"], new_emb.blocks["look"]])
+    concat = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    look, _ = _accuracy("late", emb.select(["look"]), y, new_emb.select(["look"]), new_y)
+    voice, _ = _accuracy("late", emb.select(["voice"]), y, new_emb.select(["voice"]), new_y)
+    return {"concat": concat.score(new_X, new_y), "look": look, "voice": voice}
+
+
+def test_the_generator_has_its_known_answer(task, baselines):
+    emb, y, groups, _, _ = task
+    # row-level CV finds the shortcut: 'voice' looks near-perfect on the training people
+    from sklearn.model_selection import cross_val_score
+
+    row_level = cross_val_score(LogisticRegression(), emb.blocks["voice"], y, cv=5).mean()
+    assert row_level > 0.5
+    assert baselines["voice"] < 0.42  # chance is 1/3 on new people
+    assert 0.65 < baselines["look"] < 0.85
+
+
+def test_pseudo_groups_find_the_people_and_not_the_label(task):
+    emb, y, groups, _, _ = task
+    found = pseudo_groups(emb, y, N_CLASSES, random_state=0)
+    assert len(np.unique(found)) == 5
+    # each inferred group holds whole people (a person's rows are not split)...
+    table = pd.crosstab(groups, found).to_numpy()
+    assert np.mean(table.max(axis=1) / table.sum(axis=1)) > 0.95
+    # a block without clustered rows gets no pseudo-groups: row-level splits as before
+    look = emb.select(["look"])
+    assert len(np.unique(pseudo_groups(look, y, N_CLASSES, random_state=0))) == len(y)
+
+
+def _auto():
+    return AutoFusion(candidates=["early", "late"], random_state=0)
+
+
+@pytest.mark.parametrize("name", ["early", "late", "auto"])
+def test_defaults_without_groups_hold_on_new_people(task, baselines, name):
+    emb, y, _, new_emb, new_y = task
+    fusion = _auto() if name == "auto" else name  # gated is left out to keep this fast
+    acc, model = _accuracy(fusion, emb, y, new_emb, new_y)
+    assert model.fusion_.n_pseudo_groups_ == 5
+    assert acc >= baselines["concat"], (acc, baselines)
+    # within sampling error (900 rows: 2 standard errors ~ 0.03) of the best single modality
+    assert acc >= max(baselines["look"], baselines["voice"]) - 0.04, (acc, baselines)
+
+
+def test_row_level_inner_cv_is_what_loses(task, baselines):
+    """The same fusions with row-level inner splits trust the shortcut and lose on new
+    people: the rule, not luck of the data, makes the defaults hold."""
+    emb, y, _, new_emb, new_y = task
+    for fusion in (EarlyFusion(pseudo_groups=False), LateFusion(pseudo_groups=False)):
+        acc, model = _accuracy(fusion, emb, y, new_emb, new_y)
+        assert model.fusion_.n_pseudo_groups_ is None
+        assert acc < baselines["look"] - 0.05, (fusion, acc, baselines)
+
+
+@pytest.mark.parametrize("name", ["early", "late"])
+def test_defaults_with_groups_hold_on_new_people(task, baselines, name):
+    emb, y, groups, new_emb, new_y = task
+    acc, model = _accuracy(name, emb, y, new_emb, new_y, groups=groups)
+    assert model.fusion_.n_pseudo_groups_ is None  # given groups are used as they are
+    assert acc >= baselines["concat"], (acc, baselines)
+    assert acc >= baselines["look"] - 0.04, (acc, baselines)
+
+
+# -- auto's cost ---------------------------------------------------------------------------
+
+
+def test_auto_fits_each_modality_head_once_per_inner_fold(task, monkeypatch):
+    """Head regularization paths: auto (cv=2, candidates early and late, and each modality
+    alone) fits each per-modality head once per inner fold, shared by late fusion, early
+    fusion's block scales and the single-modality candidates, plus early's joint head per
+    fold, then refits the winner: at most (cv + 1) times one early fusion's fits."""
+    emb, y, groups, _, _ = task
+    calls = []
+    original = _heads._fit_logistic
+    monkeypatch.setattr(
+        _heads, "_fit_logistic", lambda X, *a: calls.append(X.shape) or original(X, *a)
+    )
+    EarlyFusion(random_state=0).fit(emb, y, n_classes=N_CLASSES, groups=groups)
+    one_early = len(calls)
+    assert one_early == 3  # two blocks' scales and the joint head
+    calls.clear()
+    auto = AutoFusion(candidates=["early", "late"], random_state=0)
+    auto.fit(emb, y, n_classes=N_CLASSES, groups=groups)
+    per_fold = [shape for shape in calls if shape[0] < len(y)]
+    widths = sorted(shape[1] for shape in per_fold)
+    # each fold: one head per block (8 and 10 columns) and early's joint head (18 + 2)
+    assert widths == [8, 8, 10, 10, 20, 20]
+    assert len(calls) <= (auto.cv + 1) * one_early
+
+
+def test_auto_never_calls_the_encoders(monkeypatch):
+    emb, y, _ = people(2, n_groups=6, per_group=20)
+    df = pd.DataFrame(np.hstack([emb.blocks["voice"], emb.blocks["look"]]))
+    df.columns = [f"v{j}" for j in range(8)] + [f"l{j}" for j in range(10)]
+    mods = [
+        ("voice", TabularEncoder(), list(df.columns[:8])),
+        ("look", TabularEncoder(), list(df.columns[8:])),
+    ]
+    calls = []
+    original = TabularEncoder.encode
+    monkeypatch.setattr(
+        TabularEncoder, "encode", lambda self, X: calls.append(1) or original(self, X)
+    )
+    counts = {}
+    for fusion in ("late", AutoFusion(candidates=["early", "late"])):
+        calls.clear()
+        MultimodalClassifier(mods, fusion=fusion, random_state=0).fit(df, y)
+        counts[str(fusion)] = len(calls)
+    assert counts["late"] == 2  # each modality's columns encoded once
+    assert len(set(counts.values())) == 1, counts
