@@ -6,10 +6,6 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval
 
 from toolkit.encoders.backends.base import Backend
@@ -30,6 +26,13 @@ class Tfidf(Backend):
         return {"n_components": 3, "random_state": 0}
 
     def fit(self, encoder, texts) -> None:
+        # Imported here: sklearn.decomposition is 1.5 s of the 22 s `import toolkit.encoders`
+        # took on a loaded 2-core machine (python -X importtime), for a backend used only
+        # when fitted.
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion
+
         word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=50_000)
         char = TfidfVectorizer(
             analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, max_features=50_000
@@ -54,4 +57,6 @@ class Tfidf(Backend):
         encoder.n_features_out_ = k
 
     def encode(self, encoder, batch: list) -> np.ndarray:
+        from sklearn.preprocessing import normalize
+
         return normalize(encoder.svd_.transform(encoder.vectorizer_.transform(batch)))
