@@ -38,7 +38,9 @@ def test_rows_select_and_index(emb):
     only = emb.select(["audio"])
     assert only.names == ["audio"] and only.mask.tolist() == [[True], [False], [True], [True]]
     assert emb.index("audio") == 1
-    with pytest.raises(KeyError, match="unknown modality 'video'; available: \\['text', 'audio'\\]"):
+    with pytest.raises(
+        KeyError, match="unknown modality 'video'; available: \\['text', 'audio'\\]"
+    ):
         emb.index("video")
 
 
@@ -46,7 +48,9 @@ def test_with_mask_shares_blocks_and_refuses_marking_a_nan_row_available(emb):
     hidden = emb.with_mask(np.zeros((4, 2), dtype=int) + [1, 0])
     assert hidden.blocks["text"] is emb.blocks["text"]
     assert hidden.mask[:, 1].tolist() == [False] * 4 and emb.mask[:, 1].sum() == 3
-    with pytest.raises(ValueError, match=r"block 'audio' holds NaN or infinite values in rows \[1\]"):
+    with pytest.raises(
+        ValueError, match=r"block 'audio' holds NaN or infinite values in rows \[1\]"
+    ):
         emb.with_mask(np.ones((4, 2), dtype=bool))
     with pytest.raises(ValueError, match=r"mask must have shape \(4, 2\), got \(4, 1\)"):
         emb.with_mask(np.ones((4, 1), dtype=bool))
