@@ -1,4 +1,5 @@
-"""Every registered dataset has a complete data card, shipped inside the package."""
+"""Every registered dataset has a complete data card (top-level ``data_cards/``), shipped
+inside the package."""
 
 from __future__ import annotations
 
@@ -83,11 +84,15 @@ def test_card_without_front_matter_is_refused(monkeypatch, tmp_path):
         read_card.cache_clear()
 
 
-def test_pyproject_ships_the_cards_as_package_data():
+def test_the_cards_live_at_the_top_level_and_ship_as_package_data():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert "data_cards/*.md" in config["tool"]["setuptools"]["package-data"]["toolkit"]
-    cards = sorted(p.name for p in (ROOT / "toolkit" / "data_cards").glob("*.md"))
+    setuptools = config["tool"]["setuptools"]
+    assert "data_cards/*.md" in setuptools["package-data"]["toolkit"]
+    assert "data_cards/README.md" in setuptools["exclude-package-data"]["toolkit"]
+    link = ROOT / "toolkit" / "data_cards"
+    assert link.is_symlink() and link.readlink() == Path("..") / "data_cards"
+    cards = sorted(p.name for p in (ROOT / "data_cards").glob("*.md") if p.name != "README.md")
     assert cards == sorted(f"{info.card_name}.md" for info in DATASETS.values())
 
 
@@ -100,7 +105,10 @@ def test_a_built_wheel_contains_every_card(tmp_path):
     src.mkdir()
     shutil.copy(ROOT / "pyproject.toml", src)
     shutil.copy(ROOT / "README.md", src)
-    shutil.copytree(ROOT / "toolkit", src / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data_cards", src / "data_cards")
+    shutil.copytree(
+        ROOT / "toolkit", src / "toolkit", symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "dist"), str(src)],
@@ -111,3 +119,4 @@ def test_a_built_wheel_contains_every_card(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for info in DATASETS.values():
         assert f"toolkit/data_cards/{info.card_name}.md" in names
+    assert "toolkit/data_cards/README.md" not in names

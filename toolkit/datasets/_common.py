@@ -1,8 +1,9 @@
 """Helpers shared by the dataset generators and loaders: data cards and argument checks.
 
-Data cards are Markdown files with YAML front matter, shipped inside the package
-(``toolkit/data_cards/<name>.md``, read with :mod:`importlib.resources`, so an installed
-wheel has them). The front matter is the one source of a dataset's licence, citation and
+Data cards are Markdown files with YAML front matter in the repository's top-level
+``data_cards/<name>.md``, shipped inside the package as ``toolkit/data_cards/<name>.md``
+(``toolkit/data_cards`` links to ``data_cards``; read with :mod:`importlib.resources`, so an
+installed wheel has them). The front matter is the one source of a dataset's licence, citation and
 synthetic flag: :class:`DatasetInfo` reads them from there.
 
 The argument checks refuse what would otherwise give a silently wrong or empty result: a
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
     from importlib.resources.abc import Traversable
 
-#: The packaged data cards (``toolkit/data_cards``): a folder of ``<name>.md`` files.
+#: The packaged data cards (``toolkit/data_cards``, a link to the top-level ``data_cards``):
+#: a folder of ``<name>.md`` files.
 DATA_CARDS: Traversable = files("toolkit") / "data_cards"
 
 #: What a registered dataset is: generated with ground truth, a public dataset read from a
