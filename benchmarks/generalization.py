@@ -146,10 +146,11 @@ def _concat_lr(emb_tr, y_tr, emb_te) -> tuple:
     return head.classes_[proba.argmax(1)], proba, seconds, ""
 
 
-def fit_all(emb_tr, y_tr, groups, emb_te, strategies) -> dict:
+def fit_all(emb_tr, y_tr, groups, emb_te, strategies, on_model=None) -> dict:
     """Model name -> (test labels, test probabilities, fit seconds, auto's choice) on one
     split. For ``auto``'s time bound, any of its default candidates not in ``strategies`` is
-    also fitted and timed (``"(candidate) <name>"``, no predictions)."""
+    also fitted and timed (``"(candidate) <name>"``, no predictions). ``on_model(out)`` is
+    called after each strategy (to record a row in progress)."""
     from toolkit import MultimodalClassifier
 
     classes = np.unique(y_tr)
@@ -157,6 +158,8 @@ def fit_all(emb_tr, y_tr, groups, emb_te, strategies) -> dict:
     out["vote"] = _vote(out, classes)
     out["concat+LR"] = _concat_lr(emb_tr, y_tr, emb_te)
     for name in strategies:
+        if on_model is not None:
+            on_model(out)
         model, seconds = _fit(
             MultimodalClassifier(fusion=name, classes=classes, random_state=0), emb_tr, y_tr, groups
         )
@@ -219,8 +222,11 @@ def auto_ratio(models: dict) -> float:
     return models["auto"]["seconds"] / slowest
 
 
-def holdout_row(task, emb_tr, y_tr, groups, emb_te, y_te, strategies) -> dict:
-    results = fit_all(emb_tr, y_tr, groups, emb_te, strategies)
+def holdout_row(task, emb_tr, y_tr, groups, emb_te, y_te, strategies, rec=None) -> dict:
+    def on_model(out):
+        rec.in_progress(summarize_split(task, [y_te], [out]))
+
+    results = fit_all(emb_tr, y_tr, groups, emb_te, strategies, None if rec is None else on_model)
     return summarize_split(task, [y_te], [results])
 
 
@@ -276,7 +282,7 @@ def av_rows(args, memory, rec, cnn: bool) -> None:
             clf = MultimodalClassifier(mods, memory=memory, random_state=0)
             speakers = df["speaker"].to_numpy()[train]
             emb_te = None
-            for grouped in (False, True):
+            for grouped in args.groupings:
                 g = speakers if grouped else None
                 start = time.perf_counter()
                 if cnn:
@@ -292,7 +298,9 @@ def av_rows(args, memory, rec, cnn: bool) -> None:
                     noise=noise, pairing=pairing, groups=grouped,
                     encode_seconds=time.perf_counter() - start,
                 )  # fmt: skip
-                rec.add(holdout_row(task, emb_tr, y[train], g, emb_te, y[test], args.strategies))
+                rec.add(
+                    holdout_row(task, emb_tr, y[train], g, emb_te, y[test], args.strategies, rec)
+                )
 
 
 def _mosi_frame(data_dir):
@@ -353,7 +361,7 @@ def uci_rows(args, memory, rec) -> None:
             dataset="uci", task=f"UCI sentences, {trained} -> {held_out}", held_out=held_out,
             groups=False, encode_seconds=time.perf_counter() - start,
         )  # fmt: skip
-        rec.add(holdout_row(task, emb_tr, y[~test], None, emb_te, y[test], args.strategies))
+        rec.add(holdout_row(task, emb_tr, y[~test], None, emb_te, y[test], args.strategies, rec))
 
 
 def mimic_rows(args, memory, rec) -> None:
@@ -424,6 +432,10 @@ def goals(rows: list[dict], strategies) -> list[str]:
     """The issue's goals that this table measures, each with its numbers."""
     out = []
     fixed = [s for s in strategies if s != "auto"]
+    cut = [r for r in rows if not all(s in r["models"] for s in strategies)]
+    if cut:
+        out.append(f"({len(cut)} row(s) without every strategy are left out of the goals)")
+        rows = [r for r in rows if r not in cut]
     nogroups = [r for r in rows if r["dataset"].startswith("av") and not r["groups"]]
     if nogroups:
         worse = [
@@ -472,11 +484,17 @@ class Recorder:
     each one (``"complete": false`` until the run ends), so a cut-short run keeps its rows."""
 
     def __init__(self, out: Path, meta: dict):
-        self.out, self.meta, self.rows = out, meta, []
+        self.out, self.meta, self.rows, self.current = out, meta, [], None
         out.parent.mkdir(parents=True, exist_ok=True)
+
+    def in_progress(self, row: dict) -> None:
+        """A row whose models are not all fitted yet (kept under ``"in_progress"``)."""
+        self.current = row
+        self.write(complete=False)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
+        self.current = None
         m = row["models"]
         parts = [f"{k}={v['acc']:.3f}/{v['seconds']:.1f}s" for k, v in m.items() if "acc" in v]
         print(
@@ -488,7 +506,8 @@ class Recorder:
 
     def write(self, complete: bool) -> None:
         meta = dict(self.meta, complete=complete)
-        text = json.dumps({"meta": meta, "rows": self.rows}, indent=1, default=str)
+        data = {"meta": meta, "rows": self.rows, "in_progress": self.current}
+        text = json.dumps(data, indent=1, default=str)
         self.out.write_text(text + "\n")
 
 
@@ -514,6 +533,8 @@ def parse(argv=None):
     p.add_argument("--cnn-pairings", type=_ints, default=[0])
     p.add_argument("--cnn-noises", type=_floats, default=[4.0])
     p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--groupings", default="none,groups",
+                   help="AV-Digits fits without groups ('none') and/or with speaker groups, in this order")  # fmt: skip
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--uci-sources", default=",".join(UCI_SOURCES))
     p.add_argument("--mimic-task", default="long_stay", choices=["long_stay", "mortality"])
@@ -531,6 +552,7 @@ def parse(argv=None):
         p.error(f"unknown datasets {sorted(unknown)}; choose from {','.join(DATASETS)}")
     args.strategies = [s for s in args.strategies.split(",") if s]
     args.uci_sources = [s for s in args.uci_sources.split(",") if s]
+    args.groupings = [{"none": False, "groups": True}[g] for g in args.groupings.split(",") if g]
     if args.quick:
         args.pairings, args.noises, args.folds, args.uci_sources = [0], [4.0], 2, ["yelp"]
         args.strategies = [s for s in args.strategies if s in ("early", "late")]
@@ -561,6 +583,11 @@ def main(argv=None) -> int:
     if args.report:
         parts = [json.loads(Path(f).read_text()) for f in args.report]
         rows = [r for part in parts for r in part["rows"]]
+        for part in parts:  # a row cut short by the end of a run: the models it has
+            if part.get("in_progress"):
+                rows.append(
+                    dict(part["in_progress"], task=part["in_progress"]["task"] + " [cut short]")
+                )
         header = "\n".join(part["meta"]["header"] for part in parts)
         report(rows, args.strategies, header)
         return 0
