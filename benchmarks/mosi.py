@@ -10,7 +10,7 @@ Encodes the transcripts once with the offline MiniLM (``TextEncoder(backend=
 - the context the loader offers: the video's whole transcript (``context``; the 62 distinct
   texts are encoded once each) and the speaker-normalized audio (``audio - audio_context``);
 - a leak check: a window of neighbouring utterances *in file order*, which the loader does
-  not offer because the file lists each video's positive utterances first.
+  not offer because the file lists all positive utterances first, then all negative ones.
 
 The strategies of the toolkit (early, late, gated) are measured by the study itself:
 ``TOOLKIT_DATA_DIR=../shared/data mmtk run pipelines/mosi.yaml --out runs/``.
@@ -45,12 +45,13 @@ def _scores(X, y, groups, C=1.0) -> np.ndarray:
 
 
 def _neighbours(frame: pd.DataFrame, window: int = 3) -> list[str]:
-    """The ``window`` utterances before and after each one in FILE order (a leak check)."""
-    out = []
-    for _, rows in frame.groupby("video_id", sort=False):
-        texts = rows["transcript"].tolist()
-        for i in range(len(texts)):
-            out.append(" . ".join(texts[max(i - window, 0) : i] + texts[i + 1 : i + 1 + window]))
+    """The ``window`` utterances before and after each one among its video's rows in FILE
+    order (a leak check: the file lists all positive utterances first)."""
+    out = [""] * len(frame)
+    for rows in frame.groupby("video_id", sort=False).indices.values():
+        texts = frame["transcript"].to_numpy()[rows]
+        for i, row in enumerate(rows):
+            out[row] = " . ".join([*texts[max(i - window, 0) : i], *texts[i + 1 : i + 1 + window]])
     return out
 
 

@@ -11,8 +11,8 @@ it is read with ``allow_pickle=False`` (an object array is refused, never unpick
 every array is checked (key present, dtype kind, shape, one row per utterance, finite
 values, labels 0/1) before a frame is built; each refusal names the file and the key.
 
-Row order is not time order: within each video the file lists the positive utterances
-first, then the negative ones. Anything built from a row's position (its index in the
+Row order is not time order: the file lists all 709 positive utterances first (grouped by
+video), then all 738 negative ones. Anything built from a row's position (its index in the
 video, its neighbours, an order-dependent truncation of the video's text) would leak the
 label, so the loader keeps no position column and builds its context columns from the
 video as a whole, in an order that does not depend on the labels (alphabetical).
@@ -221,7 +221,7 @@ def load_mosi(data_dir=None, *, blocks=("audio_opensmile",), n_videos=None):
     same text for every row of the video), and ``audio_context``, the mean of their
     openSMILE features (with the row's own features, a per-speaker normalization). Context
     is computed within the file read, so a file of other videos gets its own. The file's
-    row order within a video is sorted by label, so no column depends on it.
+    row order is sorted by label (positives first), so no column depends on it.
 
     Parameters
     ----------
