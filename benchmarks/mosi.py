@@ -10,7 +10,8 @@ Encodes the transcripts once with the offline MiniLM (``TextEncoder(backend=
 - the context the loader offers: the video's whole transcript (``context``; the 62 distinct
   texts are encoded once each) and the speaker-normalized audio (``audio - audio_context``);
 - a leak check: a window of neighbouring utterances *in file order*, which the loader does
-  not offer because the file lists all positive utterances first, then all negative ones.
+  not offer because the file lists all positive utterances first, then all negative ones
+  (measured: the 3 neighbours on each side alone score 0.834 at C=0.003, above words alone).
 
 The strategies of the toolkit (early, late, gated) are measured by the study itself:
 ``TOOLKIT_DATA_DIR=../shared/data mmtk run pipelines/mosi.yaml --out runs/``.
