@@ -14,27 +14,35 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Embeddings": "toolkit.embeddings",
-    "TextEncoder": "toolkit.encoders.text",
-    "ImageEncoder": "toolkit.encoders.image",
-    "AudioEncoder": "toolkit.encoders.audio",
-    "ScanEncoder": "toolkit.encoders.scan",
-    "TabularEncoder": "toolkit.encoders.tabular",
-    "FeatureEncoder": "toolkit.encoders.features",
-    "EarlyFusion": "toolkit.fusion.early",
-    "LateFusion": "toolkit.fusion.late",
-    "GatedFusion": "toolkit.fusion.gated",
-    "AttentionFusion": "toolkit.fusion.attention",
-    "TensorFusion": "toolkit.fusion.tensor",
-    "LowRankFusion": "toolkit.fusion.lowrank",
-    "MultimodalClassifier": "toolkit.estimators",
-    "MultimodalRegressor": "toolkit.estimators",
-    "ModalityExplainer": "toolkit.explain.modality",
-    "ConformalPredictor": "toolkit.conformal",
-    "save": "toolkit.persistence",
-    "load": "toolkit.persistence",
+#: The public names, by the module that defines them: the one list from which ``toolkit.X``
+#: (imported on first use) and ``__all__`` are derived. tests/test_init.py checks that it
+#: holds every registered fusion strategy and encoder, so a new one cannot go missing here.
+_PUBLIC = {
+    "toolkit.embeddings": ("Embeddings",),
+    "toolkit.encoders": (
+        "AudioEncoder",
+        "FeatureEncoder",
+        "ImageEncoder",
+        "ScanEncoder",
+        "TabularEncoder",
+        "TextEncoder",
+    ),
+    "toolkit.fusion": (
+        "AttentionFusion",
+        "AutoFusion",
+        "EarlyFusion",
+        "GatedFusion",
+        "LateFusion",
+        "LowRankFusion",
+        "TensorFusion",
+    ),
+    "toolkit.estimators": ("MultimodalClassifier", "MultimodalRegressor"),
+    "toolkit.explain": ("ModalityExplainer",),
+    "toolkit.conformal": ("ConformalPredictor",),
+    "toolkit.persistence": ("save", "load"),
 }
+
+_LAZY = {name: module for module, names in _PUBLIC.items() for name in names}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 

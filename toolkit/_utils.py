@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
 
 
 def is_missing(item: Any) -> bool:
@@ -23,14 +26,7 @@ def is_missing(item: Any) -> bool:
     if isinstance(item, numbers.Number) and not isinstance(item, bool):
         # ``item != item`` is NaN's test that also works for ints too large for a float.
         return bool(item != item) if isinstance(item, numbers.Real) else False
-    try:
-        import pandas as pd
-
-        if item is pd.NA or item is pd.NaT:
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return False
+    return item is pd.NA or item is pd.NaT
 
 
 def as_item_list(X: Any, *, what: str = "column") -> tuple[list, str | None]:
@@ -39,8 +35,6 @@ def as_item_list(X: Any, *, what: str = "column") -> tuple[list, str | None]:
     Accepts a pandas Series, a one-column DataFrame, a list/tuple, or a 1-D object
     array. A 2-D array with one column is accepted too (as ``ColumnTransformer`` passes).
     """
-    import pandas as pd
-
     name = None
     if isinstance(X, pd.DataFrame):
         if X.shape[1] != 1:
@@ -111,8 +105,6 @@ def progress(iterable, *, total: int, desc: str, enabled: bool):
 
 def check_random_state_seed(random_state) -> int:
     """An integer seed derived from ``random_state`` (for torch generators)."""
-    from sklearn.utils import check_random_state
-
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
@@ -126,8 +118,6 @@ def seed_if_unset(estimator, seed):
 
 def package_versions(names) -> dict:
     """Installed version of each distribution in ``names`` (None when not installed)."""
-    import importlib.metadata as md
-
     out = {}
     for name in names:
         try:

@@ -35,6 +35,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["ConformalPredictor", "availability_patterns"]
@@ -138,10 +139,10 @@ class ConformalPredictor(BaseEstimator):
     # -- fitting ----------------------------------------------------------------------------
 
     def _split(self, n: int, y, groups):
-        from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
-
         if groups is None:
-            splitter = ShuffleSplit(1, test_size=self.calibration_size, random_state=self.random_state)
+            splitter = ShuffleSplit(
+                1, test_size=self.calibration_size, random_state=self.random_state
+            )
             return next(splitter.split(np.zeros(n)))
         splitter = GroupShuffleSplit(
             1, test_size=self.calibration_size, random_state=self.random_state
@@ -175,7 +176,7 @@ class ConformalPredictor(BaseEstimator):
     def calibrate(self, X, y):
         """Calibrate the fitted ``estimator_`` (or a fitted ``estimator``) on ``X``, ``y``:
         rows it was not trained on."""
-        from crepes import ConformalClassifier, ConformalRegressor
+        from crepes import ConformalClassifier, ConformalRegressor  # 0.6 s: on first use
 
         self._check_params()
         if not hasattr(self, "estimator_"):
@@ -321,7 +322,10 @@ def coverage_table(
         uninformative=("flag", "mean"),
     )
     table.loc["all"] = [
-        len(frame), frame["covered"].mean(), frame["size"].mean(), frame["flag"].mean()
+        len(frame),
+        frame["covered"].mean(),
+        frame["size"].mean(),
+        frame["flag"].mean(),
     ]
     table["n"] = table["n"].astype(int)
     if uninformative is None:

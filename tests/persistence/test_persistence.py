@@ -65,6 +65,13 @@ def gated_folder(tmp_path_factory):
     return toolkit.save(clf, tmp_path_factory.mktemp("gated") / "model")
 
 
+@pytest.fixture(scope="module")
+def late_fitted():
+    """The late-fusion model on the same data as ``fitted`` (early fusion)."""
+    df, y, mods = _data()
+    return MultimodalClassifier(mods, fusion="late", random_state=0).fit(df, y)
+
+
 @pytest.fixture
 def folder(fitted, tmp_path):
     return toolkit.save(fitted[1], tmp_path / "model")
@@ -232,7 +239,11 @@ def test_allow_list_holds_exact_canonical_names_only():
         obj = getattr(importlib.import_module(module), attr)
         assert f"{obj.__module__}.{obj.__qualname__}" == name
     # names reached through an attribute of a toolkit module are not on the list
-    for name in ("toolkit.persistence.shutil", "toolkit.cli.os", "toolkit.datasets.mmsa.pickle"):
+    for name in (
+        "toolkit.persistence.saving.shutil",
+        "toolkit.cli.os",
+        "toolkit.datasets.mmsa.pickle",
+    ):
         assert name not in names
 
 
@@ -257,7 +268,7 @@ def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
             folder = toolkit.save(model, tmp_path / f"m{count}")
             with zipfile.ZipFile(folder / "model.skops") as zf:
                 schema = json.loads(zf.read("schema.json"))
-            seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
+            seen |= {n for _, n in toolkit.persistence.allowlist._schema_names(schema, "x")}
             toolkit.load(folder)
     from toolkit.fusion import AttentionFusion, AutoFusion, LowRankFusion, TensorFusion
 
@@ -273,7 +284,7 @@ def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
         folder = toolkit.save(model, tmp_path / f"m{count}")
         with zipfile.ZipFile(folder / "model.skops") as zf:
             schema = json.loads(zf.read("schema.json"))
-        seen |= {n for _, n in toolkit.persistence._schema_names(schema, "x")}
+        seen |= {n for _, n in toolkit.persistence.allowlist._schema_names(schema, "x")}
         toolkit.load(folder)
     assert seen <= toolkit.persistence.trusted_types()
     assert {n for n in seen if n.startswith("toolkit.")} == toolkit.persistence.toolkit_types()
@@ -283,11 +294,11 @@ def test_every_class_save_writes_is_on_the_allow_list(tmp_path):
     ("loader", "module", "cls"),
     [
         ("ObjectNode", "os", "system"),
-        ("ObjectNode", "toolkit.persistence", "shutil"),
+        ("ObjectNode", "toolkit.persistence.saving", "shutil"),
         ("TypeNode", "toolkit.cli", "os"),
         ("FunctionNode", "toolkit.datasets.mmsa", "pickle"),
         ("FunctionNode", "os", "system"),
-        ("ConstructorFromReduceNode", "toolkit.persistence", "_step"),
+        ("ConstructorFromReduceNode", "toolkit.persistence.saving", "_step"),
     ],
 )
 def test_nodes_naming_other_code_are_refused_by_name(folder, loader, module, cls):
@@ -548,7 +559,7 @@ def test_weights_of_another_dtype_or_shape_are_refused(gated_folder, tmp_path):
     )
 
     def retable(m):
-        m["tensors"]["fusion.safetensors"] = toolkit.persistence._safetensors_header(
+        m["tensors"]["fusion.safetensors"] = toolkit.persistence.safetensors_header(
             folder / "fusion.safetensors"
         )
 
@@ -644,7 +655,7 @@ def test_gated_weights_stay_inside_and_must_be_present(gated_folder, tmp_path):
 
 
 def test_sentence_modules_must_be_known(tmp_path):
-    from toolkit.persistence import _check_hf_folder
+    from toolkit.persistence.loading import _check_hf_folder
 
     (tmp_path / "modules.json").write_text(
         json.dumps([{"idx": 0, "name": "0", "path": "", "type": "os.system"}])
@@ -736,7 +747,7 @@ def test_overwrite_refuses_a_symlink_and_a_forged_manifest(fitted, tmp_path):
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    import toolkit, toolkit.persistence as p
+    import toolkit, toolkit.persistence.saving as p
     src, dst, stop, exchange = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
     def step(name):
         if name == stop:
@@ -761,10 +772,11 @@ _CHILD = textwrap.dedent(
         ("moved-new", "0"),
     ],
 )
-def test_a_save_killed_at_any_point_leaves_a_loadable_model(tmp_path, stop, exchange):
-    df, y, mods = _data()
-    old = MultimodalClassifier(mods, fusion="early", random_state=0).fit(df, y)
-    new = MultimodalClassifier(mods, fusion="late", random_state=0).fit(df, y)
+def test_a_save_killed_at_any_point_leaves_a_loadable_model(
+    tmp_path, stop, exchange, fitted, late_fitted
+):
+    df, old = fitted
+    new = late_fitted
     dst = toolkit.save(old, tmp_path / "model")
     src = toolkit.save(new, tmp_path / "new")
     proc = subprocess.run(
@@ -904,7 +916,7 @@ def test_decompression_bomb_is_refused_before_unpacking(folder):
 
 
 def test_cleanup_touches_only_dead_saves_of_this_machine(fitted, tmp_path):
-    from toolkit.persistence import _host_tag
+    from toolkit.persistence.saving import _host_tag
 
     hexid = "0" * 32
     precious = tmp_path / f".m.saving-{_host_tag()}-999999-{hexid}"  # dead pid, user's file

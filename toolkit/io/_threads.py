@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 #: Most reader threads per encoder call.
@@ -35,7 +36,5 @@ def map_in_threads(fn: Callable[[Any], Any], items: Sequence, threads: int) -> l
 
     if threads <= 1 or len(items) <= 1:
         return [call(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
         return list(pool.map(call, items))

@@ -399,6 +399,19 @@ def _stream(blocks: Iterator[np.ndarray], frames: int, sr: int, target, what: st
     return out[:filled], rate
 
 
+def _check_target_rate(sample_rate, max_sample_rate: int) -> None:
+    """``sample_rate`` is None or an integer in (0, max_sample_rate]; else ValueError."""
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, np.integer))
+        or not 0 < sample_rate <= max_sample_rate
+    ):
+        raise ValueError(
+            f"sample_rate must be a positive integer up to max_sample_rate={max_sample_rate:,}, "
+            f"got {sample_rate!r}"
+        )
+
+
 def read_audio(
     item: Any,
     sample_rate: int | None = None,
@@ -444,15 +457,7 @@ def read_audio(
     FileNotFoundError
         The path does not exist.
     """
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, (int, np.integer))
-        or not 0 < sample_rate <= max_sample_rate
-    ):
-        raise ValueError(
-            f"sample_rate must be a positive integer up to max_sample_rate={max_sample_rate:,}, "
-            f"got {sample_rate!r}"
-        )
+    _check_target_rate(sample_rate, max_sample_rate)
     _positive_int(max_decoded_bytes, "max_decoded_bytes")
     path = as_path(item)
     if path is not None:

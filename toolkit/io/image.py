@@ -169,7 +169,8 @@ def _decode_file(path, what: str, max_pixels: int) -> np.ndarray:
         ) from exc
 
 
-def _value_range(value_range) -> tuple[float, float]:
+def check_value_range(value_range) -> tuple[float, float]:
+    """``value_range`` as two floats ``(low, high)`` with finite ``low < high``; else ValueError."""
     try:
         lo, hi = (float(v) for v in value_range)
     except (TypeError, ValueError) as exc:
@@ -188,7 +189,7 @@ def _scale(arr: np.ndarray, value_range, what: str) -> np.ndarray:
     if arr.dtype.kind == "f":
         arr = as_finite_float32(arr, what, "pixel values")
     if value_range is not None:
-        lo, hi = _value_range(value_range)
+        lo, hi = check_value_range(value_range)
         return np.clip((arr.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if arr.dtype == bool:
         return arr.astype(np.float32)
@@ -210,6 +211,29 @@ def _scale(arr: np.ndarray, value_range, what: str) -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(arr)
     return ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+
+
+def _check_array(arr: np.ndarray, what: str, max_pixels: int) -> None:
+    """An image array: numeric and real, (H, W) or (H, W, 1/3/4), not empty, not too large."""
+    if arr.dtype.kind not in "biufc":
+        raise ReadError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
+    check_real_dtype(arr, what, "pixel values", allow_bool=True)
+    if arr.ndim not in (2, 3):
+        raise ReadError(
+            f"{what}: expected an image of shape (H, W) or (H, W, C), got {arr.ndim} "
+            "dimensions; pass one image per cell (for a 3-D volume use ScanEncoder)"
+        )
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+        raise ReadError(
+            f"{what}: the last axis must hold 1, 3 or 4 channels (H, W, C), got {arr.shape[2]}"
+        )
+    if arr.size == 0:
+        raise ReadError(f"{what} is empty")
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        raise ReadError(
+            f"{what} is {arr.shape[1]}x{arr.shape[0]} pixels, above the {max_pixels:,} "
+            "pixel limit; downscale it (or raise max_pixels)"
+        )
 
 
 def read_image(
@@ -251,25 +275,7 @@ def read_image(
     elif isinstance(item, np.ndarray):
         what = f"image item {describe_item(item)}"
         arr = item
-        if arr.dtype.kind not in "biufc":
-            raise ReadError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
-        check_real_dtype(arr, what, "pixel values", allow_bool=True)
-        if arr.ndim not in (2, 3):
-            raise ReadError(
-                f"{what}: expected an image of shape (H, W) or (H, W, C), got {arr.ndim} "
-                "dimensions; pass one image per cell (for a 3-D volume use ScanEncoder)"
-            )
-        if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
-            raise ReadError(
-                f"{what}: the last axis must hold 1, 3 or 4 channels (H, W, C), got {arr.shape[2]}"
-            )
-        if arr.size == 0:
-            raise ReadError(f"{what} is empty")
-        if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise ReadError(
-                f"{what} is {arr.shape[1]}x{arr.shape[0]} pixels, above the {max_pixels:,} "
-                "pixel limit; downscale it (or raise max_pixels)"
-            )
+        _check_array(arr, what, max_pixels)
     else:
         raise ReadError(
             f"image item {describe_item(item)} of type {type(item).__name__} is not a path or array"
@@ -279,3 +285,7 @@ def read_image(
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
     return np.ascontiguousarray(_scale(arr, value_range, what), dtype=np.float32)
+
+
+# The name this had when private (encoders/image.py imports it; to move to the public one).
+_value_range = check_value_range

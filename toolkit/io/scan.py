@@ -30,11 +30,9 @@ the file or folder, so encoders with ``on_error="missing"`` mark that row missin
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,257 +42,20 @@ import numpy as np
 from toolkit._utils import describe_item
 from toolkit.exceptions import ReadError
 from toolkit.io._checks import as_finite_float32, check_real_dtype
-from toolkit.io._paths import as_path, check_path, companion_files, file_kind, pair_suffix
-
-#: Largest volume accepted, in voxels (``max_voxels``; all channels/time points counted),
-#: checked from the header before decoding. Decoding peaks at ~6 bytes per voxel (see the
-#: module docstring): 2**28 voxels (512 x 512 x 1024) is about 1.6 GB.
-MAX_VOXELS = 2**28
-#: Largest grid the preprocessing creates, in voxels (``max_resampled_voxels``): the volume
-#: resampled to ``pixdim`` (computed from the header or affine before resampling) and
-#: ``spatial_size``. Resampling peaks at ~29 bytes per voxel: 2**25 voxels is about 1 GB.
-MAX_RESAMPLED_VOXELS = 2**25
-#: pydicom reads header elements larger than this lazily (a huge private tag is not loaded).
-_DEFER_SIZE = "1 MB"
-_F32_MAX = float(np.finfo(np.float32).max)
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
-
-
-@contextlib.contextmanager
-def _quiet_monai():
-    """Silence MONAI's optional-codec warnings for this call only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"monai\..*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
-        yield
-
-
-def _is_nifti(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(_NIFTI_SUFFIXES) or pair_suffix(path) is not None
-
-
-def _too_many(voxels: int, max_voxels: int, what: str, source: str) -> ReadError:
-    return ReadError(
-        f"{what} has {voxels:,} voxels ({source}), above the max_voxels={max_voxels:,} limit; "
-        "crop or downsample it first, or raise max_voxels"
-    )
-
-
-def _dicom_header(file: Path, what: str):
-    import pydicom
-
-    try:
-        return pydicom.dcmread(str(file), stop_before_pixels=True, defer_size=_DEFER_SIZE)
-    except Exception as exc:
-        raise ReadError(
-            f"{what} is not a readable DICOM file ({type(exc).__name__}: {exc}); "
-            "remove it or pass a valid DICOM file"
-        ) from exc
-
-
-def _dicom_voxels(ds, what: str) -> int:
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ReadError(
-            f"{what} has no usable Rows/Columns in its header ({exc}); it holds no image"
-        ) from exc
-    if min(rows, cols, frames, samples) < 1:
-        raise ReadError(f"{what} declares an empty image ({rows}x{cols}, {frames} frame(s))")
-    return rows * cols * frames * samples
-
-
-def _check_dicom_folder(path: Path, max_voxels: int = MAX_VOXELS) -> None:
-    """Check a series folder from the headers alone: entries, one series, voxel count."""
-    files = []
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith("."):
-            continue  # hidden files (.DS_Store): MONAI's glob does not see them either
-        try:
-            mode = os.stat(entry).st_mode
-        except OSError as exc:
-            raise ReadError(
-                f"entry '{entry.name}' of DICOM folder '{path}' cannot be inspected "
-                f"({type(exc).__name__}: {exc}); remove it or fix its permissions"
-            ) from exc
-        if stat.S_ISDIR(mode):
-            raise ReadError(
-                f"DICOM folder '{path}' holds a subfolder '{entry.name}'; a series folder must "
-                "hold only the slice files of one series"
-            )
-        if not stat.S_ISREG(mode):
-            raise ReadError(
-                f"entry '{entry.name}' of DICOM folder '{path}' is {file_kind(mode)}, not a "
-                "regular file; it was not opened; remove it from the series folder"
-            )
-        files.append(entry)
-    if not files:
-        raise ReadError(f"DICOM folder '{path}' holds no files")
-    series: dict[str, list[str]] = {}
-    voxels = 0
-    for f in files:
-        where = f"file '{f}' in DICOM folder '{path}'"
-        ds = _dicom_header(f, where)
-        if getattr(ds, "InstanceNumber", None) in (None, ""):
-            raise ReadError(
-                f"{where} has no InstanceNumber, which orders the slices (MONAI would skip "
-                "it); set it or remove the file"
-            )
-        voxels += _dicom_voxels(ds, where)
-        _check_rescale(ds, where)
-        if voxels > max_voxels:
-            raise _too_many(
-                voxels,
-                max_voxels,
-                f"DICOM folder '{path}'",
-                f"from the headers of {len(files)} files",
-            )
-        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "unknown")), []).append(f.name)
-    if len(series) > 1:
-        summary = "; ".join(
-            f"{uid}: {len(names)} files (e.g. {names[0]})" for uid, names in series.items()
-        )
-        raise ReadError(
-            f"DICOM folder '{path}' mixes {len(series)} series ({summary}); "
-            "put each series in its own folder"
-        )
-
-
-def _check_rescale(ds, what: str) -> None:
-    """Refuse a DICOM RescaleSlope/Intercept that takes stored values beyond float32."""
-    try:
-        slope = abs(float(getattr(ds, "RescaleSlope", 1.0) or 1.0))
-        intercept = abs(float(getattr(ds, "RescaleIntercept", 0.0) or 0.0))
-        bits = int(getattr(ds, "BitsStored", None) or getattr(ds, "BitsAllocated", 16) or 16)
-    except (TypeError, ValueError) as exc:
-        raise ReadError(f"{what} has an unreadable RescaleSlope/Intercept ({exc})") from exc
-    if not (math.isfinite(slope) and math.isfinite(intercept)):
-        raise ReadError(f"{what} has a NaN or infinite RescaleSlope/RescaleIntercept")
-    if slope * 2.0 ** min(bits, 64) + intercept > _F32_MAX:
-        raise ReadError(
-            f"{what}: its RescaleSlope {slope:g} / RescaleIntercept {intercept:g} take the "
-            f"stored {bits}-bit values out of float32 range (±{_F32_MAX:.3g}); they are finite, "
-            "not NaN; fix the header"
-        )
-
-
-def _singular(affine) -> bool:
-    """Whether a voxel-to-world affine cannot be oriented or resampled (singular, NaN)."""
-    affine = np.asarray(affine, dtype=np.float64)[:3, :3]
-    if not np.isfinite(affine).all():
-        return True
-    values = np.linalg.svd(affine, compute_uv=False)
-    return not (values.max() > 0 and values.min() > 1e-6 * values.max())
-
-
-def _degenerate(what: str) -> ReadError:
-    return ReadError(
-        f"{what} has a degenerate orientation: its voxel-to-world affine is singular "
-        "(e.g. every slice at the same ImagePositionPatient, or a zero or collinear "
-        "ImageOrientationPatient), so it cannot be oriented or resampled; fix the header, "
-        "or pass orientation=None and pixdim=None to use the stored voxel grid"
-    )
-
-
-def resampled_shape(spatial_shape, affine, orientation=None, pixdim=None) -> tuple[int, ...]:
-    """Spatial shape of a volume after :func:`preprocess_scan`'s orientation and resampling.
-
-    Computed by MONAI's own ``Orientation`` and ``Spacing`` in lazy mode on a zero-byte
-    stand-in of ``spatial_shape`` with ``affine`` (RAS), so nothing is allocated or
-    resampled and the shape is the one the real transforms produce (rotated affines
-    included).
-    """
-    import torch
-
-    with _quiet_monai():
-        from monai.data import MetaTensor
-        from monai.transforms import Orientation, Spacing
-
-        shape = tuple(int(n) for n in spatial_shape)
-        x = MetaTensor(
-            torch.zeros((1,) * (len(shape) + 1)).expand(1, *shape),
-            affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)),
-        )
-        if orientation:
-            x = Orientation(axcodes=orientation, lazy=True)(x)
-        if pixdim is not None:
-            x = Spacing(pixdim=tuple(pixdim), mode="bilinear", lazy=True)(x)
-        return tuple(int(n) for n in x.peek_pending_shape())
-
-
-def _check_resampled(shape, affine, what: str, limit: int, orientation, pixdim, source):
-    """Refuse a volume whose resampling to ``pixdim`` would create more than ``limit`` voxels."""
-    if pixdim is None or affine is None or len(shape) != 3:
-        return
-    if _singular(affine):
-        raise _degenerate(what)
-    try:
-        out = resampled_shape(shape, affine, orientation, pixdim)
-    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
-        raise ReadError(
-            f"{what} could not be oriented or resampled ({type(exc).__name__}: {exc}); check "
-            "its orientation and spacing, or pass orientation=None and pixdim=None"
-        ) from exc
-    voxels = math.prod(out)
-    if voxels > limit:
-        spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-        raise ReadError(
-            f"{what} would have {voxels:,} voxels ({'x'.join(map(str, out))}) once resampled "
-            f"from {tuple(round(float(v), 4) for v in spacing)} mm to pixdim="
-            f"{tuple(float(p) for p in pixdim)} mm ({source}), above the max_resampled_voxels="
-            f"{limit:,} limit; choose a coarser pixdim, pass pixdim=None, or raise "
-            "max_resampled_voxels"
-        )
-
-
-def _check_header(path: Path, nifti: bool, what: str, max_voxels: int, resample_to=None) -> bool:
-    """Check one NIfTI or DICOM file from its header, before any pixel decoding.
-
-    Returns whether the values may exceed float32 (then the volume is loaded as float64 so
-    that NaN and out-of-range values can be told apart).
-    """
-    wide = False
-    if nifti:
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            shape = img.shape
-            dtype = img.header.get_data_dtype()
-            slope, inter = img.header.get_slope_inter()
-            affine = img.affine
-        except Exception as exc:
-            raise ReadError(
-                f"{what} could not be read as a scan ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); check that it is a "
-                "valid, complete NIfTI or DICOM file"
-            ) from exc
-        voxels = math.prod(int(n) for n in shape)
-        if dtype.kind == "c":
-            raise ReadError(
-                f"{what}: voxels are complex ({dtype}); save the magnitude or the real part "
-                "as a real-valued NIfTI"
-            )
-        top = float(np.finfo(dtype).max) if dtype.kind == "f" else 2.0 ** (8 * dtype.itemsize)
-        top = top * abs(slope if slope is not None else 1.0) + abs(inter or 0.0)
-        wide = not top <= _F32_MAX
-        if voxels > max_voxels:
-            raise _too_many(voxels, max_voxels, what, "from its header")
-        if len(shape) >= 3 and resample_to is not None:
-            spatial = tuple(int(n) for n in shape[:3])
-            _check_resampled(spatial, affine, what, *resample_to, "from its header")
-    else:
-        ds = _dicom_header(path, what)
-        voxels = _dicom_voxels(ds, what)
-        _check_rescale(ds, what)
-        if voxels > max_voxels:
-            raise _too_many(voxels, max_voxels, what, "from its header")
-    return wide
+from toolkit.io._paths import as_path, check_path, companion_files, pair_suffix
+from toolkit.io.scan_headers import (
+    MAX_RESAMPLED_VOXELS,
+    MAX_VOXELS,
+    _check_dicom_folder,
+    _check_header,
+    _check_resampled,
+    _degenerate,
+    _is_nifti,
+    _singular,
+    _too_many,
+    quiet_monai,
+    resampled_shape,
+)
 
 
 def _as_float_volume(img, what: str):
@@ -316,79 +77,89 @@ def _load(item: Any, max_voxels: int, resample_to=None):
     """
     path = as_path(item)
     if path is not None:
-        check_path(path, "scan", allow_dir=True)
-        if path.is_dir():
-            _check_dicom_folder(path, max_voxels)
-            reader, kind = "PydicomReader", "DICOM series folder"
-        elif _is_nifti(path):
-            reader, kind = "NibabelReader", "NIfTI file"
-        else:
-            reader, kind = "PydicomReader", "DICOM file"
-        what = f"{kind} '{path}'"
-        # Analyze/NIfTI pairs (also .hdr.gz/.img.gz): the other half (and an SPM .mat) is
-        # opened on decoding, so it gets the same checks (no FIFO, device or empty file).
-        for companion in companion_files(path):
-            if not os.path.lexists(companion):
-                continue
-            if pair_suffix(companion) is not None:
-                check_path(companion, "scan")
-            elif not stat.S_ISREG(os.stat(companion).st_mode):  # an SPM .mat: never a FIFO
-                check_path(companion, "scan")
-        wide = not path.is_dir() and _check_header(
-            path, reader == "NibabelReader", what, max_voxels, resample_to
-        )
-        with _quiet_monai():
-            from monai.transforms import LoadImage
-
-            try:
-                # float64 when the header allows values beyond float32, so NaN and
-                # out-of-range values are told apart before the cast.
-                img = LoadImage(
-                    reader=reader,
-                    image_only=True,
-                    ensure_channel_first=True,
-                    dtype=np.float64 if wide else np.float32,
-                )(str(path))
-            except Exception as exc:
-                raise ReadError(
-                    f"{what} could not be read as a scan ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); check that it is a "
-                    "valid, complete NIfTI or DICOM file"
-                ) from exc
-        if img.ndim != 4:
-            raise ReadError(
-                f"{what} holds a {img.ndim - 1}-D image of shape {tuple(img.shape[1:])}, not a "
-                "3-D volume; pass the folder of the whole DICOM series (or use ImageEncoder "
-                "for 2-D images)"
-            )
-        voxels = math.prod(int(n) for n in img.shape)
-        if voxels > max_voxels:
-            raise _too_many(voxels, max_voxels, what, "as decoded")
-        return _as_float_volume(img, what), what
+        return _load_file(path, max_voxels, resample_to)
     if isinstance(item, np.ndarray) or type(item).__name__ in ("Tensor", "MetaTensor"):
-        arr = np.asarray(item)
-        what = f"scan item {describe_item(arr)}"
-        if arr.dtype.kind not in "biufc":
-            raise ReadError(f"{what}: expected a numeric volume, got dtype {arr.dtype}")
-        check_real_dtype(arr, what, "voxels", allow_bool=True)
-        if arr.ndim == 4 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim != 3:
-            raise ReadError(
-                f"{what}: expected a 3-D volume of shape (D, H, W), got {arr.ndim} dimensions"
-                + ("; for a 2-D image use ImageEncoder" if arr.ndim == 2 else "")
-            )
-        if min(arr.shape) < 1:
-            raise ReadError(f"{what} is empty")
-        if arr.size > max_voxels:
-            raise _too_many(arr.size, max_voxels, what, f"shape {arr.shape}")
-        arr = as_finite_float32(arr, what, "voxels")
-        import torch
-
-        return torch.from_numpy(arr[None]), what
+        return _load_array(item, max_voxels)
     raise ReadError(
         f"scan item {describe_item(item)} of type {type(item).__name__} is not a path or 3-D array"
     )
+
+
+def _load_file(path: Path, max_voxels: int, resample_to=None):
+    """A NIfTI file, DICOM file or DICOM series folder: headers checked, then decoded."""
+    check_path(path, "scan", allow_dir=True)
+    if path.is_dir():
+        _check_dicom_folder(path, max_voxels)
+        reader, kind = "PydicomReader", "DICOM series folder"
+    elif _is_nifti(path):
+        reader, kind = "NibabelReader", "NIfTI file"
+    else:
+        reader, kind = "PydicomReader", "DICOM file"
+    what = f"{kind} '{path}'"
+    # Analyze/NIfTI pairs (also .hdr.gz/.img.gz): the other half (and an SPM .mat) is
+    # opened on decoding, so it gets the same checks (no FIFO, device or empty file).
+    for companion in companion_files(path):
+        if not os.path.lexists(companion):
+            continue
+        if pair_suffix(companion) is not None:
+            check_path(companion, "scan")
+        elif not stat.S_ISREG(os.stat(companion).st_mode):  # an SPM .mat: never a FIFO
+            check_path(companion, "scan")
+    wide = not path.is_dir() and _check_header(
+        path, reader == "NibabelReader", what, max_voxels, resample_to
+    )
+    with quiet_monai():
+        from monai.transforms import LoadImage
+
+        try:
+            # float64 when the header allows values beyond float32, so NaN and
+            # out-of-range values are told apart before the cast.
+            img = LoadImage(
+                reader=reader,
+                image_only=True,
+                ensure_channel_first=True,
+                dtype=np.float64 if wide else np.float32,
+            )(str(path))
+        except Exception as exc:
+            raise ReadError(
+                f"{what} could not be read as a scan ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); check that it is a "
+                "valid, complete NIfTI or DICOM file"
+            ) from exc
+    if img.ndim != 4:
+        raise ReadError(
+            f"{what} holds a {img.ndim - 1}-D image of shape {tuple(img.shape[1:])}, not a "
+            "3-D volume; pass the folder of the whole DICOM series (or use ImageEncoder "
+            "for 2-D images)"
+        )
+    voxels = math.prod(int(n) for n in img.shape)
+    if voxels > max_voxels:
+        raise _too_many(voxels, max_voxels, what, "as decoded")
+    return _as_float_volume(img, what), what
+
+
+def _load_array(item, max_voxels: int):
+    """An in-memory volume (numpy array or torch tensor) of shape (D, H, W) or (1, D, H, W)."""
+    arr = np.asarray(item)
+    what = f"scan item {describe_item(arr)}"
+    if arr.dtype.kind not in "biufc":
+        raise ReadError(f"{what}: expected a numeric volume, got dtype {arr.dtype}")
+    check_real_dtype(arr, what, "voxels", allow_bool=True)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ReadError(
+            f"{what}: expected a 3-D volume of shape (D, H, W), got {arr.ndim} dimensions"
+            + ("; for a 2-D image use ImageEncoder" if arr.ndim == 2 else "")
+        )
+    if min(arr.shape) < 1:
+        raise ReadError(f"{what} is empty")
+    if arr.size > max_voxels:
+        raise _too_many(arr.size, max_voxels, what, f"shape {arr.shape}")
+    arr = as_finite_float32(arr, what, "voxels")
+    import torch
+
+    return torch.from_numpy(arr[None]), what
 
 
 def load_scan(item: Any, *, max_voxels: int = MAX_VOXELS):
@@ -418,7 +189,7 @@ def _check_affine(img, what: str, orientation, pixdim) -> None:
         raise _degenerate(what)
 
 
-def _check_preprocess(spatial_size, pixdim, limit: int) -> None:
+def check_preprocess(spatial_size, pixdim, limit: int) -> None:
     """Parameter checks (``ValueError``); ``spatial_size`` must fit ``limit`` voxels."""
     size = tuple(spatial_size)
     if len(size) != 3 or not all(
@@ -454,7 +225,7 @@ def orient_scan(
     resampling to ``pixdim`` (MONAI, on the CPU); returns a (1, D, H, W) float32 tensor."""
     import torch
 
-    with _quiet_monai():
+    with quiet_monai():
         from monai.data import MetaTensor
         from monai.transforms import Orientation, Spacing
 
@@ -575,7 +346,7 @@ def preprocess_scan(
     import torch
 
     x = orient_scan(img, pixdim=pixdim, orientation=orientation)
-    with _quiet_monai():
+    with quiet_monai():
         from monai.transforms import Resize, ScaleIntensityRangePercentiles
 
         if device is not None:
@@ -601,7 +372,7 @@ def load_oriented_scan(
 ):
     """Read one scan with every check of :func:`read_scan` and run :func:`orient_scan`;
     :func:`resize_and_scale` finishes it (in batches). Returns (1, D, H, W) float32 (CPU)."""
-    _check_preprocess(spatial_size, pixdim, max_resampled_voxels)
+    check_preprocess(spatial_size, pixdim, max_resampled_voxels)
     resample_to = (max_resampled_voxels, orientation, pixdim)
     img, what = _load(item, max_voxels, resample_to)
     _check_affine(img, what, orientation, pixdim)
@@ -650,7 +421,7 @@ def read_scan(
     """
     orientation, pixdim = preprocess.get("orientation", "RAS"), preprocess.get("pixdim")
     size = preprocess.get("spatial_size", (64, 64, 64))
-    _check_preprocess(size, pixdim, max_resampled_voxels)
+    check_preprocess(size, pixdim, max_resampled_voxels)
     resample_to = (max_resampled_voxels, orientation, pixdim)
     img, what = _load(item, max_voxels, resample_to)
     _check_affine(img, what, orientation, pixdim)
@@ -660,3 +431,22 @@ def read_scan(
         return preprocess_scan(img, **preprocess)
     except ReadError as exc:
         raise ReadError(f"{what}: {exc}") from exc
+
+
+# The names these had when private (encoders/scan.py imports them; to move to the public ones).
+_quiet_monai = quiet_monai
+_check_preprocess = check_preprocess
+
+__all__ = [
+    "MAX_RESAMPLED_VOXELS",
+    "MAX_VOXELS",
+    "check_preprocess",
+    "load_oriented_scan",
+    "load_scan",
+    "orient_scan",
+    "preprocess_scan",
+    "quiet_monai",
+    "read_scan",
+    "resampled_shape",
+    "resize_and_scale",
+]

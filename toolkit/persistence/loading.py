@@ -1,0 +1,342 @@
+"""``load``: check a model folder (files, manifest, skops schema, weights, transformers
+folders) before anything is built, then restore each component's torch state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import skops.io as sio
+from skops.io._protocol import PROTOCOL
+
+from toolkit.persistence.allowlist import (
+    _CODE_LOADERS,
+    _DOTTED,
+    _PATH_TYPES,
+    _SENTENCE_MODULES,
+    _check_plain_data,
+    _schema_names,
+    trusted_types,
+)
+from toolkit.persistence.files import (
+    _MANIFEST,
+    _MODEL,
+    _ST_DTYPES,
+    DEFAULT_MAX_BYTES,
+    MAX_COMPRESSION_RATIO,
+    MAX_SCHEMA_BYTES,
+    MAX_UNPACKED_FREE,
+    ModelFileError,
+    UntrustedTypeError,
+    _check_compatible,
+    _check_files,
+    _inside,
+    _read_manifest,
+    _scan,
+)
+from toolkit.persistence.saving import _components, _leftovers, _weight_parameters
+
+
+def _read_skops(file: Path, trusted: set[str], max_bytes: int):
+    """The estimator in ``model.skops``, built only after its schema names nothing untrusted."""
+    where = f"model file '{file}'"
+    data = file.read_bytes()
+    schema = _read_schema(data, where, max_bytes)
+    names = _checked_names(schema, where, file, trusted)
+    try:
+        return sio.loads(data, trusted=sorted(names))
+    except ImportError as exc:
+        raise ModelFileError(
+            f"{where} names a class whose module cannot be imported ({exc}); install or import "
+            "the package that defines it (e.g. the module of a fusion you registered) first"
+        ) from exc
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelFileError(
+            f"{where} could not be read ({type(exc).__name__}: {exc}); it is corrupt: save the "
+            "model again"
+        ) from exc
+
+
+def _read_schema(data: bytes, where: str, max_bytes: int) -> dict:
+    """The skops archive's ``schema.json``, its unpacked size and members bounded first."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise ModelFileError(
+                    f"{where} unpacks to {total:,} bytes, above max_bytes={max_bytes:,}"
+                )
+            if total > max(MAX_UNPACKED_FREE, MAX_COMPRESSION_RATIO * len(data)):
+                raise ModelFileError(
+                    f"{where} unpacks to {total:,} bytes from {len(data):,} (more than "
+                    f"{MAX_COMPRESSION_RATIO}x): refused as a decompression bomb"
+                )
+            odd = [i.filename for i in infos if "/" in i.filename or "\\" in i.filename]
+            if odd:
+                raise ModelFileError(f"{where} holds unexpected members {odd[:5]}")
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_SCHEMA_BYTES:
+                raise ModelFileError(
+                    f"{where}: schema.json is {info.file_size:,} bytes, above the "
+                    f"{MAX_SCHEMA_BYTES:,} limit"
+                )
+            schema = json.loads(zf.read(info).decode("utf-8"))
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ) as exc:
+        raise ModelFileError(
+            f"{where} is not a readable skops archive ({type(exc).__name__}: {exc}); it is "
+            "corrupt or truncated: save the model again"
+        ) from exc
+    if not isinstance(schema, dict) or schema.get("protocol") != PROTOCOL:
+        raise ModelFileError(
+            f"{where} uses skops protocol {schema.get('protocol') if isinstance(schema, dict) else None!r}; "
+            f"this toolkit reads protocol {PROTOCOL}"
+        )
+    return schema
+
+
+def _checked_names(schema: dict, where: str, file: Path, trusted: set[str]) -> set[str]:
+    """Every dotted name the schema references; refuses any that is not trusted."""
+    allowed = trusted_types()
+    refused, names = set(), set()
+    for loader, name in _schema_names(schema, where):
+        names.add(name)
+        if name in trusted:
+            continue
+        if loader == "ConstructorFromReduceNode" and name in _PATH_TYPES:
+            continue  # a Path rebuilt from its string parts
+        if loader in _CODE_LOADERS or name not in allowed:
+            refused.add(name)
+    if refused:
+        raise UntrustedTypeError(
+            f"model '{file.parent}' references types that are not trusted: {sorted(refused)}. "
+            "Nothing was loaded. If you trust this file, pass load(path, trusted=[...]) with "
+            "those exact names"
+        )
+    return names
+
+
+def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> None:
+    """A transformers / sentence-transformers folder: no custom code, bounded model size."""
+    what = f"model '{path}': {label}"
+    modules = folder / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            types = {e["type"] for e in entries}
+            paths = [e.get("path", "") for e in entries]
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ModelFileError(f"{what}: modules.json is malformed ({exc!r:.200})") from exc
+        odd = sorted(t for t in types if t not in _SENTENCE_MODULES)
+        if odd:
+            raise UntrustedTypeError(f"{what}: modules.json names untrusted modules {odd}")
+        for p in paths:
+            if p:
+                _inside(folder, p, f"{what} modules.json")
+    cfg = None
+    for file in sorted(folder.rglob("*.json")):
+        try:
+            content = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ModelFileError(f"{what}: '{file.name}' is not valid JSON ({exc!r:.200})") from exc
+        if isinstance(content, dict) and (
+            "auto_map" in content or content.get("trust_remote_code")
+        ):
+            asks = "auto_map" if "auto_map" in content else "trust_remote_code"
+            raise UntrustedTypeError(
+                f"{what}: '{file.name}' asks for custom model code ({asks}); it is not run"
+            )
+        if file.parent == folder and file.name == "config.json":
+            cfg = content
+    if not isinstance(cfg, dict):
+        return
+    if "model_type" not in cfg:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            with torch.device("meta"):
+                meta = AutoModel.from_config(hf_config)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ModelFileError(
+            f"{what}: config.json does not describe a model transformers can build "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    n_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
+    stored = sum(f.stat().st_size for f in folder.rglob("*.safetensors") if not f.is_symlink())
+    if n_bytes > max_bytes or n_bytes > 2 * stored + (1 << 20):
+        raise ModelFileError(
+            f"{what}: config.json describes a network of {n_bytes:,} bytes, but the folder "
+            f"holds {stored:,} bytes of weights (limit max_bytes={max_bytes:,})"
+        )
+
+
+def _restore_components(model, path: Path, manifest: dict, max_bytes: int) -> None:
+    """Check each component's saved files, then let it load them (``load_weights``); every
+    encoder must come out fitted, so nothing is read from elsewhere at predict time."""
+    encoders = manifest.get("encoders") or {}
+    if not isinstance(encoders, dict):
+        raise ModelFileError(f"model '{path}': manifest 'encoders' is malformed")
+    unknown = sorted(set(encoders) - set(model.encoders_))
+    if unknown:
+        raise ModelFileError(f"model '{path}': manifest names unknown modalities {unknown}")
+    for label, part, name in _components(model):
+        entry = manifest.get("fusion") if name is None else encoders.get(name)
+        wanted = _weight_parameters(part)
+        if entry is None:
+            if wanted:
+                raise ModelFileError(
+                    f"model '{path}': {label} uses a pretrained network that the folder "
+                    "does not hold"
+                )
+            if name is not None and not hasattr(part, "n_features_out_"):
+                raise ModelFileError(f"model '{path}': {label} is not fitted")
+            continue
+        if not wanted:
+            raise ModelFileError(
+                f"model '{path}': manifest gives saved files to {label}, which loads none"
+            )
+        _restore_one(part, label, entry, path, manifest, max_bytes)
+
+
+def _restore_one(part, label, entry, path: Path, manifest: dict, max_bytes: int) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+        raise ModelFileError(f"model '{path}': manifest entry of {label} is malformed")
+    folder = _inside(path, entry.get("folder"), f"model '{path}' {label} folder")
+    params, wanted = entry["params"], _weight_parameters(part)
+    if set(params) != set(wanted):
+        raise ModelFileError(
+            f"model '{path}': manifest sets parameters {sorted(params)} of {label}, which is "
+            f"restored from {sorted(wanted)} only"
+        )
+    targets = {p: _inside(folder, rel, f"model '{path}' {label} {p}") for p, rel in params.items()}
+    for target in targets.values():
+        if target.is_dir():
+            _check_hf_folder(target, label, path, max_bytes)
+        else:
+            _check_weights(part, label, path, manifest, target, max_bytes)
+    try:
+        part.load_weights({p: str(t) for p, t in targets.items()})
+    except Exception as exc:  # noqa: BLE001 - any library's loading error, named
+        # 1000 characters: the loader's own message names the folder (twice) and the cause
+        raise ModelFileError(
+            f"model '{path}': the saved network of {label} could not be loaded "
+            f"({type(exc).__name__}: {str(exc)[:1000]}); the folder is damaged: save it again"
+        ) from exc
+
+
+def _check_weights(part, label, path: Path, manifest: dict, weights: Path, max_bytes: int):
+    """Compare a weights file's header (already checked against the manifest) with the
+    network the component describes, built on the meta device, before building it."""
+    rel = weights.relative_to(path.resolve()).as_posix()
+    table = manifest["tensors"].get(rel)
+    if table is None:
+        raise ModelFileError(f"model '{path}': weights '{rel}' are not in the manifest")
+    try:
+        expected = part.expected_weights()
+    except ValueError as exc:
+        raise UntrustedTypeError(f"model '{path}': {label}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to describe the network is refused
+        raise ModelFileError(
+            f"model '{path}': {label} describes a network that cannot be built "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+    if expected is None:
+        return
+    n_bytes = 0
+    for info in expected.values():
+        numel = 1
+        for d in info["shape"]:
+            numel *= d
+        n_bytes += numel * _ST_DTYPES.get(info["dtype"], 8)
+    if n_bytes > max_bytes:
+        raise ModelFileError(
+            f"model '{path}': {label} describes a network of {n_bytes:,} bytes, above "
+            f"max_bytes={max_bytes:,}"
+        )
+    if expected != table:
+        diff = sorted(k for k in set(expected) | set(table) if expected.get(k) != table.get(k))
+        raise ModelFileError(
+            f"model '{path}': weights '{rel}' do not fit {label}'s network ({len(diff)} "
+            f"tensors differ in name, dtype or shape, e.g. {diff[:3]})"
+        )
+
+
+def _locate(path: Path) -> Path:
+    """``path``, or the previous model an interrupted save left beside it (with a warning)."""
+    if path.exists() or path.is_symlink():
+        return path
+    for old in _leftovers(path, "replaced"):
+        if (old / _MANIFEST).is_file():
+            warnings.warn(
+                f"'{path}' is missing: a save into it was interrupted; loading the previous "
+                f"model from '{old}'. Rename that folder to '{path}' to keep it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return old
+    raise FileNotFoundError(f"'{path}' is not a saved toolkit model (it does not exist)")
+
+
+def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool = True):
+    """Load a model saved with :func:`save`, running no code the file chose.
+
+    Parameters
+    ----------
+    path : str or path
+    trusted : list of str, optional
+        Extra exact dotted names (types or functions) to trust. Without it, only
+        :func:`trusted_types` are constructed; anything else is refused with
+        :class:`UntrustedTypeError` naming it, before anything is built.
+    max_bytes : int, default=DEFAULT_MAX_BYTES (8 GiB)
+        Largest folder, unpacked ``model.skops`` and described network accepted.
+    verify : bool, default=True
+        Check every file's SHA-256 against the manifest (reads each file once more; about
+        1 s per GB). Sizes, the file list and every weight header are checked regardless.
+
+    Returns
+    -------
+    The fitted estimator, with its torch parts restored (on CPU).
+    """
+    if trusted is not None:
+        if isinstance(trusted, str) or not all(
+            isinstance(t, str) and _DOTTED.match(t) for t in trusted
+        ):
+            raise TypeError(
+                f"trusted must be a list of exact dotted names such as "
+                f"'mypackage.module.Class', got {trusted!r}"
+            )
+    path = _locate(Path(path))
+    if path.is_symlink():
+        raise ModelFileError(f"'{path}' is a symbolic link; load the real folder it points to")
+    if not path.is_dir():
+        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (not a folder)")
+    files = _scan(path, f"model '{path}'", max_bytes)
+    manifest = _read_manifest(path, files)
+    _check_compatible(manifest, path)
+    _check_files(path, manifest, files, verify)
+    if _MODEL not in files:
+        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (no {_MODEL})")
+    model = _read_skops(path / _MODEL, set(trusted or ()), max_bytes)
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if cls != manifest["class"]:
+        raise ModelFileError(f"model '{path}': manifest says {manifest['class']}, file holds {cls}")
+    if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
+        raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
+    _check_plain_data(model, path)
+    _restore_components(model, path, manifest, max_bytes)
+    return model
