@@ -269,7 +269,7 @@ def _looks_like_path(text: str) -> bool:
 def path_fingerprint(path, **options) -> tuple:
     """:func:`fingerprint_path` of ``path`` and of every other file a reader reads for it
     (the companions of :func:`toolkit.io._paths.companion_files`, present or absent)."""
-    from toolkit.io._paths import companion_files
+    from toolkit.io import companion_files
 
     own = fingerprint_path(path, **options)
     companions = companion_files(path)

@@ -26,28 +26,6 @@ CHECKED = sorted(
 EVERY_MODULE = sorted(ROOT.rglob("*.py"))
 #: The package's shared internals, which any unit may import (see the module docstring).
 SHARED_INTERNALS = {"toolkit._utils", "toolkit._progress"}
-#: Cross-unit private imports that were there when the whole-package check began, by
-#: "file: imported module.name". A new offender fails the test; this list may only shrink
-#: (delete an entry once its file imports the public name instead). Each offender below has a
-#: public seam already, named in its comment.
-KNOWN_OFFENDERS = {
-    # toolkit.io exports companion_files, check_path, check_real_dtype, as_finite_float32,
-    # map_in_threads and read_threads; the importers still use io's private modules.
-    "cache.py: toolkit.io._paths.companion_files",
-    "datasets/mmsa.py: toolkit.io._checks.as_finite_float32",
-    "datasets/mmsa.py: toolkit.io._checks.check_real_dtype",
-    "datasets/mmsa.py: toolkit.io._paths.check_path",
-    "encoders/base.py: toolkit.io._threads.map_in_threads",
-    "encoders/base.py: toolkit.io._threads.read_threads",
-    # toolkit.io.image.check_value_range, toolkit.io.scan.check_preprocess / quiet_monai
-    "encoders/image.py: toolkit.io.image._value_range",
-    "encoders/scan.py: toolkit.io.scan._check_preprocess",
-    "encoders/scan.py: toolkit.io.scan._quiet_monai",
-    "encoders/backends/monai_backbone.py: toolkit.io.scan._quiet_monai",
-    # no public seam yet: toolkit.encoders.text and toolkit.fusion.base to publish them
-    "cache.py: toolkit.encoders.text._default_sentence_model",
-    "estimators/regressor.py: toolkit.fusion.base._target_exponent",
-}
 
 
 def _private(name: str) -> bool:
@@ -137,7 +115,7 @@ def test_no_unit_imports_another_units_private_names():
         for path in EVERY_MODULE
         for name in cross_unit_private_imports(path)
     }
-    assert sorted(found - KNOWN_OFFENDERS) == [], "new cross-unit private imports"
+    assert sorted(found) == [], "cross-unit private imports: import the unit's public name"
 
 
 def test_the_package_checker_catches_private_imports(tmp_path, monkeypatch):

@@ -226,7 +226,7 @@ def test_saved_head_that_does_not_fit_is_refused(bert, tmp_path):
     from safetensors.torch import save_file
 
     import toolkit
-    from toolkit.persistence import ModelFileError, _safetensors_header, _sha256
+    from toolkit.persistence import ModelFileError, safetensors_header, sha256
 
     texts, y = reviews(40, 7)
     df = pd.DataFrame({"review": texts})
@@ -239,8 +239,8 @@ def test_saved_head_that_does_not_fit_is_refused(bert, tmp_path):
     save_file({"weight": torch.zeros(5, 32), "bias": torch.zeros(5)}, str(head))
     manifest = json.loads((path / "manifest.json").read_text())
     rel = "encoders/text/head.safetensors"
-    manifest["files"][rel] = {"size": head.stat().st_size, "sha256": _sha256(head)}
-    manifest["tensors"][rel] = _safetensors_header(head)
+    manifest["files"][rel] = {"size": head.stat().st_size, "sha256": sha256(head)}
+    manifest["tensors"][rel] = safetensors_header(head)
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="do not fit encoder 'text'"):
         toolkit.load(path)

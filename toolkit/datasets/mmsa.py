@@ -22,8 +22,7 @@ from sklearn.utils import Bunch
 
 from toolkit.datasets._common import data_card
 from toolkit.exceptions import ReadError
-from toolkit.io._checks import as_finite_float32, check_real_dtype
-from toolkit.io._paths import check_path
+from toolkit.io import as_finite_float32, check_path, check_real_dtype
 
 #: Largest feature file accepted, in bytes (``max_bytes``); checked before it is opened.
 MAX_BYTES = 16 * 2**30

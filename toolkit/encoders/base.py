@@ -362,7 +362,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _read_chunk(self, pairs: list) -> tuple[list[int], list, list]:
         """Read one chunk: the positions in ``pairs`` that were read, their decoded items
         (after ``_finish_reads``) and the (row, message) of items marked missing."""
-        from toolkit.io._threads import map_in_threads, read_threads
+        from toolkit.io import map_in_threads, read_threads
 
         def read(pair):
             failed: list = []

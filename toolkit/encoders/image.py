@@ -21,7 +21,7 @@ from toolkit.encoders.backends import IMAGE_BACKENDS
 from toolkit.encoders.backends.descriptors import image_descriptors
 from toolkit.encoders.backends.torchvision_backbone import imagenet_inputs
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
-from toolkit.io.image import MAX_PIXELS, _value_range, read_image
+from toolkit.io.image import MAX_PIXELS, check_value_range, read_image
 
 __all__ = ["ImageEncoder", "image_descriptors"]
 _CNN_SIZES = (16, 64)  # side lengths the CNN backend resizes images to by default
@@ -276,7 +276,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     def _fit(self, decoded) -> None:
         check_fine_tune(self)
         if self.value_range is not None:
-            _value_range(self.value_range)  # a malformed range fails here, not per item
+            check_value_range(self.value_range)  # a malformed range fails here, not per item
         self.backend_object().fit(self, decoded)
 
     # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
@@ -284,7 +284,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     def _ft_network(self, n_out: int):
         """The torchvision network with the state dict of ``weights`` and a new head."""
         if self.value_range is not None:
-            _value_range(self.value_range)
+            check_value_range(self.value_range)
         return self.backend_object().fine_tune_network(self, n_out)
 
     def _ft_inputs(self, images: list):
@@ -301,7 +301,7 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     def _cnn_prepare(self, images: list[np.ndarray]) -> None:
         """Fitted input settings of the cnn backend: channels and side length."""
         if self.value_range is not None:
-            _value_range(self.value_range)
+            check_value_range(self.value_range)
         self.in_channels_ = 3 if any(img.shape[2] >= 3 for img in images) else 1
         if self.input_size is not None:
             self.input_size_ = int(self.input_size)

@@ -22,7 +22,7 @@ from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.scan import (
     MAX_RESAMPLED_VOXELS,
     MAX_VOXELS,
-    _check_preprocess,
+    check_preprocess,
     load_oriented_scan,
     read_scan,
 )
@@ -246,18 +246,18 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         """Check the settings that need no data (sizes within ``max_resampled_voxels``), so a
         study config is refused by ``mmtk validate`` before any work; ValueError otherwise."""
         self._validate_params()
-        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
 
     def _fit(self, decoded) -> None:
         check_fine_tune(self)
-        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
         self.backend_object().fit(self, decoded)
 
     # -- fine-tuning (FineTuneMixin) ------------------------------------------------------
 
     def _ft_network(self, n_out: int):
         """The MONAI network with the state dict of ``weights`` and a new head."""
-        _check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
         return self.backend_object().fine_tune_network(self, n_out)
 
     def _ft_inputs(self, volumes: list):

@@ -62,9 +62,9 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         :data:`toolkit.fusion.base.TARGET_SAFE_RANGE` (exact; R² does not depend on the
         unit), so targets near the float64 limits get their R² instead of NaN.
         """
-        from toolkit.fusion.base import _target_exponent  # imports torch: on first use
+        from toolkit.fusion.base import target_exponent  # imports torch: on first use
 
         y = _check_target(y)
         pred = self.predict(X)
-        e = _target_exponent(np.concatenate([y, pred]))
+        e = target_exponent(np.concatenate([y, pred]))
         return float(r2_score(np.ldexp(y, -e), np.ldexp(pred, -e), sample_weight=sample_weight))

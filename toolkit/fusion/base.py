@@ -54,7 +54,7 @@ class BlockScaler:
         return out
 
 
-def _target_exponent(y: np.ndarray) -> int:
+def target_exponent(y: np.ndarray) -> int:
     """The power of two ``e`` to divide ``y`` by so that its largest magnitude lies in
     [0.5, 1), or 0 when it already lies in :data:`TARGET_SAFE_RANGE` (or is all zero)."""
     top = float(np.max(np.abs(y))) if y.size else 0.0
@@ -240,7 +240,7 @@ class BaseFusion(BaseEstimator):
                 f"the target holds NaN or infinite values at positions "
                 f"{np.flatnonzero(bad)[:10].tolist()}; drop or fix those rows"
             )
-        self.target_exponent_ = _target_exponent(y)
+        self.target_exponent_ = target_exponent(y)
         y = np.ldexp(y, -self.target_exponent_)
         self.prior_ = np.array([float(np.ldexp(np.mean(y), self.target_exponent_))])
         return y

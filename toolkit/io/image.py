@@ -286,6 +286,3 @@ def read_image(
         arr = arr[:, :, :3]
     return np.ascontiguousarray(_scale(arr, value_range, what), dtype=np.float32)
 
-
-# The name this had when private (encoders/image.py imports it; to move to the public one).
-_value_range = check_value_range

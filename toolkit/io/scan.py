@@ -433,10 +433,6 @@ def read_scan(
         raise ReadError(f"{what}: {exc}") from exc
 
 
-# The names these had when private (encoders/scan.py imports them; to move to the public ones).
-_quiet_monai = quiet_monai
-_check_preprocess = check_preprocess
-
 __all__ = [
     "MAX_RESAMPLED_VOXELS",
     "MAX_VOXELS",

@@ -63,10 +63,6 @@ from toolkit.persistence.files import (
 from toolkit.persistence.loading import load
 from toolkit.persistence.saving import save
 
-# The names these helpers had in the single-module layout (tests/encoders imports them).
-_safetensors_header = safetensors_header
-_sha256 = sha256
-
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "FORMAT_VERSION",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.encoders.backends.base import TorchBackbone
-from toolkit.io.scan import _quiet_monai, resize_and_scale
+from toolkit.io.scan import quiet_monai, resize_and_scale
 
 #: ``model_kwargs`` of a network built without them: one 3-D input channel.
 DEFAULT_MONAI_KWARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
@@ -46,7 +46,7 @@ class Monai(TorchBackbone):
             raise ValueError(
                 "backend='monai' needs model=<monai.networks.nets name>, e.g. 'DenseNet121'"
             )
-        with _quiet_monai():
+        with quiet_monai():
             from monai.networks import nets
 
             if not hasattr(nets, encoder.model):
