@@ -98,6 +98,41 @@ def test_bad_files_are_refused_naming_file_and_key(tmp_path, arrays, match):
     assert str(tmp_path / "mosi_poria" / "train.npz") in str(info.value)
 
 
+def _member(name: str, header_shape, data: bytes = b"") -> tuple:
+    """A ``.npy`` member whose header declares ``header_shape`` (float64) over ``data``."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": header_shape}
+    )
+    return name, buf.getvalue() + data
+
+
+def test_sizes_are_read_from_the_headers_before_anything_is_decoded(tmp_path, monkeypatch):
+    import zipfile
+
+    path = _write(tmp_path, audio_opensmile=None)
+    with zipfile.ZipFile(path, "a") as zf:  # a header declaring 2**40 rows, with no data
+        zf.writestr(*_member("audio_opensmile.npy", (2**40, 73)))
+    with pytest.raises(
+        ValueError, match=r"'audio_opensmile': its header declares shape \(1099511627776, 73\)"
+    ):
+        load_mosi(tmp_path)
+    # A compressed bomb: honest, highly compressible data above the limit is refused unread.
+    bomb = np.zeros((20_000, 73))  # 11.7 MB decoded, a few kB compressed
+    _write(tmp_path, audio_opensmile=None)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(*_member("audio_opensmile.npy", bomb.shape, bomb.tobytes()))
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr("toolkit.datasets.mosi.MAX_BYTES", 2**20)
+    decoded = []
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: decoded.append(a))
+    with pytest.raises(ValueError, match=r"more than the 1,048,576 bytes allowed"):
+        load_mosi(tmp_path)
+    assert decoded == []  # refused before any array was read
+
+
 def test_not_an_archive_a_folder_or_too_large_is_refused(tmp_path, monkeypatch):
     (tmp_path / "mosi_poria").mkdir()
     path = tmp_path / "mosi_poria" / "train.npz"

@@ -7,7 +7,10 @@ these labels (``text_cnn``, ``video_3dcnn``), the binary sentiment label and the
 The test videos are not distributed with it.
 
 The archive is untrusted input: it must be a regular file of at most :data:`MAX_BYTES`,
-it is read with ``allow_pickle=False`` (an object array is refused, never unpickled), and
+the arrays it would decode to are sized from their ``.npy`` headers before any is decoded
+(at most :data:`MAX_BYTES` together, none declaring more data than its zip member holds: a
+compressed zip bomb or a huge declared shape is refused unread), it is read with
+``allow_pickle=False`` (an object array is refused, never unpickled), and
 every array is checked (key present, dtype kind, shape, one row per utterance, finite
 values, labels 0/1) before a frame is built; each refusal names the file and the key.
 
@@ -35,7 +38,8 @@ from toolkit.datasets._common import check_int, data_card
 MOSI_FOLDER = "mosi_poria"
 MOSI_FILE = "train.npz"
 
-#: Largest ``train.npz`` accepted, in bytes (the released file is about 1.1 MB).
+#: Largest ``train.npz`` accepted, in bytes (the released file is about 1.1 MB); also the
+#: most bytes its arrays may decode to, all together (read from their headers first).
 MAX_BYTES = 256 * 2**20
 
 #: Feature blocks a caller may ask for (``blocks``), with their width.
@@ -99,10 +103,10 @@ def _array(data, path: Path, key: str, kinds: str, ndim: int) -> np.ndarray:
         )
     try:
         arr = data[key]
-    except ValueError as exc:  # an object array: numpy refuses it without pickle
+    except ValueError as exc:  # sizes and object dtypes were checked: a damaged member
         raise ValueError(
-            f"CMU-MOSI file '{path}', key '{key}': an object array that only pickle could "
-            "read; it is refused (allow_pickle=False). Store it as a numeric or unicode array"
+            f"CMU-MOSI file '{path}', key '{key}': the array cannot be read ({exc}); replace "
+            "the file with the released train.npz"
         ) from exc
     if arr.dtype.kind not in kinds or arr.ndim != ndim:
         raise ValueError(
@@ -110,6 +114,51 @@ def _array(data, path: Path, key: str, kinds: str, ndim: int) -> np.ndarray:
             f"{sorted(kinds)}, found dtype {arr.dtype} with shape {arr.shape}"
         )
     return arr
+
+
+def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple:
+    """(shape, dtype) that the ``.npy`` member ``info`` declares, read without its data."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype
+
+
+def _check_sizes(path: Path, keys) -> None:
+    """Refuse, before anything is decoded, a member of ``keys`` whose header declares an
+    object dtype, more bytes than the member holds, or more than :data:`MAX_BYTES` in all."""
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        for key in keys:
+            try:
+                info = zf.getinfo(f"{key}.npy")
+            except KeyError:
+                continue  # _array names the missing key
+            shape, dtype = _header(zf, info)
+            where = f"CMU-MOSI file '{path}', key '{key}'"
+            if dtype.hasobject:
+                raise ValueError(
+                    f"{where}: an object array that only pickle could read; it is refused "
+                    "(allow_pickle=False). Store it as a numeric or unicode array"
+                )
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            total += nbytes
+            if nbytes > info.file_size:
+                raise ValueError(
+                    f"{where}: its header declares shape {shape} ({nbytes:,} bytes) but the "
+                    f"member holds {info.file_size:,} bytes (truncated or crafted); replace "
+                    "the file with the released train.npz"
+                )
+            if total > MAX_BYTES:
+                raise ValueError(
+                    f"{where}: its header declares shape {shape} ({nbytes:,} bytes); the "
+                    f"arrays would decode to more than the {MAX_BYTES:,} bytes allowed "
+                    "(the released file decodes to about 4 MB); replace the file with the "
+                    "released train.npz"
+                )
 
 
 def _read(path: Path, blocks) -> dict:
@@ -120,6 +169,7 @@ def _read(path: Path, blocks) -> dict:
             "it with the released train.npz"
         )
     try:
+        _check_sizes(path, ("transcript", "video_id", "label", *blocks))
         with np.load(path, allow_pickle=False) as data:
             arrays = {
                 "transcript": _array(data, path, "transcript", "U", 1),
