@@ -253,6 +253,24 @@ def test_limits_are_keyword_parameters(tmp_path, monkeypatch):
         load_config(big, [nested], max_config_depth=5)
 
 
+def test_yaml_alias_bombs_are_refused_before_they_are_built(tmp_path, capfd):
+    rows = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        rows.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    path = _config(tmp_path, "\n".join(rows) + "\nname: *i\n", "bomb.yaml")  # 9**9 values
+    assert path.stat().st_size < 700
+    _fails(capfd, ["validate", str(path)], "expands to more than 100,000 values once its YAML")
+    loop = _config(tmp_path, "name: x\nfusion: &f [early, *f]\n", "loop.yaml")
+    with pytest.raises(ConfigError, match="has a YAML alias that refers to itself"):
+        load_config(loop)
+    # Aliases that stay small are still read as YAML defines them.
+    reuse = _config(tmp_path, SMALL + "extra: &p [1, 2]\nmore: *p\n", "reuse.yaml")
+    with pytest.raises(ConfigError, match="extra: unknown key"):  # checked after the expansion
+        load_config(reuse)
+    with pytest.raises(ConfigError, match="more than 3 values"):
+        load_config(reuse, max_config_values=3)
+
+
 def test_deeply_nested_yaml_is_one_line(tmp_path, capfd):
     path = _config(tmp_path, "name: x\nfusion: " + "[" * 20000 + "]" * 20000 + "\n", "deep.yaml")
     _fails(capfd, ["validate", str(path)], "is nested too deeply to parse")

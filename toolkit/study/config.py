@@ -92,6 +92,10 @@ __all__ = [
 MAX_CONFIG_BYTES = 1_000_000
 #: Deepest nesting of mappings and lists in a config.
 MAX_CONFIG_DEPTH = 32
+#: Most values (mappings, lists and scalars) a config may expand to once its YAML aliases are
+#: followed (``max_config_values``): a few hundred bytes of nested aliases would otherwise
+#: expand to billions of values.
+MAX_CONFIG_VALUES = 100_000
 
 
 def apply_override(config: dict, assignment: str) -> None:
@@ -131,12 +135,61 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_values(node, limit: int) -> int | None:
+    """How many values the YAML node graph ``node`` stands for, an alias counted each time it
+    is used (capped at ``limit + 1``; iterative, each node visited once); None when an alias
+    refers to a node that contains it."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(node, False)]
+    while stack:
+        current, done = stack.pop()
+        key = id(current)
+        if done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(c)] for c in _children(current))
+            sizes[key] = min(total, limit + 1)
+        elif key not in sizes:
+            if key in on_path:
+                return None
+            on_path.add(key)
+            stack.append((current, True))
+            stack.extend((c, False) for c in _children(current) if id(c) not in sizes)
+    return sizes[id(node)]
+
+
+def _parse(path: Path, text: str, max_values: int):
+    """The YAML document in ``text``, refused before it is built when its aliases expand to
+    more than ``max_values`` values or refer to themselves."""
+    graph = yaml.compose(text, Loader=yaml.SafeLoader)
+    if graph is not None:
+        n = _expanded_values(graph, max_values)
+        if n is None:
+            raise ConfigError(
+                f"config file '{path}' has a YAML alias that refers to itself; write the values out"
+            )
+        if n > max_values:
+            raise ConfigError(
+                f"config file '{path}' expands to more than {max_values:,} values once its "
+                "YAML aliases (*name) are followed (max_config_values); a study config has a "
+                "few dozen: write the values out instead of nesting aliases"
+            )
+    return yaml.safe_load(text)
+
+
 def load_config(
     path,
     overrides=(),
     *,
     max_config_bytes: int = MAX_CONFIG_BYTES,
     max_config_depth: int = MAX_CONFIG_DEPTH,
+    max_config_values: int = MAX_CONFIG_VALUES,
     **limits,
 ) -> StudyConfig:
     """Read a YAML study config, apply overrides, fill defaults and validate it: the typed
@@ -145,7 +198,9 @@ def load_config(
     ``limits`` are passed to :func:`validate_config`. A file larger than
     ``max_config_bytes`` (default :data:`MAX_CONFIG_BYTES`, 1 MB) is refused unread; one
     nested deeper than ``max_config_depth`` (default :data:`MAX_CONFIG_DEPTH`, 32 levels)
-    is refused after parsing.
+    is refused after parsing; one whose YAML aliases expand to more than
+    ``max_config_values`` values (default :data:`MAX_CONFIG_VALUES`) or refer to themselves is
+    refused before it is built.
     """
     path = Path(path)
     if not path.exists():
@@ -159,7 +214,7 @@ def load_config(
             "allowed (max_config_bytes); a study config is a short YAML file"
         )
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = _parse(path, path.read_bytes().decode("utf-8"), max_config_values)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not UTF-8 text; save it as UTF-8") from exc
     except yaml.YAMLError as exc:
