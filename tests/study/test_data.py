@@ -36,8 +36,9 @@ def test_without_data_dir_or_environment_the_key_is_named(tmp_path, monkeypatch,
     monkeypatch.delenv("TOOLKIT_DATA_DIR", raising=False)
     with pytest.raises(
         ConfigError,
-        match=r"^data.params.data_dir: load_uci_sentences needs a data folder; set it, or "
-        "TOOLKIT_DATA_DIR$",
+        match=r"^data.params.data_dir: load_uci_sentences needs a data folder; set it \(--set "
+        r"data.params.data_dir=<folder>\) or TOOLKIT_DATA_DIR. Where its data comes from: .*UCI"
+        r".* \(`mmtk datasets load_uci_sentences` gives the licence and citation\)$",
     ):
         load_study_data(config_with())
 

@@ -69,7 +69,10 @@ def _source_params(config: StudyConfig, info) -> dict:
             data_home(None)
         except FileNotFoundError:
             raise ConfigError(
-                f"data.params.data_dir: {source} needs a data folder; set it, or TOOLKIT_DATA_DIR"
+                f"data.params.data_dir: {source} needs a data folder; set it (--set "
+                "data.params.data_dir=<folder>) or TOOLKIT_DATA_DIR. Where its data comes from: "
+                f"{info.card_meta.get('provenance', 'see its data card')} (`mmtk datasets "
+                f"{source}` gives the licence and citation)"
             ) from None
     if "informative" in params and isinstance(params["informative"], list):
         params["informative"] = tuple(params["informative"])
