@@ -211,28 +211,36 @@ def test_an_encoder_that_learns_from_labels_is_cross_fitted_over_rows_and_over_g
 
 def test_the_flag_rule_on_known_rows():
     """Flagged: drop >= min_gap and its interval above 0; a drop >= min_gap whose interval
-    holds 0 is 'uncertain'; a significant drop below min_gap 'transfers'. A modality
+    holds 0 is 'uncertain'; a significant drop below min_gap 'transfers'; a modality not
+    min_gap above chance even within groups has 'little signal' (it only identifies sites). A modality
     identifies the groups when its accuracy closes half the distance from chance to 1."""
     from toolkit.diagnostics.result import add_verdicts
 
     table = pd.DataFrame(
         {
-            "within": [0.9, 0.9, 0.9, 0.9],
-            "across": [0.7, 0.7, 0.87, 0.7],
-            "gap": [0.2, 0.2, 0.03, 0.2],
-            "gap_low": [0.1, -0.05, 0.01, 0.1],
-            "gap_high": [0.3, 0.45, 0.05, 0.3],
-            "group_id": [0.55, 0.55, 0.9, 0.5],
-            "group_id_chance": [0.1, 0.1, 0.1, 0.1],
+            "within": [0.9, 0.9, 0.9, 0.9, 0.48],
+            "across": [0.7, 0.7, 0.87, 0.7, 0.52],
+            "gap": [0.2, 0.2, 0.03, 0.2, -0.04],
+            "gap_low": [0.1, -0.05, 0.01, 0.1, -0.1],
+            "gap_high": [0.3, 0.45, 0.05, 0.3, 0.02],
+            "group_id": [0.55, 0.55, 0.9, 0.5, 1.0],
+            "group_id_chance": [0.1, 0.1, 0.1, 0.1, 0.1],
+            "chance": [0.5, 0.5, 0.5, 0.5, 0.5],
+            "signal": [0.4, 0.4, 0.4, 0.4, -0.02],
         },
-        index=["a", "b", "c", "d"],
+        index=["a", "b", "c", "d", "e"],
     )
     out = add_verdicts(table, 0.05, "sites")
-    assert out["flagged"].tolist() == [True, False, False, True]
+    assert out["flagged"].tolist() == [True, False, False, True, False]
     assert out["status"].tolist() == [
-        "specific to the groups", "uncertain", "transfers", "specific to the groups"
+        "specific to the groups", "uncertain", "transfers", "specific to the groups",
+        "little signal",
     ]  # fmt: skip
-    assert out["identifies_groups"].tolist() == [True, True, True, False]
+    assert out["identifies_groups"].tolist() == [True, True, True, False, True]
+    assert out.loc["e", "sentence"] == (
+        "e: 0.48 within sites, 0.52 across sites — it carries little signal about the label "
+        "even within sites (chance 0.50), so whether it transfers cannot be told."
+    )
     assert out.loc["a", "sentence"] == (
         "a: 0.90 within sites, 0.70 across sites — it identifies sites (tells them apart with "
         "accuracy 0.55, chance 0.10): its signal is specific to the sites rather than the "

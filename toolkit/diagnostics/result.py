@@ -86,7 +86,11 @@ class TransferCheck:
         groups than within, in score units; positive = worse), ``gap_low`` / ``gap_high``
         (paired 95% interval), ``group_id`` (row-level CV accuracy of telling the groups
         apart from the modality alone), ``group_id_chance`` (the share of the largest
-        group), ``identifies_groups``, ``flagged`` and ``sentence``.
+        group), ``chance`` (the score of the class shares, or the mean, alone), ``signal``
+        (how much better than chance within groups, in score units), ``identifies_groups``,
+        ``flagged``, ``status`` (``"specific to the groups"``, ``"uncertain"``, ``"little
+        signal"`` — not ``min_gap`` better than chance even within groups, so whether it
+        transfers cannot be told — or ``"transfers"``) and ``sentence``.
     groups : pandas.DataFrame or None
         The model's score on each held-out group (columns ``n_rows``, ``score``, ``fold``;
         index: group label); None when the model was not checked.
@@ -285,9 +289,10 @@ def add_verdicts(table: pd.DataFrame, min_gap: float, group_name: str) -> pd.Dat
     table["identifies_groups"] = (closes >= 0.5).fillna(False).astype(bool)
     material = table["gap"] >= min_gap
     table["flagged"] = (material & (table["gap_low"] > 0)).fillna(False).astype(bool)
+    weak = (table["signal"] < min_gap).fillna(False)
     table["status"] = np.select(
-        [table["flagged"], material.fillna(False)],
-        ["specific to the groups", "uncertain"],
+        [table["flagged"], material.fillna(False), weak],
+        ["specific to the groups", "uncertain", "little signal"],
         "transfers",
     )
     table["sentence"] = [
@@ -318,5 +323,10 @@ def _modality_sentence(name: str, row, gn: str) -> str:
         return (
             f"{base} — a drop these {gn} are too few or too varied to confirm ({interval}); "
             f"more {gn} would tell."
+        )
+    if row["status"] == "little signal":
+        return (
+            f"{base} — it carries little signal about the label even within {gn} (chance "
+            f"{row['chance']:.2f}), so whether it transfers cannot be told."
         )
     return f"{base} — it transfers ({interval})."

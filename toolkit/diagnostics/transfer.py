@@ -436,6 +436,7 @@ class _Task:
         s_w, s_a = self.fn(y, w), self.fn(y, a)
         (gap_low, gap_high), (a_low, a_high) = self._intervals(y, w, a, g)
         ident, chance = self._identify(block_within[rows], g)
+        s_c = self.fn(y, self._prior(y))
         return {
             "n_rows": len(rows),
             "within": s_w,
@@ -447,7 +448,16 @@ class _Task:
             "gap_high": gap_high,
             "group_id": ident,
             "group_id_chance": chance,
+            "chance": s_c,
+            "signal": (s_w - s_c) if self.greater else (s_c - s_w),
         }
+
+    def _prior(self, y) -> np.ndarray:
+        """The output of a model that ignores the modality: the class shares (or the mean)."""
+        if self.n_classes is None:
+            return np.full(len(y), float(np.mean(y)))
+        shares = np.bincount(y, minlength=self.n_classes) / len(y)
+        return np.tile(shares, (len(y), 1))
 
     def _intervals(self, y, within, across, g):
         """Paired 95% cluster-bootstrap intervals of the drop and of the across score."""
