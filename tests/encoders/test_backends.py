@@ -101,6 +101,40 @@ def test_registry_refuses_unknown_and_duplicate_names():
         Registry("image", [unnamed])
 
 
+def test_a_backend_registered_from_user_code_fits_saves_and_loads(tmp_path):
+    from toolkit.encoders.backends import IMAGE_BACKENDS, Descriptors
+
+    @IMAGE_BACKENDS.register
+    class Mine(Descriptors):
+        name = "mine"
+
+    try:
+        rng = np.random.default_rng(0)
+        df = pd.DataFrame({"x": [rng.random((8, 8)) for _ in range(24)], "age": np.arange(24.0)})
+        y = np.arange(24.0)
+        mods = [("m", toolkit.ImageEncoder(backend="mine", progress=False), "x"),
+                ("age", TabularEncoder(), ["age"])]  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            reg = MultimodalRegressor(mods, fusion="early", random_state=0).fit(df, y)
+        assert reg.encoders_["m"].backend_object().name == "mine"
+        saved = toolkit.save(reg, tmp_path / "model")
+        loaded = toolkit.load(saved)
+        np.testing.assert_allclose(loaded.predict(df), reg.predict(df), rtol=1e-6)
+        with pytest.raises(ValueError, match="needs a name not used by another"):
+            IMAGE_BACKENDS.register(Mine)
+    finally:
+        IMAGE_BACKENDS.unregister("mine")
+    with pytest.raises(InvalidParameterError, match="'backend' parameter of ImageEncoder"):
+        toolkit.ImageEncoder(backend="mine").fit([np.zeros((8, 8))])
+    with pytest.raises(
+        toolkit.persistence.ModelFileError,
+        match=r"encoder 'm' was saved with image backend 'mine', which this process has not "
+        r"registered .*IMAGE_BACKENDS.register\) before toolkit.load",
+    ):
+        toolkit.load(saved)
+
+
 @pytest.mark.parametrize(("modality", "name"), CASES)
 def test_backend_declares_parameters_the_encoder_has_and_validates(modality, name):
     cls, backend = ENCODERS[modality], REGISTRIES[modality].get(name)

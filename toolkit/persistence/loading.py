@@ -195,6 +195,14 @@ def _restore_components(model, path: Path, manifest: dict, max_bytes: int) -> No
     if unknown:
         raise ModelFileError(f"model '{path}': manifest names unknown modalities {unknown}")
     for label, part, name in _components(model):
+        backends = getattr(part, "backends", None)
+        if name is not None and backends is not None and part.backend not in backends:
+            raise ModelFileError(
+                f"model '{path}': {label} was saved with {backends.modality} backend "
+                f"{part.backend!r}, which this process has not registered (registered: "
+                f"{backends.names()}); register it (toolkit.encoders.backends."
+                f"{backends.modality.upper()}_BACKENDS.register) before toolkit.load"
+            )
         entry = manifest.get("fusion") if name is None else encoders.get(name)
         wanted = _weight_parameters(part)
         if entry is None:

@@ -244,15 +244,43 @@ class Registry:
     def __init__(self, modality: str, backends: list[type[Backend]]):
         self.modality = modality
         self._backends: dict[str, Backend] = {}
+        # The set the encoders' ``backend`` constraint holds: registering updates it in place.
+        self._names: set[str] = set()
         for cls in backends:
-            backend = cls()
-            if not backend.name or backend.name in self._backends:
-                raise ValueError(
-                    f"{modality} backend {cls.__name__} needs a name not used by another "
-                    f"(got {backend.name!r}; registered: {list(self._backends)})"
-                )
-            self._backends[backend.name] = backend
+            self._add(cls)
         self.constraints()  # conflicting declarations fail at import
+
+    def _add(self, cls: type[Backend]) -> Backend:
+        backend = cls()
+        if not backend.name or backend.name in self._backends:
+            raise ValueError(
+                f"{self.modality} backend {cls.__name__} needs a name not used by another "
+                f"(got {backend.name!r}; registered: {list(self._backends)})"
+            )
+        self._backends[backend.name] = backend
+        self._names.add(backend.name)
+        return backend
+
+    def register(self, cls: type[Backend]) -> type[Backend]:
+        """Add the backend class ``cls`` from your own code (usable as a class decorator);
+        the modality's encoder then accepts ``backend=cls.name`` in this process. It may use
+        only the encoder's existing parameters (declared in ``cls.constraints`` as the other
+        backends declare them). A model saved with it loads only in a process that has
+        registered it too."""
+        backend = self._add(cls)
+        try:
+            self.constraints()
+        except ValueError:
+            del self._backends[backend.name]
+            self._names.discard(backend.name)
+            raise
+        return cls
+
+    def unregister(self, name: str) -> None:
+        """Remove the backend called ``name`` (one added with :meth:`register`)."""
+        self.get(name)
+        del self._backends[name]
+        self._names.discard(name)
 
     def __iter__(self):
         return iter(self._backends.values())
@@ -295,5 +323,5 @@ class Registry:
                         f"{param!r} as {rule!r}, another backend as {merged[param]!r}"
                     )
                 merged[param] = rule
-        merged["backend"] = [StrOptions(set(self.names()))]
+        merged["backend"] = [StrOptions(self._names)]
         return merged
