@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
+# One torch/OpenMP thread per test process: with TEST_WORKERS processes on as many cores, a
+# second intra-op thread only waits at barriers (a small fusion fit took 13-19 s instead of
+# 0.5 s on a busy 2-core machine).
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
 # Test processes (pytest-xdist). --dist loadfile keeps each test file in one process, so the
 # fitted models a module-scoped fixture shares are built once.
 TEST_WORKERS ?= 2

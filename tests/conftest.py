@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One intra-op thread per test process (the Makefile sets the same for notebooks and
+# doctests): test workers already fill the cores, and a second thread only waits at barriers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
