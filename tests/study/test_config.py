@@ -79,8 +79,9 @@ def test_defaults_come_from_the_schema():
     assert (out.drilldown_rows, out.drilldown_max_parts, out.model_rule) == (
         2,
         8,
-        "best_mean_primary",
+        "prefer_simpler",
     )
+    assert out.include_images is True and config.quick is False
     # defaults() is the default instance as plain data; an instance made in Python agrees
     assert defaults() == {**config.to_dict(), "data": {**config.to_dict()["data"], "source": None}}
     assert StudyConfig().evaluation == EvaluationConfig() == config.evaluation
@@ -89,8 +90,8 @@ def test_defaults_come_from_the_schema():
 def test_allowed_keys_are_the_fields_of_each_section():
     keys = allowed_keys()
     assert set(keys) == {"", "data", "evaluation", "evaluation.conformal", "explanation", "output"}
-    assert keys[""] == {"name", "seed", "task", "data", "modalities", "fusion", "evaluation",
-                        "explanation", "output"}  # fmt: skip
+    assert keys[""] == {"name", "seed", "task", "quick", "data", "modalities", "fusion",
+                        "evaluation", "explanation", "output"}  # fmt: skip
     assert keys["evaluation.conformal"] == {"enabled", "confidence", "calibration"}
     assert "path" not in keys[""]  # the file's path is not a config key
     defaults_ = defaults()
@@ -134,7 +135,7 @@ def test_every_section_has_a_check_and_a_default_for_each_field():
         ({"output": {"model_rule": "fixed:tensor"}},
          "output.model_rule: 'fixed:tensor' names a strategy not listed in fusion ['early', 'late', 'gated']"),
         ({"modalities": [{"name": "a", "encoder": "TextEncoder", "columns": "t", "size": 2}]},
-         "modalities[0].size: unknown key; expected one of ['columns', 'encoder', 'name', 'params']"),
+         "modalities[0].size: unknown key; expected one of ['column_groups', 'columns', 'encoder', 'name', 'params']"),
         ({"modalities": [{"name": "a", "encoder": "TextEncoder", "columns": "t"},
                          {"name": "a", "encoder": "TextEncoder", "columns": "u"}]},
          "modalities[1].name: expected a unique name, found 'a'"),
@@ -200,7 +201,7 @@ def test_to_dict_round_trips_and_keeps_the_written_form_of_fusion(tiny):
     assert resolved["fusion"] == ["late", {"name": "early", "params": {}}]
     assert resolved["modalities"][0] == {
         "name": "text", "encoder": "TextEncoder", "columns": "transcript",
-        "params": {"n_components": 4},
+        "params": {"n_components": 4}, "column_groups": None,
     }  # fmt: skip
     again = StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(resolved)))
     assert again.to_dict() == resolved and again == dataclasses.replace(config, path=None)

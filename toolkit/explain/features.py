@@ -12,7 +12,28 @@ from toolkit.explain.shapley import coalition_weights
 from toolkit.explain.value import value_function
 
 
-def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10):
+def _players(columns: list, groups) -> tuple[list[str], list[list[int]]]:
+    """(names, column positions) of the players: each group of ``groups`` ({name: [columns]},
+    in its order), then each column in no group, in the modality's order."""
+    groups = dict(groups or {})
+    grouped = [c for cols in groups.values() for c in cols]
+    unknown = [c for c in grouped if c not in columns]
+    if unknown:
+        raise ValueError(
+            f"groups name columns {unknown} that the modality does not read ({columns})"
+        )
+    if len(set(grouped)) != len(grouped):
+        twice = next(c for c in grouped if grouped.count(c) > 1)
+        raise ValueError(f"groups: column '{twice}' is in two groups; put it in one")
+    names = [str(g) for g in groups] + [str(c) for c in columns if c not in grouped]
+    members = [[columns.index(c) for c in cols] for cols in groups.values()]
+    members += [[j] for j, c in enumerate(columns) if c not in grouped]
+    return names, members
+
+
+def explain_features(
+    model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10, groups=None
+):
     """Owen values of the columns of one tabular modality, nested under the modality values.
 
     The modalities are the top-level players (as in :class:`ModalityExplainer` with
@@ -32,14 +53,20 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
     output : {"probability", "log_odds"} or None
         As for :class:`ModalityExplainer`.
     max_features : int, default=10
-        Refuse modalities with more columns (the cost doubles with each column).
+        Refuse modalities with more players (columns, or groups and ungrouped columns; the
+        cost doubles with each player).
+    groups : dict of {str: list of str}, optional
+        Columns explained together: each group is one player (its columns are kept or set
+        missing together) named by its key; a column in no group is a player of its own.
 
     Returns
     -------
     shap.Explanation with ``values`` of shape (n_samples, d) (binary / regression) or
-    (n_samples, d, n_classes), ``feature_names`` = the columns, ``data`` = the raw column
-    values, and ``base_values`` = the model's output minus the modality's Shapley value
-    (so ``base_values + values.sum(axis=1)`` is the model's output).
+    (n_samples, d, n_classes) for d players, ``feature_names`` = the players (groups first,
+    then the ungrouped columns), ``data`` = the raw column values (without groups; with
+    groups, each player's value or the tuple of its columns' values), and ``base_values`` =
+    the model's output minus the modality's Shapley value (so
+    ``base_values + values.sum(axis=1)`` is the model's output).
     """
     import shap
 
@@ -55,10 +82,14 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
             f"modality '{modality}' is encoded by {type(encoder).__name__}; drill-down needs a TabularEncoder"
         )
     columns = list(encoder.columns_)
-    d = len(columns)
+    players, members = _players(columns, groups)
+    d = len(players)
     if d > max_features:
         raise ValueError(
             f"modality '{modality}' has {d} columns; raise max_features (cost grows as 2^d) or group them"
+            if groups is None
+            else f"modality '{modality}' has {d} players (groups and ungrouped columns); raise "
+            "max_features (cost grows as 2^d) or group more columns"
         )
     value = value_function(model, X, output=output)
     emb = value.embeddings
@@ -72,7 +103,8 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
         frame = raw.copy()
         for c in range(d):
             if not (t >> c) & 1:
-                frame[columns[c]] = np.nan
+                for j in members[c]:
+                    frame[columns[j]] = np.nan
         block, present = encoder.encode(frame)
         mask = emb.mask.copy()
         mask[:, m] &= present
@@ -99,10 +131,17 @@ def explain_features(model, X: pd.DataFrame, modality: str, *, output=None, max_
     fx = value(np.ones(len(names), dtype=bool))
     base = fx - phi.sum(axis=0)
     out_names = [str(k) for k in model.classes_] if is_classifier(model) and phi.ndim == 3 else None
+    data = raw.to_numpy()
+    if groups:
+        data = np.empty((len(raw), d), dtype=object)
+        for c, cols in enumerate(members):
+            for i in range(len(raw)):
+                cells = raw.iloc[i, cols].tolist()
+                data[i, c] = cells[0] if len(cells) == 1 else tuple(cells)
     return shap.Explanation(
         values=np.moveaxis(phi, 0, 1),
         base_values=base,
-        data=raw.to_numpy(),
-        feature_names=[str(c) for c in columns],
+        data=data,
+        feature_names=players,
         output_names=out_names,
     )

@@ -256,12 +256,13 @@ def fusion_entry(entry: Any, key: str) -> tuple[str, dict, bool]:
 
 
 def model_rule(rule: Any, listed: list[str]) -> str:
-    """``output.model_rule``: best_mean_primary, fixed:<a listed strategy>, or auto."""
+    """``output.model_rule``: prefer_simpler, best_mean_primary, fixed:<a listed strategy>,
+    or auto."""
     from toolkit.fusion import FUSIONS
 
-    expected = "best_mean_primary, fixed:<a strategy listed in fusion> or auto"
+    expected = "prefer_simpler, best_mean_primary, fixed:<a strategy listed in fusion> or auto"
     expect(isinstance(rule, str), "output.model_rule", expected, rule)
-    if rule == "best_mean_primary":
+    if rule in ("prefer_simpler", "best_mean_primary"):
         return rule
     if rule == "auto":
         if "auto" not in FUSIONS:

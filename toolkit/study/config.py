@@ -99,27 +99,66 @@ MAX_CONFIG_VALUES = 100_000
 
 
 def apply_override(config: dict, assignment: str) -> None:
-    """Apply ``key.path=value`` (value parsed as YAML) to ``config`` in place."""
+    """Apply ``key.path=value`` (value parsed as YAML) to ``config`` in place.
+
+    A part of the path that meets a list picks an entry by position (``modalities.2``) or,
+    in a list of named entries, by name (``modalities.notes`` is the entry whose ``name``
+    is ``notes``); a missing mapping along the way is made.
+    """
     if "=" not in assignment:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     path, raw = assignment.split("=", 1)
     keys = path.strip().split(".")
     if not all(keys):
         raise ConfigError(f"--set {assignment!r}: the key path has an empty part; use a.b=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from exc
     node = config
     for depth, key in enumerate(keys[:-1]):
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            node = node[_list_position(node, key, where, assignment)]
+            continue
         if key not in node or node[key] is None:
             node[key] = {}
-        elif not isinstance(node[key], dict):
-            where = ".".join(keys[: depth + 1])
+        elif not isinstance(node[key], dict | list):
             raise ConfigError(
                 f"--set {assignment!r}: {where} is a {type(node[key]).__name__}, not a mapping"
             )
         node = node[key]
-    try:
-        node[keys[-1]] = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from exc
+    if isinstance(node, list):
+        node[_list_position(node, keys[-1], path.strip(), assignment)] = value
+    elif isinstance(node, dict):
+        node[keys[-1]] = value
+    else:
+        where = ".".join(keys[:-1])
+        raise ConfigError(
+            f"--set {assignment!r}: {where} is a {type(node).__name__}, not a mapping"
+        )
+
+
+def _list_position(items: list, key: str, where: str, assignment: str) -> int:
+    """The position in ``items`` that the path part ``key`` names: an index, or the name of
+    an entry (a mapping whose ``name`` is ``key``)."""
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if key.lstrip("-").isdigit():
+        k = int(key)
+        if not -len(items) <= k < len(items):
+            raise ConfigError(
+                f"--set {assignment!r}: {where}: the list has {len(items)} entries "
+                f"(positions 0 to {len(items) - 1}{'; names ' + str(names) if any(names) else ''})"
+            )
+        return k % len(items)
+    for k, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == key:
+            return k
+    parent = where.rsplit(".", 1)[0]
+    raise ConfigError(
+        f"--set {assignment!r}: {parent} has no entry named '{key}'; use a position "
+        f"(0 to {len(items) - 1}) or one of the names {names}"
+    )
 
 
 def _depth(value: Any) -> int:
@@ -164,10 +203,32 @@ def _expanded_values(node, limit: int) -> int | None:
     return sizes[id(node)]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a mapping that repeats a key (PyYAML keeps the last
+    value silently, so a study would run with a setting its author did not see)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise ConfigError(
+                        f"config file '{self.name}': key '{key}' appears twice in one mapping "
+                        f"(lines {seen[key]} and {line}); keep one"
+                    )
+                if isinstance(key, str | int | float | bool):
+                    seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse(path: Path, text: str, max_values: int):
     """The YAML document in ``text``, refused before it is built when its aliases expand to
     more than ``max_values`` values or refer to themselves."""
-    graph = yaml.compose(text, Loader=yaml.SafeLoader)
+    graph = yaml.compose(text, Loader=_UniqueKeyLoader)
     if graph is not None:
         n = _expanded_values(graph, max_values)
         if n is None:
@@ -180,7 +241,12 @@ def _parse(path: Path, text: str, max_values: int):
                 "YAML aliases (*name) are followed (max_config_values); a study config has a "
                 "few dozen: write the values out instead of nesting aliases"
             )
-    return yaml.safe_load(text)
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config(

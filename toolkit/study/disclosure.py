@@ -68,11 +68,46 @@ def headline_text(summary: dict) -> str:
         "does not help": f"Fusion does not help here: the interval includes 0, so {h['fusion']} is not shown to beat {h['against']}.",
         "no interval": "Fusion scored better, but without a bootstrap there is no interval to show it.",
     }[h["verdict"]]
-    if chosen["kind"] == "single modality":
+    if chosen["kind"] == "single modality" and rule == "prefer_simpler":
+        verdict = f"{verdict} The simpler model ({chosen['model']}) is the one saved."
+    elif chosen["kind"] == "single modality":
         verdict = (
             f"The best single modality scored at least as well as every fusion strategy. {verdict}"
         )
-    return f"{first} {diff}. {verdict}"
+    elif h["verdict"] != "helps" and chosen["kind"] == "fusion":
+        verdict += (
+            f" The saved model is nevertheless {chosen['model']} (rule {rule}); the rule "
+            f"prefer_simpler would save {h['against']}."
+        )
+    quick = f"{summary['quick'].upper()}. " if summary.get("quick") else ""
+    return f"{quick}{first} {diff}. {verdict}"
+
+
+def selection_note(summary: dict) -> str | None:
+    """How the chosen model was selected and what that does to its reported score (the
+    best of k out-of-fold estimates, not corrected by nested cross-validation)."""
+    chosen, metric = summary.get("chosen") or {}, summary["primary_metric"]
+    k, rule, model = chosen.get("candidates", 0), chosen.get("rule"), chosen.get("model")
+    if rule == "auto":
+        return (
+            "Model selection: fusion='auto' chooses its strategy by inner cross-validation on "
+            "each training set (nested), so its out-of-fold score was not selected on the rows "
+            "it is reported on."
+        )
+    if k <= 1 or model is None:
+        return None
+    n_single = len(summary.get("baselines") or {})
+    pool = (
+        f"the best of {n_single} single-modality out-of-fold estimates"
+        if rule == "prefer_simpler" and chosen.get("kind") == "single modality"
+        else f"the best of {k} out-of-fold estimates"
+    )
+    return (
+        f"Model selection: {model} was chosen (rule {rule}: {chosen.get('reason', '')}) among "
+        f"{k} candidate models scored on the same out-of-fold predictions it is reported "
+        f"with; the reported {metric} is {pool}. This is disclosed, not corrected: no nested "
+        "cross-validation was run, so the score is optimistic; confirm it on new data."
+    )
 
 
 def _share_warnings(summary: dict) -> list[str]:
@@ -151,6 +186,14 @@ def limitations(config, summary: dict, *, n_groups: int | None = None) -> list[s
         )
     if summary["headline"].get("verdict") in ("does not help", "worse"):
         out.append("Fusion was not shown to beat the best single modality (see the headline).")
+    selection = selection_note(summary)
+    if selection:
+        out.append(selection)
+    if summary.get("quick"):
+        out.append(
+            f"This is a {summary['quick']}: rows, folds, resamples and encoders were cut to "
+            "test the config (quick: true, mmtk run --quick); rerun without --quick."
+        )
     card = info.card_meta.get("known_limitations")
     if card:
         out.append("From the data card: " + " ".join(str(card).split()))

@@ -390,12 +390,13 @@ def paired_difference(
     """Bootstrap of metric(a) - metric(b) on the same resampled rows (paired).
 
     Returns the point ``difference``, the percentile (1 - alpha) interval ``low``-``high``,
-    a two-sided bootstrap ``p_value`` and ``n_boot``, the resamples with a finite
-    difference. The p-value is twice the smaller tail, a resample with a difference of
-    exactly 0 counting half to each tail (so identical models give 1 and a difference
-    that is positive in every resample gives 0, to be read as "< 1 / n_boot": see
-    :func:`format_p`). NaN interval and p-value when there are no resamples or none gives
-    a finite difference.
+    a two-sided bootstrap ``p_value``, ``p_value_upper_bound`` and ``n_boot``, the
+    resamples with a finite difference. The p-value is twice the smaller tail, a resample
+    with a difference of exactly 0 counting half to each tail (so identical models give 1).
+    When no resample crosses 0 the p-value is below the bootstrap's resolution: then
+    ``p_value`` holds the bound 1 / n_boot and ``p_value_upper_bound`` is True (read
+    "p < 1 / n_boot", as :func:`format_p` prints it). NaN interval and p-value when there
+    are no resamples or none gives a finite difference.
     """
     diffs = []
     for idx in _resamples(n_boot, rng, len(y), resamples):
@@ -405,25 +406,29 @@ def paired_difference(
     point = metric_fn(y, a) - metric_fn(y, b)
     nan = float("nan")
     if not diffs:
-        return {"difference": float(point), "low": nan, "high": nan, "p_value": nan, "n_boot": 0}
+        return {"difference": float(point), "low": nan, "high": nan, "p_value": nan,
+                "p_value_upper_bound": False, "n_boot": 0}  # fmt: skip
     diffs = np.asarray(diffs)
     ties = np.mean(diffs == 0) / 2
     p = 2 * min(np.mean(diffs < 0) + ties, np.mean(diffs > 0) + ties)
+    bound = bool(p == 0)
     return {
         "difference": float(point),
         "low": float(np.quantile(diffs, alpha / 2)),
         "high": float(np.quantile(diffs, 1 - alpha / 2)),
-        "p_value": float(min(p, 1.0)),
+        "p_value": 1 / len(diffs) if bound else float(min(p, 1.0)),
+        "p_value_upper_bound": bound,
         "n_boot": int(len(diffs)),
     }
 
 
-def format_p(p: float, n_boot: int) -> str:
+def format_p(p: float, n_boot: int, upper_bound: bool = False) -> str:
     """A bootstrap p-value at its resolution: ``"< 0.0033"`` (1 / n_boot) when no resample
-    crossed 0, else three decimals; ``"—"`` without resamples."""
+    crossed 0 (``upper_bound``, as :func:`paired_difference` stores it, or ``p`` below
+    1 / n_boot), else three decimals; ``"—"`` without resamples."""
     if not n_boot or not np.isfinite(p):
         return "—"
-    if p < 1 / n_boot:
+    if upper_bound or p < 1 / n_boot:
         return f"< {1 / n_boot:.2g}"
     return f"{p:.3f}"
 

@@ -30,12 +30,14 @@ TASKS = ("classification", "regression")
 #: Most rows ``output.drilldown_rows`` may ask for (each costs up to 2^max_parts - 2
 #: encoder calls per drilled modality).
 MAX_DRILLDOWN_ROWS = 20
-#: How the saved model is chosen (``output.model_rule``): the model (fusion strategy or
-#: single modality) with the best out-of-fold primary metric; one named strategy
+#: How the saved model is chosen (``output.model_rule``): the simpler model (the best
+#: single modality) unless a fusion's paired gain over it has a 95% interval above 0
+#: (``prefer_simpler``, the default); the model (fusion strategy or single modality) with
+#: the best out-of-fold primary metric (``best_mean_primary``); one named strategy
 #: (``fixed:<strategy>``); or ``auto``, the estimators' ``fusion="auto"``, which chooses
 #: among the strategies and the best single modality by inner cross-validation on the
 #: training rows (needs a toolkit whose FUSIONS registers "auto").
-MODEL_RULES = ("best_mean_primary", "fixed:<strategy>", "auto")
+MODEL_RULES = ("prefer_simpler", "best_mean_primary", "fixed:<strategy>", "auto")
 
 
 @dataclass
@@ -177,6 +179,33 @@ def _model_rule(value, key, ctx):
     return checks.model_rule(value, [f.name for f in ctx.done["fusion"]])
 
 
+def _column_groups(value, key, ctx):
+    """None, or {group name: [columns of the modality]}: columns explained together (one
+    player of the lab drill-down); a column in no group is a player of its own."""
+    if value is None:
+        return None
+    expect(isinstance(value, dict) and value, key, "a mapping {group: [columns]}", value)
+    listed = ctx.sibling(key, "columns")
+    listed = listed if isinstance(listed, list) else [listed]
+    seen: dict = {}
+    for group, cols in value.items():
+        where = f"{key}.{group}"
+        expect(isinstance(group, str) and group, key, "group names that are text", group)
+        expect(
+            isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols),
+            where, "a non-empty list of column names", cols,
+        )  # fmt: skip
+        for c in cols:
+            if c not in listed:
+                raise ConfigError(
+                    f"{where}: column '{c}' is not one of the modality's columns {listed}"
+                )
+            if c in seen:
+                raise ConfigError(f"{where}: column '{c}' is already in group '{seen[c]}'")
+            seen[c] = group
+    return value
+
+
 # -- the sections ---------------------------------------------------------------------------
 
 
@@ -198,6 +227,8 @@ class ModalityConfig:
     encoder: str = option(None, _encoder)  # a name in toolkit.encoders.ENCODERS
     columns: str | list = option(None, _columns)  # a column or a list of columns
     params: dict = option({}, _encoder_params)  # the encoder's parameters
+    # {group: [columns]} explained together in the lab drill-down (tabular modalities)
+    column_groups: dict | None = option(None, _column_groups)
 
 
 @dataclass
@@ -257,13 +288,14 @@ class OutputConfig:
     report: bool = option(True, _bool)
     save_model: bool = option(True, _bool)
     include_text: bool = option(False, _bool)
+    include_images: bool = option(True, _bool)  # false: no picture of a row in the report
     interactions: bool = option(True, _bool)
     intervals: bool = option(True, _bool)
     drilldown_rows: int = option(
         2, _int(0, MAX_DRILLDOWN_ROWS, " (test rows drilled into; 0 turns the drill-down off)")
     )
     drilldown_max_parts: int = option(8, _drilldown_parts)
-    model_rule: str = option("best_mean_primary", _model_rule)  # one of MODEL_RULES
+    model_rule: str = option("prefer_simpler", _model_rule)  # one of MODEL_RULES
 
 
 def _modalities(value, key, ctx):
@@ -282,6 +314,11 @@ def _modalities(value, key, ctx):
 
 
 def _fusion(value, key, ctx):
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{key}: expected a list of strategies, found the name {value!r}; write it as a "
+            f"list: {key}: [{value}] (on the command line: --set {key}=[{value}])"
+        )
     expect(isinstance(value, list) and value, key, "a non-empty list of strategies", value)
     return [FusionConfig(*checks.fusion_entry(e, f"{key}[{i}]")) for i, e in enumerate(value)]
 
@@ -299,6 +336,9 @@ class StudyConfig:
     name: str = option("study", _name)  # the run folder's prefix
     seed: int = option(0, _seed)
     task: str = option("classification", _choice(TASKS, f"one of {sorted(TASKS)}"))
+    # a test-sized run (``mmtk run --quick``): sizes capped by toolkit.study.quick, marked
+    # "quick run - not for reporting" in the report and metrics.json
+    quick: bool = option(False, _bool)
     data: DataConfig = section(DataConfig)
     modalities: list[ModalityConfig] | None = option(None, _modalities)
     fusion: list[FusionConfig] = option(
@@ -345,10 +385,15 @@ class StudyConfig:
 
 
 def _shorthands(raw: dict) -> dict:
-    """``evaluation.conformal: true`` means ``{enabled: true}`` with the other defaults."""
+    """``evaluation.conformal: true`` means ``{enabled: true}`` with the other defaults;
+    ``quick: true`` caps the sizes (:func:`toolkit.study.quick.quick_raw`)."""
     ev = raw.get("evaluation")
     if isinstance(ev, dict) and isinstance(ev.get("conformal"), bool):
         raw = {**raw, "evaluation": {**ev, "conformal": {"enabled": ev["conformal"]}}}
+    if raw.get("quick") is True:
+        from toolkit.study.quick import quick_raw
+
+        raw = quick_raw(raw)
     return raw
 
 

@@ -25,6 +25,7 @@ from toolkit.study.metrics import (
     paired_difference,
     regression_metrics,
 )
+from toolkit.study.quick import QUICK_NOTE
 
 
 @dataclass
@@ -343,6 +344,23 @@ def _folds(results: OutOfFold) -> list[dict]:
     return folds
 
 
+def _prevalence(results: OutOfFold) -> dict | None:
+    """The whole study's class counts and shares (binary: the positive class's share as
+    ``prevalence``); None for regression."""
+    if not results.classification:
+        return None
+    counts = np.bincount(results.y, minlength=len(results.classes))
+    n = int(counts.sum())
+    out = {
+        "n": n,
+        "class_counts": {str(c): int(k) for c, k in zip(results.classes.tolist(), counts, strict=True)},
+        "class_shares": {str(c): float(k / n) for c, k in zip(results.classes.tolist(), counts, strict=True)},
+    }  # fmt: skip
+    if len(counts) == 2:
+        out.update(positive_class=str(results.classes[1]), prevalence=float(counts[1] / n))
+    return out
+
+
 def _missingness(results: OutOfFold) -> dict:
     """Share of rows without each modality, and the rows of each availability pattern."""
     mask = results.mask
@@ -372,24 +390,57 @@ def cell_missingness(frame, modalities) -> dict:
     return out
 
 
-def choose_model(config: StudyConfig, entries: dict, results: OutOfFold, primary: str) -> dict:
-    """The saved model under ``output.model_rule``: its label, kind and the rule.
+def choose_model(
+    config: StudyConfig, entries: dict, results: OutOfFold, primary: str, comparisons=None
+) -> dict:
+    """The saved model under ``output.model_rule``: its label, kind, the rule, the number
+    of candidates the rule chose among and why.
 
+    ``prefer_simpler``: the best single-modality model (fewer modalities), unless a fusion
+    strategy's paired gain over it (``comparisons``, :func:`_comparisons`) has a 95% interval
+    entirely on the better side of 0; then the best such strategy. Without an interval
+    (``evaluation.bootstrap: 0``) no gain is shown, so the single modality is kept; without
+    baselines the best strategy is the only kind of candidate.
     ``best_mean_primary``: the best out-of-fold primary metric among every fusion strategy
-    *and* every single-modality model (a single modality that beats every fusion is
-    chosen). ``fixed:<strategy>``: that strategy. ``auto``: ``fusion="auto"``, which
-    chooses on the training rows when the model is refitted.
+    *and* every single-modality model. ``fixed:<strategy>``: that strategy. ``auto``:
+    ``fusion="auto"``, which chooses on the training rows when the model is refitted.
     """
     rule = config.output.model_rule
+    candidates = len(results.models)
     if rule == "auto":
         label = "auto" if "auto" in results.oof else None
-        return {"rule": rule, "model": label, "kind": "auto"}
+        return {"rule": rule, "model": label, "kind": "auto", "candidates": 1,
+                "reason": "fusion='auto' chooses by inner cross-validation in each training set"}  # fmt: skip
     if rule.startswith("fixed:"):
-        label = rule.split(":", 1)[1]
+        label, reason, candidates = rule.split(":", 1)[1], "named in the config", 1
+    elif rule == "prefer_simpler":
+        label, reason = _prefer_simpler(results, entries, primary, comparisons or {})
     else:
         label = _best(list(results.models), entries, primary)
+        reason = f"the best out-of-fold {primary} of {candidates} models"
     kind = "fusion" if label in results.oof else "single modality"
-    return {"rule": rule, "model": label, "kind": kind}
+    return {"rule": rule, "model": label, "kind": kind, "candidates": candidates, "reason": reason}
+
+
+def _prefer_simpler(results: OutOfFold, entries: dict, primary: str, comparisons: dict):
+    """(label, reason) of the ``prefer_simpler`` rule."""
+    single = _best(list(results.baselines), entries, primary)
+    if single is None:
+        best = _best(list(results.oof), entries, primary)
+        return best, "no single-modality models were fitted (evaluation.baselines: false)"
+    sign = METRICS[primary].sign
+    shown = []
+    for label, c in comparisons.items():
+        low, high = sorted((sign * c["low"], sign * c["high"]))
+        if np.isfinite(low) and low > 0:
+            shown.append(label)
+    if not shown:
+        return single, (
+            f"no fusion's gain over {single} has a 95% interval above 0, so the simpler "
+            "model is kept"
+        )
+    best = _best(shown, entries, primary)
+    return best, f"its gain over {single} has a 95% interval above 0"
 
 
 def _headline(results: OutOfFold, scorer: _Scorer, chosen: dict, entries: dict, **boot) -> dict:
@@ -434,13 +485,16 @@ def summarize(config: StudyConfig, results: OutOfFold, *, grouped: bool) -> tupl
     entries, rows = _model_metrics(results, scorer, **boot)
     best = _best(list(results.oof), entries, primary)
     best_baseline = _best(list(results.baselines), entries, primary)
-    chosen = choose_model(config, entries, results, primary)
+    comparisons = _comparisons(results, scorer, best_baseline, **boot)
+    chosen = choose_model(config, entries, results, primary, comparisons)
     robustness, robust_intervals, robust_rows = _robustness(results, scorer, **boot)
     shares = _shares(results)
     explained = chosen["model"] if chosen["model"] in shares else best
     summary = {
+        "quick": QUICK_NOTE if config.quick else None,
         "task": config.task,
         "n_samples": int(len(results.y)),
+        "prevalence": _prevalence(results),
         "folds": ev.cv,
         "grouped": grouped or None,
         "bootstrap": {"n_boot": n_boot, "unit": "group" if results.groups is not None else "row",
@@ -453,7 +507,7 @@ def summarize(config: StudyConfig, results: OutOfFold, *, grouped: bool) -> tupl
         "headline": _headline(results, scorer, chosen, entries, **boot),
         "strategies": {k: entries[k] for k in results.oof},
         "baselines": {k: entries[k] for k in results.baselines},
-        "comparisons": _comparisons(results, scorer, best_baseline, **boot),
+        "comparisons": comparisons,
         "robustness": robustness,
         "robustness_intervals": robust_intervals,
         "calibration": _calibration(results, [*results.oof, *([best_baseline] if best_baseline else [])]),

@@ -1,0 +1,59 @@
+"""The report's lab section: exact Owen values of the columns (or column groups) of each
+tabular modality (:mod:`toolkit.study.labs`), one table per modality and the top columns of
+the rows the drill-down shows."""
+
+from __future__ import annotations
+
+import html
+
+
+def _table(head, rows) -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _modality_table(name: str, stats: dict) -> str:
+    groups = stats.get("groups") or {}
+    rows = []
+    for player in stats["ranking"]:
+        label = html.escape(player)
+        if player in groups:
+            label += f" <small>({html.escape(', '.join(groups[player]))})</small>"
+        rows.append([label, f"{stats['mean_abs'][player]:.4f}", f"{stats['share'][player]:.1%}",
+                     f"{stats['mean'][player]:+.4f}",
+                     f"{stats['ranked_first'][player]:.0%}"])  # fmt: skip
+    head = ["column" + (" or group" if groups else ""), "mean |Owen value|", "share",
+            "mean value", "rows where it ranks first"]  # fmt: skip
+    return f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>" + _table(head, rows)
+
+
+def labs_section(summary: dict) -> str:
+    """The HTML of ``summary["labs"]`` ('' when the study has no tabular modality)."""
+    labs = summary.get("labs") or {}
+    if not labs:
+        return ""
+    text = (
+        f"<h2>Inside the tables: each column's share ({html.escape(labs['model'])} fusion, "
+        f"fold {labs['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
+        "modality on every test row of the fold: a column left out is set missing (as if not "
+        "measured) and the encoder imputes it, and a row's column values add up to the "
+        "modality's Shapley value with missing-modality removal. Columns a config groups "
+        "(column_groups) count as one. Ranked by mean |value|; the last column is how often "
+        "the column has the row's largest |value|.</p>"
+    )
+    text += "".join(_modality_table(n, s) for n, s in labs["modalities"].items())
+    if labs.get("rows"):
+        rows = [
+            [str(r["row"]), html.escape(r["modality"]), f"{r['modality_value']:+.4f}",
+             ", ".join(f"{html.escape(p['part'])}: {p['value']:+.4f}" for p in r["top_parts"])]
+            for r in labs["rows"]
+        ]  # fmt: skip
+        text += "<h3>The drilled rows</h3>" + _table(
+            ["row", "modality", "modality value", "top columns"], rows
+        )
+    if labs.get("skipped"):
+        text += "<p>Not drilled: " + "; ".join(
+            f"{html.escape(m)} ({html.escape(why)})" for m, why in labs["skipped"].items()
+        ) + ".</p>"  # fmt: skip
+    return text
