@@ -188,9 +188,9 @@ def test_verbose_shows_a_progress_bar(monkeypatch):
         est = owner(max_epochs=2, verbose=verbose)
         train(est, net, regression_loss(net), all_rows, generator=torch.Generator(),
               device="cpu", desc="fitting X")  # fmt: skip
-    assert [(c["enabled"], c["desc"], c["total"]) for c in calls] == [
-        (True, "fitting X", 2),
-        (False, "fitting X", 2),
+    assert [(c["verbose"], c["desc"], c["total"], c["lines"]) for c in calls] == [
+        (True, "fitting X", 2, True),
+        (False, "fitting X", 2, True),
     ]
 
 

@@ -94,13 +94,13 @@ def batches(indices: Sequence[int], batch_size: int) -> Iterator[Sequence[int]]:
 
 
 def progress(iterable, *, total: int, desc: str, enabled: bool):
-    """Wrap ``iterable`` in a tqdm bar when enabled (callers decide what is long work)."""
+    """Wrap ``iterable`` in a bar when enabled (callers decide what is long work): on a
+    terminal, or in Jupyter with ipywidgets; nothing elsewhere (see ``toolkit._progress``)."""
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from toolkit._progress import progress as bar
 
-    # disable=None: tqdm shows the bar only when writing to a terminal.
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None)
+    return bar(iterable, total=total, desc=desc, verbose=True)
 
 
 def check_random_state_seed(random_state) -> int:

@@ -7,7 +7,7 @@ Every network the toolkit trains goes through :func:`train`: the torch fusions
 :mod:`toolkit.encoders._cnn`) and text fine-tuning (:mod:`toolkit.encoders._text_finetune`).
 The loop is AdamW on the parameters that train, mini-batches an epoch's ``batches`` callback
 draws from a seeded generator, bfloat16 autocast on a CUDA device only, a per-epoch record in
-``history_`` (and a progress bar with ``verbose``), early stopping on the validation loss with
+``history_`` (and progress with ``verbose``: see :func:`train`), early stopping on the validation loss with
 ``patience`` epochs of grace (the training loss when there are no validation rows), and the
 best epoch's state restored. What differs between its users is passed in: how a batch becomes
 a loss (a fusion's modality dropout, a CNN's augmentation, tokenized text), which parameters
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from toolkit._utils import progress
+from toolkit._progress import progress
 
 #: The parameters of :func:`train`, declared once for every estimator that trains a network:
 #: the fusions, the CNN and fine-tuned encoders and text fine-tuning merge these (through
@@ -176,7 +176,10 @@ def train(
     ``net``'s), ``train_mode`` (``net.train``) and ``keep`` (all keys): what trains, what
     puts it in training mode each epoch, and the state-dict keys copied at the best epoch.
     ``autocast``: bfloat16 on CUDA (never on the CPU). ``name`` and ``hint`` word the error
-    when no epoch's loss was finite; ``desc`` labels the progress bar.
+    when no epoch's loss was finite; ``desc`` labels the progress (prefixed with the
+    modality's name inside :func:`toolkit._progress.named`, as the estimators fit each
+    modality): with ``verbose``, a bar on a terminal or in Jupyter with ipywidgets, else one
+    line per epoch with its losses (stderr, or the ``toolkit.progress`` logger).
     """
     import torch
 
@@ -187,19 +190,18 @@ def train(
     stopping = _EarlyStopping(owner.patience, net, keep)
     owner.history_ = []
     verbose = bool(getattr(owner, "verbose", False))
-    bar = progress(range(owner.max_epochs), total=owner.max_epochs, desc=desc, enabled=verbose)
+    bar = progress(range(owner.max_epochs), total=owner.max_epochs, desc=desc, verbose=verbose,
+                   unit="epoch", leave=True, lines=True)  # fmt: skip
     for epoch in bar:
         train_mode()
         record = {"epoch": epoch, "train_loss": _epoch(loss, batches(generator), opt, amp, device)}
         if validation is not None:
             record["valid_loss"] = _validate(net, validation, amp)
         owner.history_.append(record)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
         if stopping.stop(record.get("valid_loss", record["train_loss"]), epoch):
             break
-    if hasattr(bar, "close"):
-        bar.close()
+    bar.close()
     owner.n_epochs_ = len(owner.history_)
     stopping.restore(owner, name or type(owner).__name__, hint)
     return net.eval()

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from toolkit._progress import quiet_library_bars
 from toolkit._utils import FLOAT32_MAX, as_item_list, batches, is_missing, progress, tensor_table
 from toolkit.exceptions import ReadError
 
@@ -524,7 +525,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _fit(self, decoded) -> None:
         if self.backends is None:  # pragma: no cover - abstract
             raise NotImplementedError
-        self.backend_object().fit(self, decoded)
+        with quiet_library_bars():  # no "Loading weights" bars from transformers
+            self.backend_object().fit(self, decoded)
 
     def _encode_batch(self, decoded: list) -> np.ndarray:
         if self.backends is None:  # pragma: no cover - abstract

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, clone
 
+from toolkit._progress import named, quiet_library_bars
 from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.cache import as_cache, ensure_fitted
 from toolkit.embeddings import Embeddings
@@ -38,19 +39,20 @@ class EncodingMixin:
         for name, enc, cols in self._spec():
             items = df if cols is None else _column_items(df, cols)
             enc = seed_if_unset(clone(enc), seed)
-            if _supervised(enc):
-                if y is None:
-                    raise ValueError(
-                        f"modality '{name}': {type(enc).__name__} learns from the labels; fit "
-                        "the model with fit(X, y) (which also cross-fits its outputs), or pass "
-                        "y to fit_encoders"
-                    )
-                kwargs = {} if groups is None else {"groups": groups}
-                enc.fit(items, y, **kwargs)
-            elif not getattr(enc, "fixed", False):
-                enc.fit(items)
-            elif cache is None:
-                ensure_fitted(enc, items)
+            if _supervised(enc) and y is None:
+                raise ValueError(
+                    f"modality '{name}': {type(enc).__name__} learns from the labels; fit "
+                    "the model with fit(X, y) (which also cross-fits its outputs), or pass "
+                    "y to fit_encoders"
+                )
+            # progress is labelled by the modality; library bars stay quiet while it loads
+            with named(name), quiet_library_bars():
+                if _supervised(enc):
+                    enc.fit(items, y, **({} if groups is None else {"groups": groups}))
+                elif not getattr(enc, "fixed", False):
+                    enc.fit(items)
+                elif cache is None:
+                    ensure_fitted(enc, items)
             encoders[name] = enc
         self.encoders_ = encoders
         self.modality_names_ = list(encoders)
@@ -93,11 +95,12 @@ class EncodingMixin:
                     "per class and group, or use an encoder that does not learn from labels"
                 )
             block = None
-            for train, test in folds:
+            for k, (train, test) in enumerate(folds):
                 fold_enc = clone(enc)
                 kwargs = {} if groups is None else {"groups": groups[train]}
-                fold_enc.fit(items.iloc[train], y[train], **kwargs)
-                part, _ = self._supervised_block(fold_enc, items.iloc[test])
+                with named(f"{name} (inner fold {k + 1}/{len(folds)})"), quiet_library_bars():
+                    fold_enc.fit(items.iloc[train], y[train], **kwargs)
+                    part, _ = self._supervised_block(fold_enc, items.iloc[test])
                 if block is None:
                     block = np.full((len(items), part.shape[1]), np.nan, dtype=np.float32)
                 block[test] = part
@@ -122,19 +125,22 @@ class EncodingMixin:
         blocks, masks = {}, []
         for name, _, cols in self._spec():
             items = df if cols is None else _column_items(df, cols)
-            enc = self.encoders_[name]
-            if _supervised(enc):
-                block, present = self._supervised_block(enc, items)
-            elif getattr(enc, "fixed", False) and cache is not None:
-                # Fixed encoders do not learn from data: with a cache, each raw item is
-                # encoded once across fits, folds and candidates.
-                block, present = cache.encode(enc, items)
-            elif getattr(enc, "fixed", False):
-                block, present = ensure_fitted(enc, items).encode(items)
-            else:
-                block, present = enc.encode(items)
+            with named(name), quiet_library_bars():
+                block, present = self._encode_one(self.encoders_[name], items, cache)
             blocks[name] = block
             masks.append(present)
         emb = Embeddings(blocks, np.column_stack(masks))
         _refuse_empty_rows(emb, df.index)
         return emb
+
+    def _encode_one(self, enc, items, cache) -> tuple[np.ndarray, np.ndarray]:
+        """One modality's block and availability."""
+        if _supervised(enc):
+            return self._supervised_block(enc, items)
+        if getattr(enc, "fixed", False) and cache is not None:
+            # Fixed encoders do not learn from data: with a cache, each raw item is
+            # encoded once across fits, folds and candidates.
+            return cache.encode(enc, items)
+        if getattr(enc, "fixed", False):
+            return ensure_fitted(enc, items).encode(items)
+        return enc.encode(items)
