@@ -10,7 +10,10 @@ memory is therefore the returned waveform plus a few MB, whatever the source rat
 count or compression ratio (a 0.4 MB FLAC of 600 s of 192 kHz silence read at 16 kHz holds
 38 MB, not the 460 MB of its source-rate samples); decoding time grows with the source
 samples (at most ``max_seconds`` x ``max_sample_rate``). Decoding stops if the data runs past
-what the header promised. Arrays given as ``(waveform, rate)`` get the same checks before
+what the header promised, and a file that ends before it is refused as truncated, never read
+as a shorter clip: a WAV whose ``data`` chunk is cut (libsndfile shortens it to the bytes
+present) is found from the chunk's declared size before decoding, other files by counting the
+decoded frames. Arrays given as ``(waveform, rate)`` get the same checks before
 they are converted, and are converted block by block the same way.
 
 Resampling goes through :class:`Resampler` (and :func:`resample`), whose cost is bounded for
@@ -60,6 +63,7 @@ MAX_RESAMPLE_FACTOR = 1024
 ARRAY_MAX_CHANNELS = 32
 
 _BLOCK_SAMPLES = 1 << 18  # samples (frames x channels) decoded at a time
+_MAX_WAV_CHUNKS = 64  # RIFF chunks looked through for a WAV's data chunk
 _RESAMPLE_WORK = 1 << 18  # window values (kernel positions x kernel size) resampled at a time
 _MAX_RATE_ERROR = 1e-3
 _BYTES_PER_SAMPLE = 4  # float32
@@ -245,8 +249,58 @@ def _decode_error(what: str, exc: Exception) -> ReadError:
     )
 
 
-def _file_header(path, what: str, max_seconds: float, max_sample_rate: int):
-    """(frames, rate, dtype) from the header, with the duration and rate checked."""
+def _wav_declared_bytes(path, file_size: int) -> tuple[int, int, int] | None:
+    """(declared data bytes, bytes present after the data chunk's start, block align) of a
+    RIFF/RIFX WAVE file, or None for other files and streamed WAVs of unknown length.
+
+    libsndfile shortens a ``data`` chunk that runs past the end of the file to what is
+    there, so a truncated WAV reads as a shorter clip; the chunk's own size says otherwise.
+    """
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        order = "<" if head[:4] == b"RIFF" else ">"
+        align = None
+        for _ in range(_MAX_WAV_CHUNKS):
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = fh.read(min(size, 16))
+                if len(fmt) >= 14:
+                    align = struct.unpack(order + "H", fmt[12:14])[0]
+                fh.seek(size + (size & 1) - len(fmt), 1)
+            elif kind == b"data":
+                if size in (0, 0xFFFFFFFF) or not align:  # length left to the reader
+                    return None
+                return size, file_size - fh.tell(), align
+            else:
+                fh.seek(size + (size & 1), 1)
+    return None
+
+
+def _check_wav_complete(path, what: str, file_size: int, frames: int, sr: int) -> None:
+    """Refuse a WAV whose data chunk is cut: fewer frames present than its header declares."""
+    declared = _wav_declared_bytes(path, file_size)
+    if declared is None:
+        return
+    size, present, align = declared
+    if present < size and frames < size // align:
+        raise ReadError(
+            f"{what} is truncated: its header declares {size // align:,} frames "
+            f"({size // align / sr:,.2f} s) of audio data but the file holds only {frames:,} "
+            f"({frames / sr:,.2f} s); it would be read as a shorter clip; re-export or "
+            "re-copy the file"
+        )
+
+
+def _file_header(path, what: str, max_seconds: float, max_sample_rate: int, file_size: int):
+    """(frames, rate, dtype, whether frames is exact) from the header, with the duration
+    and rate checked (and a WAV's data chunk against the file's size)."""
     import soundfile as sf
 
     try:
@@ -257,13 +311,19 @@ def _file_header(path, what: str, max_seconds: float, max_sample_rate: int):
         raise ReadError(f"{what}: its header declares sample rate {info.samplerate}; re-export it")
     sr = _check_rate(int(info.samplerate), what, max_sample_rate, "its header's")
     _check_duration(int(info.frames), sr, what, max_seconds, "from its header")
-    return int(info.frames), sr, "float64" if info.subtype == "DOUBLE" else "float32"
+    if info.format == "WAV":
+        _check_wav_complete(path, what, file_size, int(info.frames), sr)
+    dtype = "float64" if info.subtype == "DOUBLE" else "float32"
+    # MPEG headers may only estimate their length; the others state it exactly.
+    return int(info.frames), sr, dtype, info.format != "MPEG"
 
 
-def _file_blocks(path, what: str, frames: int, sr: int, dtype: str, max_seconds: float):
-    """(frames, channels) blocks of a file, stopping if it runs past ``max_seconds``."""
+def _file_blocks(path, what: str, header: tuple, max_seconds: float):
+    """(frames, channels) blocks of a file, stopping if it runs past ``max_seconds``, and
+    refusing one that ends before the frames its header declares (when they are exact)."""
     import soundfile as sf
 
+    frames, sr, dtype, exact = header
     limit, total = int(max_seconds * sr), 0
     try:
         with sf.SoundFile(str(path)) as fh:
@@ -280,6 +340,11 @@ def _file_blocks(path, what: str, frames: int, sr: int, dtype: str, max_seconds:
         raise
     except Exception as exc:
         raise _decode_error(what, exc) from exc
+    if exact and total < frames:
+        raise ReadError(
+            f"{what} is truncated: its header declares {frames:,} frames ({frames / sr:,.2f} "
+            f"s) but only {total:,} could be decoded; re-export or re-copy the file"
+        )
 
 
 def _channel_axis(wave: np.ndarray, what: str) -> int | None:
@@ -462,9 +527,10 @@ def read_audio(
     path = as_path(item)
     if path is not None:
         what = f"audio file '{path}'"
-        check_path(path, "audio")
-        frames, sr, dtype = _file_header(path, what, max_seconds, max_sample_rate)
-        blocks = _file_blocks(path, what, frames, sr, dtype, max_seconds)
+        size = check_path(path, "audio").st_size
+        header = _file_header(path, what, max_seconds, max_sample_rate, size)
+        frames, sr = header[:2]
+        blocks = _file_blocks(path, what, header, max_seconds)
     elif (isinstance(item, tuple) and len(item) == 2) or isinstance(item, np.ndarray):
         what = f"audio item {describe_item(item)}"
         frames, sr, blocks = _array_source(item, sample_rate, what, max_seconds, max_sample_rate)

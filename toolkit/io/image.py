@@ -5,6 +5,11 @@ The pixel count (``max_pixels``) is checked before decoding: for files from the 
 Pillow's own decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies on top.
 Paths are checked with ``os.stat`` first: FIFOs, devices and sockets are never opened.
 
+A file's EXIF Orientation tag (2-8: a camera held sideways) is applied to its pixels, as
+image viewers do (``PIL.ImageOps.exif_transpose``). Files holding several frames (animated
+GIF/PNG/WebP, multi-page TIFF) are refused naming the frame count: reading only the first
+frame would silently drop the rest.
+
 Truncated files are refused, never zero-filled: Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES``
 is forced off while a file is decoded, and a PNG's compressed pixel data (IDAT) is checked
 to hold every row its header declares (Pillow fills missing rows with zeros silently).
@@ -131,9 +136,25 @@ def _check_png_complete(path, what: str) -> None:
         )
 
 
+def _check_single_frame(img, what: str) -> None:
+    """Refuse an animated GIF/PNG/WebP or a multi-page TIFF: one cell holds one image.
+
+    MPO files (a camera JPEG with extra pictures, e.g. a preview) are kept: by that
+    format's definition the first picture is the image itself.
+    """
+    if img.format == "MPO" or not getattr(img, "is_animated", False):
+        return
+    raise ReadError(
+        f"{what} holds {img.n_frames} frames (an animated or multi-page {img.format}); "
+        "the image reader takes one image per cell and would keep only the first: save "
+        "each frame as its own file (one row each), or pass the stack as a 3-D array to "
+        "ScanEncoder"
+    )
+
+
 def _decode_file(path, what: str, max_pixels: int) -> np.ndarray:
     """The pixels of an image file as an array of the file's own type."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with warnings.catch_warnings():
@@ -147,10 +168,13 @@ def _decode_file(path, what: str, max_pixels: int) -> np.ndarray:
                     f"{what} is {w}x{h} pixels, above the {max_pixels:,} pixel limit; "
                     "downscale it before encoding (or raise max_pixels)"
                 )
+            _check_single_frame(img, what)
             if img.format == "PNG":
                 _check_png_complete(path, what)
             with _no_truncated_images():
                 img.load()
+            # The EXIF Orientation tag (a camera's rotation, 2-8) is applied, as viewers do.
+            ImageOps.exif_transpose(img, in_place=True)
             if img.mode in _PIL_NATIVE:
                 return np.asarray(img)
             if img.mode in ("L", "1"):
@@ -285,4 +309,3 @@ def read_image(
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
     return np.ascontiguousarray(_scale(arr, value_range, what), dtype=np.float32)
-

@@ -27,6 +27,8 @@ MAX_VOXELS = 2**28
 MAX_RESAMPLED_VOXELS = 2**25
 #: pydicom reads header elements larger than this lazily (a huge private tag is not loaded).
 _DEFER_SIZE = "1 MB"
+#: Largest relative departure of a DICOM slice gap from the series' smallest gap.
+_SPACING_TOLERANCE = 0.01
 _F32_MAX = float(np.finfo(np.float32).max)
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
@@ -107,6 +109,7 @@ def _check_dicom_folder(path: Path, max_voxels: int = MAX_VOXELS) -> None:
     if not files:
         raise ReadError(f"DICOM folder '{path}' holds no files")
     series: dict[str, list[str]] = {}
+    positions: list = []
     voxels = 0
     for f in files:
         where = f"file '{f}' in DICOM folder '{path}'"
@@ -126,6 +129,7 @@ def _check_dicom_folder(path: Path, max_voxels: int = MAX_VOXELS) -> None:
                 f"from the headers of {len(files)} files",
             )
         series.setdefault(str(getattr(ds, "SeriesInstanceUID", "unknown")), []).append(f.name)
+        positions.append(_slice_position(ds, f.name))
     if len(series) > 1:
         summary = "; ".join(
             f"{uid}: {len(names)} files (e.g. {names[0]})" for uid, names in series.items()
@@ -134,6 +138,62 @@ def _check_dicom_folder(path: Path, max_voxels: int = MAX_VOXELS) -> None:
             f"DICOM folder '{path}' mixes {len(series)} series ({summary}); "
             "put each series in its own folder"
         )
+    _check_slice_spacing(positions, path)
+
+
+def _slice_position(ds, name: str):
+    """(position along the slice normal in mm, file name) of a single-frame slice with an
+    ImagePositionPatient and ImageOrientationPatient; None otherwise."""
+    try:
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
+            return None
+        orient = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
+        pos = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if orient.shape != (6,) or pos.shape != (3,):
+        return None
+    normal = np.cross(orient[:3], orient[3:])
+    if not np.isfinite(normal).all() or not np.isfinite(pos).all():
+        return None
+    return float(pos @ normal), name
+
+
+def _check_slice_spacing(positions: list, path: Path) -> None:
+    """Refuse a series whose slices are not evenly spaced along their normal (gaps within
+    1 % of the smallest).
+
+    MONAI gives a series one slice spacing, so a missing slice (or a duplicate) would
+    stretch or squeeze the whole volume silently: 0, 5, 15 mm read as 3 slices 7.5 mm
+    apart. Series whose slices lack a position (or hold several frames) are left to the
+    reader (a singular affine is refused later).
+    """
+    if len(positions) < 3 or any(p is None for p in positions):
+        return
+    ordered = sorted(positions)
+    z = np.asarray([p for p, _ in ordered])
+    gaps = np.diff(z)
+    if gaps.max() <= 0:
+        return  # every slice at one position: the singular affine is refused later
+    step = float(gaps[gaps > 0].min())  # a missing slice only widens gaps
+    tol = max(_SPACING_TOLERANCE * step, 1e-3)
+    bad = np.flatnonzero(np.abs(gaps - step) > tol)
+    if bad.size == 0:
+        return
+    k = int(bad[np.argmax(np.abs(gaps[bad] - step))])
+    missing = round(gaps[k] / step) - 1
+    hint = (
+        f" ({missing} slice(s) missing?)"
+        if gaps[k] > step and abs(gaps[k] / step - round(gaps[k] / step)) < 0.1
+        else ""
+    )
+    raise ReadError(
+        f"DICOM folder '{path}' has unevenly spaced slices: '{ordered[k][1]}' and "
+        f"'{ordered[k + 1][1]}' are {gaps[k]:.4g} mm apart along the slice normal where the "
+        f"closest slices are {step:.4g} mm apart{hint} ({bad.size} uneven gap(s) in "
+        f"{len(z)} slices); the volume would be given one uniform, wrong spacing; restore "
+        "the missing slices or remove the duplicates"
+    )
 
 
 def _check_rescale(ds, what: str) -> None:

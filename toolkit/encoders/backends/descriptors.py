@@ -13,6 +13,26 @@ from toolkit.encoders.base import one_torch_thread
 _WORK = 64  # working resolution of the descriptors
 
 
+def _sobel(grey):
+    """Sobel gradients (x, y) of (n, H, W) images, edges replicated, divided by 8.
+
+    Written as element-wise sums of shifted copies rather than ``conv2d``: a convolution's
+    summation order depends on the batch size (rounding differences of 6e-8), and the
+    orientation bin of a near-flat gradient, hence a HOG cell's normalized histogram, can
+    flip on such a difference (0.2 apart between one image alone and in a batch). Every
+    element here is computed by the same operations in the same order, so an image's
+    gradients are bit-identical whatever its batch.
+    """
+    import torch.nn.functional as F
+
+    p = F.pad(grey[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    dx = p[:, :, 2:] - p[:, :, :-2]  # (n, H + 2, W)
+    dy = p[:, 2:, :] - p[:, :-2, :]  # (n, H, W + 2)
+    gx = (dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]) / 8
+    gy = (dy[:, :, :-2] + 2 * dy[:, :, 1:-1] + dy[:, :, 2:]) / 8
+    return gx, gy
+
+
 def image_descriptors(
     images: list[np.ndarray], pixel_size: int, hist_bins: int, orientations: int, cells: int
 ):
@@ -46,11 +66,9 @@ def image_descriptors(
     )
     hist = (hist / idx.shape[-1]).reshape(n, -1)
     # Gradient orientation histograms.
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])[None, None] / 8
-    gx = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx)
-    gy = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx.transpose(2, 3))
-    mag = torch.sqrt(gx**2 + gy**2)[:, 0]
-    ang = torch.remainder(torch.atan2(gy, gx)[:, 0], np.pi)
+    gx, gy = _sobel(grey[:, 0])
+    mag = torch.sqrt(gx**2 + gy**2)
+    ang = torch.remainder(torch.atan2(gy, gx), np.pi)
     obin = (ang / np.pi * orientations).long().clamp(max=orientations - 1)
     cell = _WORK // cells
     rows = torch.arange(_WORK) // cell

@@ -19,22 +19,26 @@ _PROSODY = [
 
 #: Version of the default ("mfcc") statistics; part of the cache key (toolkit.cache), so a
 #: cache written by an older definition is never served for the current one.
-#: 1: per-clip torchaudio MFCC and NCCF pitch tracker; 2: the batched computation below.
-FEATURES_VERSION = 2
+#: 1: per-clip torchaudio MFCC and NCCF pitch tracker; 2: the batched computation below;
+#: 3: level normalization per clip in float64 blocks, spectrogram in bounded time chunks.
+FEATURES_VERSION = 3
 
 #: Padded samples (clips x longest clip) computed together; a longer clip goes alone.
 _BATCH_SAMPLES = 1 << 22
 _TOP_DB = 80.0  # dynamic range kept by the MFCC's dB conversion (torchaudio's MFCC default)
 _PITCH_LOW, _PITCH_HIGH, _PITCH_SMOOTH = 60, 500, 30  # Hz, Hz, frames (10 ms) of median
 _PITCH_FRAMES = 1 << 13  # pitch frames (all clips of a batch together) correlated at a time
+_STFT_FRAMES = 1 << 12  # spectrogram frames (all clips of a batch together) at a time
+_NORM_BLOCK = 1 << 16  # samples level-normalized (in float64) at a time
 
 
-def _reflect_index(length, pad: int, width: int):
-    """(B, width) indices into each clip's samples, reflect-padded by ``pad`` at both ends
-    (torch's ``mode="reflect"``), and the mask of positions inside the padded clip."""
+def _reflect_index(length, pad: int, start: int, stop: int):
+    """(B, stop - start) indices into each clip's samples for positions ``start:stop`` of
+    the clip reflect-padded by ``pad`` at both ends (torch's ``mode="reflect"``), and the
+    mask of positions inside the padded clip."""
     import torch
 
-    j = torch.arange(width)[None] - pad  # position in the unpadded clip
+    j = torch.arange(start, stop)[None] - pad  # position in the unpadded clip
     n = length[:, None]
     idx = torch.where(j < 0, -j, torch.where(j >= n, 2 * (n - 1) - j, j))
     inside = j < n + pad
@@ -116,6 +120,80 @@ def _pitch_track(x, length, sr: int):
     return sr / (1e-9 + smooth.float()), valid
 
 
+def _level_normalized(wave: np.ndarray) -> np.ndarray:
+    """A clip less its mean, divided by its peak (+1e-8), as float32.
+
+    Each clip alone, in float64 blocks of ``_NORM_BLOCK`` samples: its values never depend
+    on its batch (the pitch track's lag choice is sensitive to the last bit), and the
+    float64 work costs one block, not 8 bytes per sample of the clip.
+    """
+    n = len(wave)
+    blocks = range(0, n, _NORM_BLOCK)
+    total = sum(float(np.sum(wave[i : i + _NORM_BLOCK], dtype=np.float64)) for i in blocks)
+    mean = total / n
+    peak = max(
+        float(np.max(np.abs(wave[i : i + _NORM_BLOCK].astype(np.float64) - mean))) for i in blocks
+    )
+    out = np.empty(n, dtype=np.float32)
+    for i in blocks:
+        out[i : i + _NORM_BLOCK] = (wave[i : i + _NORM_BLOCK].astype(np.float64) - mean) / (
+            peak + 1e-8
+        )
+    return out
+
+
+def _energy_zcr(x, win: int, hop: int):
+    """Mean power of each ``win``-sample frame (hop ``hop``, no centring) and its zero-
+    crossing rate over its ``win - 1`` sample pairs, as (B, F) frame means by pooling.
+
+    Computed for at most ``_STFT_FRAMES`` frames at a time (each frame from its own
+    samples, so the values are those of one pass): the squared samples and the crossings
+    of a whole long clip would cost 17 bytes per sample at once.
+    """
+    import torch
+
+    pool = torch.nn.functional.avg_pool1d
+    n_out = (x.shape[1] - win) // hop + 1
+    energy, zcr = torch.empty(len(x), n_out), torch.empty(len(x), n_out)
+    step = max(1, _STFT_FRAMES // len(x))
+    for f0 in range(0, n_out, step):
+        f1 = min(n_out, f0 + step)
+        seg = x[:, f0 * hop : (f1 - 1) * hop + win]
+        energy[:, f0:f1] = pool(seg.pow(2)[:, None], win, hop)[:, 0]
+        crossings = (seg[:, 1:].sign() != seg[:, :-1].sign()).float()
+        zcr[:, f0:f1] = pool(crossings[:, None], win - 1, hop)[:, 0]
+    return energy, zcr
+
+
+def _mel_db(x, length, sr: int, win: int, hop: int, n_mels: int):
+    """(B, T, n_mels) power mel spectrogram in dB of centred, reflect-padded frames.
+
+    Computed for at most ``_STFT_FRAMES`` frames (all clips together) at a time: the
+    framed samples and the complex spectrum cost about 30 bytes per sample of the clip,
+    which for a 3,000 s clip at 16 kHz was 5 GB at once; the result holds 4 * n_mels bytes
+    per frame (a 1/4 of the waveform's size at 16 kHz with 40 mel bands).
+    """
+    import torch
+    import torchaudio.functional as AF
+
+    n_fft = 1 << (win - 1).bit_length()
+    pad = n_fft // 2
+    t_max = 1 + (x.shape[1] + 2 * pad - n_fft) // hop
+    window = torch.hann_window(win)
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, float(sr // 2), n_mels, sr)
+    out = torch.empty(len(x), t_max, n_mels)
+    step = max(1, _STFT_FRAMES // len(x))
+    for t0 in range(0, t_max, step):
+        t1 = min(t_max, t0 + step)
+        idx, keep = _reflect_index(length, pad, t0 * hop, (t1 - 1) * hop + n_fft)
+        spec = AF.spectrogram(
+            x.gather(1, idx) * keep, pad=0, window=window, n_fft=n_fft, hop_length=hop,
+            win_length=win, power=2.0, normalized=False, center=False,
+        )  # fmt: skip
+        out[:, t0:t1] = 10 * torch.log10((spec.transpose(1, 2) @ fb).clamp(min=1e-10))
+    return out
+
+
 def audio_statistics_batch(
     waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int
 ) -> np.ndarray:
@@ -138,28 +216,13 @@ def audio_statistics_batch(
     b, width = len(waves), int(length.max())
     x = torch.zeros(b, width)
     for i, w in enumerate(waves):
-        x[i, : len(w)] = torch.from_numpy(w)
-    inside = torch.arange(width)[None] < lengths0[:, None]
-    # Per-utterance level normalisation, in float64 so that a clip's values do not depend on
-    # the padding of its batch (the pitch track's lag choice is sensitive to the last bit).
-    x = x.double()
-    x = (x - x.sum(1, keepdim=True) / lengths0[:, None]) * inside
-    x = (x / (x.abs().amax(1, keepdim=True) + 1e-8)).float()
+        x[i, : len(w)] = torch.from_numpy(_level_normalized(w))
 
     # MFCC: torchaudio's MFCC (Hann window of 25 ms, hop 10 ms, centred frames with
     # reflection, power mel spectrogram, dB with a top of 80 dB below each clip's maximum).
     win, hop = int(0.025 * sr), int(0.010 * sr)
-    n_fft = 1 << (win - 1).bit_length()
-    pad = n_fft // 2
-    idx, keep = _reflect_index(length, pad, width + 2 * pad)
-    framed = x.gather(1, idx) * keep
-    spec = AF.spectrogram(
-        framed, pad=0, window=torch.hann_window(win), n_fft=n_fft, hop_length=hop,
-        win_length=win, power=2.0, normalized=False, center=False,
-    )  # fmt: skip
     n_mels = max(40, n_mfcc)
-    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, float(sr // 2), n_mels, sr)
-    mel_db = 10 * torch.log10((spec.transpose(1, 2) @ fb).clamp(min=1e-10))  # (B, T, mels)
+    mel_db = _mel_db(x, length, sr, win, hop, n_mels)  # (B, T, mels)
     n_frames = 1 + torch.div(length, hop, rounding_mode="floor")
     t_max = mel_db.shape[1]
     valid = torch.arange(t_max)[None] < n_frames[:, None]  # (B, T)
@@ -197,10 +260,7 @@ def audio_statistics_batch(
     # Prosody on 25 ms frames with a 10 ms hop (no centring).
     # Frame means by pooling (no (B, F, win) copy): energy, and zero crossings of the
     # frame's win - 1 sample pairs.
-    pool = torch.nn.functional.avg_pool1d
-    energy = pool(x.pow(2)[:, None], win, hop)[:, 0]  # (B, F)
-    crossings = (x[:, 1:].sign() != x[:, :-1].sign()).float()
-    zcr = pool(crossings[:, None], win - 1, hop)[:, 0]
+    energy, zcr = _energy_zcr(x, win, hop)  # (B, F) each
     n_energy = 1 + torch.div(length - win, hop, rounding_mode="floor")
     ev = torch.arange(energy.shape[1])[None] < n_energy[:, None]
     evf = ev.float()
@@ -252,7 +312,11 @@ def audio_statistics_batch(
 def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int) -> np.ndarray:
     """Statistics of clips of any lengths (see :func:`audio_statistics_batch`), in batches of
     similar lengths holding at most about 4 million padded samples (a long clip alone), so
-    memory stays near that of the longest clip; returned in input order."""
+    memory stays near that of the longest clip; returned in input order.
+
+    The work per sample is bounded: the spectrogram, frame energies and pitch correlations
+    run on bounded time chunks, so a clip costs about 12 bytes per sample (3x its float32
+    waveform) plus about 200 MB of chunks, whatever its duration."""
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     out = np.empty((len(waves), n_mfcc * (n_segments + 3) + len(_PROSODY)), dtype=np.float32)
     start = 0
