@@ -83,42 +83,98 @@ serve what they want, so keep it where only you can write.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
+import contextlib
 import math
 import os
 import stat
-import sys
 import uuid
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from toolkit._utils import is_missing
+from toolkit.cache_keys import (
+    FINGERPRINTS,
+    KEY_VERSION,
+    MAX_FOLDER_FILES,
+    SAMPLE_BYTES,
+    check_fingerprint,
+    check_limit,
+    check_limits,
+    encoder_key,
+    encoder_reads_paths,
+    fingerprint_path,
+    item_key,
+    path_fingerprint,
+)
 
-#: Bytes hashed at the start, middle and end of a file by the "sampled" fingerprint.
-SAMPLE_BYTES = 64 * 1024
-#: Most files fingerprinted inside one folder item or weights folder.
-MAX_FOLDER_FILES = 100_000
-#: The fingerprint choices (see the module docstring for their cost).
-FINGERPRINTS = ("sampled", "full")
+__all__ = [
+    "FINGERPRINTS",
+    "KEY_VERSION",
+    "MAX_FOLDER_FILES",
+    "SAMPLE_BYTES",
+    "WIDTH_FILE",
+    "CacheShardWarning",
+    "EmbeddingCache",
+    "as_cache",
+    "check_fingerprint",
+    "check_limit",
+    "encoder_key",
+    "encoder_reads_paths",
+    "ensure_fitted",
+    "fingerprint_path",
+    "item_key",
+    "path_fingerprint",
+    "read_npz",
+    "set_aside",
+]
 
-_READ_CHUNK = 1024 * 1024
 #: Beside an encoder's shards: the width of its entries, written by a process that had the
 #: encoder loaded.
 WIDTH_FILE = "width"
-_IGNORED_PARAMS = ("progress", "batch_size", "device", "n_jobs")
-#: Version of the encoder keys' layout: 2 adds the backend's classes (toolkit.encoders.backends)
-#: to the code identity. Entries written under another layout are never found (re-encoded).
-KEY_VERSION = 2
+#: Most bytes read from a width record (a positive int32 in ASCII, with a newline).
+MAX_WIDTH_BYTES = 16
 
 
 class CacheShardWarning(UserWarning):
     """A cache shard failed its checks: it was set aside and its items are encoded again."""
+
+
+def _cache_error(exc: OSError, path: Path, action: str) -> OSError:
+    """One line for an OS error met while the cache reads or writes ``path``: the file,
+    the cause (errno's words, not its number) and what to do."""
+    cause = exc.strerror or type(exc).__name__
+    return type(exc)(
+        f"the embedding cache could not {action} '{path}' ({cause}); free disk space or fix "
+        "the folder's permissions, point memory= at another folder, or pass memory=None to "
+        "run without a cache"
+    )
+
+
+def check_location(location) -> Path:
+    """``location`` as a Path: a non-blank path without control characters (``""`` would
+    cache into the working folder, a name holding a newline is almost always a mistake)."""
+    if not isinstance(location, str | os.PathLike):
+        raise TypeError(
+            f"the embedding cache location must be a folder path, got {type(location).__name__}"
+        )
+    text = os.fspath(location)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise ValueError(
+            f"the embedding cache location is blank ({text!r}), which would cache into the "
+            f"working folder '{Path.cwd()}'; pass memory='<cache folder>' (e.g. "
+            "'~/.cache/toolkit'), or memory=None for no cache"
+        )
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(
+            f"the embedding cache location {text!r} holds the control character {bad!r}; "
+            "pass a folder path without control characters"
+        )
+    return Path(text).expanduser()
 
 
 def ensure_fitted(encoder, items):
@@ -138,330 +194,15 @@ def as_cache(memory) -> EmbeddingCache | None:
         return memory
     if isinstance(memory, str | os.PathLike):
         return EmbeddingCache(memory)
-    location = getattr(memory, "location", None)
-    if location is None:
+    if not hasattr(memory, "location"):
+        raise TypeError(
+            f"memory must be None, a folder path, a joblib.Memory or an EmbeddingCache, got "
+            f"{type(memory).__name__} {memory!r:.60}; pass memory='<cache folder>' or None"
+        )
+    location = memory.location
+    if location is None:  # joblib.Memory(None): caching turned off
         return None
     return EmbeddingCache(Path(location) / "toolkit_embeddings")
-
-
-def check_fingerprint(fingerprint) -> str:
-    """Return ``fingerprint`` if it is one of :data:`FINGERPRINTS`, else raise ValueError."""
-    if not isinstance(fingerprint, str) or fingerprint not in FINGERPRINTS:
-        raise ValueError(
-            f"fingerprint must be one of {list(FINGERPRINTS)}, got {fingerprint!r}: 'sampled' "
-            "(stat + 3 x 64 KiB per file, the default) or 'full' (hash of every byte)"
-        )
-    return fingerprint
-
-
-def check_limit(name: str, value) -> int:
-    """Return ``value`` if it is a positive integer (not a bool), else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_limits(sample_bytes, max_folder_files) -> None:
-    check_limit("sample_bytes", sample_bytes)
-    check_limit("max_folder_files", max_folder_files)
-
-
-# -- fingerprints ---------------------------------------------------------------------------
-
-
-def _hash_file(path: Path, size: int, fingerprint: str, sample_bytes: int) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        if fingerprint == "full" or size <= 3 * sample_bytes:
-            while chunk := fh.read(_READ_CHUNK):
-                digest.update(chunk)
-        else:
-            for offset in (0, size // 2 - sample_bytes // 2, size - sample_bytes):
-                fh.seek(offset)
-                digest.update(fh.read(sample_bytes))
-    return digest.hexdigest()
-
-
-def _file_fingerprint(path: Path, fingerprint: str, sample_bytes: int) -> tuple:
-    """A tuple that changes when the file at ``path`` changes (see the module docstring)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:  # a broken link or a file removed meanwhile
-        return ("unreadable", type(exc).__name__, os.path.islink(path) and os.readlink(path))
-    if not stat.S_ISREG(st.st_mode):  # FIFO, device, socket: never opened
-        return ("special", stat.S_IFMT(st.st_mode), st.st_dev, st.st_ino, st.st_rdev)
-    try:
-        content = _hash_file(path, st.st_size, fingerprint, sample_bytes)
-    except OSError as exc:  # unreadable: the encoder's reader reports it
-        content = ("unreadable", type(exc).__name__)
-    if fingerprint == "full":
-        return ("full", st.st_size, content)
-    return ("sampled", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, content)
-
-
-def _folder_files(root: Path, max_files: int) -> list[tuple[str, Path]]:
-    """(relative name, path) of every file under ``root``, sorted; symlinked folders are
-    followed once each (no loops)."""
-    found: list[tuple[str, Path]] = []
-    visited: set[tuple[int, int]] = set()
-    stack = [(root, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in visited:
-            continue
-        visited.add((st.st_dev, st.st_ino))
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                rel = f"{prefix}{entry.name}"
-                if entry.is_dir(follow_symlinks=True):
-                    stack.append((Path(entry.path), f"{rel}/"))
-                    continue
-                found.append((rel, Path(entry.path)))
-                if len(found) > max_files:
-                    raise ValueError(
-                        f"folder '{root}' holds more than max_folder_files={max_files} files; "
-                        "every file inside a folder is fingerprinted. Point the column at a "
-                        "smaller folder, or raise the limit with max_folder_files=N (an "
-                        "argument of EmbeddingCache and encode_manifest)"
-                    )
-    return sorted(found)
-
-
-def fingerprint_path(
-    path,
-    *,
-    fingerprint: str = "sampled",
-    sample_bytes: int = SAMPLE_BYTES,
-    max_folder_files: int = MAX_FOLDER_FILES,
-) -> tuple:
-    """Content fingerprint of an existing file or folder (a folder: every file inside it,
-    recursively, with its name relative to the folder).
-
-    Parameters
-    ----------
-    path : str or path
-    fingerprint : {"sampled", "full"}, default="sampled"
-        See the module docstring for what each detects and costs.
-    sample_bytes : int, default=SAMPLE_BYTES (64 KiB)
-    max_folder_files : int, default=MAX_FOLDER_FILES (100,000)
-
-    Returns
-    -------
-    tuple, hashable with ``joblib.hash``
-    """
-    check_fingerprint(fingerprint)
-    _check_limits(sample_bytes, max_folder_files)
-    path = Path(path)
-    if path.is_dir():
-        files = _folder_files(path, max_folder_files)
-        return (
-            "folder",
-            [(rel, _file_fingerprint(p, fingerprint, sample_bytes)) for rel, p in files],
-        )
-    return ("file", _file_fingerprint(path, fingerprint, sample_bytes))
-
-
-def _looks_like_path(text: str) -> bool:
-    return len(text) < 4096 and "\n" not in text and "\0" not in text and os.path.exists(text)
-
-
-def path_fingerprint(path, **options) -> tuple:
-    """:func:`fingerprint_path` of ``path`` and of every other file a reader reads for it
-    (the companions of :func:`toolkit.io._paths.companion_files`, present or absent)."""
-    from toolkit.io import companion_files
-
-    own = fingerprint_path(path, **options)
-    companions = companion_files(path)
-    if not companions:
-        return own
-    return (
-        own,
-        "companions",
-        [(c.name, fingerprint_path(c, **options)) for c in companions],
-    )
-
-
-def _hub_snapshot(repo_id: str, backend) -> Path | None:
-    """The local snapshot folder a hub id resolves to, from the local cache only (the
-    candidates ``backend.hub_candidates`` lists, in order)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    for candidate in backend.hub_candidates(repo_id):
-        try:
-            return Path(snapshot_download(candidate, local_files_only=True))
-        except Exception:  # not cached, or not a valid id: the encoder reports it on loading
-            continue
-    return None
-
-
-def _backend_of(encoder):
-    """The backend object of an encoder with a backend registry, else None (also for a
-    ``backend`` its registry does not hold: the encoder refuses that itself)."""
-    backends = getattr(encoder, "backends", None)
-    name = getattr(encoder, "backend", None)
-    if backends is None or name not in backends:
-        return None
-    return backends.get(name)
-
-
-def _model_stamp(params: dict, options: dict, where: str, backend=None):
-    """The ``model`` parameter of a backend that may name a model (``backend.named_model``)
-    keyed on the files it loads, or None when the ordinary stamping applies (see the module
-    docstring)."""
-    model = params.get("model")
-    if backend is None or not backend.named_model:
-        return None
-    if model is None:
-        # A backend's default model (e.g. the embed extra's MiniLM of the text encoders).
-        try:
-            location = backend.default_model()
-        except ImportError:  # the embed extra is absent: the encoder cannot load it either
-            return ("default model", None)
-        if location is None:
-            return None
-        fp = fingerprint_path(location, **options)
-        return ("default model", str(Path(location).resolve()), fp)
-    if not isinstance(model, str | os.PathLike):
-        return None
-    text = os.fspath(model)
-    expanded = os.path.expanduser(text)
-    if _looks_like_path(expanded):
-        try:
-            return ("path", str(Path(expanded).resolve()), fingerprint_path(expanded, **options))
-        except ValueError as exc:
-            raise ValueError(f"encoder parameter '{where}': {exc}") from exc
-    if text.startswith((".", "/", "~")):
-        return None  # a missing folder: the encoder reports it
-    snapshot = _hub_snapshot(text, backend)
-    if snapshot is None:
-        return ("hub id", text, "not in the local cache")
-    return ("hub id", text, str(snapshot), fingerprint_path(snapshot, **options))
-
-
-def _stamp_params(params: dict, options: dict, where: str, backend=None) -> dict:
-    """An estimator's parameters stamped by :func:`_stamp` (``model`` by
-    :func:`_model_stamp` where its ``backend`` may name a model)."""
-    stamped = {}
-    for k, v in sorted(params.items()):
-        name = f"{where}.{k}" if where else k
-        model = _model_stamp(params, options, name, backend) if k == "model" else None
-        stamped[k] = model if model is not None else _stamp(v, options, name)
-    return stamped
-
-
-def _stamp(value, options: dict, where: str):
-    """A parameter value with every existing file/folder it names replaced by its path and
-    content fingerprint (nested lists, dicts and estimators included)."""
-    if isinstance(value, str | os.PathLike) and _looks_like_path(os.fspath(value)):
-        try:
-            return ("path", str(Path(value).resolve()), fingerprint_path(value, **options))
-        except ValueError as exc:
-            raise ValueError(f"encoder parameter '{where}': {exc}") from exc
-    if isinstance(value, list | tuple):
-        return (
-            type(value).__name__,
-            [_stamp(v, options, f"{where}[{i}]") for i, v in enumerate(value)],
-        )
-    if isinstance(value, dict):
-        return ("dict", [(k, _stamp(v, options, f"{where}[{k!r}]")) for k, v in value.items()])
-    if hasattr(value, "get_params") and not isinstance(value, type):
-        params = value.get_params(deep=False)
-        return (
-            "estimator",
-            type(value).__module__,
-            type(value).__qualname__,
-            _stamp_params(params, options, where),
-        )
-    return value
-
-
-@functools.lru_cache(maxsize=256)
-def _code_identity(cls: type) -> tuple:
-    """The package versions and source text of the classes an encoder is made of, so that
-    an edited encoder (a new release, or a class changed in place) gets a new key."""
-    parts = []
-    for base in cls.__mro__:
-        top = base.__module__.split(".")[0]
-        if top in ("builtins", "abc", "typing", "sklearn"):
-            continue
-        try:
-            source = hashlib.blake2b(inspect.getsource(base).encode(), digest_size=16).hexdigest()
-        except (OSError, TypeError):  # defined interactively: no source to read
-            source = None
-        version = getattr(sys.modules.get(top), "__version__", None)
-        parts.append((base.__module__, base.__qualname__, version, source))
-    return tuple(parts)
-
-
-def encoder_key(
-    encoder,
-    *,
-    fingerprint: str = "sampled",
-    sample_bytes: int = SAMPLE_BYTES,
-    max_folder_files: int = MAX_FOLDER_FILES,
-) -> str:
-    """``<class name>-<hash>`` of an encoder's class (package versions and source text of
-    the classes it is made of, and its ``features_version`` if it declares one) and
-    parameters (less those that do not change the output, such as ``n_jobs``), with every
-    weights file or folder a parameter names keyed on its content fingerprint, and a model
-    named by hub id or left to its default keyed on the folder it resolves to (see the
-    module docstring)."""
-    import joblib
-
-    options = {
-        "fingerprint": fingerprint,
-        "sample_bytes": sample_bytes,
-        "max_folder_files": max_folder_files,
-    }
-    cls = type(encoder)
-    kept = {k: v for k, v in encoder.get_params(deep=False).items() if k not in _IGNORED_PARAMS}
-    backend = _backend_of(encoder)
-    params = _stamp_params(kept, options, "", backend)
-    # ``features_version``: an encoder's own version of what it computes, bumped when a
-    # helper outside the class (e.g. a module-level feature function) changes its output.
-    version = getattr(cls, "features_version", None)
-    # The backend's classes are part of the code that computes the block.
-    code = (_code_identity(cls), None if backend is None else _code_identity(type(backend)))
-    identity = (KEY_VERSION, cls.__module__, cls.__qualname__, code, version, params)
-    return f"{cls.__name__}-{joblib.hash(identity)}"
-
-
-def item_key(
-    item: Any,
-    *,
-    fingerprint: str = "sampled",
-    reads_paths: bool = True,
-    sample_bytes: int = SAMPLE_BYTES,
-    max_folder_files: int = MAX_FOLDER_FILES,
-) -> str | None:
-    """A content key for one raw item, or None if it is missing.
-
-    A string naming an existing file or folder (when ``reads_paths``) is keyed on its
-    absolute path and the content fingerprint of every file read for it
-    (:func:`path_fingerprint`: the other half of an Analyze/NIfTI pair too); any other
-    value on itself.
-    """
-    import joblib
-
-    if is_missing(item):
-        return None
-    if reads_paths and isinstance(item, str | os.PathLike) and _looks_like_path(os.fspath(item)):
-        fp = path_fingerprint(
-            item,
-            fingerprint=fingerprint,
-            sample_bytes=sample_bytes,
-            max_folder_files=max_folder_files,
-        )
-        return joblib.hash(("path", str(Path(item).resolve()), fp))
-    return joblib.hash(("value", item))
-
-
-def encoder_reads_paths(encoder) -> bool:
-    """Whether the encoder reads string items as paths (every encoder but text ones)."""
-    return bool(getattr(encoder, "reads_paths", getattr(encoder, "modality", None) != "text"))
 
 
 # -- shards ---------------------------------------------------------------------------------
@@ -487,8 +228,13 @@ def read_npz(path, *, what: str = "shard") -> dict[str, np.ndarray]:
                     raise ValueError(f"member '{info.filename}' is not an uncompressed .npy")
                 arrays[info.filename[:-4]] = _read_npy(zf, info)
         return arrays
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as exc:
         raise ValueError(f"{what} '{path}' cannot be read ({type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:
+        raise MemoryError(
+            f"{what} '{path}' does not fit in memory ({path.stat().st_size:,} bytes on disk); "
+            "free memory, or delete the file (its items are encoded again)"
+        ) from exc
 
 
 def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
@@ -580,8 +326,8 @@ class EmbeddingCache:
         max_folder_files: int = MAX_FOLDER_FILES,
     ):
         check_fingerprint(fingerprint)
-        _check_limits(sample_bytes, max_folder_files)
-        self.location = Path(location)
+        check_limits(sample_bytes, max_folder_files)
+        self.location = check_location(location)
         self.fingerprint = fingerprint
         self.sample_bytes = sample_bytes
         self.max_folder_files = max_folder_files
@@ -614,16 +360,28 @@ class EmbeddingCache:
         """The width recorded beside the shards by a process that had the encoder loaded."""
         path = self.location / ekey / WIDTH_FILE
         try:
-            text = path.read_text(encoding="ascii") if path.is_file() else None
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        if text is None:
+            st = os.stat(path)
+        except OSError:  # none recorded yet (or unreachable): the encoder decides
             return None
-        if text.strip().isdigit() and 0 < int(text) < 2**31:
+        try:
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("it is not a regular file")
+            if st.st_size > MAX_WIDTH_BYTES:  # read no more than a width can take
+                raise ValueError(
+                    f"it holds {st.st_size:,} bytes, more than the {MAX_WIDTH_BYTES} a width "
+                    "record takes"
+                )
+            with open(path, "rb") as fh:
+                text = fh.read(MAX_WIDTH_BYTES + 1).decode("ascii")
+            if not (text.strip().isdigit() and 0 < int(text) < 2**31):
+                raise ValueError(f"it is not a positive integer ({text[:20]!r})")
             return int(text)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = exc if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         warnings.warn(
-            f"embedding cache width record '{path}' is not a positive integer ({text[:20]!r}); "
-            "the encoder is loaded to tell which shards are valid",
+            f"embedding cache width record '{path}' is not used ({reason}); the encoder is "
+            "loaded to tell which shards are valid (delete the file, or clear the cache "
+            f"folder '{self.location}', to silence this)",
             CacheShardWarning,
             stacklevel=3,
         )
@@ -634,7 +392,11 @@ class EmbeddingCache:
         seen = self._seen_shards.setdefault(ekey, set())
         folder = self.location / ekey
         if folder.is_dir():
-            for shard in sorted(folder.glob("*.npz")):
+            try:
+                found = sorted(folder.glob("*.npz"))
+            except OSError as exc:
+                raise _cache_error(exc, folder, "list") from exc
+            for shard in found:
                 if shard.name in seen:
                     continue
                 seen.add(shard.name)
@@ -646,17 +408,22 @@ class EmbeddingCache:
 
     def _save(self, ekey: str, keys: list[str], values: np.ndarray) -> None:
         folder = self.location / ekey
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.npz"
-        tmp = folder / f".{name}.tmp"
         keys_arr, values = np.asarray(keys, dtype=str), np.asarray(values, dtype=np.float32)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=keys_arr, values=values)
-        tmp.replace(folder / name)
-        if self._recorded_width(ekey) != values.shape[1]:
-            tmp = folder / f".{name}.width.tmp"
-            tmp.write_text(str(values.shape[1]), encoding="ascii")
-            tmp.replace(folder / WIDTH_FILE)
+        tmp = folder / f".{name}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, keys=keys_arr, values=values)
+            tmp.replace(folder / name)
+            if self._recorded_width(ekey) != values.shape[1]:
+                tmp = folder / f".{name}.width.tmp"
+                tmp.write_text(str(values.shape[1]), encoding="ascii")
+                tmp.replace(folder / WIDTH_FILE)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _cache_error(exc, tmp if tmp.parent.is_dir() else folder, "write") from exc
         self._seen_shards.setdefault(ekey, set()).add(name)
         self._shards.setdefault(ekey, {})[name] = (keys_arr, values)
 
@@ -679,11 +446,11 @@ class EmbeddingCache:
         for i, it in enumerate(values):
             try:
                 keys.append(item_key(it, reads_paths=paths, **self._options()))
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 label = items.index[i] if hasattr(items, "iloc") else i
                 column = getattr(items, "name", None)
                 where = f"row {label!r}" + (f" of column {column!r}" if column is not None else "")
-                raise ValueError(f"{where}: {exc}") from exc
+                raise type(exc)(f"{where}: {exc}") from exc
         return keys
 
     @staticmethod

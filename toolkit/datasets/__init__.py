@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+from toolkit.datasets import clinical, sentiment
 from toolkit.datasets._common import DATA_CARDS, DatasetInfo, data_card
 from toolkit.datasets.clinical import make_clinical_cohort
 from toolkit.datasets.loaders import (
@@ -57,13 +58,16 @@ __all__ = [
 
 def _sentiment_clips_bytes(p: dict) -> int:
     """float32 waveform and face image of each clip."""
-    return 4 * p["n_samples"] * (p["sample_rate"] * p["duration"] + p["image_size"] ** 2)
+    return sentiment.generated_bytes(
+        p["n_samples"], p["sample_rate"], p["duration"], p["image_size"]
+    )
 
 
 def _clinical_cohort_bytes(p: dict) -> int:
     """float32 scan (and X-ray) of each visit."""
-    xray = p["xray_size"] ** 2 if p["include_xray"] else 0
-    return 4 * p["n_samples"] * (p["scan_size"] ** 3 + xray)
+    return clinical.generated_bytes(
+        p["n_samples"], p["scan_size"], p["xray_size"], p["include_xray"]
+    )
 
 
 def _entry(function, kind: str, description: str, card: str, **extra) -> DatasetInfo:

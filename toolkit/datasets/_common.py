@@ -19,6 +19,7 @@ import inspect
 import math
 import numbers
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
@@ -203,6 +204,36 @@ def check_float(
             f"got {value!r}"
         )
     return number
+
+
+#: Default bound of the arrays a generator makes (``max_bytes`` of the ``make_*``
+#: functions; a study config's ``max_synthetic_bytes`` has the same default).
+MAX_GENERATED_BYTES = 4 * 1024**3
+
+
+def check_generated_bytes(function: str, estimate: int, detail: str, max_bytes) -> None:
+    """Refuse, before anything is generated, a request whose arrays would take more than
+    ``max_bytes`` (``detail``: the parameters and the per-row formula, for the message)."""
+    max_bytes = check_int("max_bytes", max_bytes)
+    if estimate > max_bytes:
+        raise ValueError(
+            f"{function}({detail}) would generate about {estimate:,} bytes "
+            f"({estimate / 1024**3:.1f} GiB) of arrays, above max_bytes={max_bytes:,} "
+            f"({max_bytes / 1024**3:.1f} GiB); lower n_samples or the sizes, or pass a larger "
+            "max_bytes if the machine has the memory"
+        )
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words (for messages)."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def read_table(path, what: str = "table", **kwargs):

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import check_float, check_int, data_card
+from toolkit.datasets._common import (
+    MAX_GENERATED_BYTES,
+    check_float,
+    check_generated_bytes,
+    check_int,
+    data_card,
+)
 
 MODALITIES = ("clinical", "note", "scan", "xray")
 FINDINGS = [
@@ -79,6 +85,12 @@ def _xray(z: float, strength: float, size: int, rng) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+def generated_bytes(n_samples: int, scan_size: int, xray_size: int, include_xray: bool) -> int:
+    """Bytes of the float32 scans (and X-rays) that :func:`make_clinical_cohort` makes."""
+    xray = xray_size**2 if include_xray else 0
+    return 4 * n_samples * (scan_size**3 + xray)
+
+
 def make_clinical_cohort(
     n_samples: int = 200,
     *,
@@ -93,6 +105,7 @@ def make_clinical_cohort(
     missing_rate: float = 0.0,
     output_dir: str | Path | None = None,
     random_state=None,
+    max_bytes: int = MAX_GENERATED_BYTES,
 ):
     """Generate a synthetic diagnostic cohort with known ground truth.
 
@@ -139,6 +152,10 @@ def make_clinical_cohort(
         Write scans as NIfTI (``.nii.gz``) and X-rays as PNG there with ``manifest.csv``;
         the frame then holds file paths.
     random_state : int, RandomState or None
+    max_bytes : int, default=MAX_GENERATED_BYTES (4 GiB)
+        Most bytes of arrays to generate (:func:`generated_bytes`: 4 bytes per scan voxel
+        and X-ray pixel); a larger request is refused before anything is generated, with
+        the estimate in the message.
 
     Returns
     -------
@@ -170,6 +187,16 @@ def make_clinical_cohort(
     scan_size = check_int("scan_size", scan_size, low=8)
     xray_size = check_int("xray_size", xray_size, low=8)
     missing_rate = check_float("missing_rate", missing_rate, high=1.0)
+    check_generated_bytes(
+        "make_clinical_cohort",
+        generated_bytes(n_samples, scan_size, xray_size, include_xray),
+        f"n_samples={n_samples}, scan_size={scan_size}"
+        + (f", xray_size={xray_size}" if include_xray else "")
+        + ": 4 bytes per scan voxel"
+        + (" and X-ray pixel" if include_xray else "")
+        + " per row",
+        max_bytes,
+    )
     # Patients and visits.
     visits = []
     pid = 0

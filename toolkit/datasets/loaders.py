@@ -9,13 +9,14 @@ the path that was looked for.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import check_float, data_card, read_table
+from toolkit.datasets._common import check_float, data_card, file_kind, read_table
 
 #: Where each dataset folder comes from, said when the folder is missing.
 SOURCES = {
@@ -56,8 +57,23 @@ def _source_hint(subfolder: str | None) -> str:
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"expected dataset file '{path}' does not exist")
+    """``path`` if it is a regular file (checked with ``os.stat`` before anything opens it:
+    a FIFO blocks its reader until a writer appears, a device never ends)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"expected dataset file '{path}' does not exist") from None
+    except OSError as exc:
+        raise ValueError(
+            f"dataset file '{path}' cannot be inspected ({exc.strerror or exc}); check its "
+            "permissions"
+        ) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(
+            f"dataset file '{path}' is {file_kind(st.st_mode)}, not a regular file; it was not "
+            "opened (a FIFO or device would block or never end). Replace it with the "
+            "dataset's file"
+        )
     return path
 
 

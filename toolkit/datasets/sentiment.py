@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
-from toolkit.datasets._common import check_float, check_int, data_card
+from toolkit.datasets._common import (
+    MAX_GENERATED_BYTES,
+    check_float,
+    check_generated_bytes,
+    check_int,
+    data_card,
+)
 
 # Sentiment vocabulary (common English opinion words), neutral filler and modifiers.
 POSITIVE = [
@@ -99,6 +105,11 @@ def _face(u: float, strength: float, size: int, noise: float, rng) -> np.ndarray
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+def generated_bytes(n_samples: int, sample_rate: int, duration: float, image_size: int) -> int:
+    """Bytes of the float32 waveforms and face images :func:`make_sentiment_clips` makes."""
+    return int(4 * n_samples * (int(sample_rate * duration) + image_size**2))
+
+
 def make_sentiment_clips(
     n_samples: int = 200,
     *,
@@ -114,6 +125,7 @@ def make_sentiment_clips(
     image_size: int = 32,
     output_dir: str | Path | None = None,
     random_state=None,
+    max_bytes: int = MAX_GENERATED_BYTES,
 ):
     """Generate synthetic MOSI-style clips (transcript, voice, face) with known ground truth.
 
@@ -153,6 +165,10 @@ def make_sentiment_clips(
         When given, clips are written as WAV and PNG files there, with
         ``manifest.csv``; the frame's ``audio`` and ``face`` columns then hold paths.
     random_state : int, RandomState or None
+    max_bytes : int, default=MAX_GENERATED_BYTES (4 GiB)
+        Most bytes of arrays to generate (:func:`generated_bytes`: 4 bytes per audio
+        sample and face pixel); a larger request is refused before anything is generated,
+        with the estimate in the message.
 
     Returns
     -------
@@ -196,6 +212,13 @@ def make_sentiment_clips(
             f"got {duration!r} s; use duration >= {1 / sample_rate:.3g}"
         )
     image_size = check_int("image_size", image_size, low=8)
+    check_generated_bytes(
+        "make_sentiment_clips",
+        generated_bytes(n_samples, sample_rate, duration, image_size),
+        f"n_samples={n_samples}, sample_rate={sample_rate}, duration={duration:g}, "
+        f"image_size={image_size}: 4 bytes per audio sample and face pixel per clip",
+        max_bytes,
+    )
     strength = {"text": text_strength, "audio": audio_strength, "face": face_strength}
     u = {
         m: (rng.normal(size=n_samples) if m in informative else np.zeros(n_samples))

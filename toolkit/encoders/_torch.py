@@ -9,9 +9,10 @@ def load_state_dict(path) -> dict:
     """Load a state dict from ``.safetensors`` or a torch file, never unpickling code."""
     import torch
 
+    from toolkit.io import check_path
+
     p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"weights file '{p}' does not exist")
+    check_path(p, "weights")  # a FIFO or device would block torch.load or never end
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -87,6 +88,7 @@ def from_pretrained_checked(auto_class, location, *, strict: bool, **kwargs):
     mis-shaped tensors), which transformers would otherwise initialize at random and only
     report in a log. Used when restoring a saved model, whose folder was written by
     ``save_pretrained`` from this very network."""
+    kwargs = {"trust_remote_code": False, **kwargs}
     if not strict:
         return auto_class.from_pretrained(location, local_files_only=True, **kwargs)
     model, info = auto_class.from_pretrained(

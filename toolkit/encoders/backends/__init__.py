@@ -17,11 +17,11 @@ from toolkit.encoders.backends.mfcc import Mfcc
 from toolkit.encoders.backends.monai_backbone import Monai
 from toolkit.encoders.backends.scan_statistics import ScanStatistics
 from toolkit.encoders.backends.sentence_transformers_model import SentenceTransformers
-from toolkit.encoders.backends.tfidf import Tfidf
+from toolkit.encoders.backends.tfidf import HashingTfidf, Tfidf
 from toolkit.encoders.backends.torchaudio_backbone import Torchaudio
 from toolkit.encoders.backends.torchvision_backbone import Torchvision
 
-TEXT_BACKENDS = Registry("text", [Tfidf, TextTransformers, SentenceTransformers])
+TEXT_BACKENDS = Registry("text", [Tfidf, HashingTfidf, TextTransformers, SentenceTransformers])
 IMAGE_BACKENDS = Registry("image", [Descriptors, Torchvision, ImageCNN])
 AUDIO_BACKENDS = Registry("audio", [Mfcc, AudioTransformers, Torchaudio, AudioCNN])
 SCAN_BACKENDS = Registry("scan", [ScanStatistics, Monai])

@@ -49,6 +49,38 @@ def tiny_bert(folder) -> str:
     return out
 
 
+#: Tokens per text of the text transformers backend when ``max_length=None`` (the model's
+#: own limit, when lower, applies).
+MAX_LENGTH = 256
+
+
+def model_token_limit(tokenizer, model) -> int | None:
+    """The most tokens the model reads: the lower of the tokenizer's ``model_max_length``
+    (when set: an unset one reads as about 1e30) and the config's
+    ``max_position_embeddings``; None when neither says."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    limits.append(getattr(getattr(model, "config", None), "max_position_embeddings", None))
+    known = [int(n) for n in limits if isinstance(n, int | float) and 0 < n < 10**7]
+    return min(known) if known else None
+
+
+def token_limit(encoder, location) -> int:
+    """The tokens per text the encoder uses (``max_length``, else :data:`MAX_LENGTH` or
+    the model's lower limit); a ``max_length`` above the model's limit is refused (the
+    position embeddings would be indexed out of range)."""
+    limit = model_token_limit(encoder.tokenizer_, encoder.model_)
+    if encoder.max_length is None:
+        return MAX_LENGTH if limit is None else min(MAX_LENGTH, limit)
+    if limit is not None and encoder.max_length > limit:
+        raise ValueError(
+            f"TextEncoder(max_length={encoder.max_length}) is above the {limit} tokens the "
+            f"model '{location}' reads at most (its tokenizer's model_max_length / config's "
+            f"max_position_embeddings); pass max_length<={limit}, or max_length=None for "
+            "the model's limit"
+        )
+    return int(encoder.max_length)
+
+
 class Transformers(Backend):
     """A ``save_pretrained`` folder (or cached hub id): saved as such with a model."""
 
@@ -69,7 +101,7 @@ class TextTransformers(Transformers):
     padding in the reading step and embedded in token-length-sorted batches."""
 
     parameters = ("model", "max_length", "normalize", "trainable_layers", *_FINE_TUNING)
-    constraints = {"max_length": [Interval(Integral, 1, None, closed="left")]}
+    constraints = {"max_length": [Interval(Integral, 1, None, closed="left"), None]}
     feature_prefix = "text_emb"
 
     def example(self, folder) -> dict:
@@ -86,11 +118,16 @@ class TextTransformers(Transformers):
         )
         encoder.model_location_ = location
         encoder.device_ = resolve_device(encoder.device)
+        hub.check_offline(location)  # no hub kernel, whatever the folder's files say
         with hub.loading(location, self.name):
-            encoder.tokenizer_ = AutoTokenizer.from_pretrained(location, local_files_only=True)
+            encoder.tokenizer_ = AutoTokenizer.from_pretrained(
+                location, local_files_only=True, trust_remote_code=False
+            )
             encoder.model_ = from_pretrained_checked(
                 AutoModel, location, strict=getattr(encoder, "_restoring", False)
             )
+        hub.check_no_hub_kernels(encoder.model_)
+        encoder.max_length_ = token_limit(encoder, location)
         encoder.model_ = encoder.model_.to(encoder.device_).eval()
         with torch.inference_mode():
             probe = encoder._transformers_embed(["probe"])
@@ -101,14 +138,15 @@ class TextTransformers(Transformers):
         # GPU that runs in a background thread, overlapped with the previous chunk.
         if not texts:
             return texts
-        enc = encoder.tokenizer_(list(texts), truncation=True, max_length=encoder.max_length)
+        with hub.rust_panics(encoder.model_location_, "tokenizing"):
+            enc = encoder.tokenizer_(list(texts), truncation=True, max_length=encoder.max_length_)
         keys = list(enc.keys())
         return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
 
     def auto_cost(self, encoder):
         # Chunks sized for batches of texts at max_length (batches are planned on the
         # actual token lengths when encoding).
-        return ("tokens", encoder.max_length)
+        return ("tokens", getattr(encoder, "max_length_", encoder.max_length or MAX_LENGTH))
 
     def encode(self, encoder, batch: list) -> np.ndarray:
         return encoder._embed_tokens(batch)
@@ -144,8 +182,9 @@ class AudioTransformers(Transformers):
 
         encoder.device_ = resolve_device(encoder.device)
         location = hub.check_model_location(encoder.model)
+        hub.check_offline(location)  # no hub kernel, whatever the folder's files say
         encoder.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
-            location, local_files_only=True
+            location, local_files_only=True, trust_remote_code=False
         )
         encoder.model_ = (
             from_pretrained_checked(
@@ -154,6 +193,7 @@ class AudioTransformers(Transformers):
             .to(encoder.device_)
             .eval()
         )
+        hub.check_no_hub_kernels(encoder.model_)
         encoder.rate_ = int(
             getattr(encoder.feature_extractor_, "sampling_rate", encoder.sample_rate)
         )
