@@ -3,15 +3,19 @@ or sentence-transformers backends."""
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import tensor_table
+from toolkit.encoders._text_checks import MAX_CHARS, holds_vocabulary, refuse_path_column
 from toolkit.encoders._text_finetune import FINE_TUNE_CONSTRAINTS
 from toolkit.encoders.backends import TEXT_BACKENDS
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
+from toolkit.exceptions import ReadError
 from toolkit.io.text import read_text
 
 
@@ -20,10 +24,14 @@ class TextEncoder(BaseEncoder):
 
     Parameters
     ----------
-    backend : {"tfidf", "transformers", "sentence-transformers"}, default="tfidf"
+    backend : {"tfidf", "hashing", "transformers", "sentence-transformers"}, default="tfidf"
         ``"tfidf"``: word (1-2) and character (2-5) n-gram TF-IDF reduced with
         TruncatedSVD (latent semantic analysis), L2-normalized; fitted on the training
-        column, needs no weights. ``"transformers"``: a ``transformers`` AutoModel and
+        column, needs no weights; the fitted (and saved) encoder keeps the vocabulary of
+        its training texts. ``"hashing"``: the same with the n-grams hashed into 2^16
+        columns per kind (scikit-learn's HashingVectorizer + TfidfTransformer), so no word
+        of the training texts is kept (see ``keeps_vocabulary_``).
+        ``"transformers"``: a ``transformers`` AutoModel and
         AutoTokenizer loaded from ``model``, mean-pooled over tokens with dynamic padding and
         length-sorted batches; it can be fine-tuned on the labels (``fine_tune``).
         ``"sentence-transformers"``: a SentenceTransformer from ``model`` (frozen).
@@ -35,8 +43,11 @@ class TextEncoder(BaseEncoder):
         to fine-tune it.
     n_components : int, default=100
         Output width of the TF-IDF backend (capped by the vocabulary and sample sizes).
-    max_length : int, default=256
-        Token limit per text for the transformers backend (longer texts are truncated).
+    max_length : int or None, default=None
+        Token limit per text for the transformers backend (longer texts are truncated);
+        above the model's own limit (its tokenizer's ``model_max_length`` or config's
+        ``max_position_embeddings``) it is refused when the model is loaded. None: 256 or
+        the model's limit, whichever is lower (``max_length_`` after fitting).
     normalize : bool, default=False
         L2-normalize pretrained embeddings.
     batch_size : int or "auto", default="auto"
@@ -81,11 +92,27 @@ class TextEncoder(BaseEncoder):
         0: the training loss is monitored instead).
     verbose : bool, default=False
         Show a per-epoch progress bar (losses) while fine-tuning.
+    max_chars : int, default=MAX_CHARS (100,000)
+        Most characters in one cell, at fit and at encode time: a longer text is refused
+        (a ReadError naming the row, the column, its length and this limit; with
+        ``on_error="missing"`` it is marked missing with a warning) before any backend
+        sees it. Cost grows with the text: TF-IDF takes about 150 bytes per character.
+
+    Cells are the texts themselves: a column whose every cell names a file (``.txt``
+    paths, or paths of existing files) is refused with the fix (read the files first),
+    since encoding the path strings would silently give features of the file names.
 
     Attributes
     ----------
     n_features_out_ : int
-    vectorizer_, svd_ : fitted TF-IDF and SVD (tfidf backend)
+    vectorizer_, svd_ : fitted TF-IDF and SVD (tfidf and hashing backends)
+    keeps_vocabulary_ : bool
+        Whether the fitted encoder (and so a saved model) holds words or n-grams of its
+        training texts (a vectorizer with a ``vocabulary_``): True for ``"tfidf"``, False
+        for ``"hashing"`` and the pretrained backends (their tokenizer's vocabulary is the
+        pretrained model's, not the training data's).
+    max_length_ : int
+        Tokens per text used by the transformers backend.
     model_, tokenizer_ : loaded pretrained model (pretrained backends)
     head_ : torch.nn.Linear
         Fine-tuned head (``fine_tune=True``), described by ``head_spec_``.
@@ -121,6 +148,7 @@ class TextEncoder(BaseEncoder):
         "batch_size": AUTO_BATCH,
         "device": [str, None],
         "random_state": ["random_state"],
+        "max_chars": [Interval(Integral, 1, None, closed="left")],
         **FINE_TUNE_CONSTRAINTS,
     }
     torch_attributes = (*BaseEncoder.torch_attributes, "head_")
@@ -131,7 +159,7 @@ class TextEncoder(BaseEncoder):
         backend="tfidf",
         model=None,
         n_components=100,
-        max_length=256,
+        max_length=None,
         normalize=False,
         batch_size="auto",
         device="auto",
@@ -147,6 +175,7 @@ class TextEncoder(BaseEncoder):
         dropout=0.1,
         validation_fraction=0.1,
         verbose=False,
+        max_chars=MAX_CHARS,
     ):
         self.backend = backend
         self.model = model
@@ -167,6 +196,7 @@ class TextEncoder(BaseEncoder):
         self.dropout = dropout
         self.validation_fraction = validation_fraction
         self.verbose = verbose
+        self.max_chars = max_chars
 
     @property
     def supervised(self) -> bool:
@@ -220,7 +250,29 @@ class TextEncoder(BaseEncoder):
         return self._batch_items() * 64
 
     def _read(self, item):
-        return read_text(item)
+        return self._checked_length(read_text(item))
+
+    def _checked_length(self, text: str | None) -> str | None:
+        """``text``, or a ReadError when it is longer than ``max_chars``."""
+        if text is not None and len(text) > self.max_chars:
+            raise ReadError(
+                f"text of {len(text):,} characters is longer than max_chars={self.max_chars:,} "
+                f"(starts {text[:30]!r}); shorten or split it, or raise the limit with "
+                f"TextEncoder(max_chars={len(text)})"
+            )
+        return text
+
+    def _column(self, X):
+        items, labels, name = super()._column(X)
+        refuse_path_column(items, labels, self._where())
+        return items, labels, name
+
+    @property
+    def keeps_vocabulary_(self) -> bool:
+        """Whether the fitted encoder holds words or n-grams of its training texts (a
+        vectorizer with a ``vocabulary_``); see the class docstring."""
+        check_is_fitted(self, "n_features_out_")
+        return holds_vocabulary(getattr(self, "vectorizer_", None))
 
     def masker(self):
         """``toolkit.explain.Words()``: the parts of a text are its words."""
@@ -230,12 +282,17 @@ class TextEncoder(BaseEncoder):
 
     def read_item(self, value) -> str:
         """The text of one item ("" for a missing one)."""
-        return read_text(value) or ""
+        return self._checked_length(read_text(value)) or ""
 
     def _tokenize(self, texts: list[str]):
-        return self.tokenizer_(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device_)
+        from toolkit.encoders.backends.hub import rust_panics
+
+        with rust_panics(getattr(self, "model_location_", self.model), "tokenizing"):
+            enc = self.tokenizer_(
+                texts, padding=True, truncation=True, max_length=self.max_length_,
+                return_tensors="pt",
+            )  # fmt: skip
+        return enc.to(self.device_)
 
     def _pool(self, enc):
         """Mean of the model's last hidden states over the real (unpadded) tokens."""
