@@ -38,7 +38,41 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["ConformalPredictor", "availability_patterns"]
+__all__ = ["ConformalPredictor", "availability_patterns", "min_calibration_rows"]
+
+#: Fewest rows :meth:`ConformalPredictor.fit` leaves to fit the estimator on.
+MIN_FIT_ROWS = 2
+
+
+def min_calibration_rows(confidence: float) -> int:
+    """Calibration rows a pattern needs for a finite quantile at ``confidence``:
+    ``ceil(1 / alpha) - 1`` with ``alpha = 1 - confidence`` (9 at 90%, 19 at 95%); with
+    fewer, every set holds every class and every interval is infinite."""
+    return max(math.ceil(1 / (1 - confidence) - 1e-9) - 1, 1)
+
+
+def check_split_sizes(n: int, calibration_size: float, confidence: float, key: str) -> None:
+    """Refuse a ``calibration_size`` share of ``n`` rows that holds out fewer calibration
+    rows than ``confidence`` needs, or leaves fewer than MIN_FIT_ROWS to fit on. ``key``
+    names the setting in the message."""
+    n_cal = math.ceil(calibration_size * n)
+    n_fit = n - n_cal
+    need = min_calibration_rows(confidence)
+    if need <= n_cal and n_fit >= MIN_FIT_ROWS:
+        return
+    lowest, highest = need / n, (n - MIN_FIT_ROWS) / n
+    if lowest > highest:
+        fix = f"use at least {need + MIN_FIT_ROWS} rows, or a lower confidence"
+    else:
+        low, high = math.ceil(lowest * 100) / 100, math.floor(highest * 100) / 100
+        fix = f"use {key} between {low:g} and {high:g}"
+    raise ValueError(
+        f"{key}={calibration_size:g} of {n} rows holds out {n_cal} calibration rows and leaves "
+        f"{n_fit} to fit the model on; confidence={confidence:g} (alpha = {1 - confidence:.3g}) "
+        f"needs at least {need} calibration rows (ceil(1 / alpha) - 1; with fewer every set "
+        f"holds every class and every interval is infinite) and at least {MIN_FIT_ROWS} to "
+        f"fit on: {fix}"
+    )
 
 
 def availability_patterns(mask, names) -> np.ndarray:
@@ -134,7 +168,7 @@ class ConformalPredictor(BaseEstimator):
     @property
     def min_calibration_rows(self) -> int:
         """Calibration rows a pattern needs for a finite quantile at ``confidence``."""
-        return max(math.ceil(1 / (1 - self.confidence) - 1e-9) - 1, 1)
+        return min_calibration_rows(self.confidence)
 
     # -- fitting ----------------------------------------------------------------------------
 
@@ -160,12 +194,20 @@ class ConformalPredictor(BaseEstimator):
         groups : array-like of shape (n_samples,), optional
             Group labels (patients, speakers); a group is either in the training rows or in
             the calibration rows, and the estimator's own inner splits get them too.
+
+        Raises
+        ------
+        ValueError
+            ``calibration_size`` of the rows holds out fewer calibration rows than
+            ``confidence`` needs (:func:`min_calibration_rows`), or leaves fewer than
+            ``MIN_FIT_ROWS`` to fit on; the message gives the shares that would work.
         """
         self._check_params()
         y = np.asarray(y)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
         groups = None if groups is None else np.asarray(groups)
+        check_split_sizes(len(y), self.calibration_size, self.confidence, "calibration_size")
         train, cal = self._split(len(y), y, groups)
         model = clone(self.estimator)
         fit_groups = {} if groups is None else {"groups": groups[train]}

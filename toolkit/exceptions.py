@@ -13,3 +13,9 @@ class ReadError(ValueError):
 
 class MissingModalityError(ValueError):
     """A row has no modality available, so there is nothing to predict from."""
+
+
+class LeakageWarning(UserWarning):
+    """The input gives the answer away: a feature column that is the target, or a modality
+    whose availability alone predicts the label. The model's scores would not hold on new
+    rows; the message names the column or modality and what to do."""

@@ -119,7 +119,16 @@ def _targets(y: np.ndarray, labels: list):
         rows = [labels[i] for i in np.flatnonzero(missing)[:5]]
         raise ValueError(f"y holds missing labels at rows {rows}; drop those rows or fill them")
     if y.dtype.kind == "f":
-        return y.astype(np.float64), False, 1
+        y = y.astype(np.float64)
+        bad = ~np.isfinite(y)
+        if bad.any():  # checked here: training on them fails in a way that looks like a bad rate
+            rows = [labels[i] for i in np.flatnonzero(bad)[:5]]
+            raise ValueError(
+                f"y holds {int(bad.sum())} NaN or infinite target(s) at rows {rows} "
+                f"(e.g. {float(y[bad][0])!r}); a network cannot learn from them, whatever the "
+                "learning rate. Drop or fix those rows"
+            )
+        return y, False, 1
     if y.dtype.kind in "iub":
         codes = y.astype(np.int64)
         if codes.min() >= 0:

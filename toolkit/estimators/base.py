@@ -28,6 +28,10 @@ from toolkit.estimators.checks import (
     _check_columns,
     _check_y_shape,
     _refuse_empty_rows,
+    align_to_rows,
+    check_class_only_modalities,
+    check_groups_classes,
+    warn_target_columns,
 )
 from toolkit.estimators.encoding import EncodingMixin
 from toolkit.model_selection import check_groups
@@ -277,7 +281,8 @@ class _MultimodalBase(EncodingMixin, _BaseComposition):
         """Fit on a validated frame or on Embeddings; ``y`` is already checked."""
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
-        groups = check_groups(groups, len(y))
+        groups = self._fit_groups(groups, y)
+        classification = n_classes is not None
         if isinstance(X, Embeddings):
             # Fitted on stored embeddings: predict / explain take Embeddings too. Encoders
             # fitted by fit_encoders for these modalities are kept, so the model still
@@ -287,7 +292,10 @@ class _MultimodalBase(EncodingMixin, _BaseComposition):
             if list(kept) != list(emb.names):
                 self.encoders_ = {}
         else:
+            warn_target_columns(X, self._spec(), y, classification)
             emb = self._fit_encode(X, y, groups)
+        if classification:
+            check_class_only_modalities(emb, y, self.classes_)
         self.modality_names_ = list(emb.names)
         self.embedding_widths_ = {n: int(emb.blocks[n].shape[1]) for n in emb.names}
         fusion = self._fusion()
@@ -303,6 +311,19 @@ class _MultimodalBase(EncodingMixin, _BaseComposition):
             self.fusion_ = fusion.fit(emb, y, n_classes=n_classes, groups=groups)
         self.prior_ = self.fusion_.prior_
         return self
+
+    def _fit_groups(self, groups, y) -> np.ndarray | None:
+        """``groups`` checked for the rows of ``y`` (class codes or targets); a classifier
+        refuses groups under which a class lies in one group (e.g. groups = the labels)."""
+        groups = check_groups(groups, len(y))
+        if hasattr(self, "classes_") and groups is not None:
+            check_groups_classes(groups, y, self.classes_)
+        return groups
+
+    def _aligned(self, X, y, groups=None):
+        """``y`` and ``groups`` paired with ``X``'s rows by label when they are pandas
+        objects indexed like ``X`` (see :func:`toolkit.estimators.checks.align_to_rows`)."""
+        return align_to_rows(X, y), align_to_rows(X, groups, "groups")
 
     def fit_encoders(self, X, y=None):
         """Fit the modalities' encoders on ``X`` only (no fusion strategy is fitted).
@@ -349,7 +370,7 @@ class _MultimodalBase(EncodingMixin, _BaseComposition):
             )
         frame = self._frame(X, reset=True)
         if y is not None:
-            y = _check_y_shape(y)
+            y = _check_y_shape(align_to_rows(X, y))
             y = y.to_numpy() if isinstance(y, pd.Series) else np.asarray(y)
             if len(y) != len(frame):
                 raise ValueError(
@@ -388,10 +409,11 @@ class _MultimodalBase(EncodingMixin, _BaseComposition):
                 "already encoded: pass them to fit, predict or explain directly"
             )
         frame = self._frame(X, reset=True)
+        y, groups = self._aligned(X, y, groups)
         y = self._fit_target(y)
         if len(y) != len(frame):
             raise ValueError(f"X has {len(frame)} rows but y has {len(y)} values; they must match")
-        return self._fit_encode(frame, y, check_groups(groups, len(y)))
+        return self._fit_encode(frame, y, self._fit_groups(groups, y))
 
     def encode(self, X) -> Embeddings:
         """Encode ``X`` with the fitted encoders (each raw item read once; ``memory`` is used).

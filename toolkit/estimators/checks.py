@@ -4,6 +4,7 @@ targets, and rows with no modality.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from toolkit._utils import describe_kinds, rows_by_kind, value_kind
+from toolkit._utils import describe_kinds, is_missing, rows_by_kind, value_kind
 from toolkit.embeddings import Embeddings
 from toolkit.exceptions import MissingModalityError
 
@@ -202,3 +203,141 @@ def _refuse_empty_rows(emb: Embeddings, labels=None) -> None:
 def _supervised(encoder) -> bool:
     """Whether an encoder learns from the labels (``encoder.supervised``)."""
     return bool(getattr(encoder, "supervised", False))
+
+
+def align_to_rows(X, values, what: str = "y"):
+    """``values`` (a pandas ``y`` or ``groups``) in the order of ``X``'s rows.
+
+    A Series whose index holds the same labels as ``X``'s index in another order is
+    reordered to ``X``'s (pandas pairs by label; a positional pairing would give rows the
+    wrong labels). One whose labels differ from ``X``'s is refused. Arrays, lists and
+    non-DataFrame ``X`` are paired by position, as scikit-learn does.
+    """
+    if not isinstance(X, pd.DataFrame) or not isinstance(values, pd.Series | pd.DataFrame):
+        return values
+    if len(values) != len(X) or values.index.equals(X.index):
+        return values
+    if values.index.is_unique and X.index.is_unique and values.index.isin(X.index).all():
+        return values.reindex(X.index)
+    foreign = values.index[~values.index.isin(X.index)][:5].tolist()
+    detail = (
+        f"{what} has index label(s) {foreign} that X's index lacks"
+        if foreign
+        else f"{what}'s or X's index repeats labels, so rows cannot be paired by label"
+    )
+    raise ValueError(
+        f"{what}'s index does not match X's ({detail}; X's index starts "
+        f"{X.index[:3].tolist()}, {what}'s {values.index[:3].tolist()}). Used by position, "
+        f"rows would get another row's {what}. Give {what} X's index ({what}.reindex(X.index) "
+        f"to pair by label), or pass {what}.to_numpy() to pair by position"
+    )
+
+
+def _used_columns(frame: pd.DataFrame, spec) -> list[tuple[str, object]]:
+    """(modality name, column) of every column the modalities read."""
+    out = []
+    for name, _, cols in spec:
+        wanted = frame.columns if cols is None else cols
+        wanted = list(wanted) if isinstance(wanted, list | tuple | pd.Index) else [wanted]
+        out.extend((name, c) for c in wanted)
+    return out
+
+
+def is_target_copy(column: pd.Series, y: np.ndarray, classification: bool) -> bool:
+    """Whether ``column`` holds ``y`` in every row (a class column: under any one-to-one
+    relabeling, e.g. codes for names)."""
+    if column.isna().any():
+        return False
+    try:
+        if not classification:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            return bool(np.array_equal(values, np.asarray(y, dtype=np.float64)))
+        codes = pd.factorize(column)[0]
+    except (TypeError, ValueError):  # cells that are arrays or files: not the target
+        return False
+    y_codes = pd.factorize(pd.Series(y))[0]
+    if codes.max() != y_codes.max():
+        return False
+    pairs = codes.astype(np.int64) * (int(y_codes.max()) + 1) + y_codes
+    return len(np.unique(pairs)) == int(codes.max()) + 1
+
+
+def warn_target_columns(frame: pd.DataFrame, spec, y, classification: bool) -> None:
+    """LeakageWarning for each modality column that holds the target itself."""
+    from toolkit.exceptions import LeakageWarning
+
+    y = np.asarray(y)
+    for name, col in _used_columns(frame, spec):
+        if col in frame.columns and is_target_copy(frame[col], y, classification):
+            warnings.warn(
+                f"column {col!r} of modality '{name}' holds the target y in all "
+                f"{len(y)} rows (the same values"
+                + (", or a one-to-one relabeling of them)" if classification else ")")
+                + ": the model reads the answer from its input, and its scores will not "
+                "hold on new rows. Remove the column from the modality's columns",
+                LeakageWarning,
+                stacklevel=4,
+            )
+
+
+def class_in_one_group(groups, codes):
+    """The first class whose rows all lie in one group, when there are 2+ groups, as
+    (class code, that group, its rows, whether groups are the labels renamed); or None."""
+    if groups is None or len(pd.unique(pd.Series(groups))) < 2:
+        return None
+    codes = np.asarray(codes)
+    g_codes = pd.factorize(pd.Series(groups))[0]
+    for c in np.unique(codes):
+        rows = codes == c
+        if len(np.unique(g_codes[rows])) == 1:
+            renamed = is_target_copy(pd.Series(g_codes), codes, True)
+            return int(c), _label(np.asarray(groups)[rows][0]), int(rows.sum()), renamed
+
+
+def check_groups_classes(groups, codes, classes) -> None:
+    """Refuse groups under which a class lies in one group (e.g. groups = the target): a
+    split that keeps groups apart then tests that class on a model trained without it."""
+    found = class_in_one_group(groups, codes)
+    if found is None:
+        return
+    c, group, n, renamed = found
+    same = "; groups are the labels under other names" if renamed else ""
+    raise ValueError(
+        f"groups: all {n} rows of class {_label(classes[c])!r} are in one group ({group!r})"
+        f"{same}. A split that keeps groups apart tests that group on a model trained without "
+        "the class. Pass the groups the rows share (patient, speaker, site), not the labels, "
+        "or fit without groups"
+    )
+
+
+def modality_presence(frame: pd.DataFrame, cols) -> np.ndarray:
+    """Whether each row has the modality reading ``cols`` (some cell not missing: not None,
+    NaN or blank text), as the encoders decide before reading an item."""
+    cols = list(cols) if isinstance(cols, list | tuple) else [cols]
+    missing = np.column_stack([frame[c].map(is_missing).to_numpy(dtype=bool) for c in cols])
+    return ~missing.all(axis=1)
+
+
+def check_class_only_modalities(emb: Embeddings, codes, classes) -> None:
+    """Refuse a modality present in the rows of one class only: whether a row has it
+    alone predicts the label (and no per-modality head can learn from it)."""
+    codes = np.asarray(codes)
+    if len(np.unique(codes)) < 2:
+        return
+    for m, name in enumerate(emb.names):
+        present = emb.mask[:, m]
+        found = np.unique(codes[present])
+        if len(found) == 1 and not present.all():
+            others = int(np.sum(codes != found[0]))
+            raise ValueError(
+                f"modality '{name}' is present only in rows of class {_label(classes[found[0]])!r} "
+                f"({int(present.sum())} rows; absent from all {others} rows of the other "
+                "classes): whether a row has it alone predicts the label, and its head cannot "
+                "learn to tell the classes apart. Check how the data were collected; remove the "
+                "modality, or add rows of the other classes that have it"
+            )
+
+
+def _label(value):
+    """A label as shown in a message (a numpy scalar as its Python value)."""
+    return value.item() if isinstance(value, np.generic) else value

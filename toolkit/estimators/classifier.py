@@ -143,6 +143,7 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
+        y, groups = self._aligned(X, y, groups)
         codes = self._fit_target(y)
         return self._fit(df, codes, n_classes=len(self.classes_), groups=groups)
 
@@ -169,6 +170,11 @@ class MultimodalClassifier(ClassifierMixin, _MultimodalBase):
         """Most probable class of each row."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of ``predict(X)`` against ``y`` (a pandas ``y`` is paired with ``X``'s
+        rows by label, as in :meth:`fit`)."""
+        return super().score(X, self._aligned(X, y)[0], sample_weight=sample_weight)
 
     @available_if(_fusion_has("decision_function"))
     def decision_function(self, X) -> np.ndarray:

@@ -45,6 +45,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         """
         self._validate_params()
         df = X if isinstance(X, Embeddings) else self._frame(X, reset=True)
+        y, groups = self._aligned(X, y, groups)
         return self._fit(df, self._fit_target(y), n_classes=None, groups=groups)
 
     def _fit_target(self, y) -> np.ndarray:
@@ -64,7 +65,7 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         """
         from toolkit.fusion.base import target_exponent  # imports torch: on first use
 
-        y = _check_target(y)
+        y = _check_target(self._aligned(X, y)[0])
         pred = self.predict(X)
         e = target_exponent(np.concatenate([y, pred]))
         return float(r2_score(np.ldexp(y, -e), np.ldexp(pred, -e), sample_weight=sample_weight))

@@ -4,6 +4,7 @@ evaluate coalitions through it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -141,6 +142,29 @@ def check_output(model, output) -> str:
     return output
 
 
+def _background(model, background, names: list) -> Embeddings:
+    """The background rows encoded and checked; an error names the background (not X)."""
+    if isinstance(background, Embeddings) and background.names != names:
+        raise ValueError(
+            f"background: the Embeddings hold modalities {background.names}, the model "
+            f"{names}; encode the background rows with the model (model.encode(rows))"
+        )
+    if hasattr(background, "__len__") and len(background) == 0:
+        raise ValueError(
+            "background holds no rows; pass background=<typical rows, e.g. a sample of the "
+            "training data> with at least one row"
+        )
+    try:
+        return model.embed(background)  # Embeddings are checked against the model too
+    except (ValueError, TypeError) as exc:
+        message = re.sub(r"\bX\b", "the background", str(exc))
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(
+            f"background (the rows that stand in for a removed modality) is not usable: "
+            f"{message}. Pass background=<rows with the model's columns, as given to fit>"
+        ) from exc
+
+
 def value_function(
     model,
     X,
@@ -213,9 +237,7 @@ def value_function(
         raise ValueError(f"Embeddings have modalities {emb.names}, the model {names}")
     bg = None
     if removal == "background":
-        bg = background if isinstance(background, Embeddings) else model.embed(background)
-        if bg.names != names:
-            raise ValueError(f"background Embeddings have modalities {bg.names}, the model {names}")
+        bg = _background(model, background, names)
         if bg.n_samples > max_background:
             idx = check_random_state(random_state).choice(
                 bg.n_samples, max_background, replace=False

@@ -95,6 +95,11 @@ class AutoFusion(BaseFusion):
         ``mean_fit_time`` (seconds) and ``rank_test_score`` (1 = chosen).
     n_pseudo_groups_ : int or None
         Number of inferred groups (None: ``groups`` given, or none inferred).
+    fallback_reason_ : str or None
+        Why the candidates could not be compared (a single group, a class with one row,
+        no candidate fitted on the inner folds): the first candidate is then used
+        untested, with a warning that says so, and ``cv_results_`` holds NaN scores.
+        None when the choice was made by inner cross-validation.
     prior_ : ndarray
 
     Examples
@@ -205,6 +210,7 @@ class AutoFusion(BaseFusion):
         from toolkit.model_selection import check_groups, inner_folds
 
         self._validate_params()
+        self.fallback_reason_ = None
         y = self._setup(emb, y, n_classes)
         groups = check_groups(groups, len(y))
         seed = check_random_state_seed(self.random_state)
@@ -214,9 +220,12 @@ class AutoFusion(BaseFusion):
         labels = list(candidates)
         results = {"candidate": labels}
         if folds is None or len(labels) == 1:
-            scores = np.zeros((len(labels), 1))
+            # nothing to compare on: no score (NaN), the first candidate, said when it matters
+            scores = np.full((len(labels), 1), np.nan)
             reported = np.full((len(labels), 1), np.nan)
             times = np.zeros(len(labels))
+            if len(labels) > 1:
+                self._warn_fallback(labels[0], self._no_folds_reason(y, groups))
         else:
             scores = np.full((len(labels), len(folds)), -np.inf)
             reported = np.full((len(labels), len(folds)), np.nan)
@@ -239,6 +248,10 @@ class AutoFusion(BaseFusion):
             for f in range(len(folds)):
                 results[f"split{f}_test_score"] = scores[:, f].tolist()
         mean = scores.mean(axis=1)
+        if folds is not None and len(labels) > 1 and np.isneginf(mean).all():
+            self._warn_fallback(
+                labels[0], "no candidate could be fitted on the inner training folds"
+            )
         results["mean_test_score"] = mean.tolist()
         results["std_test_score"] = scores.std(axis=1).tolist()
         key = "mean_test_accuracy" if self.is_classifier_ else "mean_test_r2"
@@ -247,7 +260,7 @@ class AutoFusion(BaseFusion):
             warnings.simplefilter("ignore", RuntimeWarning)
             results[key] = np.nanmean(reported, axis=1).tolist() if reported.size else []
         results["mean_fit_time"] = times.tolist()
-        order = np.argsort(-mean, kind="stable")
+        order = np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
         rank = np.empty(len(labels), dtype=int)
         rank[order] = np.arange(1, len(labels) + 1)
         results["rank_test_score"] = rank.tolist()
@@ -258,6 +271,31 @@ class AutoFusion(BaseFusion):
         self.single_modality_ = chosen[0] if isinstance(chosen, tuple) else None
         self.fusion_ = self._fit_one(chosen, emb, y, groups, seed)
         return self
+
+    def _no_folds_reason(self, y, groups) -> str:
+        """Why no inner split was possible (one group, a class with one row, ...)."""
+        if groups is not None and len(np.unique(groups)) < 2:
+            given = "the given groups" if self.n_pseudo_groups_ is None else "pseudo-groups"
+            return f"every training row is in one group ({given}), so no split keeps groups apart"
+        if self.is_classifier_:
+            counts = np.bincount(np.asarray(y, dtype=int), minlength=self.n_classes_)
+            present = counts[counts > 0]
+            if len(present) < 2:
+                return "the training rows hold one class only"
+            return f"the smallest class has {int(present.min())} training row(s)"
+        return f"{len(y)} training row(s) are too few to split"
+
+    def _warn_fallback(self, label: str, reason: str) -> None:
+        """Warn that ``label`` is used without comparison, and why."""
+        self.fallback_reason_ = reason
+        warnings.warn(
+            f"fusion='auto' could not compare its candidates on held-out rows: {reason}. It "
+            f"falls back to its first candidate, '{label}', untested (cv_results_ holds no "
+            "scores); pass groups with 2 or more groups and enough rows of every class, or "
+            "choose the fusion yourself",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def predict_output(self, emb: Embeddings) -> np.ndarray:
         """The chosen model's probabilities (n_samples, n_classes) or predictions (n_samples,)."""

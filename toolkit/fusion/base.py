@@ -183,6 +183,24 @@ def _without_label_directions(block: np.ndarray, strata: np.ndarray) -> np.ndarr
     return block - (block @ basis) @ basis.T
 
 
+def _check_modality_classes(emb: Embeddings, codes: np.ndarray) -> None:
+    """Refuse a modality present in the rows of one class only (of 2+): its head cannot
+    tell classes apart, and its availability alone gives the label away."""
+    if len(np.unique(codes)) < 2:
+        return
+    for m, name in enumerate(emb.names):
+        found = np.unique(codes[emb.mask[:, m]])
+        if len(found) == 1:
+            others = int(np.sum(codes != found[0]))
+            raise ValueError(
+                f"modality '{name}' is present only in rows of class code {int(found[0])} "
+                f"({int(emb.mask[:, m].sum())} rows; absent from all {others} rows of the other "
+                "classes): its head cannot learn to tell the classes apart, and whether a row "
+                "has it alone predicts the label. Check how the data were collected; remove "
+                "the modality or add rows of the other classes that have it"
+            )
+
+
 class BaseFusion(BaseEstimator):
     """A fusion strategy: ``fit(embeddings, y, n_classes=...)`` and ``predict_output``.
 
@@ -227,6 +245,7 @@ class BaseFusion(BaseEstimator):
         y = np.asarray(y)
         if n_classes is not None:
             self.prior_ = np.bincount(y.astype(int), minlength=n_classes) / len(y)
+            _check_modality_classes(emb, y.astype(int))
             return y
         if y.dtype.kind not in "biuf":
             raise TypeError(

@@ -281,6 +281,82 @@ def fusion_objects(config: StudyConfig) -> dict:
     return out
 
 
+def _modality_key(config: StudyConfig, i: int, name: str) -> str:
+    return f"modalities[{i}].columns" if config.modalities else f"modalities ('{name}')"
+
+
+def _check_target_features(config: StudyConfig, frame, y, classes, modalities) -> None:
+    """No modality reads the target column, or a column holding the target in every row
+    (a model given its own label scores perfectly, and the score means nothing)."""
+    from toolkit.estimators.checks import is_target_copy
+
+    target = config.data.target
+    for i, (name, _, cols) in enumerate(modalities):
+        for col in cols if isinstance(cols, list | tuple) else [cols]:
+            key = _modality_key(config, i, name)
+            if target and col == target:
+                raise ConfigError(
+                    f"{key}: column '{col}' is the target (data.target); a model given its own "
+                    "label scores perfectly (AUROC 1.000) and the score means nothing. Remove "
+                    "it from the modality's columns"
+                )
+            if is_target_copy(frame[col], y, classes is not None):
+                raise ConfigError(
+                    f"{key}: column '{col}' holds the target{f' {target!r}' if target else ''} "
+                    "in every row (the same values, or the same classes under other names); a "
+                    "model given its own label scores perfectly and the score means nothing. "
+                    "Remove it from the modality's columns"
+                )
+
+
+def _check_groups_and_availability(config: StudyConfig, frame, y, classes, groups, modalities):
+    """Classification: no class inside one group (e.g. data.groups = the target), and no
+    modality present in the rows of one class only (its availability gives the label)."""
+    from toolkit.estimators.checks import class_in_one_group, modality_presence
+
+    if classes is None:
+        return
+    found = class_in_one_group(groups, y)
+    if found is not None:
+        c, group, n, renamed = found
+        key = f"data.groups ('{config.data.groups}')" if config.data.groups else "data.groups"
+        raise ConfigError(
+            f"{key}: all {n} rows of class {classes.tolist()[c]!r} are in one group "
+            f"({group!r}){'; the groups are the target under other names' if renamed else ''}: "
+            "grouped folds test that group on a model trained without the class. Group by "
+            "what rows share (patient, site, speaker), not by the label, or remove data.groups"
+        )
+    for i, (name, _, cols) in enumerate(modalities):
+        present = modality_presence(frame, cols)
+        found = np.unique(y[present])
+        if len(found) == 1 and not present.all():
+            raise ConfigError(
+                f"{_modality_key(config, i, name)}: modality '{name}' is present only in rows "
+                f"of class {classes.tolist()[found[0]]!r} ({int(present.sum())} rows; absent from "
+                f"all {int(np.sum(y != found[0]))} rows of the other classes): whether a row has "
+                "it predicts the label by itself, and its single-modality model cannot be "
+                "fitted. Check how the data were collected; remove the modality or add rows of "
+                "the other classes that have it"
+            )
+
+
+def _check_conformal(config: StudyConfig, splits) -> None:
+    """``evaluation.conformal.calibration`` of the smallest fold's training rows holds out
+    enough calibration rows for ``confidence`` and leaves rows to fit on."""
+    from toolkit.conformal import check_split_sizes
+
+    conformal = config.evaluation.conformal
+    if not conformal.enabled:
+        return
+    n_train = min(len(train) for train, _ in splits)
+    try:
+        check_split_sizes(n_train, conformal.calibration, conformal.confidence, "calibration")
+    except ValueError as exc:
+        raise ConfigError(
+            f"evaluation.conformal.calibration: {exc} (of the smallest fold's training rows)"
+        ) from None
+
+
 def _splits(config: StudyConfig, y, groups, classification: bool):
     try:
         return make_splits(y, groups, config.evaluation.cv, classification, config.seed)
@@ -314,6 +390,8 @@ def prepare_study(config, *, limits: dict | None = None) -> Bunch:
     classes, y = encode_target(config, y_raw, len(frame))
     if groups is not None and len(groups) != len(frame):
         raise ConfigError(f"data.groups: {len(groups)} groups for {len(frame)} rows")
+    _check_target_features(config, frame, y, classes, modalities)
+    _check_groups_and_availability(config, frame, y, classes, groups, modalities)
     _check_cv(config, classes, y, groups)
     _check_primary_metric(config, classes)
     _check_mosi_metrics(config, y)
@@ -321,6 +399,7 @@ def prepare_study(config, *, limits: dict | None = None) -> Bunch:
         check_name(name, "modalities (from the data source)")
     fusions = fusion_objects(config)
     splits = _splits(config, y, groups, classes is not None)
+    _check_conformal(config, splits)
     return Bunch(
         frame=frame,
         y_raw=y_raw,

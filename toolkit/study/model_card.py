@@ -24,6 +24,70 @@ def _interval(entry: dict) -> str:
     return f"{entry['value']:.3f} (95% CI {entry['low']:.3f} to {entry['high']:.3f})"
 
 
+def _vocabulary_sizes(encoder) -> list[int]:
+    """Terms in each fitted vocabulary (``vocabulary_``) of ``encoder.vectorizer_``."""
+    vectorizer = getattr(encoder, "vectorizer_", None)
+    if vectorizer is None:
+        return []
+    parts = [vectorizer]
+    if hasattr(vectorizer, "get_params"):
+        parts += [v for v in vectorizer.get_params(deep=True).values() if hasattr(v, "fit")]
+    return [len(p.vocabulary_) for p in parts if isinstance(getattr(p, "vocabulary_", None), dict)]
+
+
+def text_vocabulary(model) -> list[dict]:
+    """One entry (``modality``, ``encoder``, ``terms``) per fitted encoder of ``model`` that
+    keeps words or n-grams of its training texts (a TF-IDF vocabulary, saved in
+    ``model.skops``): the encoder's ``keeps_vocabulary_`` where it has one, else whether
+    its vectorizer holds a ``vocabulary_``."""
+    out = []
+    for name, encoder in (getattr(model, "encoders_", None) or {}).items():
+        sizes = _vocabulary_sizes(encoder)
+        keeps = getattr(encoder, "keeps_vocabulary_", None)
+        if keeps if keeps is not None else bool(sizes):
+            backend = getattr(encoder, "backend", None)
+            label = type(encoder).__name__ + (f"(backend={backend!r})" if backend else "")
+            out.append({"modality": name, "encoder": label, "terms": int(sum(sizes))})
+    return out
+
+
+def vocabulary_note(entries: list[dict], include_text: bool) -> str:
+    """What the saved model keeps of its training texts, for the model card and report."""
+    from toolkit.encoders.backends import TEXT_BACKENDS
+
+    if not entries:
+        return "no encoder of the saved model keeps words of its training texts"
+    kept = "; ".join(
+        f"modality '{e['modality']}': {e['encoder']}, {e['terms']:,} words and n-grams"
+        for e in entries
+    )
+    fix = "backend: hashing" if "hashing" in TEXT_BACKENDS else "a pretrained text backend"
+    withheld = (
+        "output.include_text: false keeps raw text out of the report only, not out of the model; "
+        if not include_text
+        else ""
+    )
+    return (
+        f"the saved model keeps raw text vocabulary of its training texts in model.skops "
+        f"({kept}); anyone with the model folder can read these terms. {withheld}to keep none, "
+        f"use {fix}"
+    )
+
+
+def vocabulary_paragraph(config, summary: dict) -> str:
+    """The report's HTML paragraph on the text vocabulary the saved model keeps (from
+    ``summary["text_vocabulary"]``, set by :func:`write_model_card`); empty when no model
+    was saved."""
+    import html
+
+    entries = summary.get("text_vocabulary")
+    if entries is None:
+        return ""
+    note = vocabulary_note(entries, config.output.include_text)
+    css = ' class="warn"' if entries else ""
+    return f"<p{css}><b>Saved model:</b> {html.escape(note[0].upper() + note[1:])}.</p>"
+
+
 def _model_lines(config, summary: dict, model) -> list[str]:
     chosen = summary["chosen"]
     lines = [
@@ -36,7 +100,13 @@ def _model_lines(config, summary: dict, model) -> list[str]:
         lines.append(f"- Modalities: {', '.join(names)}; fusion: {type(fusion).__name__}")
         chosen_by = getattr(fusion, "chosen_", None)
         if chosen_by is not None:
-            lines.append(f"- fusion='auto' chose: {chosen_by}")
+            untested = getattr(fusion, "fallback_reason_", None)
+            note = f" (untested, not compared: {untested})" if untested else ""
+            lines.append(f"- fusion='auto' chose: {chosen_by}{note}")
+        vocabulary = summary.setdefault("text_vocabulary", text_vocabulary(model))
+        lines.append(
+            "- Raw text vocabulary: " + vocabulary_note(vocabulary, config.output.include_text)
+        )
     lines.append(
         "- Load: `toolkit.load('<run folder>/model')` (the folder beside this card); "
         "skops + safetensors, no pickle"
@@ -95,7 +165,10 @@ def model_card(config, summary: dict, model=None) -> str:
 
 
 def write_model_card(run, config, summary: dict, model=None) -> Path:
-    """Write :func:`model_card` to ``<run>/model_card.md`` (beside ``<run>/model/``)."""
+    """Write :func:`model_card` to ``<run>/model_card.md`` (beside ``<run>/model/``).
+
+    Records in ``summary["text_vocabulary"]`` which encoders of ``model`` keep raw text
+    vocabulary (:func:`text_vocabulary`), which the report then states too."""
     path = Path(run) / MODEL_CARD
     path.write_text(model_card(config, summary, model), encoding="utf-8")
     return path

@@ -20,6 +20,7 @@ import numpy as np
 from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
 from toolkit.study.metrics import METRICS, format_p
+from toolkit.study.model_card import vocabulary_paragraph
 from toolkit.study.report_figures import drilldown_figures, text_examples, write_figures
 from toolkit.study.report_methods import methods_text
 from toolkit.study.transfer import transfer_section
@@ -402,7 +403,8 @@ def write_report(
         _headline_section(config, summary),
         _data_section(config, summary, n_groups),
         f"<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p>"
-        f"<p>{_privacy_section(config, text_examples)}</p>",
+        f"<p>{_privacy_section(config, text_examples)}</p>"
+        + vocabulary_paragraph(config, summary),
         _metrics_section(config, summary),
         _comparison_section(summary),
         transfer_section(summary),
