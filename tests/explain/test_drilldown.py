@@ -113,7 +113,7 @@ def test_owen_values_agree_with_brute_force_on_masked_raw_rows():
     clf = MultimodalClassifier(mods, fusion=FUSIONS["early"](), random_state=0).fit(df, y)
     for i in [k for k, note in enumerate(notes) if len(note.split()) == 4][:1]:
         row = df.iloc[[i]]
-        ours = drill_down(clf, row, "note")
+        ours = drill_down(clf, row, "note", Words())
         expected = _owen_by_brute_force(clf, row, "note", {"lab": "x", "z": "z"}, notes[i].split())
         np.testing.assert_allclose(ours.values[0], expected, atol=1e-12)
         assert list(ours.data[0]) == notes[i].split()
@@ -124,7 +124,7 @@ def test_one_decisive_word_gets_the_text_value(fusion, tmp_path):
     df, y, has = _texts()
     clf = _text_model(fusion, df, y)
     rows = np.flatnonzero(has)[:10]
-    words = drill_down(clf, df.iloc[rows], "note")
+    words = drill_down(clf, df.iloc[rows], "note", Words())
     text_value = clf.explain(df.iloc[rows]).values[:, 0]
     decisive, total = [], []
     for j, i in enumerate(rows):
@@ -155,13 +155,13 @@ def test_sampling_fallback_adds_up_and_states_its_error():
     rows = df.iloc[np.flatnonzero(has)[:6]]
     rows = rows.assign(note=rows["note"] + " the film was very")  # 6-10 words
     CountingTextEncoder.calls = 0
-    exact = drill_down(clf, rows, "note", max_parts=10)
+    exact = drill_down(clf, rows, "note", Words(), max_parts=10)
     sizes = [len(t.split()) for t in rows["note"]]
     assert CountingTextEncoder.calls == len(rows) + sum(
         drill_down_cost(d, 2)["encoder_calls"] for d in sizes
     )  # the rows themselves, then 2^d - 2 masked texts per row
     CountingTextEncoder.calls = 0
-    sampled = drill_down(clf, rows, "note", max_parts=3, n_permutations=32, random_state=0)
+    sampled = drill_down(clf, rows, "note", Words(), max_parts=3, n_permutations=32, random_state=0)
     bound = sum(
         drill_down_cost(d, 2, max_parts=3, n_permutations=32)["encoder_calls"] for d in sizes
     )
@@ -174,7 +174,7 @@ def test_sampling_fallback_adds_up_and_states_its_error():
         z.extend((sampled.values[j] - exact.values[j]) / sampled.error_std[j])
     z = np.abs(z)
     assert np.mean(z < 2.5) >= 0.85, np.round(z, 1)  # the stated error is the real one
-    again = drill_down(clf, rows, "note", max_parts=3, n_permutations=32, random_state=0)
+    again = drill_down(clf, rows, "note", Words(), max_parts=3, n_permutations=32, random_state=0)
     np.testing.assert_array_equal(np.concatenate(again.values), np.concatenate(sampled.values))
 
 
@@ -183,7 +183,7 @@ def test_transformer_text_encoder(tiny_bert):
     encoder = TextEncoder(backend="transformers", model=str(tiny_bert), device="cpu")
     clf = _text_model("late", df, y, encoder)
     rows = df.iloc[np.flatnonzero(has)[:3]]
-    words = drill_down(clf, rows, "note")
+    words = drill_down(clf, rows, "note", Words())
     modality = clf.explain(rows).values[:, 0]
     for j in range(3):
         assert words.values[j].shape == (len(rows["note"].iloc[j].split()),)
@@ -413,7 +413,7 @@ def test_encoders_declare_their_parts_and_read_one_item_as_they_encode():
     np.testing.assert_allclose(enc.restore_item(read), image)  # back to the raw scale
     np.testing.assert_array_equal(enc.transform([enc.restore_item(read)]), enc.transform([image]))
     assert [type(e.masker()).__name__ for e in (TextEncoder(), enc, AudioEncoder())] == [
-        "Words",
+        "Clauses",
         "ImageGrid",
         "TimeSegments",
     ]

@@ -66,7 +66,7 @@ def _text_frame(n=240, seed=0) -> pd.DataFrame:
         words = list(rng.choice(FILLER, size=6 if has else 7))
         if has:
             words.insert(int(rng.integers(0, 7)), GOOD if y else BAD)
-        notes.append(" ".join(words))
+        notes.append(", ".join(words))  # one clause (a drill-down part) per word
     return pd.DataFrame({"note": notes, "lab": rng.normal(size=n),
                          "patient": np.arange(n) // 3, "label": label})  # fmt: skip
 
@@ -214,7 +214,7 @@ def test_text_drilldown_shows_words_only_with_include_text(text_runs):
         contributions = pd.read_csv(run / "contributions.csv")
         decided = 0
         for record in records:
-            words = frame["note"].iloc[record["row"]].split()
+            words = frame["note"].iloc[record["row"]].split(", ")
             # the parts add up to the modality's Shapley value in contributions.csv
             row = contributions[(contributions.row == record["row"])
                                 & (contributions.modality == "note")]  # fmt: skip
@@ -224,7 +224,9 @@ def test_text_drilldown_shows_words_only_with_include_text(text_runs):
             if decisive:  # the deciding word is the largest part, most of the text's value
                 decided += 1
                 best = record["top_parts"][0]
-                assert best["part"] == (words[decisive[0]] if show else f"word {decisive[0] + 1}")
+                k = decisive[0]  # withheld: named by kind and place, never by its words
+                named = f"an affirmed clause ({k + 1} of 7) in sentence 1"
+                assert best["part"] == (words[k] if show else named)
                 assert best["value"] / record["modality_value"] > 0.5
         assert decided >= 1
     page_hidden, page_shown = _page(hidden), _page(shown)

@@ -254,9 +254,10 @@ class TextEncoder(BaseEncoder):
 
     def _checked_length(self, text: str | None) -> str | None:
         """``text``, or a ReadError when it is longer than ``max_chars``."""
-        if text is not None and len(text) > self.max_chars:
+        limit = getattr(self, "max_chars", MAX_CHARS)  # a model saved before max_chars
+        if text is not None and len(text) > limit:
             raise ReadError(
-                f"text of {len(text):,} characters is longer than max_chars={self.max_chars:,} "
+                f"text of {len(text):,} characters is longer than max_chars={limit:,} "
                 f"(starts {text[:30]!r}); shorten or split it, or raise the limit with "
                 f"TextEncoder(max_chars={len(text)})"
             )
@@ -275,10 +276,11 @@ class TextEncoder(BaseEncoder):
         return holds_vocabulary(getattr(self, "vectorizer_", None))
 
     def masker(self):
-        """``toolkit.explain.Words()``: the parts of a text are its words."""
-        from toolkit.explain.drilldown import Words  # explain sits above the encoders
+        """``toolkit.explain.Clauses()``: the parts of a text are its clauses, a negation
+        cue and its scope in one part (``toolkit.explain.Words()`` splits words)."""
+        from toolkit.explain.text_parts import Clauses  # explain sits above the encoders
 
-        return Words()
+        return Clauses()
 
     def read_item(self, value) -> str:
         """The text of one item ("" for a missing one)."""

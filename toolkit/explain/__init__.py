@@ -46,9 +46,11 @@ from toolkit.explain.shapley import (
     interaction_weights,
     shapley_weights,
 )
+from toolkit.explain.text_parts import Clauses
 from toolkit.explain.value import ModalityValue, value_function
 
 __all__ = [
+    "Clauses",
     "ImageGrid",
     "ModalityExplainer",
     "ModalityValue",

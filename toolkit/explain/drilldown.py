@@ -46,12 +46,16 @@ class Parts:
     restore : callable or None
         The encoder's ``restore_item``: a masked item back to the raw form the encoder
         reads (e.g. an image back to its ``value_range``); None keeps it as it is.
+    names : list of str or None
+        Names of the parts that reveal none of their content (``Clauses``: "a negated
+        clause in sentence 2"); a text explanation's ``feature_names``. None: the labels.
     """
 
     item: object
     labels: list
     regions: list = field(default_factory=list)
     restore: object = None
+    names: list | None = None
 
 
 def _positive_int(value, name: str) -> int:
@@ -480,9 +484,10 @@ def drill_down(
         The rows to explain.
     modality : str
         The modality to drill into.
-    masker : Words, ImageGrid, TimeSegments, ScanBlocks or None
+    masker : Clauses, Words, ImageGrid, TimeSegments, ScanBlocks or None
         How the item is split and masked; None asks the modality's encoder for its own
-        (``encoder.masker()``: ``Words()`` for a TextEncoder, ``ImageGrid()`` (4 x 4 cells)
+        (``encoder.masker()``: ``Clauses()`` (clauses, negation scopes kept whole; see
+        :mod:`toolkit.explain.text_parts`) for a TextEncoder, ``ImageGrid()`` (4 x 4 cells)
         for an ImageEncoder, ``TimeSegments()`` (8) for an AudioEncoder, ``ScanBlocks()``
         (2 x 2 x 2) for a ScanEncoder). Items are read with the encoder's ``read_item``.
     output : {"probability", "log_odds"} or None
@@ -500,7 +505,9 @@ def drill_down(
     shap.Explanation
         ``values``: (n_samples, d[, n_classes]) for images, audio and scans; for text an
         object array holding one (d_i[, n_classes]) array per row (shap's text layout), as
-        are ``data`` and ``feature_names`` (the words). Image, audio and scan
+        are ``data`` (the parts' text: clauses, or words with ``Words()``) and
+        ``feature_names`` (names that reveal no words, "a negated clause in sentence 2",
+        from ``Clauses``; the words with ``Words()``). Image, audio and scan
         ``feature_names`` are the part labels (``"r0c1"``, ``"0.00-0.25 s"``,
         ``"z0y1x0"``) and ``data`` each part's mean intensity or RMS level.
         ``base_values`` = the model's output minus the modality's Shapley value (so
@@ -515,15 +522,17 @@ def drill_down(
     >>> from toolkit.explain import drill_down
     >>> rng = np.random.default_rng(0)
     >>> good = rng.random(60) > 0.5
-    >>> df = pd.DataFrame({"note": np.where(good, "a good day", "a bad day"),
+    >>> df = pd.DataFrame({"note": np.where(good, "A good day, no rain.", "A bad day, no sun."),
     ...                    "lab": rng.normal(size=60)})
     >>> clf = MultimodalClassifier([("note", TextEncoder(n_components=2), "note"),
     ...                             ("lab", TabularEncoder(), ["lab"])], random_state=0)
     >>> clf = clf.fit(df, good.astype(int))
-    >>> words = drill_down(clf, df.iloc[:2], "note")
-    >>> list(words.feature_names[0]), words.values[0].shape
-    (['a', 'good', 'day'], (3,))
-    >>> bool(np.isclose(words.values[0].sum(), clf.explain(df.iloc[:2]).values[0, 0]))
+    >>> parts = drill_down(clf, df.iloc[:2], "note")
+    >>> list(parts.data[0]), parts.values[0].shape
+    (['A good day', 'no rain.'], (2,))
+    >>> list(parts.feature_names[0])
+    ['an affirmed clause (1 of 2) in sentence 1', 'a negated clause (2 of 2) in sentence 1']
+    >>> bool(np.isclose(parts.values[0].sum(), clf.explain(df.iloc[:2]).values[0, 0]))
     True
     """
     import shap
@@ -646,7 +655,7 @@ def _explanation(shap, model, masker, rows, full_output):
     for i, row in enumerate(rows):
         display[i] = None if row is None else row["parts"].item
     if masker.n_parts is None:  # ragged: one array per row
-        values, errors, data = (np.empty(n, dtype=object) for _ in range(3))
+        values, errors, data, names = (np.empty(n, dtype=object) for _ in range(4))
         for i, row in enumerate(rows):
             labels = [] if row is None else row["parts"].labels
             empty = np.zeros((len(labels),) + tail)
@@ -654,8 +663,10 @@ def _explanation(shap, model, masker, rows, full_output):
             values[i] = row["values"] if has else empty
             errors[i] = row["error"] if has else empty
             data[i] = np.asarray(labels, dtype=object)
+            named = None if row is None else row["parts"].names
+            names[i] = data[i] if named is None else np.asarray(named, dtype=object)
         sums = np.array([v.sum(axis=0) for v in values]).reshape((n,) + tail)
-        feature_names = data
+        feature_names = names
     else:
         d = masker.n_parts
         values, errors = np.zeros((n, d) + tail), np.zeros((n, d) + tail)

@@ -139,12 +139,21 @@ def part_errors(explanation, i: int, class_position: int | None) -> np.ndarray:
     return errors[:, class_position] if errors.ndim == 2 else errors
 
 
+def withheld_names(explanation, i: int) -> list[str]:
+    """Names of row ``i``'s text parts that reveal no words: the masker's (``Clauses``: "a
+    negated clause in sentence 2"), or the part's position ("word 3") where the parts are
+    named by their words (``Words``)."""
+    data = [str(w) for w in explanation.data[i]]
+    names = [str(w) for w in explanation.feature_names[i]]
+    return [f"word {j + 1}" for j in range(len(data))] if names == data else names
+
+
 def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: int,
                         top: int = 5) -> dict:  # fmt: skip
     """The drill-down's numbers for ``metrics.json`` and the report: per drilled row and
     modality, the parts, the sum (the modality's Shapley value under missing-modality
-    removal) and the ``top`` parts by |value|. Words are replaced by their position
-    (``word 3``) unless ``include_text``."""
+    removal) and the ``top`` parts by |value|. Unless ``include_text``, text parts are
+    named without their words (:func:`withheld_names`)."""
     if dd is None:
         return {}
     records = []
@@ -160,7 +169,7 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
             if dd.kinds[name] == "text":
                 labels = [str(w) for w in explanation.data[i]]
                 if not include_text:
-                    labels = [f"word {j + 1}" for j in range(len(labels))]
+                    labels = withheld_names(explanation, i)
             else:
                 labels = [str(lbl) for lbl in explanation.feature_names]
             order = np.argsort(-np.abs(values), kind="stable")[:top]

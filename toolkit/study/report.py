@@ -20,7 +20,6 @@ import numpy as np
 from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
 from toolkit.study.metrics import METRICS, format_p
-from toolkit.study.model_card import vocabulary_paragraph
 from toolkit.study.report_figures import drilldown_figures, text_examples, write_figures
 from toolkit.study.report_methods import methods_text
 from toolkit.study.transfer import transfer_section
@@ -195,8 +194,9 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
         )
     if not drill["text_shown"] and any(r["kind"] == "text" for r in drill["records"]):
         text += (
-            "<p><b>Text withheld:</b> output.include_text is false, so words are shown by "
-            "position only (word 3 is the text's third word) and no highlighted text is drawn.</p>"
+            "<p><b>Text withheld:</b> output.include_text is false, so each text part (a "
+            "clause, a negation cue kept with its scope) is named by its kind and place only "
+            "(e.g. 'a negated clause in sentence 2') and no highlighted text is drawn.</p>"
         )
     if drill["skipped"]:
         text += "<p>Not drilled: " + "; ".join(
@@ -403,8 +403,7 @@ def write_report(
         _headline_section(config, summary),
         _data_section(config, summary, n_groups),
         f"<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p>"
-        f"<p>{_privacy_section(config, text_examples)}</p>"
-        + vocabulary_paragraph(config, summary),
+        f"<p>{_privacy_section(config, text_examples)}</p>",
         _metrics_section(config, summary),
         _comparison_section(summary),
         transfer_section(summary),
