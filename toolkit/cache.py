@@ -75,6 +75,15 @@ Entries of different widths for one encoder are never mixed: shards as wide as t
 fitted encoder's ``n_features_out_`` are served, others are rejected. Without loading the
 encoder, that width is read from the ``width`` file that a process with the encoder loaded
 wrote beside the shards; when it is missing or unreadable, the encoder is loaded to decide.
+That record is ``os.stat``-ed and read up to :data:`MAX_WIDTH_BYTES` bytes: a larger (or
+sparse, or special) file is a miss with a :class:`CacheShardWarning`, never read whole.
+
+The cache folder (``memory=``) must be a non-blank path without control characters (``""``
+would cache into the working folder). An item string that names an existing file is keyed
+on that file whatever characters it holds (a newline included). OS errors while writing
+(a full disk, a file where a folder should be), items or parameters that cannot be pickled
+for their key, and a shard too large for memory are reported in one line naming the file or
+row and what to do.
 
 The checks detect faults (a disk full or a kill mid-copy, a truncated sync, a bug, an
 edited encoder); they are not a signature: whoever can write the cache folder can make it
