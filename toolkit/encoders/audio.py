@@ -25,6 +25,7 @@ from toolkit.encoders.backends.mfcc import (
     audio_statistics_batch,
 )
 from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
+from toolkit.exceptions import ReadError
 from toolkit.io.audio import MAX_DECODED_BYTES, MAX_SAMPLE_RATE, MAX_SECONDS, read_audio
 
 __all__ = ["AudioEncoder", "audio_statistics", "audio_statistics_batch"]
@@ -32,6 +33,10 @@ __all__ = ["AudioEncoder", "audio_statistics", "audio_statistics_batch"]
 
 class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     """Encode a column of audio clips (file paths or (waveform, rate) pairs).
+
+    A bare waveform array (no rate) is refused (a ``ReadError`` naming the row): its rate
+    cannot be known, and taking it to be ``sample_rate`` would be silently wrong for a clip
+    recorded at another rate.
 
     Parameters
     ----------
@@ -95,9 +100,11 @@ class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         (``toolkit.io.audio.MAX_DECODED_BYTES``), computed from the header (or the array's
         shape) and checked before decoding (a ``ReadError``, like ``max_seconds``). Files
         are decoded and resampled block by block, so reading holds this waveform plus a
-        few MB whatever the source rate; the ``"mfcc"`` statistics of a long clip (computed
-        alone, not padded into a batch) then peak at about 14x the waveform (measured: 520
-        MB above the loaded libraries for 600 s at 16 kHz).
+        few MB whatever the source rate. The ``"mfcc"`` statistics of a long clip (computed
+        alone, not padded into a batch) work on bounded time chunks: they hold about 3x the
+        waveform plus about 200 MB, so this limit bounds them too (measured above the
+        loaded libraries: 290 MB for 600 s at 16 kHz, 400 MB for 1,200 s; it was 560 MB
+        for 600 s and about 3 GB for 3,000 s before the chunks).
     n_jobs : int, default=None
         Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
         parallel with the weights-free default backend; None or 1 encodes in this process
@@ -244,6 +251,15 @@ validation_fraction, n_networks, random_state, verbose
         return TimeSegments()
 
     def _read(self, item):
+        if isinstance(item, np.ndarray):
+            # read_audio would take the target rate as the clip's own: a clip recorded at
+            # another rate would be encoded as if slowed down or sped up.
+            raise ReadError(
+                f"audio item is a bare waveform array of shape {item.shape} with no sample "
+                f"rate (it would be taken to be at sample_rate={self._target_rate()} Hz, "
+                "silently wrong for a clip recorded at another rate); pass (waveform, "
+                "sample_rate) pairs, e.g. [(wave, 16000) for wave in waves]"
+            )
         return read_audio(
             item,
             sample_rate=self._target_rate(),

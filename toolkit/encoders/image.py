@@ -176,6 +176,9 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     """
 
     modality = "image"
+    #: Version of what the encoder computes, part of the cache key (``toolkit.cache``).
+    #: 1: EXIF orientation applied to files; descriptor gradients independent of the batch.
+    features_version = 1
     _threaded_reads = True
     backends = IMAGE_BACKENDS
     _parameter_constraints = {

@@ -72,8 +72,10 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     max_voxels : int, default=2**28
         Largest stored volume accepted (``toolkit.io.scan.MAX_VOXELS``), read from the NIfTI
         or DICOM header and checked before decoding (a ``ReadError``: with
-        ``on_error="missing"`` the row is marked missing). Decoding peaks at ~6 bytes per
-        voxel (about 1.6 GB at the default).
+        ``on_error="missing"`` the row is marked missing). Decoding peaks at ~8 bytes per
+        voxel (about 2.1 GB at the default); encoding holds no more, as a volume above
+        ``toolkit.io.scan.HOLD_VOXELS`` (4M voxels) is resized to ``spatial_size`` as soon
+        as it is read (a chunk of ``batch_size`` items never holds several large ones).
     max_resampled_voxels : int, default=2**25
         Largest grid the preprocessing creates (``toolkit.io.scan.MAX_RESAMPLED_VOXELS``):
         the volume resampling to ``pixdim`` would produce, computed from the NIfTI header

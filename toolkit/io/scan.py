@@ -15,12 +15,17 @@ before resampling; ``spatial_size`` must fit the same limit. A 4 KB NIfTI of 10^
 refused in milliseconds.
 
 Memory, measured with ``resource.getrusage`` (peak RSS above the imports): decoding costs about
-6 bytes per stored voxel (the float32 volume, the file's own integer data while it is
-converted, a one-byte NaN mask; the compressed size does not matter: a 1.5 MB ``.nii.gz`` of
-700^3 zeros takes 2.0 GB), and resampling to ``pixdim`` about 29 bytes per resampled voxel
-(MONAI's grid and interpolation, in float32). The defaults, :data:`MAX_VOXELS` (2**28, a
-512 x 512 x 1024 CT) and :data:`MAX_RESAMPLED_VOXELS` (2**25), keep each step near 1.5 GB;
-lower them on small machines.
+8 bytes per stored voxel (the float32 volume, the file's own integer data while it is
+converted, MONAI's copy of it, a one-byte NaN mask; the compressed size does not matter: a
+1.5 MB ``.nii.gz`` of 700^3 zeros takes 2.0 GB), and resampling to ``pixdim`` about 29 bytes
+per resampled voxel (MONAI's grid and interpolation, in float32). The encoders hold no more:
+a volume above :data:`HOLD_VOXELS` is resized to ``spatial_size`` as soon as it is read, so
+a chunk of several items never holds several large volumes, and batches of same-shape
+volumes are stacked (copied) only up to that size (a 200^3 int16 NIfTI through
+``ScanEncoder``: 11.4 bytes per voxel before, 8.0 after; for a 600^3 volume that is 2.5 GB
+before, 1.7 GB after). The defaults, :data:`MAX_VOXELS` (2**28, a 512 x 512 x 1024 CT: about 2.1 GB
+to decode) and :data:`MAX_RESAMPLED_VOXELS` (2**25, about 1 GB to resample), bound each
+step; lower them on small machines.
 
 A volume whose voxel-to-world affine is singular (a DICOM series with every slice at the
 same position, or a zero or collinear ``ImageOrientationPatient``) cannot be oriented or
@@ -56,6 +61,11 @@ from toolkit.io.scan_headers import (
     quiet_monai,
     resampled_shape,
 )
+
+#: Voxels of the largest oriented volume an encoder holds before resizing (16 MB): larger
+#: ones are resized as soon as they are read, and :func:`resize_and_scale` stacks at most
+#: this many voxels at once (a larger volume goes alone, without a copy).
+HOLD_VOXELS = 1 << 22
 
 
 def _as_float_volume(img, what: str):
@@ -302,26 +312,41 @@ def resize_and_scale(
     for i, v in enumerate(volumes):
         groups.setdefault(tuple(v.shape[-3:]), []).append(i)
     out: list = [None] * len(volumes)
-    lo_q, hi_q = percentiles
     for shape, rows in groups.items():
-        x = torch.stack([torch.as_tensor(volumes[i]).reshape(shape) for i in rows])
-        x = x.to(device=device, dtype=torch.float32)[:, None]  # (B, 1, D, H, W)
-        if shape != size:
-            x = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
-        x = x[:, 0]
-        a_min, a_max = _percentiles(x.reshape(len(rows), -1), (lo_q, hi_q))
-        span = (a_max - a_min)[:, None, None, None]
-        a_min = a_min[:, None, None, None]
-        scaled = ((x - a_min) / torch.where(span == 0, 1.0, span) * 1.0 + 0.0).clamp(0.0, 1.0)
-        x = torch.where(span == 0, x - a_min + 0.0, scaled)
-        finite = torch.isfinite(x).flatten(1).all(dim=1).tolist()
-        for k, i in enumerate(rows):
-            out[i] = (
-                x[k]
-                if finite[k]
-                else ReadError("scan became non-finite after preprocessing; check its intensities")
-            )
+        # Stacked in batches of at most HOLD_VOXELS (a larger volume alone, as a view): a
+        # stack copies its volumes.
+        per = max(1, HOLD_VOXELS // math.prod(shape))
+        for k in range(0, len(rows), per):
+            batch = [torch.as_tensor(volumes[i]).reshape(1, *shape) for i in rows[k : k + per]]
+            x = batch[0][None] if len(batch) == 1 else torch.stack(batch)  # (B, 1, D, H, W)
+            x = x.to(device=device, dtype=torch.float32)
+            if shape != size:
+                x = torch.nn.functional.interpolate(
+                    x, size=size, mode="trilinear", align_corners=False
+                )
+            scaled = _scale_percentiles(x[:, 0], percentiles)
+            for i, v in zip(rows[k : k + per], scaled, strict=True):
+                out[i] = v
     return out
+
+
+def _scale_percentiles(x, percentiles: tuple[float, float]) -> list:
+    """(B, D, H, W) volumes scaled as MONAI's ``ScaleIntensityRangePercentiles`` (see
+    :func:`resize_and_scale`); a volume that became non-finite is a ``ReadError``."""
+    import torch
+
+    a_min, a_max = _percentiles(x.reshape(len(x), -1), percentiles)
+    span = (a_max - a_min)[:, None, None, None]
+    a_min = a_min[:, None, None, None]
+    scaled = ((x - a_min) / torch.where(span == 0, 1.0, span) * 1.0 + 0.0).clamp(0.0, 1.0)
+    x = torch.where(span == 0, x - a_min + 0.0, scaled)
+    finite = torch.isfinite(x).flatten(1).all(dim=1).tolist()
+    return [
+        x[k]
+        if finite[k]
+        else ReadError("scan became non-finite after preprocessing; check its intensities")
+        for k in range(len(x))
+    ]
 
 
 def preprocess_scan(
@@ -371,7 +396,11 @@ def load_oriented_scan(
     orientation: str | None = "RAS",
 ):
     """Read one scan with every check of :func:`read_scan` and run :func:`orient_scan`;
-    :func:`resize_and_scale` finishes it (in batches). Returns (1, D, H, W) float32 (CPU)."""
+    :func:`resize_and_scale` finishes it (in batches). Returns (1, D, H, W) float32 (CPU).
+
+    A volume of more than :data:`HOLD_VOXELS` voxels is resized to ``spatial_size`` here
+    (trilinear, as :func:`resize_and_scale` would), so that callers holding several read
+    volumes hold small ones; :func:`resize_and_scale` then only scales it."""
     check_preprocess(spatial_size, pixdim, max_resampled_voxels)
     resample_to = (max_resampled_voxels, orientation, pixdim)
     img, what = _load(item, max_voxels, resample_to)
@@ -379,9 +408,20 @@ def load_oriented_scan(
     source = "from its affine, before resampling"
     _check_resampled(tuple(img.shape[1:]), _affine(img), what, *resample_to, source)
     try:
-        return orient_scan(img, pixdim=pixdim, orientation=orientation)
+        x = orient_scan(img, pixdim=pixdim, orientation=orientation)
     except ReadError as exc:
         raise ReadError(f"{what}: {exc}") from exc
+    del img
+    size = tuple(int(n) for n in spatial_size)
+    if x[0].numel() > HOLD_VOXELS and tuple(x.shape[1:]) != size:
+        # Resized now, alone: an encoder's chunk then holds small volumes, never several
+        # large ones (a chunk of four 600^3 volumes held 3.5 GB).
+        import torch
+
+        x = torch.nn.functional.interpolate(
+            x[None], size=size, mode="trilinear", align_corners=False
+        )[0]
+    return x
 
 
 def read_scan(
@@ -397,7 +437,7 @@ def read_scan(
     ----------
     item : str, path-like or ndarray
     max_voxels : int, default=2**28 (:data:`MAX_VOXELS`)
-        Largest stored volume accepted, from the header before decoding (~6 bytes per voxel
+        Largest stored volume accepted, from the header before decoding (~8 bytes per voxel
         to decode).
     max_resampled_voxels : int, default=2**25 (:data:`MAX_RESAMPLED_VOXELS`)
         Largest grid created: the volume resampling to ``pixdim`` would produce (from a

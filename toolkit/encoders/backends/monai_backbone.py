@@ -61,6 +61,14 @@ class Monai(TorchBackbone):
 
         return torch.zeros(1, 1, *encoder.spatial_size, device=encoder.device_)
 
+    def fit(self, encoder, decoded) -> None:
+        check_spatial_size(self, encoder)
+        super().fit(encoder, decoded)
+
+    def fine_tune_network(self, encoder, n_out: int):
+        check_spatial_size(self, encoder)
+        return super().fine_tune_network(encoder, n_out)
+
     def auto_cost(self, encoder):
         return ("voxels", int(np.prod(encoder.spatial_size)))
 
@@ -77,3 +85,48 @@ class Monai(TorchBackbone):
         import torch
 
         return torch.stack(batch)[:, None]
+
+
+def _runs(net, shape) -> str | None:
+    """None when ``net`` takes a (1, 1, *shape) input (shapes only, on the meta device),
+    else the first line of its error."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            net(torch.empty(1, 1, *shape, device="meta"))
+    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return None
+
+
+def check_spatial_size(backend: Monai, encoder, largest: int = 1024) -> None:
+    """Refuse a ``spatial_size`` the network cannot take (smaller than its kernels and
+    downsampling allow), naming the smallest cube side it takes, before any weights are
+    loaded or volumes resized: the shapes are traced on torch's meta device (no memory,
+    no compute), as MONAI raises nothing clearer than a pooling error at fit."""
+    import torch
+
+    size = tuple(int(n) for n in encoder.spatial_size)
+    with torch.device("meta"):
+        net = backend.build_network(encoder).eval()
+    error = _runs(net, size)
+    if error is None:
+        return
+    side = 1
+    while side <= largest and _runs(net, (side,) * 3) is not None:
+        side *= 2
+    if side > largest:
+        need = f"no cube up to {largest} voxels a side works either"
+    else:
+        low = side // 2  # fails (or 0)
+        while side - low > 1:
+            mid = (low + side) // 2
+            low, side = (low, mid) if _runs(net, (mid,) * 3) is None else (mid, side)
+        need = f"the smallest cube it takes is ({side}, {side}, {side})"
+    raise ValueError(
+        f"ScanEncoder(spatial_size={size}) is too small for MONAI '{encoder.model}' with "
+        f"model_kwargs={encoder.model_kwargs}: its convolutions and downsampling fail on it "
+        f"({error}); {need}; pass a larger spatial_size (or a network with less "
+        "downsampling)"
+    )
