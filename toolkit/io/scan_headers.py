@@ -18,8 +18,8 @@ from toolkit.exceptions import ReadError
 from toolkit.io._paths import file_kind, pair_suffix
 
 #: Largest volume accepted, in voxels (``max_voxels``; all channels/time points counted),
-#: checked from the header before decoding. Decoding peaks at ~6 bytes per voxel (see
-#: toolkit.io.scan's docstring): 2**28 voxels (512 x 512 x 1024) is about 1.6 GB.
+#: checked from the header before decoding. Decoding peaks at ~8 bytes per voxel (see
+#: toolkit.io.scan's docstring): 2**28 voxels (512 x 512 x 1024) is about 2.1 GB.
 MAX_VOXELS = 2**28
 #: Largest grid the preprocessing creates, in voxels (``max_resampled_voxels``): the volume
 #: resampled to ``pixdim`` (computed from the header or affine before resampling) and
