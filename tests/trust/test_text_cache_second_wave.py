@@ -331,6 +331,19 @@ def test_a_tokenizer_that_panics_is_a_clear_error_naming_it(bert_copy):
     assert "PanicException" in str(err.value) and "re-save the tokenizer" in str(err.value)
 
 
+def test_a_sentence_model_whose_tokenizer_panics_is_a_clear_error(bert_copy, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    word = models.Transformer(str(bert_copy), max_seq_length=16)
+    pooling = models.Pooling(word.get_embedding_dimension())
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(tmp_path / "sbert"))
+    _crash_the_tokenizer(tmp_path / "sbert")
+    enc = TextEncoder(backend="sentence-transformers", model=str(tmp_path / "sbert"))
+    enc.set_params(device="cpu").fit(TEXTS)
+    with pytest.raises(ValueError, match=r"tokenizer of '.*sbert' \(its tokenizer.json\) crashed"):
+        enc.transform(TEXTS)
+
+
 def test_rust_panic_guard_lets_interrupts_through():
     from toolkit.encoders.backends.hub import rust_panics
 

@@ -49,13 +49,14 @@ class SentenceTransformers(Backend):
         encoder.n_features_out_ = int(dim_getter())
 
     def encode(self, encoder, batch: list) -> np.ndarray:
-        return encoder.model_.encode(
-            batch,
-            batch_size=encoder._batch_items(),
-            show_progress_bar=False,
-            convert_to_numpy=True,
-            normalize_embeddings=encoder.normalize,
-        )
+        with hub.rust_panics(encoder.model or "the default model", "tokenizing"):
+            return encoder.model_.encode(
+                batch,
+                batch_size=encoder._batch_items(),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=encoder.normalize,
+            )
 
     def save_weights(self, encoder, folder) -> dict[str, str]:
         encoder.model_.save(str(folder), safe_serialization=True)
