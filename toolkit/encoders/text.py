@@ -276,10 +276,11 @@ class TextEncoder(BaseEncoder):
         return holds_vocabulary(getattr(self, "vectorizer_", None))
 
     def masker(self):
-        """``toolkit.explain.Words()``: the parts of a text are its words."""
-        from toolkit.explain.drilldown import Words  # explain sits above the encoders
+        """``toolkit.explain.Clauses()``: the parts of a text are its clauses, a negation
+        cue and its scope in one part (``toolkit.explain.Words()`` splits words)."""
+        from toolkit.explain.text_parts import Clauses  # explain sits above the encoders
 
-        return Words()
+        return Clauses()
 
     def read_item(self, value) -> str:
         """The text of one item ("" for a missing one)."""
