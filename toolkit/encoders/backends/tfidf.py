@@ -100,8 +100,9 @@ class HashingTfidf(Tfidf):
     (scikit-learn's ``HashingVectorizer`` then ``TfidfTransformer``) instead of looked up
     in a vocabulary: a fitted (or saved) encoder keeps no word or n-gram of its training
     texts (``keeps_vocabulary_`` is False), only inverse document frequencies and the SVD
-    by hashed column. Hash collisions merge rare n-grams (2^16 columns per kind, against
-    the 50,000 most frequent n-grams kept by ``"tfidf"``)."""
+    by hashed column (the columns no training text filled are dropped before the SVD).
+    Hash collisions merge rare n-grams (2^16 columns per kind, against the 50,000 most
+    frequent n-grams kept by ``"tfidf"``)."""
 
     name = "hashing"
     #: Hashed columns per n-gram kind (word, character).
@@ -109,6 +110,7 @@ class HashingTfidf(Tfidf):
 
     def vectorizer(self):
         from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+        from sklearn.feature_selection import VarianceThreshold
         from sklearn.pipeline import FeatureUnion, make_pipeline
 
         def hashed(**kwargs):
@@ -117,9 +119,13 @@ class HashingTfidf(Tfidf):
             )
             return make_pipeline(counts, TfidfTransformer(sublinear_tf=True))
 
-        return FeatureUnion(
+        ngrams = FeatureUnion(
             [
                 ("word", hashed(ngram_range=(1, 2))),
                 ("char", hashed(analyzer="char_wb", ngram_range=(2, 5))),
             ]
         )
+        # Only the columns the training texts filled reach the SVD: its components are then
+        # as wide as the n-grams seen (as with "tfidf"), not 2 x 2^16 dense float64 columns
+        # (105 MB at n_components=100).
+        return make_pipeline(ngrams, VarianceThreshold(0.0))
