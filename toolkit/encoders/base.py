@@ -142,7 +142,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             return None
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        return self.backend_object().save_weights(self, folder)
+        with quiet_library_bars():  # no "Writing model shards" bars from transformers
+            return self.backend_object().save_weights(self, folder)
 
     def expected_weights(self) -> dict[str, dict] | None:
         """``{tensor name: {"dtype", "shape"}}`` of the network the parameters describe, built on torch's
