@@ -60,9 +60,14 @@ ABBREVIATIONS = ("dr", "mr", "mrs", "ms", "prof", "approx", "fig", "vs")
 CATEGORIES = ("affirmed", "negated", "hedged")
 
 
-def _phrases(entries) -> list[tuple[tuple[str, ...], str]]:
-    table = [(tuple(p.split()), kind) for group, kind in entries for p in group]
-    return sorted(table, key=lambda e: -len(e[0]))
+def _phrases(entries) -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """First word -> [(phrase, kind)], longest phrase first."""
+    table: dict[str, list] = {}
+    for group, kind in entries:
+        for phrase in group:
+            words = tuple(phrase.split())
+            table.setdefault(words[0], []).append((words, kind))
+    return {w: sorted(e, key=lambda x: -len(x[0])) for w, e in table.items()}
 
 
 _CUES = _phrases(((PSEUDO, "pseudo"), (HEDGES, "hedged"), (NEGATIONS, "negated")))
@@ -71,7 +76,7 @@ _TERMINATORS = _phrases(((TERMINATORS, "end"),))
 
 def _match(words: list[str], i: int, table) -> tuple[int, str | None]:
     """(length, kind) of the longest entry of ``table`` starting at ``words[i]``."""
-    for phrase, kind in table:
+    for phrase, kind in table.get(words[i], ()):
         if tuple(words[i : i + len(phrase)]) == phrase:
             return len(phrase), kind
     if table is _CUES and words[i].endswith(("n't", "n\u2019t")):
