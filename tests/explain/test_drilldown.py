@@ -215,7 +215,7 @@ def test_one_decisive_quadrant_gets_the_image_value(fusion, tmp_path):
     mods = [("image", ImageEncoder(pixel_size=8), "image"), ("lab", TabularEncoder(), ["lab"])]
     clf = MultimodalClassifier(mods, fusion=FUSIONS[fusion](), random_state=0).fit(df, y)
     rows, _ = _images(2, 100)
-    cells = drill_down(clf, rows, "image", n_permutations=16, random_state=0)  # 16 cells: sampled
+    cells = drill_down(clf, rows, "image", max_parts=6, n_permutations=16, random_state=0)
     assert cells.values.shape == (2, 16) and cells.feature_names[:2] == ["r0c0", "r0c1"]
     quadrant = [
         k for k, name in enumerate(cells.feature_names) if name[1] in "01" and name[3] in "01"
@@ -289,7 +289,7 @@ def test_audio_segments_and_scan_blocks(tmp_path):
     assert list(voice.feature_names) == ["0.00-0.25 s", "0.25-0.50 s", "0.50-0.75 s", "0.75-1.00 s"]
     np.testing.assert_allclose(voice.values.sum(axis=1), modality[:, 0], atol=1e-9)
     assert voice.data.shape == (2, 4) and voice.data[0, 0] > 3 * voice.data[0, 1]  # RMS
-    scan = drill_down(reg, rows, "scan")  # ScanBlocks((2, 2, 2)): 8 blocks, exact
+    scan = drill_down(reg, rows, "scan", ScanBlocks())  # 8 blocks, exact
     assert scan.values.shape == (2, 8) and scan.feature_names[-1] == "z1y1x1"
     np.testing.assert_allclose(scan.values.sum(axis=1), modality[:, 1], atol=1e-9)
     assert plot_audio_parts(voice, 0, tmp_path / "audio.png").stat().st_size > 3000

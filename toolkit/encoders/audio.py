@@ -245,10 +245,11 @@ validation_fraction, n_networks, random_state, verbose
         return getattr(self, "rate_", self.sample_rate)
 
     def masker(self):
-        """``toolkit.explain.TimeSegments()``: the parts of a clip are equal time segments."""
-        from toolkit.explain.drilldown import TimeSegments  # explain sits above the encoders
+        """``toolkit.explain.TimeSegments(n_segments=4, subdivide=4, fill="floor")``: the parts
+        of a clip are 16 segments nested in 4, a masked one the clip's noise floor."""
+        from toolkit.explain.parts import TimeSegments  # explain sits above the encoders
 
-        return TimeSegments()
+        return TimeSegments(n_segments=4, subdivide=4, fill="floor")
 
     def _read(self, item):
         if isinstance(item, np.ndarray):

@@ -263,10 +263,11 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
     def masker(self):
-        """``toolkit.explain.ImageGrid()``: the parts of an image are the cells of a grid."""
-        from toolkit.explain.drilldown import ImageGrid  # explain sits above the encoders
+        """``toolkit.explain.ImageGrid(rows=2, cols=2, subdivide=2)``: the parts of an image are
+        16 cells nested in 4 quadrants, a masked cell mid-grey."""
+        from toolkit.explain.parts import ImageGrid  # explain sits above the encoders
 
-        return ImageGrid()
+        return ImageGrid(rows=2, cols=2, subdivide=2)
 
     def restore_item(self, item: np.ndarray) -> np.ndarray:
         """A read (H, W, C) image in [0, 1] mapped back to ``value_range`` (which reading

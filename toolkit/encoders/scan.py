@@ -215,10 +215,11 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         self.verbose = verbose
 
     def masker(self):
-        """``toolkit.explain.ScanBlocks()``: the parts of a volume are the blocks of a grid."""
-        from toolkit.explain.drilldown import ScanBlocks  # explain sits above the encoders
+        """``toolkit.explain.ScanBlocks((2, 2, 2), subdivide=2, fill="blur")``: the parts of a
+        volume are 64 blocks nested in 8 (an Owen hierarchy), a masked block blurred."""
+        from toolkit.explain.parts import ScanBlocks  # explain sits above the encoders
 
-        return ScanBlocks()
+        return ScanBlocks((2, 2, 2), subdivide=2, fill="blur")
 
     def read_item(self, value) -> np.ndarray:
         """One volume preprocessed as for encoding: oriented, resampled, resized to

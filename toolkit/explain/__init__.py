@@ -18,6 +18,7 @@ from toolkit.explain.drilldown import (
     Words,
     drill_down,
     drill_down_cost,
+    rank_parts,
 )
 from toolkit.explain.features import explain_features
 from toolkit.explain.interactions import interaction_summary, interaction_values
@@ -79,6 +80,7 @@ __all__ = [
     "plot_intervals",
     "plot_scan_parts",
     "plot_text_parts",
+    "rank_parts",
     "refit_intervals",
     "select_class",
     "shapley_weights",

@@ -15,10 +15,7 @@ values of the parts add up, row by row, to the modality's Shapley value.
 from __future__ import annotations
 
 import copy
-import math
 import re
-from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -28,70 +25,22 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from toolkit.embeddings import Embeddings
-from toolkit.explain.shapley import coalition_sizes, coalition_weights, exact_shapley
+from toolkit.explain import hierarchy
+from toolkit.explain.parts import ImageGrid, Parts, ScanBlocks, TimeSegments, positive_int
+from toolkit.explain.shapley import coalition_sizes, coalition_weights
 from toolkit.explain.value import value_function
 
-
-@dataclass
-class Parts:
-    """One item split by a masker.
-
-    Attributes
-    ----------
-    item : the item as the encoder reads it (text, (H, W, C) image, (waveform, rate), volume)
-    labels : list of str
-        One label per part.
-    regions : list
-        Where each part lies in ``item`` (word positions or array slices).
-    restore : callable or None
-        The encoder's ``restore_item``: a masked item back to the raw form the encoder
-        reads (e.g. an image back to its ``value_range``); None keeps it as it is.
-    names : list of str or None
-        Names of the parts that reveal none of their content (``Clauses``: "a negated
-        clause in sentence 2"); a text explanation's ``feature_names``. None: the labels.
-    """
-
-    item: object
-    labels: list
-    regions: list = field(default_factory=list)
-    restore: object = None
-    names: list | None = None
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_fill(fill, allowed: tuple[str, ...]):
-    if isinstance(fill, str) and fill in allowed:
-        return fill
-    if isinstance(fill, Real) and not isinstance(fill, bool) and 0.0 <= fill <= 1.0:
-        return float(fill)
-    raise ValueError(
-        f"fill must be one of {allowed} or a number in [0, 1] (the encoder's intensity scale), "
-        f"got {fill!r}"
-    )
-
-
-def _cells(shape: tuple[int, ...], counts: tuple[int, ...], what: str) -> list[tuple[slice, ...]]:
-    """Equal (to one pixel) slices splitting an array of ``shape`` into ``counts`` parts
-    per axis, in C order."""
-    for size, count in zip(shape, counts, strict=True):
-        if size < count:
-            raise ValueError(
-                f"{what} of shape {shape} has fewer than {count} positions along an axis; use "
-                "fewer parts"
-            )
-    edges = [
-        np.linspace(0, size, count + 1).round().astype(int)
-        for size, count in zip(shape, counts, strict=True)
-    ]
-    out = []
-    for index in np.ndindex(*counts):
-        out.append(tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, index, strict=True)))
-    return out
+__all__ = [
+    "ImageGrid",
+    "MAX_EXACT_PARTS",
+    "Parts",
+    "ScanBlocks",
+    "TimeSegments",
+    "Words",
+    "drill_down",
+    "drill_down_cost",
+    "rank_parts",
+]
 
 
 class Words:
@@ -128,203 +77,23 @@ class Words:
         return np.asarray(parts.labels, dtype=object)
 
 
-class ImageGrid:
-    """Masker of an image modality: the parts are the cells of a ``rows`` x ``cols`` grid
-    and a masked cell takes the baseline fill.
-
-    Parameters
-    ----------
-    rows, cols : int, default=4
-    fill : float in [0, 1] or "mean", default=0.5
-        The baseline a masked cell is filled with, on the encoder's [0, 1] intensity scale:
-        a constant grey (0.5: mid-grey, 0: black), or ``"mean"``, the image's own mean
-        colour. The mean carries the kept cells' brightness into the masked ones, so it
-        leaks information: on images whose top-left quadrant alone decides the label, that
-        quadrant's cells got 94-103% of the image value with 0.5 and 63-67% with "mean"
-        (32 x 32 images, 300 training rows, early and late fusion); a black fill, far
-        from every training image, gave 47-50%. Choose a fill close to the images'
-        typical background.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from toolkit.explain import ImageGrid
-    >>> grid = ImageGrid(rows=2, cols=2, fill=0.0)
-    >>> parts = grid.split(np.ones((4, 4)), None)
-    >>> parts.labels
-    ['r0c0', 'r0c1', 'r1c0', 'r1c1']
-    >>> grid.mask(parts, [True, False, False, False])[..., 0].tolist()
-    [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
-    """
-
-    kind = "image"
-
-    def __init__(self, rows=4, cols=4, fill=0.5):
-        self.rows = rows
-        self.cols = cols
-        self.fill = fill
-
-    @property
-    def n_parts(self) -> int:
-        return _positive_int(self.rows, "rows") * _positive_int(self.cols, "cols")
-
-    def split(self, item, encoder) -> Parts:
-        """The image as the encoder reads it ((H, W, C) in [0, 1]), cut into grid cells."""
-        from toolkit.io import read_image
-
-        _check_fill(self.fill, ("mean",))
-        image = read_image(item) if encoder is None else encoder.read_item(item)
-        counts = (_positive_int(self.rows, "rows"), _positive_int(self.cols, "cols"))
-        cells = _cells(image.shape[:2], counts, "image")
-        labels = [f"r{r}c{c}" for r, c in np.ndindex(*counts)]
-        return Parts(image, labels, cells, None if encoder is None else encoder.restore_item)
-
-    def mask(self, parts: Parts, keep) -> np.ndarray:
-        """The image with the cells not kept set to the fill, on the item's own scale."""
-        image = parts.item
-        fill = _check_fill(self.fill, ("mean",))
-        value = image.reshape(-1, image.shape[2]).mean(axis=0) if fill == "mean" else fill
-        out = image.copy()
-        for cell, k in zip(parts.regions, keep, strict=True):
-            if not k:
-                out[cell] = value
-        if parts.restore is not None:  # back to the scale the encoder maps to [0, 1]
-            out = parts.restore(out)
-        return out
-
-    def summary(self, parts: Parts) -> np.ndarray:
-        return np.array([float(parts.item[cell].mean()) for cell in parts.regions])
-
-
-class TimeSegments:
-    """Masker of an audio modality: the parts are ``n_segments`` equal time segments and a
-    masked segment is silent (zeros).
-
-    Parameters
-    ----------
-    n_segments : int, default=8
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from toolkit.explain import TimeSegments
-    >>> seg = TimeSegments(n_segments=2)
-    >>> parts = seg.split((np.ones(8000, dtype="float32"), 8000), None)
-    >>> parts.labels
-    ['0.00-0.50 s', '0.50-1.00 s']
-    >>> wave, rate = seg.mask(parts, [False, True])
-    >>> float(wave[:4000].max()), float(wave[4000:].min()), rate
-    (0.0, 1.0, 8000)
-    """
-
-    kind = "audio"
-
-    def __init__(self, n_segments=8):
-        self.n_segments = n_segments
-
-    @property
-    def n_parts(self) -> int:
-        return _positive_int(self.n_segments, "n_segments")
-
-    def split(self, item, encoder) -> Parts:
-        """The clip read at the encoder's rate ((waveform, rate)), cut into segments."""
-        from toolkit.io import read_audio
-
-        wave, rate = read_audio(item) if encoder is None else encoder.read_item(item)
-        segments = _cells(wave.shape, (self.n_parts,), "audio clip")
-        labels = [f"{s[0].start / rate:.2f}-{s[0].stop / rate:.2f} s" for s in segments]
-        return Parts((wave, rate), labels, segments)
-
-    def mask(self, parts: Parts, keep) -> tuple[np.ndarray, int]:
-        """The (waveform, rate) pair with the segments not kept silenced."""
-        wave, rate = parts.item
-        out = wave.copy()
-        for segment, k in zip(parts.regions, keep, strict=True):
-            if not k:
-                out[segment] = 0.0
-        return out, rate
-
-    def summary(self, parts: Parts) -> np.ndarray:
-        wave = parts.item[0]
-        return np.array([float(np.sqrt(np.mean(wave[s] ** 2))) for s in parts.regions])
-
-
-class ScanBlocks:
-    """Masker of a 3-D scan modality: the parts are the blocks of a ``blocks`` grid over the
-    preprocessed volume and a masked block takes the fill.
-
-    The volume is read and preprocessed as the encoder does (orientation, resizing to
-    ``spatial_size``, 1st/99th-percentile intensity scaling to [0, 1]); a masked volume is
-    handed back to the encoder, which scales its intensities again.
-
-    Parameters
-    ----------
-    blocks : tuple of 3 int, default=(2, 2, 2)
-    fill : float in [0, 1] or "mean", default=0.0
-        0 is the background after the encoder's intensity scaling.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from toolkit.explain import ScanBlocks
-    >>> parts = ScanBlocks().split(np.ones((4, 4, 4)), None)
-    >>> parts.labels[:3], len(parts.labels)
-    (['z0y0x0', 'z0y0x1', 'z0y1x0'], 8)
-    """
-
-    kind = "scan"
-
-    def __init__(self, blocks=(2, 2, 2), fill=0.0):
-        self.blocks = blocks
-        self.fill = fill
-
-    def _counts(self) -> tuple[int, int, int]:
-        blocks = tuple(self.blocks) if isinstance(self.blocks, tuple | list) else ()
-        if len(blocks) != 3:
-            raise ValueError(f"blocks must be 3 positive integers, got {self.blocks!r}")
-        return tuple(_positive_int(b, "each of blocks") for b in blocks)
-
-    @property
-    def n_parts(self) -> int:
-        return math.prod(self._counts())
-
-    def split(self, item, encoder) -> Parts:
-        """The preprocessed volume (spatial_size, [0, 1]), cut into blocks."""
-        if encoder is None:
-            volume = np.asarray(item, dtype=np.float32)
-        else:
-            volume = encoder.read_item(item)
-        counts = self._counts()
-        _check_fill(self.fill, ("mean",))
-        blocks = _cells(volume.shape, counts, "scan volume")
-        return Parts(volume, [f"z{i}y{j}x{k}" for i, j, k in np.ndindex(*counts)], blocks)
-
-    def mask(self, parts: Parts, keep) -> np.ndarray:
-        """The volume with the blocks not kept set to the fill."""
-        volume = parts.item
-        fill = _check_fill(self.fill, ("mean",))
-        value = float(volume.mean()) if fill == "mean" else fill
-        out = volume.copy()
-        for block, k in zip(parts.regions, keep, strict=True):
-            if not k:
-                out[block] = value
-        return out
-
-    def summary(self, parts: Parts) -> np.ndarray:
-        return np.array([float(parts.item[b].mean()) for b in parts.regions])
-
-
 #: Largest ``max_parts``: an exact row costs 2^max_parts - 2 encoder calls.
 MAX_EXACT_PARTS = 14
 
 
-def drill_down_cost(n_parts: int, n_modalities: int, *, max_parts=10, n_permutations=64) -> dict:
+def drill_down_cost(
+    n_parts: int, n_modalities: int, *, groups=None, max_parts=10, n_permutations=64
+) -> dict:
     """Cost of :func:`drill_down` for one row: encoder calls and fusion evaluations.
 
-    Exact (``n_parts <= max_parts``): 2^d - 2 masked items are encoded (the empty set is
-    the absent modality and the full set the original item) and 2^(M-1) x 2^d rows go
-    through the fusion. Sampled: at most ``n_permutations`` x (d - 1) items (prefixes shared
-    between walks are encoded once) and 2^(M-1) times that plus 2 fusion rows.
+    ``groups``: the sizes of the coarse parts the d parts are nested in (an Owen
+    hierarchy, e.g. ``[8] * 8`` for a scan's 8 blocks each split into 8); None: one group.
+    Exact when the subsets with at most one group partly kept, less the empty and the full
+    one (:func:`toolkit.explain.hierarchy.exact_cost`; 2^d - 2 without groups), number at
+    most 2^max_parts - 2: that many masked items are encoded, and 2^(M-1) fusion rows per
+    subset. Sampled: at most ``n_permutations`` x (d - 1) items (walks that keep the groups
+    together; prefixes shared between walks are encoded once) and 2^(M-1) times that plus
+    2 fusion rows.
 
     Examples
     --------
@@ -332,21 +101,29 @@ def drill_down_cost(n_parts: int, n_modalities: int, *, max_parts=10, n_permutat
     {'exact': True, 'encoder_calls': 14, 'fusion_rows': 64}
     >>> drill_down_cost(16, 3)
     {'exact': False, 'encoder_calls': 960, 'fusion_rows': 3848}
+    >>> drill_down_cost(16, 3, groups=[4, 4, 4, 4])  # 4 groups of 4: exact
+    {'exact': True, 'encoder_calls': 462, 'fusion_rows': 1856}
+    >>> drill_down_cost(64, 2, groups=[8] * 8, n_permutations=4)  # a scan's 64 blocks
+    {'exact': False, 'encoder_calls': 252, 'fusion_rows': 508}
     """
     d, M = int(n_parts), int(n_modalities)
-    if d <= max_parts:
+    sizes = [d] if groups is None else [int(g) for g in groups]
+    if sum(sizes) != d:
+        raise ValueError(f"the group sizes {sizes} do not add up to the {d} parts")
+    budget = 2 ** positive_int(max_parts, "max_parts") - 2
+    exact = hierarchy.exact_cost(sizes)
+    if exact <= budget:
         return {
             "exact": True,
-            "encoder_calls": max(2**d - 2, 0),
-            "fusion_rows": 2 ** (M - 1) * 2**d,
+            "encoder_calls": max(exact, 0),
+            "fusion_rows": 2 ** (M - 1) * (exact + 2),
         }
-    n_perm = _n_permutations(n_permutations)
-    calls = n_perm * (d - 1)
+    calls = _n_permutations(n_permutations) * (d - 1)
     return {"exact": False, "encoder_calls": calls, "fusion_rows": 2 ** (M - 1) * (calls + 2)}
 
 
 def _n_permutations(n_permutations) -> int:
-    n = _positive_int(n_permutations, "n_permutations")
+    n = positive_int(n_permutations, "n_permutations")
     return max(4, n + n % 2)  # antithetic pairs, at least 2 of them for a standard error
 
 
@@ -386,27 +163,6 @@ def _column(model, X, modality: str):
     if cols not in frame.columns:
         raise ValueError(f"X has no column '{cols}' for modality '{modality}'")
     return frame[cols]
-
-
-def _walks(d: int, n_permutations: int, rng) -> np.ndarray:
-    """Antithetic pairs of random orders of d parts, shape (P, d)."""
-    orders = []
-    for _ in range(_n_permutations(n_permutations) // 2):
-        perm = rng.permutation(d)
-        orders += [perm, perm[::-1]]
-    return np.array(orders)
-
-
-def _subsets(d: int, exact: bool, orders) -> np.ndarray:
-    """The part subsets to value, as a boolean matrix (n_subsets, d): every subset in
-    bitmask order (exact), or the distinct prefixes of the walks (sampled)."""
-    if exact:
-        return (np.arange(1 << d)[:, None] >> np.arange(d)) & 1 == 1
-    prefixes = np.zeros((len(orders), d + 1, d), dtype=bool)
-    for p, order in enumerate(orders):
-        for k, part in enumerate(order):
-            prefixes[p, k + 1 :, part] = True
-    return np.unique(prefixes.reshape(-1, d), axis=0)
 
 
 class _RowGame:
@@ -464,13 +220,21 @@ def drill_down(
     The empty subset is the modality's absence and the full subset the original item, so
     ``values.sum(axis=1)`` equals ``model.explain(X).values[:, m]`` (``removal="missing"``).
 
-    Cost per row (see :func:`drill_down_cost`): exact for d <= ``max_parts``, 2^d - 2 encoder
-    calls; above it, ``n_permutations`` random orders of the parts (antithetic pairs) are
-    walked from no part to all parts (at most ``n_permutations`` x (d - 1) encoder calls),
-    the values still add up exactly to the modality's Shapley value, and ``error_std`` holds
-    each part's standard error (the standard deviation of the antithetic-pair means over
-    sqrt(pairs)); it is 0 for exactly computed rows. The model's other modalities cost
-    2^(M-1) fusion rows per subset, evaluated in one batch per row.
+    Parts may be nested in coarse groups (an Owen hierarchy, the masker's ``groups``: a
+    scan's 64 blocks in its 8 coarse blocks, an image's 16 cells in its 4 quadrants); a
+    part's value is then its Owen value (:mod:`toolkit.explain.hierarchy`), and the parts
+    of a group add up to the group's value in the coarse game. Cost per row (see
+    :func:`drill_down_cost`): exact when the subsets the values need (2^d without groups)
+    number at most 2^max_parts; otherwise ``n_permutations`` random orders of the parts
+    that keep the groups together (antithetic pairs) are walked from no part to all parts
+    (at most ``n_permutations`` x (d - 1) encoder calls), the values still add up exactly
+    to the modality's Shapley value, and ``error_std`` holds each part's standard error
+    (the standard deviation of the antithetic-pair means over sqrt(pairs)); it is 0 for
+    exactly computed rows. A part is ``resolved`` when its interval (``lower_bounds`` to
+    ``upper_bounds``: value +- t_{0.975, pairs - 1} x s.e.) excludes 0, or, computed
+    exactly, when its value is not 0; :func:`rank_parts` ranks resolved parts first. The
+    model's other modalities cost 2^(M-1) fusion rows per subset, evaluated in one batch
+    per row.
 
     A tabular modality (``TabularEncoder``) is passed to
     :func:`~toolkit.explain.explain_features` (its columns are the parts, exactly, up to
@@ -487,14 +251,15 @@ def drill_down(
     masker : Clauses, Words, ImageGrid, TimeSegments, ScanBlocks or None
         How the item is split and masked; None asks the modality's encoder for its own
         (``encoder.masker()``: ``Clauses()`` (clauses, negation scopes kept whole; see
-        :mod:`toolkit.explain.text_parts`) for a TextEncoder, ``ImageGrid()`` (4 x 4 cells)
-        for an ImageEncoder, ``TimeSegments()`` (8) for an AudioEncoder, ``ScanBlocks()``
-        (2 x 2 x 2) for a ScanEncoder). Items are read with the encoder's ``read_item``.
+        :mod:`toolkit.explain.text_parts`) for a TextEncoder, 16 blurred cells in 4
+        quadrants for an ImageEncoder, 16 segments in 4 masked to the noise floor for an
+        AudioEncoder, 64 blurred blocks in 2 x 2 x 2 for a ScanEncoder; see
+        :mod:`toolkit.explain.parts`). Items are read with the encoder's ``read_item``.
     output : {"probability", "log_odds"} or None
         As for :class:`ModalityExplainer`.
     max_parts : int, default=10
-        Rows with more parts are sampled (see above); at most 14 (16,382 encoder calls per
-        exact row).
+        Rows whose exact values need more than 2^max_parts subsets are sampled (see
+        above); at most 14 (16,382 encoder calls per exact row).
     n_permutations : int, default=64
         Orders walked per sampled row (rounded up to an even number, at least 4).
     random_state : int, RandomState or None
@@ -511,9 +276,13 @@ def drill_down(
         ``feature_names`` are the part labels (``"r0c1"``, ``"0.00-0.25 s"``,
         ``"z0y1x0"``) and ``data`` each part's mean intensity or RMS level.
         ``base_values`` = the model's output minus the modality's Shapley value (so
-        ``base_values + values.sum`` is the output), ``error_std`` as above,
-        ``display_data`` the items as read (text, (H, W, C) image, (waveform, rate),
-        volume; None where the modality is absent, whose values are 0).
+        ``base_values + values.sum`` is the output), ``error_std``, ``lower_bounds`` and
+        ``upper_bounds`` as above, ``display_data`` the items as read (text, (H, W, C)
+        image, (waveform, rate), volume; None where the modality is absent, whose values
+        are 0). Per-row attributes shap has no field for (not kept when the explanation is
+        sliced): ``resolved`` (bool, shaped as ``values``), ``groups`` (each row's coarse
+        groups, lists of part positions; None for an absent row), ``exact`` (bool per
+        row) and ``encoder_calls`` (masked items encoded per row).
 
     Examples
     --------
@@ -541,7 +310,7 @@ def drill_down(
     names = list(model.modality_names_)
     if modality not in names:
         raise KeyError(f"unknown modality '{modality}'; available: {names}")
-    max_parts = _positive_int(max_parts, "max_parts")
+    max_parts = positive_int(max_parts, "max_parts")
     if max_parts > MAX_EXACT_PARTS:
         raise ValueError(
             f"max_parts={max_parts} would allow 2^{max_parts} - 2 encoder calls per row; at most "
@@ -604,14 +373,24 @@ def drill_down(
     return _explanation(shap, model, masker, rows, full_output)
 
 
+def _plan(parts: Parts, max_parts: int, n_permutations: int, rng) -> dict:
+    """What one row values: every subset exact Owen values need, or the prefixes of walks
+    that keep groups together."""
+    d = len(parts.labels)
+    groups = hierarchy.check_groups(parts.groups, d)
+    if hierarchy.exact_cost([len(g) for g in groups]) <= 2**max_parts - 2:
+        return {"groups": groups, "subsets": hierarchy.exact_subsets(groups, d), "orders": None}
+    orders = hierarchy.group_orders(groups, _n_permutations(n_permutations) // 2, rng)
+    return {"groups": groups, "subsets": hierarchy.walk_subsets(orders), "orders": orders}
+
+
 def _explain_row(model, emb, m, i, item, masker, encoder, output, max_parts, n_permutations, rng):
     parts = masker.split(item, encoder)
     d = len(parts.labels)
     if d == 0:
         return {"parts": parts, "values": None}
-    exact = d <= max_parts
-    orders = None if exact else _walks(d, n_permutations, rng)
-    subsets = _subsets(d, exact, orders)
+    plan = _plan(parts, max_parts, n_permutations, rng)
+    subsets, groups, orders = plan["subsets"], plan["groups"], plan["orders"]
     inner = [k for k in range(len(subsets)) if 0 < subsets[k].sum() < d]
     width = emb.blocks[emb.names[m]].shape[1]
     block = np.repeat(emb.blocks[emb.names[m]][i : i + 1], len(subsets), axis=0)
@@ -626,25 +405,41 @@ def _explain_row(model, emb, m, i, item, masker, encoder, output, max_parts, n_p
         block[inner] = encoded
         present[inner] = ok
     U = _RowGame(model, emb, m, i, output).values(subsets, block, present)
-    if exact:
-        return {
-            "parts": parts,
-            "values": exact_shapley(U, d),
-            "error": np.zeros((d,) + U.shape[1:]),
-        }
-    index = {s.tobytes(): k for k, s in enumerate(subsets)}
-    marginals = np.zeros((len(orders), d) + U.shape[1:])
-    for p, order in enumerate(orders):
-        kept = np.zeros(d, dtype=bool)
-        previous = U[index[kept.tobytes()]]
-        for part in order:
-            kept[part] = True
-            current = U[index[kept.tobytes()]]
-            marginals[p, part] = current - previous
-            previous = current
-    pairs = marginals.reshape((len(orders) // 2, 2) + marginals.shape[1:]).mean(axis=1)
-    error = pairs.std(axis=0, ddof=1) / np.sqrt(len(pairs))
-    return {"parts": parts, "values": marginals.mean(axis=0), "error": error}
+    index = hierarchy.index_of(subsets)
+    row = {"parts": parts, "groups": groups, "calls": len(inner)}
+    if orders is None:
+        values = hierarchy.exact_owen(U, index, groups, d)
+        return {**row, "values": values, "error": np.zeros_like(values), "n_pairs": None}
+    marginals = hierarchy.walk_marginals(U, index, orders)
+    values, error = hierarchy.pair_estimate(marginals)
+    return {**row, "values": values, "error": error, "n_pairs": len(orders) // 2}
+
+
+def rank_parts(explanation, row: int = 0, class_index: int | None = None) -> np.ndarray:
+    """Part positions of one row of a drill-down, resolved parts first (their interval
+    excludes 0), each set by decreasing |value|: a part whose value may be noise never
+    ranks above one that is resolved.
+
+    ``class_index``: the class position for a multi-class explanation (default: the
+    class with the row's highest output).
+
+    Examples
+    --------
+    >>> import numpy as np, shap
+    >>> e = shap.Explanation(values=np.array([[0.5, -0.2, 0.1]]))
+    >>> e.resolved = np.array([[False, True, True]])
+    >>> rank_parts(e, 0).tolist()
+    [1, 2, 0]
+    """
+    values = np.asarray(explanation.values[row], dtype=float)
+    done = getattr(explanation, "resolved", None)
+    done = np.ones(values.shape, dtype=bool) if done is None else np.asarray(done[row], bool)
+    if values.ndim == 2:
+        k = class_index
+        if k is None:
+            k = int(np.argmax(np.asarray(explanation.base_values[row]) + values.sum(axis=0)))
+        values, done = values[:, k], done[:, k]
+    return hierarchy.rank(values, done)
 
 
 def _explanation(shap, model, masker, rows, full_output):
@@ -654,14 +449,14 @@ def _explanation(shap, model, masker, rows, full_output):
     display = np.empty(n, dtype=object)
     for i, row in enumerate(rows):
         display[i] = None if row is None else row["parts"].item
+    has = [row is not None and row["values"] is not None for row in rows]
     if masker.n_parts is None:  # ragged: one array per row
         values, errors, data, names = (np.empty(n, dtype=object) for _ in range(4))
         for i, row in enumerate(rows):
             labels = [] if row is None else row["parts"].labels
             empty = np.zeros((len(labels),) + tail)
-            has = row is not None and row["values"] is not None
-            values[i] = row["values"] if has else empty
-            errors[i] = row["error"] if has else empty
+            values[i] = row["values"] if has[i] else empty
+            errors[i] = row["error"] if has[i] else empty
             data[i] = np.asarray(labels, dtype=object)
             named = None if row is None else row["parts"].names
             names[i] = data[i] if named is None else np.asarray(named, dtype=object)
@@ -672,7 +467,7 @@ def _explanation(shap, model, masker, rows, full_output):
         values, errors = np.zeros((n, d) + tail), np.zeros((n, d) + tail)
         data, feature_names = np.full((n, d), np.nan), None
         for i, row in enumerate(rows):
-            if row is None or row["values"] is None:
+            if not has[i]:
                 continue
             values[i], errors[i] = row["values"], row["error"]
             data[i] = masker.summary(row["parts"])
@@ -680,7 +475,7 @@ def _explanation(shap, model, masker, rows, full_output):
         if feature_names is None:  # no row has the modality: labels from the masker's grid
             feature_names = [f"part{k}" for k in range(d)]
         sums = values.sum(axis=1)
-    return shap.Explanation(
+    out = shap.Explanation(
         values=values,
         base_values=full_output - sums,
         data=data,
@@ -688,4 +483,49 @@ def _explanation(shap, model, masker, rows, full_output):
         feature_names=feature_names,
         output_names=output_names,
         error_std=errors,
+        **_bounds(rows, has, values, errors),
+    )
+    _annotate(out, rows, has, values, errors)
+    return out
+
+
+def _half_widths(rows, has, errors) -> list:
+    """Per row, t x s.e. (0 for exact rows and rows without the modality)."""
+    out = []
+    for i, row in enumerate(rows):
+        sampled = has[i] and row["n_pairs"] is not None
+        t = hierarchy.t_quantile(row["n_pairs"]) if sampled else 0.0
+        out.append(t * np.asarray(errors[i], dtype=float))
+    return out
+
+
+def _bounds(rows, has, values, errors) -> dict:
+    widths = _half_widths(rows, has, errors)
+    if values.dtype == object:
+        lower, upper = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
+        for i in range(len(rows)):
+            lower[i], upper[i] = values[i] - widths[i], values[i] + widths[i]
+        return {"lower_bounds": lower, "upper_bounds": upper}
+    width = np.stack(widths) if widths else np.zeros_like(values)
+    return {"lower_bounds": values - width, "upper_bounds": values + width}
+
+
+def _annotate(explanation, rows, has, values, errors) -> None:
+    """Per-row extras shap's Explanation has no field for (dropped when it is sliced):
+    ``resolved`` (the part's interval excludes 0), ``groups`` (the coarse parts),
+    ``exact`` and ``encoder_calls``."""
+    n = len(rows)
+    resolved = np.empty(n, dtype=object) if values.dtype == object else np.zeros(values.shape, bool)
+    for i, row in enumerate(rows):
+        pairs = row["n_pairs"] if has[i] else None
+        resolved[i] = (
+            hierarchy.resolved(values[i], errors[i], pairs)
+            if has[i]
+            else (np.zeros(np.shape(values[i]), dtype=bool))
+        )
+    explanation.resolved = resolved
+    explanation.groups = [row["groups"] if has[i] else None for i, row in enumerate(rows)]
+    explanation.exact = np.array([has[i] and row["n_pairs"] is None for i, row in enumerate(rows)])
+    explanation.encoder_calls = np.array(
+        [row["calls"] if has[i] else 0 for i, row in enumerate(rows)]
     )

@@ -8,9 +8,9 @@ import re
 
 import numpy as np
 
-from toolkit.explain.drilldown import _cells
 from toolkit.explain.interactions import interaction_summary
 from toolkit.explain.modality import class_position
+from toolkit.explain.parts import cells as _cells
 
 _CMAP = "RdBu_r"  # red: pushes the output up; blue: down
 
