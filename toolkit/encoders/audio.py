@@ -101,10 +101,10 @@ class AudioEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         shape) and checked before decoding (a ``ReadError``, like ``max_seconds``). Files
         are decoded and resampled block by block, so reading holds this waveform plus a
         few MB whatever the source rate. The ``"mfcc"`` statistics of a long clip (computed
-        alone, not padded into a batch) work on bounded time chunks: they hold about 3x the
+        alone, not padded into a batch) work on bounded time chunks: they hold about 1.5x the
         waveform plus about 200 MB, so this limit bounds them too (measured above the
-        loaded libraries: 290 MB for 600 s at 16 kHz, 400 MB for 1,200 s; it was 560 MB
-        for 600 s and about 3 GB for 3,000 s before the chunks).
+        loaded libraries and the waveform: 290 MB for 600 s at 16 kHz, 500 MB for 3,000 s;
+        it was 560 MB and 1,970 MB before the chunks).
     n_jobs : int, default=None
         Worker processes (joblib) that read and encode chunks of ``batch_size`` items in
         parallel with the weights-free default backend; None or 1 encodes in this process

@@ -516,7 +516,8 @@ def read_audio(
     Raises
     ------
     ReadError
-        Naming the item: undecodable, FIFO/device, too long, too high a rate, too large
+        Naming the item: undecodable, truncated (fewer frames than its header declares),
+        FIFO/device, too long, too high a rate, too large
         once decoded, rates too far apart to resample, ambiguous layout,
         complex/boolean/non-numeric samples, NaN or out-of-float32-range values.
     FileNotFoundError

@@ -268,8 +268,9 @@ def read_image(
     Parameters
     ----------
     item : str, path-like or ndarray
-        A PNG/JPEG/BMP/TIFF file or an array of shape (H, W) (grey), (H, W, 1),
-        (H, W, 3) (RGB) or (H, W, 4) (RGBA; alpha is dropped).
+        A PNG/JPEG/BMP/TIFF file (one frame; its EXIF orientation applied) or an array of
+        shape (H, W) (grey), (H, W, 1), (H, W, 3) (RGB) or (H, W, 4) (RGBA; alpha is
+        dropped).
     value_range : (low, high), optional
         Intensity range mapped to [0, 1] (values outside are clipped), for any type. By
         default uint8 and uint16 images are divided by their type's full range, other
@@ -287,7 +288,8 @@ def read_image(
     Raises
     ------
     ReadError
-        Naming the item: undecodable or truncated file, too many pixels, bad shape,
+        Naming the item: undecodable or truncated file, several frames (an animated GIF
+        or PNG, a multi-page TIFF), too many pixels, bad shape,
         complex/non-numeric values, NaN or out-of-float32-range values, an integer type
         without a standard scale.
     """

@@ -315,8 +315,9 @@ def audio_statistics(waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: 
     memory stays near that of the longest clip; returned in input order.
 
     The work per sample is bounded: the spectrogram, frame energies and pitch correlations
-    run on bounded time chunks, so a clip costs about 12 bytes per sample (3x its float32
-    waveform) plus about 200 MB of chunks, whatever its duration."""
+    run on bounded time chunks, so a clip costs about 6 bytes per sample (1.5x its float32
+    waveform) plus about 200 MB of chunks, whatever its duration (measured: 290 MB for 600 s
+    at 16 kHz, 500 MB for 3,000 s; 560 and 1,970 MB before the chunks)."""
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     out = np.empty((len(waves), n_mfcc * (n_segments + 3) + len(_PROSODY)), dtype=np.float32)
     start = 0
