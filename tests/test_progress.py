@@ -134,6 +134,11 @@ def test_library_bars_are_quiet_only_inside(monkeypatch):
         assert are_progress_bars_disabled() and not fake.on
     assert hub_tqdm.progress_bar_states == {"_global": True, "hub.x": False}
     assert fake.on  # the user's setting is back
+    with quiet_library_bars():
+        with quiet_library_bars():  # e.g. an encoder's own load inside the estimator's block
+            pass
+        assert are_progress_bars_disabled() and not fake.on  # still quiet in the outer block
+    assert fake.on and hub_tqdm.progress_bar_states == {"_global": True, "hub.x": False}
     fake.on = False  # a user who turned them off keeps them off
     with quiet_library_bars():
         pass

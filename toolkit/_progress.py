@@ -25,6 +25,7 @@ import contextvars
 import importlib
 import logging
 import sys
+import threading
 import warnings
 
 #: The logger plain progress lines go to (when it is enabled for INFO and has a handler).
@@ -180,11 +181,18 @@ class LineProgress:
         self.reported = self.n
 
 
+#: Open :func:`quiet_library_bars` blocks (nested or in other threads): the libraries'
+#: settings are saved when the first opens and restored when the last closes.
+_QUIET: dict = {"depth": 0, "saved": None}
+_QUIET_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def quiet_library_bars():
     """Inside: no progress bars from transformers ("Loading weights") or huggingface_hub
     (downloads, file scans); on exit both libraries' settings are what they were, as if the
-    block had not run (a user's own loads keep their bars). Light: transformers is not
+    block had not run (a user's own loads keep their bars). Nested and concurrent blocks
+    share one saved state, restored when the last one closes. Light: transformers is not
     imported here (when it is imported inside the block, it gets the setting it would have
     had outside)."""
     try:  # the module (huggingface_hub.utils.tqdm is also the name of its class)
@@ -192,6 +200,22 @@ def quiet_library_bars():
     except ImportError:  # the embed extra is absent: nothing draws library bars
         yield
         return
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            _QUIET["saved"] = _silence(hub_tqdm)
+        _QUIET["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                _restore(hub_tqdm, *_QUIET.pop("saved"))
+                _QUIET["saved"] = None
+
+
+def _silence(hub_tqdm) -> tuple[dict, bool | None]:
+    """Turn both libraries' bars off; return what :func:`_restore` needs."""
     saved_hub = dict(hub_tqdm.progress_bar_states)  # per-group switches, restored as they were
     transformers_logging = sys.modules.get("transformers.utils.logging")
     was_on = transformers_logging.is_progress_bar_enabled() if transformers_logging else None
@@ -200,10 +224,7 @@ def quiet_library_bars():
         hub_tqdm.disable_progress_bars()
         if transformers_logging is not None:
             transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        _restore(hub_tqdm, saved_hub, was_on)
+    return saved_hub, was_on
 
 
 def _restore(hub_tqdm, saved_hub: dict, was_on: bool | None) -> None:
