@@ -131,7 +131,8 @@ def _item(explanation, row: int, what: str):
 
 
 def plot_text_parts(explanation, row=0, path=None, class_index=None, width=70):
-    """The words of one row's text, each highlighted by its value (red up, blue down).
+    """The parts of one row's text (clauses, or words with ``Words()``), each highlighted by
+    its value (red up, blue down).
 
     ``explanation`` comes from :func:`toolkit.explain.drill_down` on a text modality.
     ``width`` is the line length in characters.
@@ -162,8 +163,8 @@ def plot_text_parts(explanation, row=0, path=None, class_index=None, width=70):
                 bbox={"facecolor": cmap(norm(value)), "edgecolor": "none", "pad": 1.5},
             )  # fmt: skip
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, label="word value")
-    ax.set_title(f"row {row}: word contributions (sum {values.sum():+.3g})", fontsize=10)
+    fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, label="part value")
+    ax.set_title(f"row {row}: text part contributions (sum {values.sum():+.3g})", fontsize=10)
     return _finish(fig, path)
 
 
