@@ -172,3 +172,64 @@ def test_every_shipped_pipeline_passes_mmtk_validate(path, capsys, monkeypatch, 
         monkeypatch.setenv("TOOLKIT_DATA_DIR", str(request.getfixturevalue("real_data")))
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
     assert f"{path}: valid (" in capsys.readouterr().out
+
+
+# -- issue 27: --set into lists, list hints, duplicate keys, validate as strict as run ------
+
+
+def test_set_reaches_a_list_entry_by_position_and_by_name(tiny):
+    from toolkit.study import load_config
+
+    config = load_config(
+        tiny, ["modalities.0.params.n_components=3", "modalities.mood.columns=[valence]"]
+    )
+    assert config.modalities[0].params == {"n_components": 3}
+    assert config.modalities[1].columns == ["valence"]
+    assert load_config(tiny, ["modalities.-1.name=feel"]).modalities[1].name == "feel"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("modalities.5.params.n_components=3",
+         "modalities.5: the list has 2 entries (positions 0 to 1; names ['text', 'mood'])"),
+        ("modalities.notes.params.n_components=3",
+         "modalities has no entry named 'notes'; use a position (0 to 1) or one of the names "
+         "['text', 'mood']"),
+        ("fusion=late", "fusion: expected a list of strategies, found the name 'late'; write it "
+         "as a list: fusion: [late] (on the command line: --set fusion=[late])"),
+    ],
+)  # fmt: skip
+def test_set_errors_name_the_entries_and_suggest_a_list(tiny, capsys, override, message):
+    assert main(["validate", str(tiny), "--set", override]) == 2
+    assert message in _err(capsys)
+
+
+def test_a_duplicate_key_is_refused_with_its_lines(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text(TINY.replace("evaluation: {cv: 2,", "evaluation: {cv: 3, cv: 2,"))
+    assert main(["validate", str(path)]) == 2
+    assert _err(capsys) == (
+        f"mmtk: config error: config file '{path}': key 'cv' appears twice in one mapping "
+        "(lines 7 and 7); keep one"
+    )
+    path.write_text(TINY + "fusion: [early]\n")
+    assert main(["validate", str(path)]) == 2
+    assert "key 'fusion' appears twice in one mapping (lines 6 and 10)" in _err(capsys)
+
+
+def test_validate_refuses_an_array_column_under_a_table_as_run_does(tmp_path, capsys):
+    path = tmp_path / "scan_as_table.yaml"
+    path.write_text(
+        "data: {source: make_clinical_cohort, params: {n_samples: 30, scan_size: 8}, "
+        "target: diagnosis}\nmodalities:\n  - {name: labs, encoder: TabularEncoder, "
+        "columns: [age, scan]}\nevaluation: {cv: 2}\n"
+    )
+    out = tmp_path / "runs"
+    for argv in (["validate", str(path)], ["run", str(path), "--out", str(out), "--quiet"]):
+        assert main(argv) == 2
+        assert _err(capsys).startswith(
+            "mmtk: config error: modalities[0].columns: column 'scan' holds values of type "
+            "['ndarray']"
+        )
+    assert not out.exists()  # an invalid config leaves no output folder behind

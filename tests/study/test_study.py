@@ -68,7 +68,7 @@ def test_sentiment_run_folder_is_complete(sentiment_run):
     card = (folder / "model_card.md").read_text()
     metrics = json.loads((folder / "metrics.json").read_text())
     chosen = metrics["chosen"]["model"]
-    assert f"- Chosen by rule `best_mean_primary`: **{chosen}**" in card
+    assert f"- Chosen by rule `prefer_simpler`: **{chosen}**" in card
     assert "## Limitations" in card and "SYNTHETIC" in card
     assert set(metrics["strategies"]) == {"early", "late", "gated"}
     assert set(metrics["baselines"]) == {"text only", "audio only", "face only"}
@@ -92,7 +92,7 @@ def test_report_embeds_every_figure(sentiment_run):
         raw = base64.b64decode(data)
         assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 2000
     assert "Methods" in page and "bootstrap" in page
-    assert "Raw note text is not included" in page
+    assert "Raw text of &#x27;text&#x27; is not included in this report" in page
 
 
 def test_saved_model_is_the_chosen_one_and_loads(sentiment_run):
@@ -154,12 +154,21 @@ def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
     folds = metrics["folds_detail"]
     assert sum(f["n"] for f in folds) == 150
     assert sum(f["class_counts"]["1"] for f in folds) == int(cohort["diagnosis"].sum())
-    # the chosen model by the declared rule, and the headline against the best single modality
-    everything = {**metrics["strategies"], **metrics["baselines"]}
-    best = max(everything, key=lambda k: everything[k]["auroc"]["value"])
-    assert metrics["chosen"] == {"rule": "best_mean_primary", "model": best,
-                                 "kind": "fusion" if best in metrics["strategies"] else "single modality"}  # fmt: skip
-    assert metrics["headline"]["against"] == metrics["best_single_modality"]
+    # the chosen model by the declared rule (prefer_simpler: the best single modality unless
+    # a fusion's gain over it has an interval above 0), the headline against that modality
+    single = metrics["best_single_modality"]
+    gains = {k: c["low"] for k, c in metrics["comparisons"].items() if c["low"] > 0}
+    expected = (max(gains, key=lambda k: metrics["strategies"][k]["auroc"]["value"])
+                if gains else single)  # fmt: skip
+    chosen = metrics["chosen"]
+    assert (chosen["rule"], chosen["model"], chosen["candidates"]) == (
+        "prefer_simpler",
+        expected,
+        6,
+    )
+    assert chosen["kind"] == ("fusion" if gains else "single modality")
+    assert metrics["headline"]["against"] == single
+    assert metrics["headline"]["verdict"] == ("helps" if gains else metrics["headline"]["verdict"])
     assert metrics["headline"]["verdict"] in ("helps", "does not help", "worse")
     # robustness numbers with intervals, calibration with bin counts
     scan = metrics["robustness_intervals"]["late"]["scan"]
@@ -340,7 +349,7 @@ def test_cli_prints_a_summary(tmp_path, capsys):
     assert re.search(r"late fusion( \*)?\s+0\.\d{3}\s+\[0\.\d{3}, [01]\.\d{3}\]", out), out
     assert "face only" in out and "modality contributions (late fusion)" in out
     assert "report:" in out
-    assert out.startswith("Chosen model (rule best_mean_primary): ")
+    assert out.startswith("Chosen model (rule prefer_simpler): ")
     assert len(out.splitlines()) <= 20  # one screen
 
 

@@ -139,6 +139,12 @@ def _modalities(config: StudyConfig, bunch: Bunch) -> list:
                 check()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"modalities[{i}].params: {exc}") from exc
+        if getattr(enc, "parts_are_features", False):  # a table's cells are cheap to check now
+            try:
+                clone(enc).fit(frame[wanted])
+            except (TypeError, ValueError) as exc:
+                message = " ".join(str(exc).split())
+                raise ConfigError(f"modalities[{i}].columns: {message}") from exc
         modalities.append((mod.name, enc, cols))
     return modalities
 
@@ -390,6 +396,12 @@ def prepare_study(config, *, limits: dict | None = None) -> Bunch:
     classes, y = encode_target(config, y_raw, len(frame))
     if groups is not None and len(groups) != len(frame):
         raise ConfigError(f"data.groups: {len(groups)} groups for {len(frame)} rows")
+    if config.quick:  # a source that cannot be asked for fewer rows is cut (toolkit.study.quick)
+        from toolkit.study.quick import quick_rows
+
+        keep = quick_rows(y, classification=classes is not None, seed=config.seed)
+        frame, y_raw, y = frame.iloc[keep].reset_index(drop=True), y_raw[keep], y[keep]
+        groups = None if groups is None else np.asarray(groups)[keep]
     _check_target_features(config, frame, y, classes, modalities)
     _check_groups_and_availability(config, frame, y, classes, groups, modalities)
     _check_cv(config, classes, y, groups)

@@ -37,8 +37,9 @@ from sklearn.utils import Bunch
 
 from toolkit.study.config import StudyConfig, validate_config
 from toolkit.study.data import load_study_data, prepare_study
-from toolkit.study.drilldown import run_drilldown, summarize_drilldown
+from toolkit.study.drilldown import pick_rows, run_drilldown, summarize_drilldown
 from toolkit.study.errors import SchedulerError, StudyError
+from toolkit.study.labs import run_labs, tabular_modalities
 from toolkit.study.model_card import write_model_card
 from toolkit.study.orchestration import (
     SCHEDULER_TIMEOUT,
@@ -137,13 +138,14 @@ def run_study(
         (``status.json``, ``FAILED``) and keeps the finished folds; ``run_folder`` names it.
     """
     config = validate_config(config, **(limits or {}))
-    root = out_root(out_dir)
     with contextlib.ExitStack() as stack:
         client = None
         if scheduler is not None:
             client = stack.enter_context(connect_scheduler(scheduler, scheduler_timeout))
         study = prepare_study(config, limits=limits)
-        run = make_run_folder(root, config.name, _stamp())
+        root = out_root(out_dir)  # made only once the config fits its data
+        name = f"{config.name}-quick" if config.quick else config.name
+        run = make_run_folder(root, name, _stamp())
         mark_running(run)
         try:
             _execute(run, _Job(config, study, client, command, progress))
@@ -191,7 +193,8 @@ def _execute(run: Path, job: _Job) -> None:
         summary, rows = summarize(config, results, grouped=study.groups is not None)
         summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
         drill = _drilldown(job, plan, results, summary, cache_dir)
-        if study.groups is not None:
+        summary["labs"] = _labs(job, plan, results, summary, cache_dir)
+        if study.groups is not None and not config.quick:  # a quick run skips it
             log(job.progress, "checking how each modality transfers across groups")
             summary["transfer"] = transfer_summary(
                 plan, results, summary, cache_dir=cache_dir, group_name=_group_column(config, study)
@@ -221,6 +224,25 @@ def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cac
     return run_drilldown(
         plan, label, results, job.study.splits, n_rows=out.drilldown_rows,
         max_parts=out.drilldown_max_parts, cache_dir=cache_dir,
+    )  # fmt: skip
+
+
+def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir) -> dict:
+    """The lab drill-down (exact Owen values per column of each tabular modality) of the
+    explained strategy on the last fold's test rows ({} when explanations are off or no
+    modality is a table)."""
+    label = summary.get("explained_model")
+    if not plan.explain or label not in plan.fusions or not tabular_modalities(plan.modalities):
+        return {}
+    log(job.progress, f"drilling into the columns of the tables of {label}")
+    shown = pick_rows(
+        results.oof[label][job.study.splits[-1][1]], plan.y[job.study.splits[-1][1]],
+        plan.classification, job.config.output.drilldown_rows,
+    )  # fmt: skip
+    groups = {m.name: m.column_groups for m in job.config.modalities or [] if m.column_groups}
+    return run_labs(
+        plan, label, results, job.study.splits, column_groups=groups,
+        shown_rows=[int(job.study.splits[-1][1][p]) for p, _ in shown], cache_dir=cache_dir,
     )  # fmt: skip
 
 
@@ -265,8 +287,19 @@ def _grouped_by(config: StudyConfig, study: Bunch) -> str | None:
     return config.data.groups or "the data source's groups"
 
 
+#: Drill-down kinds whose figures show a picture of the row (withheld with
+#: ``output.include_images: false``).
+IMAGE_KINDS = ("image", "scan")
+
+
 def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill) -> None:
-    from toolkit.study.report import drilldown_figures, text_examples, write_figures, write_report
+    from toolkit.study.report import (
+        drilldown_figures,
+        modality_kinds,
+        text_examples,
+        write_figures,
+        write_report,
+    )
 
     config, study = job.config, job.study
     examples = []
@@ -274,13 +307,18 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill
         values = results.contributions[summary["explained_model"]]
         examples = text_examples(study.frame, study.modalities, values)
     figures = write_figures(run, results, summary)
+    if drill is not None and not config.output.include_images:  # no picture of a row drawn
+        kept = {n: e for n, e in drill.explanations.items() if drill.kinds[n] not in IMAGE_KINDS}
+        drill = dataclasses.replace(drill, explanations=kept)
+    pictures = drilldown_figures(run, drill, include_text=config.output.include_text)
     write_report(
         run,
         config,
         summary,
         figures=figures,
-        drilldown_figures=drilldown_figures(run, drill, include_text=config.output.include_text),
+        drilldown_figures=pictures,
         text_examples=examples,
         grouped_by=_grouped_by(config, study),
         n_groups=None if study.groups is None else len(set(study.groups.tolist())),
+        modality_kinds=modality_kinds(study.modalities),
     )

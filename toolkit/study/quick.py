@@ -2,11 +2,12 @@
 study config, to see that it runs end to end, never to report.
 
 :func:`quick_raw` caps the sizes of a raw config before it is checked (so
-``config.resolved.yaml`` holds what ran): 2 folds, 20 bootstrap resamples, one drilled
+``config.resolved.yaml`` holds what ran): 2 folds, 10 bootstrap resamples, one drilled
 row of at most 4 exact parts, at most :data:`QUICK_ROWS` generated rows and small generated
 images and scans (the source's parameters, where it has them), and small encoders where
-the encoder has the parameter (:data:`ENCODER_CAPS`). Values already smaller are kept, so
-capping twice changes nothing. A source that cannot be asked for fewer rows (real data, a
+the encoder has the parameter (:data:`ENCODER_CAPS`), and fewer inner folds and epochs in
+the fusion strategies (:data:`FUSION_CAPS`). Values already smaller are kept, so capping
+twice changes nothing. The transfer-across-groups check of a grouped study is skipped. A source that cannot be asked for fewer rows (real data, a
 manifest) is cut to about :data:`QUICK_ROWS` rows after loading (:func:`quick_rows`).
 The report, ``metrics.json`` and the model card say "quick run — not for reporting".
 """
@@ -18,13 +19,14 @@ import inspect
 
 import numpy as np
 
-#: Rows of a quick run (generated, or kept from a loaded source).
-QUICK_ROWS = 60
+#: Rows of a quick run (generated, or kept from a loaded source): enough for 2 folds whose
+#: training rows hold out the 9 calibration rows 90% conformal sets need.
+QUICK_ROWS = 80
 #: The banner of a quick run's report, headline and metrics.json.
 QUICK_NOTE = "quick run — not for reporting"
 #: Caps of the evaluation and output keys.
 SECTION_CAPS = {
-    "evaluation": {"cv": 2, "bootstrap": 20},
+    "evaluation": {"cv": 2, "bootstrap": 10},
     "output": {"drilldown_rows": 1, "drilldown_max_parts": 4},
 }
 #: Caps of a data source's size parameters (applied where the source has the parameter).
@@ -34,6 +36,9 @@ SOURCE_CAPS = {"n_samples": QUICK_ROWS, "scan_size": 12, "xray_size": 16, "image
 ENCODER_CAPS = {
     "max_epochs": 2, "patience": 1, "n_components": 8, "max_length": 32, "spatial_size": 12,
 }  # fmt: skip
+#: Caps of fusion parameters (applied where the strategy has the parameter): inner folds
+#: and training epochs.
+FUSION_CAPS = {"cv": 2, "max_epochs": 10, "patience": 2}
 
 
 def _capped(value, cap):
@@ -71,6 +76,38 @@ def _encoder_defaults(encoder) -> dict:
     return ENCODERS[encoder]().get_params()
 
 
+def _fusion_defaults(name) -> dict:
+    from toolkit.fusion import FUSIONS
+
+    if not isinstance(name, str) or name not in FUSIONS:
+        return {}
+    return FUSIONS[name]().get_params()
+
+
+def _capped_params(params: dict, caps: dict, found: dict) -> dict:
+    """``params`` with ``caps`` applied; only the parameters set or lowered are written."""
+    capped = _cap_section(params, caps, found)
+    return {k: v for k, v in capped.items() if k in params or v != found.get(k)}
+
+
+def _quick_fusion(entry):
+    """A ``fusion`` entry with :data:`FUSION_CAPS` applied (a bare name becomes a mapping
+    when a cap applies)."""
+    if isinstance(entry, str):
+        entry = {"name": entry, "params": {}}
+        bare = True
+    elif isinstance(entry, dict) and isinstance(entry.get("params", {}), dict):
+        bare = False
+    else:
+        return entry
+    params = _capped_params(
+        entry.get("params", {}), FUSION_CAPS, _fusion_defaults(entry.get("name"))
+    )
+    if bare and not params:
+        return entry["name"]
+    return {**entry, "params": params}
+
+
 def quick_raw(raw: dict) -> dict:
     """A copy of the raw config ``raw`` with the quick run's caps applied."""
     from toolkit.study.schema import defaults
@@ -87,11 +124,10 @@ def quick_raw(raw: dict) -> dict:
     for mod in raw.get("modalities") or []:
         if isinstance(mod, dict) and isinstance(mod.get("params", {}), dict):
             found = _encoder_defaults(mod.get("encoder"))
-            params = _cap_section(mod.get("params", {}), ENCODER_CAPS, found)
-            # only the parameters the config sets or that the caps lower are written
-            mod["params"] = {
-                k: v for k, v in params.items() if k in mod.get("params", {}) or v != found.get(k)
-            }
+            mod["params"] = _capped_params(mod.get("params", {}), ENCODER_CAPS, found)
+    fusion = raw.get("fusion", ["early", "late", "gated"])
+    if isinstance(fusion, list):
+        raw["fusion"] = [_quick_fusion(entry) for entry in fusion]
     return raw
 
 

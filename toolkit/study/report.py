@@ -20,11 +20,16 @@ import numpy as np
 from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import card_facts, headline_text, limitations, tripod_checklist
 from toolkit.study.metrics import METRICS, format_p
+from toolkit.study.model_card import vocabulary_paragraph
 from toolkit.study.report_figures import drilldown_figures, text_examples, write_figures
+from toolkit.study.report_labs import labs_section
 from toolkit.study.report_methods import methods_text
 from toolkit.study.transfer import transfer_section
 
-__all__ = ["drilldown_figures", "methods_text", "text_examples", "write_figures", "write_report"]
+__all__ = [
+    "drilldown_figures", "methods_text", "modality_kinds", "text_examples", "write_figures",
+    "write_report",
+]  # fmt: skip
 
 
 def _img(path: Path) -> str:
@@ -85,7 +90,8 @@ def _comparison_section(summary: dict) -> str:
         rows.append([
             html.escape(k), html.escape(v["against"]), f"{v['difference']:+.3f}",
             f"[{v['low']:+.3f}, {v['high']:+.3f}]" if finite else "—",
-            html.escape(format_p(v["p_value"], v.get("n_boot", 0))) if finite else "—",
+            html.escape(format_p(v["p_value"], v.get("n_boot", 0),
+                                 v.get("p_value_upper_bound", False))) if finite else "—",
         ])  # fmt: skip
     return "<h2>Each strategy against the best single modality</h2>\n" + _table(
         ["strategy", "against", "difference", "95% interval", "p"], rows
@@ -222,6 +228,12 @@ def _headline_section(config: StudyConfig, summary: dict) -> str:
         if synthetic
         else ""
     )
+    if summary.get("quick"):
+        banner = (
+            f'<p class="warn"><b>{html.escape(summary["quick"].upper())}.</b> Rows, folds, '
+            "resamples and encoders were cut to test the config (mmtk run --quick); no number "
+            "here describes the study.</p>" + banner
+        )
     verdict = (summary.get("headline") or {}).get("verdict", "")
     css = "good" if verdict == "helps" else "warn"
     return f'{banner}<p class="{css}">{html.escape(headline_text(summary))}</p>'
@@ -231,6 +243,7 @@ def _data_section(config: StudyConfig, summary: dict, n_groups) -> str:
     facts = card_facts(config.data.source)
     rows = [[html.escape(k.replace("_", " ")), html.escape(v)] for k, v in facts.items()]
     out = "<h2>Data (from the data card)</h2>\n" + _table(["field", "value"], rows)
+    out += _prevalence_line(summary)
     folds = summary.get("folds_detail") or []
     if folds:
         head = ["fold", "rows"] + (["groups"] if "groups" in folds[0] else [])
@@ -251,6 +264,22 @@ def _data_section(config: StudyConfig, summary: dict, n_groups) -> str:
             body.append(row)
         out += "<h3>Test rows per fold (prevalence per fold)</h3>" + _table(head, body)
     return out + _missingness_table(summary)
+
+
+def _prevalence_line(summary: dict) -> str:
+    """One line: the whole study's prevalence (binary) or class shares (multi-class)."""
+    prev = summary.get("prevalence")
+    if not prev:
+        return ""
+    n = prev["n"]
+    if "prevalence" in prev:
+        c = prev["positive_class"]
+        text = (f"Prevalence (all {n} rows): {prev['prevalence']:.1%} "
+                f"({prev['class_counts'][c]} of {n} rows are class {c}).")  # fmt: skip
+    else:
+        shares = ", ".join(f"{c} {v:.1%}" for c, v in prev["class_shares"].items())
+        text = f"Class shares (all {n} rows): {shares}."
+    return f'<p class="prevalence">{html.escape(text)}</p>'
 
 
 def _missingness_table(summary: dict) -> str:
@@ -360,19 +389,51 @@ def _tripod_section(config: StudyConfig, summary: dict) -> str:
     )
 
 
-def _privacy_section(config: StudyConfig, examples) -> str:
-    text = (
-        "Raw note text is not included in this report."
-        if not config.output.include_text
-        else "Raw text was included on request (output.include_text)."
-    )
+def _privacy_section(config: StudyConfig, examples, kinds: dict) -> str:
+    """What the report holds of the rows themselves: the raw text of each text modality
+    (``output.include_text``) and pictures of rows (``output.include_images``), named by
+    modality; ``kinds`` is {modality: kind} (:func:`modality_kinds`)."""
+    out, text = config.output, [n for n, k in kinds.items() if k == "text"]
+    pictures = [n for n, k in kinds.items() if k in ("image", "scan")]
+    parts = []
+    if text:
+        names = ", ".join(f"'{n}'" for n in text)
+        parts.append(
+            f"Raw text of {names} is included on request (output.include_text)."
+            if out.include_text
+            else f"Raw text of {names} is not included in this report (output.include_text: "
+            "false; words are shown by position only)."
+        )
+    if pictures:
+        names = ", ".join(f"'{n}'" for n in pictures)
+        parts.append(
+            f"Pictures of rows ({names}) are shown in the drill-down figures "
+            "(output.include_images: true; set it to false to withhold them)."
+            if out.include_images
+            else f"Pictures of rows ({names}) are withheld (output.include_images: false); "
+            "their parts are listed by name only."
+        )
+    html_text = html.escape(" ".join(parts))
     if examples:
         rows = [[str(e["row"]), html.escape(e["modality"]), f"{e['contribution']:+.3f}",
                  html.escape(e["text"])] for e in examples]  # fmt: skip
-        text += "<h3>Texts that contributed most</h3>" + _table(
+        html_text += "<h3>Texts that contributed most</h3>" + _table(
             ["row", "modality", "contribution", "text"], rows
         )
-    return text
+    return html_text
+
+
+def modality_kinds(modalities) -> dict[str, str]:
+    """{modality: the kind of its parts ("text", "image", "audio", "scan"), or "table" /
+    "features"} from the encoders of ``(name, encoder, columns)`` triples."""
+    kinds = {}
+    for name, encoder, _ in modalities:
+        masker = encoder.masker() if callable(getattr(encoder, "masker", None)) else None
+        if masker is not None:
+            kinds[name] = masker.kind
+        else:
+            kinds[name] = "table" if getattr(encoder, "parts_are_features", False) else "features"
+    return kinds
 
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}
@@ -383,7 +444,7 @@ img{max-width:520px}small{color:#666}.warn{background:#fff3cd;border-left:4px so
 
 def write_report(
     run: Path, config: StudyConfig, summary: dict, *, figures, text_examples=(), grouped_by=None,
-    n_groups=None, drilldown_figures=(),
+    n_groups=None, drilldown_figures=(), modality_kinds=None,
 ) -> Path:  # fmt: skip
     """A self-contained report.html (figures embedded as PNG data URIs).
 
@@ -391,8 +452,11 @@ def write_report(
     prevalence per fold and missingness, Methods, metrics, comparisons, robustness,
     calibration and conformal tables, contributions, interactions, contribution intervals,
     drill-down (with ``drilldown_figures``, [(title, path)] from :func:`drilldown_figures`),
-    limitations, TRIPOD+AI checklist, privacy, figures. ``grouped_by`` is what the folds
-    were grouped by (see :func:`methods_text`), ``n_groups`` how many groups there are.
+    the labs (Owen values per column of each table), limitations, TRIPOD+AI checklist,
+    privacy, figures. ``grouped_by`` is what the folds were grouped by (see
+    :func:`methods_text`), ``n_groups`` how many groups there are, ``modality_kinds``
+    {modality: kind} (:func:`modality_kinds`; names the text and picture modalities in the
+    privacy note).
     """
     name = html.escape(config.name)
     figs = "".join(
@@ -403,7 +467,8 @@ def write_report(
         _headline_section(config, summary),
         _data_section(config, summary, n_groups),
         f"<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p>"
-        f"<p>{_privacy_section(config, text_examples)}</p>",
+        f"<p>{_privacy_section(config, text_examples, modality_kinds or {})}</p>"
+        + vocabulary_paragraph(config, summary),
         _metrics_section(config, summary),
         _comparison_section(summary),
         transfer_section(summary),
@@ -414,6 +479,7 @@ def write_report(
         _interactions_section(summary),
         _intervals_section(summary),
         _drilldown_section(config, summary, drilldown_figures),
+        labs_section(summary),
         _limitations_section(config, summary, n_groups),
         _tripod_section(config, summary),
         f"<h2>Figures</h2>{figs}",

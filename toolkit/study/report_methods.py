@@ -99,6 +99,9 @@ def _rule_phrase(config: StudyConfig, summary: dict) -> str:
     rule = config.output.model_rule
     chosen = (summary.get("chosen") or {}).get("model")
     what = {
+        "prefer_simpler": "the simpler model (the best single modality) unless a fusion "
+        f"strategy's paired gain in out-of-fold {summary['primary_metric']} over it has a 95% "
+        "bootstrap interval above 0 (then the best such strategy)",
         "best_mean_primary": "the model (fusion strategy or single modality) with the best "
         f"out-of-fold {summary['primary_metric']}",
         "auto": "fusion='auto', choosing by inner cross-validation on the training rows",

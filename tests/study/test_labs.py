@@ -1,0 +1,79 @@
+"""The report's lab drill-down (toolkit/study/labs.py, report_labs.py): a cohort where one
+lab decides the label ranks that lab first in >= 90% of rows, also inside a column group;
+groups keep the Owen values adding up to the modality's value; the section renders the
+numbers of metrics.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit import MultimodalClassifier, TabularEncoder
+from toolkit.explain import explain_features
+from toolkit.study.labs import lab_summary, tabular_modalities
+from toolkit.study.report_labs import labs_section
+
+LABS = ["crp", "wbc", "age", "sbp", "sodium"]
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """Five labs, only crp decides the label; a second table of noise."""
+    rng = np.random.default_rng(0)
+    n = 240
+    frame = pd.DataFrame({c: rng.normal(size=n) for c in [*LABS, "u1", "u2"]})
+    y = (frame["crp"] + 0.2 * rng.normal(size=n) > 0).astype(int).to_numpy()
+    mods = [("labs", TabularEncoder(), LABS), ("other", TabularEncoder(), ["u1", "u2"])]
+    model = MultimodalClassifier(mods, fusion="late", random_state=0).fit(frame[:160], y[:160])
+    return model, frame[160:]
+
+
+def test_the_informative_lab_ranks_first_in_nine_rows_of_ten(cohort):
+    model, rows = cohort
+    stats = lab_summary(explain_features(model, rows, "labs"))
+    assert stats["players"] == LABS and stats["n_rows"] == 80
+    assert stats["ranking"][0] == "crp"
+    assert stats["ranked_first"]["crp"] >= 0.9
+    assert sum(stats["ranked_first"].values()) == pytest.approx(1.0)
+    assert sum(stats["share"].values()) == pytest.approx(1.0)
+
+
+def test_a_column_group_is_one_player_and_the_values_still_add_up(cohort):
+    model, rows = cohort
+    plain = explain_features(model, rows, "labs")
+    grouped = explain_features(
+        model, rows, "labs", groups={"inflammation": ["crp", "wbc"], "vitals": ["sbp"]}
+    )
+    assert list(grouped.feature_names) == ["inflammation", "vitals", "age", "sodium"]
+    assert grouped.data[0, 0] == (rows["crp"].iloc[0], rows["wbc"].iloc[0])
+    # both are Owen values nested under the same modality value
+    np.testing.assert_allclose(grouped.values.sum(axis=1), plain.values.sum(axis=1), atol=1e-9)
+    stats = lab_summary(grouped)
+    assert stats["ranking"][0] == "inflammation" and stats["ranked_first"]["inflammation"] >= 0.9
+    with pytest.raises(ValueError, match="column 'crp' is in two groups"):
+        explain_features(model, rows, "labs", groups={"a": ["crp"], "b": ["crp", "wbc"]})
+    with pytest.raises(ValueError, match=r"has 5 players .* group more columns"):
+        explain_features(model, rows, "labs", max_features=4, groups={"v": ["sbp"]})
+
+
+def test_tables_are_found_by_their_encoder_and_the_section_shows_the_numbers(cohort):
+    model, rows = cohort
+    assert tabular_modalities(model.modalities) == ["labs", "other"]
+    stats = lab_summary(
+        explain_features(model, rows, "labs", groups={"inflammation": ["crp", "wbc"]})
+    )
+    labs = {
+        "model": "late", "fold": 1, "n_rows": 80,
+        "modalities": {"labs": {**stats, "groups": {"inflammation": ["crp", "wbc"]}}},
+        "rows": [{"row": 7, "modality": "labs", "modality_value": 0.25,
+                  "top_parts": [{"part": "inflammation", "value": 0.2}]}],
+        "skipped": {"admission": "it has 12 columns"},
+    }  # fmt: skip
+    page = labs_section({"labs": labs})
+    assert "<h2>Inside the tables: each column's share (late fusion, fold 2)</h2>" in page
+    assert "inflammation <small>(crp, wbc)</small>" in page
+    first = stats["ranked_first"]["inflammation"]
+    assert f"<td>{first:.0%}</td>" in page
+    assert "inflammation: +0.2000" in page and "Not drilled: admission (it has 12 columns)" in page
+    assert labs_section({"labs": {}}) == ""
