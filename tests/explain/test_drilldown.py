@@ -215,7 +215,8 @@ def test_one_decisive_quadrant_gets_the_image_value(fusion, tmp_path):
     mods = [("image", ImageEncoder(pixel_size=8), "image"), ("lab", TabularEncoder(), ["lab"])]
     clf = MultimodalClassifier(mods, fusion=FUSIONS[fusion](), random_state=0).fit(df, y)
     rows, _ = _images(2, 100)
-    cells = drill_down(clf, rows, "image", max_parts=6, n_permutations=16, random_state=0)
+    grid = ImageGrid(rows=2, cols=2, subdivide=2, fill=0.5)  # 16 cells in 4: sampled below
+    cells = drill_down(clf, rows, "image", grid, max_parts=6, n_permutations=16, random_state=0)
     assert cells.values.shape == (2, 16) and cells.feature_names[:2] == ["r0c0", "r0c1"]
     quadrant = [
         k for k, name in enumerate(cells.feature_names) if name[1] in "01" and name[3] in "01"

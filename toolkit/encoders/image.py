@@ -263,11 +263,11 @@ class ImageEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         return read_image(item, value_range=self.value_range, max_pixels=self.max_pixels)
 
     def masker(self):
-        """``toolkit.explain.ImageGrid(rows=2, cols=2, subdivide=2)``: the parts of an image are
-        16 cells nested in 4 quadrants, a masked cell mid-grey."""
+        """``toolkit.explain.ImageGrid(rows=2, cols=2, subdivide=2, fill="mean")``: the parts of
+        an image are 16 cells nested in 4 quadrants, a masked cell the image's mean colour."""
         from toolkit.explain.parts import ImageGrid  # explain sits above the encoders
 
-        return ImageGrid(rows=2, cols=2, subdivide=2)
+        return ImageGrid(rows=2, cols=2, subdivide=2, fill="mean")
 
     def restore_item(self, item: np.ndarray) -> np.ndarray:
         """A read (H, W, C) image in [0, 1] mapped back to ``value_range`` (which reading

@@ -17,12 +17,19 @@ on the known-answer data of :func:`toolkit.datasets.localization.make_moving_reg
   brightness and loses its local detail (a lesion), and the encoder's per-volume intensity
   scaling barely moves. The lesion's block ranked first in 7 of 10 positive rows with
   "blur" or the volume's mean, 5 of 10 with a constant 0 (64 blocks, 8 walks).
-  A blur does not remove evidence as large as a coarse part: a bright image quadrant
-  stays bright (its cells got 25-38% of the image value, against 94-103% with 0.5).
-- images, ``fill=0.5`` (mid-grey, the ImageEncoder's masker): the square's cell ranked
-  first in 20 of 20 rows with 0.5, 0, "mean" or "blur", and 0.5 also takes a whole
-  decisive quadrant away. ``"mean"``, the image's own mean, carries the kept cells'
-  brightness into the masked ones (63-67% of the value on the quadrant).
+- images, ``fill="mean"`` (the ImageEncoder's masker): a masked cell takes the image's mean
+  colour, close to its background. With the study's settings (16 cells in 4, 16 walks)
+  the square's cell ranked first in 20 of 20 rows with "mean" or "blur", 19 with 0, and
+  1 with 0.5: a mid-grey cell on a darker background is itself a bright square, and the
+  walks' values drowned in its interactions (0.6 parts resolved per row; with exact
+  values 0.5 also ranked the square first in 20 of 20).
+
+Evidence as large as a coarse part is another matter: on images whose top-left quadrant
+alone decides the label (tests/explain/test_drilldown.py), that quadrant's cells got
+94-103% of the image value with 0.5, 63-67% with "mean" and 25-38% with "blur" (a blurred
+bright quadrant stays bright); pass ``ImageGrid(..., fill=0.5)`` for such images. No single
+baseline is right for both; the mean of the training images would be, and is not offered
+yet (the fitted encoders keep no training items).
 - clips, ``fill="floor"`` (the AudioEncoder's masker): a masked segment takes noise at the
   level of the clip's quietest segment (its background), seeded so that every call masks
   alike. Silence ("silence") is a change the MFCC statistics see everywhere: with it the
@@ -178,11 +185,11 @@ class ImageGrid:
         Fine cells per coarse cell along each axis (1: no hierarchy).
     fill : float in [0, 1], "mean" or "blur", default=0.5
         The baseline, on the encoder's [0, 1] intensity scale (see the module docstring):
-        a constant grey, the image's mean colour, or a blur of the image. On images whose
-        top-left quadrant alone decides the label, that quadrant's cells got 94-103% of
-        the image value with 0.5 and 63-67% with "mean" (32 x 32 images, early and late
-        fusion): "mean" leaks the kept cells' brightness. The encoder's own masker is
-        ``ImageGrid(rows=2, cols=2, subdivide=2, fill="blur")``: 16 cells in 4 groups.
+        a constant grey, the image's mean colour, or a blur of the image. A constant far
+        from the images' background makes masked cells evidence of their own; "mean" and
+        "blur" leak the brightness of evidence as large as a coarse cell. The encoder's
+        own masker is ``ImageGrid(rows=2, cols=2, subdivide=2, fill="mean")``: 16 cells in
+        4 groups.
 
     Examples
     --------

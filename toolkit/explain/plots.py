@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from toolkit.explain.drilldown import rank_parts
 from toolkit.explain.interactions import interaction_summary
 from toolkit.explain.modality import class_position
 from toolkit.explain.parts import cells as _cells
@@ -241,29 +242,45 @@ def plot_audio_parts(explanation, row=0, path=None, class_index=None):
 
 
 def plot_scan_parts(explanation, row=0, path=None, class_index=None, alpha=0.5):
-    """Three orthogonal middle slices of one row's volume with its blocks' values overlaid.
+    """Three orthogonal slices of one row's volume through the centre of its top-ranked
+    block (:func:`~toolkit.explain.rank_parts`: resolved blocks first, then by |value|),
+    with the blocks' values overlaid and the top block outlined.
 
     ``explanation`` comes from :func:`toolkit.explain.drill_down` on a scan modality.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     values = _row(explanation, row, class_index)
     volume = np.asarray(_item(explanation, row, "volume"))
     counts = _grid_shape(explanation.feature_names, r"z(\d+)y(\d+)x(\d+)", "scan block")
+    blocks = _cells(volume.shape, counts, "scan volume")
     heat = np.zeros(volume.shape)
-    for block, value in zip(_cells(volume.shape, counts, "scan volume"), values, strict=True):
+    for block, value in zip(blocks, values, strict=True):
         heat[block] = value
+    k = None if class_index is None else class_position(explanation, class_index)
+    top = int(rank_parts(explanation, row, k)[0])
+    box = blocks[top]
+    through = [(s.start + s.stop - 1) // 2 for s in box]
     norm = _norm(values)
     fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.6))
-    middle = [s // 2 for s in volume.shape]
     for axis, ax in enumerate(axes):
         index = [slice(None)] * 3
-        index[axis] = middle[axis]
+        index[axis] = through[axis]
         ax.imshow(volume[tuple(index)], cmap="gray", vmin=0, vmax=1)
         overlay = ax.imshow(heat[tuple(index)], cmap=_CMAP, norm=norm, alpha=alpha)
-        ax.set_title(f"axis {axis}, slice {middle[axis]}", fontsize=9)
+        rows_, cols_ = [box[a] for a in range(3) if a != axis]
+        ax.add_patch(Rectangle((cols_.start - 0.5, rows_.start - 0.5), cols_.stop - cols_.start,
+                               rows_.stop - rows_.start, fill=False, edgecolor="yellow",
+                               linewidth=1.5))  # fmt: skip
+        ax.set_title(f"axis {axis}, slice {through[axis]}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(overlay, ax=list(axes), label="block value", shrink=0.8)
-    fig.suptitle(f"row {row}: scan blocks (sum {values.sum():+.3g})", fontsize=10)
+    label = explanation.feature_names[top]
+    fig.suptitle(
+        f"row {row}: scan blocks (sum {values.sum():+.3g}); slices through the top block "
+        f"{label} ({values[top]:+.3g}, outlined)",
+        fontsize=10,
+    )
     return _finish(fig, path)

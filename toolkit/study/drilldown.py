@@ -114,9 +114,12 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
             random_state=plan.seed,
         )  # fmt: skip
         out.explanations[name] = explanation
+        calls = getattr(explanation, "encoder_calls", None)  # drill_down counts its own
         for i in range(len(rows)):
             d = len(np.asarray(explanation.values[i]))
-            if frame_has(explanation, i) and d:
+            if calls is not None:
+                out.encoder_calls += int(calls[i])
+            elif frame_has(explanation, i) and d:
                 out.encoder_calls += drill_down_cost(
                     d, len(plan.names), max_parts=max_parts, n_permutations=N_PERMUTATIONS
                 )["encoder_calls"]
@@ -135,8 +138,27 @@ def part_values(explanation, i: int, class_position: int | None) -> np.ndarray:
 
 
 def part_errors(explanation, i: int, class_position: int | None) -> np.ndarray:
-    errors = np.asarray(explanation.error_std[i], dtype=float)
+    errors = getattr(explanation, "error_std", None)
+    if errors is None:  # exact values without a standard error (explain_features)
+        return np.zeros(len(part_values(explanation, i, class_position)))
+    errors = np.asarray(errors[i], dtype=float)
     return errors[:, class_position] if errors.ndim == 2 else errors
+
+
+def part_resolved(explanation, i: int, class_position: int | None) -> np.ndarray:
+    """Whether each of row ``i``'s parts is resolved (its interval excludes 0; computed
+    exactly, its value is not 0)."""
+    done = getattr(explanation, "resolved", None)
+    if done is None:
+        return part_values(explanation, i, class_position) != 0
+    done = np.asarray(done[i], dtype=bool)
+    return done[:, class_position] if done.ndim == 2 else done
+
+
+def row_exact(explanation, i: int) -> bool:
+    """Whether row ``i``'s values were computed exactly (not sampled)."""
+    exact = getattr(explanation, "exact", None)
+    return True if exact is None else bool(exact[i])
 
 
 def withheld_names(explanation, i: int) -> list[str]:
@@ -152,8 +174,11 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
                         top: int = 5) -> dict:  # fmt: skip
     """The drill-down's numbers for ``metrics.json`` and the report: per drilled row and
     modality, the parts, the sum (the modality's Shapley value under missing-modality
-    removal) and the ``top`` parts by |value|. Unless ``include_text``, text parts are
-    named without their words (:func:`withheld_names`)."""
+    removal) and the ``top`` parts, resolved parts first (their 95% interval excludes 0;
+    each set by |value|), each with its standard error and ``resolved`` mark. Unless
+    ``include_text``, text parts are named without their words (:func:`withheld_names`)."""
+    from toolkit.explain.hierarchy import rank
+
     if dd is None:
         return {}
     records = []
@@ -172,16 +197,19 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
                     labels = withheld_names(explanation, i)
             else:
                 labels = [str(lbl) for lbl in explanation.feature_names]
-            order = np.argsort(-np.abs(values), kind="stable")[:top]
+            done = part_resolved(explanation, i, k)
+            order = rank(values, done)[:top]
             total = float(np.abs(values).sum()) or 1.0
             records.append({
                 "row": row, "modality": name, "kind": dd.kinds[name],
                 "reason": dd.reasons[i],
                 "class": None if dd.classes is None else dd.classes[i],
-                "n_parts": len(values), "exact": bool(len(values) <= max_parts),
+                "n_parts": len(values), "exact": row_exact(explanation, i),
+                "n_resolved": int(done.sum()),
                 "modality_value": float(values.sum()),
                 "max_error_std": float(errors.max()) if len(errors) else 0.0,
                 "top_parts": [{"part": labels[j], "value": float(values[j]),
+                               "error_std": float(errors[j]), "resolved": bool(done[j]),
                                "share_of_abs": float(abs(values[j]) / total)} for j in order],
             })  # fmt: skip
     return {

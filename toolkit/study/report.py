@@ -181,17 +181,22 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
         if r.get("absent"):
             absent.append(f"{html.escape(r['modality'])} (row {r['row']})")
             continue
-        top = ", ".join(f"{html.escape(p['part'])}: {p['value']:+.4f}" for p in r["top_parts"])
+        top = ", ".join(_part_text(p, r["exact"]) for p in r["top_parts"])
+        resolved = f"{r['n_resolved']} of {r['n_parts']}" if "n_resolved" in r else ""
         rows.append([str(r["row"]), html.escape(r["reason"]), html.escape(r["modality"]),
                      html.escape(str(r["class"] or "")), str(r["n_parts"]),
                      "exact" if r["exact"] else f"sampled (max s.e. {r['max_error_std']:.4f})",
-                     f"{r['modality_value']:+.4f}", top])  # fmt: skip
+                     resolved, f"{r['modality_value']:+.4f}", top])  # fmt: skip
     text = (
         f"<h2>Inside the modalities: drill-down ({html.escape(drill['model'])} fusion, "
         f"fold {drill['fold'] + 1})</h2>\n<p>Which parts of an item carried its modality's "
         "contribution: each part's Owen value; the parts of a row add up to the modality's "
-        "Shapley value with missing-modality removal (the column 'modality value'). Top "
-        "parts by |value|.</p>"
+        "Shapley value with missing-modality removal (the column 'modality value'). Parts "
+        "may be nested (a scan's 64 blocks in 8, an image's 16 cells in 4: Owen values over "
+        "the hierarchy). Top parts: resolved ones first, then by |value|. A sampled part "
+        "shows its standard error (s.e.); one marked <b>?</b> has a 95% interval that "
+        "includes 0, so its value may be noise (an exact part is resolved unless it is 0). "
+        "Scan figures show slices through the top-ranked block.</p>"
     )
     if config.explanation.removal != "missing":
         text += (
@@ -211,11 +216,20 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
     if absent:
         text += "<p>Absent from the row (no parts): " + ", ".join(absent) + ".</p>"
     text += _table(["row", "chosen as", "modality", "class explained", "parts", "computed",
-                    "modality value", "top parts"], rows)  # fmt: skip
+                    "resolved", "modality value", "top parts"], rows)  # fmt: skip
     text += "".join(
         f"<figure>{_img(p)}<figcaption>{html.escape(t)}</figcaption></figure>" for t, p in figures
     )
     return text
+
+
+def _part_text(part: dict, exact: bool) -> str:
+    """``name: value`` of a drill-down part, with its s.e. when sampled and ``?`` when its
+    interval includes 0."""
+    text = f"{html.escape(part['part'])}: {part['value']:+.4f}"
+    if not exact and "error_std" in part:
+        text += f" (s.e. {part['error_std']:.4f})"
+    return text + ("" if part.get("resolved", True) else " <b>?</b>")
 
 
 def _headline_section(config: StudyConfig, summary: dict) -> str:

@@ -1,0 +1,64 @@
+"""The study report's drill-down shows each part's uncertainty and ranks resolved parts
+first; its scan figure cuts through the top-ranked block (issue 27, items 1 and 3), on a
+hand-made drill-down whose answer is known."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import shap
+
+from toolkit.explain import plot_scan_parts
+from toolkit.study.drilldown import DrillDown, summarize_drilldown
+from toolkit.study.report import _drilldown_section
+
+LABELS = [f"z{i}y{j}x{k}" for i in range(4) for j in range(4) for k in range(4)]
+
+
+def _scan_drill():
+    """One row, 64 blocks of an 8^3 volume: block 21 (z1y1x1) is resolved at +0.30, block
+    50 (z3y0x2) larger (+0.45) but with an interval that includes 0, the rest 0."""
+    values, errors = np.zeros((1, 64)), np.zeros((1, 64))
+    values[0, 21], errors[0, 21] = 0.30, 0.02
+    values[0, 50], errors[0, 50] = 0.45, 0.40
+    volume = np.zeros((8, 8, 8), dtype=np.float32)
+    volume[2:4, 2:4, 2:4] = 1.0  # the lesion lies in block z1y1x1
+    display = np.empty(1, dtype=object)
+    display[0] = volume
+    explanation = shap.Explanation(
+        values=values, base_values=np.array([0.1]), data=np.zeros((1, 64)),
+        display_data=display, feature_names=LABELS, error_std=errors,
+    )  # fmt: skip
+    explanation.resolved = np.abs(values) > 3.18 * errors  # t with 3 degrees of freedom
+    explanation.exact = np.array([False])
+    explanation.encoder_calls = np.array([504])
+    drill = DrillDown("late", 2, [7], ["most confident correct"], ["1"], None,
+                      {"scan": explanation}, {"scan": "scan"})  # fmt: skip
+    return drill, explanation
+
+
+def test_resolved_parts_rank_first_with_their_errors_in_the_report():
+    drill, _ = _scan_drill()
+    summary = summarize_drilldown(drill, include_text=False, max_parts=8, top=3)
+    record = summary["records"][0]
+    assert record["exact"] is False and record["n_resolved"] == 1 and record["n_parts"] == 64
+    first, second = record["top_parts"][:2]
+    assert (first["part"], first["resolved"], first["error_std"]) == ("z1y1x1", True, 0.02)
+    assert (second["part"], second["resolved"]) == ("z3y0x2", False)  # larger, but noise
+    page = _drilldown_section(
+        SimpleNamespace(explanation=SimpleNamespace(removal="missing")),
+        {"drilldown": summary},
+        [],
+    )
+    assert "z1y1x1: +0.3000 (s.e. 0.0200), z3y0x2: +0.4500 (s.e. 0.4000) <b>?</b>" in page
+    assert "<td>1 of 64</td>" in page and "interval that includes 0" in page
+
+
+def test_scan_slices_pass_through_the_top_block(tmp_path):
+    _, explanation = _scan_drill()
+    fig = plot_scan_parts(explanation, 0)
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert titles == ["axis 0, slice 2", "axis 1, slice 2", "axis 2, slice 2"]  # z1y1x1: 2-3
+    assert "top block z1y1x1" in fig.texts[0].get_text()
+    assert plot_scan_parts(explanation, 0, tmp_path / "scan.png").stat().st_size > 3000
