@@ -79,6 +79,21 @@ def test_masker_names_reveal_no_words_and_masking_removes_cue_and_finding_togeth
     assert TextEncoder().masker().kind == "text" and isinstance(TextEncoder().masker(), Clauses)
 
 
+def test_long_notes_nest_clauses_in_sentences_and_stay_exact(keyword_drill):
+    clf, frame, *_ = keyword_drill
+    note = " ".join(
+        ["Heart size normal, lungs are clear."] * 5 + ["Consolidation noted, no fever."]
+    )
+    parts = Clauses().split(note, None)
+    assert parts.groups == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    assert Clauses().split("No fever, cough or chills.", None).groups is None  # one sentence
+    rows = frame.iloc[:1].assign(note=note)
+    explanation = drill_down(clf, rows, "note", max_parts=10)  # 12 parts, 446 masked texts
+    assert len(explanation.values[0]) == 12 and (explanation.error_std[0] == 0).all()
+    assert np.sum(explanation.values[0]) == pytest.approx(clf.explain(rows).values[0, 0])
+    assert int(np.argmax(np.abs(explanation.values[0]))) == 10  # "Consolidation noted"
+
+
 def test_keyword_notes_generator():
     a, b = make_keyword_notes(50, random_state=3), make_keyword_notes(50, random_state=3)
     pd.testing.assert_frame_equal(a.frame, b.frame)

@@ -224,15 +224,27 @@ def describe(found: list[dict]) -> list[str]:
     return names
 
 
+def sentences(found: list[dict]) -> list[list[int]] | None:
+    """The clauses grouped by sentence (positions into ``found``): the coarse level of an
+    Owen hierarchy, sentences then their clauses; None for a single sentence (flat)."""
+    groups: dict[int, list[int]] = {}
+    for k, c in enumerate(found):
+        groups.setdefault(c["sentence"], []).append(k)
+    return list(groups.values()) if len(groups) > 1 else None
+
+
 class Clauses:
     """Masker of a text modality whose parts are clauses, negation scopes kept whole.
 
     The default masker of :class:`~toolkit.encoders.TextEncoder`. A masked clause is
     removed (the kept clauses are joined by single spaces, each with its own punctuation),
     and the text is encoded again, so it works with any text encoder. The parts' labels
-    are the clauses' text (without a trailing comma, semicolon or colon); their ``names`` describe them without words ("a negated clause
-    in sentence 2"), and become the explanation's ``feature_names``. Use
-    :class:`~toolkit.explain.Words` for word-level parts.
+    are the clauses' text (without a trailing comma, semicolon or colon); their ``names``
+    describe them without words ("a negated clause in sentence 2") and become the
+    explanation's ``feature_names``. A text of several sentences nests its clauses in
+    their sentences (``groups``: an Owen hierarchy, so a note of 6 sentences of 2 clauses
+    is exact with 446 masked texts instead of 4,094). Use :class:`~toolkit.explain.Words`
+    for word-level parts.
 
     Examples
     --------
@@ -256,7 +268,8 @@ class Clauses:
         text = (read_text(item) if encoder is None else encoder.read_item(item)) or ""
         found = clauses(text)
         labels = [text[slice(*c["span"])].rstrip(",;:").rstrip() for c in found]
-        return Parts(text, labels, [c["span"] for c in found], names=describe(found))
+        spans = [c["span"] for c in found]
+        return Parts(text, labels, spans, names=describe(found), groups=sentences(found))
 
     def mask(self, parts: Parts, keep) -> str:
         """The text with only the kept clauses, in their order."""
