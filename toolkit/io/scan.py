@@ -21,9 +21,8 @@ converted, MONAI's copy of it, a one-byte NaN mask; the compressed size does not
 per resampled voxel (MONAI's grid and interpolation, in float32). The encoders hold no more:
 a volume above :data:`HOLD_VOXELS` is resized to ``spatial_size`` as soon as it is read, so
 a chunk of several items never holds several large volumes, and batches of same-shape
-volumes are stacked (copied) only up to that size (a 200^3 int16 NIfTI through
-``ScanEncoder``: 11.4 bytes per voxel before, 8.0 after; for a 600^3 volume that is 2.5 GB
-before, 1.7 GB after). The defaults, :data:`MAX_VOXELS` (2**28, a 512 x 512 x 1024 CT: about 2.1 GB
+volumes are stacked (copied) only up to that size (``ScanEncoder`` on four 400^3 int16
+NIfTI volumes in one chunk: 1,976 MB before, 509 MB after, as much as decoding one). The defaults, :data:`MAX_VOXELS` (2**28, a 512 x 512 x 1024 CT: about 2.1 GB
 to decode) and :data:`MAX_RESAMPLED_VOXELS` (2**25, about 1 GB to resample), bound each
 step; lower them on small machines.
 
