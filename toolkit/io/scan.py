@@ -22,9 +22,10 @@ per resampled voxel (MONAI's grid and interpolation, in float32). The encoders h
 a volume above :data:`HOLD_VOXELS` is resized to ``spatial_size`` as soon as it is read, so
 a chunk of several items never holds several large volumes, and batches of same-shape
 volumes are stacked (copied) only up to that size (``ScanEncoder`` on four 400^3 int16
-NIfTI volumes in one chunk: 1,976 MB before, 509 MB after, as much as decoding one). The defaults, :data:`MAX_VOXELS` (2**28, a 512 x 512 x 1024 CT: about 2.1 GB
-to decode) and :data:`MAX_RESAMPLED_VOXELS` (2**25, about 1 GB to resample), bound each
-step; lower them on small machines.
+NIfTI volumes in one chunk: 1,976 MB before, 509 MB after, as much as decoding one). The
+defaults, :data:`MAX_VOXELS` (2**28, a 512 x 512 x 1024 CT: about 2.1 GB to decode) and
+:data:`MAX_RESAMPLED_VOXELS` (2**25, about 1 GB to resample), bound each step; lower them
+on small machines.
 
 A volume whose voxel-to-world affine is singular (a DICOM series with every slice at the
 same position, or a zero or collinear ``ImageOrientationPatient``) cannot be oriented or
