@@ -71,10 +71,10 @@ def _check_sums(clf, rows, explanation):
 
 def test_the_top_scan_block_is_the_lesion_among_64():
     clf = _model("scan")
-    rows, truths = _positives("scan", 6)
+    rows, truths = _positives("scan", 5)
     masker = clf.encoders_["scan"].masker()  # 2 x 2 x 2 blocks, each split in 2 x 2 x 2
     blocks = drill_down(clf, rows, "scan", n_permutations=8, random_state=0)
-    assert blocks.values.shape == (6, 64) and blocks.feature_names[-1] == "z3y3x3"
+    assert blocks.values.shape == (5, 64) and blocks.feature_names[-1] == "z3y3x3"
     assert [len(g) for g in blocks.groups[0]] == [8] * 8 and not blocks.exact.any()
     assert (
         blocks.encoder_calls
@@ -85,7 +85,7 @@ def test_the_top_scan_block_is_the_lesion_among_64():
     assert rate >= 0.8, hits
     top = [rank_parts(blocks, i)[0] for i in range(len(truths))]
     assert len(set(top)) >= 4  # the location map depends on the row
-    assert blocks.resolved[np.arange(6), top].mean() >= 0.8  # the lesion's block is resolved
+    assert blocks.resolved[np.arange(5), top].mean() >= 0.8  # the lesion's block is resolved
 
 
 def test_the_top_image_cell_is_the_square():
