@@ -77,3 +77,34 @@ def test_tables_are_found_by_their_encoder_and_the_section_shows_the_numbers(coh
     assert f"<td>{first:.0%}</td>" in page
     assert "inflammation: +0.2000" in page and "Not drilled: admission (it has 12 columns)" in page
     assert labs_section({"labs": {}}) == ""
+
+
+def test_run_labs_explains_the_saved_table_alone_or_the_strategy(cohort):
+    """``"labs only"`` (the saved model when a table alone wins) is refitted on the fold's
+    training rows with the table only; a strategy with every modality. Only the rows the
+    drill-down shows are listed."""
+    from types import SimpleNamespace
+
+    from toolkit.fusion import LateFusion
+    from toolkit.study.labs import run_labs
+    from toolkit.study.orchestration import FoldPlan
+
+    model, _ = cohort
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({c: rng.normal(size=120) for c in [*LABS, "u1", "u2"]})
+    y = (frame["crp"] > 0).astype(int).to_numpy()
+    plan = FoldPlan(frame=frame, y=y, modalities=model.modalities,
+                    fusions={"late": LateFusion(random_state=0)}, seed=0, n_classes=2)  # fmt: skip
+    proba = np.column_stack([1 - y, y]).astype(float)
+    results = SimpleNamespace(models={"late": proba, "labs only": proba},
+                              mask=np.ones((120, 2), dtype=bool))  # fmt: skip
+    splits = [(np.arange(60, 120), np.arange(60)), (np.arange(60), np.arange(60, 120))]
+    single = run_labs(plan, "labs only", results, splits, column_groups={}, shown_rows=[70, 3])
+    assert single["model"] == "labs only" and single["fold"] == 1 and single["n_rows"] == 60
+    assert list(single["modalities"]) == ["labs"]  # the noise table is not in that model
+    assert single["modalities"]["labs"]["ranking"][0] == "crp"
+    assert [r["row"] for r in single["rows"]] == [70]  # row 3 is not in the last fold
+    fused = run_labs(plan, "late", results, splits, column_groups={"other": {"u": ["u1", "u2"]}})
+    assert list(fused["modalities"]) == ["labs", "other"]
+    assert fused["modalities"]["other"]["players"] == ["u"]
+    assert run_labs(plan, "u1 only", results, splits, column_groups={}) == {}

@@ -228,15 +228,18 @@ def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cac
 
 
 def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir) -> dict:
-    """The lab drill-down (exact Owen values per column of each tabular modality) of the
-    explained strategy on the last fold's test rows ({} when explanations are off or no
-    modality is a table)."""
-    label = summary.get("explained_model")
-    if not plan.explain or label not in plan.fusions or not tabular_modalities(plan.modalities):
+    """The lab drill-down (exact Owen values per column of each tabular modality) on the
+    last fold's test rows, of the saved model when it is one table alone, else of the
+    explained strategy ({} when explanations are off or no modality is a table)."""
+    label, chosen = summary.get("explained_model"), summary["chosen"].get("model")
+    tables = tabular_modalities(plan.modalities)
+    if chosen in {f"{n} only" for n in tables}:
+        label = chosen
+    if not plan.explain or label not in results.models or not tables:
         return {}
     log(job.progress, f"drilling into the columns of the tables of {label}")
     shown = pick_rows(
-        results.oof[label][job.study.splits[-1][1]], plan.y[job.study.splits[-1][1]],
+        results.models[label][job.study.splits[-1][1]], plan.y[job.study.splits[-1][1]],
         plan.classification, job.config.output.drilldown_rows,
     )  # fmt: skip
     groups = {m.name: m.column_groups for m in job.config.modalities or [] if m.column_groups}

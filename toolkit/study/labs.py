@@ -1,9 +1,9 @@
 """The study report's lab drill-down: exact Owen values of the columns of every tabular
 modality (labs, vitals, an admission record), from :func:`toolkit.explain.explain_features`.
 
-The explained strategy is refitted on the last fold's training rows (as the fold fitted it,
-like the part drill-down of :mod:`toolkit.study.drilldown`) and every test row of that fold
-is explained (at most :data:`MAX_LAB_ROWS`): the columns are players nested inside their
+The saved model when it is a table alone (``"labs only"``), else the explained strategy, is
+refitted on the last fold's training rows (as the fold fitted it, like the part drill-down of
+:mod:`toolkit.study.drilldown`) and every test row of that fold is explained (at most :data:`MAX_LAB_ROWS`): the columns are players nested inside their
 modality (the other modalities are the top-level players; a column left out is set missing
 and the modality's encoder imputes it), so a row's column values add up to the modality's
 Shapley value with missing-modality removal. Columns a config groups
@@ -76,27 +76,44 @@ def _row_records(explanation, name: str, positions, rows, codes) -> list[dict]:
     return out
 
 
+def _fitted(plan, label: str, results, train, cache_dir):
+    """The model ``label`` (a strategy, or a single-modality baseline ``"<name> only"``)
+    fitted on the rows ``train`` as the fold fitted it, and its modalities."""
+    from toolkit.cache import EmbeddingCache
+    from toolkit.fusion import LateFusion
+
+    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
+    if label in plan.fusions:
+        model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
+        return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+    name = label.removesuffix(" only")
+    spec = [m for m in plan.modalities if m[0] == name]
+    train = train[results.mask[train, plan.names.index(name)]]  # the rows that have it
+    model = plan.model(spec, fusion=LateFusion(random_state=plan.seed), memory=memory)
+    return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+
+
 def run_labs(plan, label: str, results, splits, *, column_groups: dict, shown_rows=(),
              cache_dir=None) -> dict:  # fmt: skip
-    """The lab drill-down of strategy ``label`` on the last fold's test rows: ``{}`` when
-    the study has no tabular modality, else the JSON-ready summary (``model``, ``fold``,
-    ``n_rows``, ``modalities`` {name: :func:`lab_summary` plus ``groups``}, ``rows`` (the
-    top players of ``shown_rows``, study positions), ``skipped`` {name: why})."""
-    from toolkit.cache import EmbeddingCache
+    """The lab drill-down of model ``label`` (a strategy, or a single-modality baseline
+    ``"<table> only"``) on the last fold's test rows: ``{}`` when the model has no tabular
+    modality, else the JSON-ready summary (``model``, ``fold``, ``n_rows``, ``modalities``
+    {name: :func:`lab_summary` plus ``groups``}, ``rows`` (the top players of
+    ``shown_rows``, study positions), ``skipped`` {name: why})."""
     from toolkit.explain import explain_features
 
-    names = tabular_modalities(plan.modalities)
-    if not names:
-        return {}
     fold = len(splits) - 1
     train, test = (np.asarray(part) for part in splits[fold])
+    names = tabular_modalities(plan.modalities)
+    if label not in plan.fusions:
+        names = [n for n in names if f"{n} only" == label]
+    if not names:
+        return {}
     explained = np.sort(test)[:MAX_LAB_ROWS]
     codes = None
     if plan.classification and plan.n_classes > 2:  # the predicted class of each row
-        codes = results.oof[label][explained].argmax(axis=1)
-    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
-    model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
-    model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+        codes = results.models[label][explained].argmax(axis=1)
+    model = _fitted(plan, label, results, train, cache_dir)
     frame = plan.frame.iloc[explained]
     shown = [r for r in shown_rows if r in set(explained.tolist())]
     positions = [int(np.flatnonzero(explained == r)[0]) for r in shown]

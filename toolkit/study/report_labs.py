@@ -33,8 +33,10 @@ def labs_section(summary: dict) -> str:
     labs = summary.get("labs") or {}
     if not labs:
         return ""
+    single = labs["model"].endswith(" only")
+    model = f"{labs['model']}, the saved model" if single else f"{labs['model']} fusion"
     text = (
-        f"<h2>Inside the tables: each column's share ({html.escape(labs['model'])} fusion, "
+        f"<h2>Inside the tables: each column's share ({html.escape(model)}, "
         f"fold {labs['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
         "modality on every test row of the fold: a column left out is set missing (as if not "
         "measured) and the encoder imputes it, and a row's column values add up to the "
