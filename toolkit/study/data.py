@@ -315,7 +315,7 @@ def _check_target_features(config: StudyConfig, frame, y, classes, modalities) -
                 )
 
 
-def _check_groups_and_availability(config: StudyConfig, frame, y, classes, groups, modalities):
+def _check_groups_and_availability(config: StudyConfig, frame, y, classes, *, groups, modalities):
     """Classification: no class inside one group (e.g. data.groups = the target), and no
     modality present in the rows of one class only (its availability gives the label)."""
     from toolkit.estimators.checks import class_in_one_group, modality_presence
@@ -403,7 +403,7 @@ def prepare_study(config, *, limits: dict | None = None) -> Bunch:
         frame, y_raw, y = frame.iloc[keep].reset_index(drop=True), y_raw[keep], y[keep]
         groups = None if groups is None else np.asarray(groups)[keep]
     _check_target_features(config, frame, y, classes, modalities)
-    _check_groups_and_availability(config, frame, y, classes, groups, modalities)
+    _check_groups_and_availability(config, frame, y, classes, groups=groups, modalities=modalities)
     _check_cv(config, classes, y, groups)
     _check_primary_metric(config, classes)
     _check_mosi_metrics(config, y)
