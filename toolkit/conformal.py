@@ -202,11 +202,14 @@ class ConformalPredictor(BaseEstimator):
             ``confidence`` needs (:func:`min_calibration_rows`), or leaves fewer than
             ``MIN_FIT_ROWS`` to fit on; the message gives the shares that would work.
         """
+        from toolkit.estimators.checks import align_to_rows
+
         self._check_params()
-        y = np.asarray(y)
+        # a pandas y / groups indexed like X in another order is paired by label
+        y = np.asarray(align_to_rows(X, y))
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} values; they must match")
-        groups = None if groups is None else np.asarray(groups)
+        groups = None if groups is None else np.asarray(align_to_rows(X, groups, "groups"))
         check_split_sizes(len(y), self.calibration_size, self.confidence, "calibration_size")
         train, cal = self._split(len(y), y, groups)
         model = clone(self.estimator)
@@ -224,9 +227,11 @@ class ConformalPredictor(BaseEstimator):
         if not hasattr(self, "estimator_"):
             check_is_fitted(self.estimator, "fusion_")
             self.estimator_ = self.estimator
+        from toolkit.estimators.checks import align_to_rows
+
         emb = self.estimator_.encode(X)
         patterns = self._bins(emb)
-        y = np.asarray(y)
+        y = np.asarray(align_to_rows(X, y))
         if self._classifier:
             self.classes_ = np.asarray(self.estimator_.classes_)
             position = {c: i for i, c in enumerate(self.classes_.tolist())}

@@ -204,6 +204,12 @@ def test_y_with_permuted_index_is_paired_by_label(data, fitted):
     model = MultimodalClassifier(_mods(), fusion="early", random_state=0).fit(frame, shuffled)
     np.testing.assert_array_equal(model.predict_proba(frame), fitted.predict_proba(frame))
     assert model.score(frame, shuffled) == fitted.score(frame, y)
+    sets = [
+        ConformalPredictor(MultimodalClassifier(_mods(), fusion="early", random_state=0),
+                           random_state=0).fit(frame, labels).predict_set(frame)
+        for labels in (shuffled, y)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(sets[0], sets[1])
 
 
 def test_y_with_other_index_labels_is_refused(data):

@@ -227,24 +227,7 @@ class AutoFusion(BaseFusion):
             if len(labels) > 1:
                 self._warn_fallback(labels[0], self._no_folds_reason(y, groups))
         else:
-            scores = np.full((len(labels), len(folds)), -np.inf)
-            reported = np.full((len(labels), len(folds)), np.nan)
-            times = np.zeros(len(labels))
-            for i, label in enumerate(labels):
-                cand = candidates[label]
-                start = time.perf_counter()
-                for f, (train, test) in enumerate(folds):
-                    g = None if groups is None else groups[train]
-                    try:
-                        fitted = self._fit_one(cand, emb[train], y[train], g, seed)
-                    except ValueError:
-                        # e.g. a modality absent from every row of this fold: the candidate
-                        # cannot be fitted here, so it cannot be chosen
-                        scores[i, f] = -np.inf
-                        continue
-                    out = self._output(cand, fitted, emb[test])
-                    scores[i, f], reported[i, f] = _score(out, y[test], self.is_classifier_)
-                times[i] = (time.perf_counter() - start) / len(folds)
+            scores, reported, times = self._cross_validate(candidates, emb, y, groups, folds, seed)
             for f in range(len(folds)):
                 results[f"split{f}_test_score"] = scores[:, f].tolist()
         mean = scores.mean(axis=1)
@@ -271,6 +254,27 @@ class AutoFusion(BaseFusion):
         self.single_modality_ = chosen[0] if isinstance(chosen, tuple) else None
         self.fusion_ = self._fit_one(chosen, emb, y, groups, seed)
         return self
+
+    def _cross_validate(self, candidates: dict, emb, y, groups, folds, seed):
+        """(held-out scores, reported scores) of shape (n_candidates, n_folds), and the mean
+        fit time of each candidate; -inf where a candidate could not be fitted."""
+        scores = np.full((len(candidates), len(folds)), -np.inf)
+        reported = np.full((len(candidates), len(folds)), np.nan)
+        times = np.zeros(len(candidates))
+        for i, cand in enumerate(candidates.values()):
+            start = time.perf_counter()
+            for f, (train, test) in enumerate(folds):
+                g = None if groups is None else groups[train]
+                try:
+                    fitted = self._fit_one(cand, emb[train], y[train], g, seed)
+                except ValueError:
+                    # e.g. a modality absent from every row of this fold: the candidate
+                    # cannot be fitted here, so it cannot be chosen
+                    continue
+                out = self._output(cand, fitted, emb[test])
+                scores[i, f], reported[i, f] = _score(out, y[test], self.is_classifier_)
+            times[i] = (time.perf_counter() - start) / len(folds)
+        return scores, reported, times
 
     def _no_folds_reason(self, y, groups) -> str:
         """Why no inner split was possible (one group, a class with one row, ...)."""
