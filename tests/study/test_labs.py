@@ -77,6 +77,12 @@ def test_tables_are_found_by_their_encoder_and_the_section_shows_the_numbers(coh
     assert f"<td>{first:.0%}</td>" in page
     assert "inflammation: +0.2000" in page and "Not drilled: admission (it has 12 columns)" in page
     assert labs_section({"labs": {}}) == ""
+    # the saved model, a table alone, gets its own tables after the explained strategy's
+    saved = {**labs, "model": "labs only", "rows": [], "skipped": {}}
+    page = labs_section({"labs": {**labs, "saved": saved}})
+    assert page.index("(late fusion, fold 2)") < page.index("<h3>The saved model: labs only</h3>")
+    alone = labs_section({"labs": {"saved": saved}})
+    assert "(labs only, the saved model, fold 2)</h2>" in alone
 
 
 def test_run_labs_explains_the_saved_table_alone_or_the_strategy(cohort):

@@ -232,24 +232,36 @@ def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cac
 
 
 def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir) -> dict:
-    """The lab drill-down (exact Owen values per column of each tabular modality) on the
-    last fold's test rows, of the saved model when it is one table alone, else of the
-    explained strategy ({} when explanations are off or no modality is a table)."""
+    """The lab drill-down (exact Owen values per column of each tabular modality) of the
+    explained strategy on the last fold's test rows, with ``"saved"``, the same for the
+    saved model when it is one table alone ({} when explanations are off or no modality is
+    a table)."""
     label, chosen = summary.get("explained_model"), summary["chosen"].get("model")
     tables = tabular_modalities(plan.modalities)
-    if chosen in {f"{n} only" for n in tables}:
-        label = chosen
-    if not plan.explain or label not in results.models or not tables:
+    if not plan.explain or not tables:
         return {}
-    log(job.progress, f"drilling into the columns of the tables of {label}")
+    labels = [x for x in (label, chosen) if x in plan.fusions or x in {f"{n} only" for n in tables}]
+    out = {}
+    for which in dict.fromkeys(labels):
+        log(job.progress, f"drilling into the columns of the tables of {which}")
+        labs = _labs_of(job, plan, results, which, cache_dir)
+        if which == label:
+            out = {**labs, **out}
+        else:
+            out["saved"] = labs
+    return out
+
+
+def _labs_of(job: _Job, plan: FoldPlan, results: OutOfFold, label: str, cache_dir) -> dict:
+    test = job.study.splits[-1][1]
     shown = pick_rows(
-        results.models[label][job.study.splits[-1][1]], plan.y[job.study.splits[-1][1]],
-        plan.classification, job.config.output.drilldown_rows,
+        results.models[label][test], plan.y[test], plan.classification,
+        job.config.output.drilldown_rows,
     )  # fmt: skip
     groups = {m.name: m.column_groups for m in job.config.modalities or [] if m.column_groups}
     return run_labs(
         plan, label, results, job.study.splits, column_groups=groups,
-        shown_rows=[int(job.study.splits[-1][1][p]) for p, _ in shown], cache_dir=cache_dir,
+        shown_rows=[int(test[p]) for p, _ in shown], cache_dir=cache_dir,
     )  # fmt: skip
 
 

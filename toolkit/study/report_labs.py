@@ -28,23 +28,9 @@ def _modality_table(name: str, stats: dict) -> str:
     return f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>" + _table(head, rows)
 
 
-def labs_section(summary: dict) -> str:
-    """The HTML of ``summary["labs"]`` ('' when the study has no tabular modality)."""
-    labs = summary.get("labs") or {}
-    if not labs:
-        return ""
-    single = labs["model"].endswith(" only")
-    model = f"{labs['model']}, the saved model" if single else f"{labs['model']} fusion"
-    text = (
-        f"<h2>Inside the tables: each column's share ({html.escape(model)}, "
-        f"fold {labs['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
-        "modality on every test row of the fold: a column left out is set missing (as if not "
-        "measured) and the encoder imputes it, and a row's column values add up to the "
-        "modality's Shapley value with missing-modality removal. Columns a config groups "
-        "(column_groups) count as one. Ranked by mean |value|; the last column is how often "
-        "the column has the row's largest |value|.</p>"
-    )
-    text += "".join(_modality_table(n, s) for n, s in labs["modalities"].items())
+def _body(labs: dict) -> str:
+    """The tables of one model's lab drill-down."""
+    text = "".join(_modality_table(n, s) for n, s in labs["modalities"].items())
     if labs.get("rows"):
         rows = [
             [str(r["row"]), html.escape(r["modality"]), f"{r['modality_value']:+.4f}",
@@ -58,4 +44,33 @@ def labs_section(summary: dict) -> str:
         text += "<p>Not drilled: " + "; ".join(
             f"{html.escape(m)} ({html.escape(why)})" for m, why in labs["skipped"].items()
         ) + ".</p>"  # fmt: skip
+    return text
+
+
+def labs_section(summary: dict) -> str:
+    """The HTML of ``summary["labs"]`` ('' when the study has no tabular modality): the
+    explained strategy's tables, then (``"saved"``) those of the saved model when it is one
+    table alone."""
+    labs = summary.get("labs") or {}
+    saved = labs.get("saved") or {}
+    if not labs.get("modalities") and not saved:
+        return ""
+    first = labs if labs.get("modalities") else saved
+    single = first["model"].endswith(" only")
+    model = f"{first['model']}, the saved model" if single else f"{first['model']} fusion"
+    text = (
+        f"<h2>Inside the tables: each column's share ({html.escape(model)}, "
+        f"fold {first['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
+        "modality on every test row of the fold: a column left out is set missing (as if not "
+        "measured) and the encoder imputes it, and a row's column values add up to the "
+        "modality's Shapley value with missing-modality removal. Columns a config groups "
+        "(column_groups) count as one. Ranked by mean |value|; the last column is how often "
+        "the column has the row's largest |value|.</p>"
+    )
+    text += _body(first)
+    if saved and first is not saved:
+        text += (
+            f"<h3>The saved model: {html.escape(saved['model'])}</h3><p>The same, for the "
+            "model this study saves (its table alone).</p>" + _body(saved)
+        )
     return text
