@@ -250,3 +250,28 @@ def raise_non_numeric(exc: Exception, X, describe) -> None:
     i, j, value = where
     kind = TypeError if isinstance(exc, TypeError) else ValueError
     raise kind(describe(i, j, value, str(exc).splitlines()[0])) from exc
+
+
+def binary_roc_auc(y, score) -> float:
+    """The area under the ROC curve of a two-class target: the Mann-Whitney statistic,
+    ties counted one half (the same value as ``sklearn.metrics.roc_auc_score``, to rounding).
+
+    The larger of the two labels is the positive class, as in scikit-learn. It skips
+    scikit-learn's input validation, which costs about 100x the computation on the few
+    hundred rows of a bootstrap resample (a study computes thousands of them); anything
+    that validation would refuse (not two classes, non-finite scores, shapes that differ)
+    is passed to scikit-learn for its error.
+    """
+    y = np.asarray(y)
+    score = np.asarray(score, dtype=float)
+    classes = np.unique(y) if y.ndim == 1 else ()
+    if len(classes) != 2 or score.shape != y.shape or not np.isfinite(score).all():
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(y, score))
+    positive = y == classes[1]
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
+    n_pos = int(positive.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

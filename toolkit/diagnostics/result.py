@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from toolkit._utils import binary_roc_auc
+
 __all__ = ["CLASSIFICATION_SCORES", "REGRESSION_SCORES", "TransferCheck", "group_scores"]
 
 
@@ -25,7 +27,7 @@ def _roc_auc(y, p):
     if len(np.unique(y)) < 2:
         return float("nan")
     if p.shape[1] == 2:
-        return float(skm.roc_auc_score(y, p[:, 1]))
+        return binary_roc_auc(y, p[:, 1])
     present = np.unique(y)
     sub = p[:, present] / np.clip(p[:, present].sum(axis=1, keepdims=True), 1e-12, None)
     return float(skm.roc_auc_score(np.searchsorted(present, y), sub, multi_class="ovr"))

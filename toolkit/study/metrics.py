@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import metrics as skm
 
+from toolkit._utils import binary_roc_auc
 from toolkit.registry import Registry
 
 
@@ -225,7 +226,7 @@ for _metric in (
            example=(_Y4, _proba([0.2, 0.9, 0.3, 0.4]), 0.75)),
     Metric("f1_macro", _CLASSIFICATION, _f1_macro, "higher", "Macro-averaged F1",
            example=(_Y4, _proba([0.2, 0.9, 0.3, 0.4]), (0.8 + 2 / 3) / 2)),
-    Metric("auroc", _CLASSIFICATION, _binary(skm.roc_auc_score), "higher", "AUROC",
+    Metric("auroc", _CLASSIFICATION, _binary(binary_roc_auc), "higher", "AUROC",
            chance=0.5, binary_only=True, default_for="binary",
            example=(np.array([0, 0, 1, 1]), _proba([0.1, 0.4, 0.35, 0.8]), 0.75)),
     Metric("auprc", _CLASSIFICATION, _binary(skm.average_precision_score), "higher",
