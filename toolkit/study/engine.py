@@ -111,12 +111,9 @@ def run_study(
     ``folds/`` (written as each fold ends), ``metrics.json``/``.csv``, ``predictions.csv``,
     ``contributions.csv``, ``interactions.csv``, ``contribution_intervals.csv`` (see
     ``output.interactions`` / ``intervals``), PNG figures (``drilldown_<modality>_row<k>.png``
-    per ``output.drilldown_rows``; text only with ``output.include_text``, images and scans
-    only with ``output.include_images``), ``report.html`` (with the labs: Owen values per
-    column of each tabular modality, ``metrics.json``'s ``labs``), ``model/`` (per
-    ``output.model_rule``, refitted on all rows) and ``model_card.md``. The folder is
-    ``<out>/<name>-quick-<stamp>`` for a quick run (``config.quick``), whose outputs say
-    "quick run — not for reporting"; ``out`` itself is made only once the config fits its data.
+    per ``output.drilldown_rows``; text only with ``output.include_text``, pictures only
+    with ``output.include_images``), ``report.html``, ``model/`` (per ``output.model_rule``,
+    refitted on all rows) and ``model_card.md``; ``<name>-quick-<stamp>`` for a quick run.
 
     Parameters
     ----------
