@@ -107,23 +107,22 @@ def run_study(
 ) -> Path:
     """Run a validated study config; return the run folder.
 
-    The folder holds ``status.json``, ``config.resolved.yaml``, ``environment.json``,
-    ``folds/`` (written as each fold ends), ``metrics.json``/``.csv``, ``predictions.csv``,
+    The folder (``<name>-quick-<stamp>`` for a quick run) holds ``status.json``, the resolved
+    config, ``environment.json``, ``folds/``, ``metrics.json``/``.csv``, ``predictions.csv``,
     ``contributions.csv``, ``interactions.csv``, ``contribution_intervals.csv`` (see
-    ``output.interactions`` / ``intervals``), PNG figures (``drilldown_<modality>_row<k>.png``
-    per ``output.drilldown_rows``; text only with ``output.include_text``, pictures only
-    with ``output.include_images``), ``report.html``, ``model/`` (per ``output.model_rule``,
-    refitted on all rows) and ``model_card.md``; ``<name>-quick-<stamp>`` for a quick run.
+    ``output``), PNG figures (``drilldown_<modality>_row<k>.png``; text only with
+    ``output.include_text``, pictures only with ``output.include_images``), ``report.html``,
+    ``model/`` (per ``output.model_rule``, refitted on all rows) and ``model_card.md``.
 
     Parameters
     ----------
     config : StudyConfig
         As :func:`toolkit.study.load_config` returns it (a mapping is checked first).
     out_dir : str or path, default="runs"
-        Folder under which the run folder is made (created if needed; ``~`` expanded).
+        Folder of the run folder (made once the config fits its data; ``~`` expanded).
     scheduler : str, optional
-        Address of a running Dask scheduler to run the folds on.
-    scheduler_timeout : float, default=SCHEDULER_TIMEOUT (5 s), seconds to wait for it.
+        Address of a running Dask scheduler to run the folds on; ``scheduler_timeout``
+        (default SCHEDULER_TIMEOUT, 5 s): seconds to wait for it.
     limits : dict, optional
         Keyword limits for :func:`toolkit.study.validate_config` (``max_bootstrap``,
         ``max_n_jobs``, ``max_synthetic_bytes``); default: its defaults.
@@ -144,9 +143,8 @@ def run_study(
         if scheduler is not None:
             client = stack.enter_context(connect_scheduler(scheduler, scheduler_timeout))
         study = prepare_study(config, limits=limits)
-        root = out_root(out_dir)  # made only once the config fits its data
         name = f"{config.name}-quick" if config.quick else config.name
-        run = make_run_folder(root, name, _stamp())
+        run = make_run_folder(out_root(out_dir), name, _stamp())  # once the config fits
         mark_running(run)
         try:
             _execute(run, _Job(config, study, client, command, progress))
