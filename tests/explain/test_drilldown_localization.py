@@ -167,6 +167,13 @@ def test_exact_owen_values_agree_with_the_definition_and_add_up_by_group():
     assert len(flat) == 16
     with pytest.raises(ValueError, match="each of the 4 parts exactly once"):
         H.check_groups([[0, 1], [1, 2, 3]], 4)
+    # the cost of exact values over the hierarchy, and when it is sampled instead
+    assert drill_down_cost(6, 1, groups=[3, 2, 1]) == {
+        "exact": True, "encoder_calls": 38, "fusion_rows": 40,
+    }  # fmt: skip
+    assert not drill_down_cost(16, 1, groups=[4] * 4, max_parts=8)["exact"]  # 462 > 254
+    with pytest.raises(ValueError, match=r"group sizes \[4, 3\] do not add up to the 8 parts"):
+        drill_down_cost(8, 2, groups=[4, 3])
 
 
 def test_sampled_intervals_cover_the_exact_values():
