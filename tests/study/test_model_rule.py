@@ -12,7 +12,7 @@ from toolkit.study.config import StudyConfig
 from toolkit.study.disclosure import headline_text, limitations
 from toolkit.study.summary import OutOfFold
 
-N = 200
+N = 300
 
 
 def _proba(score):
@@ -36,7 +36,7 @@ def _results(fusion_signal: float) -> OutOfFold:
     )  # fmt: skip
 
 
-def _config(bootstrap=50, **output) -> StudyConfig:
+def _config(bootstrap=200, **output) -> StudyConfig:
     return StudyConfig.from_dict({
         "data": {"source": "make_clinical_cohort"}, "fusion": ["early", "late"],
         "evaluation": {"bootstrap": bootstrap, "primary_metric": "auroc"}, "output": output,
@@ -113,7 +113,7 @@ def test_best_mean_primary_keeps_the_old_choice_and_says_what_the_simpler_rule_s
     ("output", "bootstrap", "expected", "note"),
     [
         ({}, 0, "clinical only", True),  # no interval: no gain is shown
-        ({"model_rule": "fixed:late"}, 50, "late", False),  # no selection to disclose
+        ({"model_rule": "fixed:late"}, 200, "late", False),  # no selection to disclose
     ],
 )
 def test_without_an_interval_or_with_a_fixed_rule(output, bootstrap, expected, note):
