@@ -133,3 +133,43 @@ def test_overall_prevalence_is_one_entry_of_the_summary():
         "class_shares": {"0": pytest.approx(1 - positives / N), "1": pytest.approx(positives / N)},
         "positive_class": "1", "prevalence": pytest.approx(positives / N),
     }  # fmt: skip
+
+
+def test_a_study_where_only_the_table_informs_saves_and_reports_the_table_alone(tmp_path):
+    """End to end: labs decide the label, a second table is noise; the study saves the
+    labs-only model, says so in the headline and drills into its labs (crp first)."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    import toolkit
+    from toolkit.study import load_config, run_study
+
+    rng = np.random.default_rng(1)
+    n = 160
+    frame = pd.DataFrame({c: rng.normal(size=n) for c in ["crp", "age", "sbp", "u1", "u2"]})
+    frame["label"] = (frame["crp"] + 0.2 * rng.normal(size=n) > 0).astype(int)
+    frame["patient"] = np.arange(n) // 2
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    config = {
+        "name": "tables", "data": {"source": "load_manifest", "params": {"csv": "data.csv"},
+                                   "target": "label", "groups": "patient"},
+        "modalities": [{"name": "labs", "encoder": "TabularEncoder", "columns": ["crp", "age", "sbp"]},
+                       {"name": "noise", "encoder": "TabularEncoder", "columns": ["u1", "u2"]}],
+        "fusion": ["late"],
+        "evaluation": {"cv": 2, "bootstrap": 100, "robustness": False},
+        "output": {"intervals": False, "interactions": False, "drilldown_rows": 1},
+    }  # fmt: skip
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    run = run_study(load_config(tmp_path / "study.yaml"), tmp_path / "runs", progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["chosen"]["model"] == "labs only"
+    assert metrics["headline"]["verdict"] in ("does not help", "worse")
+    assert toolkit.load(run / "model").modality_names_ == ["labs"]
+    saved = metrics["labs"]["saved"]
+    assert saved["model"] == "labs only" and saved["modalities"]["labs"]["ranking"][0] == "crp"
+    assert saved["modalities"]["labs"]["ranked_first"]["crp"] >= 0.9
+    page = (run / "report.html").read_text()
+    assert "Chosen model (rule prefer_simpler): labs only (single modality)." in page
+    assert "<h3>The saved model: labs only</h3>" in page
