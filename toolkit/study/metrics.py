@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import metrics as skm
 
-from toolkit._utils import binary_roc_auc
 from toolkit.registry import Registry
+from toolkit.utils import binary_roc_auc
 
 
 def calibration_slope_intercept(y_true, p, eps: float = 1e-6) -> tuple[float, float]:
