@@ -52,6 +52,8 @@ def test_quick_caps_sizes_and_keeps_what_is_already_small():
     got = quick_raw(raw)
     assert got["data"]["params"] == {"n_samples": QUICK_ROWS, "scan_size": 8, "xray_size": 16}
     assert got["modalities"][0]["params"]["n_components"] == 8
+    # TextEncoder's max_length=None (the model's own limit) is capped too
+    assert got["modalities"][0]["params"]["max_length"] == 32
     assert got["modalities"][1]["params"]["spatial_size"] == [12, 12, 6]
     assert got["fusion"] == [{"name": "late", "params": {"cv": 2}},
                              {"name": "gated", "params": {"max_epochs": 5, "patience": 2}}]  # fmt: skip

@@ -51,11 +51,16 @@ def _capped(value, cap):
     return value
 
 
+#: Encoder parameters whose None means "as large as the model allows" (capped like a number).
+UNBOUNDED_WHEN_NONE = {"max_length"}
+
+
 def _cap_section(node: dict, caps: dict, defaults: dict) -> dict:
     out = dict(node)
     for key, cap in caps.items():
         if key in defaults:
-            out[key] = _capped(out.get(key, defaults[key]), cap)
+            value = out.get(key, defaults[key])
+            out[key] = cap if value is None and key in UNBOUNDED_WHEN_NONE else _capped(value, cap)
     return out
 
 
