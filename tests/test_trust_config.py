@@ -287,7 +287,7 @@ def test_config_file_faults_name_the_file(tmp_path, capfd):
     _fails(capfd, ["validate", str(tmp_path / "keys.yaml")], "1: unknown key")
     path = _config(tmp_path)
     _fails(capfd, ["validate", str(path), "--set", "evaluation..cv=3"], "has an empty part")
-    _fails(capfd, ["validate", str(path), "--set", "fusion.x=1"], "fusion is a list")
+    _fails(capfd, ["validate", str(path), "--set", "fusion.x=1"], "fusion is a list without named")
 
 
 # -- class 6: validate loads the data and checks the config against it ------------------
@@ -301,6 +301,11 @@ def _manifest(tmp_path, **columns) -> Path:
 
 
 def _manifest_config(tmp_path, csv, task="classification", extra="", target="label"):
+    """A manifest study; ``extra`` is added, or replaces the evaluation line when it is one
+    (a key written twice is refused)."""
+    evaluation = "evaluation: {cv: 3, bootstrap: 0}"
+    if extra.startswith("evaluation:"):
+        evaluation, extra = extra, ""
     text = f"""
 name: mf
 task: {task}
@@ -308,7 +313,7 @@ data: {{source: load_manifest, params: {{csv: {csv}}}, target: {target}}}
 modalities:
   - {{name: labs, encoder: TabularEncoder, columns: [age]}}
 fusion: [late]
-evaluation: {{cv: 3, bootstrap: 0}}
+{evaluation}
 {extra}
 """
     return _config(tmp_path, text, "mf.yaml")

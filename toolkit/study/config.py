@@ -155,6 +155,11 @@ def _list_position(items: list, key: str, where: str, assignment: str) -> int:
         if isinstance(item, dict) and item.get("name") == key:
             return k
     parent = where.rsplit(".", 1)[0]
+    if not any(names):
+        raise ConfigError(
+            f"--set {assignment!r}: {parent} is a list without named entries; address an "
+            f"entry by its position (0 to {len(items) - 1}), not by '{key}'"
+        )
     raise ConfigError(
         f"--set {assignment!r}: {parent} has no entry named '{key}'; use a position "
         f"(0 to {len(items) - 1}) or one of the names {names}"
