@@ -930,6 +930,7 @@ def test_cleanup_touches_only_dead_saves_of_this_machine(fitted, tmp_path):
     (alive / "manifest.json").write_text("{}")
     dead = tmp_path / f".m.saving-{_host_tag()}-999999-{'1' * 32}"
     dead.mkdir()
+    (dead / ".toolkit-save-in-progress").write_text("1" * 32)  # a save's own marker
     (dead / "model.skops").write_text("left by a killed save")
     toolkit.save(fitted[1], tmp_path / "m")
     assert (precious / "thesis.tex").read_text() == "years of work"

@@ -18,7 +18,7 @@ from toolkit.encoders._finetune import (
 )
 from toolkit.encoders._torch import from_pretrained_checked
 from toolkit.encoders.backends import AUDIO_BACKENDS
-from toolkit.encoders.backends.hub import check_model_location
+from toolkit.encoders.backends.hub import check_model_location, check_offline
 from toolkit.encoders.backends.mfcc import (
     FEATURES_VERSION,
     audio_statistics,
@@ -354,8 +354,9 @@ validation_fraction, n_networks, random_state, verbose
     def _ft_load_extractor(self, location) -> None:
         from transformers import AutoFeatureExtractor
 
+        check_offline(location)  # no hub kernel (before fine-tuning and when loading)
         self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
-            location, local_files_only=True
+            location, local_files_only=True, trust_remote_code=False
         )
         self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
 
@@ -371,7 +372,7 @@ validation_fraction, n_networks, random_state, verbose
         try:
             net = AutoModelForAudioClassification.from_pretrained(
                 location, local_files_only=True, num_labels=int(n_out),
-                ignore_mismatched_sizes=True,
+                ignore_mismatched_sizes=True, trust_remote_code=False,
             )  # fmt: skip
         except ValueError as exc:
             raise ValueError(

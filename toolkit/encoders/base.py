@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
+import weakref
 from numbers import Integral
 from typing import Any
 
@@ -19,6 +21,32 @@ from toolkit.exceptions import ReadError
 
 _THREADS_LOCK = threading.Lock()
 _THREADS_USERS = [0, 0]  # [active callers, torch's thread count to restore]
+
+# One re-entrant lock per encoder instance, held while it encodes (see BaseEncoder): kept
+# beside the instance, not on it, so that pickling, cloning and saving see no lock.
+_ENCODE_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENCODE_LOCKS_GUARD = threading.Lock()
+
+
+def encode_lock(encoder) -> threading.RLock:
+    """The re-entrant lock ``encoder`` holds while it encodes (created on first use)."""
+    with _ENCODE_LOCKS_GUARD:
+        lock = _ENCODE_LOCKS.get(encoder)
+        if lock is None:
+            lock = _ENCODE_LOCKS[encoder] = threading.RLock()
+        return lock
+
+
+def _locked(method):
+    """``method`` run while holding the instance's :func:`encode_lock`."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with encode_lock(self):
+            return method(self, *args, **kwargs)
+
+    run._encode_locked = True
+    return run
 
 
 @contextlib.contextmanager
@@ -84,7 +112,20 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     ``fixed = True`` marks encoders whose output does not depend on the data they were
     fitted on (feature extractors and pretrained networks), which lets estimators cache
     their blocks across fits.
+
+    Thread safety: ``encode``, ``transform`` and ``encode_scores`` of one instance run one
+    at a time (a per-instance re-entrant lock, :func:`encode_lock`; a subclass's own
+    ``encode_scores`` is wrapped in it when the class is defined): ``encode_scores``
+    switches the instance to the head's outputs for its duration and a tokenizer's state
+    is not thread-safe, so concurrent ``predict_proba`` calls on one loaded model from
+    several threads are serialized per encoder (different encoders still run in parallel).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        method = getattr(cls, "encode_scores", None)
+        if method is not None and not getattr(method, "_encode_locked", False):
+            cls.encode_scores = _locked(method)
 
     #: Output does not depend on the fitting data (safe to cache across fits).
     fixed: bool = True
@@ -246,6 +287,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         """
         return self.encode(X)[0]
 
+    @_locked
     def encode(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Encode one column; return the block and the availability of each row.
 

@@ -84,6 +84,10 @@ class UntrustedTypeError(ModelFileError):
     """The model file references types or functions the caller did not trust."""
 
 
+class NotAModelError(FileNotFoundError):
+    """The folder is not a saved toolkit model (it has no manifest or no model file)."""
+
+
 def sha256(file: Path) -> str:
     digest = hashlib.sha256()
     with open(file, "rb") as fh:
@@ -184,7 +188,7 @@ def _read_header(file: Path, size: int, where: str) -> tuple[dict, int]:
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an integer of over 4300 digits
         raise ModelFileError(
             f"{where} has an unreadable header ({type(exc).__name__}); it is corrupt"
         ) from exc
@@ -246,7 +250,7 @@ def safetensors_header(file: Path, size: int | None = None) -> dict[str, dict]:
 
 def _read_manifest(path: Path, files: dict[str, int]) -> dict:
     if _MANIFEST not in files:
-        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (no {_MANIFEST})")
+        raise NotAModelError(f"'{path}' is not a saved toolkit model (no {_MANIFEST})")
     where = f"manifest '{path / _MANIFEST}'"
     if files[_MANIFEST] > MAX_MANIFEST_BYTES:
         raise ModelFileError(
@@ -254,7 +258,7 @@ def _read_manifest(path: Path, files: dict[str, int]) -> dict:
         )
     try:
         manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an integer of over 4300 digits
         raise ModelFileError(
             f"{where} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); the folder "
             "is damaged: save the model again"

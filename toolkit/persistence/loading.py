@@ -31,6 +31,7 @@ from toolkit.persistence.files import (
     MAX_SCHEMA_BYTES,
     MAX_UNPACKED_FREE,
     ModelFileError,
+    NotAModelError,
     UntrustedTypeError,
     _check_compatible,
     _check_files,
@@ -38,6 +39,7 @@ from toolkit.persistence.files import (
     _read_manifest,
     _scan,
 )
+from toolkit.persistence.limits import check_limits, resolve_limits
 from toolkit.persistence.saving import _components, _leftovers, _weight_parameters
 
 
@@ -89,8 +91,7 @@ def _read_schema(data: bytes, where: str, max_bytes: int) -> dict:
     except (
         zipfile.BadZipFile,
         KeyError,
-        UnicodeDecodeError,
-        json.JSONDecodeError,
+        ValueError,  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         RecursionError,
     ) as exc:
         raise ModelFileError(
@@ -127,7 +128,14 @@ def _checked_names(schema: dict, where: str, file: Path, trusted: set[str]) -> s
 
 
 def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> None:
-    """A transformers / sentence-transformers folder: no custom code, bounded model size."""
+    """A transformers / sentence-transformers folder: no custom code, no attention kernel or
+    quantizer fetched from the hub, no loading option, bounded model size."""
+    from toolkit.encoders.backends.hub import (
+        OFFLINE_MODEL_KWARGS,
+        check_hf_json,
+        check_no_hub_kernels,
+    )
+
     what = f"model '{path}': {label}"
     modules = folder / "modules.json"
     if modules.is_file():
@@ -147,7 +155,7 @@ def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> No
     for file in sorted(folder.rglob("*.json")):
         try:
             content = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # also an integer of over 4300 digits
             raise ModelFileError(f"{what}: '{file.name}' is not valid JSON ({exc!r:.200})") from exc
         if isinstance(content, dict) and (
             "auto_map" in content or content.get("trust_remote_code")
@@ -156,6 +164,10 @@ def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> No
             raise UntrustedTypeError(
                 f"{what}: '{file.name}' asks for custom model code ({asks}); it is not run"
             )
+        try:
+            check_hf_json(content, f"'{file.relative_to(folder).as_posix()}'")
+        except ValueError as exc:
+            raise UntrustedTypeError(f"{what}: {exc}") from exc
         if file.parent == folder and file.name == "config.json":
             cfg = content
     if not isinstance(cfg, dict):
@@ -170,12 +182,16 @@ def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> No
             warnings.simplefilter("ignore")
             hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
             with torch.device("meta"):
-                meta = AutoModel.from_config(hf_config)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+                meta = AutoModel.from_config(hf_config, **OFFLINE_MODEL_KWARGS)
+    except (ValueError, KeyError, TypeError, OSError, ImportError) as exc:
         raise ModelFileError(
             f"{what}: config.json does not describe a model transformers can build "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+    try:
+        check_no_hub_kernels(meta)
+    except ValueError as exc:
+        raise UntrustedTypeError(f"{what}: {exc}") from exc
     n_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
     stored = sum(f.stat().st_size for f in folder.rglob("*.safetensors") if not f.is_symlink())
     if n_bytes > max_bytes or n_bytes > 2 * stored + (1 << 20):
@@ -195,14 +211,8 @@ def _restore_components(model, path: Path, manifest: dict, max_bytes: int) -> No
     if unknown:
         raise ModelFileError(f"model '{path}': manifest names unknown modalities {unknown}")
     for label, part, name in _components(model):
-        backends = getattr(part, "backends", None)
-        if name is not None and backends is not None and part.backend not in backends:
-            raise ModelFileError(
-                f"model '{path}': {label} was saved with {backends.modality} backend "
-                f"{part.backend!r}, which this process has not registered (registered: "
-                f"{backends.names()}); register it (toolkit.encoders.backends."
-                f"{backends.modality.upper()}_BACKENDS.register) before toolkit.load"
-            )
+        if name is not None:
+            _check_registered(part, label, path)
         entry = manifest.get("fusion") if name is None else encoders.get(name)
         wanted = _weight_parameters(part)
         if entry is None:
@@ -219,6 +229,18 @@ def _restore_components(model, path: Path, manifest: dict, max_bytes: int) -> No
                 f"model '{path}': manifest gives saved files to {label}, which loads none"
             )
         _restore_one(part, label, entry, path, manifest, max_bytes)
+
+
+def _check_registered(part, label: str, path: Path) -> None:
+    """The encoder's backend is registered in this process."""
+    backends = getattr(part, "backends", None)
+    if backends is not None and part.backend not in backends:
+        raise ModelFileError(
+            f"model '{path}': {label} was saved with {backends.modality} backend "
+            f"{part.backend!r}, which this process has not registered (registered: "
+            f"{backends.names()}); register it (toolkit.encoders.backends."
+            f"{backends.modality.upper()}_BACKENDS.register) before toolkit.load"
+        )
 
 
 def _restore_one(part, label, entry, path: Path, manifest: dict, max_bytes: int) -> None:
@@ -300,8 +322,16 @@ def _locate(path: Path) -> Path:
     raise FileNotFoundError(f"'{path}' is not a saved toolkit model (it does not exist)")
 
 
-def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool = True):
-    """Load a model saved with :func:`save`, running no code the file chose.
+def load(
+    path,
+    *,
+    trusted=None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    verify: bool = True,
+    limits: dict | None = None,
+):
+    """Load a model saved with :func:`save`, running no code the file chose and reaching
+    no network (whatever the file or the environment says).
 
     Parameters
     ----------
@@ -315,10 +345,26 @@ def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool
     verify : bool, default=True
         Check every file's SHA-256 against the manifest (reads each file once more; about
         1 s per GB). Sizes, the file list and every weight header are checked regardless.
+    limits : dict, optional
+        This caller's bounds on the sizes the file's encoders carry, updating
+        :data:`~toolkit.persistence.limits.LOAD_LIMITS` (``max_resampled_voxels``,
+        ``max_input_size``, ``max_batch_size``, ``max_n_jobs``, ...): a size above its limit
+        is refused naming the attribute (the file's own ``max_*`` settings are sizes too, so
+        a file cannot raise a limit); a file's ``n_jobs`` is capped at ``max_n_jobs``
+        (default: the CPU count).
 
     Returns
     -------
     The fitted estimator, with its torch parts restored (on CPU).
+
+    Raises
+    ------
+    ModelFileError
+        The folder is corrupt, inconsistent or unsafe (:class:`UntrustedTypeError`: it names
+        a type, an architecture, a constructor keyword or a setting that could run code or
+        reach the network), or it needs more than the limits allow. The one-line message
+        names the file and what to do; a low-level error while reading (``MemoryError``, an
+        integer of over 4300 digits, a ``TypeError``) is given the same form.
     """
     if trusted is not None:
         if isinstance(trusted, str) or not all(
@@ -328,17 +374,59 @@ def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool
                 f"trusted must be a list of exact dotted names such as "
                 f"'mypackage.module.Class', got {trusted!r}"
             )
+    limits = resolve_limits(limits)
     path = _locate(Path(path))
     if path.is_symlink():
         raise ModelFileError(f"'{path}' is a symbolic link; load the real folder it points to")
     if not path.is_dir():
         raise FileNotFoundError(f"'{path}' is not a saved toolkit model (not a folder)")
+    try:
+        return _load(path, trusted, max_bytes, verify, limits)
+    except (ModelFileError, NotAModelError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - MemoryError, OSError, TypeError...: one line
+        raise _plain_error(exc, path) from exc
+
+
+def _plain_error(exc: BaseException, path: Path) -> Exception:
+    """A one-line error for a low-level exception met while loading ``path``, naming the
+    file and what to do (the original is chained)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    kind = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return ModelFileError(
+            f"model '{path}' needs more memory than this machine has while loading "
+            f"({kind}{': ' + first if first else ''}); it was saved from a larger model than "
+            "this machine can hold, or crafted: load it on a larger machine, or refit"
+        )
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or first or kind
+        message = (
+            f"model '{path}' could not be read: {reason}{where} ({kind}); check that the "
+            "folder and its files are readable (permissions, disk, file names), then load "
+            "it again"
+        )
+        return type(exc)(message) if exc.errno is None else type(exc)(exc.errno, message)
+    if isinstance(exc, ValueError) and "digits" in first and "limit" in first:
+        return ModelFileError(
+            f"model '{path}' holds a number of more digits than Python reads ({first}); "
+            "the file is corrupt or crafted: save the model again"
+        )
+    return ModelFileError(
+        f"model '{path}' could not be loaded ({kind}: {first}); the file is corrupt, "
+        "crafted or from another version: save the model again with this toolkit"
+    )
+
+
+def _load(path: Path, trusted, max_bytes: int, verify: bool, limits: dict):
+    """:func:`load` after the arguments are checked (its errors are made one-line there)."""
     files = _scan(path, f"model '{path}'", max_bytes)
     manifest = _read_manifest(path, files)
     _check_compatible(manifest, path)
     _check_files(path, manifest, files, verify)
     if _MODEL not in files:
-        raise FileNotFoundError(f"'{path}' is not a saved toolkit model (no {_MODEL})")
+        raise NotAModelError(f"'{path}' is not a saved toolkit model (no {_MODEL})")
     model = _read_skops(path / _MODEL, set(trusted or ()), max_bytes)
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     if cls != manifest["class"]:
@@ -346,5 +434,34 @@ def load(path, *, trusted=None, max_bytes: int = DEFAULT_MAX_BYTES, verify: bool
     if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
         raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
     _check_plain_data(model, path)
+    _check_parameters(model, path)
+    check_limits(model, path, limits)
     _restore_components(model, path, manifest, max_bytes)
     return model
+
+
+def _check_parameters(model, path: Path) -> None:
+    """Each encoder's and the fusion's parameters pass their own constraints (as ``fit``
+    checks them), and each encoder's architecture and constructor keywords pass its
+    backend's allow-lists, before anything is built from them."""
+    from toolkit.encoders.backends.base import check_encoder_params
+
+    for label, part, name in _components(model):
+        if name is not None:
+            _check_registered(part, label, path)
+        check = getattr(part, "_validate_params", None)
+        try:
+            if check is not None:
+                check()
+        except (ValueError, TypeError) as exc:
+            message = str(exc).replace("\n", " ")[:500]
+            raise ModelFileError(
+                f"model '{path}': {label} has a parameter its class refuses ({message}); the "
+                "file is corrupt or crafted: save the model again"
+            ) from exc
+        if name is None:
+            continue
+        try:
+            check_encoder_params(part)
+        except ValueError as exc:
+            raise UntrustedTypeError(f"model '{path}': {label}: {exc}") from exc

@@ -35,6 +35,12 @@ from toolkit.persistence.files import (
 
 _PLAIN_NAME = re.compile(r"^(?!\.\.?\Z)[\w.-]{1,100}\Z")
 
+#: File a save writes into its temporary folder first, holding the random token of the
+#: folder's name: the proof that a folder named like a save's temporary folder was made by a
+#: save (a later save removes such a folder left by a killed one only with this proof, or
+#: when it is a complete model folder; a user's folder that merely has such a name is kept).
+_SAVE_MARKER = ".toolkit-save-in-progress"
+
 
 def _step(name: str) -> None:
     """A named point in ``save`` (tests stop a child process here to check atomicity)."""
@@ -149,6 +155,7 @@ def _file_tables(folder: Path) -> dict:
     """The manifest's ``files`` (size, SHA-256) and ``tensors`` (safetensors headers) tables
     of a written folder; refuses a file a model folder may not hold."""
     files = _scan(folder, f"the new model folder '{folder}'", max_bytes=1 << 62)
+    files.pop(_SAVE_MARKER, None)  # removed before the folder is moved into place
     unsafe = sorted(rel for rel in files if Path(rel).suffix not in SAFE_SUFFIXES)
     if unsafe:
         raise ModelFileError(
@@ -170,6 +177,16 @@ def _file_tables(folder: Path) -> dict:
 
 def _check_replaceable(path: Path) -> None:
     """Refuse to overwrite anything but a folder that holds a toolkit model and nothing else."""
+    why = _not_a_model_folder(path)
+    if why is not None:
+        raise FileExistsError(
+            f"refusing to overwrite '{path}': {why}. overwrite=True replaces only a folder "
+            "written by toolkit.save; move those files out or choose another path"
+        )
+
+
+def _not_a_model_folder(path: Path) -> str | None:
+    """Why ``path`` is not a folder holding a toolkit model and nothing else (None if it is)."""
     why = None
     if path.is_symlink():
         why = "it is a symbolic link"
@@ -193,11 +210,7 @@ def _check_replaceable(path: Path) -> None:
                 foreign = sorted(set(files) - set(manifest["files"]) - {_MANIFEST})
                 if foreign:
                     why = f"it holds files the toolkit did not write: {foreign[:10]}"
-    if why is not None:
-        raise FileExistsError(
-            f"refusing to overwrite '{path}': {why}. overwrite=True replaces only a folder "
-            "written by toolkit.save; move those files out or choose another path"
-        )
+    return why
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -237,9 +250,38 @@ def _temp_name(path: Path, kind: str) -> Path:
     return path.parent / f".{path.name}.{kind}-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
+def _make_temp(path: Path) -> Path:
+    """A new temporary folder beside ``path`` holding :data:`_SAVE_MARKER` with the token of
+    its name (flushed, so a save killed right after still leaves its proof)."""
+    tmp = _temp_name(path, "saving")
+    tmp.mkdir()
+    marker = tmp / _SAVE_MARKER
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write(tmp.name.rsplit("-", 1)[1])
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    return tmp
+
+
+def _made_by_a_save(folder: Path) -> bool:
+    """Whether ``folder`` (named like a save's temporary folder) holds the marker a save
+    wrote into it, with the token of its name."""
+    marker = folder / _SAVE_MARKER
+    try:
+        if marker.is_symlink() or not marker.is_file() or marker.stat().st_size > 64:
+            return False
+        return marker.read_text(encoding="utf-8") == folder.name.rsplit("-", 1)[1]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _leftovers(path: Path, kind: str) -> list[Path]:
     """Folders an interrupted save of ``path`` on this machine left, by a process now dead,
-    holding nothing but the data files a model folder may hold; newest first."""
+    holding nothing but the data files a model folder may hold, and proven a save's: its
+    marker with the token of its name (:data:`_SAVE_MARKER`), or a complete model folder
+    (a manifest listing exactly its files, as ``overwrite=True`` asks); newest first. A
+    folder that merely has such a name is never listed (so never removed)."""
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.{kind}-{_host_tag()}-(\d+)-[0-9a-f]{{32}}\Z")
     if not path.parent.is_dir():
         return []
@@ -252,7 +294,10 @@ def _leftovers(path: Path, kind: str) -> list[Path]:
             files = _scan(entry, f"'{entry}'", max_bytes=1 << 62)
         except (ModelFileError, OSError):
             continue
-        if all(Path(rel).suffix in SAFE_SUFFIXES for rel in files):
+        files.pop(_SAVE_MARKER, None)
+        if not all(Path(rel).suffix in SAFE_SUFFIXES for rel in files):
+            continue
+        if _made_by_a_save(entry) or _not_a_model_folder(entry) is None:
             found.append((entry.stat().st_mtime, entry))
     return [p for _, p in sorted(found, reverse=True)]
 
@@ -285,10 +330,14 @@ def save(model, path, *, overwrite: bool = False) -> Path:
     The write is atomic: the files go to a sibling temporary folder, are flushed to disk, and
     the folder is then swapped into place; a crash leaves the old model or the new one.
     """
-    check_is_fitted(model, "fusion_")
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     if cls not in _ESTIMATOR_TYPES:
-        raise TypeError(f"toolkit.save saves MultimodalClassifier / MultimodalRegressor, not {cls}")
+        raise TypeError(
+            f"toolkit.save does not support {cls} objects; it saves fitted "
+            f"{' and '.join(sorted(n.rsplit('.', 1)[1] for n in _ESTIMATOR_TYPES))} models "
+            "(for a scikit-learn estimator of your own, use skops.io.dump)"
+        )
+    check_is_fitted(model, "fusion_")
     path = Path(os.path.abspath(os.fspath(path)))
     if path.parent == path or Path.cwd().is_relative_to(path):
         raise ValueError(
@@ -300,17 +349,19 @@ def save(model, path, *, overwrite: bool = False) -> Path:
             raise FileExistsError(f"'{path}' exists; pass overwrite=True or choose another path")
         _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path, "saving")
-    tmp.mkdir()
+    tmp = _make_temp(path)
     try:
         _step("folder")
         _write(model, tmp)
         _step("written")
         _fsync_tree(tmp)
         _step("flushed")
+        (tmp / _SAVE_MARKER).unlink()  # now a complete model folder
+        _fsync_dir(tmp)
         _into_place(tmp, path)
     finally:
-        if tmp.exists():
+        # only this call's own folder (its name holds a fresh random token)
+        if tmp.exists() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
     _remove_stale(path)  # only once the new model is in place
     return path

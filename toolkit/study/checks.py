@@ -227,7 +227,16 @@ def encoder_params(params: Any, encoder: str, key: str) -> dict:
     from toolkit.encoders import ENCODERS
 
     expect(isinstance(params, dict), key, "a mapping", params)
-    return estimator_params(ENCODERS, encoder, params, key)
+    estimator_params(ENCODERS, encoder, params, key)
+    # the allow-lists a model file's encoder passes at toolkit.load (architecture name,
+    # model_kwargs keys known to be inert): a config can no more make a backend download
+    from toolkit.encoders.backends.base import check_encoder_params
+
+    try:
+        check_encoder_params(ENCODERS.build(encoder, params))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    return params
 
 
 def fusion_entry(entry: Any, key: str) -> tuple[str, dict, bool]:

@@ -18,10 +18,26 @@ modality's registry (``toolkit/encoders/backends/__init__.py``); the contract te
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 
 from toolkit._utils import resolve_device
 from toolkit.encoders._torch import apply_weights, penultimate, save_state_dict
+
+#: Words in a constructor keyword that names weights, files, URLs, the hub or kernels: such a
+#: key, unless the backend lists it in ``inert_kwargs`` (``kernel_size`` is a shape), is
+#: refused with the reason (it would make the library read or download something).
+FETCHING_KEY = re.compile(
+    r"weight|pretrain|url|uri|path|file|dir|download|hub|repo|kernel|checkpoint|cache|token"
+    r"|backbone|load|progress|device",
+    re.IGNORECASE,
+)
+#: Bounds on a ``model_kwargs`` value: nesting, number of values, characters of a text.
+MAX_KWARGS_DEPTH = 6
+MAX_KWARGS_VALUES = 10_000
+MAX_KWARGS_TEXT = 1_000
 
 
 class Backend:
@@ -58,6 +74,16 @@ class Backend:
         than a local file: the cache then keys it on the files it resolves to.
     feature_prefix : str
         Prefix of the output feature names (``"{prefix}{i}"``).
+    inert_kwargs : frozenset of str
+        The keys of ``model_kwargs`` this backend knows to be inert: they shape the network
+        its library builds and make it read or fetch nothing (``num_classes``,
+        ``kernel_size``). Every other key, from a model file, a study config or the caller,
+        is refused before anything is built (:meth:`check_model_kwargs`): a key such as
+        torchvision's ``weights_backbone`` or MONAI's ``pretrained_url`` would download.
+    offline_kwargs : dict
+        Keyword arguments always passed to the library's constructor when its signature
+        has them, so that its own defaults fetch nothing either (torchvision's detection
+        builders download an ImageNet backbone unless ``weights_backbone=None``).
     """
 
     name: str = ""
@@ -70,6 +96,8 @@ class Backend:
     named_model: bool = False
     feature_prefix: str = ""
     fit_on_items: bool = False
+    inert_kwargs: frozenset = frozenset()
+    offline_kwargs: dict = {}
 
     @property
     def has_network(self) -> bool:
@@ -102,6 +130,57 @@ class Backend:
             raise ValueError(
                 f"architecture {name!r} is not a model {self.name} lists (see its model list)"
             )
+
+    # -- constructor keyword arguments (the allow-list a saved model is checked against) ----
+
+    def check_model_kwargs(self, kwargs, where: str = "model_kwargs", model=None) -> dict:
+        """``kwargs`` (an encoder's ``model_kwargs``) as a plain dict of keys this backend
+        knows to be inert, with values that are plain data; ValueError naming the key and
+        the fix otherwise. Run before any network is built: by ``fit``, by ``toolkit.load``
+        (the keys come from the file) and by a study's ``validate`` and ``run``."""
+        if kwargs is None:
+            return {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"{where} must be a dict or None, got {type(kwargs).__name__}")
+        for key in kwargs:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(f"{where}: key {key!r} is not a keyword argument name")
+            if key in self.inert_kwargs:
+                continue
+            if FETCHING_KEY.search(key) or key in self.offline_kwargs:
+                raise ValueError(
+                    f"{where}: key {key!r} would make {self.name} read weights, code or a "
+                    "file from a path, URL or the hub, which the toolkit never does (nothing "
+                    "is downloaded); remove it and load weights from a local path with "
+                    "`weights=`"
+                )
+            target = f"{self.name}'s {model!r}" if model is not None else f"backend {self.name!r}"
+            raise ValueError(
+                f"{where} {kwargs!r:.200} do not fit {target}: key {key!r} is not one the "
+                "toolkit knows to be inert (keys that only shape the network, such as "
+                f"{sorted(self.inert_kwargs)[:6]}); remove it, or register a backend that "
+                "declares it in inert_kwargs"
+            )
+        count = [0]
+        for key, value in kwargs.items():
+            _check_plain(value, f"{where}[{key!r}]", 0, count)
+        return dict(kwargs)
+
+    def constructor_kwargs(self, encoder, constructor, defaults: dict | None = None) -> dict:
+        """The checked ``model_kwargs`` of ``encoder`` (``defaults`` when empty), with
+        :attr:`offline_kwargs` added where ``constructor`` accepts them."""
+        import inspect
+
+        given = encoder.model_kwargs or dict(defaults or {})
+        kwargs = self.check_model_kwargs(given, model=getattr(encoder, "model", None))
+        try:
+            accepted = inspect.signature(constructor).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+            accepted = {}
+        for key, value in self.offline_kwargs.items():
+            if key in accepted:
+                kwargs[key] = value
+        return kwargs
 
     # -- fitting, network and encoding ------------------------------------------------------
 
@@ -151,6 +230,68 @@ class Backend:
         return [repo_id]
 
 
+def _check_plain(value, where: str, depth: int, count: list) -> None:
+    """A ``model_kwargs`` value: None, a bool, a finite number, a short text, or lists,
+    tuples and dicts (text keys) of those, bounded in depth and size."""
+    count[0] += 1
+    if count[0] > MAX_KWARGS_VALUES:
+        raise ValueError(f"{where}: model_kwargs hold more than {MAX_KWARGS_VALUES:,} values")
+    if depth > MAX_KWARGS_DEPTH:
+        raise ValueError(f"{where}: nests deeper than {MAX_KWARGS_DEPTH} levels")
+    if value is None or isinstance(value, bool | np.bool_):
+        return
+    if isinstance(value, np.integer | np.floating):
+        value = value.item()  # a numpy scalar is checked as the number it holds
+    if isinstance(value, int):
+        if value.bit_length() > 63:
+            raise ValueError(f"{where}: the integer {value:.3e} is out of range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_KWARGS_TEXT:
+            raise ValueError(
+                f"{where}: a text of {len(value):,} characters (at most {MAX_KWARGS_TEXT})"
+            )
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]", depth + 1, count)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: key {k!r} is not a text")
+            _check_plain(v, f"{where}[{k!r}]", depth + 1, count)
+        return
+    raise ValueError(
+        f"{where} holds a {type(value).__module__}.{type(value).__qualname__}; model_kwargs "
+        "take only numbers, text, booleans, None and lists, tuples or dicts of them"
+    )
+
+
+def check_encoder_params(encoder, *, architecture: bool = True) -> None:
+    """The checks an encoder's parameters pass before anything is built from them, wherever
+    they come from (a model file at ``toolkit.load``, a study config at ``validate`` and
+    ``run``, the caller at ``fit``): its architecture name is one its backend's library
+    lists as a model (unless ``architecture=False``: the backend's network builder names an
+    unknown one itself), and its ``model_kwargs`` keys are ones the backend knows to be
+    inert. ValueError naming the parameter and the fix otherwise."""
+    backends = getattr(encoder, "backends", None)
+    name = getattr(encoder, "backend", None)
+    if backends is None or name not in backends:
+        return
+    backend = backends.get(name)
+    if "model_kwargs" not in backend.parameters:
+        return  # a backend that builds no network from a name ignores both
+    model = getattr(encoder, "model", None)
+    backend.check_model_kwargs(getattr(encoder, "model_kwargs", None), model=model)
+    if architecture and model is not None:
+        backend.check_architecture(model)
+
+
 class TorchBackbone(Backend):
     """A pretrained torch network built by name from its library, with a state dict given by
     ``weights`` (nothing is downloaded); the features are the input of its last Linear
@@ -171,6 +312,7 @@ class TorchBackbone(Backend):
     def build_network(self, encoder):
         from toolkit.encoders._finetune import replace_head
 
+        check_encoder_params(encoder, architecture=False)  # no key that could fetch
         net = self.network(encoder)
         if encoder._fine_tuning() and hasattr(encoder, "n_outputs_"):
             replace_head(net, encoder.n_outputs_)

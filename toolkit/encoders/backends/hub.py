@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -127,7 +127,9 @@ def loading(location: str, backend: str):
 #: id such as ``kernels-community/flash-attn2``) or a package it falls back to the hub for
 #: (``flash_attention_2``), whatever ``local_files_only`` says.
 BUILTIN_ATTENTION = frozenset({"eager", "sdpa"})
-_ATTENTION_KEYS = frozenset({"attn_implementation", "_attn_implementation", "_attn_implementation_internal"})
+_ATTENTION_KEYS = frozenset(
+    {"attn_implementation", "_attn_implementation", "_attn_implementation_internal"}
+)
 #: Keys that make transformers load kernels or quantizers (some fetched from the hub).
 _KERNEL_KEYS = frozenset({"quantization_config", "use_kernels", "kernel_config"})
 _MAX_JSON_DEPTH = 64
@@ -166,7 +168,7 @@ def check_hf_json(content, where: str) -> None:
                     )
             elif key in _KERNEL_KEYS and value not in (None, False, {}):
                 raise ValueError(
-                    f"{where} sets {key!r}, which makes transformers load quantization or "
+                    f"{where} sets {key}, which makes transformers load quantization or "
                     "attention kernels (some fetched from the hub); the toolkit loads plain "
                     "float models only: save the model without it"
                 )
@@ -228,7 +230,7 @@ def check_no_hub_kernels(model) -> None:
 _KERNEL_CALL = re.compile(r"\b(get_kernel|lazy_load_kernel|load_cuda_kernels)\(")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fetches_kernels(module_name: str) -> bool:
     """Whether the source of the imported module ``module_name`` calls a kernel loader."""
     file = getattr(sys.modules.get(module_name), "__file__", None)

@@ -26,7 +26,9 @@ class SentenceTransformers(Backend):
 
         word = models.Transformer(tiny_bert(folder), max_seq_length=16)
         pooling = models.Pooling(word.get_word_embedding_dimension())
-        SentenceTransformer(modules=[word, pooling], device="cpu").save(f"{folder}/sbert")
+        SentenceTransformer(modules=[word, pooling], device="cpu").save(
+            f"{folder}/sbert", create_model_card=False
+        )
         return {"model": f"{folder}/sbert", "device": "cpu"}
 
     def fit(self, encoder, decoded) -> None:
@@ -38,10 +40,13 @@ class SentenceTransformers(Backend):
             else hub.check_model_location(encoder.model)
         )
         encoder.device_ = resolve_device(encoder.device)
+        hub.check_offline(location, self.hub_candidates(location))  # no hub kernel
         with hub.loading(location, self.name):
             encoder.model_ = SentenceTransformer(
-                location, device=str(encoder.device_), local_files_only=True
-            )
+                location, device=str(encoder.device_), local_files_only=True,
+                trust_remote_code=False,
+            )  # fmt: skip
+        hub.check_no_hub_kernels(encoder.model_)
         dim_getter = (
             getattr(encoder.model_, "get_embedding_dimension", None)
             or encoder.model_.get_sentence_embedding_dimension
@@ -59,7 +64,8 @@ class SentenceTransformers(Backend):
             )
 
     def save_weights(self, encoder, folder) -> dict[str, str]:
-        encoder.model_.save(str(folder), safe_serialization=True)
+        # no model card: writing one looks the base model up on the hub
+        encoder.model_.save(str(folder), safe_serialization=True, create_model_card=False)
         return {"model": "."}
 
     def default_model(self) -> str | None:

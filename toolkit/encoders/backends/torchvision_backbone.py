@@ -41,6 +41,31 @@ class Torchvision(TorchBackbone):
     parameters = (*TorchBackbone.parameters, "input_size")
     constraints = {"input_size": [Interval(Integral, 8, None, closed="left"), None]}
     feature_prefix = "image_emb"
+    # Settings of torchvision's builders and model classes that only shape the network
+    # (numbers, flags, text); never weights, weights_backbone, pretrained or progress.
+    inert_kwargs = frozenset(
+        {
+            "num_classes", "aux_logits", "aux_loss", "num_keypoints", "quantize",
+            "trainable_backbone_layers", "transform_input", "init_weights",
+            "dropout", "attention_dropout", "dropout_aux", "mlp_dropout", "drop_rate",
+            "stochastic_depth_prob", "layer_scale", "zero_init_residual", "groups",
+            "width_per_group", "replace_stride_with_dilation", "width_mult", "round_nearest",
+            "last_channel", "growth_rate", "block_config", "bn_size", "num_init_features",
+            "memory_efficient", "squeeze_ratio", "version", "expansion_ratio", "mlp_ratio",
+            "image_size", "patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim",
+            "representation_size", "min_size", "max_size", "image_mean", "image_std",
+            "score_thresh", "nms_thresh", "detections_per_img", "fg_iou_thresh",
+            "bg_iou_thresh", "topk_candidates", "center_sampling_radius",
+            "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
+            "box_fg_iou_thresh", "box_bg_iou_thresh", "box_batch_size_per_image",
+            "box_positive_fraction", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_nms_thresh",
+            "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_batch_size_per_image",
+            "rpn_positive_fraction", "rpn_score_thresh",
+        }
+    )  # fmt: skip
+    # The detection and segmentation builders download an ImageNet backbone by default.
+    offline_kwargs = {"weights": None, "weights_backbone": None}
 
     def example(self, folder) -> dict:
         import torch
@@ -67,12 +92,13 @@ class Torchvision(TorchBackbone):
                 "backend='torchvision' needs model=<architecture name>, e.g. 'resnet18'"
             )
         try:
-            return torchvision.models.get_model(
-                encoder.model, weights=None, **(encoder.model_kwargs or {})
-            )
+            builder = torchvision.models.get_model_builder(encoder.model)
         except ValueError as exc:
             raise ValueError(f"unknown torchvision architecture '{encoder.model}': {exc}") from exc
-        except TypeError as exc:
+        kwargs = self.constructor_kwargs(encoder, builder)
+        try:
+            return builder(**kwargs)
+        except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"model_kwargs {encoder.model_kwargs!r} do not fit torchvision's "
                 f"'{encoder.model}': {exc}"
