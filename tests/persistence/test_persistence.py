@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import struct
-import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -744,21 +743,24 @@ def test_overwrite_refuses_a_symlink_and_a_forged_manifest(fitted, tmp_path):
     assert (target / "a.csv").read_text() == "1,2"
 
 
-_CHILD = textwrap.dedent(
-    """
-    import os, signal, sys
-    import toolkit, toolkit.persistence.saving as p
-    src, dst, stop, exchange = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+def _killed_save(src, dst, stop: str, exchange: bool) -> None:
+    """In a forked child: load ``src`` and save it over ``dst``, killed (SIGKILL) at the
+    save's step ``stop``; without ``exchange`` the atomic folder exchange is unavailable."""
+    import signal
+
+    import toolkit.persistence.saving as p
+
     def step(name):
         if name == stop:
             os.kill(os.getpid(), signal.SIGKILL)
-    p._step = step
-    if not exchange:
-        p._exchange = lambda a, b: False
-    model = toolkit.load(src)
-    toolkit.save(model, dst, overwrite=True)
-    """
-)
+
+    try:
+        p._step = step
+        if not exchange:
+            p._exchange = lambda a, b: False
+        toolkit.save(toolkit.load(src), dst, overwrite=True)
+    finally:
+        os._exit(3)  # never back into the test runner; 3: the save ended without the kill
 
 
 @pytest.mark.parametrize(
@@ -779,13 +781,13 @@ def test_a_save_killed_at_any_point_leaves_a_loadable_model(
     new = late_fitted
     dst = toolkit.save(old, tmp_path / "model")
     src = toolkit.save(new, tmp_path / "new")
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src), str(dst), stop, exchange],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    # A forked child (this process's imports, no interpreter start-up): killed mid-save.
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_save, args=(src, dst, stop, exchange == "1")
     )
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    child.start()
+    child.join(300)
+    assert child.exitcode == -9, child.exitcode
     with pytest.warns(RuntimeWarning, match="interrupted") if stop == "moved-old" else _nowarn():
         loaded = toolkit.load(dst)
     expected = new if stop in ("exchanged", "moved-new") else old
@@ -1006,7 +1008,6 @@ def test_a_registered_fusion_is_saved_and_loaded(tmp_path, monkeypatch):
             return {"random_state": self.random_state}
 
     MeanFusion.__module__, MeanFusion.__qualname__ = "tests_plugin", "MeanFusion"
-    import sys
     import types
 
     plugin = types.ModuleType("tests_plugin")
