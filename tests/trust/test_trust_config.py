@@ -540,3 +540,31 @@ def test_scan_settings_too_large_are_refused_at_validate_and_create_no_folder(tm
     assert "above the max_resampled_voxels=33,554,432 limit" in line
     _fails(capfd, ["run", str(path), "--out", str(tmp_path / "out")], "modalities[0].params")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_relative_weights_path_resolves_against_the_config_folder(tmp_path, monkeypatch):
+    """A config's relative ``weights:`` names the file beside the config, from any working
+    directory (it was resolved against the working directory); a relative ``model`` is
+    resolved only when that folder exists beside the config (else it may be a hub id)."""
+    from toolkit.study.config import resolve_encoder_paths
+    from toolkit.study.data import load_study_data
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "w.pt").write_bytes(b"")
+    text = SMALL.replace(
+        "params: {n_components: 4}}",
+        "params: {n_components: 4}}\n  - {name: face, encoder: ImageEncoder, columns: face, "
+        "params: {backend: torchvision, model: mobilenet_v3_small, weights: w.pt}}",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(_config(study, text))
+    modalities = load_study_data(config)[3]
+    assert dict((name, enc) for name, enc, _ in modalities)["face"].weights == str(study / "w.pt")
+    assert config.to_dict()["modalities"][1]["params"]["weights"] == "w.pt"  # as written
+    assert resolve_encoder_paths(config, {"model": "org/model-id"}) == {"model": "org/model-id"}
+    (study / "local_model").mkdir()
+    got = resolve_encoder_paths(config, {"model": "local_model", "weights": str(tmp_path / "a")})
+    assert got == {"model": str(study / "local_model"), "weights": str(tmp_path / "a")}

@@ -13,7 +13,8 @@ registered in ``toolkit.datasets.DATASETS``, ``toolkit.encoders.ENCODERS`` and
   refused: a study keeps generated data in memory.
 - read from a place that depends on the working directory: relative input paths in
   ``data.params`` (``csv``, ``data_dir``, ``path``) resolve against the config file's
-  folder (see :func:`resolve_input_paths`); relative paths inside a manifest resolve
+  folder (see :func:`resolve_input_paths`), and so does an encoder's relative ``weights``
+  file (:func:`resolve_encoder_paths`); relative paths inside a manifest resolve
   against the manifest's folder (``toolkit.datasets.load_manifest``).
 - pass a number out of range or of the wrong type. Every numeric key is bounded;
   ``true``/``false`` is never accepted as a number and a float never as an integer.
@@ -84,6 +85,7 @@ __all__ = [
     "check_name",
     "defaults",
     "load_config",
+    "resolve_encoder_paths",
     "resolve_input_paths",
     "validate_config",
 ]
@@ -339,6 +341,29 @@ def as_config(config) -> StudyConfig:
     """``config`` itself when it is a :class:`StudyConfig`, else the typed config of a
     plain mapping (defaults filled, values checked)."""
     return config if isinstance(config, StudyConfig) else StudyConfig.from_dict(config)
+
+
+#: Encoder parameters that name a file: a relative one resolves against the config's folder.
+ENCODER_PATH_PARAMS = ("weights",)
+
+
+def resolve_encoder_paths(config: StudyConfig, params: dict) -> dict:
+    """An encoder's ``params`` with relative file paths (``weights``) made absolute against
+    the config's folder, as :func:`resolve_input_paths` does for ``data.params``: the same
+    config then reads the same file from any working directory. ``model`` (a local folder
+    or a hub id) is resolved when the folder exists beside the config. ``~`` is expanded."""
+    params = dict(params)
+    base = Path(config.path).parent if config.path else Path.cwd()
+    for key in ENCODER_PATH_PARAMS:
+        if isinstance(params.get(key), str) and params[key].strip():
+            path = Path(params[key]).expanduser()
+            params[key] = str(path if path.is_absolute() else base / path)
+    model = params.get("model")
+    if isinstance(model, str) and model.strip() and not Path(model).expanduser().is_absolute():
+        beside = base / Path(model).expanduser()
+        if beside.is_dir():
+            params["model"] = str(beside)
+    return params
 
 
 def resolve_input_paths(config: StudyConfig) -> dict:

@@ -18,6 +18,7 @@ from toolkit.study.config import (
     ConfigError,
     StudyConfig,
     check_name,
+    resolve_encoder_paths,
     resolve_input_paths,
     validate_config,
 )
@@ -132,7 +133,7 @@ def _modalities(config: StudyConfig, bunch: Bunch) -> list:
                 f"(columns: {list(frame.columns)[:12]})"
             )
         try:
-            enc = ENCODERS[mod.encoder](**mod.params)
+            enc = ENCODERS[mod.encoder](**resolve_encoder_paths(config, mod.params))
             # settings that need no data are checked now (validate refuses them, no folder)
             check = getattr(enc, "check_settings", None)
             if check is not None:
