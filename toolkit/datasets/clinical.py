@@ -187,53 +187,12 @@ def make_clinical_cohort(
     scan_size = check_int("scan_size", scan_size, low=8)
     xray_size = check_int("xray_size", xray_size, low=8)
     missing_rate = check_float("missing_rate", missing_rate, high=1.0)
-    check_generated_bytes(
-        "make_clinical_cohort",
-        generated_bytes(n_samples, scan_size, xray_size, include_xray),
-        f"n_samples={n_samples}, scan_size={scan_size}"
-        + (f", xray_size={xray_size}" if include_xray else "")
-        + ": 4 bytes per scan voxel"
-        + (" and X-ray pixel" if include_xray else "")
-        + " per row",
-        max_bytes,
-    )
-    # Patients and visits.
-    visits = []
-    pid = 0
-    while len(visits) < n_samples:
-        k = min(1 + rng.poisson(max(visits_per_patient - 1, 0)), 3)
-        visits.extend([(pid, v) for v in range(k)])
-        pid += 1
-    visits = visits[:n_samples]
+    _check_bytes(n_samples, scan_size, xray_size, include_xray, max_bytes)
+    visits = _visits(n_samples, visits_per_patient, rng)
     patient = np.array([p for p, _ in visits])
-    n_patients = patient.max() + 1
-    severity_p = rng.normal(size=n_patients)
-    threshold = np.quantile(severity_p, 1 - prevalence)
-    severity = severity_p[patient] + 0.1 * rng.normal(size=n_samples)
-    diagnosis = (severity_p[patient] > threshold).astype(int)
-    centred = severity - threshold
-    signal = {
-        m: (centred + noise * rng.normal(size=n_samples))
-        if m in informative
-        else rng.normal(size=n_samples)
-        for m in allowed
-    }
+    severity, diagnosis, signal = _latent(patient, prevalence, noise, informative, allowed, rng)
     s = strength
-    t = signal["clinical"]
-    table = pd.DataFrame(
-        {
-            "age": np.round(rng.normal(62, 14, n_samples).clip(18, 95)),
-            "sex": rng.choice(["F", "M"], n_samples),
-            "heart_rate": np.round(80 + 8 * s * t + rng.normal(0, 8, n_samples)),
-            "temperature": np.round(37.0 + 0.4 * s * t + rng.normal(0, 0.3, n_samples), 1),
-            "sbp": np.round(125 - 5 * s * t + rng.normal(0, 12, n_samples)),
-            "crp": np.round(np.exp(2.0 + 0.6 * s * t + rng.normal(0, 0.4, n_samples)), 1),
-            "wbc": np.round(8 + 2.0 * s * t + rng.normal(0, 1.5, n_samples), 1).clip(1),
-            "lactate": np.round(np.exp(0.3 + 0.25 * s * t + rng.normal(0, 0.2, n_samples)), 2),
-        }
-    )
-    for col in ("crp", "wbc", "lactate"):
-        table.loc[rng.random_sample(n_samples) < 0.05, col] = np.nan
+    table = _clinical_table(signal["clinical"], s, n_samples, rng)
     notes = [_note(signal["note"][i], s, rng) for i in range(n_samples)]
     scans = [_scan(signal["scan"][i], s, scan_size, rng) for i in range(n_samples)]
     frame = pd.DataFrame(
@@ -249,11 +208,93 @@ def make_clinical_cohort(
     for m in allowed:
         frame[f"signal_{m}"] = signal[m] if m in informative else 0.0
     if missing_rate > 0:
-        for col in [c for c in ("note", "scan", "xray") if c in frame]:
-            drop = rng.random_sample(n_samples) < missing_rate
-            frame[col] = frame[col].astype(object).where(~drop, None)
+        _drop_missing(frame, missing_rate, n_samples, rng)
     if output_dir is not None:
         frame = _write_files(frame, Path(output_dir))
+    return Bunch(
+        frame=frame,
+        target=diagnosis,
+        groups=frame["patient_id"].to_numpy(),
+        modalities=_modalities(scan_size, include_xray),
+        informative=list(informative),
+        data_card=data_card("clinical_cohort"),
+    )
+
+
+def _check_bytes(
+    n_samples: int, scan_size: int, xray_size: int, include_xray: bool, max_bytes: int
+) -> None:
+    """Refuse a cohort whose arrays would exceed ``max_bytes``, before generating anything."""
+    check_generated_bytes(
+        "make_clinical_cohort",
+        generated_bytes(n_samples, scan_size, xray_size, include_xray),
+        f"n_samples={n_samples}, scan_size={scan_size}"
+        + (f", xray_size={xray_size}" if include_xray else "")
+        + ": 4 bytes per scan voxel"
+        + (" and X-ray pixel" if include_xray else "")
+        + " per row",
+        max_bytes,
+    )
+
+
+def _visits(n_samples: int, visits_per_patient: float, rng) -> list[tuple[int, int]]:
+    """(patient, visit) pairs for ``n_samples`` rows: each patient has 1-3 visits."""
+    visits = []
+    pid = 0
+    while len(visits) < n_samples:
+        k = min(1 + rng.poisson(max(visits_per_patient - 1, 0)), 3)
+        visits.extend([(pid, v) for v in range(k)])
+        pid += 1
+    return visits[:n_samples]
+
+
+def _latent(patient: np.ndarray, prevalence: float, noise: float, informative, allowed, rng):
+    """(severity, diagnosis, {modality: signal}) per visit from per-patient severities."""
+    n_samples = len(patient)
+    n_patients = patient.max() + 1
+    severity_p = rng.normal(size=n_patients)
+    threshold = np.quantile(severity_p, 1 - prevalence)
+    severity = severity_p[patient] + 0.1 * rng.normal(size=n_samples)
+    diagnosis = (severity_p[patient] > threshold).astype(int)
+    centred = severity - threshold
+    signal = {
+        m: (centred + noise * rng.normal(size=n_samples))
+        if m in informative
+        else rng.normal(size=n_samples)
+        for m in allowed
+    }
+    return severity, diagnosis, signal
+
+
+def _clinical_table(t: np.ndarray, s: float, n_samples: int, rng) -> pd.DataFrame:
+    """Vitals and labs whose inflammatory markers rise with signal ``t`` (strength ``s``);
+    about 5% of the lab values are missing (NaN)."""
+    table = pd.DataFrame(
+        {
+            "age": np.round(rng.normal(62, 14, n_samples).clip(18, 95)),
+            "sex": rng.choice(["F", "M"], n_samples),
+            "heart_rate": np.round(80 + 8 * s * t + rng.normal(0, 8, n_samples)),
+            "temperature": np.round(37.0 + 0.4 * s * t + rng.normal(0, 0.3, n_samples), 1),
+            "sbp": np.round(125 - 5 * s * t + rng.normal(0, 12, n_samples)),
+            "crp": np.round(np.exp(2.0 + 0.6 * s * t + rng.normal(0, 0.4, n_samples)), 1),
+            "wbc": np.round(8 + 2.0 * s * t + rng.normal(0, 1.5, n_samples), 1).clip(1),
+            "lactate": np.round(np.exp(0.3 + 0.25 * s * t + rng.normal(0, 0.2, n_samples)), 2),
+        }
+    )
+    for col in ("crp", "wbc", "lactate"):
+        table.loc[rng.random_sample(n_samples) < 0.05, col] = np.nan
+    return table
+
+
+def _drop_missing(frame: pd.DataFrame, missing_rate: float, n_samples: int, rng) -> None:
+    """Set each non-table modality's cell to None with probability ``missing_rate`` (in place)."""
+    for col in [c for c in ("note", "scan", "xray") if c in frame]:
+        drop = rng.random_sample(n_samples) < missing_rate
+        frame[col] = frame[col].astype(object).where(~drop, None)
+
+
+def _modalities(scan_size: int, include_xray: bool) -> list:
+    """The (name, encoder, column) triples for the estimators."""
     from toolkit.encoders import ImageEncoder, ScanEncoder, TabularEncoder, TextEncoder
 
     clinical_cols = ["age", "sex", "heart_rate", "temperature", "sbp", "crp", "wbc", "lactate"]
@@ -264,14 +305,7 @@ def make_clinical_cohort(
     ]
     if include_xray:
         modalities.append(("xray", ImageEncoder(), "xray"))
-    return Bunch(
-        frame=frame,
-        target=diagnosis,
-        groups=frame["patient_id"].to_numpy(),
-        modalities=modalities,
-        informative=list(informative),
-        data_card=data_card("clinical_cohort"),
-    )
+    return modalities
 
 
 def _write_files(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
