@@ -194,22 +194,10 @@ def _mel_db(x, length, sr: int, win: int, hop: int, n_mels: int):
     return out
 
 
-def audio_statistics_batch(
-    waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int
-) -> np.ndarray:
-    """Utterance-level statistics of mono waveforms at rate ``sr``, computed together.
-
-    The clips are zero-padded to the longest and every step runs on the whole batch; each
-    clip's frames beyond its own end are masked out of every statistic (the MFCC frames at
-    its end see its own reflection, as alone), so a clip gets the same features in any batch
-    (to float32 rounding, about 1e-5 relative). See :class:`AudioEncoder` for the features.
-
-    Returns
-    -------
-    ndarray of shape (len(waves), n_mfcc * (n_segments + 3) + 11), float32
-    """
+def _padded_batch(waves: list[np.ndarray], sr: int):
+    """(lengths, padded lengths, (B, longest) tensor) of the level-normalized clips,
+    zero-padded to the longest; very short clips count as 0.1 s long."""
     import torch
-    import torchaudio.functional as AF
 
     lengths0 = torch.tensor([len(w) for w in waves])
     length = lengths0.clamp(min=int(0.1 * sr))  # very short clips are zero-padded to 0.1 s
@@ -217,10 +205,38 @@ def audio_statistics_batch(
     x = torch.zeros(b, width)
     for i, w in enumerate(waves):
         x[i, : len(w)] = torch.from_numpy(_level_normalized(w))
+    return lengths0, length, x
+
+
+def _segment_means(centred, n_frames, n_segments: int, m):
+    """(B, C, S) means of each clip's valid frames (mask ``m``, (B, 1, T)) in ``n_segments``
+    segments split as torch.tensor_split; an empty segment's mean is 0."""
+    import torch
+
+    t_max = centred.shape[2]
+    # Segments as torch.tensor_split: the first T % S segments hold one frame more.
+    q, r = torch.div(n_frames, n_segments, rounding_mode="floor"), n_frames % n_segments
+    t = torch.arange(t_max)[None]
+    cut = r[:, None] * (q[:, None] + 1)
+    seg = torch.where(
+        t < cut, t // (q[:, None] + 1), r[:, None] + (t - cut) // q[:, None].clamp(min=1)
+    )
+    onehot = (
+        torch.nn.functional.one_hot(seg.clamp(0, n_segments - 1), n_segments) * m[:, 0, :, None]
+    )
+    seg_count = onehot.sum(1)  # (B, S)
+    return (centred @ onehot) / seg_count[:, None].clamp(min=1)  # (B, C, S); empty: 0
+
+
+def _spectral_statistics(x, length, sr: int, win: int, hop: int, n_mfcc: int, n_segments: int):
+    """(B, n_mfcc * (n_segments + 3)): segment means of the mean-normalized MFCCs, and the
+    standard deviations of the MFCCs and of their first and second deltas."""
+    import torch
+    import torchaudio.functional as AF
 
     # MFCC: torchaudio's MFCC (Hann window of 25 ms, hop 10 ms, centred frames with
     # reflection, power mel spectrogram, dB with a top of 80 dB below each clip's maximum).
-    win, hop = int(0.025 * sr), int(0.010 * sr)
+    b = len(x)
     n_mels = max(40, n_mfcc)
     mel_db = _mel_db(x, length, sr, win, hop, n_mels)  # (B, T, mels)
     n_frames = 1 + torch.div(length, hop, rounding_mode="floor")
@@ -233,21 +249,10 @@ def audio_statistics_batch(
     count = n_frames[:, None].float()
     mfcc_std, mfcc_mean = _masked_std(mfcc, m, count)
     centred = mfcc - mfcc_mean[..., None]  # cepstral mean normalisation
-    # Segments as torch.tensor_split: the first T % S segments hold one frame more.
-    q, r = torch.div(n_frames, n_segments, rounding_mode="floor"), n_frames % n_segments
-    t = torch.arange(t_max)[None]
-    cut = r[:, None] * (q[:, None] + 1)
-    seg = torch.where(
-        t < cut, t // (q[:, None] + 1), r[:, None] + (t - cut) // q[:, None].clamp(min=1)
-    )
-    onehot = (
-        torch.nn.functional.one_hot(seg.clamp(0, n_segments - 1), n_segments) * m[:, 0, :, None]
-    )
-    seg_count = onehot.sum(1)  # (B, S)
-    seg_means = (centred @ onehot) / seg_count[:, None].clamp(min=1)  # (B, C, S); empty: 0
+    seg_means = _segment_means(centred, n_frames, n_segments, m)
     d1 = _deltas(mfcc, n_frames)
     d2 = _deltas(d1, n_frames)
-    spectral = torch.cat(
+    return torch.cat(
         [
             seg_means.transpose(1, 2).reshape(b, -1),
             mfcc_std,
@@ -256,6 +261,11 @@ def audio_statistics_batch(
         ],
         dim=1,
     )
+
+
+def _prosody_statistics(x, length, lengths0, sr: int, win: int, hop: int):
+    """(B, 11) prosody statistics, in the order of ``_PROSODY``."""
+    import torch
 
     # Prosody on 25 ms frames with a 10 ms hop (no centring).
     # Frame means by pooling (no (B, F, win) copy): energy, and zero crossings of the
@@ -278,18 +288,9 @@ def audio_statistics_batch(
     inner &= voiced & (torch.arange(e.shape[1])[None] < (n_energy - 1)[:, None])
     peaks = inner.sum(1).float()
 
-    pitch, pv = _pitch_track(x, length, sr)
-    n = min(pitch.shape[1], voiced.shape[1])
-    use = voiced[:, :n] & pv[:, :n]
-    logp = torch.where(use, torch.log2(pitch[:, :n].clamp(min=1.0)), 0.0)
-    pcount = use.sum(1).float()
-    p_std, p_mean = _masked_std(logp, use.float(), pcount)
-    quant = torch.nanquantile(
-        torch.where(use, logp, torch.nan), torch.tensor([0.1, 0.9]), dim=1
-    )  # (2, B); NaN where no voiced frame
-    p_range = torch.where(pcount > 1, quant[1] - quant[0], torch.zeros_like(pcount))
+    p_mean, p_std, p_range = _pitch_statistics(x, length, sr, voiced)
     duration = lengths0.double() / sr
-    prosody = torch.stack(
+    return torch.stack(
         [
             torch.log(duration + 1e-3).float(),
             (energy_db * evf).sum(1) / ecount,
@@ -306,6 +307,45 @@ def audio_statistics_batch(
         ],
         dim=1,
     )
+
+
+def _pitch_statistics(x, length, sr: int, voiced):
+    """(mean, std, 10-90% range) of log2 pitch over the frames both voiced and pitched."""
+    import torch
+
+    pitch, pv = _pitch_track(x, length, sr)
+    n = min(pitch.shape[1], voiced.shape[1])
+    use = voiced[:, :n] & pv[:, :n]
+    logp = torch.where(use, torch.log2(pitch[:, :n].clamp(min=1.0)), 0.0)
+    pcount = use.sum(1).float()
+    p_std, p_mean = _masked_std(logp, use.float(), pcount)
+    quant = torch.nanquantile(
+        torch.where(use, logp, torch.nan), torch.tensor([0.1, 0.9]), dim=1
+    )  # (2, B); NaN where no voiced frame
+    p_range = torch.where(pcount > 1, quant[1] - quant[0], torch.zeros_like(pcount))
+    return p_mean, p_std, p_range
+
+
+def audio_statistics_batch(
+    waves: list[np.ndarray], sr: int, n_mfcc: int, n_segments: int
+) -> np.ndarray:
+    """Utterance-level statistics of mono waveforms at rate ``sr``, computed together.
+
+    The clips are zero-padded to the longest and every step runs on the whole batch; each
+    clip's frames beyond its own end are masked out of every statistic (the MFCC frames at
+    its end see its own reflection, as alone), so a clip gets the same features in any batch
+    (to float32 rounding, about 1e-5 relative). See :class:`AudioEncoder` for the features.
+
+    Returns
+    -------
+    ndarray of shape (len(waves), n_mfcc * (n_segments + 3) + 11), float32
+    """
+    import torch
+
+    lengths0, length, x = _padded_batch(waves, sr)
+    win, hop = int(0.025 * sr), int(0.010 * sr)
+    spectral = _spectral_statistics(x, length, sr, win, hop, n_mfcc, n_segments)
+    prosody = _prosody_statistics(x, length, lengths0, sr, win, hop)
     return torch.cat([spectral, prosody], dim=1).numpy()
 
 
