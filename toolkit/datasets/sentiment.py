@@ -206,19 +206,9 @@ def make_sentiment_clips(
     missing_rate = check_float("missing_rate", missing_rate, high=1.0)
     sample_rate = check_int("sample_rate", sample_rate, low=1)
     duration = check_float("duration", duration, low_open=True)
-    if int(sample_rate * duration) < 1:
-        raise ValueError(
-            f"duration must give at least one sample at sample_rate={sample_rate} Hz, "
-            f"got {duration!r} s; use duration >= {1 / sample_rate:.3g}"
-        )
+    _check_one_sample(sample_rate, duration)
     image_size = check_int("image_size", image_size, low=8)
-    check_generated_bytes(
-        "make_sentiment_clips",
-        generated_bytes(n_samples, sample_rate, duration, image_size),
-        f"n_samples={n_samples}, sample_rate={sample_rate}, duration={duration:g}, "
-        f"image_size={image_size}: 4 bytes per audio sample and face pixel per clip",
-        max_bytes,
-    )
+    _check_bytes(n_samples, sample_rate, duration, image_size, max_bytes)
     strength = {"text": text_strength, "audio": audio_strength, "face": face_strength}
     u = {
         m: (rng.normal(size=n_samples) if m in informative else np.zeros(n_samples))
@@ -229,16 +219,9 @@ def make_sentiment_clips(
     label = (score > 0).astype(int)
     arousal = rng.normal(size=n_samples)
     conflict = rng.random_sample(n_samples) < conflict_rate
-    transcripts, voices, faces = [], [], []
-    for i in range(n_samples):
-        ut = -u["text"][i] if conflict[i] else u["text"][i]
-        # An uninformative modality still varies: it expresses an unrelated random value.
-        ut = ut if "text" in informative else rng.normal()
-        ua = u["audio"][i] if "audio" in informative else rng.normal()
-        uf = u["face"][i] if "face" in informative else rng.normal()
-        transcripts.append(_transcript(ut, strength["text"], rng))
-        voices.append(_voice(ua, strength["audio"], arousal[i], sample_rate, duration, noise, rng))
-        faces.append(_face(uf, strength["face"], image_size, noise, rng))
+    transcripts, voices, faces = _clips(
+        u, informative, strength, conflict, arousal, sample_rate, duration, image_size, noise, rng
+    )
     frame = pd.DataFrame(
         {
             "transcript": transcripts,
@@ -252,28 +235,77 @@ def make_sentiment_clips(
         }
     )
     if missing_rate > 0:
-        drop = rng.random_sample((n_samples, 3)) < missing_rate
-        for i in np.flatnonzero(drop.all(axis=1)):
-            drop[i, rng.randint(3)] = False
-        for j, col in enumerate(["transcript", "audio", "face"]):
-            frame[col] = frame[col].astype(object).where(~drop[:, j], None)
+        _drop_missing(frame, missing_rate, n_samples, rng)
     if output_dir is not None:
         frame = _write_files(frame, Path(output_dir), sample_rate)
-    from toolkit.encoders import AudioEncoder, ImageEncoder, TextEncoder
-
-    modalities = [
-        ("text", TextEncoder(n_components=32), "transcript"),
-        ("audio", AudioEncoder(sample_rate=sample_rate), "audio"),
-        ("face", ImageEncoder(), "face"),
-    ]
     return Bunch(
         frame=frame,
         target=label,
         score=score,
-        modalities=modalities,
+        modalities=_modalities(sample_rate),
         informative=list(informative),
         data_card=data_card("sentiment_clips"),
     )
+
+
+def _check_one_sample(sample_rate: int, duration: float) -> None:
+    """Refuse a duration shorter than one sample at ``sample_rate``."""
+    if int(sample_rate * duration) < 1:
+        raise ValueError(
+            f"duration must give at least one sample at sample_rate={sample_rate} Hz, "
+            f"got {duration!r} s; use duration >= {1 / sample_rate:.3g}"
+        )
+
+
+def _check_bytes(
+    n_samples: int, sample_rate: int, duration: float, image_size: int, max_bytes: int
+) -> None:
+    """Refuse clips whose arrays would exceed ``max_bytes``, before generating anything."""
+    check_generated_bytes(
+        "make_sentiment_clips",
+        generated_bytes(n_samples, sample_rate, duration, image_size),
+        f"n_samples={n_samples}, sample_rate={sample_rate}, duration={duration:g}, "
+        f"image_size={image_size}: 4 bytes per audio sample and face pixel per clip",
+        max_bytes,
+    )
+
+
+def _clips(
+    u, informative, strength, conflict, arousal, sample_rate, duration, image_size, noise, rng
+):
+    """(transcripts, waveforms, face images) of the clips, one clip after the other."""
+    transcripts, voices, faces = [], [], []
+    for i in range(len(arousal)):
+        ut = -u["text"][i] if conflict[i] else u["text"][i]
+        # An uninformative modality still varies: it expresses an unrelated random value.
+        ut = ut if "text" in informative else rng.normal()
+        ua = u["audio"][i] if "audio" in informative else rng.normal()
+        uf = u["face"][i] if "face" in informative else rng.normal()
+        transcripts.append(_transcript(ut, strength["text"], rng))
+        voices.append(_voice(ua, strength["audio"], arousal[i], sample_rate, duration, noise, rng))
+        faces.append(_face(uf, strength["face"], image_size, noise, rng))
+    return transcripts, voices, faces
+
+
+def _drop_missing(frame: pd.DataFrame, missing_rate: float, n_samples: int, rng) -> None:
+    """Set each modality's cell to None with probability ``missing_rate``, keeping one
+    modality per row (in place)."""
+    drop = rng.random_sample((n_samples, 3)) < missing_rate
+    for i in np.flatnonzero(drop.all(axis=1)):
+        drop[i, rng.randint(3)] = False
+    for j, col in enumerate(["transcript", "audio", "face"]):
+        frame[col] = frame[col].astype(object).where(~drop[:, j], None)
+
+
+def _modalities(sample_rate: int) -> list:
+    """The (name, encoder, column) triples for the estimators."""
+    from toolkit.encoders import AudioEncoder, ImageEncoder, TextEncoder
+
+    return [
+        ("text", TextEncoder(n_components=32), "transcript"),
+        ("audio", AudioEncoder(sample_rate=sample_rate), "audio"),
+        ("face", ImageEncoder(), "face"),
+    ]
 
 
 def _write_files(frame: pd.DataFrame, folder: Path, sample_rate: int) -> pd.DataFrame:
