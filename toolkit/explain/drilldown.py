@@ -199,6 +199,40 @@ class _RowGame:
         return np.tensordot(weights, V, axes=(0, 0))
 
 
+def _max_parts(max_parts) -> int:
+    """``max_parts`` as an int, refused above :data:`MAX_EXACT_PARTS`."""
+    max_parts = positive_int(max_parts, "max_parts")
+    if max_parts > MAX_EXACT_PARTS:
+        raise ValueError(
+            f"max_parts={max_parts} would allow 2^{max_parts} - 2 encoder calls per row; at most "
+            f"{MAX_EXACT_PARTS} is accepted (items with more parts are sampled: raise "
+            "n_permutations for a smaller error)"
+        )
+    return max_parts
+
+
+def _checked_masker(fitted, masker, modality: str):
+    """The masker to use: the encoder's own when ``masker`` is None, else ``masker`` if it
+    splits the kind of items the encoder reads."""
+    encoder_class = type(fitted).__name__
+    own = fitted.masker() if callable(getattr(fitted, "masker", None)) else None
+    if masker is None:
+        if own is None:
+            raise TypeError(
+                f"modality '{modality}' is encoded by {encoder_class}, which has no drill-down "
+                "(its masker() gives none); the text, image, audio and scan encoders and "
+                "TabularEncoder have one"
+            )
+        return own
+    if own is None or getattr(masker, "kind", None) != own.kind:
+        raise TypeError(
+            f"{type(masker).__name__} splits {getattr(masker, 'kind', 'unknown')} items; "
+            f"modality '{modality}' is encoded by {encoder_class}, which reads "
+            f"{getattr(own, 'kind', 'no splittable')} items"
+        )
+    return masker
+
+
 def drill_down(
     model,
     X,
@@ -310,13 +344,7 @@ def drill_down(
     names = list(model.modality_names_)
     if modality not in names:
         raise KeyError(f"unknown modality '{modality}'; available: {names}")
-    max_parts = positive_int(max_parts, "max_parts")
-    if max_parts > MAX_EXACT_PARTS:
-        raise ValueError(
-            f"max_parts={max_parts} would allow 2^{max_parts} - 2 encoder calls per row; at most "
-            f"{MAX_EXACT_PARTS} is accepted (items with more parts are sampled: raise "
-            "n_permutations for a smaller error)"
-        )
+    max_parts = _max_parts(max_parts)
     _n_permutations(n_permutations)
     encoders = getattr(model, "encoders_", None) or {}
     if modality not in encoders:
@@ -326,26 +354,11 @@ def drill_down(
             "or call fit_encoders first"
         )
     fitted = encoders[modality]
-    encoder_class = type(fitted).__name__
     if masker is None and getattr(fitted, "parts_are_features", False):
         from toolkit.explain.features import explain_features
 
         return explain_features(model, X, modality, output=output, max_features=max_parts)
-    own = fitted.masker() if callable(getattr(fitted, "masker", None)) else None
-    if masker is None:
-        if own is None:
-            raise TypeError(
-                f"modality '{modality}' is encoded by {encoder_class}, which has no drill-down "
-                "(its masker() gives none); the text, image, audio and scan encoders and "
-                "TabularEncoder have one"
-            )
-        masker = own
-    elif own is None or getattr(masker, "kind", None) != own.kind:
-        raise TypeError(
-            f"{type(masker).__name__} splits {getattr(masker, 'kind', 'unknown')} items; "
-            f"modality '{modality}' is encoded by {encoder_class}, which reads "
-            f"{getattr(own, 'kind', 'no splittable')} items"
-        )
+    masker = _checked_masker(fitted, masker, modality)
     column = _column(model, X, modality)
     encoder = _encoder(model, modality, column)
     value = value_function(model, X, output=output)
