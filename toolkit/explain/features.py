@@ -31,6 +31,90 @@ def _players(columns: list, groups) -> tuple[list[str], list[list[int]]]:
     return names, members
 
 
+def _tabular_encoder(model, modality: str):
+    """(modality names, the fitted TabularEncoder of ``modality``)."""
+    from toolkit.encoders.tabular import TabularEncoder
+
+    check_is_fitted(model, "fusion_")
+    names = list(model.modality_names_)
+    if modality not in names:
+        raise KeyError(f"unknown modality '{modality}'; available: {names}")
+    encoder = model.encoders_.get(modality)
+    if not isinstance(encoder, TabularEncoder):
+        raise TypeError(
+            f"modality '{modality}' is encoded by {type(encoder).__name__}; drill-down needs a TabularEncoder"
+        )
+    return names, encoder
+
+
+def _check_n_players(d: int, max_features: int, modality: str, groups) -> None:
+    """Refuse more than ``max_features`` players (the cost doubles with each one)."""
+    if d > max_features:
+        raise ValueError(
+            f"modality '{modality}' has {d} columns; raise max_features (cost grows as 2^d) or group them"
+            if groups is None
+            else f"modality '{modality}' has {d} players (groups and ungrouped columns); raise "
+            "max_features (cost grows as 2^d) or group more columns"
+        )
+
+
+def _subset_values(
+    model, emb: Embeddings, modality: str, m: int, encoder, raw, columns, members, output
+):
+    """{T: v} for each subset T (a bit mask) of the players: the value function with the
+    modality's block encoded from the players of T (the other columns set missing)."""
+    d = len(members)
+    # v(S) with the modality's block encoded from each subset T of its columns (the others
+    # set missing): the modality is absent from the rows where no column of T is known.
+    by_subset = {}
+    for t in range(1 << d):
+        frame = raw.copy()
+        for c in range(d):
+            if not (t >> c) & 1:
+                for j in members[c]:
+                    frame[columns[j]] = np.nan
+        block, present = encoder.encode(frame)
+        mask = emb.mask.copy()
+        mask[:, m] &= present
+        by_subset[t] = value_function(
+            model, Embeddings({**emb.blocks, modality: block}, mask), output=output
+        )
+    return by_subset
+
+
+def _owen_values(by_subset: dict, n_modalities: int, m: int, d: int) -> np.ndarray:
+    """(d, n_samples[, n_classes]) Owen values of the players inside modality ``m``."""
+    others = [j for j in range(n_modalities) if j != m]
+    w_groups, w_feats = coalition_weights(n_modalities), coalition_weights(d)
+    phi = None
+    for s in range(1 << len(others)):
+        keep = np.ones(n_modalities, dtype=bool)
+        for bit, j in enumerate(others):
+            keep[j] = bool((s >> bit) & 1)
+        size_s = int(keep.sum()) - 1  # other modalities in the coalition
+        values = {t: v(keep) for t, v in by_subset.items()}
+        if phi is None:
+            phi = np.zeros((d,) + values[0].shape)
+        for c in range(d):
+            for t in range(1 << d):
+                if not (t >> c) & 1:
+                    size_t = bin(t).count("1")
+                    phi[c] += (
+                        w_groups[size_s] * w_feats[size_t] * (values[t | (1 << c)] - values[t])
+                    )
+    return phi
+
+
+def _player_data(raw: pd.DataFrame, members, d: int) -> np.ndarray:
+    """(n_samples, d) object array: each player's value, or the tuple of its columns' values."""
+    data = np.empty((len(raw), d), dtype=object)
+    for c, cols in enumerate(members):
+        for i in range(len(raw)):
+            cells = raw.iloc[i, cols].tolist()
+            data[i, c] = cells[0] if len(cells) == 1 else tuple(cells)
+    return data
+
+
 def explain_features(
     model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10, groups=None
 ):
@@ -70,74 +154,21 @@ def explain_features(
     """
     import shap
 
-    from toolkit.encoders.tabular import TabularEncoder
-
-    check_is_fitted(model, "fusion_")
-    names = list(model.modality_names_)
-    if modality not in names:
-        raise KeyError(f"unknown modality '{modality}'; available: {names}")
-    encoder = model.encoders_.get(modality)
-    if not isinstance(encoder, TabularEncoder):
-        raise TypeError(
-            f"modality '{modality}' is encoded by {type(encoder).__name__}; drill-down needs a TabularEncoder"
-        )
+    names, encoder = _tabular_encoder(model, modality)
     columns = list(encoder.columns_)
     players, members = _players(columns, groups)
     d = len(players)
-    if d > max_features:
-        raise ValueError(
-            f"modality '{modality}' has {d} columns; raise max_features (cost grows as 2^d) or group them"
-            if groups is None
-            else f"modality '{modality}' has {d} players (groups and ungrouped columns); raise "
-            "max_features (cost grows as 2^d) or group more columns"
-        )
+    _check_n_players(d, max_features, modality, groups)
     value = value_function(model, X, output=output)
-    emb = value.embeddings
     m = names.index(modality)
-    others = [j for j in range(len(names)) if j != m]
     raw = X[columns] if isinstance(X, pd.DataFrame) else pd.DataFrame(X)[columns]
-    # v(S) with the modality's block encoded from each subset T of its columns (the others
-    # set missing): the modality is absent from the rows where no column of T is known.
-    by_subset = {}
-    for t in range(1 << d):
-        frame = raw.copy()
-        for c in range(d):
-            if not (t >> c) & 1:
-                for j in members[c]:
-                    frame[columns[j]] = np.nan
-        block, present = encoder.encode(frame)
-        mask = emb.mask.copy()
-        mask[:, m] &= present
-        by_subset[t] = value_function(
-            model, Embeddings({**emb.blocks, modality: block}, mask), output=output
-        )
-    w_groups, w_feats = coalition_weights(len(names)), coalition_weights(d)
-    phi = None
-    for s in range(1 << len(others)):
-        keep = np.ones(len(names), dtype=bool)
-        for bit, j in enumerate(others):
-            keep[j] = bool((s >> bit) & 1)
-        size_s = int(keep.sum()) - 1  # other modalities in the coalition
-        values = {t: v(keep) for t, v in by_subset.items()}
-        if phi is None:
-            phi = np.zeros((d,) + values[0].shape)
-        for c in range(d):
-            for t in range(1 << d):
-                if not (t >> c) & 1:
-                    size_t = bin(t).count("1")
-                    phi[c] += (
-                        w_groups[size_s] * w_feats[size_t] * (values[t | (1 << c)] - values[t])
-                    )
+    emb = value.embeddings
+    by_subset = _subset_values(model, emb, modality, m, encoder, raw, columns, members, output)
+    phi = _owen_values(by_subset, len(names), m, d)
     fx = value(np.ones(len(names), dtype=bool))
     base = fx - phi.sum(axis=0)
     out_names = [str(k) for k in model.classes_] if is_classifier(model) and phi.ndim == 3 else None
-    data = raw.to_numpy()
-    if groups:
-        data = np.empty((len(raw), d), dtype=object)
-        for c, cols in enumerate(members):
-            for i in range(len(raw)):
-                cells = raw.iloc[i, cols].tolist()
-                data[i, c] = cells[0] if len(cells) == 1 else tuple(cells)
+    data = _player_data(raw, members, d) if groups else raw.to_numpy()
     return shap.Explanation(
         values=np.moveaxis(phi, 0, 1),
         base_values=base,
