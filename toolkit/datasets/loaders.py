@@ -340,21 +340,7 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
     if task not in ("mortality", "long_stay"):
         raise ValueError(f"task must be 'mortality' or 'long_stay', got {task!r}")
     lab_window_hours = check_float("lab_window_hours", lab_window_hours, low_open=True)
-    hosp = data_home(data_dir, "mimic_iv_demo/hosp")
-    what = "MIMIC-IV table"
-    adm = read_table(
-        _need(hosp / "admissions.csv.gz"), what, parse_dates=["admittime", "dischtime"]
-    )
-    pat = read_table(_need(hosp / "patients.csv.gz"), what)
-    labs = read_table(
-        _need(hosp / "labevents.csv.gz"),
-        what,
-        usecols=["hadm_id", "itemid", "charttime", "valuenum"],
-        parse_dates=["charttime"],
-    )
-    items = read_table(
-        _need(hosp / "d_labitems.csv.gz"), what, usecols=["itemid", "label", "fluid"]
-    )
+    adm, pat, labs, items = _mimic_tables(data_home(data_dir, "mimic_iv_demo/hosp"))
     frame = adm.merge(
         pat[["subject_id", "gender", "anchor_age", "anchor_year"]], on="subject_id", how="left"
     )
@@ -385,20 +371,44 @@ def load_mimic_iv_demo(data_dir=None, *, task="mortality", lab_window_hours=24):
     frame = frame[
         ["subject_id", "hadm_id", *feature_columns, "los_days", "hospital_expire_flag", "target"]
     ]
-    from toolkit.encoders import TabularEncoder
-
-    demographics = ["age", "gender", "admission_type", "admission_location", "insurance"]
     return Bunch(
         frame=frame.reset_index(drop=True),
         target=frame["target"].to_numpy(),
         groups=frame["subject_id"].to_numpy(),
         feature_columns=feature_columns,
-        modalities=[
-            ("admission", TabularEncoder(), demographics),
-            ("labs", TabularEncoder(), lab_cols),
-        ],
+        modalities=_mimic_modalities(lab_cols),
         data_card=data_card("mimic_iv_demo"),
     )
+
+
+def _mimic_tables(hosp: Path):
+    """The admissions, patients, lab events and lab items tables of ``hosp/``."""
+    what = "MIMIC-IV table"
+    adm = read_table(
+        _need(hosp / "admissions.csv.gz"), what, parse_dates=["admittime", "dischtime"]
+    )
+    pat = read_table(_need(hosp / "patients.csv.gz"), what)
+    labs = read_table(
+        _need(hosp / "labevents.csv.gz"),
+        what,
+        usecols=["hadm_id", "itemid", "charttime", "valuenum"],
+        parse_dates=["charttime"],
+    )
+    items = read_table(
+        _need(hosp / "d_labitems.csv.gz"), what, usecols=["itemid", "label", "fluid"]
+    )
+    return adm, pat, labs, items
+
+
+def _mimic_modalities(lab_cols: list) -> list:
+    """The (name, encoder, columns) triples: admission demographics and labs."""
+    from toolkit.encoders import TabularEncoder
+
+    demographics = ["age", "gender", "admission_type", "admission_location", "insurance"]
+    return [
+        ("admission", TabularEncoder(), demographics),
+        ("labs", TabularEncoder(), lab_cols),
+    ]
 
 
 # -- Generic manifest -------------------------------------------------------------------
@@ -427,6 +437,78 @@ def _duplicate_header(csv: Path) -> str | None:
             return name
         seen.add(name)
     return None
+
+
+def _read_manifest(csv: Path) -> pd.DataFrame:
+    """The manifest's rows (index 0..n-1), checked to be a regular, readable CSV file with
+    distinct column names and at least one row."""
+    if not _exists(csv):
+        raise FileNotFoundError(f"manifest '{csv}' does not exist")
+    if not csv.is_file():
+        raise ValueError(
+            f"manifest '{csv}' is not a regular file (a folder, FIFO or device); "
+            "point to a CSV file"
+        )
+    frame = read_table(csv, "manifest")
+    duplicate = _duplicate_header(csv)
+    if duplicate is not None:
+        raise ValueError(
+            f"manifest '{csv}' names column '{duplicate}' twice in its header; "
+            "give every column a distinct name"
+        )
+    if frame.empty:
+        raise ValueError(f"manifest '{csv}' has a header but no rows; add one row per sample")
+    return frame.reset_index(drop=True)
+
+
+def _resolve(value, csv: Path, base: Path, col: str, row: int):
+    """A path cell as an absolute path string (relative to ``base``), or None when empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"manifest '{csv}', column '{col}', row {row}: expected a file path (text), "
+            f"found {value!r} ({type(value).__name__}); write the path as text, or leave "
+            "the cell empty when the item is missing"
+        )
+    if not value.strip():
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _found_path_columns(frame: pd.DataFrame, csv: Path, base: Path, skip) -> list:
+    """The text columns (other than ``skip``) whose non-empty values all name files (or
+    folders) that exist."""
+    path_columns = []
+    for col in frame.columns:
+        if col in skip:
+            continue
+        values = frame[col].dropna()
+        if values.empty or not all(isinstance(v, str) for v in values):
+            continue
+        if all(
+            _exists(Path(_resolve(v, csv, base, col, i))) for i, v in values.items() if v.strip()
+        ):
+            path_columns.append(col)
+    return path_columns
+
+
+def _resolve_column(frame: pd.DataFrame, col: str, csv: Path, base: Path) -> None:
+    """Replace path column ``col`` by absolute paths (in place); refuse missing files."""
+    if col not in frame.columns:
+        raise ValueError(
+            f"path column '{col}' is not in manifest '{csv}' (columns: {list(frame.columns)})"
+        )
+    resolved = [_resolve(v, csv, base, col, i) for i, v in enumerate(frame[col])]
+    frame[col] = pd.Series(resolved, index=frame.index, dtype=object)
+    absent = [(i, p) for i, p in enumerate(resolved) if p is not None and not _exists(Path(p))]
+    if absent:
+        row, path = absent[0]
+        raise FileNotFoundError(
+            f"manifest '{csv}' column '{col}' names {len(absent)} missing file(s), e.g. "
+            f"row {row}: '{path}'; fix the path (relative paths are relative to '{base}')"
+        )
 
 
 def load_manifest(csv, *, path_columns=None, target=None, id_column=None):
@@ -466,39 +548,8 @@ def load_manifest(csv, *, path_columns=None, target=None, id_column=None):
         column and row (0-based, the header excluded).
     """
     csv = Path(csv).expanduser()
-    if not _exists(csv):
-        raise FileNotFoundError(f"manifest '{csv}' does not exist")
-    if not csv.is_file():
-        raise ValueError(
-            f"manifest '{csv}' is not a regular file (a folder, FIFO or device); "
-            "point to a CSV file"
-        )
-    frame = read_table(csv, "manifest")
-    duplicate = _duplicate_header(csv)
-    if duplicate is not None:
-        raise ValueError(
-            f"manifest '{csv}' names column '{duplicate}' twice in its header; "
-            "give every column a distinct name"
-        )
-    if frame.empty:
-        raise ValueError(f"manifest '{csv}' has a header but no rows; add one row per sample")
-    frame = frame.reset_index(drop=True)
+    frame = _read_manifest(csv)
     base = csv.absolute().parent
-
-    def resolve(value, col: str, row: int):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return None
-        if not isinstance(value, str):
-            raise ValueError(
-                f"manifest '{csv}', column '{col}', row {row}: expected a file path (text), "
-                f"found {value!r} ({type(value).__name__}); write the path as text, or leave "
-                "the cell empty when the item is missing"
-            )
-        if not value.strip():
-            return None
-        path = Path(value).expanduser()
-        return str(path if path.is_absolute() else base / path)
-
     for name, what in ((target, "target"), (id_column, "id")):
         if name is not None and name not in frame.columns:
             raise ValueError(
@@ -506,31 +557,11 @@ def load_manifest(csv, *, path_columns=None, target=None, id_column=None):
                 f"(columns: {list(frame.columns)})"
             )
     if path_columns is None:
-        path_columns = []
-        for col in frame.columns:
-            if col in (target, id_column):
-                continue
-            values = frame[col].dropna()
-            if values.empty or not all(isinstance(v, str) for v in values):
-                continue
-            if all(_exists(Path(resolve(v, col, i))) for i, v in values.items() if v.strip()):
-                path_columns.append(col)
+        path_columns = _found_path_columns(frame, csv, base, (target, id_column))
     elif isinstance(path_columns, str):
         path_columns = [path_columns]
     for col in path_columns:
-        if col not in frame.columns:
-            raise ValueError(
-                f"path column '{col}' is not in manifest '{csv}' (columns: {list(frame.columns)})"
-            )
-        resolved = [resolve(v, col, i) for i, v in enumerate(frame[col])]
-        frame[col] = pd.Series(resolved, index=frame.index, dtype=object)
-        absent = [(i, p) for i, p in enumerate(resolved) if p is not None and not _exists(Path(p))]
-        if absent:
-            row, path = absent[0]
-            raise FileNotFoundError(
-                f"manifest '{csv}' column '{col}' names {len(absent)} missing file(s), e.g. "
-                f"row {row}: '{path}'; fix the path (relative paths are relative to '{base}')"
-            )
+        _resolve_column(frame, col, csv, base)
     if id_column is not None:
         _check_ids(frame, csv, id_column, target)
     return Bunch(
