@@ -130,27 +130,39 @@ def _checked_names(schema: dict, where: str, file: Path, trusted: set[str]) -> s
 def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> None:
     """A transformers / sentence-transformers folder: no custom code, no attention kernel or
     quantizer fetched from the hub, no loading option, bounded model size."""
-    from toolkit.encoders.backends.hub import (
-        OFFLINE_MODEL_KWARGS,
-        check_hf_json,
-        check_no_hub_kernels,
-    )
-
     what = f"model '{path}': {label}"
     modules = folder / "modules.json"
     if modules.is_file():
-        try:
-            entries = json.loads(modules.read_text(encoding="utf-8"))
-            types = {e["type"] for e in entries}
-            paths = [e.get("path", "") for e in entries]
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise ModelFileError(f"{what}: modules.json is malformed ({exc!r:.200})") from exc
-        odd = sorted(t for t in types if t not in _SENTENCE_MODULES)
-        if odd:
-            raise UntrustedTypeError(f"{what}: modules.json names untrusted modules {odd}")
-        for p in paths:
-            if p:
-                _inside(folder, p, f"{what} modules.json")
+        _check_modules_json(folder, modules, what)
+    cfg = _check_hf_jsons(folder, what)
+    if not isinstance(cfg, dict):
+        return
+    if "model_type" not in cfg:
+        return
+    _check_hf_network(folder, what, max_bytes)
+
+
+def _check_modules_json(folder: Path, modules: Path, what: str) -> None:
+    """A sentence-transformers ``modules.json``: trusted module types, paths inside."""
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        types = {e["type"] for e in entries}
+        paths = [e.get("path", "") for e in entries]
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ModelFileError(f"{what}: modules.json is malformed ({exc!r:.200})") from exc
+    odd = sorted(t for t in types if t not in _SENTENCE_MODULES)
+    if odd:
+        raise UntrustedTypeError(f"{what}: modules.json names untrusted modules {odd}")
+    for p in paths:
+        if p:
+            _inside(folder, p, f"{what} modules.json")
+
+
+def _check_hf_jsons(folder: Path, what: str):
+    """Check every JSON file of the folder (no custom code, kernel or quantizer); the
+    content of the top-level ``config.json`` (None without one)."""
+    from toolkit.encoders.backends.hub import check_hf_json
+
     cfg = None
     for file in sorted(folder.rglob("*.json")):
         try:
@@ -170,12 +182,16 @@ def _check_hf_folder(folder: Path, label: str, path: Path, max_bytes: int) -> No
             raise UntrustedTypeError(f"{what}: {exc}") from exc
         if file.parent == folder and file.name == "config.json":
             cfg = content
-    if not isinstance(cfg, dict):
-        return
-    if "model_type" not in cfg:
-        return
+    return cfg
+
+
+def _check_hf_network(folder: Path, what: str, max_bytes: int) -> None:
+    """Build the network that ``config.json`` describes on the meta device (no weights):
+    no hub kernels, and its size bounded by ``max_bytes`` and by the weights stored."""
     import torch
     from transformers import AutoConfig, AutoModel
+
+    from toolkit.encoders.backends.hub import OFFLINE_MODEL_KWARGS, check_no_hub_kernels
 
     try:
         with warnings.catch_warnings():
