@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import numbers
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -275,3 +277,33 @@ def binary_roc_auc(y, score) -> float:
     n_pos = int(positive.sum())
     n_neg = len(y) - n_pos
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+_HUB_OFFLINE_LOCK = threading.Lock()
+_HUB_OFFLINE_STATE = [0, False]  # open hub_offline() blocks, the value they replaced
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """huggingface_hub's offline mode inside (``constants.HF_HUB_OFFLINE``, which
+    transformers reads through ``is_offline_mode``), restored when the last open block
+    leaves. ``local_files_only=True`` alone still let huggingface_hub fetch its "agent
+    harnesses" registry from the hub while building request headers for a hub id (cached
+    or not); in offline mode it makes no request. The toolkit's own loads run inside."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # no transformers stack: nothing to keep offline
+        yield
+        return
+    with _HUB_OFFLINE_LOCK:
+        if _HUB_OFFLINE_STATE[0] == 0:
+            _HUB_OFFLINE_STATE[1] = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+        _HUB_OFFLINE_STATE[0] += 1
+    try:
+        yield
+    finally:
+        with _HUB_OFFLINE_LOCK:
+            _HUB_OFFLINE_STATE[0] -= 1
+            if _HUB_OFFLINE_STATE[0] == 0:
+                constants.HF_HUB_OFFLINE = _HUB_OFFLINE_STATE[1]

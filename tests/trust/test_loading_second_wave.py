@@ -723,3 +723,22 @@ def test_concurrent_predict_proba_on_one_loaded_fine_tuned_text_model(finetuned_
     from sklearn.base import clone
 
     clone(model.encoders_["text"])
+
+
+@pytest.mark.parametrize("backend", ["transformers", "sentence-transformers", "audio"])
+def test_a_hub_id_makes_no_connection_at_fit(offline, backend):
+    """A hub id (not in the cache here) is refused at fit without a connection attempt:
+    ``local_files_only=True`` alone let huggingface_hub fetch its agent registry from the
+    hub while building the request headers."""
+    from toolkit import AudioEncoder, TextEncoder
+
+    if backend == "audio":
+        encoder, items = AudioEncoder(backend="transformers", model="someorg/not-cached"), None
+    else:
+        encoder, items = TextEncoder(backend=backend, model="someorg/not-cached"), ["a b", "c d"]
+    with pytest.raises(OSError, match="not-cached"):
+        encoder.fit(items) if items else encoder.fit([(np.zeros(800, np.float32), 8000)] * 2)
+    assert offline.attempts == [], offline.attempts
+    import huggingface_hub.constants as hf_constants
+
+    assert hf_constants.HF_HUB_OFFLINE is False  # the caller's setting is restored

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolkit._utils import hub_offline
+
 
 def load_state_dict(path) -> dict:
     """Load a state dict from ``.safetensors`` or a torch file, never unpickling code."""
@@ -89,11 +91,12 @@ def from_pretrained_checked(auto_class, location, *, strict: bool, **kwargs):
     report in a log. Used when restoring a saved model, whose folder was written by
     ``save_pretrained`` from this very network."""
     kwargs = {"trust_remote_code": False, **kwargs}
-    if not strict:
-        return auto_class.from_pretrained(location, local_files_only=True, **kwargs)
-    model, info = auto_class.from_pretrained(
-        location, local_files_only=True, output_loading_info=True, **kwargs
-    )
+    with hub_offline():
+        if not strict:
+            return auto_class.from_pretrained(location, local_files_only=True, **kwargs)
+        model, info = auto_class.from_pretrained(
+            location, local_files_only=True, output_loading_info=True, **kwargs
+        )
     problems = []
     for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         found = sorted(str(k) for k in (info.get(key) or ()))

@@ -18,7 +18,7 @@ from toolkit.encoders._finetune import (
 )
 from toolkit.encoders._torch import from_pretrained_checked
 from toolkit.encoders.backends import AUDIO_BACKENDS
-from toolkit.encoders.backends.hub import check_model_location, check_offline
+from toolkit.encoders.backends.hub import check_model_location, check_offline, hub_offline
 from toolkit.encoders.backends.mfcc import (
     FEATURES_VERSION,
     audio_statistics,
@@ -355,9 +355,10 @@ validation_fraction, n_networks, random_state, verbose
         from transformers import AutoFeatureExtractor
 
         check_offline(location)  # no hub kernel (before fine-tuning and when loading)
-        self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
-            location, local_files_only=True, trust_remote_code=False
-        )
+        with hub_offline():
+            self.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
+                location, local_files_only=True, trust_remote_code=False
+            )
         self.rate_ = int(getattr(self.feature_extractor_, "sampling_rate", self.sample_rate))
 
     def _ft_network(self, n_out: int):
@@ -370,10 +371,11 @@ validation_fraction, n_networks, random_state, verbose
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized head" is the intent here
         try:
-            net = AutoModelForAudioClassification.from_pretrained(
-                location, local_files_only=True, num_labels=int(n_out),
-                ignore_mismatched_sizes=True, trust_remote_code=False,
-            )  # fmt: skip
+            with hub_offline():
+                net = AutoModelForAudioClassification.from_pretrained(
+                    location, local_files_only=True, num_labels=int(n_out),
+                    ignore_mismatched_sizes=True, trust_remote_code=False,
+                )  # fmt: skip
         except ValueError as exc:
             raise ValueError(
                 f"AudioEncoder(fine_tune={self.fine_tune!r}): the model in '{location}' has no "

@@ -183,9 +183,10 @@ class AudioTransformers(Transformers):
         encoder.device_ = resolve_device(encoder.device)
         location = hub.check_model_location(encoder.model)
         hub.check_offline(location)  # no hub kernel, whatever the folder's files say
-        encoder.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
-            location, local_files_only=True, trust_remote_code=False
-        )
+        with hub.hub_offline():
+            encoder.feature_extractor_ = AutoFeatureExtractor.from_pretrained(
+                location, local_files_only=True, trust_remote_code=False
+            )
         encoder.model_ = (
             from_pretrained_checked(
                 AutoModel, location, strict=getattr(encoder, "_restoring", False)

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from toolkit._utils import hub_offline
+
 
 def default_sentence_model() -> str:
     try:
@@ -104,7 +106,7 @@ def loading(location: str, backend: str):
     hub id that is not cached offline, a tokenizer that crashes its library) with the
     location and what to do."""
     try:
-        with rust_panics(location, "loading it"):
+        with hub_offline(), rust_panics(location, "loading it"):
             yield
     except (OSError, ValueError) as exc:
         first = (
