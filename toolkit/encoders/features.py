@@ -11,6 +11,67 @@ from toolkit.exceptions import ReadError
 _POOLS = {"mean", "std", "max", "min", "last"}
 
 
+def _numeric_array(item) -> np.ndarray:
+    """``item`` as a real numeric array (any shape); ReadError for text, a tuple of arrays,
+    ragged, complex or non-numeric items."""
+    if isinstance(item, str | bytes | dict):
+        raise ReadError(
+            f"feature item {describe_item(item)} is a {type(item).__name__}, not a numeric "
+            "vector (d,) or sequence (T, d)"
+        )
+    if isinstance(item, tuple) and any(isinstance(part, np.ndarray) for part in item):
+        parts = ", ".join(describe_item(part, limit=30) for part in item[:3])
+        raise ReadError(
+            f"feature item is a tuple of {len(item)} parts ({parts}); pass one numeric array "
+            "of shape (d,) or (T, d), and apply a sequence length by slicing the array "
+            "(e.g. seq[-length:]) first"
+        )
+    try:
+        arr = np.asarray(item)
+    except ValueError:
+        raise ReadError(
+            f"feature item {describe_item(item)} is ragged (its frames or parts have "
+            "different lengths); pass one numeric array of shape (d,) or (T, d), and apply a "
+            "sequence length by slicing the array (e.g. seq[-length:]) first"
+        ) from None
+    if arr.dtype.kind == "c":
+        raise ReadError(
+            f"feature item {describe_item(item)} holds complex numbers; pass real features "
+            "(e.g. the magnitude np.abs(x))"
+        )
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64) if arr.dtype == object else None
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        if arr is None:
+            raise ReadError(
+                f"feature item {describe_item(item)} is not numeric; pass a numeric array "
+                "of shape (d,) or (T, d)"
+            )
+    return arr
+
+
+def _check_finite_float32(seq: np.ndarray, item) -> None:
+    """ReadError (naming the first frame and feature) for NaN, infinite or out-of-float32-range
+    values of the (T, d) float64 ``seq`` read from ``item``."""
+    bad = ~np.isfinite(seq)
+    if bad.any():
+        t, j = np.argwhere(bad)[0]
+        raise ReadError(
+            f"feature item {describe_item(item)} holds NaN or infinite values (first at "
+            f"frame {t}, feature {j}); fix or drop them"
+        )
+    big = np.abs(seq) > FLOAT32_MAX
+    if big.any():
+        t, j = np.argwhere(big)[0]
+        raise ReadError(
+            f"feature item {describe_item(item)} holds values out of range (e.g. "
+            f"{seq[t, j]:.3g} at frame {t}, feature {j}): beyond +-{FLOAT32_MAX:.1e}, the "
+            "float32 range of the encoded block; rescale the features"
+        )
+
+
 class FeatureEncoder(BaseEncoder):
     """Pool precomputed per-row features into a fixed-width block.
 
@@ -60,41 +121,7 @@ class FeatureEncoder(BaseEncoder):
         return True
 
     def _read(self, item):
-        if isinstance(item, str | bytes | dict):
-            raise ReadError(
-                f"feature item {describe_item(item)} is a {type(item).__name__}, not a numeric "
-                "vector (d,) or sequence (T, d)"
-            )
-        if isinstance(item, tuple) and any(isinstance(part, np.ndarray) for part in item):
-            parts = ", ".join(describe_item(part, limit=30) for part in item[:3])
-            raise ReadError(
-                f"feature item is a tuple of {len(item)} parts ({parts}); pass one numeric array "
-                "of shape (d,) or (T, d), and apply a sequence length by slicing the array "
-                "(e.g. seq[-length:]) first"
-            )
-        try:
-            arr = np.asarray(item)
-        except ValueError:
-            raise ReadError(
-                f"feature item {describe_item(item)} is ragged (its frames or parts have "
-                "different lengths); pass one numeric array of shape (d,) or (T, d), and apply a "
-                "sequence length by slicing the array (e.g. seq[-length:]) first"
-            ) from None
-        if arr.dtype.kind == "c":
-            raise ReadError(
-                f"feature item {describe_item(item)} holds complex numbers; pass real features "
-                "(e.g. the magnitude np.abs(x))"
-            )
-        if arr.dtype.kind not in "biuf":
-            try:
-                arr = arr.astype(np.float64) if arr.dtype == object else None
-            except (TypeError, ValueError, OverflowError):
-                arr = None
-            if arr is None:
-                raise ReadError(
-                    f"feature item {describe_item(item)} is not numeric; pass a numeric array "
-                    "of shape (d,) or (T, d)"
-                )
+        arr = _numeric_array(item)
         if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
             raise ReadError(
                 f"feature item {describe_item(item)} is not a vector (d,) or sequence (T, d) "
@@ -104,21 +131,7 @@ class FeatureEncoder(BaseEncoder):
         if len(seq) == 0:
             return None  # a sequence of length 0 holds no frame: the modality is absent
         seq = seq.astype(np.float64, copy=False)
-        bad = ~np.isfinite(seq)
-        if bad.any():
-            t, j = np.argwhere(bad)[0]
-            raise ReadError(
-                f"feature item {describe_item(item)} holds NaN or infinite values (first at "
-                f"frame {t}, feature {j}); fix or drop them"
-            )
-        big = np.abs(seq) > FLOAT32_MAX
-        if big.any():
-            t, j = np.argwhere(big)[0]
-            raise ReadError(
-                f"feature item {describe_item(item)} holds values out of range (e.g. "
-                f"{seq[t, j]:.3g} at frame {t}, feature {j}): beyond +-{FLOAT32_MAX:.1e}, the "
-                "float32 range of the encoded block; rescale the features"
-            )
+        _check_finite_float32(seq, item)
         frames = seq[(seq != 0).any(axis=1)]
         if len(frames) == 0:
             return None  # only zero (padding) frames: the modality is absent
