@@ -136,7 +136,29 @@ def _pseudo_groups(emb, y, n_classes, n_clusters, min_rows, random_state) -> np.
     k = min(int(n_clusters), len(y) // int(min_rows))
     if k < 2 or not _clustered(X, 2 * k, random_state):
         return np.arange(len(y))
-    return KMeans(n_clusters=k, n_init=3, random_state=random_state).fit_predict(X)
+    labels = KMeans(n_clusters=k, n_init=3, random_state=random_state).fit_predict(X)
+    labels = _merge_small_clusters(X, labels, int(min_rows))
+    if len(np.unique(labels)) < 2:
+        return np.arange(len(y))
+    return labels
+
+
+def _merge_small_clusters(X: np.ndarray, labels: np.ndarray, min_rows: int) -> np.ndarray:
+    """``labels`` with every cluster of fewer than ``min_rows`` rows merged into the cluster
+    whose centre is nearest (smallest first), renumbered 0..k-1. k-means does not bound a
+    cluster's size: a cluster of 2 rows made the leave-cluster-out scores so uneven that the
+    one-standard-error rule chose the most regularized head, a near-constant model."""
+    labels = labels.copy()
+    while True:
+        ids, counts = np.unique(labels, return_counts=True)
+        if len(ids) < 2 or counts.min() >= min_rows:
+            break
+        small = ids[np.argmin(counts)]
+        centres = {i: X[labels == i].mean(axis=0) for i in ids}
+        others = [i for i in ids if i != small]
+        nearest = min(others, key=lambda i: float(((centres[i] - centres[small]) ** 2).sum()))
+        labels[labels == small] = nearest
+    return np.unique(labels, return_inverse=True)[1]
 
 
 def _explained(X: np.ndarray, k: int, seed: int) -> float:
