@@ -24,6 +24,7 @@ import pytest
 
 import toolkit
 from toolkit import (
+    AudioEncoder,
     ImageEncoder,
     MultimodalClassifier,
     MultimodalRegressor,
@@ -502,6 +503,26 @@ def test_a_cnn_input_size_from_a_file_is_bounded(tmp_path):
         ModelFileError,
         match=r"sets input_size_=30000, above this caller's limit max_input_size=1,024",
     ):
+        toolkit.load(folder)
+
+
+def test_a_file_cannot_raise_its_text_length_or_audio_clip_length(tmp_path):
+    """TextEncoder.max_chars and a trained audio network's clip length (n_samples_) are
+    sizes a file set for itself (1e12 characters; 1e10 samples: 40 GB at predict)."""
+    texts = [f"note {i} says {'good' if i % 2 else 'bad'}" for i in range(12)]
+    _, text_model = _fit(TextEncoder(n_components=2), texts)
+    folder = _save_with(text_model, tmp_path / "t", max_chars=10**12)
+    with pytest.raises(ModelFileError, match=r"sets max_chars=1000000000000, above this "
+                       r"caller's limit max_chars=100,000 characters"):  # fmt: skip
+        toolkit.load(folder)
+    t = np.arange(800) / 8000
+    clips = [(np.sin(2 * np.pi * (200 + 40 * i) * t).astype(np.float32), 8000) for i in range(12)]
+    audio = AudioEncoder(backend="cnn", sample_rate=8000, widths=(2,), max_epochs=1,
+                         random_state=0, device="cpu")  # fmt: skip
+    _, audio_model = _fit(audio, clips)
+    folder = _save_with(audio_model, tmp_path / "a", n_samples_=10**10)
+    with pytest.raises(ModelFileError, match=r"sets n_samples_=10000000000 \(40,000,000,000 "
+                       r"bytes of float32 samples\), above this caller's limit max_decoded"):  # fmt: skip
         toolkit.load(folder)
 
 

@@ -38,6 +38,8 @@ LOAD_LIMITS: dict[str, int | float | None] = {
     "max_decoded_bytes": 512 * 2**20,
     # tokens per text (TextEncoder.max_length)
     "max_length": 8192,
+    # characters per text cell (TextEncoder.max_chars): toolkit.encoders.text's MAX_CHARS
+    "max_chars": 100_000,
     # items held and encoded at once (batch_size of every encoder)
     "max_batch_size": 4096,
     # worker processes (n_jobs of every encoder): capped, not refused; None: os.cpu_count()
@@ -59,6 +61,12 @@ def _number(value):
     return value
 
 
+def _float32_bytes(value):
+    """Bytes of ``value`` float32 samples (an audio network's fixed clip length)."""
+    value = _number(value)
+    return None if value is None else 4 * value
+
+
 #: (attribute, limit, measure, what the measure is): an attribute of an encoder whose
 #: measure is above the limit is refused. A measure that is not a number (``"auto"``,
 #: None, a malformed value left to the encoder's own parameter checks) is not compared.
@@ -73,6 +81,8 @@ _RULES = (
     ("duration", "max_seconds", _number, "seconds"),
     ("max_decoded_bytes", "max_decoded_bytes", _number, "bytes"),
     ("max_length", "max_length", _number, "tokens"),
+    ("max_chars", "max_chars", _number, "characters"),
+    ("n_samples_", "max_decoded_bytes", _float32_bytes, "bytes of float32 samples"),
     ("batch_size", "max_batch_size", _number, "items"),
 )
 
