@@ -431,6 +431,26 @@ def test_fit_refuses_a_hub_kernel_in_the_model_folder(tiny_bert, tmp_path, offli
     _untouched(offline)
 
 
+def test_a_config_padded_past_the_parse_limit_is_still_checked_at_fit(tiny_bert, tmp_path, offline):
+    """A config.json over 16 MiB was skipped as a vocabulary: its kernel setting reached
+    the library. Large JSON files are scanned for the keys instead (a vocabulary passes)."""
+    import shutil
+
+    from toolkit.encoders.backends import hub
+
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "bert"))
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4"}
+    (folder / "config.json").write_text(json.dumps(config) + " " * 600)
+    with pytest.raises(ValueError, match=r"too large to check key by key .* \"quantization_"):
+        hub.check_hf_files(str(folder), max_file_bytes=500)  # the limit scaled down: fast
+    config.pop("quantization_config")
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "vocab_big.json").write_text(json.dumps({f"tok{i}": i for i in range(200)}))
+    hub.check_hf_files(str(folder), max_file_bytes=500)  # a large vocabulary without the keys
+    _untouched(offline)
+
+
 def test_sentence_transformers_module_kwargs_cannot_ask_for_a_kernel(tmp_path, offline):
     from toolkit.encoders.backends.sentence_transformers_model import SentenceTransformers
 

@@ -188,13 +188,45 @@ def check_hf_files(location: str, max_file_bytes: int = 16 * 2**20) -> None:
     if folder is None:
         return
     for file in sorted(folder.rglob("*.json")):
+        where = f"model folder '{folder}': '{file.relative_to(folder).as_posix()}'"
         try:
-            if not file.is_file() or file.stat().st_size > max_file_bytes:
+            if not file.is_file():
+                continue
+            if file.stat().st_size > max_file_bytes:
+                _check_large_json(file, where)
                 continue
             content = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError, RecursionError) as exc:
+            if str(exc).startswith(where):
+                raise
             continue  # the library reports an unreadable file itself, naming it
-        check_hf_json(content, f"model folder '{folder}': '{file.relative_to(folder).as_posix()}'")
+        check_hf_json(content, where)
+
+
+#: The keys :func:`check_hf_json` acts on, as they appear in a JSON file's bytes.
+_RISKY_KEYS = tuple(
+    f'"{k}"'.encode()
+    for k in sorted(_ATTENTION_KEYS | _KERNEL_KEYS | {"auto_map", "trust_remote_code"})
+)
+
+
+def _check_large_json(file: Path, where: str, chunk: int = 2**20) -> None:
+    """A JSON file too large to parse cheaply (a vocabulary, usually) is scanned, in chunks,
+    for the keys :func:`check_hf_json` acts on; one that holds any is refused (padding a
+    config past the parse limit skipped the check)."""
+    overlap = max(len(k) for k in _RISKY_KEYS)
+    tail = b""
+    with open(file, "rb") as handle:
+        while block := handle.read(chunk):
+            window = tail + block
+            found = next((k for k in _RISKY_KEYS if k in window), None)
+            if found is not None:
+                raise ValueError(
+                    f"{where} is too large to check key by key ({file.stat().st_size:,} bytes) "
+                    f"and holds the key {found.decode()}, which can make the library fetch "
+                    "code or kernels; save the model's config without it"
+                )
+            tail = window[-overlap:]
 
 
 def local_folder(location: str, candidates: list[str] | None = None) -> Path | None:
