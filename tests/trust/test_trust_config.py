@@ -568,3 +568,7 @@ def test_a_relative_weights_path_resolves_against_the_config_folder(tmp_path, mo
     (study / "local_model").mkdir()
     got = resolve_encoder_paths(config, {"model": "local_model", "weights": str(tmp_path / "a")})
     assert got == {"model": str(study / "local_model"), "weights": str(tmp_path / "a")}
+    # a model folder of the working directory only would change with it: refused
+    (elsewhere / "models" / "bert").mkdir(parents=True)
+    with pytest.raises(ValueError, match="'models/bert' is a folder of the working directory"):
+        resolve_encoder_paths(config, {"model": "models/bert"})

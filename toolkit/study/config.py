@@ -351,7 +351,8 @@ def resolve_encoder_paths(config: StudyConfig, params: dict) -> dict:
     """An encoder's ``params`` with relative file paths (``weights``) made absolute against
     the config's folder, as :func:`resolve_input_paths` does for ``data.params``: the same
     config then reads the same file from any working directory. ``model`` (a local folder
-    or a hub id) is resolved when the folder exists beside the config. ``~`` is expanded."""
+    or a hub id) is resolved when the folder exists beside the config; one that exists only
+    in the working directory is refused (ValueError). ``~`` is expanded."""
     params = dict(params)
     base = Path(config.path).parent if config.path else Path.cwd()
     for key in ENCODER_PATH_PARAMS:
@@ -363,6 +364,12 @@ def resolve_encoder_paths(config: StudyConfig, params: dict) -> dict:
         beside = base / Path(model).expanduser()
         if beside.is_dir():
             params["model"] = str(beside)
+        elif Path(model).expanduser().exists() and base.resolve() != Path.cwd().resolve():
+            raise ValueError(
+                f"model '{model}' is a folder of the working directory, not of the config's "
+                f"folder '{base}', so the study would read another model when run from "
+                "elsewhere; write its absolute path, or a path relative to the config"
+            )
     return params
 
 
