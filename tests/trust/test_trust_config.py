@@ -572,3 +572,34 @@ def test_a_relative_weights_path_resolves_against_the_config_folder(tmp_path, mo
     (elsewhere / "models" / "bert").mkdir(parents=True)
     with pytest.raises(ValueError, match="'models/bert' is a folder of the working directory"):
         resolve_encoder_paths(config, {"model": "models/bert"})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("{spatial_size: [1024, 1024, 1024], max_resampled_voxels: 1099511627776}",
+         "modalities[1].params: max_resampled_voxels=1099511627776 is above the limit "
+         "max_resampled_voxels=33,554,432 voxels; a config cannot raise it"),
+        ("{max_resampled_voxels: 1099511627776}",
+         "max_resampled_voxels=1099511627776 is above the limit max_resampled_voxels"),
+        ("{batch_size: 100000000}", "batch_size=100000000 is above the limit max_batch_size"),
+    ],
+)  # fmt: skip
+def test_a_configs_encoder_sizes_are_held_to_the_load_limits(tmp_path, capfd, params, message):
+    """A config set an encoder's sizes (a 1024^3 grid for 8^3 scans, a file's own voxel
+    limit) and validate passed; run then ran out of memory."""
+    text = (
+        SMALL.replace(
+            "data: {source: make_sentiment_clips, params: {n_samples: 30, text_strength: 3}, "
+            "target: label}",
+            "data: {source: make_clinical_cohort, params: {n_samples: 30, scan_size: 8}, "
+            "target: diagnosis}",
+        )
+        .replace(
+            "params: {n_components: 4}}",
+            "params: {n_components: 4}}\n  - {name: scan, encoder: ScanEncoder, columns: scan, "
+            f"params: {params}}}",
+        )
+        .replace("columns: transcript", "columns: note")
+    )
+    _fails(capfd, ["validate", str(_config(tmp_path, text))], message)

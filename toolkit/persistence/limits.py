@@ -136,15 +136,9 @@ def check_limits(model, path, limits: dict) -> None:
         Naming the encoder, the attribute, its value, the limit and how to raise it.
     """
     for label, enc in _encoders(model):
-        for attr, limit_name, measure, unit in _RULES:
-            if attr not in vars(enc):
-                continue
-            value = vars(enc)[attr]
-            size = measure(value)
-            limit = limits[limit_name]
-            if size is None or size <= limit:
-                continue
-            shown = f"{value!r:.80}" if size == value else f"{value!r:.80} ({size:,} {unit})"
+        found = limit_exceeded(enc, limits)
+        if found is not None:
+            attr, shown, limit_name, limit, unit, size = found
             raise ModelFileError(
                 f"model '{path}': {label} ({type(enc).__name__}) sets {attr}={shown}, above "
                 f"this caller's limit {limit_name}={limit:,} {unit}; a model file cannot raise "
@@ -152,6 +146,23 @@ def check_limits(model, path, limits: dict) -> None:
                 f"toolkit.load(path, limits={{'{limit_name}': {size!r}}})"
             )
         _cap_n_jobs(enc, limits["max_n_jobs"])
+
+
+def limit_exceeded(enc, limits: dict):
+    """The first size of encoder ``enc`` above ``limits`` (resolved), as (attribute, value
+    as shown, limit name, limit, unit, size); None when every size is within. Model files
+    (:func:`check_limits`) and study configs are held to the same rules."""
+    for attr, limit_name, measure, unit in _RULES:
+        if attr not in vars(enc):
+            continue
+        value = vars(enc)[attr]
+        size = measure(value)
+        limit = limits[limit_name]
+        if size is None or size <= limit:
+            continue
+        shown = f"{value!r:.80}" if size == value else f"{value!r:.80} ({size:,} {unit})"
+        return attr, shown, limit_name, limit, unit, size
+    return None
 
 
 def _cap_n_jobs(enc, most: int) -> None:

@@ -138,6 +138,7 @@ def _modalities(config: StudyConfig, bunch: Bunch) -> list:
             check = getattr(enc, "check_settings", None)
             if check is not None:
                 check()
+            _check_sizes(enc)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"modalities[{i}].params: {exc}") from exc
         if getattr(enc, "parts_are_features", False):  # a table's cells are cheap to check now
@@ -148,6 +149,20 @@ def _modalities(config: StudyConfig, bunch: Bunch) -> list:
                 raise ConfigError(f"modalities[{i}].columns: {message}") from exc
         modalities.append((mod.name, enc, cols))
     return modalities
+
+
+def _check_sizes(enc) -> None:
+    """An encoder's sizes in a config are held to the limits a loaded model file is
+    (:data:`toolkit.persistence.limits.LOAD_LIMITS`): a config cannot raise them."""
+    from toolkit.persistence.limits import limit_exceeded, resolve_limits
+
+    found = limit_exceeded(enc, resolve_limits(None))
+    if found is not None:
+        attr, shown, name, limit, unit, _ = found
+        raise ValueError(
+            f"{attr}={shown} is above the limit {name}={limit:,} {unit}; a config cannot "
+            f"raise it (from Python: toolkit.persistence.limits.LOAD_LIMITS['{name}'] = ...)"
+        )
 
 
 def load_study_data(config: StudyConfig):
