@@ -399,7 +399,7 @@ def test_a_new_encoder_is_drilled_through_what_it_declares():
     assert any(abs(t) > 1e-3 for t in totals)
     assert drillable([("note", _WordFlags(), "note"), ("lab", TabularEncoder(), ["lab"])]) == (
         {"note": "text"},
-        {"lab": "TabularEncoder has no parts to drill into"},
+        {"lab": "a table: drilled column by column in 'Inside the tables'"},
     )
     # an encoder that declares no parts is refused by what it declares, not by its class name
     plain = FeatureEncoder()

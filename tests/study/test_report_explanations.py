@@ -206,7 +206,7 @@ def test_text_drilldown_shows_words_only_with_include_text(text_runs):
     for run, show in ((hidden, False), (shown, True)):
         drill = _metrics(run)["drilldown"]
         assert drill["model"] == "late" and drill["text_shown"] is show
-        assert drill["skipped"] == {"lab": "TabularEncoder has no parts to drill into"}
+        assert drill["skipped"] == {"lab": "a table: drilled column by column in 'Inside the tables'"}
         assert len(drill["rows"]) == 3 and drill["fold"] == 2
         records = [r for r in drill["records"] if r["modality"] == "note"]
         assert len(records) == 3

@@ -43,7 +43,9 @@ def drillable(modalities) -> tuple[dict, dict]:
     kinds, skipped = {}, {}
     for name, encoder, cols in modalities:
         masker = encoder.masker() if callable(getattr(encoder, "masker", None)) else None
-        if masker is None:
+        if masker is None and getattr(encoder, "parts_are_features", False):
+            skipped[name] = "a table: drilled column by column in 'Inside the tables'"
+        elif masker is None:
             skipped[name] = f"{type(encoder).__name__} has no parts to drill into"
         elif isinstance(cols, list | tuple) and len(cols) != 1:
             skipped[name] = f"reads {len(cols)} columns (the drill-down splits one item per row)"
