@@ -783,3 +783,13 @@ def test_a_hub_id_makes_no_connection_at_fit(offline, backend):
     import huggingface_hub.constants as hf_constants
 
     assert hf_constants.HF_HUB_OFFLINE is False  # the caller's setting is restored
+
+
+def test_a_weights_url_is_named_as_a_url_never_fetched(offline):
+    """It was reported as a missing file with the URL mangled ('https:/download...')."""
+    from toolkit.encoders._torch import load_state_dict
+
+    with pytest.raises(ValueError, match=r"weights='https://example.org/w.pth' is a URL; weights "
+                       "are never downloaded"):  # fmt: skip
+        load_state_dict("https://example.org/w.pth")
+    _untouched(offline)

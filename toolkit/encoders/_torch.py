@@ -13,6 +13,11 @@ def load_state_dict(path) -> dict:
 
     from toolkit.io import check_path
 
+    if isinstance(path, str) and "://" in path:
+        raise ValueError(
+            f"weights={path!r:.200} is a URL; weights are never downloaded: fetch the file "
+            "yourself (checking its source) and pass its local path"
+        )
     p = Path(path).expanduser()
     check_path(p, "weights")  # a FIFO or device would block torch.load or never end
     if p.suffix == ".safetensors":
