@@ -44,6 +44,11 @@ def _split(text):
             [("Temp 38.5 today.", "affirmed", 0), ("Dr. Smith saw e.g. the chest", "affirmed", 1),
              ("Patient doesn't smoke.", "negated", 2), ("Mass not seen", "negated", 3)],
         ),
+        (  # a comma item that asserts a finding of its own ends the negated list
+            "No effusion, consolidation present. Negative for effusion, positive for mass.",
+            [("No effusion,", "negated", 0), ("consolidation present.", "affirmed", 0),
+             ("Negative for effusion,", "negated", 1), ("positive for mass.", "affirmed", 1)],
+        ),
         ("", []),
         (" . , ", []),  # punctuation alone is no part
     ],

@@ -6,7 +6,8 @@ line breaks) and each sentence into clauses (at ``;``, ``:``, ``,`` and before a
 terminating conjunction such as "but", "however", "although", "except", "which"). A
 negation cue ("no", "not", "without", "denies", "negative for", "no evidence of", ...;
 longest match first, as in NegEx) governs its clause up to the clause's end; a comma does
-not end that scope when what follows is a short list item ("no fever, cough or chills").
+not end that scope when what follows is a short list item ("no fever, cough or chills"),
+unless that item asserts a finding of its own ("no effusion, consolidation present").
 A coordinator just before a cue ("and no", "with no", "and there is no") starts a new
 clause, so an affirmed finding and a negated one in the same sentence are two parts.
 
@@ -55,6 +56,13 @@ TERMINATORS = (
 )  # fmt: skip
 #: Words that start a new clause when a negation cue follows within three words.
 COORDINATORS = ("and", "with", "plus", "also")
+#: Words that assert a finding: a comma segment holding one is a clause of its own, not an
+#: item of the negated list before it ("no effusion, consolidation present").
+ASSERTIONS = (
+    "present", "noted", "seen", "identified", "demonstrated", "visible", "evident",
+    "appreciated", "positive", "is", "are", "was", "were", "has", "have", "shows", "showed",
+    "remains", "persists", "persistent", "new", "clear", "normal", "unremarkable", "stable",
+)  # fmt: skip
 #: A "." after one of these is not a sentence end.
 ABBREVIATIONS = ("dr", "mr", "mrs", "ms", "prof", "approx", "fig", "vs")
 CATEGORIES = ("affirmed", "negated", "hedged")
@@ -131,7 +139,7 @@ def _list_item(words: list[str], start: int, kinds) -> bool:
     for k in range(start, len(words)):
         if words[k] in (",", ";", ":", ".", "!", "?"):
             break
-        if kinds[k] is not None or _match(words, k, _TERMINATORS)[0]:
+        if kinds[k] is not None or _match(words, k, _TERMINATORS)[0] or words[k] in ASSERTIONS:
             return False
         segment.append(words[k])
     n_words = sum(_is_word(w) for w in segment)
