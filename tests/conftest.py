@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import matplotlib
@@ -95,3 +96,18 @@ def tiny_wav2vec2_kwargs() -> dict:
         encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
         encoder_layer_drop=0.0, aux_num_out=None,
     )  # fmt: skip
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of hanging) if a reader blocks, e.g. by opening a FIFO it should have
+    refused: SIGALRM after 10 s."""
+
+    def _alarm(signum, frame):
+        raise TimeoutError("the reader blocked: it opened something it should have refused")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

@@ -9,7 +9,6 @@ Every test builds its own tiny files in ``tmp_path`` (soundfile, PIL, pydicom).
 from __future__ import annotations
 
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -20,20 +19,6 @@ from toolkit.encoders.base import MissingItemsWarning
 from toolkit.exceptions import ReadError
 from toolkit.io import read_audio, read_image, read_scan
 from toolkit.io import scan as scan_io
-
-
-@pytest.fixture
-def deadline():
-    """Fail (instead of hanging) if a reader blocks on something it should have refused."""
-
-    def _alarm(signum, frame):
-        raise TimeoutError("the reader blocked: it opened something it should have refused")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def _dicom_series(folder, z_positions):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -26,20 +25,6 @@ from toolkit.io import audio as audio_io
 from toolkit.io import image as image_io
 from toolkit.io import read_audio, read_image, read_scan, read_text
 from toolkit.io import scan as scan_io
-
-
-@pytest.fixture
-def deadline():
-    """Fail (instead of hanging) if a reader blocks, e.g. by opening a FIFO."""
-
-    def _alarm(signum, frame):
-        raise TimeoutError("the reader blocked: it opened something it should have refused")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def _tone(freq=440.0, sr=8000, seconds=0.5, amp=0.5):
