@@ -41,3 +41,14 @@ def test_unknown_attribute():
 
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         toolkit.Nope  # noqa: B018
+
+
+def test_encoding_in_memory_scans_does_not_import_monai():
+    # Only a MONAI MetaTensor carries an affine to orient or resample; plain arrays are
+    # read without MONAI (a loky worker or a drill-down's thousand reads never import it).
+    statement = (
+        "import numpy as np\nfrom toolkit import ScanEncoder\n"
+        "v = [np.random.default_rng(0).gamma(2.0, size=(8, 9, 10)) for _ in range(3)]\n"
+        "ScanEncoder(spatial_size=(8, 8, 8), progress=False).fit(v).encode(v)"
+    )
+    assert _loaded_after(statement) == ["torch"]

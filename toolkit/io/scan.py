@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,13 @@ def orient_scan(
     resampling to ``pixdim`` (MONAI, on the CPU); returns a (1, D, H, W) float32 tensor."""
     import torch
 
+    # Only a MONAI MetaTensor carries an affine, and one exists only once MONAI is imported:
+    # an in-memory array is not oriented or resampled, and its reader (a loky worker, a
+    # drill-down's thousand calls) never pays MONAI's import (~7 s).
+    monai_data = sys.modules.get("monai.data")
+    if monai_data is None or not isinstance(img, monai_data.MetaTensor):
+        x = torch.as_tensor(img).float()
+        return x.mean(dim=0, keepdim=True) if x.shape[0] > 1 else x
     with quiet_monai():
         from monai.data import MetaTensor
         from monai.transforms import Orientation, Spacing
