@@ -53,3 +53,40 @@ def test_data_dir_in_the_config_wins_over_the_environment(tmp_path, monkeypatch,
     monkeypatch.setenv("TOOLKIT_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ConfigError, match=f"dataset folder '{tmp_path}/mine/uci_sentences'"):
         load_study_data(config_with(data_dir=str(tmp_path / "mine")))
+
+
+def _grouped_manifest(tmp_path, positive_patients: int) -> dict:
+    """12 patients of 4 rows; class 1 is every row of the first ``positive_patients``."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    pid = np.repeat(np.arange(12), 4)
+    label = (pid < positive_patients).astype(int)
+    frame = pd.DataFrame({"a": rng.normal(size=48) + label, "b": rng.normal(size=48),
+                          "pid": [f"p{k}" for k in pid], "label": label})  # fmt: skip
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    return {
+        "name": "few", "task": "classification",
+        "data": {"source": "load_manifest", "params": {"csv": str(tmp_path / "d.csv")},
+                 "target": "label", "groups": "pid"},
+        "modalities": [{"name": "x", "encoder": "TabularEncoder", "columns": ["a"]},
+                       {"name": "z", "encoder": "TabularEncoder", "columns": ["b"]}],
+        "fusion": ["early"], "evaluation": {"cv": 3, "primary_metric": "accuracy"},
+    }  # fmt: skip
+
+
+def test_a_class_in_too_few_groups_for_the_folds_is_a_config_error(tmp_path):
+    # Class 1 is in two patients: whichever fold tests one of them leaves the other alone
+    # in training, where the models' grouped inner CV cannot fit the class. validate (which
+    # calls prepare_study) names the fold, the class and the group count; run never starts.
+    from toolkit.study.data import prepare_study
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^evaluation.cv: fold \d's training rows have all 4 rows of class 1 in one group "
+        r"\('p[01]'\): the class occurs in only 2 groups, too few for grouped folds .*Add groups "
+        r"\(patients, speakers\) with that class, or remove data.groups",
+    ):
+        prepare_study(_grouped_manifest(tmp_path, 2))
+    assert len(prepare_study(_grouped_manifest(tmp_path, 4)).splits) == 3

@@ -379,6 +379,36 @@ def _check_conformal(config: StudyConfig, splits) -> None:
         ) from None
 
 
+def _check_fold_classes(config: StudyConfig, splits, y, classes, groups) -> None:
+    """Classification: every fold's training rows hold every class, in two or more groups
+    when there are groups (the models' inner CV keeps groups apart, so a class in one
+    training group cannot be fitted and tested). Raises ConfigError naming the fold."""
+    from toolkit.estimators.checks import class_in_one_group
+
+    if classes is None:
+        return
+    for k, (train, _) in enumerate(splits):
+        missing = np.setdiff1d(np.arange(len(classes)), y[train])
+        if len(missing):
+            raise ConfigError(
+                f"evaluation.cv: fold {k + 1}'s training rows have no row of class "
+                f"{classes.tolist()[missing[0]]!r}; use fewer folds or add rows of that class"
+            )
+        found = None if groups is None else class_in_one_group(np.asarray(groups)[train], y[train])
+        if found is None:
+            continue
+        c, group, n, _ = found
+        n_groups = len(pd.unique(np.asarray(groups)[y == c]))
+        raise ConfigError(  # fmt: skip
+            f"evaluation.cv: fold {k + 1}'s training rows have all {n} rows of class "
+            f"{classes.tolist()[c]!r} in one group ({group!r}): the class occurs in only "
+            f"{n_groups} groups, too few for grouped folds (the models' inner CV keeps groups "
+            "apart too, so it cannot fit and test that class). Add groups (patients, speakers) "
+            f"with that class{', use fewer folds' if n_groups > 2 else ''}, or remove "
+            "data.groups (the estimate is then not across groups)"
+        )
+
+
 def _splits(config: StudyConfig, y, groups, classification: bool):
     try:
         return make_splits(y, groups, config.evaluation.cv, classification, config.seed)
@@ -427,6 +457,7 @@ def prepare_study(config, *, limits: dict | None = None) -> Bunch:
         check_name(name, "modalities (from the data source)")
     fusions = fusion_objects(config)
     splits = _splits(config, y, groups, classes is not None)
+    _check_fold_classes(config, splits, y, classes, groups)
     _check_conformal(config, splits)
     return Bunch(
         frame=frame,
