@@ -214,6 +214,9 @@ def test_resolved_parts_rank_first_and_a_sure_part_is_resolved():
     assert done[5] and abs(values[5] - 1) < 0.05 and done.sum() <= 3
     assert H.rank(values, done)[0] == 5
     assert H.rank([0.9, -0.2, 0.1], [False, True, True]).tolist() == [1, 2, 0]
+    # resolved but negligible (< 1% of the row's total |value|): ranked with the noise
+    assert H.rank([0.001, 0.9, -0.2], [True, False, True]).tolist() == [2, 1, 0]
+    assert H.material([0.0, 0.0]).tolist() == [False, False]
     assert H.resolved([0.0, 1e-9], [0.0, 0.0], None).tolist() == [False, True]
 
 

@@ -62,3 +62,41 @@ def test_scan_slices_pass_through_the_top_block(tmp_path):
     assert titles == ["axis 0, slice 2", "axis 1, slice 2", "axis 2, slice 2"]  # z1y1x1: 2-3
     assert "top block z1y1x1" in fig.texts[0].get_text()
     assert plot_scan_parts(explanation, 0, tmp_path / "scan.png").stat().st_size > 3000
+
+
+def _section(summary) -> str:
+    config = SimpleNamespace(explanation=SimpleNamespace(removal="missing"))
+    return _drilldown_section(config, {"drilldown": summary}, [])
+
+
+def test_a_negligible_part_with_a_tiny_error_never_tops_the_parts_that_matter():
+    # Block 5 is "resolved" (+0.0001, s.e. 0) but carries 0.02% of the row's |value|; the
+    # large block 50 (+0.45, s.e. 0.40) may be noise. Neither is resolved and material, so
+    # the row says so and ranks by |value|: block 50 first, the negligible block marked.
+    drill, explanation = _scan_drill()
+    explanation.values[0, 21], explanation.error_std[0, 21] = 0.0, 0.0
+    explanation.values[0, 5] = 0.0001
+    explanation.resolved = np.abs(explanation.values) > 3.18 * explanation.error_std
+    assert explanation.resolved[0, 5]
+    record = summarize_drilldown(drill, include_text=False, max_parts=8, top=2)["records"][0]
+    assert [p["part"] for p in record["top_parts"]] == ["z3y0x2", LABELS[5]]
+    assert [p["material"] for p in record["top_parts"]] == [True, False]
+    assert record["n_resolved"] == 0 and record["too_small"] is False
+    page = _section(summarize_drilldown(drill, include_text=False, max_parts=8, top=2))
+    assert (
+        "<i>no part resolved above noise</i>; z3y0x2: +0.4500 (s.e. 0.4000) <b>?</b>, "
+        "z0y1x1: +0.0001 (s.e. 0.0000) <i>(negligible)</i>" in page
+    )
+    assert "<td>0 of 64</td>" in page
+
+
+def test_a_row_whose_parts_carry_almost_nothing_is_too_small_to_drill():
+    drill, explanation = _scan_drill()
+    explanation.values[0, 21], explanation.values[0, 50] = 0.003, -0.001
+    explanation.error_std[0, 21], explanation.error_std[0, 50] = 0.0001, 0.0001
+    explanation.resolved = np.abs(explanation.values) > 3.18 * explanation.error_std
+    record = summarize_drilldown(drill, include_text=False, max_parts=8, top=2)["records"][0]
+    assert record["too_small"] is True and record["abs_total"] == 0.004
+    assert record["n_resolved"] == 2  # resolved and material, but the whole row is tiny
+    page = _section(summarize_drilldown(drill, include_text=False, max_parts=8, top=2))
+    assert "<i>too small to drill: the parts carry 0.0040 in all (&lt; 0.01)</i>; z1y1x1" in page

@@ -429,9 +429,10 @@ def _explain_row(model, emb, m, i, item, masker, encoder, output, max_parts, n_p
 
 
 def rank_parts(explanation, row: int = 0, class_index: int | None = None) -> np.ndarray:
-    """Part positions of one row of a drill-down, resolved parts first (their interval
-    excludes 0), each set by decreasing |value|: a part whose value may be noise never
-    ranks above one that is resolved.
+    """Part positions of one row of a drill-down, resolved material parts first (their
+    interval excludes 0 and they carry >= 1% of the row's total |value|), each set by
+    decreasing |value|: a part whose value may be noise, or is negligible, never ranks
+    above one that is resolved and matters (:func:`toolkit.explain.hierarchy.rank`).
 
     ``class_index``: the class position for a multi-class explanation (default: the
     class with the row's highest output).

@@ -181,9 +181,24 @@ def resolved(values, errors, n_pairs: int | None) -> np.ndarray:
     return np.abs(values) > t_quantile(n_pairs) * errors
 
 
+#: A part below this share of its row's total |value| is negligible: however small its
+#: standard error, it never ranks above a part that carries the contribution.
+MIN_SHARE = 0.01
+
+
+def material(values, min_share: float = MIN_SHARE) -> np.ndarray:
+    """Whether each part carries at least ``min_share`` of the row's total |value| (all
+    False when the parts carry nothing)."""
+    magnitude = np.abs(np.asarray(values, dtype=float))
+    total = magnitude.sum()
+    return magnitude >= min_share * total if total > 0 else np.zeros(magnitude.shape, bool)
+
+
 def rank(values, resolved_mask) -> np.ndarray:
-    """Part positions, the resolved parts first, each set by decreasing |value| (ties by
-    position): what is resolved ranks above what may be noise."""
+    """Part positions: the parts that are resolved and material first (their interval
+    excludes 0 and they carry >= ``MIN_SHARE`` of the row's total |value|), then the rest,
+    each set by decreasing |value| (ties by position): what is resolved ranks above what
+    may be noise, and a negligible part with a tiny error never tops one that matters."""
     values = np.asarray(values, dtype=float)
-    unresolved = ~np.asarray(resolved_mask, dtype=bool)
-    return np.lexsort((np.arange(len(values)), -np.abs(values), unresolved))
+    lower = ~(np.asarray(resolved_mask, dtype=bool) & material(values))
+    return np.lexsort((np.arange(len(values)), -np.abs(values), lower))

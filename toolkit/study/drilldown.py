@@ -172,15 +172,56 @@ def withheld_names(explanation, i: int) -> list[str]:
     return [f"word {j + 1}" for j in range(len(data))] if names == data else names
 
 
+#: A classifier's row whose parts carry less than this (probability) in all is too small to
+#: drill: its parts are listed, but the report says so instead of ranking them.
+TOO_SMALL = 0.01
+
+
+def _row_record(dd: DrillDown, name: str, explanation, i: int, *, include_text: bool,
+                top: int) -> dict:  # fmt: skip
+    """One drilled row of one modality: the sum, the counts and the ``top`` parts (resolved
+    and material first, :func:`toolkit.explain.hierarchy.rank`)."""
+    from toolkit.explain.hierarchy import material, rank
+
+    k = None if dd.codes is None else dd.codes[i]
+    values = part_values(explanation, i, k)
+    errors = part_errors(explanation, i, k)
+    if dd.kinds[name] == "text":
+        labels = [str(w) for w in explanation.data[i]]
+        if not include_text:
+            labels = withheld_names(explanation, i)
+    else:
+        labels = [str(lbl) for lbl in explanation.feature_names]
+    done, big = part_resolved(explanation, i, k), material(values)
+    total = float(np.abs(values).sum())
+    return {
+        "row": dd.rows[i], "modality": name, "kind": dd.kinds[name],
+        "reason": dd.reasons[i],
+        "class": None if dd.classes is None else dd.classes[i],
+        "n_parts": len(values), "exact": row_exact(explanation, i),
+        "n_resolved": int((done & big).sum()),
+        "modality_value": float(values.sum()),
+        "abs_total": total,
+        "too_small": dd.classes is not None and total < TOO_SMALL,
+        "max_error_std": float(errors.max()) if len(errors) else 0.0,
+        "top_parts": [{"part": labels[j], "value": float(values[j]),
+                       "error_std": float(errors[j]), "resolved": bool(done[j]),
+                       "material": bool(big[j]),
+                       "share_of_abs": float(abs(values[j]) / (total or 1.0))}
+                      for j in rank(values, done)[:top]],
+    }  # fmt: skip
+
+
 def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: int,
                         top: int = 5) -> dict:  # fmt: skip
     """The drill-down's numbers for ``metrics.json`` and the report: per drilled row and
     modality, the parts, the sum (the modality's Shapley value under missing-modality
-    removal) and the ``top`` parts, resolved parts first (their 95% interval excludes 0;
-    each set by |value|), each with its standard error and ``resolved`` mark. Unless
-    ``include_text``, text parts are named without their words (:func:`withheld_names`)."""
-    from toolkit.explain.hierarchy import rank
-
+    removal) and the ``top`` parts, each with its standard error, its ``resolved`` mark
+    (95% interval excludes 0) and its ``material`` mark (>= 1% of the row's total |value|),
+    resolved material parts first, each set by |value|; ``n_resolved`` counts the resolved
+    material parts and ``too_small`` marks a classifier's row whose parts carry less than
+    ``TOO_SMALL`` in all. Unless ``include_text``, text parts are named without their words
+    (:func:`withheld_names`)."""
     if dd is None:
         return {}
     records = []
@@ -190,30 +231,8 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
                 records.append({"row": row, "modality": name, "kind": dd.kinds[name],
                                 "reason": dd.reasons[i], "absent": True})  # fmt: skip
                 continue
-            k = None if dd.codes is None else dd.codes[i]
-            values = part_values(explanation, i, k)
-            errors = part_errors(explanation, i, k)
-            if dd.kinds[name] == "text":
-                labels = [str(w) for w in explanation.data[i]]
-                if not include_text:
-                    labels = withheld_names(explanation, i)
-            else:
-                labels = [str(lbl) for lbl in explanation.feature_names]
-            done = part_resolved(explanation, i, k)
-            order = rank(values, done)[:top]
-            total = float(np.abs(values).sum()) or 1.0
-            records.append({
-                "row": row, "modality": name, "kind": dd.kinds[name],
-                "reason": dd.reasons[i],
-                "class": None if dd.classes is None else dd.classes[i],
-                "n_parts": len(values), "exact": row_exact(explanation, i),
-                "n_resolved": int(done.sum()),
-                "modality_value": float(values.sum()),
-                "max_error_std": float(errors.max()) if len(errors) else 0.0,
-                "top_parts": [{"part": labels[j], "value": float(values[j]),
-                               "error_std": float(errors[j]), "resolved": bool(done[j]),
-                               "share_of_abs": float(abs(values[j]) / total)} for j in order],
-            })  # fmt: skip
+            records.append(_row_record(dd, name, explanation, i, include_text=include_text,
+                                       top=top))  # fmt: skip
     return {
         "model": dd.model,
         "fold": dd.fold,

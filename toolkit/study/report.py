@@ -181,7 +181,7 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
         if r.get("absent"):
             absent.append(f"{html.escape(r['modality'])} (row {r['row']})")
             continue
-        top = ", ".join(_part_text(p, r["exact"]) for p in r["top_parts"])
+        top = _top_parts_text(r)
         resolved = f"{r['n_resolved']} of {r['n_parts']}" if "n_resolved" in r else ""
         rows.append([str(r["row"]), html.escape(r["reason"]), html.escape(r["modality"]),
                      html.escape(str(r["class"] or "")), str(r["n_parts"]),
@@ -195,7 +195,10 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
         "may be nested (a scan's 64 blocks in 8, an image's 16 cells in 4: Owen values over "
         "the hierarchy). Top parts: resolved ones first, then by |value|. A sampled part "
         "shows its standard error (s.e.); one marked <b>?</b> has a 95% interval that "
-        "includes 0, so its value may be noise (an exact part is resolved unless it is 0). "
+        "includes 0, so its value may be noise (an exact part is resolved unless it is 0); "
+        "one marked <i>(negligible)</i> carries under 1% of the row's total |value| and never "
+        "ranks above a part that matters. 'resolved' counts the parts that are both. A "
+        "row whose parts carry under 0.01 (probability) in all is too small to drill. "
         "Scan figures show slices through the top-ranked block.</p>"
     )
     if config.explanation.removal != "missing":
@@ -223,13 +226,26 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
     return text
 
 
+def _top_parts_text(record: dict) -> str:
+    """The 'top parts' cell of a drilled row: the parts, after a note when the row is too
+    small to drill or none of its parts is resolved and material."""
+    parts = ", ".join(_part_text(p, record["exact"]) for p in record["top_parts"])
+    if record.get("too_small"):
+        return (f"<i>too small to drill: the parts carry {record['abs_total']:.4f} in all "
+                f"(&lt; 0.01)</i>; {parts}")  # fmt: skip
+    if record.get("n_resolved") == 0:
+        return f"<i>no part resolved above noise</i>; {parts}"
+    return parts
+
+
 def _part_text(part: dict, exact: bool) -> str:
     """``name: value`` of a drill-down part, with its s.e. when sampled and ``?`` when its
     interval includes 0."""
     text = f"{html.escape(part['part'])}: {part['value']:+.4f}"
     if not exact and "error_std" in part:
         text += f" (s.e. {part['error_std']:.4f})"
-    return text + ("" if part.get("resolved", True) else " <b>?</b>")
+    text += "" if part.get("resolved", True) else " <b>?</b>"
+    return text + ("" if part.get("material", True) else " <i>(negligible)</i>")
 
 
 def _headline_section(config: StudyConfig, summary: dict) -> str:
