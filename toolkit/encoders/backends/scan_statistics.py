@@ -61,8 +61,9 @@ def scan_statistics(v: np.ndarray, hist_bins: int, grid: int) -> np.ndarray:
     centers = (edges[:-1] + edges[1:]) / 2
     mean, std = flat.mean(), flat.std()
     z = (flat - mean) / (std + 1e-8)
+    z2 = z * z  # products, not z**3 and z**4 (numpy's pow: 50x slower on a 24^3 volume)
     nz = hist[hist > 0]
-    first = [mean, std, (z**3).mean(), (z**4).mean() - 3.0, *np.percentile(flat, [5, 25, 50, 75, 95]),
+    first = [mean, std, (z2 * z).mean(), (z2 * z2).mean() - 3.0, *np.percentile(flat, [5, 25, 50, 75, 95]),
              float(-(nz * np.log2(nz)).sum()), (flat**2).mean()]  # fmt: skip
     fg = v > _otsu(hist, centers)
     frac = fg.mean()
