@@ -13,9 +13,10 @@ export MPLBACKEND := Agg
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 # Test processes (pytest-xdist). --dist loadfile keeps each test file in one process, so the
-# fitted models a module-scoped fixture shares are built once. The notebooks (the longest
-# files) are handed out first, so they do not end the run on one worker while the other waits:
-# 5 min 43 s against 6 min 34 s with them last, on a quiet 2-core machine.
+# fitted models a module-scoped fixture shares are built once. The notebooks and the longest
+# test files are handed out first (tests/conftest.py orders them; --no-loadscope-reorder keeps
+# that order, where pytest-xdist would sort files by their number of tests and hand the
+# one-test notebooks out last, ending the run on one worker while the other waits).
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
@@ -36,7 +37,7 @@ demo: $(VENV)/.stamp-embed
 	$(VENV)/bin/mmtk run pipelines/sentiment.yaml --out runs/
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile notebooks tests toolkit --doctest-modules --nbmake
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder notebooks tests toolkit --doctest-modules --nbmake
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: $(VENV)/.stamp-dev

@@ -19,6 +19,33 @@ matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Test files that take longest (measured with ``--junitxml``), handed to the test workers
+#: first after the notebooks: with ``--dist loadfile`` a long file that starts last ends the
+#: run on one worker while the other waits. Order only; a stale entry costs time, not tests.
+LONGEST_FIRST = (
+    "tests/study/test_study.py",
+    "tests/estimators/test_estimators_sklearn.py",
+    "tests/distributed/test_dask.py",
+    "tests/explain/test_modality.py",
+    "tests/estimators/test_estimators.py",
+    "tests/persistence/test_persistence.py",
+    "tests/fusion/test_neural.py",
+    "tests/study/test_report_explanations.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Notebooks first, then :data:`LONGEST_FIRST`, then the rest in collection order (the
+    Makefile passes ``--no-loadscope-reorder`` so that pytest-xdist keeps this order)."""
+
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith("notebooks/"):
+            return 0
+        return 1 + LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST) + 1
+
+    items.sort(key=rank)  # stable: collection order within a rank
+
 
 def data_dir() -> Path | None:
     """TOOLKIT_DATA_DIR, else ../shared/data beside the checkout; None when absent."""
