@@ -81,24 +81,6 @@ def test_learned_encoders_must_be_fitted_first(tmp_path):
     np.testing.assert_allclose(emb.blocks["t"], fitted.transform(frame[["age"]]))
 
 
-def test_killed_worker_loses_and_duplicates_no_row(tmp_path):
-    frame, _ = _frame()
-    flag = tmp_path / "died.txt"
-    mods = [("image", DyingImageEncoder(flag=str(flag)), "image")]
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
-    ) as cluster:
-        with Client(cluster) as c:
-            encode_manifest(
-                frame, mods, tmp_path / "out", client=c, partition_size=10, id_column="rid"
-            )
-    assert flag.read_text() == "died once"  # a worker really died mid-encode
-    emb, ids = load_embeddings(tmp_path / "out")
-    assert sorted(ids) == list(frame["rid"]) and len(set(ids)) == 60
-    expected = ImageEncoder(pixel_size=8).fit([]).transform(list(frame["image"]))
-    np.testing.assert_array_equal(emb.blocks["image"][np.argsort(ids)], expected)
-
-
 def test_explanations_over_partitions_equal_local(client):
     frame, y = _frame()
     mods = [
@@ -150,3 +132,16 @@ def test_fit_predict_explain_from_stored_embeddings(tmp_path):
     assert clf.explain(emb).values.shape == (60, 1)
     with pytest.raises(ValueError, match="fitted on precomputed Embeddings and has no encoders"):
         clf.predict(frame)
+
+
+def test_killed_worker_loses_and_duplicates_no_row(client, tmp_path):
+    # Last in this module: a worker of the shared cluster dies here (its nanny restarts it).
+    frame, _ = _frame()
+    flag = tmp_path / "died.txt"
+    mods = [("image", DyingImageEncoder(flag=str(flag)), "image")]
+    encode_manifest(frame, mods, tmp_path / "out", client=client, partition_size=10, id_column="rid")
+    assert flag.read_text() == "died once"  # a worker really died mid-encode
+    emb, ids = load_embeddings(tmp_path / "out")
+    assert sorted(ids) == list(frame["rid"]) and len(set(ids)) == 60
+    expected = ImageEncoder(pixel_size=8).fit([]).transform(list(frame["image"]))
+    np.testing.assert_array_equal(emb.blocks["image"][np.argsort(ids)], expected)
