@@ -286,15 +286,24 @@ modalities:
         (BASE + "evaluaton: {cv: 3}\n", "evaluaton: unknown key"),
     ],
 )
-def test_bad_configs_exit_nonzero_with_one_line_naming_the_key(tmp_path, text, message):
+def test_bad_configs_exit_nonzero_with_one_line_naming_the_key(tmp_path, capsys, text, message):
     path = _write(tmp_path, text)
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "runs").exists()  # nothing written for a config that never ran
+
+
+def test_a_bad_config_from_the_command_line_is_one_line_and_exit_code_2(tmp_path):
+    """The same through ``python -m toolkit.cli`` (the process's exit code and stderr)."""
+    path = _write(tmp_path, BASE + "evaluaton: {cv: 3}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "toolkit.cli", "run", str(path), "--out", str(tmp_path / "runs"), "--quiet"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("mmtk: config error: evaluaton: unknown key; expected one of ['data', ")
 
 
 def test_validate_datasets_and_help(capsys):
