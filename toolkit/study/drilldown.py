@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.base import clone
+
+from toolkit.study.orchestration import LastFoldModels
 
 #: Random orders walked per sampled row (items with more than ``drilldown_max_parts`` parts).
 N_PERMUTATIONS = 16
@@ -85,17 +86,16 @@ def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int) -
 
 
 def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: int,
-                  cache_dir=None) -> DrillDown | None:  # fmt: skip
+                  cache_dir=None, models=None) -> DrillDown | None:  # fmt: skip
     """Drill into the modalities of strategy ``label`` on ``n_rows`` test rows of the last
     fold (None when no modality can be split, or ``n_rows`` is 0)."""
-    from toolkit.cache import EmbeddingCache
     from toolkit.explain import drill_down, drill_down_cost
 
     kinds, skipped = drillable(plan.modalities)
     if n_rows < 1 or not kinds:
         return None
     fold = len(splits) - 1
-    train, test = (np.asarray(part) for part in splits[fold])
+    test = np.asarray(splits[fold][1])
     picked = pick_rows(results.oof[label][test], plan.y[test], plan.classification, n_rows)
     rows = [int(test[p]) for p, _ in picked]
     classes = codes = None  # the class whose probability is explained in each row
@@ -106,9 +106,7 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
         classes = [str(results.classes[c]) for c in codes]
     out = DrillDown(label, fold, rows, [r for _, r in picked], classes, codes, kinds=kinds,
                     skipped=skipped)  # fmt: skip
-    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
-    model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
-    model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+    model = (models or LastFoldModels(plan, results, splits, cache_dir))(label)
     frame = plan.frame.iloc[rows]
     for name in kinds:
         explanation = drill_down(

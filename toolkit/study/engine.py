@@ -44,6 +44,7 @@ from toolkit.study.model_card import write_model_card
 from toolkit.study.orchestration import (
     SCHEDULER_TIMEOUT,
     FoldPlan,
+    LastFoldModels,
     connect_scheduler,
     fold_results,
     log,
@@ -191,8 +192,9 @@ def _execute(run: Path, job: _Job) -> None:
         log(job.progress, f"computing metrics with bootstrap intervals (resampling {unit})")
         summary, rows = summarize(config, results, grouped=study.groups is not None)
         summary["missingness"]["cells"] = cell_missingness(study.frame, study.modalities)
-        drill = _drilldown(job, plan, results, summary, cache_dir)
-        summary["labs"] = _labs(job, plan, results, summary, cache_dir)
+        models = LastFoldModels(plan, results, study.splits, cache_dir)  # each refit once
+        drill = _drilldown(job, plan, results, summary, models)
+        summary["labs"] = _labs(job, plan, results, summary, models)
         if study.groups is not None and not config.quick:  # a quick run skips it
             log(job.progress, "checking how each modality transfers across groups")
             summary["transfer"] = transfer_summary(
@@ -213,7 +215,7 @@ def _execute(run: Path, job: _Job) -> None:
         log(job.progress, f"report: {run / 'report.html'}")
 
 
-def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir):
+def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, models):
     """The drill-down of the explained strategy on ``output.drilldown_rows`` test rows of
     the last fold (None when explanations are off or it is turned off)."""
     out, label = job.config.output, summary.get("explained_model")
@@ -222,11 +224,11 @@ def _drilldown(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cac
     log(job.progress, f"drilling into the modalities of {label} on {out.drilldown_rows} rows")
     return run_drilldown(
         plan, label, results, job.study.splits, n_rows=out.drilldown_rows,
-        max_parts=out.drilldown_max_parts, cache_dir=cache_dir,
+        max_parts=out.drilldown_max_parts, models=models,
     )  # fmt: skip
 
 
-def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_dir) -> dict:
+def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, models) -> dict:
     """The lab drill-down (exact Owen values per column of each tabular modality) of the
     explained strategy on the last fold's test rows, with ``"saved"``, the same for the
     saved model when it is one table alone ({} when explanations are off or no modality is
@@ -239,7 +241,7 @@ def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_di
     out = {}
     for which in dict.fromkeys(labels):
         log(job.progress, f"drilling into the columns of the tables of {which}")
-        labs = _labs_of(job, plan, results, which, cache_dir)
+        labs = _labs_of(job, plan, results, which, models)
         if which == label:
             out = {**labs, **out}
         else:
@@ -247,7 +249,7 @@ def _labs(job: _Job, plan: FoldPlan, results: OutOfFold, summary: dict, cache_di
     return out
 
 
-def _labs_of(job: _Job, plan: FoldPlan, results: OutOfFold, label: str, cache_dir) -> dict:
+def _labs_of(job: _Job, plan: FoldPlan, results: OutOfFold, label: str, models) -> dict:
     test = job.study.splits[-1][1]
     shown = pick_rows(
         results.models[label][test], plan.y[test], plan.classification,
@@ -256,7 +258,7 @@ def _labs_of(job: _Job, plan: FoldPlan, results: OutOfFold, label: str, cache_di
     groups = {m.name: m.column_groups for m in job.config.modalities or [] if m.column_groups}
     return run_labs(
         plan, label, results, job.study.splits, column_groups=groups,
-        shown_rows=[int(test[p]) for p, _ in shown], cache_dir=cache_dir,
+        shown_rows=[int(test[p]) for p, _ in shown], models=models,
     )  # fmt: skip
 
 

@@ -15,7 +15,8 @@ players of the rows the drill-down shows.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import clone
+
+from toolkit.study.orchestration import LastFoldModels
 
 #: Test rows of the last fold explained (the first ones, in study order).
 MAX_LAB_ROWS = 200
@@ -76,25 +77,8 @@ def _row_records(explanation, name: str, positions, rows, codes) -> list[dict]:
     return out
 
 
-def _fitted(plan, label: str, results, train, cache_dir):
-    """The model ``label`` (a strategy, or a single-modality baseline ``"<name> only"``)
-    fitted on the rows ``train`` as the fold fitted it, and its modalities."""
-    from toolkit.cache import EmbeddingCache
-    from toolkit.fusion import LateFusion
-
-    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
-    if label in plan.fusions:
-        model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
-        return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
-    name = label.removesuffix(" only")
-    spec = [m for m in plan.modalities if m[0] == name]
-    train = train[results.mask[train, plan.names.index(name)]]  # the rows that have it
-    model = plan.model(spec, fusion=LateFusion(random_state=plan.seed), memory=memory)
-    return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
-
-
 def run_labs(plan, label: str, results, splits, *, column_groups: dict, shown_rows=(),
-             cache_dir=None) -> dict:  # fmt: skip
+             cache_dir=None, models=None) -> dict:  # fmt: skip
     """The lab drill-down of model ``label`` (a strategy, or a single-modality baseline
     ``"<table> only"``) on the last fold's test rows: ``{}`` when the model has no tabular
     modality, else the JSON-ready summary (``model``, ``fold``, ``n_rows``, ``modalities``
@@ -103,7 +87,7 @@ def run_labs(plan, label: str, results, splits, *, column_groups: dict, shown_ro
     from toolkit.explain import explain_features
 
     fold = len(splits) - 1
-    train, test = (np.asarray(part) for part in splits[fold])
+    test = np.asarray(splits[fold][1])
     names = tabular_modalities(plan.modalities)
     if label not in plan.fusions:
         names = [n for n in names if f"{n} only" == label]
@@ -113,7 +97,8 @@ def run_labs(plan, label: str, results, splits, *, column_groups: dict, shown_ro
     codes = None
     if plan.classification and plan.n_classes > 2:  # the predicted class of each row
         codes = results.models[label][explained].argmax(axis=1)
-    model = _fitted(plan, label, results, train, cache_dir)
+    models = models or LastFoldModels(plan, results, splits, cache_dir)
+    model = models(label)
     frame = plan.frame.iloc[explained]
     shown = [r for r in shown_rows if r in set(explained.tolist())]
     positions = [int(np.flatnonzero(explained == r)[0]) for r in shown]

@@ -331,3 +331,38 @@ def fold_results(
             for k, (train, test) in enumerate(splits)
         )
         yield Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
+
+
+def refit_on_rows(plan: FoldPlan, label: str, results, train, cache_dir=None):
+    """The model ``label`` (a strategy, or a single-modality baseline ``"<name> only"``)
+    fitted on the rows ``train`` as the fold fitted it (same seed, encoders, labels and
+    groups; a baseline on the rows that have its modality)."""
+    from toolkit.cache import EmbeddingCache
+    from toolkit.fusion import LateFusion
+
+    memory = None if cache_dir is None else EmbeddingCache(cache_dir)
+    if label in plan.fusions:
+        model = plan.model(plan.modalities, fusion=clone(plan.fusions[label]), memory=memory)
+        return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+    name = label.removesuffix(" only")
+    spec = [m for m in plan.modalities if m[0] == name]
+    train = train[results.mask[train, plan.names.index(name)]]  # the rows that have it
+    model = plan.model(spec, fusion=LateFusion(random_state=plan.seed), memory=memory)
+    return model.fit(plan.frame.iloc[train], plan.y[train], **plan.fit_groups(train))
+
+
+class LastFoldModels:
+    """Models refitted on the last fold's training rows, each fitted once per study: the
+    drill-down and the lab drill-down of one model share its refit."""
+
+    def __init__(self, plan: FoldPlan, results, splits, cache_dir=None):
+        self.plan, self.results, self.cache_dir = plan, results, cache_dir
+        self.train = np.asarray(splits[-1][0])
+        self._fitted: dict = {}
+
+    def __call__(self, label: str):
+        if label not in self._fitted:
+            self._fitted[label] = refit_on_rows(
+                self.plan, label, self.results, self.train, self.cache_dir
+            )
+        return self._fitted[label]
