@@ -40,7 +40,12 @@ from toolkit.persistence.files import (
     _scan,
 )
 from toolkit.persistence.limits import check_limits, resolve_limits
-from toolkit.persistence.saving import _components, _leftovers, _weight_parameters
+from toolkit.persistence.saving import (
+    _components,
+    _leftovers,
+    _weight_parameters,
+    features_versions,
+)
 
 
 def _read_skops(file: Path, trusted: set[str], max_bytes: int):
@@ -450,10 +455,42 @@ def _load(path: Path, trusted, max_bytes: int, verify: bool, limits: dict):
     if list(getattr(model, "modality_names_", [])) != manifest.get("modalities"):
         raise ModelFileError(f"model '{path}': the manifest's modalities do not match the model")
     _check_plain_data(model, path)
+    _check_features_versions(model, manifest, path)
     _check_parameters(model, path)
     check_limits(model, path, limits)
     _restore_components(model, path, manifest, max_bytes)
     return model
+
+
+def _check_features_versions(model, manifest: dict, path: Path) -> None:
+    """Refuse a model whose encoder computed another ``features_version`` than its class
+    computes now (its predictions would come from different features); warn where the
+    manifest predates the record (saved before encoders recorded it)."""
+    saved = manifest.get("features_versions")
+    now = features_versions(model)
+    if saved is None:
+        if now:
+            named = ", ".join(f"{v['class']} features version {v['version']}" for v in now.values())
+            warnings.warn(
+                f"model '{path}' was saved before encoders recorded their features versions; "
+                f"this toolkit computes {named}. A model fitted on an older version predicts "
+                "from features it was not fitted on: refit it if it predates them",
+                UserWarning,
+                stacklevel=4,
+            )
+        return
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"model '{path}': manifest 'features_versions' is malformed")
+    for name, current in now.items():
+        was = saved.get(name)
+        version = was.get("version") if isinstance(was, dict) else None
+        if version != current["version"]:
+            raise ModelFileError(
+                f"model '{path}': its '{name}' encoder ({current['class']}) was fitted on "
+                f"features version {version!r}; this toolkit computes version "
+                f"{current['version']}, so its predictions would come from other features. "
+                "Refit the model with this toolkit (or load it with the version that saved it)"
+            )
 
 
 def _check_parameters(model, path: Path) -> None:

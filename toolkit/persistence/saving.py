@@ -76,6 +76,18 @@ def _components(model) -> list[tuple[str, object, str | None]]:
     return parts
 
 
+def features_versions(model) -> dict:
+    """``{modality: {"class": name, "version": n}}`` for each encoder whose class declares a
+    ``features_version`` (what it computes; bumped when that changes): :func:`load` refuses
+    a model whose encoder now computes another version."""
+    out = {}
+    for name, enc in (getattr(model, "encoders_", None) or {}).items():
+        version = getattr(type(enc), "features_version", None)
+        if version is not None:
+            out[name] = {"class": type(enc).__name__, "version": int(version)}
+    return out
+
+
 def _weight_parameters(component) -> tuple[str, ...]:
     """The persistence protocol's ``weight_parameters()`` (none for components without it)."""
     method = getattr(component, "weight_parameters", None)
@@ -96,6 +108,7 @@ def _write(model, folder: Path) -> None:
         "modalities": list(model.modality_names_),
         "fusion": None,
         "encoders": {},
+        "features_versions": features_versions(model),
     }
     # (object, attribute, value, delete?) restored after dumping; a cache belongs to the
     # session that fitted the model, not to the model
