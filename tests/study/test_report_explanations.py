@@ -210,7 +210,8 @@ def test_text_drilldown_shows_words_only_with_include_text(text_runs):
         assert len(drill["rows"]) == 3 and drill["fold"] == 2
         records = [r for r in drill["records"] if r["modality"] == "note"]
         assert len(records) == 3
-        assert records[0]["reason"] == "most confident correct"
+        assert records[0]["reason"] == "most confident true positive"  # binary: why positive
+        assert _metrics(run)["drilldown"]["reasons"][1] == "most confident incorrect"
         contributions = pd.read_csv(run / "contributions.csv")
         decided = 0
         for record in records:
@@ -281,6 +282,7 @@ def test_config_keys_are_validated(tmp_path, override, message):
 
 
 def test_rows_are_picked_confident_correct_and_incorrect_alternately():
+    """Rows of the report's drill-down."""
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.95, 0.05]])
     y = np.array([0, 1, 0, 1, 0])
     picked = pick_rows(proba, y, classification=True, n=4)
@@ -288,5 +290,12 @@ def test_rows_are_picked_confident_correct_and_incorrect_alternately():
                       (0, "most confident correct"), (2, "most confident incorrect")]  # fmt: skip
     # no wrong row: the correct ones fill the places
     assert [p for p, _ in pick_rows(proba, np.array([0, 1, 1, 0, 0]), True, 3)] == [4, 0, 1]
+    # binary, positive class explained: the true positives first (row 1), then the other
+    # correct rows; the incorrect ones alternate as before
+    picked = pick_rows(proba, y, classification=True, n=4, positive=1)
+    assert picked == [(1, "most confident true positive"), (3, "most confident incorrect"),
+                      (4, "most confident correct"), (2, "most confident incorrect")]  # fmt: skip
+    no_positive = pick_rows(proba, np.array([0, 0, 0, 1, 0]), True, 2, positive=1)
+    assert no_positive == [(4, "most confident correct"), (1, "most confident incorrect")]
     best_worst = pick_rows(np.array([1.0, 2.0, 5.0]), np.array([1.1, 0.0, 5.0]), False, 3)
     assert best_worst == [(2, "best predicted"), (1, "worst predicted"), (0, "best predicted")]

@@ -6,7 +6,8 @@ The explained strategy is refitted on the last fold's training rows, as the fold
 (same seed, encoders, labels and groups: the same model, whose out-of-fold outputs picked
 the rows), because the drill-down re-encodes masked raw items with the model's encoders.
 Rows are chosen deterministically: the most confident correct and the most confident
-incorrect test rows, alternately (regression: the best and the worst predicted).
+incorrect test rows, alternately (binary: the true positives first among the correct rows,
+as the positive class is explained; regression: the best and the worst predicted).
 """
 
 from __future__ import annotations
@@ -60,10 +61,14 @@ def drillable(modalities) -> tuple[dict, dict]:
     return kinds, skipped
 
 
-def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int) -> list:
+def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int, *,
+              positive: int | None = None) -> list:  # fmt: skip
     """``[(position, reason)]``: ``n`` positions into ``output`` / ``y``, alternating the
     most confident correct and the most confident incorrect rows (classification), or the
-    best and the worst predicted rows (regression); ties broken by position."""
+    best and the worst predicted rows (regression); ties broken by position. With
+    ``positive`` (a binary task whose positive class is explained), the correct rows of that
+    class come first ("most confident true positive": why the model called a case
+    positive), then the other correct rows."""
     order = np.arange(len(y))
     if classification:
         predicted, confidence = output.argmax(axis=1), output.max(axis=1)
@@ -71,6 +76,9 @@ def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int) -
         first = order[correct][np.argsort(-confidence[correct], kind="stable")]
         second = order[~correct][np.argsort(-confidence[~correct], kind="stable")]
         names = ("most confident correct", "most confident incorrect")
+        if positive is not None and np.any(y[first] == positive):
+            first = np.concatenate([first[y[first] == positive], first[y[first] != positive]])
+            names = ("most confident true positive", names[1])
     else:
         error = np.abs(output - y)
         first = order[np.argsort(error, kind="stable")]
@@ -81,6 +89,8 @@ def pick_rows(output: np.ndarray, y: np.ndarray, classification: bool, n: int) -
         for ranked, name in ((first, names[0]), (second, names[1])):
             if k < len(ranked) and ranked[k] not in seen and len(chosen) < n:
                 seen.add(ranked[k])
+                if name.endswith("true positive") and y[ranked[k]] != positive:
+                    name = "most confident correct"  # the true positives ran out
                 chosen.append((int(ranked[k]), name))
     return chosen
 
@@ -96,7 +106,9 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
         return None
     fold = len(splits) - 1
     test = np.asarray(splits[fold][1])
-    picked = pick_rows(results.oof[label][test], plan.y[test], plan.classification, n_rows)
+    positive = 1 if plan.classification and plan.n_classes == 2 else None
+    picked = pick_rows(results.oof[label][test], plan.y[test], plan.classification, n_rows,
+                       positive=positive)  # fmt: skip
     rows = [int(test[p]) for p, _ in picked]
     classes = codes = None  # the class whose probability is explained in each row
     if plan.classification and plan.n_classes == 2:

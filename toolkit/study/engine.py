@@ -254,6 +254,7 @@ def _labs_of(job: _Job, plan: FoldPlan, results: OutOfFold, label: str, models) 
     shown = pick_rows(
         results.models[label][test], plan.y[test], plan.classification,
         job.config.output.drilldown_rows,
+        positive=1 if plan.classification and plan.n_classes == 2 else None,
     )  # fmt: skip
     groups = {m.name: m.column_groups for m in job.config.modalities or [] if m.column_groups}
     return run_labs(

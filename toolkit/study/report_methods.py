@@ -236,7 +236,8 @@ def _drilldown_phrase(config: StudyConfig, summary: dict) -> str:
         return ""
     return (
         f"Drill-down: on {len(drill['rows'])} test rows of fold {drill['fold'] + 1} (the most "
-        "confident correct and incorrect ones, alternately; regression: the best and worst "
+        "confident correct (two classes: true positives first) and incorrect ones, alternately; "
+        "regression: the best and worst "
         f"predicted), the {html.escape(drill['model'])} model refitted as in that fold; each "
         "splittable modality's item is cut into parts (words, image grid cells, time segments, "
         "scan blocks) whose Owen values add up to the modality's Shapley value with missing-"
