@@ -100,7 +100,27 @@ def cohort() -> list[dict]:
                                  float(cos[np.triu_indices(8, 1)].max())],
             "cosine_positive_negative": [float(cos[:4, 4:].min()), float(cos[:4, 4:].max())],
             "top_parts": [str(e.feature_names[rank_parts(e, i)[0]]) for i in range(8)],
+            **_lesion_hits(e, X["scan"], rank_parts),
         })  # fmt: skip
+    return out
+
+
+def _lesion_hits(e, scans, rank_parts) -> dict:
+    """For the 4 positives (rows 0-3) of a 64-block drill-down: whether the top-ranked block
+    is the block holding most lesion voxels (> 0.8; body 0.4, lesions 0.9), and whether it
+    holds any; the lesion voxels of the top block and of the densest block."""
+    if len(e.feature_names) != 64:
+        return {}
+    out = {"top_is_densest": [], "top_has_lesion": [], "lesion_voxels_top_densest": []}
+    for i in range(4):
+        vol = np.asarray(scans.iloc[i]) > 0.8
+        side = vol.shape[0] // 4
+        counts = vol[: 4 * side, : 4 * side, : 4 * side].reshape(
+            4, side, 4, side, 4, side).sum(axis=(1, 3, 5)).ravel()  # fmt: skip
+        top = int(rank_parts(e, i)[0])
+        out["top_is_densest"].append(bool(counts[top] == counts.max()))
+        out["top_has_lesion"].append(bool(counts[top] > 0))
+        out["lesion_voxels_top_densest"].append([int(counts[top]), int(counts.max())])
     return out
 
 
