@@ -193,3 +193,88 @@ def test_one_informative_table_without_groups_is_not_a_constant():
     reference = roc_auc_score(y[test], plain.predict_proba(df.iloc[test])[:, 1])
     assert roc_auc_score(y[test], p[:, 1]) > reference - 0.05  # 0.18 before
     assert p[:, 1].std() > 0.05  # not a constant (0.002 before)
+
+
+# -- the no-groups rule: tuned choices against an untuned prior (issue 24) ------------------
+
+
+def test_the_prior_is_kept_unless_a_candidate_is_clearly_better():
+    from toolkit.fusion._heads import prior_unless_clearly_better
+
+    sizes = np.ones(4)
+    steady = {"prior": np.array([1.0, 1.0, 1.0, 1.0]), "other": np.array([0.9, 0.9, 0.9, 0.9])}
+    assert prior_unless_clearly_better(steady, "prior", sizes) == "other"  # 0.1, SE 0
+    # 0.075 better on average, but the folds disagree: SE of the differences 0.17
+    noisy = {"prior": np.array([1.0, 1.2, 0.8, 1.0]), "other": np.array([0.95, 0.7, 1.1, 0.95])}
+    assert prior_unless_clearly_better(noisy, "prior", sizes) == "prior"
+    assert prior_unless_clearly_better(noisy, "prior", sizes, n_se=0.0) == "other"
+    worse = {"prior": np.array([0.5, 0.5]), "other": np.array([0.6, 0.7])}
+    assert prior_unless_clearly_better(worse, "prior", np.ones(2), n_se=0.0) == "prior"
+
+
+def speakers(seed, n_people, per_class=15):
+    """Known answer: each person says each class their own way ('voice': a class template
+    shared by everyone plus one of their own, and a timbre of their own), so row-level CV
+    rates 'voice' far above what it scores on new people; 'look' shows the class the same
+    way for everyone."""
+    rng = np.random.default_rng(seed)
+    person = np.repeat(np.arange(n_people), 4 * per_class)
+    y = np.tile(np.repeat(np.arange(4), per_class), n_people)
+    shared, own = rng.normal(size=(4, 12)), rng.normal(size=(n_people, 4, 12))
+    timbre = 2.0 * rng.normal(size=(n_people, 12))
+    noise = 0.5 * rng.normal(size=(len(y), 12))
+    voice = shared[y] + own[person, y] + timbre[person] + noise
+    look = 1.5 * np.eye(4, 20)[y] + 1.5 * rng.normal(size=(len(y), 20))
+    return Embeddings({"voice": voice, "look": look}), y, person
+
+
+def test_stacking_without_groups_keeps_equal_weights_that_hold_on_new_people():
+    """Pseudo-groups recover the people only in part: a stacker that learns weights from
+    their out-of-fold evidence still over-trusts 'voice'. The rule keeps equal weights
+    (each calibrated head counted once), which score higher on new people."""
+    from sklearn.model_selection import cross_val_score
+
+    emb, y, people_ = speakers(0, n_people=8)
+    new_emb, new_y, _ = speakers(100, n_people=20)
+    row_level = cross_val_score(LogisticRegression(max_iter=1000), emb.blocks["voice"], y, cv=5)
+    assert row_level.mean() > 0.55
+    voice, _ = _accuracy("late", emb.select(["voice"]), y, new_emb.select(["voice"]), new_y)
+    assert voice < 0.25  # chance is 0.25 on new people
+    acc, model = _accuracy("late", emb, y, new_emb, new_y)
+    assert model.fusion_.prior_rule_ and model.fusion_.stacker_ == "equal"
+    np.testing.assert_allclose(model.fusion_.meta_estimator_.coef_[:, :4], np.eye(4))
+    learned = LateFusion(meta_estimator=LogisticRegression(C=1.0, max_iter=2000))
+    old, _ = _accuracy(learned, emb, y, new_emb, new_y)  # the stacker before the rule
+    assert acc > old + 0.05, (acc, old)
+    # with the people as groups the folds are honest: the stacker is the tuned one, as before
+    _, grouped = _accuracy("late", emb, y, new_emb, new_y, groups=people_)
+    assert not grouped.fusion_.prior_rule_ and grouped.fusion_.stacker_ is None
+
+
+def test_early_prior_is_the_untuned_concatenation(monkeypatch):
+    """Where the rule keeps the prior, early fusion is exactly StandardScaler +
+    LogisticRegression() on the blocks side by side (the indicators, constant here, are
+    centred to zero columns)."""
+    import toolkit.fusion.early as early
+
+    emb, y, _ = speakers(0, n_people=8)
+    new_emb, _, _ = speakers(100, n_people=20)
+    monkeypatch.setattr(early, "EARLY_N_SE", 1e9)  # the tuned design never wins
+    fusion = EarlyFusion(random_state=0).fit(emb, y, n_classes=4)
+    assert fusion.choice_ == "prior" and fusion.head_param_ == 1.0
+    X = np.hstack([emb.blocks["voice"], emb.blocks["look"]]).astype(np.float64)
+    new_X = np.hstack([new_emb.blocks["voice"], new_emb.blocks["look"]]).astype(np.float64)
+    concat = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    proba = fusion.predict_output(new_emb)
+    np.testing.assert_allclose(proba, concat.predict_proba(new_X), atol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(1), concat.predict(new_X))
+
+
+def test_early_keeps_its_tuned_design_where_the_prior_loses_clearly(task, baselines):
+    """On the 'people' task the untuned concatenation follows 'voice' (0.53 on new people):
+    the pseudo-group folds rate it clearly worse, and the tuned design is kept."""
+    emb, y, _, new_emb, new_y = task
+    acc, model = _accuracy("early", emb, y, new_emb, new_y)
+    scores = model.fusion_.choice_scores_
+    assert model.fusion_.choice_ == "tuned" and scores["prior"] > scores["tuned"] + 0.2
+    assert acc > baselines["concat"] + 0.1, (acc, baselines)

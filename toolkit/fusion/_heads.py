@@ -194,6 +194,53 @@ def _one_se(losses: np.ndarray, sizes: np.ndarray, order_regularized_first: bool
     return int(ok.min() if order_regularized_first else ok.max())
 
 
+def prior_unless_clearly_better(
+    losses: dict, prior: str, sizes: np.ndarray, n_se: float = 1.0
+) -> str:
+    """The name of ``prior`` unless another candidate is clearly better on the inner folds.
+
+    ``losses`` maps each candidate to its held-out losses on the same folds (fold sizes
+    ``sizes``). The candidate with the lowest mean loss replaces the prior only when its mean
+    is lower than the prior's by more than ``n_se`` standard errors of their per-fold
+    differences (``n_se=1``: a one-standard-error rule against a fixed prior; 0: the lower
+    mean wins, the prior on ties). Rows of one person in several folds make a
+    person-specific choice look better than it is on new people; a choice must then win by
+    more than the folds disagree before it displaces the prior.
+    """
+    weights = sizes / sizes.sum()
+    mean = {name: float(v @ weights) for name, v in losses.items()}
+    best = min(mean, key=mean.get)
+    if best == prior:
+        return prior
+    diff = np.asarray(losses[prior]) - np.asarray(losses[best])
+    k = len(diff)
+    se = float(np.std(diff, ddof=1) / np.sqrt(k)) if k > 1 else np.inf
+    return best if mean[prior] - mean[best] > n_se * se else prior
+
+
+def prior_head(n_classes: int | None, seed: int):
+    """The untuned head: ``LogisticRegression(C=1)`` or ``Ridge(alpha=1)``."""
+    from sklearn.linear_model import Ridge
+
+    return _logistic(1.0, seed) if n_classes is not None else Ridge(alpha=1.0)
+
+
+def prior_losses(X, y, n_classes: int | None, folds, seed: int) -> np.ndarray:
+    """Held-out log loss (regression: squared error) of :func:`prior_head` on each fold."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in folds:
+            head = prior_head(n_classes, seed).fit(X[train], y[train])
+            if n_classes is None:
+                out.append(float(np.mean((head.predict(X[test]) - y[test]) ** 2)))
+            else:
+                out.append(_log_loss(_proba(head, X[test], n_classes), y[test]))
+    return np.array(out)
+
+
 def _fit_logistic(X, y, n_classes, folds, seed) -> HeadFit:
     """Logistic head whose ``C`` is chosen on the inner folds (one-standard-error rule).
 

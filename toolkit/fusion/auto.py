@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from toolkit._utils import check_random_state_seed, seed_if_unset
 from toolkit.embeddings import Embeddings
-from toolkit.fusion.base import BaseFusion
+from toolkit.fusion.base import BaseFusion, groups_inferred
 
 #: Strategies ``AutoFusion`` compares by default (besides each single modality).
 DEFAULT_CANDIDATES = ("early", "late", "gated")
@@ -181,7 +181,10 @@ class AutoFusion(BaseFusion):
             view, y = view[rows], y[rows]
             groups = None if groups is None else groups[rows]
         kwargs = {} if groups is None else {"groups": groups}
-        return fusion.fit(view, y, n_classes=self.n_classes_, **kwargs)
+        if self.n_pseudo_groups_ is None:
+            return fusion.fit(view, y, n_classes=self.n_classes_, **kwargs)
+        with groups_inferred():  # the candidates apply their no-groups rule
+            return fusion.fit(view, y, n_classes=self.n_classes_, **kwargs)
 
     def _output(self, candidate, fitted, emb: Embeddings) -> np.ndarray:
         view = self._view(candidate, emb)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -205,6 +208,22 @@ def _without_label_directions(block: np.ndarray, strata: np.ndarray) -> np.ndarr
     return block - (block @ basis) @ basis.T
 
 
+#: Inside :func:`groups_inferred`, the groups a fusion's ``fit`` gets are pseudo-groups.
+_GROUPS_INFERRED: ContextVar[bool] = ContextVar("toolkit_groups_inferred", default=False)
+
+
+@contextmanager
+def groups_inferred():
+    """Within this block, ``groups`` passed to a fusion's ``fit`` are pseudo-groups (inferred
+    by a caller, as ``fusion="auto"`` does), so its no-groups rule applies
+    (:meth:`BaseFusion._inner_groups`)."""
+    token = _GROUPS_INFERRED.set(True)
+    try:
+        yield
+    finally:
+        _GROUPS_INFERRED.reset(token)
+
+
 def _check_modality_classes(emb: Embeddings, codes: np.ndarray) -> None:
     """Refuse a modality present in the rows of one class only (of 2+): its head cannot
     tell classes apart, and its availability alone gives the label away."""
@@ -289,15 +308,21 @@ class BaseFusion(BaseEstimator):
     def _inner_groups(self, emb: Embeddings, y, groups, seed: int):
         """The groups every inner split of ``fit`` uses: ``groups`` when given; else, with
         ``self.pseudo_groups``, the clusters of :func:`pseudo_groups` (None when each row
-        would be its own group). Sets ``n_pseudo_groups_`` (None when none were inferred)."""
+        would be its own group). Sets ``n_pseudo_groups_`` (None when none were inferred)
+        and ``prior_rule_``: True when the inner splits use pseudo-groups (inferred here, or
+        passed inside :func:`groups_inferred`); the fusions then compare their tuned choices
+        with an untuned prior on those folds, since clusters recover people only in part
+        and folds that are not whole people overrate a person-specific modality."""
         self.n_pseudo_groups_ = None
-        if groups is not None or not getattr(self, "pseudo_groups", False):
+        robust = bool(getattr(self, "pseudo_groups", False))
+        self.prior_rule_ = robust and groups is not None and _GROUPS_INFERRED.get()
+        if groups is not None or not robust:
             return groups
         inferred = pseudo_groups(emb, y, self.n_classes_, random_state=seed)
         count = len(np.unique(inferred))
         if count == len(inferred):
             return None
-        self.n_pseudo_groups_ = count
+        self.n_pseudo_groups_, self.prior_rule_ = count, True
         return inferred
 
     def _scaled_prior(self) -> float:

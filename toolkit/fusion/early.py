@@ -12,6 +12,9 @@ from sklearn.utils.validation import check_is_fitted
 from toolkit.embeddings import Embeddings
 from toolkit.fusion.base import BaseFusion, BlockScaler, drop_modalities
 
+#: Standard errors by which the tuned design must beat the prior (see ``choice_``).
+EARLY_N_SE = 0.0
+
 
 class EarlyFusion(BaseFusion):
     """Concatenate standardized modality blocks (plus availability indicators) into one head.
@@ -49,7 +52,12 @@ class EarlyFusion(BaseFusion):
         (:func:`toolkit.fusion.base.pseudo_groups`) on one side of every inner split, so
         that the block scales and the regularization are not chosen by a row-level CV that
         a person-specific modality (one that recognizes speakers or patients) inflates.
-        False: row-level inner splits.
+        Where such clusters are found (classification), the tuned head is also compared on
+        those folds with the untuned prior, ``LogisticRegression()`` (C=1) on the plain
+        standardized blocks (no balance, no block scales: the untuned concatenation
+        baseline), and kept only where its mean held-out log loss is lower (``choice_``):
+        clusters recover people only in part, and a design tuned on them can still
+        over-trust a person-specific block. False: row-level inner splits, the tuned head.
     random_state : int, RandomState or None
         Seeds the modality dropout, the inner folds and, when it has one, the head.
 
@@ -66,6 +74,14 @@ class EarlyFusion(BaseFusion):
         regularizes a block as its own evidence warrants (an adaptive ridge). A block with
         no signal of its own is shrunk towards 0 and gets little Shapley credit.
     scaler_ : BlockScaler
+    choice_ : {"prior", "tuned"} or None
+        Which head the no-groups rule kept (None: the rule did not apply; the tuned head).
+        With "prior", ``block_scales_`` undo the balance, ``head_param_`` is 1.0 and the
+        availability indicators are centred on their training means (``indicator_mean_``).
+    choice_scores_ : dict of str to float or None
+        Mean held-out log loss of the prior and the tuned head on the pseudo-group folds.
+    prior_rule_ : bool
+        Whether the inner splits used pseudo-groups (the no-groups rule applied).
     n_pseudo_groups_ : int or None
         Number of inferred groups the inner splits used (None: ``groups`` given, or none
         inferred).
@@ -116,7 +132,9 @@ class EarlyFusion(BaseFusion):
         scales = getattr(self, "block_scales_", None) or {}
         parts = [blocks[n] * scales.get(n, 1.0) for n in emb.names]
         if self.indicators:
-            parts.append(emb.mask.astype(np.float64))
+            # centred on the training rows' availability: an indicator that is constant in
+            # training adds a column of zeros (the intercept carries the rest, unpenalized)
+            parts.append(emb.mask.astype(np.float64) - getattr(self, "indicator_mean_", 0.0))
         return np.hstack(parts)
 
     def _block_scales(self, emb: Embeddings, y, groups, seed) -> dict[str, float]:
@@ -161,7 +179,6 @@ class EarlyFusion(BaseFusion):
 
     def _fit(self, emb: Embeddings, y, n_classes, groups):
         from toolkit._utils import check_random_state_seed
-        from toolkit.fusion._heads import fit_head
         from toolkit.model_selection import check_groups
 
         self._validate_params()
@@ -170,37 +187,72 @@ class EarlyFusion(BaseFusion):
         self.scaler_ = BlockScaler().fit(emb, balance=self.balance)
         seed = check_random_state_seed(self.random_state)
         groups = self._inner_groups(emb, y, groups, seed)
-        self.block_scales_ = None
+        self.block_scales_, self.choice_, self.choice_scores_ = None, None, None
+        self.indicator_mean_ = 0.0
         if self.estimator is None and emb.n_modalities > 1:
             self.block_scales_ = self._block_scales(emb, y, groups, seed)
-        X = self._design(emb)
+        views = [emb]
         if self.modality_dropout > 0:
             rng = check_random_state(self.random_state)
             uniform = rng.random_sample(emb.mask.shape)
-            dropped = emb.with_mask(drop_modalities(emb.mask, uniform, self.modality_dropout))
-            X = np.vstack([X, self._design(dropped)])
+            views.append(emb.with_mask(drop_modalities(emb.mask, uniform, self.modality_dropout)))
             y = np.concatenate([y, y])
             # a row and its copy with modalities hidden stay in one inner fold
             base = np.arange(emb.n_samples) if groups is None else groups
             groups = np.concatenate([base, base])
         if self.estimator is None:
-            fitted = fit_head(
-                X,
-                y,
-                n_classes=self.n_classes_,
-                groups=groups,
-                cv=self.cv,
-                seed=seed,
-                need_oof=False,
-            )
-            self.estimator_, self.head_param_ = fitted.head, fitted.param
+            self._fit_default_head(views, y, groups, seed)
         else:
+            X = np.vstack([self._design(v) for v in views])
             self.estimator_, self.head_param_ = self._make_head(self.estimator).fit(X, y), None
         if self.is_classifier_:
             self.class_columns_ = np.searchsorted(
                 np.arange(self.n_classes_), self.estimator_.classes_
             )
         return self
+
+    def _prior_scales(self, emb: Embeddings) -> dict[str, float]:
+        """Block multipliers that undo ``balance``: the plain standardized concatenation."""
+        return {
+            name: 1.0 / self.scaler_.weight_[name] if self.balance else 1.0 for name in emb.names
+        }
+
+    def _fit_default_head(self, views: list, y, groups, seed: int) -> None:
+        """The default head: the tuned design (balance, block scales, a one-SE strength).
+        On pseudo-group folds (classification), the untuned prior, ``LogisticRegression()``
+        on the plain standardized blocks, unless the tuned design's mean held-out log loss on
+        the same folds is lower (``choice_``, ``choice_scores_``)."""
+        from toolkit.fusion._heads import (
+            fit_head,
+            prior_head,
+            prior_losses,
+            prior_unless_clearly_better,
+        )
+        from toolkit.model_selection import inner_folds
+
+        X = np.vstack([self._design(v) for v in views])
+        n_classes = self.n_classes_
+        fitted = fit_head(X, y, n_classes=n_classes, groups=groups, cv=self.cv, seed=seed,
+                          need_oof=False)  # fmt: skip
+        self.estimator_, self.head_param_ = fitted.head, fitted.param
+        if not (self.prior_rule_ and self.is_classifier_):  # the tuned head, as before
+            return
+        tuned_scales, self.block_scales_ = self.block_scales_, self._prior_scales(views[0])
+        self.indicator_mean_ = views[0].mask.mean(axis=0)
+        X_prior = np.vstack([self._design(v) for v in views])
+        folds = inner_folds(y, groups, self.cv, self.is_classifier_, seed)
+        self.choice_ = "prior"
+        if folds is not None and len(fitted.grid):
+            tuned = np.asarray(fitted.scores)[list(fitted.grid).index(fitted.param)]
+            losses = {"prior": prior_losses(X_prior, y, n_classes, folds, seed), "tuned": tuned}
+            sizes = np.array([len(test) for _, test in folds], dtype=float)
+            self.choice_ = prior_unless_clearly_better(losses, "prior", sizes, EARLY_N_SE)
+            w = sizes / sizes.sum()
+            self.choice_scores_ = {name: float(v @ w) for name, v in losses.items()}
+        if self.choice_ == "tuned":
+            self.block_scales_, self.indicator_mean_ = tuned_scales, 0.0
+        else:
+            self.estimator_, self.head_param_ = prior_head(n_classes, seed).fit(X_prior, y), 1.0
 
     def predict_output(self, emb: Embeddings) -> np.ndarray:
         """Class probabilities (n_samples, n_classes) or predictions (n_samples,)."""

@@ -41,7 +41,13 @@ class LateFusion(BaseFusion):
         modalities. ``"mean"``: plain average of the available heads.
     meta_estimator : scikit-learn estimator, default=None
         Stacking meta-learner. Default: ``LogisticRegression(C=1.0)`` for
-        classification, ``LinearRegression(positive=True)`` for regression.
+        classification, ``LinearRegression(positive=True)`` for regression; for
+        classification on pseudo-group folds (``fit`` without ``groups``, clusters found),
+        the stacker :func:`toolkit.fusion._stacking.fit_stacker` chooses instead: equal
+        weights (each head's calibrated evidence counted once, one intercept per class)
+        unless one weight per modality (w_m >= 0) or the full ``LogisticRegression(C=1)``
+        has a mean held-out log loss on the same folds lower by more than one standard error
+        of the per-fold differences (``stacker_``).
     balance : bool, default=True
         Weight each standardized block by 1/sqrt(d_m) before its head, which scales the
         head's effective regularization with the block's width (a 400-feature image
@@ -76,6 +82,12 @@ class LateFusion(BaseFusion):
         The ``C`` (or ``alpha``) chosen for each modality's head (None for a given head).
     calibrators_ : dict of str to list of IsotonicRegression
     meta_estimator_ : fitted meta-learner (stacking)
+    stacker_ : {"equal", "weighted", "full"} or None
+        The stacker the no-groups rule chose (None: the rule did not apply).
+    stacker_scores_ : dict of str to float or None
+        Mean held-out log loss of each stacker on the pseudo-group folds.
+    prior_rule_ : bool
+        Whether the inner splits used pseudo-groups (the no-groups rule applied).
     weights_ : ndarray of shape (n_modalities,) (weighted)
     n_pseudo_groups_ : int or None
         Number of inferred groups the inner splits used (None: ``groups`` given, or none
@@ -201,22 +213,35 @@ class LateFusion(BaseFusion):
             feats = self._stack_features_from(
                 {n: (r, self._evidence(o)) for n, (r, o) in oof.items()}, emb.n_samples
             )
-            if self.meta_estimator is None:
-                from sklearn.linear_model import LinearRegression, LogisticRegression
-
-                meta = (
-                    LogisticRegression(C=1.0, max_iter=2000)
-                    if self.is_classifier_
-                    else LinearRegression(positive=True)
-                )
-            else:
-                meta = clone(self.meta_estimator)
-            self.meta_estimator_ = seed_if_unset(meta, self.seed_).fit(feats, y)
+            self._fit_stacker(feats, y, groups)
             if self.is_classifier_:
                 self.meta_columns_ = self.meta_estimator_.classes_.astype(int)
         elif self.combine == "weighted":
             self.weights_ = np.array([self._skill(o, y[r]) for r, o in oof.values()])
         return self
+
+    def _fit_stacker(self, feats: np.ndarray, y: np.ndarray, groups) -> None:
+        """Fit ``meta_estimator_``; by default (classification) the stacker that
+        :func:`toolkit.fusion._stacking.fit_stacker` chooses on the inner folds."""
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+
+        self.stacker_, self.stacker_scores_ = None, None
+        if self.meta_estimator is not None or not self.is_classifier_ or not self.prior_rule_:
+            meta = self.meta_estimator
+            if meta is None:
+                meta = (
+                    LogisticRegression(C=1.0, max_iter=2000)
+                    if self.is_classifier_
+                    else LinearRegression(positive=True)
+                )
+            self.meta_estimator_ = seed_if_unset(clone(meta), self.seed_).fit(feats, y)
+            return
+        from toolkit.fusion._stacking import fit_stacker
+
+        folds = inner_folds(y, groups, self.cv, True, self.seed_)
+        self.meta_estimator_, self.stacker_, self.stacker_scores_ = fit_stacker(
+            feats, y, self.n_classes_, len(self.estimators_), folds, self.seed_
+        )
 
     def _skill(self, outputs: np.ndarray, y: np.ndarray) -> float:
         if self.is_classifier_:
