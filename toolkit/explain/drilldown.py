@@ -272,7 +272,8 @@ def drill_down(
 
     A tabular modality (``TabularEncoder``) is passed to
     :func:`~toolkit.explain.explain_features` (its columns are the parts, exactly, up to
-    ``max_parts`` columns).
+    ``max_parts`` columns; a column left out takes background rows' values, and the
+    explanation's ``presence_values`` hold what having the modality at all carries).
 
     Parameters
     ----------

@@ -58,28 +58,90 @@ def _check_n_players(d: int, max_features: int, modality: str, groups) -> None:
         )
 
 
-def _subset_values(
-    model, emb: Embeddings, modality: str, m: int, encoder, raw, columns, members, output
-):
+#: Most rows fed through the model per subset of players (explained rows x background rows):
+#: the background is cut below ``max_background`` to stay within it (never below 10 rows).
+MAX_SUBSET_ROWS = 4_000_000
+
+
+def _background(raw: pd.DataFrame, background, encoder, max_background: int, d: int,
+                random_state) -> pd.DataFrame:  # fmt: skip
+    """The background rows (the explained rows when None) that have the modality, at most
+    ``max_background`` (fewer when 2^d x rows x background would pass MAX_SUBSET_ROWS),
+    drawn without replacement with ``random_state``."""
+    from sklearn.utils import check_random_state
+
+    frame = raw if background is None else pd.DataFrame(background)
+    missing = [c for c in raw.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"background lacks the modality's columns {missing}")
+    frame = frame[list(raw.columns)]
+    frame = frame.loc[encoder.encode(frame)[1]]
+    if frame.empty:
+        raise ValueError("no background row has the modality (every column missing)")
+    k = min(max_background, max(10, MAX_SUBSET_ROWS // ((1 << d) * max(len(raw), 1))))
+    if len(frame) > k:
+        rng = check_random_state(random_state)
+        frame = frame.iloc[np.sort(rng.choice(len(frame), k, replace=False))]
+    return frame.reset_index(drop=True)
+
+
+class _MeanOverBackground:
+    """v(S) of the explained rows, each the mean over the background rows of a value
+    function valued on (explained row x background row) pairs."""
+
+    def __init__(self, value, n: int, k: int):
+        self.value, self.n, self.k = value, n, k
+
+    def __call__(self, keep):
+        out = np.asarray(self.value(keep))
+        return out.reshape((self.n, self.k) + out.shape[1:]).mean(axis=1)
+
+
+def _subset_values(model, emb: Embeddings, modality: str, m: int, encoder, raw, bg, members,
+                   output) -> dict:  # fmt: skip
     """{T: v} for each subset T (a bit mask) of the players: the value function with the
-    modality's block encoded from the players of T (the other columns set missing)."""
-    d = len(members)
-    # v(S) with the modality's block encoded from each subset T of its columns (the others
-    # set missing): the modality is absent from the rows where no column of T is known.
+    modality's block encoded from the players of T taken from the row and the others from
+    each background row (interventional), averaged over the background. A row without the
+    modality stays without it."""
+    columns = list(raw.columns)
+    n, k = len(raw), len(bg)
+    own = np.repeat(np.arange(n), k)  # (row, background) pairs, row-major
+    other = np.tile(np.arange(k), n)
+    base = raw.iloc[own].reset_index(drop=True)
+    donor = bg.iloc[other].reset_index(drop=True)
+    present_x = emb.mask[own, m]
+    blocks = {name: b[own] for name, b in emb.blocks.items()}
     by_subset = {}
-    for t in range(1 << d):
-        frame = raw.copy()
-        for c in range(d):
+    for t in range(1 << len(members)):
+        frame = base.copy()
+        for c, cols in enumerate(members):
             if not (t >> c) & 1:
-                for j in members[c]:
-                    frame[columns[j]] = np.nan
+                for j in cols:
+                    frame[columns[j]] = donor[columns[j]].to_numpy()
         block, present = encoder.encode(frame)
-        mask = emb.mask.copy()
-        mask[:, m] &= present
-        by_subset[t] = value_function(
-            model, Embeddings({**emb.blocks, modality: block}, mask), output=output
-        )
+        mask = emb.mask[own].copy()
+        mask[:, m] = present_x & present
+        pairs = Embeddings({**blocks, modality: block}, mask)
+        by_subset[t] = _MeanOverBackground(value_function(model, pairs, output=output), n, k)
     return by_subset
+
+
+def _presence(value, background_only, n_modalities: int, m: int) -> np.ndarray:
+    """The part of modality ``m``'s Shapley value that its presence with background values
+    carries: sum over coalitions S of the other modalities of w(S) x (v(S + m, every column
+    from the background) - v(S))."""
+    others = [j for j in range(n_modalities) if j != m]
+    weights = coalition_weights(n_modalities)
+    total = None
+    for s in range(1 << len(others)):
+        keep = np.zeros(n_modalities, dtype=bool)
+        for bit, j in enumerate(others):
+            keep[j] = bool((s >> bit) & 1)
+        without = value(keep)
+        keep[m] = True
+        term = weights[int(keep.sum()) - 1] * (background_only(keep) - without)
+        total = term if total is None else total + term
+    return total
 
 
 def _owen_values(by_subset: dict, n_modalities: int, m: int, d: int) -> np.ndarray:
@@ -116,17 +178,24 @@ def _player_data(raw: pd.DataFrame, members, d: int) -> np.ndarray:
 
 
 def explain_features(
-    model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10, groups=None
-):
+    model, X: pd.DataFrame, modality: str, *, output=None, max_features: int = 10, groups=None,
+    background=None, max_background: int = 50, random_state=0,
+):  # fmt: skip
     """Owen values of the columns of one tabular modality, nested under the modality values.
 
     The modalities are the top-level players (as in :class:`ModalityExplainer` with
     ``removal="missing"``); the columns of ``modality`` are players inside it. A column
-    outside a coalition is set to missing (NaN) and the modality's own encoder imputes it
-    (median plus missing indicator), so "without CRP" means what the model does when CRP
-    was not measured; with no column left, the modality is absent. Owen values are exact
-    (2^(M-1) x 2^d evaluations for d columns) and add up, per row, to the modality's
-    Shapley value, so a clinician reads "labs 0.12, of which CRP 0.08".
+    outside a coalition takes the values of background rows (other patients; the value is
+    the mean over them), so "without CRP" means "with a typical patient's CRP": a normal
+    value counts against a diagnosis that high values support, and a column the model does
+    not use gets about 0. (Setting the column missing instead would ask what the model does
+    when CRP was not measured: its missing-value indicator then moves the output whatever
+    the row's value, and a one-hot column such as sex is imputed to its most frequent
+    value, crediting only the other.) The modality's Shapley value splits into
+    ``presence_values`` (having the modality at all, with background values: v(all columns
+    from the background) against the modality absent, weighted over the other modalities'
+    coalitions) plus the columns' Owen values, exact (2^(M-1) x 2^d evaluations, each over
+    the background rows), so a clinician reads "labs 0.12: 0.02 for having labs, CRP 0.08".
 
     Parameters
     ----------
@@ -140,8 +209,16 @@ def explain_features(
         Refuse modalities with more players (columns, or groups and ungrouped columns; the
         cost doubles with each player).
     groups : dict of {str: list of str}, optional
-        Columns explained together: each group is one player (its columns are kept or set
-        missing together) named by its key; a column in no group is a player of its own.
+        Columns explained together: each group is one player (its columns are kept or taken
+        from the background together) named by its key; a column in no group is a player of
+        its own.
+    background : DataFrame, optional
+        Rows whose column values stand in for a column outside a coalition (the rows of
+        ``X`` when None); rows without the modality are left out.
+    max_background : int, default=50
+        At most this many background rows (drawn with ``random_state``; fewer when 2^d x
+        rows x background would pass ``MAX_SUBSET_ROWS``).
+    random_state : int, RandomState or None, default=0
 
     Returns
     -------
@@ -149,8 +226,9 @@ def explain_features(
     (n_samples, d, n_classes) for d players, ``feature_names`` = the players (groups first,
     then the ungrouped columns), ``data`` = the raw column values (without groups; with
     groups, each player's value or the tuple of its columns' values), and ``base_values`` =
-    the model's output minus the modality's Shapley value (so
-    ``base_values + values.sum(axis=1)`` is the model's output).
+    the model's output minus the columns' values (so ``base_values + values.sum(axis=1)``
+    is the model's output; the base includes the modality's presence), ``presence_values``
+    and ``modality_values`` (presence plus the columns: the modality's Shapley value).
     """
     import shap
 
@@ -162,17 +240,22 @@ def explain_features(
     value = value_function(model, X, output=output)
     m = names.index(modality)
     raw = X[columns] if isinstance(X, pd.DataFrame) else pd.DataFrame(X)[columns]
-    emb = value.embeddings
-    by_subset = _subset_values(model, emb, modality, m, encoder, raw, columns, members, output)
+    bg = _background(raw, background, encoder, max_background, d, random_state)
+    by_subset = _subset_values(model, value.embeddings, modality, m, encoder, raw, bg, members,
+                               output)  # fmt: skip
     phi = _owen_values(by_subset, len(names), m, d)
+    presence = _presence(value, by_subset[0], len(names), m)
     fx = value(np.ones(len(names), dtype=bool))
-    base = fx - phi.sum(axis=0)
     out_names = [str(k) for k in model.classes_] if is_classifier(model) and phi.ndim == 3 else None
     data = _player_data(raw, members, d) if groups else raw.to_numpy()
-    return shap.Explanation(
+    explanation = shap.Explanation(
         values=np.moveaxis(phi, 0, 1),
-        base_values=base,
+        base_values=fx - phi.sum(axis=0),
         data=data,
         feature_names=players,
         output_names=out_names,
     )
+    explanation.presence_values = presence
+    explanation.modality_values = presence + phi.sum(axis=0)
+    explanation.n_background = len(bg)
+    return explanation

@@ -4,9 +4,10 @@ modality (labs, vitals, an admission record), from :func:`toolkit.explain.explai
 The saved model when it is a table alone (``"labs only"``), else the explained strategy, is
 refitted on the last fold's training rows (as the fold fitted it, like the part drill-down of
 :mod:`toolkit.study.drilldown`) and every test row of that fold is explained (at most :data:`MAX_LAB_ROWS`): the columns are players nested inside their
-modality (the other modalities are the top-level players; a column left out is set missing
-and the modality's encoder imputes it), so a row's column values add up to the modality's
-Shapley value with missing-modality removal. Columns a config groups
+modality (the other modalities are the top-level players; a column left out takes other
+test rows' values, averaged over them), so a row's presence value (having the table at all,
+with other rows' values) plus its column values add up to the modality's Shapley value with
+missing-modality removal. Columns a config groups
 (``modalities[i].column_groups``) are one player. The summary gives, per player, the mean
 |value|, the mean signed value and the share of rows in which it ranks first, and the top
 players of the rows the drill-down shows.
@@ -60,7 +61,19 @@ def lab_summary(explanation, codes=None) -> dict:
         "share": {p: float(v / total) for p, v in zip(players, mean_abs, strict=True)},
         "ranked_first": {p: float(v) for p, v in zip(players, first, strict=True)},
         "ranking": ranking,
+        "presence_mean": _presence_mean(explanation, codes),
     }
+
+
+def _presence_mean(explanation, codes) -> float | None:
+    """The mean over rows of the modality's presence value (None when not given)."""
+    presence = getattr(explanation, "presence_values", None)
+    if presence is None:
+        return None
+    presence = np.asarray(presence, dtype=float)
+    if presence.ndim == 2:
+        presence = presence[np.arange(len(presence)), np.asarray(codes)]
+    return float(presence.mean())
 
 
 def _row_records(explanation, name: str, positions, rows, codes) -> list[dict]:

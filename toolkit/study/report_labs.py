@@ -25,7 +25,13 @@ def _modality_table(name: str, stats: dict) -> str:
                      f"{stats['ranked_first'][player]:.0%}"])  # fmt: skip
     head = ["column" + (" or group" if groups else ""), "mean |Owen value|", "share",
             "mean value", "rows where it ranks first"]  # fmt: skip
-    return f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>" + _table(head, rows)
+    text = f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>" + _table(head, rows)
+    if stats.get("presence_mean") is not None:
+        text += (
+            f"<p>Having {html.escape(name)} at all (with other rows' values): "
+            f"{stats['presence_mean']:+.4f} on average, not in the shares above.</p>"
+        )
+    return text
 
 
 def _body(labs: dict) -> str:
@@ -61,9 +67,11 @@ def labs_section(summary: dict) -> str:
     text = (
         f"<h2>Inside the tables: each column's share ({html.escape(model)}, "
         f"fold {first['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
-        "modality on every test row of the fold: a column left out is set missing (as if not "
-        "measured) and the encoder imputes it, and a row's column values add up to the "
-        "modality's Shapley value with missing-modality removal. Columns a config groups "
+        "modality on every test row of the fold: a column left out takes other test rows' "
+        "values (the output averaged over them), so a normal value counts against what high "
+        "values support and a column the model does not use gets about 0. A row's presence "
+        "value (having the table at all, with other rows' values) plus its column values add "
+        "up to the modality's Shapley value with missing-modality removal. Columns a config groups "
         "(column_groups) count as one. Ranked by mean |value|; the last column is how often "
         "the column has the row's largest |value|.</p>"
     )
