@@ -100,3 +100,21 @@ def test_a_row_whose_parts_carry_almost_nothing_is_too_small_to_drill():
     assert record["n_resolved"] == 2  # resolved and material, but the whole row is tiny
     page = _section(summarize_drilldown(drill, include_text=False, max_parts=8, top=2))
     assert "<i>too small to drill: the parts carry 0.0040 in all (&lt; 0.01)</i>; z1y1x1" in page
+
+
+def test_the_methods_name_how_each_default_masker_removes_a_part():
+    # The report's Methods read the maskers (a reviewer found 'set to 0 (scan blocks)' and
+    # 'mid-grey (image cells)' in the text while the maskers blur and take the mean).
+    from toolkit import AudioEncoder, ImageEncoder, ScanEncoder, TextEncoder
+    from toolkit.explain import ImageGrid
+    from toolkit.study.drilldown import masking_phrase
+
+    phrases = [masking_phrase(e.masker()) for e in
+               (TextEncoder(), ImageEncoder(), AudioEncoder(), ScanEncoder())]  # fmt: skip
+    assert phrases == [
+        "clauses are removed",
+        "masked image cells take the item's mean",
+        "masked time segments take noise at the clip's noise floor",
+        "masked scan blocks take a blur of the item itself",
+    ]
+    assert masking_phrase(ImageGrid(fill=0.5)) == "masked image cells take the constant 0.5"

@@ -211,6 +211,8 @@ def test_text_drilldown_shows_words_only_with_include_text(text_runs):
         records = [r for r in drill["records"] if r["modality"] == "note"]
         assert len(records) == 3
         assert records[0]["reason"] == "most confident true positive"  # binary: why positive
+        assert drill["masking"] == {"note": "clauses are removed"}
+        assert "A masked part is replaced (note: clauses are removed) and the item" in _page(run)
         assert _metrics(run)["drilldown"]["reasons"][1] == "most confident incorrect"
         contributions = pd.read_csv(run / "contributions.csv")
         decided = 0

@@ -36,6 +36,7 @@ class DrillDown:
     kinds: dict = field(default_factory=dict)  # modality -> "text", "image", "audio", "scan"
     skipped: dict = field(default_factory=dict)  # modality -> why it was not drilled
     encoder_calls: int = 0
+    masking: dict = field(default_factory=dict)  # modality -> how a part is removed
 
 
 def drillable(modalities) -> tuple[dict, dict]:
@@ -118,6 +119,8 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
         classes = [str(results.classes[c]) for c in codes]
     out = DrillDown(label, fold, rows, [r for _, r in picked], classes, codes, kinds=kinds,
                     skipped=skipped)  # fmt: skip
+    out.masking = {name: masking_phrase(encoder.masker())
+                   for name, encoder, _ in plan.modalities if name in kinds}  # fmt: skip
     model = (models or LastFoldModels(plan, results, splits, cache_dir))(label)
     frame = plan.frame.iloc[rows]
     for name in kinds:
@@ -136,6 +139,25 @@ def run_drilldown(plan, label: str, results, splits, *, n_rows: int, max_parts: 
                     d, len(plan.names), max_parts=max_parts, n_permutations=N_PERMUTATIONS
                 )["encoder_calls"]
     return out
+
+
+_FILLS = {"mean": "the item's mean", "blur": "a blur of the item itself",
+          "floor": "noise at the clip's noise floor"}  # fmt: skip
+_PARTS = {"text": "clauses", "image": "image cells", "audio": "time segments",
+          "scan": "scan blocks"}  # fmt: skip
+
+
+def masking_phrase(masker) -> str:
+    """How ``masker`` (an encoder's default drill-down masker) removes a part, for the
+    report's Methods: read from the masker, so the text follows the code."""
+    kind = getattr(masker, "kind", "")
+    parts = _PARTS.get(kind, f"{kind} parts")
+    fill = getattr(masker, "fill", None)
+    if fill is None:
+        return f"{parts} are removed"
+    taken = _FILLS.get(fill, f"the constant {fill!r}") if isinstance(fill, str) else (
+        f"the constant {fill:g}")  # fmt: skip
+    return f"masked {parts} take {taken}"
 
 
 def frame_has(explanation, i: int) -> bool:
@@ -253,5 +275,6 @@ def summarize_drilldown(dd: DrillDown | None, *, include_text: bool, max_parts: 
         "encoder_calls": dd.encoder_calls,
         "text_shown": include_text,
         "skipped": dd.skipped,
+        "masking": dd.masking,
         "records": records,
     }

@@ -241,12 +241,20 @@ def _drilldown_phrase(config: StudyConfig, summary: dict) -> str:
         f"predicted), the {html.escape(drill['model'])} model refitted as in that fold; each "
         "splittable modality's item is cut into parts (words, image grid cells, time segments, "
         "scan blocks) whose Owen values add up to the modality's Shapley value with missing-"
-        "modality removal. A masked part is removed (words), filled with mid-grey (image "
-        "cells), silenced (segments) or set to 0 (scan blocks) and the item is re-encoded. "
+        f"modality removal. {_masking_text(drill)} and the item is re-encoded. "
         f"Cost bound: exact for items of at most {drill['max_parts']} parts (2^d - 2 encoder "
         f"calls per row), else {drill['n_permutations']} sampled orders of the parts "
         f"(antithetic pairs); {drill['encoder_calls']:,} encoder calls in all."
     )
+
+
+def _masking_text(drill: dict) -> str:
+    """How a masked part is removed, per drilled modality (from the maskers used)."""
+    masking = drill.get("masking") or {}
+    if not masking:
+        return "A masked part is removed from the item"
+    phrases = [f"{html.escape(m)}: {html.escape(p)}" for m, p in masking.items()]
+    return "A masked part is replaced (" + "; ".join(phrases) + ")"
 
 
 def _source_phrase(source: str) -> str:
