@@ -3,7 +3,9 @@ whose one modality is person-specific and whose other carries the label in every
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -261,6 +263,45 @@ def test_group_scores_known_answer():
     assert summary["worst_group"] == "b" and summary["worst"] == 0.0
     assert summary["pooled"] == pytest.approx(4 / 6)
     assert summary["spread"] == 1.0 and summary["n_groups"] == 3
+
+
+def test_brier_per_group_is_defined_on_one_row_of_one_class():
+    """Brier (binary: halved, as scikit-learn's) scores groups that AUROC cannot, and the
+    model sentence names it, since it is not the check's score."""
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    table, summary = group_scores(y, proba, ["a", "b", "c", "c"], scoring="brier")
+    assert table["score"].tolist() == pytest.approx([0.01, 0.04, (0.36 + 0.25) / 2])
+    assert summary["worst_group"] == "c" and summary["best_group"] == "a"
+    assert summary["greater_is_better"] is False
+    assert summary["pooled"] == pytest.approx((0.01 + 0.04 + 0.36 + 0.25) / 4)
+    assert summary["spread"] == pytest.approx(0.305 - 0.01)
+    auroc, _ = group_scores(y, proba, ["a", "b", "c", "c"], scoring="roc_auc")
+    assert auroc["score"].isna().tolist() == [True, True, False]
+    three = np.array([[0.5, 0.25, 0.25]])  # three classes: the unhalved sum
+    assert group_scores([0], three, ["a"], scoring="brier")[1]["pooled"] == pytest.approx(0.375)
+    check = _check(0, model=False)
+    check = dataclasses.replace(check, groups=table, model={**summary, "label": "late"})
+    assert check.sentences()[-1] == (
+        "late on held-out people (brier per group, lower is better): 0.16 overall; per group "
+        "from 0.30 (worst: c) to 0.01 (a), mean 0.12, s.d. 0.16, spread 0.29 over 3 people."
+    )
+
+
+def test_groups_of_few_rows_fit_without_the_many_classes_warning():
+    """Telling 60 people of 2 rows apart is a classification with many classes by design:
+    scikit-learn's "number of unique classes" warning is not raised for it."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), 2)
+    y = np.repeat(rng.integers(0, 2, 60), 2)
+    frame = pd.DataFrame({"v0": y + rng.normal(size=120), "s0": rng.normal(size=120)})
+    estimator = MultimodalClassifier(
+        [("voice", TabularEncoder(), ["v0"]), ("scan", TabularEncoder(), ["s0"])], random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "The number of unique classes")
+        check = group_transfer(estimator, frame, y, groups, cv=3, model=False, n_boot=100)
+    assert check.modalities.loc["voice", "group_id_chance"] == pytest.approx(1 / 60)
 
 
 @pytest.mark.parametrize(

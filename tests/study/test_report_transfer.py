@@ -7,11 +7,13 @@ from __future__ import annotations
 import html
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from toolkit.study import load_config, run_study
 from toolkit.study.transfer import _plural, transfer_section
@@ -115,6 +117,11 @@ def test_model_scores_per_patient_come_from_the_study_predictions(run):
     folds = {g["group"]: g["fold"] for g in entry["groups"]}
     fold_of = preds.groupby("patient")["fold"].first()
     assert all(folds[g] == fold_of[g] for g in fold_of.index)
+    per_fold = pd.Series(correct).groupby(preds["fold"]).mean()
+    assert [f["score"] for f in entry["folds"]] == pytest.approx(per_fold.tolist())
+    per_fold_patients = preds.groupby("fold")["patient"].nunique()
+    assert [f["n_groups"] for f in entry["folds"]] == per_fold_patients.tolist()
+    assert sum(f["n_groups"] for f in entry["folds"]) == N_PATIENTS
 
 
 def test_report_shows_the_numbers_of_metrics_json(run):
@@ -131,7 +138,16 @@ def test_report_shows_the_numbers_of_metrics_json(run):
     for sentence in entry["sentences"]:
         assert f"<li>{html.escape(sentence)}</li>" in section
     model = entry["model"]
-    assert f"Overall {model['pooled']:.3f}; worst group {model['worst_group']} " in section
+    assert entry["groups_metric"] == "accuracy" and entry["groups_note"] == ""
+    assert (
+        f"Per group, accuracy (higher is better): overall {model['pooled']:.3f}; worst group "
+        f"{model['worst_group']} {model['worst']:.3f}, "
+    ) in section
+    for f in entry["folds"]:
+        assert (
+            f"<tr><td>{f['fold']}</td><td>{f['n_groups']}</td><td>{f['n_rows']}</td>"
+            f"<td>{f['score']:.3f}</td></tr>"
+        ) in section
     for g in entry["groups"]:
         assert (
             f"<tr><td>{g['group']}</td><td>{g['n_rows']}</td><td>{g['fold'] + 1}</td>"
@@ -141,8 +157,8 @@ def test_report_shows_the_numbers_of_metrics_json(run):
 
 @pytest.mark.parametrize(
     ("column", "name"),
-    [("speaker", "speakers"), ("Patient", "patients"), ("pid", "groups"), ("site_id", "groups"),
-     ("clients", "groups"), (None, "groups")],
+    [("speaker", "speakers"), ("Patient", "patients"), ("pid", "groups"), ("site_id", "sites"),
+     ("patient_id", "patients"), ("site_no", "groups"), ("clients", "groups"), (None, "groups")],
 )  # fmt: skip
 def test_groups_are_named_after_their_column(column, name):
     assert _plural(column) == name
@@ -154,3 +170,75 @@ def test_a_check_the_groups_do_not_allow_says_why():
         "<h2>Transfer across groups</h2>\n<p>Not computed: class &#x27;x&#x27; &lt;1&gt;</p>"
     )
     assert transfer_section({}) == ""  # a study without groups has no "transfer" entry
+
+
+def _few_visits_config(tmp_path) -> dict:
+    """60 patients of 1-3 visits, all of one class per patient (as in the shipped
+    diagnosis study): AUROC is undefined within every patient."""
+    rng = np.random.default_rng(1)
+    visits = rng.integers(1, 4, 60)
+    patient = np.repeat(np.arange(60), visits)
+    label = np.repeat(rng.integers(0, 2, 60), visits)
+    frame = pd.DataFrame({
+        "lab": label + 0.8 * rng.normal(size=len(patient)),
+        "vital": rng.normal(size=len(patient)),
+        "patient_id": [f"P{k:02d}" for k in patient],
+        "label": label,
+    })  # fmt: skip
+    frame.to_csv(tmp_path / "visits.csv", index=False)
+    config = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    config["data"] = {"source": "load_manifest", "params": {"csv": str(tmp_path / "visits.csv")},
+                      "target": "label", "groups": "patient_id"}  # fmt: skip
+    config["modalities"] = [
+        {"name": "lab", "encoder": "TabularEncoder", "columns": ["lab"]},
+        {"name": "vital", "encoder": "TabularEncoder", "columns": ["vital"]},
+    ]
+    config["evaluation"] = {**config["evaluation"], "cv": 3, "primary_metric": "auroc"}
+    (tmp_path / "visits.yaml").write_text(yaml.safe_dump(config))
+    return load_config(tmp_path / "visits.yaml")
+
+
+@pytest.fixture(scope="module")
+def few_visits(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("visits")
+    _config(tmp)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "The number of unique classes")
+        return run_study(_few_visits_config(tmp), tmp / "runs", progress=False)
+
+
+def test_patients_of_one_class_get_brier_per_patient_and_auroc_per_fold(few_visits):
+    """AUROC cannot be computed within a patient of one class: the entry says so, scores
+    AUROC on each fold of held-out patients and each patient by the Brier score, all
+    from the study's own predictions."""
+    entry = _transfer(few_visits)
+    assert entry["group_name"] == "patients" and entry["metric"] == "roc_auc"
+    assert entry["groups_metric"] == "brier"
+    assert entry["groups_note"].startswith(
+        "AUROC is not given per group: it needs both classes within a group, and 60 of 60 "
+        "patients (1-3 rows each) do not have them."
+    )
+    label = entry["model"]["label"]
+    preds = pd.read_csv(few_visits / "predictions.csv")
+    y, proba = preds["y_true"].to_numpy(), preds[f"{label}_proba"].to_numpy()
+    brier = pd.Series((proba - y) ** 2).groupby(preds["patient_id"]).mean()
+    scores = {g["group"]: g["score"] for g in entry["groups"]}
+    assert scores == pytest.approx(brier.to_dict())
+    assert entry["model"]["worst_group"] == brier.idxmax()
+    assert entry["model"]["n_groups"] == 60
+    per_fold = [roc_auc_score(y[preds["fold"] == k], proba[preds["fold"] == k]) for k in range(3)]
+    assert [f["score"] for f in entry["folds"]] == pytest.approx(per_fold)
+    assert entry["sentences"][-1].startswith(
+        f"{label} on held-out patients (brier per group, lower is better): "
+    )
+
+
+def test_report_explains_why_per_patient_auroc_is_missing(few_visits):
+    entry, section = _transfer(few_visits), _section(few_visits)
+    assert "None" not in section and "<td>—</td>" not in section
+    assert html.escape(entry["groups_note"]) in section
+    assert "<p>Per group, brier (lower is better): overall " in section
+    worst = sorted(entry["groups"], key=lambda g: -g["score"])[:20]
+    rows = re.findall(r"<tr><td>(P\d\d)</td>", section)
+    assert rows == [g["group"] for g in worst]  # the 20 worst, worst first
+    assert "The 20 worst of 60 scored groups; metrics.json" in section

@@ -37,6 +37,18 @@ def _log_loss(y, p):
     return float(skm.log_loss(y, p, labels=np.arange(p.shape[1]))) if len(y) else np.nan
 
 
+def _brier(y, p):
+    """Mean squared distance of the probabilities from the one-hot truth, halved with two
+    classes (the customary binary Brier score, as scikit-learn's ``scale_by_half="auto"``):
+    defined for a single row of a single class."""
+    if not len(y):
+        return float("nan")
+    truth = np.zeros_like(p, dtype=np.float64)
+    truth[np.arange(len(y)), np.asarray(y, dtype=int)] = 1.0
+    loss = float(np.mean(np.sum((p - truth) ** 2, axis=1)))
+    return loss / 2 if p.shape[1] == 2 else loss
+
+
 def _r2(y, p):
     return float(skm.r2_score(y, p)) if len(y) > 1 and np.std(y) > 0 else float("nan")
 
@@ -52,6 +64,7 @@ CLASSIFICATION_SCORES = {
     "balanced_accuracy": (_balanced_accuracy, True),
     "roc_auc": (_roc_auc, True),
     "log_loss": (_log_loss, False),
+    "brier": (_brier, False),
 }
 REGRESSION_SCORES = {"r2": (_r2, True), "mae": (_mae, False)}
 
@@ -132,7 +145,7 @@ class TransferCheck:
         """One plain-language sentence per modality, then one on the model."""
         out = list(self.modalities["sentence"])
         if self.model is not None:
-            out.append(_model_sentence(self.model, self.group_name))
+            out.append(_model_sentence(self.model, self.group_name, self.metric))
         return out
 
     def summary(self) -> str:
@@ -204,14 +217,23 @@ def plain(v):
     return v
 
 
-def _model_sentence(model: dict, group_name: str) -> str:
+def _model_sentence(model: dict, group_name: str, metric: str) -> str:
+    """The sentence on the model's held-out groups; it names the per-group score when that
+    is not the check's (e.g. Brier where AUROC is undefined within a group)."""
     if model["n_groups"] == 0 or not np.isfinite(model["worst"]):
-        return f"{model['label']}: no held-out group could be scored."
+        return (
+            f"{model['label']}: {model.get('metric', metric)} could not be computed on any single "
+            f"held-out group (each holds too few rows, or one class only)."
+        )
+    named = ""
+    if model.get("metric", metric) != metric:
+        better = "higher" if model.get("greater_is_better", True) else "lower"
+        named = f" ({model['metric']} per group, {better} is better)"
     return (
-        f"{model['label']} on held-out {group_name}: {model['pooled']:.2f} overall; per group "
-        f"from {model['worst']:.2f} (worst: {model['worst_group']}) to {model['best']:.2f} "
-        f"({model['best_group']}), mean {model['mean']:.2f}, s.d. {model['std']:.2f}, spread "
-        f"{model['spread']:.2f} over {model['n_groups']} {group_name}."
+        f"{model['label']} on held-out {group_name}{named}: {model['pooled']:.2f} overall; per "
+        f"group from {model['worst']:.2f} (worst: {model['worst_group']}) to "
+        f"{model['best']:.2f} ({model['best_group']}), mean {model['mean']:.2f}, s.d. "
+        f"{model['std']:.2f}, spread {model['spread']:.2f} over {model['n_groups']} {group_name}."
     )
 
 
@@ -237,7 +259,8 @@ def group_scores(y, output, groups, *, scoring="accuracy", folds=None, label="mo
         Per group: ``n_rows``, ``score`` (NaN where the score is undefined on that group,
         e.g. AUROC of a group with one class), ``fold``. The dict: ``pooled`` (all rows),
         ``mean``, ``std``, ``worst`` / ``worst_group``, ``best`` / ``best_group``,
-        ``spread``, ``n_groups`` (scored groups), ``label``.
+        ``spread``, ``n_groups`` (scored groups), ``label``, ``metric``,
+        ``greater_is_better``.
 
     Examples
     --------
@@ -271,6 +294,7 @@ def group_scores(y, output, groups, *, scoring="accuracy", folds=None, label="mo
     summary = {
         "label": label,
         "metric": metric,
+        "greater_is_better": bool(greater),
         "pooled": fn(y, output),
         "mean": float(scored.mean()) if len(scored) else float("nan"),
         "std": float(scored.std(ddof=1)) if len(scored) > 1 else float("nan"),

@@ -17,6 +17,7 @@ import html
 import numpy as np
 
 from toolkit.diagnostics import group_scores, group_transfer
+from toolkit.diagnostics.result import plain, scorer
 
 
 def _metric(primary: str, classification: bool) -> tuple[str, str]:
@@ -34,8 +35,10 @@ def _metric(primary: str, classification: bool) -> tuple[str, str]:
 
 def _plural(column: str | None) -> str:
     """What a group is, in the sentences: the groups' column as a plural noun when it is a
-    plain word ('speaker' -> 'speakers'), else 'groups' ('pid', 'site_id')."""
+    plain word, or one before "_id" ('speaker' -> 'speakers', 'patient_id' -> 'patients'),
+    else 'groups' ('pid', 'site_no')."""
     word = (column or "").lower()
+    word = word[: -len("_id")] if word.endswith("_id") else word
     if word.isalpha() and len(word) > 3 and not word.endswith("s"):
         return f"{word}s"
     return "groups"
@@ -82,19 +85,83 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
     except ValueError as exc:
         return {"computed": False, "reason": str(exc)}
     label = _model_label(summary, results)
-    folds = [(None, np.flatnonzero(results.fold_of == k)) for k in np.unique(results.fold_of)]
-    table, model = group_scores(
-        results.y, results.models[label], results.groups, scoring=metric,
-        folds=folds, label=label,
-    )  # fmt: skip
-    check = dataclasses.replace(check, groups=table, model=model)
+    held_out = _held_out(results, label, metric, plan.classification, name)
+    check = dataclasses.replace(check, groups=held_out.pop("table"), model=held_out.pop("model"))
     return {
         "computed": True,
         **check.to_dict(),
+        **held_out,
         "group_column": group_name,
         "model_source": "the study's out-of-fold predictions (folds hold out whole groups)",
         "note": note,
     }
+
+
+#: The per-group score shown where the check's score is undefined within most groups:
+#: one defined on a single row of a single class (classification) or a single row.
+_PER_GROUP_FALLBACK = {True: "brier", False: "mae"}
+_WORDS = {"roc_auc": "AUROC", "r2": "R²", "brier": "Brier score", "mae": "mean absolute error"}
+
+
+def _held_out(results, label: str, metric: str, classification: bool, gn: str) -> dict:
+    """The chosen model on each held-out group and on each fold of held-out groups.
+
+    Where ``metric`` is undefined on most groups (AUROC within a patient whose 1-3 visits
+    hold one class), the per-group table shows the Brier score (classification) or the
+    mean absolute error (regression) instead, and ``groups_note`` says why."""
+    output, groups, fold_of = results.models[label], results.groups, results.fold_of
+    folds = [(None, np.flatnonzero(fold_of == k)) for k in np.unique(fold_of)]
+    table, model = group_scores(
+        results.y, output, groups, scoring=metric, folds=folds, label=label
+    )  # fmt: skip
+    note, per_group = "", metric
+    unscored = len(table) - model["n_groups"]
+    if model["n_groups"] < len(table) / 2:
+        per_group = _PER_GROUP_FALLBACK[classification]
+        note = _unscored_note(table, metric, per_group, classification, gn)
+        table, model = group_scores(
+            results.y, output, groups, scoring=per_group, folds=folds, label=label
+        )  # fmt: skip
+    elif unscored:
+        note = (
+            f"{unscored} of {len(table)} {gn} could not be scored by {_WORDS.get(metric, metric)} "
+            "(too few rows, or one class only); they are left out of the table."
+        )
+    return {
+        "table": table,
+        "model": model,
+        "groups_metric": per_group,
+        "groups_note": note,
+        "folds": _fold_scores(results, output, folds, metric, classification),
+    }
+
+
+def _unscored_note(table, metric: str, per_group: str, classification: bool, gn: str) -> str:
+    sizes = table["n_rows"]
+    span = f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}-{sizes.max()}"
+    need = "both classes" if classification else "at least 2 rows with different targets"
+    shown = {"brier": "Brier score (the mean squared error of the predicted probabilities",
+             "mae": "mean absolute error (of the prediction"}[per_group]  # fmt: skip
+    return (
+        f"{_WORDS.get(metric, metric)} is not given per group: it needs {need} within a "
+        f"group, and {len(table) - int(table['score'].notna().sum())} of {len(table)} {gn} "
+        f"({span} rows each) do not have them. Its value on each fold of held-out {gn} is "
+        f"shown instead, and each group's {shown}, defined for a single row; lower is better)."
+    )
+
+
+def _fold_scores(results, output, folds, metric: str, classification: bool) -> list[dict]:
+    """The model's ``metric`` on each fold of held-out groups (each pools whole groups)."""
+    fn = scorer(metric, True, classification)[1]
+    return [
+        {
+            "fold": k + 1,
+            "n_rows": len(rows),
+            "n_groups": len(np.unique(results.groups[rows])),
+            "score": plain(fn(results.y[rows], output[rows])),
+        }
+        for k, (_, rows) in enumerate(folds)
+    ]
 
 
 def _num(value, signed: bool = False) -> str:
@@ -128,11 +195,59 @@ def _modality_rows(entry: dict) -> list[list[str]]:
     return rows
 
 
-def _group_rows(entry: dict) -> list[list[str]]:
-    return [
+#: Rows of the per-group table in the report (the worst first; metrics.json has them all).
+_SHOWN_GROUPS = 20
+
+
+def _group_rows(entry: dict) -> tuple[list[list[str]], str]:
+    """The scored groups, worst first, at most ``_SHOWN_GROUPS``; and a caption."""
+    scored = [g for g in entry["groups"] or [] if g["score"] is not None]
+    higher = entry["model"].get("greater_is_better", True)
+    scored.sort(key=lambda g: g["score"], reverse=not higher)
+    rows = [
         [html.escape(str(g["group"])), str(g["n_rows"]), str(g["fold"] + 1), _num(g["score"])]
-        for g in entry["groups"] or []
+        for g in scored[:_SHOWN_GROUPS]
     ]
+    caption = ""
+    if len(scored) > _SHOWN_GROUPS:
+        caption = (
+            f"<p>The {_SHOWN_GROUPS} worst of {len(scored)} scored groups; metrics.json "
+            '("transfer" → "groups") lists every group.</p>'
+        )
+    return rows, caption
+
+
+def _model_part(entry: dict) -> str:
+    """The chosen model on each fold of held-out groups and on each held-out group."""
+    model, metric = entry["model"], html.escape(entry["metric"])
+    gn = html.escape(entry["group_name"])
+    text = (
+        f"<h3>{html.escape(model['label'])} on held-out {gn} (from "
+        f"{html.escape(entry['model_source'])})</h3>"
+    )
+    folds = entry.get("folds") or []
+    if folds:
+        text += f"<p>{metric} on each fold of held-out {gn} (each fold pools whole {gn}):</p>"
+        text += _table(
+            ["fold", gn, "rows", metric],
+            [[str(f["fold"]), str(f["n_groups"]), str(f["n_rows"]), _num(f["score"])]
+             for f in folds],
+        )  # fmt: skip
+    if entry.get("groups_note"):
+        text += f"<p>{html.escape(entry['groups_note'])}</p>"
+    if not model["n_groups"]:
+        return text
+    per = html.escape(entry.get("groups_metric", entry["metric"]))
+    better = "higher" if model.get("greater_is_better", True) else "lower"
+    text += (
+        f"<p>Per group, {per} ({better} is better): overall {_num(model['pooled'])}; "
+        f"worst group {html.escape(str(model['worst_group']))} {_num(model['worst'])}, best "
+        f"{html.escape(str(model['best_group']))} {_num(model['best'])}; mean "
+        f"{_num(model['mean'])}, s.d. {_num(model['std'])}, spread {_num(model['spread'])} "
+        f"over {model['n_groups']} scored groups.</p>"
+    )
+    rows, caption = _group_rows(entry)
+    return text + _table(["group", "rows", "fold", per], rows) + caption
 
 
 def transfer_section(summary: dict) -> str:
@@ -165,16 +280,6 @@ def transfer_section(summary: dict) -> str:
         ["modality", "rows", "within", "across [95%]", "drop [95%]", "tells them apart",
          "verdict"], _modality_rows(entry),
     )  # fmt: skip
-    model = entry.get("model")
-    if model:
-        text += (
-            f"<h3>{html.escape(model['label'])} on each held-out group ({metric}, from "
-            f"{html.escape(entry['model_source'])})</h3>"
-            f"<p>Overall {_num(model['pooled'])}; worst group "
-            f"{html.escape(str(model['worst_group']))} {_num(model['worst'])}, best "
-            f"{html.escape(str(model['best_group']))} {_num(model['best'])}; mean "
-            f"{_num(model['mean'])}, s.d. {_num(model['std'])}, spread {_num(model['spread'])} "
-            f"over {model['n_groups']} scored groups.</p>"
-        )
-        text += _table(["group", "rows", "fold", html.escape(entry["metric"])], _group_rows(entry))
+    if entry.get("model"):
+        text += _model_part(entry)
     return head + text
