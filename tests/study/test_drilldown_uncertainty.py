@@ -118,3 +118,25 @@ def test_the_methods_name_how_each_default_masker_removes_a_part():
         "masked scan blocks take a blur of the item itself",
     ]
     assert masking_phrase(ImageGrid(fill=0.5)) == "masked image cells take the constant 0.5"
+
+
+def test_parts_that_share_the_value_equally_are_called_presence_not_content():
+    # Five clauses at exactly +0.0202 each (a reviewer's row): the model responds to the
+    # note being there; ranking them would present presence as content.
+    values = np.full((1, 5), 0.0202)
+    explanation = shap.Explanation(values=values, base_values=np.array([0.3]),
+                                   data=np.array([["a", "b", "c", "d", "e"]], dtype=object),
+                                   display_data=np.array(["a. b. c. d. e."], dtype=object),
+                                   feature_names=[[f"clause {k}" for k in range(5)]])  # fmt: skip
+    explanation.resolved = values != 0
+    drill = DrillDown("late", 2, [4], ["most confident incorrect"], ["1"], None,
+                      {"note": explanation}, {"note": "text"})  # fmt: skip
+    summary = summarize_drilldown(drill, include_text=False, max_parts=8)
+    record = summary["records"][0]
+    assert record["equal_split"] is True and record["n_resolved"] == 5
+    assert "every part has the same value: the model responds to the item being there" in (
+        _section(summary)
+    )
+    explanation.values[0, 2] = 0.05
+    assert summarize_drilldown(drill, include_text=False, max_parts=8)["records"][0][
+        "equal_split"] is False  # fmt: skip

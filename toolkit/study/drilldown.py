@@ -235,6 +235,8 @@ def _row_record(dd: DrillDown, name: str, explanation, i: int, *, include_text: 
         "modality_value": float(values.sum()),
         "abs_total": total,
         "too_small": dd.classes is not None and total < TOO_SMALL,
+        "equal_split": bool(len(values) > 1 and total > 0
+                            and np.ptp(values) <= 1e-6 * np.abs(values).max()),  # fmt: skip
         "max_error_std": float(errors.max()) if len(errors) else 0.0,
         "top_parts": [{"part": labels[j], "value": float(values[j]),
                        "error_std": float(errors[j]), "resolved": bool(done[j]),

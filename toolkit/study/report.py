@@ -233,6 +233,9 @@ def _top_parts_text(record: dict) -> str:
     if record.get("too_small"):
         return (f"<i>too small to drill: the parts carry {record['abs_total']:.4f} in all "
                 f"(&lt; 0.01)</i>; {parts}")  # fmt: skip
+    if record.get("equal_split"):
+        return (f"<i>every part has the same value: the model responds to the item being "
+                f"there, not to which parts it holds</i>; {parts}")  # fmt: skip
     if record.get("n_resolved") == 0:
         return f"<i>no part resolved above noise</i>; {parts}"
     return parts
