@@ -114,6 +114,31 @@ def test_clinical_files_round_trip(tmp_path):
     assert list(manifest.target) == list(data.target)
 
 
+def test_clinical_files_keep_missing_items_missing(tmp_path):
+    """A missing scan or X-ray (missing_rate) is written as an empty manifest cell, with
+    no file, and reads back as missing; the present ones round-trip in their rows."""
+    kwargs = {"include_xray": True, "scan_size": 8, "xray_size": 8, "missing_rate": 0.3}
+    original = make_clinical_cohort(20, random_state=0, **kwargs).frame
+    data = make_clinical_cohort(20, output_dir=tmp_path, random_state=0, **kwargs)
+    manifest = load_manifest(tmp_path / "manifest.csv", target="diagnosis")
+    assert {"scan", "xray"} <= set(manifest.path_columns)
+    raw = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
+    for col, suffix in (("scan", "nii.gz"), ("xray", "png")):
+        missing = original[col].isna().to_numpy()
+        assert 0 < missing.sum() < 20  # the seed gives both present and missing items
+        assert data.frame[col].isna().tolist() == missing.tolist()
+        assert all(data.frame[col][i] is None for i in np.flatnonzero(missing))
+        assert raw[col].eq("").tolist() == missing.tolist()
+        assert manifest.frame[col].isna().tolist() == missing.tolist()
+        assert len(list(tmp_path.glob(f"{col}_*.{suffix}"))) == (~missing).sum()
+    present = int(np.flatnonzero(original["scan"].notna())[0])
+    from toolkit.io.scan import load_scan
+
+    vol = np.asarray(load_scan(manifest.frame["scan"][present])[0])
+    np.testing.assert_allclose(vol, original["scan"][present], atol=1e-6)
+    assert manifest.frame["note"].isna().tolist() == original["note"].isna().tolist()
+
+
 def test_manifest_reports_missing_files(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     pd.DataFrame({"audio": ["a.wav", "b.wav"], "y": [0, 1]}).to_csv(tmp_path / "m.csv", index=False)

@@ -309,31 +309,30 @@ def _modalities(scan_size: int, include_xray: bool) -> list:
 
 
 def _write_files(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """Scans as NIfTI and X-rays as PNG in ``folder``, and ``manifest.csv`` naming them (an
+    empty cell where the item is missing); the frame returned holds the paths (None where
+    missing)."""
     import nibabel as nib
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = frame.copy()
-    scan_paths, xray_paths = [], []
-    for i, vol in enumerate(frame["scan"]):
-        if vol is None:
-            scan_paths.append(None)
-            continue
-        path = folder / f"scan_{i:05d}.nii.gz"
+    def save_scan(vol, path):
         nib.save(nib.Nifti1Image(np.asarray(vol, dtype=np.float32), np.eye(4)), str(path))
-        scan_paths.append(str(path))
-    frame["scan"] = scan_paths
-    if "xray" in frame:
-        for i, img in enumerate(frame["xray"]):
-            if img is None:
-                xray_paths.append(None)
-                continue
-            path = folder / f"xray_{i:05d}.png"
-            Image.fromarray((np.asarray(img) * 255).round().astype(np.uint8), mode="L").save(path)
-            xray_paths.append(str(path))
-        frame["xray"] = xray_paths
-    manifest = frame.copy()
-    for col in [c for c in ("scan", "xray") if c in manifest]:
-        manifest[col] = [None if p is None else Path(p).name for p in manifest[col]]
+
+    def save_xray(img, path):
+        Image.fromarray((np.asarray(img) * 255).round().astype(np.uint8), mode="L").save(path)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame, manifest = frame.copy(), frame.copy()
+    for col, suffix, save in (("scan", "nii.gz", save_scan), ("xray", "png", save_xray)):
+        if col not in frame:
+            continue
+        names = [None] * len(frame)
+        for i, item in enumerate(frame[col]):
+            if item is not None:  # a missing item stays missing: no file, an empty cell
+                names[i] = f"{col}_{i:05d}.{suffix}"
+                save(item, folder / names[i])
+        paths = [None if name is None else str(folder / name) for name in names]
+        frame[col] = pd.Series(paths, index=frame.index, dtype=object)
+        manifest[col] = pd.Series(names, index=frame.index, dtype=object)
     manifest.to_csv(folder / "manifest.csv", index=False)
     return frame
