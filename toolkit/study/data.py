@@ -229,8 +229,30 @@ def encode_target(config: StudyConfig, y_raw, n_rows: int):
 
 
 def _check_cv(config: StudyConfig, classes, y, groups) -> None:
-    n_splits = config.evaluation.cv
-    n = len(y)
+    """``evaluation.cv`` folds fit the groups (checked first: with groups they bind before
+    the rows do), the rows and the smallest class. Groups too few for the folds that each
+    hold a large share of the rows (``sex``, a study arm) are a category of the rows, not
+    what repeated rows share: the message says to group by the patient or site instead."""
+    n_splits, n = config.evaluation.cv, len(y)
+    if groups is not None:
+        labels, counts = np.unique(np.asarray(groups).astype(str), return_counts=True)
+        n_groups = len(labels)
+        key = f"data.groups ('{config.data.groups}')" if config.data.groups else "data.groups"
+        if n_splits > n_groups and counts.min() >= max(20, 0.1 * n):
+            sizes = ", ".join(f"{g}: {c} rows" for g, c in zip(labels[:5], counts[:5], strict=True))
+            raise ConfigError(
+                f"{key}: grouping by this column leaves {n_groups} groups ({sizes}"
+                f"{', ...' if n_groups > 5 else ''}) of {n} rows, too few for {n_splits} grouped "
+                "folds, and groups this large look like a category of the rows (a label-like "
+                "column) rather than what repeated rows share. Group by the patient, site or "
+                "speaker the rows come from instead; only if each of these "
+                f"{n_groups} groups is a unit to hold out, set evaluation.cv: {n_groups}"
+            )
+        if n_splits > n_groups:
+            raise ConfigError(
+                f"evaluation.cv: {n_splits} folds need at least {n_splits} groups, found "
+                f"{n_groups}; use cv <= {n_groups} ({key}: {n_groups} groups over {n} rows)"
+            )
     if n_splits > n:
         raise ConfigError(
             f"evaluation.cv: {n_splits} folds need at least {n_splits} rows, found {n}"
@@ -243,13 +265,6 @@ def _check_cv(config: StudyConfig, classes, y, groups) -> None:
                 f"evaluation.cv: {n_splits} folds need at least {n_splits} rows of every class; "
                 f"class {classes.tolist()[int(np.argmin(counts))]!r} has {smallest}; "
                 f"use cv <= {smallest}"
-            )
-    if groups is not None:
-        n_groups = len(pd.unique(groups))
-        if n_splits > n_groups:
-            raise ConfigError(
-                f"evaluation.cv: {n_splits} folds need at least {n_splits} groups, found "
-                f"{n_groups}; use cv <= {n_groups}"
             )
 
 
