@@ -286,3 +286,11 @@ def test_a_large_share_of_a_useless_modality_is_called_out():
             "a share measures how much the output moves with a modality, not whether that "
             "helps predict.") in text  # fmt: skip
     assert "admission takes" not in text
+    # a small share is called out too (two noise modalities at 7.5% each went unflagged),
+    # and an interval wholly below chance is named as such
+    summary["mean_abs_contribution"] = {"late": {"labs": 0.075, "admission": 0.925}}
+    summary["baselines"]["labs only"]["auroc"] = {"value": 0.34, "low": 0.13, "high": 0.48}
+    text = " ".join(limitations(CLASSIFICATION, summary, n_groups=60))
+    assert ("labs-only auroc is 0.340 [0.130, 0.480], below chance with its interval: on its "
+            "own the labs model predicts the held-out rows the wrong way round") in text
+    assert "yet it takes 8% of the Shapley share." in text  # fmt: skip

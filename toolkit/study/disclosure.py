@@ -15,8 +15,9 @@ CARD_FIELDS = (
 )  # fmt: skip
 #: Below these the report calls a study small.
 SMALL_ROWS, SMALL_GROUPS, SMALL_CLASS = 500, 200, 100
-#: A modality with at least this share of the mean |Shapley value| is checked for usefulness.
-LARGE_SHARE = 0.2
+#: A modality with at least this share of the mean |Shapley value| is checked for usefulness
+#: (a reviewer met two pure-noise modalities at 7.5% each, with tight intervals, unflagged).
+LARGE_SHARE = 0.05
 
 
 def card_facts(source: str) -> dict[str, str]:
@@ -119,7 +120,15 @@ def _share_warnings(summary: dict) -> list[str]:
         single = summary["baselines"].get(f"{name} only", {}).get(metric)
         if value / total < LARGE_SHARE or single is None:
             continue
-        if _not_above_chance(summary, metric, single):
+        if _below_chance(summary, metric, single):
+            out.append(
+                f"{name}-only {metric} is {_fmt(single['value'])} [{_fmt(single['low'])}, "
+                f"{_fmt(single['high'])}], below chance with its interval: on its own the "
+                f"{name} model predicts the held-out rows the wrong way round (too few rows "
+                "or groups per fold, or a signal that does not transfer), yet it takes "
+                f"{value / total:.0%} of the Shapley share."
+            )
+        elif _not_above_chance(summary, metric, single):
             out.append(
                 f"{name} takes {value / total:.0%} of the Shapley share while {name}-only "
                 f"{metric} is {_fmt(single['value'])} [{_fmt(single['low'])}, "
@@ -127,6 +136,18 @@ def _share_warnings(summary: dict) -> list[str]:
                 "modality, not whether that helps predict."
             )
     return out
+
+
+def _below_chance(summary: dict, metric: str, entry: dict) -> bool:
+    """Whether ``entry``'s whole 95% interval lies on the wrong side of the chance level."""
+    spec = METRICS[metric]
+    chance = (summary.get("chance_levels") or {}).get(metric)
+    if chance is None and not callable(spec.chance):
+        chance = spec.chance
+    if chance is None or not spec.ranks:
+        return False
+    edge = entry["high"] if spec.sign > 0 else entry["low"]
+    return bool(spec.sign * (edge - chance) < 0)
 
 
 def _not_above_chance(summary: dict, metric: str, entry: dict) -> bool:
