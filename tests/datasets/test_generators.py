@@ -114,6 +114,18 @@ def test_clinical_files_round_trip(tmp_path):
     assert list(manifest.target) == list(data.target)
 
 
+def test_clinical_patients_keep_their_age_and_sex_across_visits():
+    """Age and sex are drawn per patient (review finding 4): every visit of a patient has
+    the first visit's, and both still vary between patients."""
+    frame = make_clinical_cohort(300, scan_size=8, random_state=0).frame
+    per_patient = frame.groupby("patient_id")[["age", "sex"]].nunique()
+    assert (per_patient == 1).all().all()
+    assert frame.groupby("patient_id").size().max() == 3  # multi-visit patients exist
+    first = frame.drop_duplicates("patient_id")
+    assert first["sex"].value_counts().min() > 0.35 * len(first)
+    assert first["age"].std() > 10
+
+
 def test_clinical_files_keep_missing_items_missing(tmp_path):
     """A missing scan or X-ray (missing_rate) is written as an empty manifest cell, with
     no file, and reads back as missing; the present ones round-trip in their rows."""

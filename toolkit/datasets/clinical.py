@@ -192,7 +192,7 @@ def make_clinical_cohort(
     patient = np.array([p for p, _ in visits])
     severity, diagnosis, signal = _latent(patient, prevalence, noise, informative, allowed, rng)
     s = strength
-    table = _clinical_table(signal["clinical"], s, n_samples, rng)
+    table = _clinical_table(signal["clinical"], s, patient, rng)
     notes = [_note(signal["note"][i], s, rng) for i in range(n_samples)]
     scans = [_scan(signal["scan"][i], s, scan_size, rng) for i in range(n_samples)]
     frame = pd.DataFrame(
@@ -266,13 +266,16 @@ def _latent(patient: np.ndarray, prevalence: float, noise: float, informative, a
     return severity, diagnosis, signal
 
 
-def _clinical_table(t: np.ndarray, s: float, n_samples: int, rng) -> pd.DataFrame:
+def _clinical_table(t: np.ndarray, s: float, patient: np.ndarray, rng) -> pd.DataFrame:
     """Vitals and labs whose inflammatory markers rise with signal ``t`` (strength ``s``);
-    about 5% of the lab values are missing (NaN)."""
+    about 5% of the lab values are missing (NaN). Age and sex are the patient's: those
+    drawn for the patient's first visit hold at every visit (visits fall within months)."""
+    n_samples = len(patient)
+    first = np.unique(patient, return_index=True)[1][patient]  # each row's first visit
     table = pd.DataFrame(
         {
-            "age": np.round(rng.normal(62, 14, n_samples).clip(18, 95)),
-            "sex": rng.choice(["F", "M"], n_samples),
+            "age": np.round(rng.normal(62, 14, n_samples).clip(18, 95))[first],
+            "sex": rng.choice(["F", "M"], n_samples)[first],
             "heart_rate": np.round(80 + 8 * s * t + rng.normal(0, 8, n_samples)),
             "temperature": np.round(37.0 + 0.4 * s * t + rng.normal(0, 0.3, n_samples), 1),
             "sbp": np.round(125 - 5 * s * t + rng.normal(0, 12, n_samples)),
