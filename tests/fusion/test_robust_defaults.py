@@ -273,8 +273,13 @@ def test_early_prior_is_the_untuned_concatenation(monkeypatch):
 def test_early_keeps_its_tuned_design_where_the_prior_loses_clearly(task, baselines):
     """On the 'people' task the untuned concatenation follows 'voice' (0.53 on new people):
     the pseudo-group folds rate it clearly worse, and the tuned design is kept."""
-    emb, y, _, new_emb, new_y = task
+    emb, y, groups, new_emb, new_y = task
     acc, model = _accuracy("early", emb, y, new_emb, new_y)
     scores = model.fusion_.choice_scores_
     assert model.fusion_.choice_ == "tuned" and scores["prior"] > scores["tuned"] + 0.2
     assert acc > baselines["concat"] + 0.1, (acc, baselines)
+    # with the people as groups the same comparison runs on their folds; row-level: none
+    _, grouped = _accuracy("early", emb, y, new_emb, new_y, groups=groups)
+    assert grouped.fusion_.choice_ == "tuned"
+    _, row_level = _accuracy(EarlyFusion(pseudo_groups=False), emb, y, new_emb, new_y)
+    assert row_level.fusion_.choice_ is None

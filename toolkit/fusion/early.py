@@ -36,6 +36,14 @@ class EarlyFusion(BaseFusion):
         one standard error of the best (``head_param_``). Choosing the strongest
         regularization the data allow keeps the weights of uninformative blocks small, so
         they get little credit in explanations. A given estimator is used as it is.
+
+        On folds of whole groups (``groups`` given, or pseudo-groups found), a classifier's
+        tuned head is compared on the same folds with the untuned prior,
+        ``LogisticRegression()`` (C=1) on the plain standardized blocks (no balance, no block
+        scales: the untuned concatenation baseline), and kept only where its mean held-out
+        log loss is lower (``choice_``): a design tuned on a few groups, or on clusters that
+        recover people only in part, can over-trust a person-specific block. On row-level
+        folds, and for regression, the tuned head is used as before.
     balance : bool, default=True
         Weight each standardized block by 1/sqrt(d_m), so every modality enters with
         the same total variance.
@@ -52,12 +60,7 @@ class EarlyFusion(BaseFusion):
         (:func:`toolkit.fusion.base.pseudo_groups`) on one side of every inner split, so
         that the block scales and the regularization are not chosen by a row-level CV that
         a person-specific modality (one that recognizes speakers or patients) inflates.
-        Where such clusters are found (classification), the tuned head is also compared on
-        those folds with the untuned prior, ``LogisticRegression()`` (C=1) on the plain
-        standardized blocks (no balance, no block scales: the untuned concatenation
-        baseline), and kept only where its mean held-out log loss is lower (``choice_``):
-        clusters recover people only in part, and a design tuned on them can still
-        over-trust a person-specific block. False: row-level inner splits, the tuned head.
+        False: row-level inner splits.
     random_state : int, RandomState or None
         Seeds the modality dropout, the inner folds and, when it has one, the head.
 
@@ -75,11 +78,11 @@ class EarlyFusion(BaseFusion):
         no signal of its own is shrunk towards 0 and gets little Shapley credit.
     scaler_ : BlockScaler
     choice_ : {"prior", "tuned"} or None
-        Which head the no-groups rule kept (None: the rule did not apply; the tuned head).
+        Which head the comparison kept (None: no comparison; the tuned head).
         With "prior", ``block_scales_`` undo the balance, ``head_param_`` is 1.0 and the
         availability indicators are centred on their training means (``indicator_mean_``).
     choice_scores_ : dict of str to float or None
-        Mean held-out log loss of the prior and the tuned head on the pseudo-group folds.
+        Mean held-out log loss of the prior and the tuned head on the grouped inner folds.
     prior_rule_ : bool
         Whether the inner splits used pseudo-groups (the no-groups rule applied).
     n_pseudo_groups_ : int or None
@@ -191,6 +194,9 @@ class EarlyFusion(BaseFusion):
         self.indicator_mean_ = 0.0
         if self.estimator is None and emb.n_modalities > 1:
             self.block_scales_ = self._block_scales(emb, y, groups, seed)
+        # the prior is compared on folds of whole groups (given or inferred), never on
+        # row-level folds, which reward a block that memorizes people
+        compare = groups is not None and self.is_classifier_
         views = [emb]
         if self.modality_dropout > 0:
             rng = check_random_state(self.random_state)
@@ -201,7 +207,7 @@ class EarlyFusion(BaseFusion):
             base = np.arange(emb.n_samples) if groups is None else groups
             groups = np.concatenate([base, base])
         if self.estimator is None:
-            self._fit_default_head(views, y, groups, seed)
+            self._fit_default_head(views, y, groups, seed, compare)
         else:
             X = np.vstack([self._design(v) for v in views])
             self.estimator_, self.head_param_ = self._make_head(self.estimator).fit(X, y), None
@@ -217,11 +223,12 @@ class EarlyFusion(BaseFusion):
             name: 1.0 / self.scaler_.weight_[name] if self.balance else 1.0 for name in emb.names
         }
 
-    def _fit_default_head(self, views: list, y, groups, seed: int) -> None:
+    def _fit_default_head(self, views: list, y, groups, seed: int, compare: bool) -> None:
         """The default head: the tuned design (balance, block scales, a one-SE strength).
-        On pseudo-group folds (classification), the untuned prior, ``LogisticRegression()``
-        on the plain standardized blocks, unless the tuned design's mean held-out log loss on
-        the same folds is lower (``choice_``, ``choice_scores_``)."""
+        With ``compare`` (classification on folds of whole groups, given or inferred), the
+        untuned prior, ``LogisticRegression()`` on the plain standardized blocks, unless the
+        tuned design's mean held-out log loss on the same folds is lower (``choice_``,
+        ``choice_scores_``)."""
         from toolkit.fusion._heads import (
             fit_head,
             prior_head,
@@ -235,7 +242,7 @@ class EarlyFusion(BaseFusion):
         fitted = fit_head(X, y, n_classes=n_classes, groups=groups, cv=self.cv, seed=seed,
                           need_oof=False)  # fmt: skip
         self.estimator_, self.head_param_ = fitted.head, fitted.param
-        if not (self.prior_rule_ and self.is_classifier_):  # the tuned head, as before
+        if not compare:  # row-level folds or regression: the tuned head, as before
             return
         tuned_scales, self.block_scales_ = self.block_scales_, self._prior_scales(views[0])
         self.indicator_mean_ = views[0].mask.mean(axis=0)
