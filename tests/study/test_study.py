@@ -119,6 +119,7 @@ def test_diagnosis_study_is_grouped_and_reports_clinical_metrics(tmp_path):
         tmp_path,
         "data.params.n_samples=150",
         "data.params.scan_size=12",
+        "modalities.scan.params.spatial_size=[12,12,12]",  # the volumes' own size
         NO_CONFORMAL,
         *SMALL,
     )
