@@ -114,3 +114,30 @@ def test_run_labs_explains_the_saved_table_alone_or_the_strategy(cohort):
     assert list(fused["modalities"]) == ["labs", "other"]
     assert fused["modalities"]["other"]["players"] == ["u"]
     assert run_labs(plan, "u1 only", results, splits, column_groups={}) == {}
+
+
+def test_a_drilled_row_adds_its_presence_and_a_negligible_table_is_called_so():
+    # A row's modality value is its presence plus its columns (the Shapley value in
+    # contributions.csv), and the table says which part is presence; a reviewer found the
+    # value without presence (+0.5781 against +0.5095 in contributions.csv).
+    import shap
+
+    from toolkit.study.labs import _row_records
+
+    exp = shap.Explanation(values=np.array([[0.3, -0.1], [0.0, 0.2]]),
+                           base_values=np.zeros(2), feature_names=["crp", "sex"])  # fmt: skip
+    exp.presence_values = np.array([-0.07, 0.01])
+    (record,) = _row_records(exp, "clinical", [0], [289], None)
+    assert record["modality_value"] == pytest.approx(0.13) and record["presence_value"] == -0.07
+    stats = lab_summary(exp)
+    labs = {"model": "late", "fold": 2, "n_rows": 2, "rows": [record], "skipped": {},
+            "modalities": {"clinical": {**stats, "groups": {}}}}  # fmt: skip
+    page = labs_section({"labs": labs})
+    assert "<th>of which presence</th>" in page and "<td>+0.1300</td><td>-0.0700</td>" in page
+    assert "Too small to rank" not in page
+    tiny = shap.Explanation(values=np.full((2, 2), 0.001), base_values=np.zeros(2),
+                            feature_names=["wbc", "vitals"])  # fmt: skip
+    labs["modalities"] = {"clinical": {**lab_summary(tiny), "groups": {}}}
+    assert "Too small to rank: the columns carry 0.0020 in all on average" in (
+        labs_section({"labs": labs})
+    )

@@ -80,11 +80,18 @@ def _row_records(explanation, name: str, positions, rows, codes) -> list[dict]:
     """The top players of the shown rows (``positions`` into the explained rows)."""
     values = _class_values(np.asarray(explanation.values, dtype=float), codes)
     players = [str(p) for p in explanation.feature_names]
+    presence = getattr(explanation, "presence_values", None)
+    if presence is not None:
+        presence = np.asarray(presence, dtype=float)
+        if presence.ndim == 2:
+            presence = presence[np.arange(len(presence)), np.asarray(codes)]
     out = []
     for pos, row in zip(positions, rows, strict=True):
         order = np.argsort(-np.abs(values[pos]), kind="stable")[:TOP]
+        had = 0.0 if presence is None else float(presence[pos])
         out.append({
-            "row": int(row), "modality": name, "modality_value": float(values[pos].sum()),
+            "row": int(row), "modality": name,
+            "modality_value": had + float(values[pos].sum()), "presence_value": had,
             "top_parts": [{"part": players[j], "value": float(values[pos, j])} for j in order],
         })  # fmt: skip
     return out

@@ -397,8 +397,10 @@ def _conformal_section(summary: dict) -> str:
         f"<h2>Conformal coverage per availability pattern (asked: {target:.0%})</h2>\n"
         "<p>Coverage: share of test rows whose set / interval holds the true value; ⚠ marks a "
         "pattern more than 5 points off with 30+ rows. Uninformative: rows whose set holds "
-        "every class or whose interval is infinite (a pattern too rare to calibrate); they "
-        "are covered by construction, so a coverage reached through them says nothing.</p>"
+        "every class or whose interval is infinite: the model is too unsure of the row to rule "
+        "out any class at this confidence, or the row's pattern had too few calibration rows; "
+        "they are covered by construction, so a coverage reached through them says nothing. "
+        "The row 'all' pools every pattern (one pattern: the same numbers).</p>"
         + _table(["strategy", "pattern", "rows", "coverage", size_name, "uninformative"], rows)
     )
 

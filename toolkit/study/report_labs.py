@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 
+from toolkit.study.drilldown import TOO_SMALL
+
 
 def _table(head, rows) -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
@@ -25,7 +27,15 @@ def _modality_table(name: str, stats: dict) -> str:
                      f"{stats['ranked_first'][player]:.0%}"])  # fmt: skip
     head = ["column" + (" or group" if groups else ""), "mean |Owen value|", "share",
             "mean value", "rows where it ranks first"]  # fmt: skip
-    text = f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>" + _table(head, rows)
+    text = f"<h3>{html.escape(name)} ({stats['n_rows']} rows)</h3>"
+    carried = sum(stats["mean_abs"].values())
+    if carried < TOO_SMALL:
+        text += (
+            f"<p><i>Too small to rank: the columns carry {carried:.4f} in all on average "
+            f"(&lt; {TOO_SMALL:g}), so their shares below describe noise in a modality the "
+            "model barely uses.</i></p>"
+        )
+    text += _table(head, rows)
     if stats.get("presence_mean") is not None:
         text += (
             f"<p>Having {html.escape(name)} at all (with other rows' values): "
@@ -40,11 +50,12 @@ def _body(labs: dict) -> str:
     if labs.get("rows"):
         rows = [
             [str(r["row"]), html.escape(r["modality"]), f"{r['modality_value']:+.4f}",
+             f"{r.get('presence_value', 0.0):+.4f}",
              ", ".join(f"{html.escape(p['part'])}: {p['value']:+.4f}" for p in r["top_parts"])]
             for r in labs["rows"]
         ]  # fmt: skip
         text += "<h3>The drilled rows</h3>" + _table(
-            ["row", "modality", "modality value", "top columns"], rows
+            ["row", "modality", "modality value", "of which presence", "top columns"], rows
         )
     if labs.get("skipped"):
         text += "<p>Not drilled: " + "; ".join(
