@@ -173,3 +173,7 @@ def test_a_study_where_only_the_table_informs_saves_and_reports_the_table_alone(
     page = (run / "report.html").read_text()
     assert "Chosen model (rule prefer_simpler): labs only (single modality)." in page
     assert "<h3>The saved model: labs only</h3>" in page
+    explained = metrics["explained_model"]
+    assert f"<b>Not the saved model:</b> this study saves labs only (see the headline); the " \
+        f"explanations in this report (contributions, their intervals, interactions, " \
+        f"drill-downs) are of {explained} fusion" in page

@@ -294,3 +294,14 @@ def test_a_large_share_of_a_useless_modality_is_called_out():
     assert ("labs-only auroc is 0.340 [0.130, 0.480], below chance with its interval: on its "
             "own the labs model predicts the held-out rows the wrong way round") in text
     assert "yet it takes 8% of the Shapley share." in text  # fmt: skip
+
+
+def test_a_saved_single_modality_is_named_beside_the_explanations_of_a_fusion():
+    # A reviewer found every explanation section describing early fusion while the study
+    # saved "scan only", with no sentence saying so.
+    from toolkit.study.report import explained_note
+
+    note = explained_note({"chosen": {"model": "scan only"}, "explained_model": "early"})
+    assert note.startswith("<p><b>Not the saved model:</b> this study saves scan only")
+    assert "are of early fusion, the best strategy" in note
+    assert explained_note({"chosen": {"model": "late"}, "explained_model": "late"}) == ""

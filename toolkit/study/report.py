@@ -98,6 +98,22 @@ def _comparison_section(summary: dict) -> str:
     )
 
 
+def explained_note(summary: dict) -> str:
+    """A paragraph when the explained model is not the saved one (a single modality chosen:
+    its model has no modalities to weigh, so the explanations are of the best strategy)."""
+    chosen = (summary.get("chosen") or {}).get("model")
+    explained = summary.get("explained_model")
+    if not chosen or not explained or chosen == explained:
+        return ""
+    return (
+        f"<p><b>Not the saved model:</b> this study saves {html.escape(chosen)} (see the "
+        f"headline); the explanations in this report (contributions, their intervals, "
+        f"interactions, drill-downs) are of {html.escape(explained)} fusion, the best "
+        f"strategy, since a one-modality model has no modalities to weigh. Where the saved "
+        "model is one table, 'Inside the tables' also explains it.</p>"
+    )
+
+
 def _contribution_section(summary: dict) -> str:
     explained = summary.get("explained_model", summary["best_strategy"])
     contrib = summary["mean_abs_contribution"].get(explained, {})
@@ -112,7 +128,8 @@ def _contribution_section(summary: dict) -> str:
                      _fmt(single) if single else "—"])  # fmt: skip
     return (
         f"<h2>Modality contributions ({html.escape(explained)} fusion)</h2>\n"
-        "<p>A share is the modality's part of the mean |Shapley value|: how much the model's "
+        + explained_note(summary)
+        + "<p>A share is the modality's part of the mean |Shapley value|: how much the model's "
         "output moves with it (its size), not how useful it is for prediction. The last column "
         "is what the modality achieves on its own.</p>"
         + _table(
@@ -200,7 +217,7 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
         "ranks above a part that matters. 'resolved' counts the parts that are both. A "
         "row whose parts carry under 0.01 (probability) in all is too small to drill. "
         "Scan figures show slices through the top-ranked block.</p>"
-    )
+    ) + explained_note(summary)
     if config.explanation.removal != "missing":
         text += (
             f"<p>This study's contributions use {html.escape(config.explanation.removal)} "
