@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 from toolkit.study.config import StudyConfig
@@ -305,3 +306,15 @@ def test_a_saved_single_modality_is_named_beside_the_explanations_of_a_fusion():
     assert note.startswith("<p><b>Not the saved model:</b> this study saves scan only")
     assert "are of early fusion, the best strategy" in note
     assert explained_note({"chosen": {"model": "late"}, "explained_model": "late"}) == ""
+
+
+def test_pairs_are_split_into_synergy_and_redundancy_by_sign():
+    from toolkit.study.summary import _synergy
+
+    # rows x 2 modalities x 2: diagonal = main effects, off-diagonal = half the interaction
+    values = np.zeros((4, 2, 2))
+    values[:, 0, 0], values[:, 1, 1] = [0.2, 0.2, -0.1, 0.3], [0.1, 0.1, -0.2, 0.1]
+    half = np.array([-0.05, -0.02, 0.03, 0.04])  # against, against, against, with
+    values[:, 0, 1] = values[:, 1, 0] = half
+    assert _synergy(values, 0, 1) == 0.25  # one row of four pushes further: mostly redundancy
+    assert _synergy(np.zeros((4, 2, 2, 3)), 0, 1) is None  # multi-class: no single direction

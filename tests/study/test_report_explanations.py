@@ -139,6 +139,8 @@ def test_xor_puts_the_interaction_mass_on_its_pair(xor_run):
     csv = pd.read_csv(xor_run / "interactions.csv")
     pair = csv[(csv.kind == "pair") & (csv.modality_a == "a") & (csv.modality_b == "b")]
     assert pair["mean_abs"].item() == pytest.approx(top["mean_abs_interaction"], rel=1e-12)
+    assert 0 <= top["synergy"] <= 1 and pair["synergy_rows"].item() == top["synergy"]
+    assert f"<td>{top['synergy']:.0%} / {1 - top['synergy']:.0%}</td>" in table
     assert (xor_run / "interactions.png").stat().st_size > 5000
 
 

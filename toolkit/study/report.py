@@ -143,11 +143,12 @@ def _interactions_section(summary: dict) -> str:
     if not inter:
         return ""
     rows = [
-        [html.escape(m), "main effect", f"{v['mean_abs']:.4f}", f"{v['share']:.1%}"]
+        [html.escape(m), "main effect", f"{v['mean_abs']:.4f}", f"{v['share']:.1%}", ""]
         for m, v in inter["main_effects"].items()
     ] + [
         [html.escape(" × ".join(p["modalities"])), "pair", f"{p['mean_abs_interaction']:.4f}",
-         f"{p['share']:.1%}"]
+         f"{p['share']:.1%}",
+         "" if p.get("synergy") is None else f"{p['synergy']:.0%} / {1 - p['synergy']:.0%}"]
         for p in inter["pairs"]
     ]  # fmt: skip
     return (
@@ -155,8 +156,12 @@ def _interactions_section(summary: dict) -> str:
         "<p>Does a pair of modalities act <i>together</i>? A pair's interaction index is what "
         "the two add jointly beyond their separate effects (positive: synergy, negative: "
         "redundancy); a main effect is what a modality adds alone. Mean absolute values over "
-        f"the out-of-fold rows; pairs carry {inter['interaction_share']:.1%} of the total.</p>"
-        + _table(["modalities", "kind", "mean |value|", "share of total"], rows)
+        f"the out-of-fold rows; pairs carry {inter['interaction_share']:.1%} of the total. "
+        "The last column splits a pair's rows by sign: synergy (the pair pushes further the "
+        "way the two push alone) / redundancy (it takes back part of their separate effects; "
+        "two modalities that carry the same information).</p>"
+        + _table(["modalities", "kind", "mean |value|", "share of total",
+                  "rows: synergy / redundancy"], rows)
     )
 
 

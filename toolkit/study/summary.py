@@ -226,6 +226,20 @@ def _shares(results: OutOfFold) -> dict:
     return shares
 
 
+def _synergy(values: np.ndarray, a: int, b: int) -> float | None:
+    """Share of rows (with a nonzero interaction) whose pair interaction I_ab has the sign
+    of the two main effects' sum (synergy: together they push further the way they push
+    alone); the rest is redundancy. None for multi-class (no single direction)."""
+    if values.ndim != 3:
+        return None
+    pair = values[:, a, b] + values[:, b, a]
+    mains = values[:, a, a] + values[:, b, b]
+    keep = np.isfinite(pair) & np.isfinite(mains) & (pair != 0) & (mains != 0)
+    if not keep.any():
+        return None
+    return float(np.mean(np.sign(pair[keep]) == np.sign(mains[keep])))
+
+
 def _interactions(results: OutOfFold, label: str | None) -> dict:
     """The explained model's out-of-fold pairwise interactions: mean |main effect| per
     modality, and per pair the mean |Shapley interaction index| (|Phi_ab + Phi_ba|, summed
@@ -249,7 +263,7 @@ def _interactions(results: OutOfFold, label: str | None) -> dict:
         },
         "pairs": [
             {"modalities": [names[a], names[b]], "mean_abs_interaction": float(mean[a, b]),
-             "share": float(mean[a, b] / total)}
+             "share": float(mean[a, b] / total), "synergy": _synergy(values, a, b)}
             for a, b in sorted(pairs, key=lambda p: -mean[p])
         ],
         "interaction_share": float(sum(mean[a, b] for a, b in pairs) / total),

@@ -173,18 +173,19 @@ def _contributions_table(results, best: str) -> pd.DataFrame | None:
 
 def _interactions_table(summary: dict) -> pd.DataFrame | None:
     """``interactions.csv``: the explained model's mean |main effect| per modality and mean
-    |interaction index| per pair, with their shares of the total (as in metrics.json)."""
+    |interaction index| per pair, with their shares of the total and the share of a pair's
+    rows that are synergy rather than redundancy (as in metrics.json)."""
     inter = summary.get("interactions") or {}
     if not inter:
         return None
     rows = [
         {"strategy": inter["model"], "kind": "main effect", "modality_a": m, "modality_b": m,
-         "mean_abs": v["mean_abs"], "share": v["share"]}
+         "mean_abs": v["mean_abs"], "share": v["share"], "synergy_rows": None}
         for m, v in inter["main_effects"].items()
     ] + [
         {"strategy": inter["model"], "kind": "pair", "modality_a": p["modalities"][0],
          "modality_b": p["modalities"][1], "mean_abs": p["mean_abs_interaction"],
-         "share": p["share"]}
+         "share": p["share"], "synergy_rows": p.get("synergy")}
         for p in inter["pairs"]
     ]  # fmt: skip
     return pd.DataFrame(rows)
