@@ -219,16 +219,39 @@ def test_given_heads_are_used_as_they_are():
 # -- groups ---------------------------------------------------------------------------------
 
 
+def _stacked_share(model, emb) -> float:
+    """The share of the first modality in the stacked logit of a binary late fusion: mean
+    |stacker weight x calibrated evidence| over ``emb``'s rows, relative to all modalities'."""
+    fusion = model.fusion_
+    blocks = fusion.scaler_.transform(emb)
+    coef = fusion.meta_estimator_.coef_[0]
+    parts = [
+        np.mean(np.abs(coef[m] * fusion._evidence(fusion._head_output(name, blocks[name]))))
+        for m, name in enumerate(emb.names)
+    ]
+    return parts[0] / sum(parts)
+
+
 def test_groups_stop_stacking_from_trusting_a_modality_that_memorizes_groups():
     emb, y, groups = leaky_groups(0)
     new_emb, new_y, _ = leaky_groups(1)  # other groups entirely
     row_level = LateFusion(pseudo_groups=False)
     blind = MultimodalClassifier(fusion=row_level, random_state=0).fit(emb, y)
     grouped = MultimodalClassifier(random_state=0).fit(emb, y, groups=groups)
+    assert blind.fusion_.stacker_ is None  # row-level folds: the learned LogisticRegression
     coef_blind = blind.fusion_.meta_estimator_.coef_[0]
-    coef_grouped = grouped.fusion_.meta_estimator_.coef_[0]
-    # the 'who' modality (first) looks reliable only when its groups leak across folds
-    assert coef_blind[0] > coef_grouped[0] + 0.5
+    # with groups the stacker rule runs on their folds: the learned stackers gain less than
+    # one standard error there, so each head's calibrated evidence is counted once
+    fusion = grouped.fusion_
+    assert fusion.stacker_ == "equal"
+    np.testing.assert_allclose(fusion.meta_estimator_.coef_[0], [1.0, 1.0])
+    scores = fusion.stacker_scores_
+    assert set(scores) == {"equal", "weighted", "full"}
+    assert min(scores["weighted"], scores["full"]) > scores["equal"] - 0.01, scores
+    # the 'who' modality (first) looks reliable only when its groups leak across folds:
+    # with groups its calibrated evidence, and so its share of the stacked logit, collapses
+    # (0.42 of it on new groups without groups, under 0.01 with them)
+    assert _stacked_share(blind, new_emb) > _stacked_share(grouped, new_emb) + 0.3
     assert grouped.score(new_emb, new_y) > blind.score(new_emb, new_y) + 0.05
     # without groups the default infers them (clusters of 'who'), and distrusts 'who' too
     inferred = MultimodalClassifier(random_state=0).fit(emb, y)

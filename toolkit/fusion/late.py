@@ -42,12 +42,15 @@ class LateFusion(BaseFusion):
     meta_estimator : scikit-learn estimator, default=None
         Stacking meta-learner. Default: ``LogisticRegression(C=1.0)`` for
         classification, ``LinearRegression(positive=True)`` for regression; for
-        classification on pseudo-group folds (``fit`` without ``groups``, clusters found),
-        the stacker :func:`toolkit.fusion._stacking.fit_stacker` chooses instead: equal
-        weights (each head's calibrated evidence counted once, one intercept per class)
-        unless one weight per modality (w_m >= 0) or the full ``LogisticRegression(C=1)``
-        has a mean held-out log loss on the same folds lower by more than one standard error
-        of the per-fold differences (``stacker_``).
+        classification on folds of whole groups (``groups`` given, or pseudo-groups found
+        without them), the stacker :func:`toolkit.fusion._stacking.fit_stacker` chooses
+        instead: equal weights (each head's calibrated evidence counted once, one intercept
+        per class) unless one weight per modality (w_m >= 0) or the full
+        ``LogisticRegression(C=1)`` has a mean held-out log loss on the same folds lower by
+        more than one standard error of the per-fold differences (``stacker_``). A few
+        training groups, or clusters that recover people only in part, are too little
+        evidence to learn many stacking weights from. On row-level folds the full
+        ``LogisticRegression(C=1)`` is used as before.
     balance : bool, default=True
         Weight each standardized block by 1/sqrt(d_m) before its head, which scales the
         head's effective regularization with the block's width (a 400-feature image
@@ -83,9 +86,10 @@ class LateFusion(BaseFusion):
     calibrators_ : dict of str to list of IsotonicRegression
     meta_estimator_ : fitted meta-learner (stacking)
     stacker_ : {"equal", "weighted", "full"} or None
-        The stacker the no-groups rule chose (None: the rule did not apply).
+        The stacker the rule chose on the grouped inner folds (None: row-level folds, a
+        given ``meta_estimator``, or regression).
     stacker_scores_ : dict of str to float or None
-        Mean held-out log loss of each stacker on the pseudo-group folds.
+        Mean held-out log loss of each stacker on the grouped inner folds.
     prior_rule_ : bool
         Whether the inner splits used pseudo-groups (the no-groups rule applied).
     weights_ : ndarray of shape (n_modalities,) (weighted)
@@ -222,11 +226,13 @@ class LateFusion(BaseFusion):
 
     def _fit_stacker(self, feats: np.ndarray, y: np.ndarray, groups) -> None:
         """Fit ``meta_estimator_``; by default (classification) the stacker that
-        :func:`toolkit.fusion._stacking.fit_stacker` chooses on the inner folds."""
+        :func:`toolkit.fusion._stacking.fit_stacker` chooses on the inner folds when they
+        keep whole groups (``groups``: given or inferred); row-level folds keep the full
+        ``LogisticRegression(C=1)``."""
         from sklearn.linear_model import LinearRegression, LogisticRegression
 
         self.stacker_, self.stacker_scores_ = None, None
-        if self.meta_estimator is not None or not self.is_classifier_ or not self.prior_rule_:
+        if self.meta_estimator is not None or not self.is_classifier_ or groups is None:
             meta = self.meta_estimator
             if meta is None:
                 meta = (
