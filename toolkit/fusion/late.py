@@ -91,7 +91,9 @@ class LateFusion(BaseFusion):
     stacker_scores_ : dict of str to float or None
         Mean held-out log loss of each stacker on the grouped inner folds.
     prior_rule_ : bool
-        Whether the inner splits used pseudo-groups (the no-groups rule applied).
+        Whether the inner splits used pseudo-groups (inferred here, or passed inside
+        :func:`toolkit.fusion.base.groups_inferred`); the stacker rule runs on given groups
+        too (``stacker_``).
     weights_ : ndarray of shape (n_modalities,) (weighted)
     n_pseudo_groups_ : int or None
         Number of inferred groups the inner splits used (None: ``groups`` given, or none
