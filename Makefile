@@ -19,6 +19,9 @@ export MKL_NUM_THREADS := 1
 # one-test notebooks out last, ending the run on one worker while the other waits).
 TEST_WORKERS ?= 2
 
+# --no-compile: pip byte-compiles none of the ~6 GB it installs (107 s -> 61 s for the dev
+# environment); Python compiles the modules a process imports, once, when it imports them.
+
 .PHONY: demo test lint bench clean
 
 $(PY):
@@ -26,11 +29,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.stamp-embed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[embed]"
+	$(PY) -m pip install --quiet --no-compile -e ".[embed]"
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[embed,dev,distributed]"
+	$(PY) -m pip install --quiet --no-compile -e ".[embed,dev,distributed]"
 	touch $@
 
 demo: $(VENV)/.stamp-embed
