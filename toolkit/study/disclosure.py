@@ -138,29 +138,30 @@ def _share_warnings(summary: dict) -> list[str]:
     return out
 
 
-def _below_chance(summary: dict, metric: str, entry: dict) -> bool:
-    """Whether ``entry``'s whole 95% interval lies on the wrong side of the chance level."""
+def _chance(summary: dict, metric: str) -> float | None:
+    """The metric's chance level: the study's own (``summary["chance_levels"]``), else the
+    registry's constant level; None where there is none or the metric does not rank."""
     spec = METRICS[metric]
     chance = (summary.get("chance_levels") or {}).get(metric)
     if chance is None and not callable(spec.chance):
         chance = spec.chance
-    if chance is None or not spec.ranks:
+    return chance if spec.ranks else None
+
+
+def _below_chance(summary: dict, metric: str, entry: dict) -> bool:
+    """Whether ``entry``'s whole 95% interval lies on the wrong side of the chance level."""
+    chance, sign = _chance(summary, metric), METRICS[metric].sign
+    if chance is None:
         return False
-    edge = entry["high"] if spec.sign > 0 else entry["low"]
-    return bool(spec.sign * (edge - chance) < 0)
+    return bool(sign * ((entry["high"] if sign > 0 else entry["low"]) - chance) < 0)
 
 
 def _not_above_chance(summary: dict, metric: str, entry: dict) -> bool:
-    """Whether ``entry``'s 95% interval reaches the metric's chance level (the study's own,
-    from ``summary["chance_levels"]``, else the registry's constant level, if any)."""
-    spec = METRICS[metric]
-    chance = (summary.get("chance_levels") or {}).get(metric)
-    if chance is None and not callable(spec.chance):
-        chance = spec.chance
-    if chance is None or not spec.ranks:
+    """Whether ``entry``'s 95% interval reaches the metric's chance level."""
+    chance, sign = _chance(summary, metric), METRICS[metric].sign
+    if chance is None:
         return False
-    edge = entry["low"] if spec.sign > 0 else entry["high"]
-    return bool(spec.sign * (edge - chance) <= 0)
+    return bool(sign * ((entry["low"] if sign > 0 else entry["high"]) - chance) <= 0)
 
 
 def limitations(config, summary: dict, *, n_groups: int | None = None) -> list[str]:
