@@ -170,3 +170,63 @@ def test_a_volume_that_fails_batched_scaling_is_marked_missing_alone():
             .encode(items)
         )
     assert available.tolist() == [True, False, True] and np.isfinite(block[[0, 2]]).all()
+
+
+# -- a fixed intensity window (issue 27: lesions stay local) ------------------------------
+
+
+def _body_with_lesions(lesions: bool, size=16):
+    """A calibrated volume: body 0.4, background 0.05 and, optionally, two bright lesions
+    (0.9) filling about 6% of the voxels, all in the half z < size / 2."""
+    rng = np.random.default_rng(7)
+    vol = np.full((size, size, size), 0.05) + rng.normal(0, 0.02, (size,) * 3)
+    vol[2:-2, 2:-2, 2:-2] += 0.35
+    if lesions:
+        vol[3:7, 3:7, 3:8] = 0.9
+        vol[3:7, 9:13, 8:13] = 0.9
+    return vol.astype(np.float32)
+
+
+def test_a_fixed_window_keeps_a_lesion_local_where_percentiles_darken_the_whole_volume():
+    clean, sick = _body_with_lesions(False), _body_with_lesions(True)
+    names = None
+    far = None
+    for window, local in ((None, False), ((0.0, 1.0), True)):
+        enc = ScanEncoder(spatial_size=(16, 16, 16), grid=2, intensity_range=window)
+        a, b = enc.fit([clean]).transform([clean, sick])
+        names = list(enc.get_feature_names_out())
+        # the four grid cells with z >= 8 hold no lesion voxel
+        far = [names.index(f"grid{i}") for i in range(4, 8)]
+        assert np.allclose(a[far], b[far], atol=1e-6) is local, window
+        if window is not None:  # (x - a_min) / (a_max - a_min), clipped: the body stays 0.4
+            scaled = enc.read_item(sick)
+            np.testing.assert_allclose(scaled, np.clip(sick, 0, 1), atol=1e-6)
+    # With percentiles the lesions, above the 99th percentile's share, darken the rest.
+    pct = ScanEncoder(spatial_size=(16, 16, 16), grid=2).fit([clean])
+    assert pct.transform([sick])[0][far].mean() < pct.transform([clean])[0][far].mean() - 0.1
+
+
+def test_the_window_matches_monai_and_is_checked():
+    import torch
+
+    from toolkit.io.scan import preprocess_scan, resize_and_scale
+
+    rng = np.random.default_rng(3)
+    volumes = [rng.normal(0, 500, (9, 10, 11)).astype(np.float32) for _ in range(2)]
+    batched = resize_and_scale(
+        [torch.from_numpy(v)[None] for v in volumes], (8, 8, 8), intensity_range=(-1000, 400)
+    )
+    for v, out in zip(volumes, batched, strict=True):
+        ref = preprocess_scan(
+            torch.from_numpy(v)[None], (8, 8, 8), orientation=None, intensity_range=(-1000, 400)
+        )
+        np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
+    for bad in ((1.0, 1.0), (2.0, 1.0), (0.0,), (0.0, float("nan")), (True, 2.0)):
+        with pytest.raises(ValueError, match=r"intensity_range must be None .* a_min < a_max"):
+            ScanEncoder(spatial_size=(8, 8, 8), intensity_range=bad).check_settings()
+    with pytest.raises(ValueError, match=r"'intensity_range' parameter .* 'tuple'"):
+        ScanEncoder(spatial_size=(8, 8, 8), intensity_range="0,1").check_settings()
+    # A model saved before the parameter existed lacks the attribute: percentiles, as then.
+    enc = ScanEncoder(spatial_size=(8, 8, 8))
+    del enc.intensity_range
+    assert enc.get_params()["intensity_range"] is None

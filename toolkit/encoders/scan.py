@@ -22,6 +22,7 @@ from toolkit.encoders.base import AUTO_BATCH, BaseEncoder
 from toolkit.io.scan import (
     MAX_RESAMPLED_VOXELS,
     MAX_VOXELS,
+    check_intensity_range,
     check_preprocess,
     load_oriented_scan,
     read_scan,
@@ -35,7 +36,8 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
 
     Every scan is read with MONAI's ``LoadImage``, oriented to ``orientation`` (files
     with an affine), optionally resampled to ``pixdim`` mm, resized to ``spatial_size``
-    and intensity-scaled so that the 1st/99th percentiles map to 0/1 (clipped).
+    and intensity-scaled so that the 1st/99th percentiles map to 0/1 (clipped), or a fixed
+    window ``intensity_range`` to 0/1.
 
     Parameters
     ----------
@@ -56,6 +58,14 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     pixdim : tuple of 3 float, default=None
         Target voxel spacing in mm before resizing (None: no resampling).
     orientation : str or None, default="RAS"
+    intensity_range : (float, float) or None, default=None
+        None: each volume's 1st and 99th percentiles map to 0 and 1 (clipped), which makes
+        volumes of uncalibrated intensity (MR) comparable, and also hides how bright a
+        volume is overall: lesions that fill more than 1% of a volume raise its 99th
+        percentile and darken everything else. ``(a_min, a_max)``: one fixed window for
+        every volume (MONAI's ``ScaleIntensityRange``, clipped), for calibrated intensities
+        such as CT in Hounsfield units (e.g. ``(-1000, 400)``); a bright region then stays a
+        local feature, and a drill-down finds it where it is.
     hist_bins : int, default=32
     grid : int, default=4
     batch_size : int or "auto", default="auto"
@@ -145,6 +155,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         "spatial_size": [tuple, list],
         "pixdim": [tuple, list, None],
         "orientation": [str, None],
+        "intensity_range": [tuple, list, None],
         "device": [str, None],
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
         "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],
@@ -159,6 +170,8 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
     }
     backends = SCAN_BACKENDS
     _cpu_batch_size = 4
+    # Models saved before ``intensity_range`` existed were scaled by percentiles.
+    intensity_range = None
 
     def __init__(
         self,
@@ -169,6 +182,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         spatial_size=(64, 64, 64),
         pixdim=None,
         orientation="RAS",
+        intensity_range=None,
         hist_bins=32,
         grid=4,
         batch_size="auto",
@@ -195,6 +209,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         self.spatial_size = spatial_size
         self.pixdim = pixdim
         self.orientation = orientation
+        self.intensity_range = intensity_range
         self.hist_bins = hist_bins
         self.grid = grid
         self.batch_size = batch_size
@@ -231,6 +246,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
             spatial_size=tuple(self.spatial_size),
             pixdim=self.pixdim,
             orientation=self.orientation,
+            intensity_range=self.intensity_range,
         )
 
     def _read(self, item):
@@ -250,10 +266,12 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         study config is refused by ``mmtk validate`` before any work; ValueError otherwise."""
         self._validate_params()
         check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        check_intensity_range(self.intensity_range)
 
     def _fit(self, decoded) -> None:
         check_fine_tune(self)
         check_preprocess(self.spatial_size, self.pixdim, self.max_resampled_voxels)
+        check_intensity_range(self.intensity_range)
         self.backend_object().fit(self, decoded)
 
     # -- fine-tuning (FineTuneMixin) ------------------------------------------------------

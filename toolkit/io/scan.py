@@ -227,6 +227,34 @@ def check_preprocess(spatial_size, pixdim, limit: int) -> None:
             )
 
 
+def check_intensity_range(intensity_range) -> tuple[float, float] | None:
+    """``None`` or a fixed intensity window ``(a_min, a_max)`` as two finite floats with
+    ``a_min < a_max``; ``ValueError`` otherwise.
+
+    >>> check_intensity_range([-1000, 400])
+    (-1000.0, 400.0)
+    """
+    if intensity_range is None:
+        return None
+    values = tuple(intensity_range) if isinstance(intensity_range, tuple | list) else ()
+    if (
+        len(values) != 2
+        or not all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            for v in values
+        )
+        or not values[0] < values[1]
+    ):
+        raise ValueError(
+            "intensity_range must be None (each volume's 1st/99th percentiles) or two finite "
+            f"numbers (a_min, a_max) with a_min < a_max, e.g. (-1000, 400) for a CT window in "
+            f"Hounsfield units; got {intensity_range!r}"
+        )
+    return float(values[0]), float(values[1])
+
+
 def orient_scan(
     img,
     pixdim: Sequence[float] | None = None,
@@ -290,6 +318,7 @@ def resize_and_scale(
     spatial_size: Sequence[int] = (64, 64, 64),
     percentiles: tuple[float, float] = (1.0, 99.0),
     device=None,
+    intensity_range: tuple[float, float] | None = None,
 ) -> list:
     """The batched half of :func:`preprocess_scan`: resize and intensity-scale volumes.
 
@@ -307,6 +336,9 @@ def resize_and_scale(
     spatial_size : tuple of 3 int
     percentiles : (float, float)
     device : str or torch.device, optional
+    intensity_range : (float, float), optional
+        A fixed window instead of the percentiles (MONAI's ``ScaleIntensityRange``):
+        ``a_min`` maps to 0 and ``a_max`` to 1, clipped, the same for every volume.
 
     Returns
     -------
@@ -316,6 +348,7 @@ def resize_and_scale(
     import torch
 
     size = tuple(int(n) for n in spatial_size)
+    window = check_intensity_range(intensity_range)
     groups: dict[tuple, list[int]] = {}
     for i, v in enumerate(volumes):
         groups.setdefault(tuple(v.shape[-3:]), []).append(i)
@@ -332,7 +365,10 @@ def resize_and_scale(
                 x = torch.nn.functional.interpolate(
                     x, size=size, mode="trilinear", align_corners=False
                 )
-            scaled = _scale_percentiles(x[:, 0], percentiles)
+            if window is None:
+                scaled = _scale_percentiles(x[:, 0], percentiles)
+            else:
+                scaled = _scale_window(x[:, 0], window)
             for i, v in zip(rows[k : k + per], scaled, strict=True):
                 out[i] = v
     return out
@@ -348,6 +384,20 @@ def _scale_percentiles(x, percentiles: tuple[float, float]) -> list:
     a_min = a_min[:, None, None, None]
     scaled = ((x - a_min) / torch.where(span == 0, 1.0, span) * 1.0 + 0.0).clamp(0.0, 1.0)
     x = torch.where(span == 0, x - a_min + 0.0, scaled)
+    return _finite(x)
+
+
+def _scale_window(x, window: tuple[float, float]) -> list:
+    """(B, D, H, W) volumes scaled as MONAI's ``ScaleIntensityRange(a_min, a_max, 0, 1,
+    clip=True)``: one fixed window for every volume."""
+    a_min, a_max = window
+    return _finite(((x - a_min) / (a_max - a_min)).clamp(0.0, 1.0))
+
+
+def _finite(x) -> list:
+    """The volumes of ``x`` (B, D, H, W), a ``ReadError`` in place of a non-finite one."""
+    import torch
+
     finite = torch.isfinite(x).flatten(1).all(dim=1).tolist()
     return [
         x[k]
@@ -365,12 +415,15 @@ def preprocess_scan(
     percentiles: tuple[float, float] = (1.0, 99.0),
     device=None,
     as_tensor: bool = False,
+    intensity_range: tuple[float, float] | None = None,
 ):
     """Orient, resample/resize and scale one channel-first volume; returns (D, H, W) float32.
 
     Multi-channel volumes (e.g. 4-D NIfTI series) are averaged over their channels.
     Intensities are mapped so that the given lower and upper percentiles become 0 and 1
-    (clipped), which makes CT and MR volumes comparable. With ``device`` (e.g. a CUDA
+    (clipped), which makes CT and MR volumes comparable; with ``intensity_range=(a_min,
+    a_max)`` a fixed window maps to [0, 1] instead (clipped; for calibrated intensities such
+    as CT's Hounsfield units, where per-volume scaling would hide how bright a volume is). With ``device`` (e.g. a CUDA
     device) resizing and scaling run there; ``as_tensor=True`` returns the torch tensor
     on that device instead of a numpy array. This is MONAI's per-volume pipeline
     (``Orientation``, ``Spacing``, ``Resize``, ``ScaleIntensityRangePercentiles``); encoders
@@ -380,14 +433,20 @@ def preprocess_scan(
 
     x = orient_scan(img, pixdim=pixdim, orientation=orientation)
     with quiet_monai():
-        from monai.transforms import Resize, ScaleIntensityRangePercentiles
+        from monai.transforms import Resize, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
         if device is not None:
             x = x.to(device)
         if tuple(x.shape[1:]) != tuple(spatial_size):
             x = Resize(spatial_size=tuple(spatial_size), mode="trilinear")(x)
-        lo, hi = percentiles
-        x = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(x)
+        window = check_intensity_range(intensity_range)
+        if window is None:
+            lo, hi = percentiles
+            x = ScaleIntensityRangePercentiles(
+                lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True
+            )(x)
+        else:
+            x = ScaleIntensityRange(*window, b_min=0.0, b_max=1.0, clip=True)(x)
     x = torch.as_tensor(x)[0]
     if not bool(torch.isfinite(x).all()):
         raise ReadError("scan became non-finite after preprocessing; check its intensities")

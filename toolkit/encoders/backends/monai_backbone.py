@@ -179,6 +179,7 @@ class Monai(TorchBackbone):
             items,
             spatial_size=tuple(encoder.spatial_size),
             device=getattr(encoder, "device_", None),
+            intensity_range=encoder.intensity_range,
         )
 
     def stack(self, encoder, batch: list):

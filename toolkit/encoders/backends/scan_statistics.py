@@ -115,7 +115,12 @@ class ScanStatistics(Backend):
         # Same-shape volumes resized and intensity-scaled together on the CPU.
         from toolkit.io.scan import resize_and_scale
 
-        out = resize_and_scale(items, spatial_size=tuple(encoder.spatial_size), device=None)
+        out = resize_and_scale(
+            items,
+            spatial_size=tuple(encoder.spatial_size),
+            device=None,
+            intensity_range=encoder.intensity_range,
+        )
         return [v if isinstance(v, Exception) else v.numpy() for v in out]
 
     def encode(self, encoder, batch: list) -> np.ndarray:
