@@ -81,7 +81,8 @@ def test_defaults_come_from_the_schema():
         8,
         "prefer_simpler",
     )
-    assert out.include_images is True and config.quick is False
+    assert out.include_images is False and out.include_group_ids is False
+    assert config.quick is False
     # defaults() is the default instance as plain data; an instance made in Python agrees
     assert defaults() == {**config.to_dict(), "data": {**config.to_dict()["data"], "source": None}}
     assert StudyConfig().evaluation == EvaluationConfig() == config.evaluation

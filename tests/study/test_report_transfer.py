@@ -95,13 +95,22 @@ def test_metrics_json_flags_the_patient_specific_modality(run):
     assert "within patients" in entry["sentences"][0]
 
 
+def _pseudonyms(preds: pd.DataFrame, column: str) -> pd.Series:
+    """Each row's pseudonym ("patient 1", ...: the patients by their first row, as
+    ``output.include_group_ids: false`` names them in metrics.json and the report)."""
+    first = {g: f"patient {k}" for k, g in enumerate(pd.unique(preds[column]), start=1)}
+    return preds[column].map(first)
+
+
 def test_model_scores_per_patient_come_from_the_study_predictions(run):
-    """The per-group scores are the study's own out-of-fold accuracy on each patient."""
+    """The per-group scores are the study's own out-of-fold accuracy on each patient, who
+    is named by pseudonym (the default, output.include_group_ids: false)."""
     entry = _transfer(run)
     summary = json.loads((run / "metrics.json").read_text())
     label = summary["chosen"]["model"]
-    assert entry["model"]["label"] == label
+    assert entry["model"]["label"] == label and entry["group_ids"] == "pseudonyms"
     preds = pd.read_csv(run / "predictions.csv")
+    preds["patient"] = _pseudonyms(preds, "patient")
     proba = preds[f"{label}_proba"].to_numpy()
     correct = (proba >= 0.5).astype(int) == preds["y_true"].to_numpy()
     per = pd.Series(correct).groupby(preds["patient"]).mean()
@@ -148,11 +157,29 @@ def test_report_shows_the_numbers_of_metrics_json(run):
             f"<tr><td>{f['fold']}</td><td>{f['n_groups']}</td><td>{f['n_rows']}</td>"
             f"<td>{f['score']:.3f}</td></tr>"
         ) in section
-    for g in entry["groups"]:
+    for g in entry["groups"]:  # the fold as stored (from 0), the group by its pseudonym
         assert (
-            f"<tr><td>{g['group']}</td><td>{g['n_rows']}</td><td>{g['fold'] + 1}</td>"
+            f"<tr><td>{g['group']}</td><td>{g['n_rows']}</td><td>{g['fold']}</td>"
             f"<td>{g['score']:.3f}</td></tr>"
         ) in section
+    assert [g["group"] for g in entry["groups"]] == [f"patient {k}" for k in range(1, 11)]
+    assert not re.search(r"\bp\d\b", json.dumps(entry) + section)  # no patient id ('p3')
+
+
+def test_report_folds_are_the_folds_of_metrics_json_and_predictions_csv(run):
+    """A fold number in the report is the same number in metrics.json ("folds_detail",
+    "transfer") and in predictions.csv: all from 0."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    page = (run / "report.html").read_text()
+    preds = pd.read_csv(run / "predictions.csv")
+    detail = metrics["folds_detail"]
+    assert [f["fold"] for f in detail] == sorted(preds["fold"].unique()) == [0, 1, 2, 3]
+    assert [f["fold"] for f in metrics["transfer"]["folds"]] == [0, 1, 2, 3]
+    for f in detail:
+        assert f"<tr><td>{f['fold']}</td><td>{f['n']}</td><td>{f['groups']}</td>" in page
+        assert f["n"] == int((preds["fold"] == f["fold"]).sum())
+        assert f["groups"] == preds.loc[preds["fold"] == f["fold"], "patient"].nunique()
+    assert "Folds are numbered from 0 here and everywhere in the run folder" in page
 
 
 @pytest.mark.parametrize(
@@ -221,7 +248,7 @@ def test_patients_of_one_class_get_brier_per_patient_and_auroc_per_fold(few_visi
     label = entry["model"]["label"]
     preds = pd.read_csv(few_visits / "predictions.csv")
     y, proba = preds["y_true"].to_numpy(), preds[f"{label}_proba"].to_numpy()
-    brier = pd.Series((proba - y) ** 2).groupby(preds["patient_id"]).mean()
+    brier = pd.Series((proba - y) ** 2).groupby(_pseudonyms(preds, "patient_id")).mean()
     scores = {g["group"]: g["score"] for g in entry["groups"]}
     assert scores == pytest.approx(brier.to_dict())
     assert entry["model"]["worst_group"] == brier.idxmax()
@@ -239,6 +266,6 @@ def test_report_explains_why_per_patient_auroc_is_missing(few_visits):
     assert html.escape(entry["groups_note"]) in section
     assert "<p>Per group, brier (lower is better): overall " in section
     worst = sorted(entry["groups"], key=lambda g: -g["score"])[:20]
-    rows = re.findall(r"<tr><td>(P\d\d)</td>", section)
+    rows = re.findall(r"<tr><td>(patient \d+)</td>", section)
     assert rows == [g["group"] for g in worst]  # the 20 worst, worst first
     assert "The 20 worst of 60 scored groups; metrics.json" in section

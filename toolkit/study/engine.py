@@ -198,8 +198,10 @@ def _execute(run: Path, job: _Job) -> None:
         if study.groups is not None and not config.quick:  # a quick run skips it
             log(job.progress, "checking how each modality transfers across groups")
             summary["transfer"] = transfer_summary(
-                plan, results, summary, cache_dir=cache_dir, group_name=_group_column(config, study)
-            )
+                plan, results, summary, cache_dir=cache_dir,
+                group_name=_group_column(config, study),
+                include_group_ids=config.output.include_group_ids,
+            )  # fmt: skip
     out = config.output
     summary["drilldown"] = summarize_drilldown(
         drill, include_text=out.include_text, max_parts=out.drilldown_max_parts
@@ -286,7 +288,9 @@ def _run_folds(run: Path, job: _Job, plan: FoldPlan, cache_dir) -> OutOfFold:
             bar.update(1)
             if bar.disable:  # no terminal: one line per fold for the log
                 log(
-                    job.progress, f"fold {result.fold + 1}/{n_folds} done ({done + 1} of {n_folds})"
+                    job.progress,
+                    f"fold {result.fold} of folds 0-{n_folds - 1} done ({done + 1} of {n_folds} "
+                    "finished)",
                 )
     return results
 
@@ -309,6 +313,16 @@ def _grouped_by(config: StudyConfig, study: Bunch) -> str | None:
 IMAGE_KINDS = ("image", "scan")
 
 
+def shown_drilldown(drill, *, include_images: bool):
+    """The drill-down whose figures the report draws: without ``include_images``
+    (``output.include_images``, false by default) its image and scan modalities are left
+    out, so no picture of a row is drawn (their parts stay listed by name in the table)."""
+    if drill is None or include_images:
+        return drill
+    kept = {n: e for n, e in drill.explanations.items() if drill.kinds[n] not in IMAGE_KINDS}
+    return dataclasses.replace(drill, explanations=kept)
+
+
 def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill) -> None:
     from toolkit.study.report import (
         drilldown_figures,
@@ -324,9 +338,7 @@ def _write_report(run: Path, job: _Job, results: OutOfFold, summary: dict, drill
         values = results.contributions[summary["explained_model"]]
         examples = text_examples(study.frame, study.modalities, values)
     figures = write_figures(run, results, summary)
-    if drill is not None and not config.output.include_images:  # no picture of a row drawn
-        kept = {n: e for n, e in drill.explanations.items() if drill.kinds[n] not in IMAGE_KINDS}
-        drill = dataclasses.replace(drill, explanations=kept)
+    drill = shown_drilldown(drill, include_images=config.output.include_images)
     pictures = drilldown_figures(run, drill, include_text=config.output.include_text)
     write_report(
         run,

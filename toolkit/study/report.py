@@ -24,7 +24,7 @@ from toolkit.study.model_card import vocabulary_paragraph
 from toolkit.study.report_figures import drilldown_figures, text_examples, write_figures
 from toolkit.study.report_labs import labs_section
 from toolkit.study.report_methods import methods_text
-from toolkit.study.transfer import transfer_section
+from toolkit.study.transfer import pseudonym_word, transfer_section
 
 __all__ = [
     "drilldown_figures", "methods_text", "modality_kinds", "text_examples", "write_figures",
@@ -211,7 +211,7 @@ def _drilldown_section(config: StudyConfig, summary: dict, figures) -> str:
                      resolved, f"{r['modality_value']:+.4f}", top])  # fmt: skip
     text = (
         f"<h2>Inside the modalities: drill-down ({html.escape(drill['model'])} fusion, "
-        f"fold {drill['fold'] + 1})</h2>\n<p>Which parts of an item carried its modality's "
+        f"fold {drill['fold']})</h2>\n<p>Which parts of an item carried its modality's "
         "contribution: each part's Owen value; the parts of a row add up to the modality's "
         "Shapley value with missing-modality removal (the column 'modality value'). Parts "
         "may be nested (a scan's 64 blocks in 8, an image's 16 cells in 4: Owen values over "
@@ -310,14 +310,18 @@ def _data_section(config: StudyConfig, summary: dict, n_groups) -> str:
             head += ["target mean"]
         body = []
         for f in folds:
-            row = [str(f["fold"] + 1), str(f["n"])] + ([str(f["groups"])] if "groups" in f else [])
+            row = [str(f["fold"]), str(f["n"])] + ([str(f["groups"])] if "groups" in f else [])
             if "class_counts" in f:
                 row += [str(v) for v in f["class_counts"].values()]
                 row += [f"{f['prevalence']:.1%}"] if f.get("prevalence") is not None else []
             else:
                 row += [f"{f['target_mean']:.3f}"]
             body.append(row)
-        out += "<h3>Test rows per fold (prevalence per fold)</h3>" + _table(head, body)
+        out += (
+            "<h3>Test rows per fold (prevalence per fold)</h3><p>Folds are numbered from 0 "
+            "here and everywhere in the run folder: metrics.json, predictions.csv, "
+            "folds/fold_0.json and the run's progress lines.</p>" + _table(head, body)
+        )
     return out + _missingness_table(summary)
 
 
@@ -446,10 +450,11 @@ def _tripod_section(config: StudyConfig, summary: dict) -> str:
     )
 
 
-def _privacy_section(config: StudyConfig, examples, kinds: dict) -> str:
+def _privacy_section(config: StudyConfig, examples, kinds: dict, grouped_by=None) -> str:
     """What the report holds of the rows themselves: the raw text of each text modality
-    (``output.include_text``) and pictures of rows (``output.include_images``), named by
-    modality; ``kinds`` is {modality: kind} (:func:`modality_kinds`)."""
+    (``output.include_text``), pictures of rows (``output.include_images``), named by
+    modality, and, for a study with groups (``grouped_by``), the group identifiers
+    (``output.include_group_ids``); ``kinds`` is {modality: kind} (:func:`modality_kinds`)."""
     out, text = config.output, [n for n, k in kinds.items() if k == "text"]
     pictures = [n for n, k in kinds.items() if k in ("image", "scan")]
     parts = []
@@ -469,6 +474,19 @@ def _privacy_section(config: StudyConfig, examples, kinds: dict) -> str:
             if out.include_images
             else f"Pictures of rows ({names}) are withheld (output.include_images: false); "
             "their parts are listed by name only."
+        )
+    if grouped_by:
+        column = config.data.groups
+        ids = f"Group identifiers (the '{column}' column)" if column else "Group identifiers"
+        word = pseudonym_word(column or "group")
+        parts.append(
+            f"{ids} are shown in this report and metrics.json (output.include_group_ids: "
+            "true; set it to false to show pseudonyms)."
+            if out.include_group_ids
+            else f"{ids} are withheld from this report and metrics.json "
+            f"(output.include_group_ids: false): groups are named '{word} 1', '{word} 2', ... "
+            "in the order of their first row in the data; predictions.csv keeps each row's "
+            "group as given."
         )
     html_text = html.escape(" ".join(parts))
     if examples:
@@ -524,7 +542,7 @@ def write_report(
         _headline_section(config, summary),
         _data_section(config, summary, n_groups),
         f"<h2>Methods</h2><p>{methods_text(config, summary, grouped_by=grouped_by)}</p>"
-        f"<p>{_privacy_section(config, text_examples, modality_kinds or {})}</p>"
+        f"<p>{_privacy_section(config, text_examples, modality_kinds or {}, grouped_by)}</p>"
         + vocabulary_paragraph(config, summary),
         _metrics_section(config, summary),
         _comparison_section(summary),

@@ -287,8 +287,9 @@ class OutputConfig:
 
     report: bool = option(True, _bool)
     save_model: bool = option(True, _bool)
-    include_text: bool = option(False, _bool)
-    include_images: bool = option(True, _bool)  # false: no picture of a row in the report
+    include_text: bool = option(False, _bool)  # true: words of the rows in the report
+    include_images: bool = option(False, _bool)  # true: pictures of rows in the report
+    include_group_ids: bool = option(False, _bool)  # true: group ids, not pseudonyms
     interactions: bool = option(True, _bool)
     intervals: bool = option(True, _bool)
     drilldown_rows: int = option(

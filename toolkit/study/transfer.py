@@ -7,14 +7,26 @@ flag and a sentence), and the chosen model's score on each held-out group, read 
 study's own out-of-fold predictions (its folds hold out whole groups), so no model is
 refitted for it. :func:`transfer_section` renders that entry as HTML: the report shows
 the numbers of ``metrics.json``, formatted, and nothing else.
+
+Folds are numbered from 0, as everywhere in a run folder (``predictions.csv``'s ``fold``
+column, ``folds/fold_0.json``, ``metrics.json``'s ``folds_detail``): the entry's ``"folds"``
+and each group's ``"fold"`` are those numbers, and the report shows them unchanged.
+
+Group identifiers (e.g. patient ids) are withheld unless ``output.include_group_ids`` is
+true: :func:`pseudonyms` names each group "patient 1", "patient 2", ... in the order of
+its first row in the data (the row order of ``predictions.csv``), and the entry, its
+sentences and the report use those names. The scores are the same either way: they are
+computed on the real groups, and only the names are replaced.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import re
 
 import numpy as np
+import pandas as pd
 
 from toolkit.diagnostics import group_scores, group_transfer
 from toolkit.diagnostics.result import plain, scorer
@@ -49,7 +61,53 @@ def _model_label(summary: dict, results) -> str:
     return chosen if chosen in results.models else summary["best_strategy"]
 
 
-def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name=None) -> dict:
+def pseudonym_word(column: str | None) -> str:
+    """The word of a group's pseudonym for the groups' column: 'patient' ('patient_id'),
+    'speaker' ('speaker'), else 'group' (the singular of :func:`_plural`)."""
+    return _plural(column)[:-1]
+
+
+def pseudonyms(groups, group_name: str) -> dict:
+    """{group: pseudonym}: "patient 1", "patient 2", ... (the singular of ``group_name``,
+    the plural of :func:`_plural`) in the order of each group's first row in ``groups``
+    (the data's row order), so the same data always gets the same names."""
+    word = group_name[:-1] if group_name.endswith("s") else group_name
+    order = pd.unique(pd.Series(np.asarray(groups, dtype=object)))
+    return {plain(g): f"{word} {k}" for k, g in enumerate(order, start=1)}
+
+
+def _rename(held_out: dict, names: dict) -> dict:
+    """``held_out`` (of :func:`_held_out`) with every group named by ``names``: the table,
+    ordered by pseudonym ("patient 1" first), and the model's worst and best group."""
+    table = held_out["table"].rename(index=names)
+    number = {name: k for k, name in enumerate(names.values())}
+    table = table.iloc[np.argsort([number[g] for g in table.index], kind="stable")]
+    model = dict(held_out["model"])
+    for key in ("worst_group", "best_group"):
+        if model.get(key) is not None:
+            model[key] = names[model[key]]
+    return {**held_out, "table": table, "model": model}
+
+
+#: Where a refusal of :func:`group_transfer` quotes a group: "one group only ('p07')",
+#: "occurs in group 'p07' only" (a string group quoted, a number as it is).
+_QUOTED_GROUP = re.compile(r"(group only \(|in group )('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s)]+)")
+
+
+def _withhold_ids(reason: str, names: dict) -> str:
+    """A refusal of :func:`group_transfer` with every group it quotes ('p07') replaced by
+    its pseudonym ('patient 7')."""
+    by_repr = {repr(group): repr(name) for group, name in names.items()}
+    reason = _QUOTED_GROUP.sub(lambda m: m[1] + by_repr.get(m[2], m[2]), reason)
+    for group, name in by_repr.items():
+        if group[:1] in "'\"":  # a quoted (string) group anywhere else; numbers are not
+            reason = reason.replace(group, name)  # searched for (they would match counts)
+    return reason
+
+
+def transfer_summary(
+    plan, results, summary: dict, *, cache_dir=None, group_name=None, include_group_ids=False
+) -> dict:
     """The ``"transfer"`` entry of a grouped study's ``metrics.json``.
 
     Parameters
@@ -65,6 +123,10 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
     group_name : str, optional
         The groups' column: the sentences call a group by it ('speaker' -> 'speakers';
         'groups' when it is not a plain word).
+    include_group_ids : bool, default=False
+        ``output.include_group_ids``: name each group by its identifier in the data; by
+        default by its pseudonym (:func:`pseudonyms`: "patient 1", ... by first
+        appearance). ``"group_ids"`` says which ("given" or "pseudonyms").
 
     Returns
     -------
@@ -75,22 +137,28 @@ def transfer_summary(plan, results, summary: dict, *, cache_dir=None, group_name
     """
     metric, note = _metric(summary["primary_metric"], plan.classification)
     name = _plural(group_name)
+    names = None if include_group_ids else pseudonyms(plan.groups, name)
+    ids = {"group_ids": "given" if include_group_ids else "pseudonyms"}
     estimator = plan.model(plan.modalities, memory=cache_dir)
-    try:
+    try:  # on the real groups: the folds, and so the scores, do not depend on the names
         check = group_transfer(
             estimator, plan.frame, plan.y, plan.groups, cv=int(summary["folds"]),
             scoring=metric, model=False, group_name=name,
             random_state=plan.seed,
         )  # fmt: skip
     except ValueError as exc:
-        return {"computed": False, "reason": str(exc)}
+        reason = str(exc) if names is None else _withhold_ids(str(exc), names)
+        return {"computed": False, "reason": reason, **ids}
     label = _model_label(summary, results)
     held_out = _held_out(results, label, metric, plan.classification, name)
+    if names is not None:
+        held_out = _rename(held_out, names)
     check = dataclasses.replace(check, groups=held_out.pop("table"), model=held_out.pop("model"))
     return {
         "computed": True,
         **check.to_dict(),
         **held_out,
+        **ids,
         "group_column": group_name,
         "model_source": "the study's out-of-fold predictions (folds hold out whole groups)",
         "note": note,
@@ -110,7 +178,8 @@ def _held_out(results, label: str, metric: str, classification: bool, gn: str) -
     hold one class), the per-group table shows the Brier score (classification) or the
     mean absolute error (regression) instead, and ``groups_note`` says why."""
     output, groups, fold_of = results.models[label], results.groups, results.fold_of
-    folds = [(None, np.flatnonzero(fold_of == k)) for k in np.unique(fold_of)]
+    ids = np.unique(fold_of)  # the study's fold numbers (from 0, as in predictions.csv)
+    folds = [(None, np.flatnonzero(fold_of == k)) for k in ids]
     table, model = group_scores(
         results.y, output, groups, scoring=metric, folds=folds, label=label
     )  # fmt: skip
@@ -127,12 +196,13 @@ def _held_out(results, label: str, metric: str, classification: bool, gn: str) -
             f"{unscored} of {len(table)} {gn} could not be scored by {_WORDS.get(metric, metric)} "
             "(too few rows, or one class only); they are left out of the table."
         )
+    table["fold"] = ids[table["fold"].to_numpy()]  # group_scores numbers ``folds`` by position
     return {
         "table": table,
         "model": model,
         "groups_metric": per_group,
         "groups_note": note,
-        "folds": _fold_scores(results, output, folds, metric, classification),
+        "folds": _fold_scores(results, output, ids, folds, metric, classification),
     }
 
 
@@ -150,17 +220,18 @@ def _unscored_note(table, metric: str, per_group: str, classification: bool, gn:
     )
 
 
-def _fold_scores(results, output, folds, metric: str, classification: bool) -> list[dict]:
-    """The model's ``metric`` on each fold of held-out groups (each pools whole groups)."""
+def _fold_scores(results, output, ids, folds, metric: str, classification: bool) -> list[dict]:
+    """The model's ``metric`` on each fold of held-out groups (each pools whole groups);
+    ``ids`` are the folds' numbers in the study (from 0)."""
     fn = scorer(metric, True, classification)[1]
     return [
         {
-            "fold": k + 1,
+            "fold": int(k),
             "n_rows": len(rows),
             "n_groups": len(np.unique(results.groups[rows])),
             "score": plain(fn(results.y[rows], output[rows])),
         }
-        for k, (_, rows) in enumerate(folds)
+        for k, (_, rows) in zip(ids, folds, strict=True)
     ]
 
 
@@ -205,7 +276,7 @@ def _group_rows(entry: dict) -> tuple[list[list[str]], str]:
     higher = entry["model"].get("greater_is_better", True)
     scored.sort(key=lambda g: g["score"], reverse=not higher)
     rows = [
-        [html.escape(str(g["group"])), str(g["n_rows"]), str(g["fold"] + 1), _num(g["score"])]
+        [html.escape(str(g["group"])), str(g["n_rows"]), str(g["fold"]), _num(g["score"])]
         for g in scored[:_SHOWN_GROUPS]
     ]
     caption = ""
@@ -227,7 +298,10 @@ def _model_part(entry: dict) -> str:
     )
     folds = entry.get("folds") or []
     if folds:
-        text += f"<p>{metric} on each fold of held-out {gn} (each fold pools whole {gn}):</p>"
+        text += (
+            f"<p>{metric} on each fold of held-out {gn} (each fold pools whole {gn}; folds "
+            "are numbered from 0, as in metrics.json and predictions.csv):</p>"
+        )
         text += _table(
             ["fold", gn, "rows", metric],
             [[str(f["fold"]), str(f["n_groups"]), str(f["n_rows"]), _num(f["score"])]
@@ -247,7 +321,25 @@ def _model_part(entry: dict) -> str:
         f"over {model['n_groups']} scored groups.</p>"
     )
     rows, caption = _group_rows(entry)
-    return text + _table(["group", "rows", "fold", per], rows) + caption
+    return text + _table(["group", "rows", "fold", per], rows) + caption + _names_note(entry)
+
+
+def _names_note(entry: dict) -> str:
+    """How the groups are named: by pseudonym (the default) or by their identifiers ("" for
+    an entry that does not say)."""
+    gn = html.escape(entry["group_name"])
+    if entry.get("group_ids") not in ("given", "pseudonyms"):
+        return ""
+    if entry["group_ids"] == "given":
+        return (
+            f"<p>{gn.capitalize()} are named by their identifiers in the data "
+            "(output.include_group_ids: true; set it to false to name them by pseudonym).</p>"
+        )
+    return (
+        f"<p>{gn.capitalize()} are named by pseudonym, numbered in the order of their first "
+        "row in the data (the row order of predictions.csv); their identifiers are withheld "
+        "(output.include_group_ids: false).</p>"
+    )
 
 
 def transfer_section(summary: dict) -> str:
