@@ -202,7 +202,9 @@ def _held_out(results, label: str, metric: str, classification: bool, gn: str) -
         "model": model,
         "groups_metric": per_group,
         "groups_note": note,
-        "folds": _fold_scores(results, output, ids, folds, metric, classification),
+        "folds": _fold_scores(
+            results, output, zip(ids, folds, strict=True), metric, classification
+        ),
     }
 
 
@@ -220,9 +222,9 @@ def _unscored_note(table, metric: str, per_group: str, classification: bool, gn:
     )
 
 
-def _fold_scores(results, output, ids, folds, metric: str, classification: bool) -> list[dict]:
+def _fold_scores(results, output, numbered, metric: str, classification: bool) -> list[dict]:
     """The model's ``metric`` on each fold of held-out groups (each pools whole groups);
-    ``ids`` are the folds' numbers in the study (from 0)."""
+    ``numbered`` pairs each fold's number in the study (from 0) with its (train, test)."""
     fn = scorer(metric, True, classification)[1]
     return [
         {
@@ -231,7 +233,7 @@ def _fold_scores(results, output, ids, folds, metric: str, classification: bool)
             "n_groups": len(np.unique(results.groups[rows])),
             "score": plain(fn(results.y[rows], output[rows])),
         }
-        for k, (_, rows) in zip(ids, folds, strict=True)
+        for k, (_, rows) in numbered
     ]
 
 
