@@ -71,7 +71,7 @@ def test_tables_are_found_by_their_encoder_and_the_section_shows_the_numbers(coh
         "skipped": {"admission": "it has 12 columns"},
     }  # fmt: skip
     page = labs_section({"labs": labs})
-    assert "<h2>Inside the tables: each column's share (late fusion, fold 2)</h2>" in page
+    assert "<h2>Inside the tables: each column's share (late fusion, fold 1)</h2>" in page
     assert "inflammation <small>(crp, wbc)</small>" in page
     first = stats["ranked_first"]["inflammation"]
     assert f"<td>{first:.0%}</td>" in page
@@ -80,9 +80,9 @@ def test_tables_are_found_by_their_encoder_and_the_section_shows_the_numbers(coh
     # the saved model, a table alone, gets its own tables after the explained strategy's
     saved = {**labs, "model": "labs only", "rows": [], "skipped": {}}
     page = labs_section({"labs": {**labs, "saved": saved}})
-    assert page.index("(late fusion, fold 2)") < page.index("<h3>The saved model: labs only</h3>")
+    assert page.index("(late fusion, fold 1)") < page.index("<h3>The saved model: labs only</h3>")
     alone = labs_section({"labs": {"saved": saved}})
-    assert "(labs only, the saved model, fold 2)</h2>" in alone
+    assert "(labs only, the saved model, fold 1)</h2>" in alone
 
 
 def test_run_labs_explains_the_saved_table_alone_or_the_strategy(cohort):

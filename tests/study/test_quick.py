@@ -127,10 +127,8 @@ def test_images_withheld_and_text_named_by_its_modality(diagnosis, sentiment):
     shown = (sentiment / "report.html").read_text()
     assert "Raw text of &#x27;text&#x27; is not included in this report" in shown
     assert "note text" not in shown
-    # sentiment.yaml does not set output.include_images: no face is drawn (the default)
-    withheld = "Pictures of rows (&#x27;face&#x27;) are withheld (output.include_images: false)"
-    assert withheld in shown
-    assert not list(sentiment.glob("drilldown_face_*.png"))
+    # sentiment.yaml's faces are generated and it asks for them (output.include_images: true)
+    assert "Pictures of rows (&#x27;face&#x27;) are shown" in shown
     drilled = json.loads((sentiment / "metrics.json").read_text())["drilldown"]["records"]
-    assert "face" in {r["modality"] for r in drilled}  # drilled, listed by name, not drawn
+    assert "face" in {r["modality"] for r in drilled}
     assert list(sentiment.glob("drilldown_audio_*.png"))  # not a picture of the row: drawn

@@ -406,7 +406,7 @@ def _check_fold_classes(config: StudyConfig, splits, y, classes, groups) -> None
         missing = np.setdiff1d(np.arange(len(classes)), y[train])
         if len(missing):
             raise ConfigError(
-                f"evaluation.cv: fold {k + 1}'s training rows have no row of class "
+                f"evaluation.cv: fold {k}'s training rows have no row of class "
                 f"{classes.tolist()[missing[0]]!r}; use fewer folds or add rows of that class"
             )
         found = None if groups is None else class_in_one_group(np.asarray(groups)[train], y[train])
@@ -415,7 +415,7 @@ def _check_fold_classes(config: StudyConfig, splits, y, classes, groups) -> None
         c, group, n, _ = found
         n_groups = len(pd.unique(np.asarray(groups)[y == c]))
         raise ConfigError(  # fmt: skip
-            f"evaluation.cv: fold {k + 1}'s training rows have all {n} rows of class "
+            f"evaluation.cv: fold {k}'s training rows have all {n} rows of class "
             f"{classes.tolist()[c]!r} in one group ({group!r}): the class occurs in only "
             f"{n_groups} groups, too few for grouped folds (the models' inner CV keeps groups "
             "apart too, so it cannot fit and test that class). Add groups (patients, speakers) "

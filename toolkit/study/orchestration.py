@@ -229,7 +229,7 @@ def encode_fold(plan: FoldPlan, k: int, train, test, cache_dir) -> FoldData:
     y_train, groups = plan.y[train], plan.fit_groups(train)
     parts = {"train": [], "test": []}
     try:
-        bar = progress(plan.modalities, desc=f"fold {k + 1}: encoding", verbose=plan.verbose)
+        bar = progress(plan.modalities, desc=f"fold {k}: encoding", verbose=plan.verbose)
         for spec in bar:
             bar.set_postfix_str(spec[0], refresh=False)
             encoder = plan.model([spec], memory=EmbeddingCache(cache_dir))

@@ -77,7 +77,7 @@ def labs_section(summary: dict) -> str:
     model = f"{first['model']}, the saved model" if single else f"{first['model']} fusion"
     text = (
         f"<h2>Inside the tables: each column's share ({html.escape(model)}, "
-        f"fold {first['fold'] + 1})</h2>\n<p>Exact Owen values of the columns of each tabular "
+        f"fold {first['fold']})</h2>\n<p>Exact Owen values of the columns of each tabular "
         "modality on every test row of the fold: a column left out takes other test rows' "
         "values (the output averaged over them), so a normal value counts against what high "
         "values support and a column the model does not use gets about 0. A row's presence "

@@ -235,7 +235,7 @@ def _drilldown_phrase(config: StudyConfig, summary: dict) -> str:
             return "Drill-down was not computed (output.drilldown_rows: 0)."
         return ""
     return (
-        f"Drill-down: on {len(drill['rows'])} test rows of fold {drill['fold'] + 1} (the most "
+        f"Drill-down: on {len(drill['rows'])} test rows of fold {drill['fold']} (the most "
         "confident correct (two classes: true positives first) and incorrect ones, alternately; "
         "regression: the best and worst "
         f"predicted), the {html.escape(drill['model'])} model refitted as in that fold; each "
