@@ -140,6 +140,37 @@ def test_auto_fits_each_modality_head_once_per_inner_fold(task, monkeypatch):
     assert len(calls) <= (auto.cv + 1) * one_early
 
 
+def test_auto_makes_each_inner_split_once_and_predicts_as_without_sharing(task, monkeypatch):
+    """Inside auto every candidate splits the same rows alike: each distinct split is made
+    once (``shared_folds``), and the fitted model is the one made without sharing."""
+    import contextlib
+
+    from toolkit import model_selection
+
+    emb, y, groups, new_emb, _ = task
+    made, original = [], model_selection._inner_folds
+    monkeypatch.setattr(
+        model_selection, "_inner_folds", lambda *a: made.append(a[2:]) or original(*a)
+    )
+    asked = []
+    public = model_selection.inner_folds
+    for module in (_heads, model_selection):
+        monkeypatch.setattr(module, "inner_folds", lambda *a: asked.append(1) or public(*a))
+    auto = AutoFusion(candidates=["early", "late"], random_state=0)
+    shared = auto.fit(emb, y, n_classes=N_CLASSES, groups=groups).predict_output(new_emb)
+    assert 0 < len(made) < len(asked)  # splits asked for again were handed back
+    with model_selection.shared_folds():
+        a = model_selection.inner_folds(y, groups, 3, True, 0)
+        b = model_selection.inner_folds(y, groups, 3, True, 0)
+        assert a[0][0] is b[0][0] and not a[0][0].flags.writeable
+        assert model_selection.inner_folds(y, groups, 3, True, 1)[0][0] is not a[0][0]
+    assert model_selection.inner_folds(y, groups, 3, True, 0)[0][0] is not a[0][0]
+    monkeypatch.setattr(model_selection, "shared_folds", contextlib.nullcontext)
+    alone = AutoFusion(candidates=["early", "late"], random_state=0)
+    alone = alone.fit(emb, y, n_classes=N_CLASSES, groups=groups).predict_output(new_emb)
+    np.testing.assert_array_equal(shared, alone)
+
+
 def test_auto_never_calls_the_encoders(monkeypatch):
     emb, y, _ = people(2, n_groups=6, per_group=20)
     df = pd.DataFrame(np.hstack([emb.blocks["voice"], emb.blocks["look"]]))

@@ -133,12 +133,16 @@ def shared_heads():
     design, target, groups, folds and seed) is fitted once.
 
     ``fusion="auto"`` uses it: on each inner fold, late fusion's per-modality heads, early
-    fusion's block scales and the single-modality candidates are the same heads. Outside
-    the block nothing is kept, so separate fits never share state.
+    fusion's block scales and the single-modality candidates are the same heads; the inner
+    splits of the same rows are made once as well (:func:`toolkit.model_selection.
+    shared_folds`). Outside the block nothing is kept, so separate fits never share state.
     """
+    from toolkit.model_selection import shared_folds
+
     token = _MEMO.set(OrderedDict() if _MEMO.get() is None else _MEMO.get())
     try:
-        yield
+        with shared_folds():  # the inner splits of the same rows, made once too
+            yield
     finally:
         _MEMO.reset(token)
 
