@@ -129,4 +129,30 @@ def fit_stacker(feats: np.ndarray, y: np.ndarray, n_classes: int, n_mod: int, fo
     sizes = np.array([len(test) for _, test in folds], dtype=float)
     chosen = prior_unless_clearly_better(losses, "equal", sizes)
     mean = {name: float(v @ (sizes / sizes.sum())) for name, v in losses.items()}
-    return _fit_one(chosen, feats, y, n_mod, seed), chosen, mean
+    model = _fit_one(chosen, feats, y, n_mod, seed)
+    if chosen == "full" and _inverts(model, n_mod, feats.shape[1] // n_mod):
+        # evidence for a class counted against it: held-out folds whose class balance
+        # differs from their training rows (a group of one class held out) can make the
+        # pooled out-of-fold evidence anti-correlated with the labels; such a stacker
+        # turns the heads' ranking upside down on new rows. Keep one that cannot.
+        rest = {name: v for name, v in losses.items() if name != "full"}
+        chosen = prior_unless_clearly_better(rest, "equal", sizes)
+        model = _fit_one(chosen, feats, y, n_mod, seed)
+    return model, chosen, mean
+
+
+def _inverts(model, n_mod: int, width: int) -> bool:
+    """Whether a fitted ``LogisticRegression`` stacker counts some modality's evidence for a
+    class against that class: a negative log-odds weight (binary), or a class's logit
+    weight on its own evidence below the mean of the other classes' weights on it."""
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    if width == 1:
+        return bool((coef[0] < 0).any())
+    classes = np.asarray(model.classes_).astype(int)
+    for m in range(n_mod):
+        for j, c in enumerate(classes):
+            column = coef[:, m * width + c]
+            others = np.delete(column, j)
+            if len(others) and column[j] < others.mean():
+                return True
+    return False
