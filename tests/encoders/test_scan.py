@@ -221,7 +221,7 @@ def test_the_window_matches_monai_and_is_checked():
             torch.from_numpy(v)[None], (8, 8, 8), orientation=None, intensity_range=(-1000, 400)
         )
         np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
-    for bad in ((1.0, 1.0), (2.0, 1.0), (0.0,), (0.0, float("nan")), (True, 2.0)):
+    for bad in ((1.0, 1.0), (2.0, 1.0), (0.0,), (0.0, float("nan")), (True, 2.0), (-1e39, 1e39)):
         with pytest.raises(ValueError, match=r"intensity_range must be None .* a_min < a_max"):
             ScanEncoder(spatial_size=(8, 8, 8), intensity_range=bad).check_settings()
     with pytest.raises(ValueError, match=r"'intensity_range' parameter .* 'tuple'"):
@@ -230,3 +230,37 @@ def test_the_window_matches_monai_and_is_checked():
     enc = ScanEncoder(spatial_size=(8, 8, 8))
     del enc.intensity_range
     assert enc.get_params()["intensity_range"] is None
+
+
+def test_a_drill_down_hands_masked_volumes_back_in_the_window_s_units():
+    """A masked volume goes back to the encoder in the units it reads: with a CT window,
+    the volume with every block kept encodes as the original, and the same volume in other
+    units with the window scaled alike gives the same features for every masking."""
+    from toolkit.explain import ScanBlocks
+
+    ct = np.full((16, 16, 16), -1000.0, np.float32)
+    ct[2:14, 2:14, 2:14] = 40.0
+    ct[4:8, 4:8, 4:8] = 300.0  # a lesion in block z1y1x1
+    enc = ScanEncoder(spatial_size=(16, 16, 16), intensity_range=(-1000, 400), progress=False)
+    enc.fit([ct])
+    masker = ScanBlocks((2, 2, 2), subdivide=2, fill="blur")
+    parts = masker.split(ct, enc)
+    full = masker.mask(parts, np.ones(64, bool))
+    np.testing.assert_allclose(enc.read_item(full), enc.read_item(ct), atol=1e-5)
+    np.testing.assert_allclose(enc.transform([full]), enc.transform([ct]), rtol=1e-5, atol=1e-5)
+    # the same scan in units 1000x larger, the window too: the same masked features
+    big = ScanEncoder(spatial_size=(16, 16, 16), intensity_range=(-1e6, 4e5), progress=False)
+    big.fit([ct * 1000])
+    big_parts = masker.split(ct * 1000, big)
+    keep = np.random.default_rng(0).random(64) < 0.5
+    np.testing.assert_allclose(
+        big.transform([masker.mask(big_parts, keep)]),
+        enc.transform([masker.mask(parts, keep)]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    lesion = parts.labels.index("z1y1x1")
+    no_lesion = np.ones(64, bool)
+    no_lesion[lesion] = False
+    assert enc.read_item(ct)[4:8, 4:8, 4:8].min() > 0.9  # (300 + 1000) / 1400
+    assert enc.read_item(masker.mask(parts, no_lesion))[4:8, 4:8, 4:8].max() < 0.85  # blurred

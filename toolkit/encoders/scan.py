@@ -249,6 +249,16 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
             intensity_range=self.intensity_range,
         )
 
+    def restore_item(self, item: np.ndarray) -> np.ndarray:
+        """A read volume in [0, 1] (or a drill-down's masked copy) mapped back to the units
+        of ``intensity_range``, which reading maps to [0, 1] again; unchanged without a
+        window (each volume's percentiles map a read volume to itself)."""
+        window = check_intensity_range(self.intensity_range)
+        if window is None:
+            return item
+        lo, hi = window
+        return (np.asarray(item, dtype=np.float64) * (hi - lo) + lo).astype(np.float32)
+
     def _read(self, item):
         # Per volume: load, check, orient and resample (CPU); _finish_reads resizes and
         # scales the chunk's volumes together.

@@ -334,10 +334,12 @@ class ScanBlocks:
     coarse to fine, and a masked block takes the baseline ``fill``.
 
     The volume is read and preprocessed as the encoder does (orientation, resizing to
-    ``spatial_size``, 1st/99th-percentile intensity scaling to [0, 1]) and cut into a
-    ``blocks`` grid, each block again into ``subdivide`` (an Owen hierarchy); the parts are the
-    fine blocks, labelled by their position in the fine grid (``"z0y3x1"``). A masked
-    volume is handed back to the encoder, which scales its intensities again.
+    ``spatial_size``, intensity scaling to [0, 1]) and cut into a ``blocks`` grid, each
+    block again into ``subdivide`` (an Owen hierarchy); the parts are the fine blocks,
+    labelled by their position in the fine grid (``"z0y3x1"``). A masked volume is handed
+    back to the encoder in the units it reads (``restore_item``: a fixed intensity window's
+    units; with per-volume percentiles the [0, 1] volume itself, which they map (nearly) to
+    itself).
 
     Parameters
     ----------
@@ -379,7 +381,7 @@ class ScanBlocks:
         coarse, split = self._grid()
         return math.prod(coarse) * math.prod(split)
 
-    def split_item(self, volume: np.ndarray) -> Parts:
+    def split_item(self, volume: np.ndarray, restore=None) -> Parts:
         coarse, split = self._grid()
         fine = tuple(c * s for c, s in zip(coarse, split, strict=True))
         size = tuple(n / f for n, f in zip(volume.shape, fine, strict=True))
@@ -387,6 +389,7 @@ class ScanBlocks:
             volume,
             [f"z{i}y{j}x{k}" for i, j, k in np.ndindex(*fine)],
             cells(volume.shape, fine, "scan volume"),
+            restore,
             groups=grid_groups(coarse, split),
             background=background(volume, self.fill, size),
         )
@@ -396,14 +399,14 @@ class ScanBlocks:
         check_fill(self.fill)
         self._grid()
         if encoder is None:
-            volume = np.asarray(item, dtype=np.float32)
-        else:
-            volume = encoder.read_item(item)
-        return self.split_item(volume)
+            return self.split_item(np.asarray(item, dtype=np.float32))
+        return self.split_item(encoder.read_item(item), encoder.restore_item)
 
     def mask(self, parts: Parts, keep) -> np.ndarray:
-        """The volume with the blocks not kept set to the baseline."""
-        return _masked(parts, keep)
+        """The volume with the blocks not kept set to the baseline, in the units the encoder
+        reads (a fixed intensity window's: ``ScanEncoder.restore_item``)."""
+        out = _masked(parts, keep)
+        return out if parts.restore is None else parts.restore(out)
 
     def summary(self, parts: Parts) -> np.ndarray:
         return np.array([float(parts.item[b].mean()) for b in parts.regions])

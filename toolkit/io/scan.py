@@ -246,11 +246,12 @@ def check_intensity_range(intensity_range) -> tuple[float, float] | None:
             for v in values
         )
         or not values[0] < values[1]
+        or not float(values[1]) - float(values[0]) < float(np.finfo(np.float32).max)
     ):
         raise ValueError(
             "intensity_range must be None (each volume's 1st/99th percentiles) or two finite "
-            f"numbers (a_min, a_max) with a_min < a_max, e.g. (-1000, 400) for a CT window in "
-            f"Hounsfield units; got {intensity_range!r}"
+            f"numbers (a_min, a_max) with a_min < a_max and a span within float32's range, "
+            f"e.g. (-1000, 400) for a CT window in Hounsfield units; got {intensity_range!r}"
         )
     return float(values[0]), float(values[1])
 
