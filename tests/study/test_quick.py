@@ -127,8 +127,8 @@ def test_images_withheld_and_text_named_by_its_modality(diagnosis, sentiment):
     shown = (sentiment / "report.html").read_text()
     assert "Raw text of &#x27;text&#x27; is not included in this report" in shown
     assert "note text" not in shown
-    # sentiment.yaml's faces are generated and it asks for them (output.include_images: true)
-    assert "Pictures of rows (&#x27;face&#x27;) are shown" in shown
+    # sentiment.yaml's rows are generated and it asks for them (output.include_images: true)
+    assert "Pictures of rows (&#x27;audio&#x27;, &#x27;face&#x27;) are shown" in shown
     drilled = json.loads((sentiment / "metrics.json").read_text())["drilldown"]["records"]
     assert "face" in {r["modality"] for r in drilled}
-    assert list(sentiment.glob("drilldown_audio_*.png"))  # not a picture of the row: drawn
+    assert list(sentiment.glob("drilldown_audio_*.png"))  # a clip's waveform: drawn on request

@@ -188,6 +188,15 @@ def test_a_refusal_names_the_group_by_its_pseudonym():
         "groups holds one group only ('patient 1'); holding out groups needs at least 2 (better "
         "5 or more)"
     )
+    # a class in one numeric group (the estimators' refusal): renamed too
+    from toolkit.study.transfer import _withhold_ids, pseudonyms
+
+    ids = np.repeat([10004235, 10009628, 10018081], 20)
+    said = _withhold_ids(
+        "groups: all 20 rows of class 1 are in one group (10004235); give groups",
+        pseudonyms(ids, "patients"),
+    )
+    assert "10004235" not in said and "in one group ('patient 1')" in said and "all 20" in said
 
 
 @pytest.mark.parametrize("shown", [False, True])
@@ -238,6 +247,10 @@ def test_pictures_of_rows_only_with_include_images_true(output, pictures):
     assert config.output.include_group_ids is False and config.output.include_text is False
     drill = shown_drilldown(_scan_and_lab_drill(), include_images=config.output.include_images)
     assert sorted(drill.explanations) == (["lab", "scan"] if pictures else ["lab"])
+    full = _scan_and_lab_drill()
+    voice = dataclasses.replace(full, kinds={**full.kinds, "scan": "audio"})  # a clip's waveform
+    kept = shown_drilldown(voice, include_images=config.output.include_images).explanations
+    assert sorted(kept) == (["lab", "scan"] if pictures else ["lab"])
     note = _privacy_section(config, [], {"scan": "scan", "lab": "table"})
     if pictures:
         assert note.startswith("Pictures of rows (&#x27;scan&#x27;) are shown in the drill-down")

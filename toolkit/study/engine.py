@@ -308,18 +308,16 @@ def _grouped_by(config: StudyConfig, study: Bunch) -> str | None:
     return config.data.groups or "the data source's groups"
 
 
-#: Drill-down kinds whose figures show a picture of the row (withheld with
-#: ``output.include_images: false``).
-IMAGE_KINDS = ("image", "scan")
-
-
 def shown_drilldown(drill, *, include_images: bool):
     """The drill-down whose figures the report draws: without ``include_images``
-    (``output.include_images``, false by default) its image and scan modalities are left
-    out, so no picture of a row is drawn (their parts stay listed by name in the table)."""
+    (``output.include_images``, false by default) its image, scan and audio modalities are
+    left out, so no picture of a row (an image, a scan slice, a clip's waveform) is drawn
+    (their parts stay listed by name in the table)."""
+    from toolkit.study.report import PICTURE_KINDS
+
     if drill is None or include_images:
         return drill
-    kept = {n: e for n, e in drill.explanations.items() if drill.kinds[n] not in IMAGE_KINDS}
+    kept = {n: e for n, e in drill.explanations.items() if drill.kinds[n] not in PICTURE_KINDS}
     return dataclasses.replace(drill, explanations=kept)
 
 

@@ -450,13 +450,18 @@ def _tripod_section(config: StudyConfig, summary: dict) -> str:
     )
 
 
+#: Drill-down kinds whose figures draw the row itself (a picture, a scan slice, a clip's
+#: waveform): drawn only with ``output.include_images: true``.
+PICTURE_KINDS = ("image", "scan", "audio")
+
+
 def _privacy_section(config: StudyConfig, examples, kinds: dict, grouped_by=None) -> str:
     """What the report holds of the rows themselves: the raw text of each text modality
     (``output.include_text``), pictures of rows (``output.include_images``), named by
     modality, and, for a study with groups (``grouped_by``), the group identifiers
     (``output.include_group_ids``); ``kinds`` is {modality: kind} (:func:`modality_kinds`)."""
     out, text = config.output, [n for n, k in kinds.items() if k == "text"]
-    pictures = [n for n, k in kinds.items() if k in ("image", "scan")]
+    pictures = [n for n, k in kinds.items() if k in PICTURE_KINDS]
     parts = []
     if text:
         names = ", ".join(f"'{n}'" for n in text)

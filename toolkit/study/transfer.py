@@ -90,8 +90,11 @@ def _rename(held_out: dict, names: dict) -> dict:
 
 
 #: Where a refusal of :func:`group_transfer` quotes a group: "one group only ('p07')",
-#: "occurs in group 'p07' only" (a string group quoted, a number as it is).
-_QUOTED_GROUP = re.compile(r"(group only \(|in group )('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s)]+)")
+#: "occurs in group 'p07' only", "are in one group (10004235)" (a string group quoted, a
+#: number as it is).
+_QUOTED_GROUP = re.compile(
+    r"(group only \(|in group |in one group \()('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s)]+)"
+)
 
 
 def _withhold_ids(reason: str, names: dict) -> str:
