@@ -124,8 +124,8 @@ def make_clinical_cohort(
       ("no evidence of pleural effusion");
     - scan: a 3-D volume (``scan_size``³) with bright lesions whose number and size grow
       with the signal, on a fixed intensity scale like CT's (background 0.05, body 0.4,
-      lesions 0.9, noise sd 0.05): encode it with ``ScanEncoder(intensity_range=(0, 1))``
-      so that a lesion stays a local feature;
+      lesions 0.9, noise sd 0.05), so ``ScanEncoder(intensity_range=(0, 1))`` can scale
+      it with one fixed window instead of each volume's percentiles;
     - xray (``include_xray=True``): a 2-D radiograph with opacities.
 
     Parameters

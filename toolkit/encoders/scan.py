@@ -64,8 +64,9 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         volume is overall: lesions that fill more than 1% of a volume raise its 99th
         percentile and darken everything else. ``(a_min, a_max)``: one fixed window for
         every volume (MONAI's ``ScaleIntensityRange``, clipped), for calibrated intensities
-        such as CT in Hounsfield units (e.g. ``(-1000, 400)``); a bright region then stays a
-        local feature, and a drill-down finds it where it is.
+        such as CT in Hounsfield units (e.g. ``(-1000, 400)``): a volume's intensities are
+        not rescaled by its own brightest voxels. (On the synthetic clinical cohort this did
+        not make the scan drill-down localize lesions more often: ``docs/benchmarks.md``.)
     hist_bins : int, default=32
     grid : int, default=4
     batch_size : int or "auto", default="auto"
