@@ -286,3 +286,16 @@ def test_every_shipped_pipeline_validates_and_keeps_what_it_states(path):
         if keys == ("evaluation", "conformal") and isinstance(value, bool):  # shorthand
             loaded = loaded["enabled"]
         assert loaded == value, (path.name, keys)
+
+
+def test_numbers_in_exponent_notation_are_numbers_in_files_and_in_set(tmp_path):
+    """YAML 1.2 reads 1e3 as a number; PyYAML (YAML 1.1) reads it as text, so a window
+    written [-1e3, 4e2] was refused as ['-1e3', '4e2']."""
+    path = tmp_path / "scan.yaml"
+    path.write_text(TINY.replace("{n_samples: 30}", "{n_samples: 30, noise: 2.5e-1}"))
+    config = load_config(path, ["data.params.duration=5E-1"])
+    assert config.data.params == {"n_samples": 30, "noise": 0.25, "duration": 0.5}
+    raw = {"name": "x"}
+    for assignment in ("limit=-1e-5", "big=1.0e39", "tag=x1e3", "version=1e"):
+        apply_override(raw, assignment)
+    assert raw == {"name": "x", "limit": -1e-5, "big": 1e39, "tag": "x1e3", "version": "1e"}

@@ -39,6 +39,7 @@ metric against the task) are in :func:`toolkit.study.engine.prepare_study`, whic
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def apply_override(config: dict, assignment: str) -> None:
     if not all(keys):
         raise ConfigError(f"--set {assignment!r}: the key path has an empty part; use a.b=value")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from exc
     node = config
@@ -212,7 +213,9 @@ def _expanded_values(node, limit: int) -> int | None:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader refusing a mapping that repeats a key (PyYAML keeps the last
-    value silently, so a study would run with a setting its author did not see)."""
+    value silently, so a study would run with a setting its author did not see), and
+    reading ``1e3`` or ``-1e-5`` as numbers, as YAML 1.2 does (PyYAML's YAML 1.1 reads a
+    number without a dot in its mantissa as text)."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -230,6 +233,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 if isinstance(key, str | int | float | bool):
                     seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _parse(path: Path, text: str, max_values: int):
