@@ -185,7 +185,8 @@ def test_report_folds_are_the_folds_of_metrics_json_and_predictions_csv(run):
 @pytest.mark.parametrize(
     ("column", "name"),
     [("speaker", "speakers"), ("Patient", "patients"), ("pid", "groups"), ("site_id", "sites"),
-     ("patient_id", "patients"), ("site_no", "groups"), ("clients", "groups"), (None, "groups")],
+     ("patient_id", "patients"), ("site_no", "groups"), ("clients", "clients"), (None, "groups"),
+     ("PatientID", "patients"), ("family", "families"), ("mrn", "groups"), ("class", "groups")],
 )  # fmt: skip
 def test_groups_are_named_after_their_column(column, name):
     assert _plural(column) == name

@@ -47,13 +47,22 @@ def _metric(primary: str, classification: bool) -> tuple[str, str]:
 
 def _plural(column: str | None) -> str:
     """What a group is, in the sentences: the groups' column as a plural noun when it is a
-    plain word, or one before "_id" ('speaker' -> 'speakers', 'patient_id' -> 'patients'),
-    else 'groups' ('pid', 'site_no')."""
-    word = (column or "").lower()
-    word = word[: -len("_id")] if word.endswith("_id") else word
-    if word.isalpha() and len(word) > 3 and not word.endswith("s"):
-        return f"{word}s"
-    return "groups"
+    plain word, or one before an id suffix ('speaker' -> 'speakers', 'patient_id' and
+    'PatientID' -> 'patients', 'family' -> 'families', 'clients' as it is), else 'groups'
+    ('pid', 'site_no', 'mrn')."""
+    word = re.sub(r"(?<=[a-z])(?:ID|Id)$|[_\- ](?:id|ID|Id)$", "", column or "").lower()
+    if not (word.isalpha() and len(word) > 3) or word.endswith("ss"):
+        return "groups"
+    if word.endswith("s"):
+        return word
+    if word.endswith("y") and word[-2] not in "aeiou":
+        return f"{word[:-1]}ies"
+    return f"{word}s"
+
+
+def _singular(plural: str) -> str:
+    """The singular of a plural of :func:`_plural`."""
+    return f"{plural[:-3]}y" if plural.endswith("ies") else plural.removesuffix("s")
 
 
 def _model_label(summary: dict, results) -> str:
@@ -64,14 +73,14 @@ def _model_label(summary: dict, results) -> str:
 def pseudonym_word(column: str | None) -> str:
     """The word of a group's pseudonym for the groups' column: 'patient' ('patient_id'),
     'speaker' ('speaker'), else 'group' (the singular of :func:`_plural`)."""
-    return _plural(column)[:-1]
+    return _singular(_plural(column))
 
 
 def pseudonyms(groups, group_name: str) -> dict:
     """{group: pseudonym}: "patient 1", "patient 2", ... (the singular of ``group_name``,
     the plural of :func:`_plural`) in the order of each group's first row in ``groups``
     (the data's row order), so the same data always gets the same names."""
-    word = group_name[:-1] if group_name.endswith("s") else group_name
+    word = _singular(group_name)
     order = pd.unique(pd.Series(np.asarray(groups, dtype=object)))
     return {plain(g): f"{word} {k}" for k, g in enumerate(order, start=1)}
 
