@@ -224,8 +224,10 @@ def test_the_window_matches_monai_and_is_checked():
     for bad in ((1.0, 1.0), (2.0, 1.0), (0.0,), (0.0, float("nan")), (True, 2.0), (-1e39, 1e39)):
         with pytest.raises(ValueError, match=r"intensity_range must be None .* a_min < a_max"):
             ScanEncoder(spatial_size=(8, 8, 8), intensity_range=bad).check_settings()
-    with pytest.raises(ValueError, match=r"'intensity_range' parameter .* 'tuple'"):
+    with pytest.raises(ValueError, match=r"'intensity_range' parameter .* array-like"):
         ScanEncoder(spatial_size=(8, 8, 8), intensity_range="0,1").check_settings()
+    window = np.array([-1000, 400])  # a window computed with numpy
+    ScanEncoder(spatial_size=(8, 8, 8), intensity_range=window).check_settings()
     # A model saved before the parameter existed lacks the attribute: percentiles, as then.
     enc = ScanEncoder(spatial_size=(8, 8, 8))
     del enc.intensity_range

@@ -156,7 +156,7 @@ class ScanEncoder(FineTuneMixin, TrainableMixin, BaseEncoder):
         "spatial_size": [tuple, list],
         "pixdim": [tuple, list, None],
         "orientation": [str, None],
-        "intensity_range": [tuple, list, None],
+        "intensity_range": ["array-like", None],
         "device": [str, None],
         "max_voxels": [Interval(Integral, 1, None, closed="left")],
         "max_resampled_voxels": [Interval(Integral, 1, None, closed="left")],

@@ -236,7 +236,8 @@ def check_intensity_range(intensity_range) -> tuple[float, float] | None:
     """
     if intensity_range is None:
         return None
-    values = tuple(intensity_range) if isinstance(intensity_range, tuple | list) else ()
+    array = isinstance(intensity_range, np.ndarray) and intensity_range.ndim == 1
+    values = tuple(intensity_range) if isinstance(intensity_range, tuple | list) or array else ()
     if (
         len(values) != 2
         or not all(
