@@ -34,14 +34,27 @@ _F32_MAX = float(np.finfo(np.float32).max)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
 
 
+#: MONAI's logger that says "nvImageCodec is not available" on every DICOM-capable read.
+_CODEC_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+
+
 @contextlib.contextmanager
 def quiet_monai():
-    """Silence MONAI's optional-codec warnings for this call only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"monai\..*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
-        yield
+    """Silence MONAI's optional-codec warnings (and its codec logger's warning) for this
+    call only."""
+    import logging
+
+    logger = logging.getLogger(_CODEC_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"monai\..*")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _is_nifti(path: Path) -> bool:
