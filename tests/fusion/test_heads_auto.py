@@ -355,6 +355,8 @@ def test_auto_regression_and_huge_targets():
 
 def test_auto_refuses_itself_as_a_candidate():
     emb, y = three_views(0, 60)
+    with pytest.raises(ValueError, match="candidates list 'late' twice; list each strategy once"):
+        AutoFusion(candidates=["late", "early", "late"]).fit(emb, y, n_classes=2)
     with pytest.raises(ValueError, match="'auto' cannot be one of AutoFusion's candidates"):
         AutoFusion(candidates=["auto"]).fit(emb, y, n_classes=2)
     with pytest.raises(ValueError, match="nothing to choose from"):

@@ -152,6 +152,13 @@ class AutoFusion(BaseFusion):
                 "AutoFusion has nothing to choose from: give candidates or singles=True"
             )
         out = {}
+        names = [entry for entry in wanted if isinstance(entry, str)]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"AutoFusion's candidates list {twice[0]!r} twice; list each strategy once (two "
+                "differently set fusions of one kind may be given as objects)"
+            )
         for entry in wanted:
             if isinstance(entry, str) and entry == "auto":
                 raise ValueError("'auto' cannot be one of AutoFusion's candidates")
