@@ -152,8 +152,8 @@ class AutoFusion(BaseFusion):
                 "AutoFusion has nothing to choose from: give candidates or singles=True"
             )
         out = {}
-        names = [entry for entry in wanted if isinstance(entry, str)]
-        twice = sorted({name for name in names if names.count(name) > 1})
+        listed = [entry for entry in wanted if isinstance(entry, str)]
+        twice = sorted({name for name in listed if listed.count(name) > 1})
         if twice:
             raise ValueError(
                 f"AutoFusion's candidates list {twice[0]!r} twice; list each strategy once (two "
